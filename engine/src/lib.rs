@@ -1,0 +1,51 @@
+//! Sightline's storage engine.
+//!
+//! Owns every byte on disk: a redb database holding the write-ahead log, the segment catalog and
+//! the trace index, and immutable Parquet segment files beside it. Writes are durable (fsync'd
+//! through a redb commit shared by concurrent writers) and visible to scans as soon as
+//! [`Engine::write`] returns. The memtable is sealed into segments by size, by age and on close;
+//! recovery replays the WAL and removes orphan files.
+//!
+//! The engine is synchronous and knows nothing of DataFusion, tokio or HTTP: it speaks Arrow.
+//! `ingest` builds rows with [`SpanBatchBuilder`]; `query` reads them with [`ScanRequest`].
+//!
+//! ```
+//! use engine::{Engine, Options, ScanRequest, SpanBatchBuilder, SpanRecord, TraceId, SpanId};
+//! # fn main() -> engine::Result<()> {
+//! let dir = std::env::temp_dir().join(format!("sightline-doc-{}", std::process::id()));
+//! let engine = Engine::open(&dir, Options::default().with_background_sealing(false))?;
+//! let mut rows = SpanBatchBuilder::new();
+//! rows.append(&SpanRecord {
+//!     trace_id: TraceId([1; 16]),
+//!     span_id: SpanId([2; 8]),
+//!     name: "invoke_agent",
+//!     ..SpanRecord::default()
+//! });
+//! engine.write(rows.finish())?;
+//! let found = engine.scan(&ScanRequest::for_trace(&TraceId([1; 16]).to_string()))?;
+//! assert_eq!(found.iter().map(|batch| batch.num_rows()).sum::<usize>(), 1);
+//! engine.close()?;
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod batch;
+mod error;
+mod ids;
+mod scan;
+pub mod schema;
+mod segment;
+mod store;
+mod tables;
+mod wal;
+
+pub use batch::{AttributePair, EventRecord, LinkRecord, SpanBatchBuilder, SpanRecord};
+pub use error::{Error, ErrorKind, Result, StoreError};
+pub use ids::{IdError, SpanId, TraceId};
+pub use scan::{BatchIter, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest, ScanUnit};
+pub use schema::span_schema;
+pub use segment::SegmentMeta;
+pub use store::{EngineStats, Engine, Options, RecoverySummary, SealSummary};

@@ -1,0 +1,407 @@
+//! Scans: a [`ScanRequest`] (time range, trace ids, services, projection, limit) becomes a
+//! [`ScanPlan`] of independent [`ScanUnit`]s (one per selected segment, plus the memtable), each
+//! yielding Arrow batches that satisfy the request's predicates exactly.
+
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Array, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
+
+use crate::error::Result;
+use crate::schema::{column_index, columns, span_schema};
+use crate::segment::{SegmentMeta, read_segment};
+
+/// What to read. Every predicate given is applied exactly: returned rows satisfy all of them.
+#[derive(Debug, Clone)]
+pub struct ScanRequest {
+    /// Bounds on `start_time` (ns since the epoch).
+    pub start_time: (Bound<i64>, Bound<i64>),
+    /// Only rows whose `trace_id` (lowercase hex) is one of these.
+    pub trace_ids: Option<Vec<String>>,
+    /// Only rows whose `service_name` is one of these (NULL never matches).
+    pub service_names: Option<Vec<String>>,
+    /// Columns to return, as indices into [`span_schema`]; `None` for all.
+    pub projection: Option<Vec<usize>>,
+    /// Stop after this many rows per unit (the caller still applies its own limit).
+    pub limit: Option<usize>,
+}
+
+impl Default for ScanRequest {
+    fn default() -> Self {
+        ScanRequest {
+            start_time: (Bound::Unbounded, Bound::Unbounded),
+            trace_ids: None,
+            service_names: None,
+            projection: None,
+            limit: None,
+        }
+    }
+}
+
+impl ScanRequest {
+    /// A request for every span of one trace (lowercase hex id).
+    pub fn for_trace(trace_id: &str) -> Self {
+        ScanRequest {
+            trace_ids: Some(vec![trace_id.to_ascii_lowercase()]),
+            ..ScanRequest::default()
+        }
+    }
+
+    /// The projected schema of the batches this request returns.
+    pub fn output_schema(&self) -> Result<SchemaRef> {
+        match &self.projection {
+            Some(indices) => Ok(Arc::new(span_schema().project(indices)?)),
+            None => Ok(span_schema()),
+        }
+    }
+
+    /// True when the start-time bounds admit some value in `[min, max]`.
+    pub(crate) fn time_overlaps(&self, min: i64, max: i64) -> bool {
+        let lower_ok = match self.start_time.1 {
+            Bound::Included(upper) => min <= upper,
+            Bound::Excluded(upper) => min < upper,
+            Bound::Unbounded => true,
+        };
+        let upper_ok = match self.start_time.0 {
+            Bound::Included(lower) => max >= lower,
+            Bound::Excluded(lower) => max > lower,
+            Bound::Unbounded => true,
+        };
+        lower_ok && upper_ok
+    }
+
+    fn time_contains(&self, value: i64) -> bool {
+        self.time_overlaps(value, value)
+    }
+
+    /// True when no predicate restricts rows.
+    pub(crate) fn is_unfiltered(&self) -> bool {
+        self.trace_ids.is_none()
+            && self.service_names.is_none()
+            && self.start_time == (Bound::Unbounded, Bound::Unbounded)
+    }
+}
+
+/// Counters filled while a plan runs; shared by all its units.
+#[derive(Debug, Default)]
+pub struct ScanMetrics {
+    /// Segments in the catalog when the plan was made.
+    pub segments_total: AtomicU64,
+    /// Segments the plan reads (after catalog and index pruning).
+    pub segments_selected: AtomicU64,
+    /// Row groups read from segment files.
+    pub row_groups_read: AtomicU64,
+    /// Row groups skipped by their statistics.
+    pub row_groups_pruned: AtomicU64,
+    /// Compressed bytes of the column chunks read from segment files.
+    pub bytes_read: AtomicU64,
+    /// Rows decoded (segments) or examined (memtable) before exact filtering.
+    pub rows_scanned: AtomicU64,
+    /// Rows returned.
+    pub rows_returned: AtomicU64,
+}
+
+impl ScanMetrics {
+    pub(crate) fn add(counter: &AtomicU64, value: u64) {
+        counter.fetch_add(value, Ordering::Relaxed);
+    }
+
+    /// A plain copy of the counters.
+    pub fn snapshot(&self) -> ScanMetricsSnapshot {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ScanMetricsSnapshot {
+            segments_total: get(&self.segments_total),
+            segments_selected: get(&self.segments_selected),
+            row_groups_read: get(&self.row_groups_read),
+            row_groups_pruned: get(&self.row_groups_pruned),
+            bytes_read: get(&self.bytes_read),
+            rows_scanned: get(&self.rows_scanned),
+            rows_returned: get(&self.rows_returned),
+        }
+    }
+}
+
+/// A copy of [`ScanMetrics`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ScanMetricsSnapshot {
+    pub segments_total: u64,
+    pub segments_selected: u64,
+    pub row_groups_read: u64,
+    pub row_groups_pruned: u64,
+    pub bytes_read: u64,
+    pub rows_scanned: u64,
+    pub rows_returned: u64,
+}
+
+/// The predicates of a request in the form the row filter needs.
+#[derive(Debug)]
+pub(crate) struct RowPredicate {
+    pub(crate) request: ScanRequest,
+    trace_ids: Option<HashSet<String>>,
+    service_names: Option<HashSet<String>>,
+}
+
+impl RowPredicate {
+    pub(crate) fn new(request: &ScanRequest) -> Self {
+        RowPredicate {
+            request: request.clone(),
+            trace_ids: request
+                .trace_ids
+                .as_ref()
+                .map(|ids| ids.iter().map(|id| id.to_ascii_lowercase()).collect()),
+            service_names: request
+                .service_names
+                .as_ref()
+                .map(|names| names.iter().cloned().collect()),
+        }
+    }
+
+    /// Columns (span schema indices) the filter reads.
+    pub(crate) fn filter_columns(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        if self.trace_ids.is_some() {
+            out.push(column_index(columns::TRACE_ID));
+        }
+        if self.request.start_time != (Bound::Unbounded, Bound::Unbounded) {
+            out.push(column_index(columns::START_TIME));
+        }
+        if self.service_names.is_some() {
+            out.push(column_index(columns::SERVICE_NAME));
+        }
+        out
+    }
+
+    /// The selection mask for `batch`, whose columns are looked up by name.
+    pub(crate) fn evaluate(&self, batch: &RecordBatch) -> Option<BooleanArray> {
+        if self.request.is_unfiltered() {
+            return None;
+        }
+        let rows = batch.num_rows();
+        let mut keep = BooleanBufferBuilder::new(rows);
+        keep.append_n(rows, true);
+        if let Some(ids) = &self.trace_ids
+            && let Some(column) = batch.column_by_name(columns::TRACE_ID)
+        {
+            let column = column.as_string::<i32>();
+            for row in 0..rows {
+                if keep.get_bit(row) && !ids.contains(column.value(row)) {
+                    keep.set_bit(row, false);
+                }
+            }
+        }
+        if self.request.start_time != (Bound::Unbounded, Bound::Unbounded)
+            && let Some(column) = batch.column_by_name(columns::START_TIME)
+        {
+            let column = column.as_primitive::<TimestampNanosecondType>();
+            for row in 0..rows {
+                if keep.get_bit(row) && !self.request.time_contains(column.value(row)) {
+                    keep.set_bit(row, false);
+                }
+            }
+        }
+        if let Some(names) = &self.service_names
+            && let Some(column) = batch.column_by_name(columns::SERVICE_NAME)
+        {
+            let column = column.as_string::<i32>();
+            for row in 0..rows {
+                if keep.get_bit(row) && (column.is_null(row) || !names.contains(column.value(row)))
+                {
+                    keep.set_bit(row, false);
+                }
+            }
+        }
+        Some(BooleanArray::new(keep.finish(), None))
+    }
+
+    /// Filters and projects a full-schema memtable batch.
+    pub(crate) fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let filtered = match self.evaluate(batch) {
+            Some(mask) => filter_record_batch(batch, &mask)?,
+            None => batch.clone(),
+        };
+        match &self.request.projection {
+            Some(indices) => Ok(filtered.project(indices)?),
+            None => Ok(filtered),
+        }
+    }
+
+    pub(crate) fn trace_ids(&self) -> Option<&HashSet<String>> {
+        self.trace_ids.as_ref()
+    }
+
+    pub(crate) fn service_names(&self) -> Option<&HashSet<String>> {
+        self.service_names.as_ref()
+    }
+}
+
+/// Where one unit reads from.
+#[derive(Debug)]
+enum UnitSource {
+    Memory(Vec<RecordBatch>),
+    Segment {
+        meta: Arc<SegmentMeta>,
+        path: std::path::PathBuf,
+    },
+}
+
+/// One independently executable part of a scan.
+#[derive(Debug)]
+pub struct ScanUnit {
+    source: UnitSource,
+    predicate: Arc<RowPredicate>,
+    metrics: Arc<ScanMetrics>,
+}
+
+/// The batches one unit yields.
+pub type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
+
+impl ScanUnit {
+    /// Reads this unit. Batches come in storage order; each satisfies the request exactly.
+    pub fn execute(self) -> Result<BatchIter> {
+        let limit = self.predicate.request.limit.unwrap_or(usize::MAX);
+        let metrics = Arc::clone(&self.metrics);
+        let inner: BatchIter = match self.source {
+            UnitSource::Memory(batches) => {
+                let predicate = Arc::clone(&self.predicate);
+                let metrics = Arc::clone(&self.metrics);
+                Box::new(batches.into_iter().map(move |batch| {
+                    ScanMetrics::add(&metrics.rows_scanned, batch.num_rows() as u64);
+                    predicate.apply(&batch)
+                }))
+            }
+            UnitSource::Segment { meta, path } => read_segment(
+                &meta,
+                &path,
+                Arc::clone(&self.predicate),
+                Arc::clone(&self.metrics),
+            )?,
+        };
+        Ok(Box::new(LimitedIter {
+            inner,
+            remaining: limit,
+            metrics,
+        }))
+    }
+
+    /// True when this unit reads the memtable.
+    pub fn is_memtable(&self) -> bool {
+        matches!(self.source, UnitSource::Memory(_))
+    }
+}
+
+struct LimitedIter {
+    inner: BatchIter,
+    remaining: usize,
+    metrics: Arc<ScanMetrics>,
+}
+
+impl Iterator for LimitedIter {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.remaining == 0 {
+                return None;
+            }
+            let batch = match self.inner.next()? {
+                Ok(batch) => batch,
+                Err(error) => return Some(Err(error)),
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let batch = if batch.num_rows() > self.remaining {
+                batch.slice(0, self.remaining)
+            } else {
+                batch
+            };
+            self.remaining -= batch.num_rows();
+            ScanMetrics::add(&self.metrics.rows_returned, batch.num_rows() as u64);
+            return Some(Ok(batch));
+        }
+    }
+}
+
+/// A planned scan: the units to run and the metrics they fill.
+#[derive(Debug)]
+pub struct ScanPlan {
+    units: Vec<ScanUnit>,
+    schema: SchemaRef,
+    metrics: Arc<ScanMetrics>,
+}
+
+impl ScanPlan {
+    pub(crate) fn new(
+        request: &ScanRequest,
+        memtable: Vec<RecordBatch>,
+        segments: Vec<(Arc<SegmentMeta>, std::path::PathBuf)>,
+        segments_total: usize,
+    ) -> Result<Self> {
+        let schema = request.output_schema()?;
+        let predicate = Arc::new(RowPredicate::new(request));
+        let metrics = Arc::new(ScanMetrics::default());
+        ScanMetrics::add(&metrics.segments_total, segments_total as u64);
+        ScanMetrics::add(&metrics.segments_selected, segments.len() as u64);
+        let mut units = Vec::with_capacity(segments.len() + 1);
+        for (meta, path) in segments {
+            units.push(ScanUnit {
+                source: UnitSource::Segment { meta, path },
+                predicate: Arc::clone(&predicate),
+                metrics: Arc::clone(&metrics),
+            });
+        }
+        if !memtable.is_empty() {
+            units.push(ScanUnit {
+                source: UnitSource::Memory(memtable),
+                predicate: Arc::clone(&predicate),
+                metrics: Arc::clone(&metrics),
+            });
+        }
+        Ok(ScanPlan {
+            units,
+            schema,
+            metrics,
+        })
+    }
+
+    /// The schema of every batch the units yield.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// The metrics all units of this plan fill.
+    pub fn metrics(&self) -> Arc<ScanMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Number of units.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    /// True when there is nothing to read.
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// Takes the units out of the plan.
+    pub fn into_units(self) -> Vec<ScanUnit> {
+        self.units
+    }
+
+    /// Runs every unit in order and collects the batches (for small results).
+    pub fn collect(self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for unit in self.units {
+            for batch in unit.execute()? {
+                out.push(batch?);
+            }
+        }
+        Ok(out)
+    }
+}

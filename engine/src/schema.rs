@@ -1,0 +1,293 @@
+//! The span row schema: the one Arrow schema shared by ingest (which builds rows), the engine
+//! (which stores them) and query (which exposes them to SQL).
+//!
+//! One row per OTLP span. Scalar OTLP fields have their own typed columns. Attribute sets are
+//! stored twice: as a `Map<Utf8, Utf8>` of *string forms* that SQL can index
+//! (`attributes['gen_ai.tool.name']`), and inside the hidden `*_otlp` columns as the protobuf
+//! encoding of the original typed values, so every OTLP field reads back exactly. The mapping
+//! from OTLP fields to columns is written down in `docs/design/storage-format.md`.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+/// Column names of the span schema, in schema order.
+pub mod columns {
+    /// Trace id, 32 lowercase hex characters.
+    pub const TRACE_ID: &str = "trace_id";
+    /// Span id, 16 lowercase hex characters.
+    pub const SPAN_ID: &str = "span_id";
+    /// Parent span id, 16 lowercase hex characters; NULL for a root span.
+    pub const PARENT_SPAN_ID: &str = "parent_span_id";
+    /// W3C trace state; NULL when empty.
+    pub const TRACE_STATE: &str = "trace_state";
+    /// OTLP span flags (W3C trace flags in the low byte).
+    pub const FLAGS: &str = "flags";
+    /// Span name.
+    pub const SPAN_NAME: &str = "span_name";
+    /// Span kind: `unspecified`, `internal`, `server`, `client`, `producer`, `consumer`, or the
+    /// decimal number of a kind this version does not know.
+    pub const SPAN_KIND: &str = "span_kind";
+    /// Start time, nanoseconds since the Unix epoch, UTC.
+    pub const START_TIME: &str = "start_time";
+    /// End time, nanoseconds since the Unix epoch, UTC.
+    pub const END_TIME: &str = "end_time";
+    /// `end_time - start_time` in nanoseconds (negative if the client sent end < start).
+    pub const DURATION_NS: &str = "duration_ns";
+    /// Status code: `unset`, `ok`, `error`, or the decimal number of an unknown code.
+    pub const STATUS_CODE: &str = "status_code";
+    /// Status message; NULL when empty.
+    pub const STATUS_MESSAGE: &str = "status_message";
+    /// `service.name` of the resource (its string form); NULL when absent.
+    pub const SERVICE_NAME: &str = "service_name";
+    /// Resource attributes as string forms.
+    pub const RESOURCE_ATTRIBUTES: &str = "resource_attributes";
+    /// `ResourceSpans.schema_url`; NULL when empty.
+    pub const RESOURCE_SCHEMA_URL: &str = "resource_schema_url";
+    /// Instrumentation scope name; NULL when empty.
+    pub const SCOPE_NAME: &str = "scope_name";
+    /// Instrumentation scope version; NULL when empty.
+    pub const SCOPE_VERSION: &str = "scope_version";
+    /// Instrumentation scope attributes as string forms.
+    pub const SCOPE_ATTRIBUTES: &str = "scope_attributes";
+    /// `ScopeSpans.schema_url`; NULL when empty.
+    pub const SCOPE_SCHEMA_URL: &str = "scope_schema_url";
+    /// Span attributes as string forms.
+    pub const ATTRIBUTES: &str = "attributes";
+    /// `Span.dropped_attributes_count`.
+    pub const DROPPED_ATTRIBUTES_COUNT: &str = "dropped_attributes_count";
+    /// Span events: list of struct {time, name, attributes, dropped_attributes_count}.
+    pub const EVENTS: &str = "events";
+    /// `Span.dropped_events_count`.
+    pub const DROPPED_EVENTS_COUNT: &str = "dropped_events_count";
+    /// Span links: list of struct {trace_id, span_id, trace_state, flags, attributes,
+    /// dropped_attributes_count}.
+    pub const LINKS: &str = "links";
+    /// `Span.dropped_links_count`.
+    pub const DROPPED_LINKS_COUNT: &str = "dropped_links_count";
+    /// Hidden: protobuf-encoded `opentelemetry.proto.resource.v1.Resource` (exact, typed).
+    pub const RESOURCE_OTLP: &str = "resource_otlp";
+    /// Hidden: protobuf-encoded `opentelemetry.proto.common.v1.InstrumentationScope`.
+    pub const SCOPE_OTLP: &str = "scope_otlp";
+    /// Hidden: protobuf-encoded `opentelemetry.proto.trace.v1.Span` holding only the typed
+    /// attribute lists: `attributes`, `events[i].attributes`, `links[i].attributes` (same order
+    /// and count as the `events` and `links` columns). Everything else comes from the columns.
+    pub const SPAN_OTLP: &str = "span_otlp";
+
+    /// Field names inside an `events` list element.
+    pub mod event {
+        /// Event time, nanoseconds, UTC.
+        pub const TIME: &str = "time";
+        /// Event name.
+        pub const NAME: &str = "name";
+        /// Event attributes as string forms.
+        pub const ATTRIBUTES: &str = "attributes";
+        /// `Event.dropped_attributes_count`.
+        pub const DROPPED_ATTRIBUTES_COUNT: &str = "dropped_attributes_count";
+    }
+
+    /// Field names inside a `links` list element.
+    pub mod link {
+        /// Linked trace id, lowercase hex.
+        pub const TRACE_ID: &str = "trace_id";
+        /// Linked span id, lowercase hex.
+        pub const SPAN_ID: &str = "span_id";
+        /// Linked trace state; NULL when empty.
+        pub const TRACE_STATE: &str = "trace_state";
+        /// `Link.flags`.
+        pub const FLAGS: &str = "flags";
+        /// Link attributes as string forms.
+        pub const ATTRIBUTES: &str = "attributes";
+        /// `Link.dropped_attributes_count`.
+        pub const DROPPED_ATTRIBUTES_COUNT: &str = "dropped_attributes_count";
+    }
+}
+
+/// Names of the columns that hold protobuf bytes for exact reconstruction. They are part of the
+/// stored schema but not of the SQL-facing `spans` table.
+pub const HIDDEN_COLUMNS: [&str; 3] = [
+    columns::RESOURCE_OTLP,
+    columns::SCOPE_OTLP,
+    columns::SPAN_OTLP,
+];
+
+/// The timestamp type used for every time column: nanoseconds, UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// `Map<Utf8, Utf8>` used for every attribute set: key -> string form of the value.
+///
+/// String forms: strings as they are, integers and doubles in decimal (doubles in the shortest
+/// form that parses back to the same value), booleans as `true`/`false`, bytes as standard
+/// base64, arrays and key-value lists as JSON (the OTLP JSON mapping of `AnyValue`'s contents).
+pub fn attribute_map_type() -> DataType {
+    DataType::Map(Arc::new(attribute_map_entries_field()), false)
+}
+
+/// The `entries` field of [`attribute_map_type`].
+pub fn attribute_map_entries_field() -> Field {
+    Field::new(
+        "entries",
+        DataType::Struct(Fields::from(vec![
+            Field::new("keys", DataType::Utf8, false),
+            Field::new("values", DataType::Utf8, true),
+        ])),
+        false,
+    )
+}
+
+/// The struct type of one element of the `events` column.
+pub fn event_fields() -> Fields {
+    use columns::event;
+    Fields::from(vec![
+        Field::new(event::TIME, timestamp_type(), false),
+        Field::new(event::NAME, DataType::Utf8, false),
+        Field::new(event::ATTRIBUTES, attribute_map_type(), false),
+        Field::new(event::DROPPED_ATTRIBUTES_COUNT, DataType::UInt32, false),
+    ])
+}
+
+/// The struct type of one element of the `links` column.
+pub fn link_fields() -> Fields {
+    use columns::link;
+    Fields::from(vec![
+        Field::new(link::TRACE_ID, DataType::Utf8, false),
+        Field::new(link::SPAN_ID, DataType::Utf8, false),
+        Field::new(link::TRACE_STATE, DataType::Utf8, true),
+        Field::new(link::FLAGS, DataType::UInt32, false),
+        Field::new(link::ATTRIBUTES, attribute_map_type(), false),
+        Field::new(link::DROPPED_ATTRIBUTES_COUNT, DataType::UInt32, false),
+    ])
+}
+
+/// The list item field for the `events` column.
+pub fn event_item_field() -> Field {
+    Field::new("item", DataType::Struct(event_fields()), false)
+}
+
+/// The list item field for the `links` column.
+pub fn link_item_field() -> Field {
+    Field::new("item", DataType::Struct(link_fields()), false)
+}
+
+fn build_span_schema() -> Schema {
+    use columns::*;
+    Schema::new(vec![
+        Field::new(TRACE_ID, DataType::Utf8, false),
+        Field::new(SPAN_ID, DataType::Utf8, false),
+        Field::new(PARENT_SPAN_ID, DataType::Utf8, true),
+        Field::new(TRACE_STATE, DataType::Utf8, true),
+        Field::new(FLAGS, DataType::UInt32, false),
+        Field::new(SPAN_NAME, DataType::Utf8, false),
+        Field::new(SPAN_KIND, DataType::Utf8, false),
+        Field::new(START_TIME, timestamp_type(), false),
+        Field::new(END_TIME, timestamp_type(), false),
+        Field::new(DURATION_NS, DataType::Int64, false),
+        Field::new(STATUS_CODE, DataType::Utf8, false),
+        Field::new(STATUS_MESSAGE, DataType::Utf8, true),
+        Field::new(SERVICE_NAME, DataType::Utf8, true),
+        Field::new(RESOURCE_ATTRIBUTES, attribute_map_type(), false),
+        Field::new(RESOURCE_SCHEMA_URL, DataType::Utf8, true),
+        Field::new(SCOPE_NAME, DataType::Utf8, true),
+        Field::new(SCOPE_VERSION, DataType::Utf8, true),
+        Field::new(SCOPE_ATTRIBUTES, attribute_map_type(), false),
+        Field::new(SCOPE_SCHEMA_URL, DataType::Utf8, true),
+        Field::new(ATTRIBUTES, attribute_map_type(), false),
+        Field::new(DROPPED_ATTRIBUTES_COUNT, DataType::UInt32, false),
+        Field::new(EVENTS, DataType::List(Arc::new(event_item_field())), false),
+        Field::new(DROPPED_EVENTS_COUNT, DataType::UInt32, false),
+        Field::new(LINKS, DataType::List(Arc::new(link_item_field())), false),
+        Field::new(DROPPED_LINKS_COUNT, DataType::UInt32, false),
+        Field::new(RESOURCE_OTLP, DataType::Binary, false),
+        Field::new(SCOPE_OTLP, DataType::Binary, false),
+        Field::new(SPAN_OTLP, DataType::Binary, false),
+    ])
+}
+
+/// The stored span schema (all columns, hidden ones included).
+pub fn span_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    Arc::clone(SCHEMA.get_or_init(|| Arc::new(build_span_schema())))
+}
+
+/// Index of a column in [`span_schema`].
+///
+/// Panics only on a name that is not a column, which is a programming error caught by tests.
+pub fn column_index(name: &str) -> usize {
+    match span_schema().index_of(name) {
+        Ok(index) => index,
+        Err(_) => panic!("no column {name} in the span schema"),
+    }
+}
+
+/// Span kind names, indexed by the OTLP enum value.
+pub const SPAN_KIND_NAMES: [&str; 6] = [
+    "unspecified",
+    "internal",
+    "server",
+    "client",
+    "producer",
+    "consumer",
+];
+
+/// Status code names, indexed by the OTLP enum value.
+pub const STATUS_CODE_NAMES: [&str; 3] = ["unset", "ok", "error"];
+
+/// The stored name of an OTLP span kind value.
+pub fn span_kind_name(kind: i32) -> String {
+    enum_name(&SPAN_KIND_NAMES, kind)
+}
+
+/// The OTLP span kind value of a stored name (inverse of [`span_kind_name`]).
+pub fn span_kind_value(name: &str) -> Option<i32> {
+    enum_value(&SPAN_KIND_NAMES, name)
+}
+
+/// The stored name of an OTLP status code value.
+pub fn status_code_name(code: i32) -> String {
+    enum_name(&STATUS_CODE_NAMES, code)
+}
+
+/// The OTLP status code value of a stored name (inverse of [`status_code_name`]).
+pub fn status_code_value(name: &str) -> Option<i32> {
+    enum_value(&STATUS_CODE_NAMES, name)
+}
+
+fn enum_name(names: &[&str], value: i32) -> String {
+    usize::try_from(value)
+        .ok()
+        .and_then(|index| names.get(index))
+        .map(|name| (*name).to_owned())
+        .unwrap_or_else(|| value.to_string())
+}
+
+fn enum_value(names: &[&str], name: &str) -> Option<i32> {
+    match names.iter().position(|candidate| *candidate == name) {
+        Some(index) => i32::try_from(index).ok(),
+        None => name.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_names_round_trip_known_and_unknown_values() {
+        for value in [-3, 0, 1, 2, 3, 4, 5, 6, 99] {
+            assert_eq!(span_kind_value(&span_kind_name(value)), Some(value));
+            assert_eq!(status_code_value(&status_code_name(value)), Some(value));
+        }
+        assert_eq!(span_kind_name(2), "server");
+        assert_eq!(status_code_name(2), "error");
+    }
+
+    #[test]
+    fn every_named_column_is_in_the_schema() {
+        for name in HIDDEN_COLUMNS {
+            assert!(span_schema().index_of(name).is_ok());
+        }
+        assert_eq!(column_index(columns::TRACE_ID), 0);
+    }
+}

@@ -1,0 +1,817 @@
+//! [`Engine`]: the write path (WAL with group commit, memtable), sealing into segments, scans
+//! and recovery.
+//!
+//! Invariants:
+//! - A write is acknowledged only after its WAL record committed with immediate durability
+//!   (fsync), and after its rows are in the memtable (read-your-writes).
+//! - Every row is in exactly one of: the active memtable, the frozen memtable (being sealed), a
+//!   sealed segment. The switch from frozen to segment happens under the state lock, after the
+//!   catalog transaction (segment entries + trace index + WAL truncation) committed.
+//! - Segment files are fsync'd before the catalog references them; files the catalog does not
+//!   reference are removed at open.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::array::{AsArray, BooleanArray};
+use arrow::datatypes::TimestampNanosecondType;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use parking_lot::{Mutex, RwLock};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, Result};
+use crate::scan::{ScanPlan, ScanRequest};
+use crate::schema::{column_index, columns, span_schema};
+use crate::segment::{SegmentMeta, SegmentWriteOptions, day_of, sort_for_segment, write_segment};
+use crate::tables::{
+    FORMAT_VERSION, META, META_FORMAT_VERSION, META_NEXT_SEGMENT_ID, SEGMENTS, TRACE_SEGMENTS,
+    WAL,
+};
+use crate::wal;
+
+/// The tier every segment is written to until retention tiers exist.
+const DEFAULT_TIER: &str = "standard";
+/// File name of the redb database inside the data directory.
+const DATABASE_FILE: &str = "sightline.redb";
+/// Above this many trace ids a scan uses zone maps instead of the trace index.
+const MAX_INDEX_LOOKUPS: usize = 4096;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Seal the memtable when its Arrow memory reaches this many bytes.
+    pub seal_max_bytes: usize,
+    /// Seal the memtable when it holds this many rows.
+    pub seal_max_rows: usize,
+    /// Seal the memtable when its oldest row is this old.
+    pub seal_max_age: Duration,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// zstd level of segment files.
+    pub zstd_level: i32,
+    /// Refuse writes (overloaded) when the memtable (active + frozen) exceeds this many bytes,
+    /// i.e. when sealing cannot keep up.
+    pub max_memtable_bytes: usize,
+    /// Run the background sealer thread (tests turn it off and call `seal`).
+    pub background_sealing: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seal_max_bytes: 256 << 20,
+            seal_max_rows: 1_000_000,
+            seal_max_age: Duration::from_secs(300),
+            row_group_rows: 32 * 1024,
+            zstd_level: 3,
+            max_memtable_bytes: 1 << 30,
+            background_sealing: true,
+        }
+    }
+}
+
+impl Options {
+    /// Sets the memtable size at which it is sealed.
+    pub fn with_seal_max_bytes(mut self, bytes: usize) -> Self {
+        self.seal_max_bytes = bytes;
+        self
+    }
+
+    /// Sets the memtable row count at which it is sealed.
+    pub fn with_seal_max_rows(mut self, rows: usize) -> Self {
+        self.seal_max_rows = rows;
+        self
+    }
+
+    /// Sets the memtable age at which it is sealed.
+    pub fn with_seal_max_age(mut self, age: Duration) -> Self {
+        self.seal_max_age = age;
+        self
+    }
+
+    /// Sets the Parquet row group size.
+    pub fn with_row_group_rows(mut self, rows: usize) -> Self {
+        self.row_group_rows = rows;
+        self
+    }
+
+    /// Sets the memtable size past which writes are refused as overloaded.
+    pub fn with_max_memtable_bytes(mut self, bytes: usize) -> Self {
+        self.max_memtable_bytes = bytes;
+        self
+    }
+
+    /// Turns the background sealer on or off.
+    pub fn with_background_sealing(mut self, enabled: bool) -> Self {
+        self.background_sealing = enabled;
+        self
+    }
+}
+
+/// Rows not yet in a segment.
+#[derive(Debug, Default, Clone)]
+struct Memtable {
+    chunks: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
+    max_sequence: u64,
+    oldest: Option<Instant>,
+}
+
+impl Memtable {
+    fn push(&mut self, batch: RecordBatch, sequence: u64) {
+        self.rows += batch.num_rows();
+        self.bytes += batch.get_array_memory_size();
+        self.max_sequence = self.max_sequence.max(sequence);
+        self.oldest.get_or_insert_with(Instant::now);
+        self.chunks.push(batch);
+        self.merge_small_tail();
+    }
+
+    /// Keeps the chunk count low: many tiny request batches are merged into one.
+    fn merge_small_tail(&mut self) {
+        const SMALL: usize = 4096;
+        const MAX_SMALL_CHUNKS: usize = 64;
+        let small = self
+            .chunks
+            .iter()
+            .rev()
+            .take_while(|chunk| chunk.num_rows() < SMALL)
+            .count();
+        if small < MAX_SMALL_CHUNKS {
+            return;
+        }
+        let start = self.chunks.len() - small;
+        if let Ok(merged) = concat_batches(&span_schema(), &self.chunks[start..]) {
+            self.chunks.truncate(start);
+            self.chunks.push(merged);
+            self.bytes = self.chunks.iter().map(RecordBatch::get_array_memory_size).sum();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    active: Memtable,
+    frozen: Option<Memtable>,
+    segments: Vec<Arc<SegmentMeta>>,
+}
+
+/// A write waiting for the group commit.
+struct PendingWrite {
+    batch: RecordBatch,
+    record: Vec<u8>,
+    reply: Sender<Result<u64>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    db: Database,
+    options: Options,
+    state: RwLock<State>,
+    seal_lock: Mutex<()>,
+    next_sequence: Mutex<u64>,
+    next_segment_id: Mutex<u64>,
+    pending_bytes: AtomicUsize,
+    closing: AtomicBool,
+}
+
+/// Counts describing the store now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Rows in the memtable (active + frozen).
+    pub memtable_rows: usize,
+    /// Arrow bytes in the memtable.
+    pub memtable_bytes: usize,
+    /// Number of sealed segments.
+    pub segments: usize,
+    /// Rows in sealed segments.
+    pub segment_rows: u64,
+    /// Bytes of sealed segment files.
+    pub segment_bytes: u64,
+}
+
+/// What one seal did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SealSummary {
+    /// Segments written.
+    pub segments: usize,
+    /// Rows moved from the memtable to segments.
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// What recovery found at open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoverySummary {
+    /// Segments in the catalog.
+    pub segments: usize,
+    /// WAL records replayed into the memtable.
+    pub wal_records: usize,
+    /// Rows replayed.
+    pub wal_rows: usize,
+    /// Files removed because the catalog does not reference them.
+    pub orphans_removed: usize,
+}
+
+/// The storage engine. Cheap to share behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    writer_tx: Mutex<Option<Sender<PendingWrite>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    sealer_tx: Mutex<Option<Sender<()>>>,
+    sealer: Mutex<Option<JoinHandle<()>>>,
+    recovery: RecoverySummary,
+}
+
+fn store_error<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> Error {
+    move |source| Error::store(operation, source)
+}
+
+impl Engine {
+    /// Opens (or creates) the store in `dir`: replays the WAL, removes orphan segment files and
+    /// starts the writer (and, unless turned off, the sealer) thread.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|source| Error::io("create directory", &dir, source))?;
+        let db_path = dir.join(DATABASE_FILE);
+        let db = match Database::create(&db_path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::Locked { path: dir });
+            }
+            Err(error) => return Err(Error::store("open database", error)),
+        };
+
+        let mut recovery = RecoverySummary::default();
+        let (segments, next_segment_id, next_sequence, memtable) = {
+            let txn = db.begin_write().map_err(store_error("begin recovery"))?;
+            let next_segment_id;
+            {
+                let mut meta = txn.open_table(META).map_err(store_error("open meta"))?;
+                let version = meta
+                    .get(META_FORMAT_VERSION)
+                    .map_err(store_error("read format version"))?
+                    .map(|value| value.value());
+                match version {
+                    None => {
+                        meta.insert(META_FORMAT_VERSION, FORMAT_VERSION)
+                            .map_err(store_error("write format version"))?;
+                    }
+                    Some(FORMAT_VERSION) => {}
+                    Some(other) => {
+                        return Err(Error::Corrupt {
+                            location: db_path.display().to_string(),
+                            detail: format!(
+                                "expected store format version {FORMAT_VERSION}, found {other}"
+                            ),
+                        });
+                    }
+                }
+                next_segment_id = meta
+                    .get(META_NEXT_SEGMENT_ID)
+                    .map_err(store_error("read next segment id"))?
+                    .map(|value| value.value())
+                    .unwrap_or(1);
+            }
+            txn.open_multimap_table(TRACE_SEGMENTS)
+                .map_err(store_error("open trace index"))?;
+            let mut segments = Vec::new();
+            {
+                let table = txn.open_table(SEGMENTS).map_err(store_error("open catalog"))?;
+                for entry in table.iter().map_err(store_error("read catalog"))? {
+                    let (id, value) = entry.map_err(store_error("read catalog"))?;
+                    segments.push(Arc::new(SegmentMeta::decode(id.value(), value.value())?));
+                }
+            }
+            let mut memtable = Memtable::default();
+            let mut next_sequence = 1;
+            {
+                let table = txn.open_table(WAL).map_err(store_error("open wal"))?;
+                for entry in table.iter().map_err(store_error("read wal"))? {
+                    let (sequence, record) = entry.map_err(store_error("read wal"))?;
+                    let sequence = sequence.value();
+                    for batch in wal::decode(sequence, record.value())? {
+                        recovery.wal_rows += batch.num_rows();
+                        memtable.push(batch, sequence);
+                    }
+                    recovery.wal_records += 1;
+                    next_sequence = sequence + 1;
+                }
+            }
+            txn.commit().map_err(store_error("commit recovery"))?;
+            (segments, next_segment_id, next_sequence, memtable)
+        };
+
+        for meta in &segments {
+            let path = dir.join(&meta.path);
+            if !path.is_file() {
+                return Err(Error::Corrupt {
+                    location: path.display().to_string(),
+                    detail: format!("segment {} is in the catalog but its file is missing", meta.id),
+                });
+            }
+        }
+        let referenced: HashSet<PathBuf> = segments.iter().map(|meta| dir.join(&meta.path)).collect();
+        recovery.orphans_removed = remove_orphans(&dir.join("segments"), &referenced)?;
+        recovery.segments = segments.len();
+        info!(
+            segments = recovery.segments,
+            wal_records = recovery.wal_records,
+            wal_rows = recovery.wal_rows,
+            orphans_removed = recovery.orphans_removed,
+            "store recovered"
+        );
+
+        let shared = Arc::new(Shared {
+            dir,
+            db,
+            options: options.clone(),
+            state: RwLock::new(State {
+                active: memtable,
+                frozen: None,
+                segments,
+            }),
+            seal_lock: Mutex::new(()),
+            next_sequence: Mutex::new(next_sequence),
+            next_segment_id: Mutex::new(next_segment_id),
+            pending_bytes: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+        });
+
+        let (writer_tx, writer_rx) = unbounded::<PendingWrite>();
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("sightline-wal".into())
+            .spawn(move || run_writer(&writer_shared, &writer_rx))
+            .map_err(|source| Error::io("spawn writer thread", &shared.dir, source))?;
+
+        let (sealer_tx, sealer) = if options.background_sealing {
+            let (tx, rx) = bounded::<()>(1);
+            let sealer_shared = Arc::clone(&shared);
+            let handle = std::thread::Builder::new()
+                .name("sightline-sealer".into())
+                .spawn(move || run_sealer(&sealer_shared, &rx))
+                .map_err(|source| Error::io("spawn sealer thread", &shared.dir, source))?;
+            (Some(tx), Some(handle))
+        } else {
+            (None, None)
+        };
+
+        Ok(Engine {
+            shared,
+            writer_tx: Mutex::new(Some(writer_tx)),
+            writer: Mutex::new(Some(writer)),
+            sealer_tx: Mutex::new(sealer_tx),
+            sealer: Mutex::new(sealer),
+            recovery,
+        })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// What recovery found when this engine opened.
+    pub fn recovery(&self) -> &RecoverySummary {
+        &self.recovery
+    }
+
+    /// Writes span rows durably. Returns the WAL sequence number once the rows are fsync'd and
+    /// visible to scans. Concurrent calls share one commit.
+    pub fn write(&self, batch: RecordBatch) -> Result<u64> {
+        if batch.schema().fields() != span_schema().fields() {
+            return Err(Error::SchemaMismatch(format!("{:?}", batch.schema())));
+        }
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let memtable_bytes = {
+            let state = self.shared.state.read();
+            state.active.bytes + state.frozen.as_ref().map_or(0, |frozen| frozen.bytes)
+        };
+        let pending = self.shared.pending_bytes.load(Ordering::Relaxed);
+        if memtable_bytes + pending > self.shared.options.max_memtable_bytes {
+            return Err(Error::Overloaded {
+                pending_bytes: memtable_bytes + pending,
+                retry_after_ms: 1000,
+            });
+        }
+        let record = wal::encode(&batch)?;
+        let size = record.len();
+        let (reply, response) = bounded(1);
+        {
+            let sender = self.writer_tx.lock();
+            let Some(sender) = sender.as_ref() else {
+                return Err(Error::ShuttingDown);
+            };
+            self.shared.pending_bytes.fetch_add(size, Ordering::Relaxed);
+            if sender
+                .send(PendingWrite {
+                    batch,
+                    record,
+                    reply,
+                })
+                .is_err()
+            {
+                self.shared.pending_bytes.fetch_sub(size, Ordering::Relaxed);
+                return Err(Error::ShuttingDown);
+            }
+        }
+        let result = response.recv().unwrap_or(Err(Error::ShuttingDown));
+        if let Some(sealer) = self.sealer_tx.lock().as_ref()
+            && self.needs_seal()
+        {
+            // A full channel means a wake-up is already queued.
+            let _ = sealer.try_send(());
+        }
+        result
+    }
+
+    fn needs_seal(&self) -> bool {
+        needs_seal(&self.shared)
+    }
+
+    /// Plans a scan over the memtable and the segments that may hold matching rows.
+    pub fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan> {
+        let (memtable, segments) = {
+            let state = self.shared.state.read();
+            let mut memtable = state.active.chunks.clone();
+            if let Some(frozen) = &state.frozen {
+                memtable.extend(frozen.chunks.iter().cloned());
+            }
+            (memtable, state.segments.clone())
+        };
+        let total = segments.len();
+        let mut candidates: Vec<Arc<SegmentMeta>> = segments
+            .into_iter()
+            .filter(|meta| request.time_overlaps(meta.min_start, meta.max_start))
+            .filter(|meta| match (&request.service_names, &meta.services) {
+                (Some(names), Some(services)) => names.iter().any(|name| services.contains(name)),
+                _ => true,
+            })
+            .collect();
+        if let Some(trace_ids) = &request.trace_ids
+            && trace_ids.len() <= MAX_INDEX_LOOKUPS
+        {
+            let holding = self.segments_holding(trace_ids)?;
+            candidates.retain(|meta| holding.contains(&meta.id));
+        }
+        let segments = candidates
+            .into_iter()
+            .map(|meta| {
+                let path = self.shared.dir.join(&meta.path);
+                (meta, path)
+            })
+            .collect();
+        ScanPlan::new(request, memtable, segments, total)
+    }
+
+    /// Plans and runs a scan, collecting every batch (for small results such as one trace).
+    pub fn scan(&self, request: &ScanRequest) -> Result<Vec<RecordBatch>> {
+        self.plan_scan(request)?.collect()
+    }
+
+    fn segments_holding(&self, trace_ids: &[String]) -> Result<BTreeSet<u64>> {
+        let txn = self
+            .shared
+            .db
+            .begin_read()
+            .map_err(store_error("begin read"))?;
+        let table = txn
+            .open_multimap_table(TRACE_SEGMENTS)
+            .map_err(store_error("open trace index"))?;
+        let mut out = BTreeSet::new();
+        for id in trace_ids {
+            let mut raw = [0u8; 16];
+            if hex::decode_to_slice(id, &mut raw).is_err() {
+                continue;
+            }
+            for segment in table.get(raw.as_slice()).map_err(store_error("read trace index"))? {
+                out.insert(segment.map_err(store_error("read trace index"))?.value());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Seals the memtable into segments now (also done by size and age in the background, and
+    /// on close).
+    pub fn seal(&self) -> Result<SealSummary> {
+        seal(&self.shared)
+    }
+
+    /// Catalog entries of every sealed segment.
+    pub fn segments(&self) -> Vec<Arc<SegmentMeta>> {
+        self.shared.state.read().segments.clone()
+    }
+
+    /// Counts describing the store now.
+    pub fn stats(&self) -> EngineStats {
+        let state = self.shared.state.read();
+        let frozen_rows = state.frozen.as_ref().map_or(0, |frozen| frozen.rows);
+        let frozen_bytes = state.frozen.as_ref().map_or(0, |frozen| frozen.bytes);
+        EngineStats {
+            memtable_rows: state.active.rows + frozen_rows,
+            memtable_bytes: state.active.bytes + frozen_bytes,
+            segments: state.segments.len(),
+            segment_rows: state.segments.iter().map(|meta| meta.rows).sum(),
+            segment_bytes: state.segments.iter().map(|meta| meta.bytes).sum(),
+        }
+    }
+
+    /// Stops accepting writes, finishes the queued ones, seals the memtable and stops the
+    /// background threads.
+    pub fn close(&self) -> Result<()> {
+        self.stop_threads();
+        seal(&self.shared).map(|_| ())
+    }
+
+    /// Like [`Engine::close`] but leaves the memtable in the WAL instead of sealing it (for
+    /// read-only use of a data directory).
+    pub fn close_without_sealing(&self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+        drop(self.writer_tx.lock().take());
+        if let Some(handle) = self.writer.lock().take()
+            && handle.join().is_err()
+        {
+            warn!("wal writer thread panicked");
+        }
+        drop(self.sealer_tx.lock().take());
+        if let Some(handle) = self.sealer.lock().take()
+            && handle.join().is_err()
+        {
+            warn!("sealer thread panicked");
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+/// Removes files under `segments/` that the catalog does not reference (half-written segments
+/// from a crash, temporary files). Returns how many were removed.
+fn remove_orphans(root: &Path, referenced: &HashSet<PathBuf>) -> Result<usize> {
+    let mut removed = 0;
+    if !root.exists() {
+        return Ok(0);
+    }
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = fs::read_dir(&dir).map_err(|source| Error::io("list", &dir, source))?;
+        for entry in entries {
+            let entry = entry.map_err(|source| Error::io("list", &dir, source))?;
+            let path = entry.path();
+            let file_type = entry
+                .file_type()
+                .map_err(|source| Error::io("stat", &path, source))?;
+            if file_type.is_dir() {
+                stack.push(path);
+            } else if !referenced.contains(&path) {
+                fs::remove_file(&path).map_err(|source| Error::io("remove orphan", &path, source))?;
+                warn!(path = %path.display(), "removed orphan segment file");
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Group commit: take everything queued, write it in one durable transaction, then publish.
+fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
+    const MAX_GROUP_BYTES: usize = 64 << 20;
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        let mut bytes = group[0].record.len();
+        while bytes < MAX_GROUP_BYTES {
+            match receiver.try_recv() {
+                Ok(next) => {
+                    bytes += next.record.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = commit_group(shared, &group);
+        shared.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        match result {
+            Ok(first_sequence) => {
+                {
+                    let mut state = shared.state.write();
+                    for (offset, write) in group.iter().enumerate() {
+                        state
+                            .active
+                            .push(write.batch.clone(), first_sequence + offset as u64);
+                    }
+                }
+                for (offset, write) in group.into_iter().enumerate() {
+                    let _ = write.reply.send(Ok(first_sequence + offset as u64));
+                }
+            }
+            Err(error) => {
+                warn!(error = %error, writes = group.len(), "wal commit failed");
+                let detail = error.to_string();
+                for write in group {
+                    let _ = write.reply.send(Err(Error::Io {
+                        operation: "commit wal",
+                        path: shared.dir.join(DATABASE_FILE),
+                        source: std::io::Error::other(detail.clone()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+fn commit_group(shared: &Shared, group: &[PendingWrite]) -> Result<u64> {
+    let mut next_sequence = shared.next_sequence.lock();
+    let first = *next_sequence;
+    let txn = shared.db.begin_write().map_err(store_error("begin wal write"))?;
+    {
+        let mut table = txn.open_table(WAL).map_err(store_error("open wal"))?;
+        for (offset, write) in group.iter().enumerate() {
+            table
+                .insert(first + offset as u64, write.record.as_slice())
+                .map_err(store_error("append wal"))?;
+        }
+    }
+    txn.commit().map_err(store_error("commit wal"))?;
+    *next_sequence = first + group.len() as u64;
+    debug!(writes = group.len(), "wal group committed");
+    Ok(first)
+}
+
+fn needs_seal(shared: &Shared) -> bool {
+    let state = shared.state.read();
+    let active = &state.active;
+    active.bytes >= shared.options.seal_max_bytes
+        || active.rows >= shared.options.seal_max_rows
+        || active
+            .oldest
+            .is_some_and(|oldest| oldest.elapsed() >= shared.options.seal_max_age)
+        || state.frozen.is_some()
+}
+
+fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
+    loop {
+        match wake.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if shared.closing.load(Ordering::Acquire) {
+            return;
+        }
+        if needs_seal(shared)
+            && let Err(error) = seal(shared)
+        {
+            warn!(error = %error, "sealing failed; rows stay in the wal and memtable");
+        }
+    }
+}
+
+/// Splits a batch into one batch per UTC day of `start_time`.
+fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
+    let starts = batch
+        .column(column_index(columns::START_TIME))
+        .as_primitive::<TimestampNanosecondType>();
+    let days: Vec<String> = starts.values().iter().map(|start| day_of(*start)).collect();
+    let distinct: BTreeSet<&String> = days.iter().collect();
+    if distinct.len() == 1 {
+        let day = days.first().cloned().unwrap_or_default();
+        return Ok(vec![(day, batch.clone())]);
+    }
+    let mut out = Vec::new();
+    for day in distinct {
+        let mask = BooleanArray::from(days.iter().map(|candidate| candidate == day).collect::<Vec<_>>());
+        out.push((day.clone(), filter_record_batch(batch, &mask)?));
+    }
+    Ok(out)
+}
+
+fn seal(shared: &Shared) -> Result<SealSummary> {
+    let _guard = shared.seal_lock.lock();
+    let frozen = {
+        let mut state = shared.state.write();
+        if state.frozen.is_none() {
+            if state.active.rows == 0 {
+                return Ok(SealSummary::default());
+            }
+            state.frozen = Some(std::mem::take(&mut state.active));
+        }
+        state.frozen.clone().unwrap_or_default()
+    };
+    let started = Instant::now();
+    let all = concat_batches(&span_schema(), &frozen.chunks)?;
+    let options = SegmentWriteOptions {
+        row_group_rows: shared.options.row_group_rows,
+        zstd_level: shared.options.zstd_level,
+    };
+    let mut metas = Vec::new();
+    let mut written_paths = Vec::new();
+    let first_id = *shared.next_segment_id.lock();
+    let result = (|| -> Result<()> {
+        for (offset, (day, batch)) in split_by_day(&all)?.into_iter().enumerate() {
+            let sorted = sort_for_segment(&batch)?;
+            let id = first_id + offset as u64;
+            let meta = write_segment(&shared.dir, id, DEFAULT_TIER, &day, &sorted, options)?;
+            written_paths.push(shared.dir.join(&meta.path));
+            metas.push(meta);
+        }
+        commit_segments(shared, &metas, frozen.max_sequence, first_id + metas.len() as u64)
+    })();
+    if let Err(error) = result {
+        for path in written_paths {
+            // Best effort: leftovers are orphans and are removed at the next open.
+            let _ = fs::remove_file(path);
+        }
+        return Err(error);
+    }
+    *shared.next_segment_id.lock() = first_id + metas.len() as u64;
+    let summary = SealSummary {
+        segments: metas.len(),
+        rows: metas.iter().map(|meta| meta.rows).sum(),
+        bytes: metas.iter().map(|meta| meta.bytes).sum(),
+    };
+    {
+        let mut state = shared.state.write();
+        state.frozen = None;
+        for mut meta in metas {
+            meta.trace_ids = Vec::new();
+            state.segments.push(Arc::new(meta));
+        }
+    }
+    info!(
+        segments = summary.segments,
+        rows = summary.rows,
+        bytes = summary.bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "sealed memtable"
+    );
+    Ok(summary)
+}
+
+/// One transaction: catalog entries, trace index, WAL truncation, next segment id.
+fn commit_segments(
+    shared: &Shared,
+    metas: &[SegmentMeta],
+    max_sequence: u64,
+    next_segment_id: u64,
+) -> Result<()> {
+    let txn = shared.db.begin_write().map_err(store_error("begin seal"))?;
+    {
+        let mut catalog = txn.open_table(SEGMENTS).map_err(store_error("open catalog"))?;
+        let mut index = txn
+            .open_multimap_table(TRACE_SEGMENTS)
+            .map_err(store_error("open trace index"))?;
+        for meta in metas {
+            catalog
+                .insert(meta.id, meta.encode().as_slice())
+                .map_err(store_error("write catalog"))?;
+            for trace_id in &meta.trace_ids {
+                index
+                    .insert(trace_id.as_slice(), meta.id)
+                    .map_err(store_error("write trace index"))?;
+            }
+        }
+        let mut wal = txn.open_table(WAL).map_err(store_error("open wal"))?;
+        wal.retain_in(..=max_sequence, |_, _| false)
+            .map_err(store_error("truncate wal"))?;
+        let mut meta = txn.open_table(META).map_err(store_error("open meta"))?;
+        meta.insert(META_NEXT_SEGMENT_ID, next_segment_id)
+            .map_err(store_error("write next segment id"))?;
+    }
+    txn.commit().map_err(store_error("commit seal"))?;
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn wal_len(shared: &Shared) -> Result<u64> {
+    let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
+    let table = txn.open_table(WAL).map_err(store_error("open wal"))?;
+    table.len().map_err(store_error("count wal"))
+}

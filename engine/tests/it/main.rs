@@ -1,0 +1,3 @@
+//! Engine integration tests: durability, sealing, recovery, pushdown.
+
+mod store;

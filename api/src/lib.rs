@@ -1,1 +1,15 @@
-//! api
+//! The edge of Sightline: command line, configuration, the OTLP gRPC and HTTP receivers, the
+//! SQL and trace HTTP API, startup and graceful shutdown. The `sightline` binary is `main.rs`.
+//!
+//! Layering: `api` depends on `ingest` (OTLP decode and mapping) and `query` (SQL), both of which
+//! depend on `engine` (storage). Only this crate knows about sockets, axum, tonic and clap.
+
+pub mod cli;
+pub mod config;
+pub mod http_api;
+pub mod otlp;
+pub mod server;
+pub mod sql_command;
+
+pub use config::ServerConfig;
+pub use server::{RunningServer, start};

@@ -1,1 +1,61 @@
-fn main() {}
+//! The `sightline` binary.
+
+use std::io::IsTerminal as _;
+
+use api::cli::{Cli, Command};
+use api::config::ServerConfig;
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(ServerConfig::from(&args)).await,
+            Command::Sql(args) => api::sql_command::run(&args, &mut std::io::stdout().lock()).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {error:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let server = api::start(config).await?;
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        api::server::shutdown_signal().await;
+        token.cancel();
+    });
+    let token = server.shutdown_token();
+    let waiting = server.wait();
+    tokio::pin!(waiting);
+    tokio::select! {
+        result = &mut waiting => result,
+        () = async {
+            token.cancelled().await;
+            tokio::time::sleep(api::server::SHUTDOWN_GRACE).await;
+        } => {
+            anyhow::bail!("in-flight requests did not finish within {:?} of shutdown", api::server::SHUTDOWN_GRACE)
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Command line: `sightline serve` and `sightline sql`. Every flag has an env var and a default
+//! shown in `--help`; `config` turns them into the libraries' option structs.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Sightline: an embedded trace store and SQL engine for AI-agent traces.
+#[derive(Debug, Parser)]
+#[command(name = "sightline", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: OTLP ingest over gRPC and HTTP, the SQL and trace HTTP API.
+    Serve(ServeArgs),
+    /// Run one SQL query against a data directory (no server needed) or a running server.
+    Sql(SqlArgs),
+}
+
+/// `sightline serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Storage settings.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// OTLP receiver settings.
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
+    /// HTTP API settings.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Query limits.
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+/// Where and how data is stored.
+#[derive(Debug, Args, Clone)]
+pub struct StorageArgs {
+    /// Data directory (created if missing).
+    #[arg(long = "data", env = "SIGHTLINE_DATA", default_value = "./sightline-data")]
+    pub data_dir: PathBuf,
+    /// Seal the in-memory table into a columnar segment when it reaches this size.
+    #[arg(long, env = "SIGHTLINE_SEAL_MAX_BYTES", default_value = "256MiB")]
+    pub seal_max_bytes: ByteSize,
+    /// Seal the in-memory table when its oldest span is this old.
+    #[arg(long, env = "SIGHTLINE_SEAL_MAX_AGE", default_value = "5m")]
+    pub seal_max_age: DurationArg,
+    /// Refuse ingest (429 / RESOURCE_EXHAUSTED) when unsealed data exceeds this size.
+    #[arg(long, env = "SIGHTLINE_MAX_MEMTABLE_BYTES", default_value = "1GiB")]
+    pub max_memtable_bytes: ByteSize,
+}
+
+/// OTLP receivers.
+#[derive(Debug, Args, Clone)]
+pub struct OtlpArgs {
+    /// OTLP/gRPC listen address.
+    #[arg(long, env = "SIGHTLINE_OTLP_GRPC_ADDR", default_value = "127.0.0.1:4317")]
+    pub otlp_grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address (POST /v1/traces).
+    #[arg(long, env = "SIGHTLINE_OTLP_HTTP_ADDR", default_value = "127.0.0.1:4318")]
+    pub otlp_http_addr: SocketAddr,
+    /// Largest accepted export request, compressed and decompressed (larger gets 413).
+    #[arg(long, env = "SIGHTLINE_MAX_REQUEST_BYTES", default_value = "64MiB")]
+    pub max_request_bytes: ByteSize,
+    /// Request bytes being decoded and written at once before new exports get 429.
+    #[arg(long, env = "SIGHTLINE_MAX_INFLIGHT_BYTES", default_value = "512MiB")]
+    pub max_inflight_bytes: ByteSize,
+}
+
+/// The HTTP API (health, SQL, traces).
+#[derive(Debug, Args, Clone)]
+pub struct ApiArgs {
+    /// HTTP API listen address.
+    #[arg(long, env = "SIGHTLINE_API_ADDR", default_value = "127.0.0.1:7070")]
+    pub api_addr: SocketAddr,
+    /// Time limit for one HTTP request (queries have their own timeout).
+    #[arg(long, env = "SIGHTLINE_HTTP_TIMEOUT", default_value = "120s")]
+    pub http_timeout: DurationArg,
+}
+
+/// Limits applied to every SQL query.
+#[derive(Debug, Args, Clone)]
+pub struct QueryArgs {
+    /// Memory a query may use before it fails.
+    #[arg(long, env = "SIGHTLINE_QUERY_MEMORY_LIMIT", default_value = "1GiB")]
+    pub query_memory_limit: ByteSize,
+    /// Time a query may run before it fails.
+    #[arg(long, env = "SIGHTLINE_QUERY_TIMEOUT", default_value = "60s")]
+    pub query_timeout: DurationArg,
+    /// Most rows a query may return.
+    #[arg(long, env = "SIGHTLINE_QUERY_MAX_ROWS", default_value_t = 1_000_000)]
+    pub query_max_rows: usize,
+}
+
+/// `sightline sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Data directory to query directly (no server may be running on it).
+    #[arg(long = "data", env = "SIGHTLINE_DATA", default_value = "./sightline-data", conflicts_with = "url")]
+    pub data_dir: PathBuf,
+    /// Query a running server instead, e.g. http://127.0.0.1:7070.
+    #[arg(long, env = "SIGHTLINE_URL")]
+    pub url: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Query limits (embedded mode).
+    #[command(flatten)]
+    pub query: QueryArgs,
+    /// The SQL query.
+    pub sql: String,
+}
+
+/// Output formats of `sightline sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// `{"columns": [...], "rows": [...]}`.
+    Json,
+}
+
+/// A byte size: `1048576`, `64KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// As usize, saturating.
+    pub fn as_usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size like 64MiB"))?;
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "tib" | "t" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB)")),
+        };
+        number
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        for (size, unit) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+/// A duration: `250ms`, `30s`, `5m`, `2h`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationArg(pub Duration);
+
+impl FromStr for DurationArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like 30s"))?;
+        let duration = match unit {
+            "ms" => Duration::from_millis(number),
+            "s" | "" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            "d" => Duration::from_secs(number.saturating_mul(86_400)),
+            other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h, d)")),
+        };
+        Ok(DurationArg(duration))
+    }
+}
+
+impl fmt::Display for DurationArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        if millis % 1000 != 0 {
+            write!(f, "{millis}ms")
+        } else {
+            write!(f, "{}s", millis / 1000)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        assert_eq!("64MiB".parse::<ByteSize>(), Ok(ByteSize(64 << 20)));
+        assert_eq!("1gib".parse::<ByteSize>(), Ok(ByteSize(1 << 30)));
+        assert_eq!("1000".parse::<ByteSize>(), Ok(ByteSize(1000)));
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
+        assert_eq!("250ms".parse::<DurationArg>(), Ok(DurationArg(Duration::from_millis(250))));
+        assert_eq!("5m".parse::<DurationArg>(), Ok(DurationArg(Duration::from_secs(300))));
+        assert!("5 fortnights".parse::<DurationArg>().is_err());
+    }
+
+    #[test]
+    fn serve_defaults_are_the_documented_ones() {
+        let cli = Cli::try_parse_from(["sightline", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.otlp.otlp_grpc_addr.to_string(), "127.0.0.1:4317");
+        assert_eq!(args.otlp.otlp_http_addr.to_string(), "127.0.0.1:4318");
+        assert_eq!(args.api.api_addr.to_string(), "127.0.0.1:7070");
+        assert_eq!(args.storage.data_dir, PathBuf::from("./sightline-data"));
+        assert_eq!(args.otlp.max_request_bytes, ByteSize(64 << 20));
+    }
+}

@@ -1,0 +1,150 @@
+//! The HTTP API: `GET /healthz`, `POST /api/v1/sql`, `GET /api/v1/traces/{trace_id}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use engine::{ScanRequest, TraceId};
+use serde::Deserialize;
+use tower_http::timeout::TimeoutLayer;
+use tracing::error;
+
+use crate::server::AppState;
+
+/// The one error type of the HTTP API. 4xx carry their message; 5xx are logged once here and
+/// answer a generic message.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400 with a message.
+    BadRequest(String),
+    /// 404 with a message.
+    NotFound(String),
+    /// 503 with a message (retry later).
+    Unavailable(String),
+    /// 500; the message is logged, not returned.
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message),
+            ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
+            ApiError::Internal(message) => {
+                error!(error = %message, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned())
+            }
+        };
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    }
+}
+
+impl From<query::Error> for ApiError {
+    fn from(error: query::Error) -> Self {
+        match error.kind() {
+            query::ErrorKind::Caller => ApiError::BadRequest(error.to_string()),
+            query::ErrorKind::Transient => ApiError::Unavailable(error.to_string()),
+            _ => ApiError::Internal(format!("{error:#}")),
+        }
+    }
+}
+
+impl From<engine::Error> for ApiError {
+    fn from(error: engine::Error) -> Self {
+        match error.kind() {
+            engine::ErrorKind::Caller => ApiError::BadRequest(error.to_string()),
+            engine::ErrorKind::Transient => ApiError::Unavailable(error.to_string()),
+            _ => ApiError::Internal(format!("{error:#}")),
+        }
+    }
+}
+
+async fn healthz(State(_state): State<Arc<AppState>>) -> &'static str {
+    // The router only serves once the store is open and recovery finished.
+    "ok\n"
+}
+
+/// Body of `POST /api/v1/sql`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+    #[serde(default)]
+    format: SqlFormat,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SqlFormat {
+    #[default]
+    Json,
+    Csv,
+    Arrow,
+}
+
+async fn sql(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<SqlRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "expected a JSON body {{\"sql\": \"...\", \"format\": \"json\" | \"csv\" | \"arrow\"}}: {}",
+            rejection.body_text()
+        ))
+    })?;
+    let output = state.sql.execute(&request.sql).await?;
+    let (content_type, bytes) = match request.format {
+        SqlFormat::Json => (
+            "application/json",
+            serde_json::to_vec(&query::format::to_json(&output))
+                .map_err(|error| ApiError::Internal(error.to_string()))?,
+        ),
+        SqlFormat::Csv => ("text/csv", query::format::to_csv(&output)?),
+        SqlFormat::Arrow => (
+            "application/vnd.apache.arrow.stream",
+            query::format::to_arrow_ipc(&output)?,
+        ),
+    };
+    let mut response = (StatusCode::OK, bytes).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+async fn trace(
+    State(state): State<Arc<AppState>>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = TraceId::from_hex(&trace_id).map_err(|error| {
+        ApiError::BadRequest(format!("invalid trace id {trace_id:?}: {error}"))
+    })?;
+    let engine = Arc::clone(&state.engine);
+    let batches = tokio::task::spawn_blocking(move || {
+        engine.scan(&ScanRequest::for_trace(&parsed.to_string()))
+    })
+    .await
+    .map_err(|error| ApiError::Internal(format!("trace read task failed: {error}")))??;
+    if batches.iter().all(|batch| batch.num_rows() == 0) {
+        return Err(ApiError::NotFound(format!("trace {parsed} not found")));
+    }
+    let request = ingest::batches_to_otlp(&batches)
+        .map_err(|error| ApiError::Internal(format!("rebuilding trace {parsed}: {error}")))?;
+    Ok(Json(ingest::encode_traces_json(&request)).into_response())
+}
+
+/// The API router.
+pub fn router(state: Arc<AppState>, timeout: Duration) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/sql", post(sql))
+        .route("/api/v1/traces/{trace_id}", get(trace))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .with_state(state)
+}

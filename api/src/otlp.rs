@@ -1,0 +1,362 @@
+//! OTLP receivers: gRPC `TraceService/Export` and HTTP `POST /v1/traces` (protobuf and JSON,
+//! gzip). Both share one path: admission against the in-flight byte budget, then decode, map and
+//! a durable engine write on a blocking thread. A request is stored whole or not at all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tokio::sync::OwnedSemaphorePermit;
+use tonic_types::{ErrorDetails, StatusExt};
+use tower_http::timeout::TimeoutLayer;
+use tracing::{debug, error, warn};
+
+use crate::server::{AppState, BUDGET_UNIT};
+
+/// Seconds a client is told to wait after an overload answer.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// Why an export was not stored.
+#[derive(Debug)]
+pub(crate) enum IngestError {
+    /// The request is malformed (400 / INVALID_ARGUMENT).
+    Invalid(String),
+    /// The body is larger than allowed (413 / RESOURCE_EXHAUSTED without retry).
+    TooLarge(usize),
+    /// Too much in flight (429 / RESOURCE_EXHAUSTED with retry info).
+    Overloaded(String),
+    /// Temporarily unable (503 / UNAVAILABLE).
+    Unavailable(String),
+    /// A bug or damaged store (500 / INTERNAL). Logged once here.
+    Internal(String),
+}
+
+impl From<engine::Error> for IngestError {
+    fn from(error: engine::Error) -> Self {
+        match &error {
+            engine::Error::Overloaded { .. } => IngestError::Overloaded(error.to_string()),
+            engine::Error::SchemaMismatch(_) => IngestError::Internal(error.to_string()),
+            _ => match error.kind() {
+                engine::ErrorKind::Caller => IngestError::Invalid(error.to_string()),
+                engine::ErrorKind::Transient => IngestError::Unavailable(error.to_string()),
+                _ => IngestError::Internal(format!("{error:#}")),
+            },
+        }
+    }
+}
+
+fn from_ingest_error(error: ingest::Error) -> IngestError {
+    if error.is_too_large() {
+        IngestError::TooLarge(0)
+    } else {
+        IngestError::Invalid(error.to_string())
+    }
+}
+
+/// Reserves budget for `bytes` of request, or says the server is overloaded.
+fn admit(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, IngestError> {
+    let permits = u32::try_from(bytes / BUDGET_UNIT + 1).unwrap_or(u32::MAX);
+    Arc::clone(&state.ingest_budget)
+        .try_acquire_many_owned(permits)
+        .map_err(|_| {
+            IngestError::Overloaded(format!(
+                "too many export bytes in flight; retry in {RETRY_AFTER_SECS} s"
+            ))
+        })
+}
+
+/// Maps and writes a decoded request on a blocking thread. Returns the number of spans stored.
+async fn store(state: &Arc<AppState>, request: ExportTraceServiceRequest) -> Result<usize, IngestError> {
+    let engine = Arc::clone(&state.engine);
+    let joined = tokio::task::spawn_blocking(move || -> Result<usize, IngestError> {
+        let spans = ingest::to_span_batch(&request).map_err(from_ingest_error)?;
+        let count = spans.batch.num_rows();
+        if count > 0 {
+            engine.write(spans.batch)?;
+        }
+        Ok(count)
+    })
+    .await;
+    match joined {
+        Ok(result) => result,
+        Err(join_error) => Err(IngestError::Internal(format!("ingest task failed: {join_error}"))),
+    }
+}
+
+/// The gRPC `TraceService`.
+#[derive(Debug, Clone)]
+pub struct IngestService {
+    state: Arc<AppState>,
+}
+
+impl IngestService {
+    /// A service writing into `state.engine`.
+    pub fn new(state: Arc<AppState>) -> Self {
+        IngestService { state }
+    }
+}
+
+fn grpc_status(error: IngestError) -> tonic::Status {
+    match error {
+        IngestError::Invalid(message) => tonic::Status::invalid_argument(message),
+        IngestError::TooLarge(limit) => tonic::Status::resource_exhausted(format!(
+            "request is larger than the {limit} byte limit"
+        )),
+        IngestError::Overloaded(message) => tonic::Status::with_error_details(
+            tonic::Code::ResourceExhausted,
+            message,
+            ErrorDetails::with_retry_info(Some(Duration::from_secs(RETRY_AFTER_SECS))),
+        ),
+        IngestError::Unavailable(message) => tonic::Status::unavailable(message),
+        IngestError::Internal(message) => {
+            error!(error = %message, "export failed");
+            tonic::Status::internal("internal error while storing spans")
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for IngestService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let permit = admit(&self.state, request.encoded_len()).map_err(grpc_status)?;
+        let spans = store(&self.state, request).await.map_err(grpc_status)?;
+        drop(permit);
+        debug!(spans, "grpc export stored");
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// Body encodings of OTLP/HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// `google.rpc.Status`, the OTLP/HTTP error body.
+#[derive(Clone, PartialEq, Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+fn http_error(encoding: Encoding, error: IngestError) -> Response {
+    let (status, code, message, retry) = match error {
+        IngestError::Invalid(message) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, message, false),
+        IngestError::TooLarge(limit) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            format!("request body is larger than the {limit} byte limit"),
+            false,
+        ),
+        IngestError::Overloaded(message) => {
+            (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted, message, true)
+        }
+        IngestError::Unavailable(message) => {
+            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable, message, true)
+        }
+        IngestError::Internal(message) => {
+            error!(error = %message, "export failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::Internal,
+                "internal error while storing spans".to_owned(),
+                false,
+            )
+        }
+    };
+    let body = match encoding {
+        Encoding::Protobuf => RpcStatus {
+            code: code as i32,
+            message,
+        }
+        .encode_to_vec(),
+        Encoding::Json => serde_json::json!({ "code": code as i32, "message": message })
+            .to_string()
+            .into_bytes(),
+    };
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
+    if retry {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(RETRY_AFTER_SECS),
+        );
+    }
+    response
+}
+
+fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err("missing content-type: use application/x-protobuf or application/json".to_owned());
+    };
+    let text = value.to_str().unwrap_or_default();
+    let media = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        _ => Err(format!(
+            "unsupported content-type {text:?}: use application/x-protobuf or application/json"
+        )),
+    }
+}
+
+async fn export_http(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let encoding = match request_encoding(&headers) {
+        Ok(encoding) => encoding,
+        Err(message) => {
+            let reply_as = if message.contains("json") && headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|value| value.to_str().unwrap_or_default().contains("json"))
+            {
+                Encoding::Json
+            } else {
+                Encoding::Protobuf
+            };
+            return http_error(reply_as, IngestError::Invalid(message));
+        }
+    };
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|value| value.to_str().unwrap_or_default().trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(value) if value.is_empty() || value == "identity" => false,
+        Some(value) if value == "gzip" => true,
+        Some(value) => {
+            return http_error(
+                encoding,
+                IngestError::Invalid(format!(
+                    "unsupported content-encoding {value:?}: use gzip or none"
+                )),
+            );
+        }
+    };
+    let permit = match admit(&state, body.len()) {
+        Ok(permit) => permit,
+        Err(error) => return http_error(encoding, error),
+    };
+    let limit = state.max_request_bytes;
+    let decoded = tokio::task::spawn_blocking(move || -> Result<ExportTraceServiceRequest, IngestError> {
+        let decompressed;
+        let bytes: &[u8] = if gzip {
+            decompressed = ingest::decompress_gzip(&body, limit).map_err(|error| {
+                if error.is_too_large() {
+                    IngestError::TooLarge(limit)
+                } else {
+                    IngestError::Invalid(error.to_string())
+                }
+            })?;
+            &decompressed
+        } else {
+            &body
+        };
+        match encoding {
+            Encoding::Protobuf => ingest::decode_traces_protobuf(bytes),
+            Encoding::Json => ingest::decode_traces_json(bytes),
+        }
+        .map_err(from_ingest_error)
+    })
+    .await;
+    let request = match decoded {
+        Ok(Ok(request)) => request,
+        Ok(Err(error)) => return http_error(encoding, error),
+        Err(join_error) => {
+            return http_error(encoding, IngestError::Internal(format!("decode task failed: {join_error}")));
+        }
+    };
+    let result = store(&state, request).await;
+    drop(permit);
+    match result {
+        Ok(spans) => {
+            debug!(spans, "http export stored");
+            let body = match encoding {
+                Encoding::Protobuf => ExportTraceServiceResponse {
+                    partial_success: None,
+                }
+                .encode_to_vec(),
+                Encoding::Json => ingest::encode_export_response_json(0, "")
+                    .to_string()
+                    .into_bytes(),
+            };
+            let mut response = (StatusCode::OK, body).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
+            response
+        }
+        Err(error) => {
+            if matches!(error, IngestError::Overloaded(_)) {
+                warn!("export refused: overloaded");
+            }
+            http_error(encoding, error)
+        }
+    }
+}
+
+async fn body_too_large(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let encoding = request_encoding(&headers).unwrap_or(Encoding::Protobuf);
+    http_error(encoding, IngestError::TooLarge(state.max_request_bytes))
+}
+
+/// The OTLP/HTTP router: `POST /v1/traces`.
+pub fn http_router(state: Arc<AppState>, timeout: Duration) -> Router {
+    let limit = state.max_request_bytes;
+    Router::new()
+        .route("/v1/traces", post(export_http))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            move |State(state): State<Arc<AppState>>, request: axum::extract::Request, next: axum::middleware::Next| async move {
+                // Reject a declared oversize body before reading it, with the OTLP error body.
+                let declared = request
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<usize>().ok());
+                if declared.is_some_and(|length| length > limit) {
+                    let headers = request.headers().clone();
+                    return body_too_large(State(state), headers).await;
+                }
+                let response = next.run(request).await;
+                if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+                    && response.headers().get(header::CONTENT_TYPE).is_none_or(|value| value != "application/x-protobuf" && value != "application/json")
+                {
+                    // A streamed body went over the limit while being read.
+                    return http_error(Encoding::Protobuf, IngestError::TooLarge(limit));
+                }
+                response
+            },
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .with_state(state)
+}

@@ -1,0 +1,217 @@
+//! Startup and shutdown of `sightline serve`: open the engine (recovery), bind the three
+//! listeners, serve until cancelled, then drain requests, seal and close the engine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use engine::Engine;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+use query::SqlEngine;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tracing::{info, warn};
+
+use crate::config::ServerConfig;
+use crate::http_api;
+use crate::otlp::{self, IngestService};
+
+/// Shared state of every handler.
+#[derive(Debug)]
+pub struct AppState {
+    /// The storage engine.
+    pub engine: Arc<Engine>,
+    /// SQL over the engine.
+    pub sql: SqlEngine,
+    /// Limits in-flight ingest bytes; exports past it get 429 / RESOURCE_EXHAUSTED.
+    pub ingest_budget: Arc<Semaphore>,
+    /// Largest accepted request body, compressed and decompressed.
+    pub max_request_bytes: usize,
+}
+
+/// A started server: its bound addresses and a handle to stop it.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Bound OTLP/gRPC address.
+    pub otlp_grpc_addr: SocketAddr,
+    /// Bound OTLP/HTTP address.
+    pub otlp_http_addr: SocketAddr,
+    /// Bound HTTP API address.
+    pub api_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, finishes in-flight requests, seals and closes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stopped (after its token was cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task failed")?
+    }
+}
+
+/// Bytes per permit of the ingest budget semaphore.
+pub(crate) const BUDGET_UNIT: usize = 1024;
+
+/// Opens the store and starts all listeners. Returns once every listener is bound and recovery
+/// is done, so `/healthz` answers 200 from then on.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let data_dir = config.data_dir.clone();
+    let engine_options = config.engine.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(&data_dir, engine_options))
+        .await
+        .context("engine open task failed")?
+        .map_err(|error| match error {
+            engine::Error::Locked { path } => anyhow::anyhow!(
+                "data directory {} is in use by another sightline process",
+                path.display()
+            ),
+            other => anyhow::Error::new(other).context("cannot open the data directory"),
+        })?;
+    let engine = Arc::new(engine);
+    let sql = SqlEngine::new(Arc::clone(&engine), config.query.clone())
+        .context("cannot set up the SQL engine")?;
+    let budget_permits = (config.max_inflight_bytes / BUDGET_UNIT).clamp(1, Semaphore::MAX_PERMITS);
+    let state = Arc::new(AppState {
+        engine: Arc::clone(&engine),
+        sql,
+        ingest_budget: Arc::new(Semaphore::new(budget_permits)),
+        max_request_bytes: config.max_request_bytes,
+    });
+
+    let grpc_listener = bind(config.otlp_grpc_addr, "OTLP/gRPC").await?;
+    let http_listener = bind(config.otlp_http_addr, "OTLP/HTTP").await?;
+    let api_listener = bind(config.api_addr, "HTTP API").await?;
+    let otlp_grpc_addr = grpc_listener.local_addr()?;
+    let otlp_http_addr = http_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let grpc_service = TraceServiceServer::new(IngestService::new(Arc::clone(&state)))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(config.max_request_bytes)
+        .max_encoding_message_size(config.max_request_bytes);
+    let grpc_token = shutdown.clone();
+    let grpc = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_listener),
+                grpc_token.cancelled_owned(),
+            )
+            .await
+            .context("OTLP/gRPC server failed")
+    });
+    let http_router = otlp::http_router(Arc::clone(&state), config.http_timeout);
+    let http_token = shutdown.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, http_router)
+            .with_graceful_shutdown(http_token.cancelled_owned())
+            .await
+            .context("OTLP/HTTP server failed")
+    });
+    let api_router = http_api::router(Arc::clone(&state), config.http_timeout);
+    let api_token = shutdown.clone();
+    let api = tokio::spawn(async move {
+        axum::serve(api_listener, api_router)
+            .with_graceful_shutdown(api_token.cancelled_owned())
+            .await
+            .context("HTTP API server failed")
+    });
+    info!(
+        otlp_grpc = %otlp_grpc_addr,
+        otlp_http = %otlp_http_addr,
+        api = %api_addr,
+        data = %config.data_dir.display(),
+        "sightline listening"
+    );
+
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let mut results = Vec::new();
+        for (name, handle) in [("otlp-grpc", grpc), ("otlp-http", http), ("api", api)] {
+            let result = handle.await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    warn!(server = name, error = %format!("{error:#}"), "server stopped with an error");
+                    // One listener failing takes the others down too.
+                    token.cancel();
+                    results.push(error);
+                }
+                Err(error) => {
+                    token.cancel();
+                    results.push(anyhow::Error::new(error).context(format!("{name} task panicked")));
+                }
+            }
+        }
+        drop(state);
+        info!("listeners stopped; sealing and closing the store");
+        let close_engine = Arc::clone(&engine);
+        tokio::task::spawn_blocking(move || close_engine.close())
+            .await
+            .context("engine close task failed")?
+            .context("closing the store failed")?;
+        info!("store closed");
+        match results.into_iter().next() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    });
+
+    Ok(RunningServer {
+        otlp_grpc_addr,
+        otlp_http_addr,
+        api_addr,
+        shutdown,
+        task,
+    })
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Resolves when SIGTERM or ctrl-c arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("ctrl-c received, shutting down"),
+        () = terminate => info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// How long graceful shutdown waits for in-flight requests before closing anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

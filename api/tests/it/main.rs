@@ -1,0 +1,6 @@
+//! End-to-end tests of the sightline server and binary.
+
+mod binary;
+mod exporters;
+mod http;
+mod support;

@@ -48,7 +48,11 @@ pub struct ServeArgs {
 #[derive(Debug, Args, Clone)]
 pub struct StorageArgs {
     /// Data directory (created if missing).
-    #[arg(long = "data", env = "SIGHTLINE_DATA", default_value = "./sightline-data")]
+    #[arg(
+        long = "data",
+        env = "SIGHTLINE_DATA",
+        default_value = "./sightline-data"
+    )]
     pub data_dir: PathBuf,
     /// Seal the in-memory table into a columnar segment when it reaches this size.
     #[arg(long, env = "SIGHTLINE_SEAL_MAX_BYTES", default_value = "256MiB")]
@@ -65,10 +69,18 @@ pub struct StorageArgs {
 #[derive(Debug, Args, Clone)]
 pub struct OtlpArgs {
     /// OTLP/gRPC listen address.
-    #[arg(long, env = "SIGHTLINE_OTLP_GRPC_ADDR", default_value = "127.0.0.1:4317")]
+    #[arg(
+        long,
+        env = "SIGHTLINE_OTLP_GRPC_ADDR",
+        default_value = "127.0.0.1:4317"
+    )]
     pub otlp_grpc_addr: SocketAddr,
     /// OTLP/HTTP listen address (POST /v1/traces).
-    #[arg(long, env = "SIGHTLINE_OTLP_HTTP_ADDR", default_value = "127.0.0.1:4318")]
+    #[arg(
+        long,
+        env = "SIGHTLINE_OTLP_HTTP_ADDR",
+        default_value = "127.0.0.1:4318"
+    )]
     pub otlp_http_addr: SocketAddr,
     /// Largest accepted export request, compressed and decompressed (larger gets 413).
     #[arg(long, env = "SIGHTLINE_MAX_REQUEST_BYTES", default_value = "64MiB")]
@@ -107,7 +119,12 @@ pub struct QueryArgs {
 #[derive(Debug, Args)]
 pub struct SqlArgs {
     /// Data directory to query directly (no server may be running on it).
-    #[arg(long = "data", env = "SIGHTLINE_DATA", default_value = "./sightline-data", conflicts_with = "url")]
+    #[arg(
+        long = "data",
+        env = "SIGHTLINE_DATA",
+        default_value = "./sightline-data",
+        conflicts_with = "url"
+    )]
     pub data_dir: PathBuf,
     /// Query a running server instead, e.g. http://127.0.0.1:7070.
     #[arg(long, env = "SIGHTLINE_URL")]
@@ -166,7 +183,11 @@ impl FromStr for ByteSize {
             "mb" => 1_000_000,
             "gb" => 1_000_000_000,
             "tb" => 1_000_000_000_000,
-            other => return Err(format!("unknown size unit {other:?} (use B, KiB, MiB, GiB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (use B, KiB, MiB, GiB)"
+                ));
+            }
         };
         number
             .checked_mul(multiplier)
@@ -177,7 +198,12 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
         for (size, unit) in UNITS {
             if self.0 >= size && self.0 % size == 0 {
                 return write!(f, "{}{unit}", self.0 / size);
@@ -209,7 +235,11 @@ impl FromStr for DurationArg {
             "m" => Duration::from_secs(number.saturating_mul(60)),
             "h" => Duration::from_secs(number.saturating_mul(3600)),
             "d" => Duration::from_secs(number.saturating_mul(86_400)),
-            other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h, d)")),
+            other => {
+                return Err(format!(
+                    "unknown duration unit {other:?} (use ms, s, m, h, d)"
+                ));
+            }
         };
         Ok(DurationArg(duration))
     }
@@ -243,8 +273,14 @@ mod tests {
         assert_eq!("1000".parse::<ByteSize>(), Ok(ByteSize(1000)));
         assert!("12 parsecs".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
-        assert_eq!("250ms".parse::<DurationArg>(), Ok(DurationArg(Duration::from_millis(250))));
-        assert_eq!("5m".parse::<DurationArg>(), Ok(DurationArg(Duration::from_secs(300))));
+        assert_eq!(
+            "250ms".parse::<DurationArg>(),
+            Ok(DurationArg(Duration::from_millis(250)))
+        );
+        assert_eq!(
+            "5m".parse::<DurationArg>(),
+            Ok(DurationArg(Duration::from_secs(300)))
+        );
         assert!("5 fortnights".parse::<DurationArg>().is_err());
     }
 

@@ -38,7 +38,10 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             ApiError::Internal(message) => {
                 error!(error = %message, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_owned(),
+                )
             }
         };
         (status, Json(serde_json::json!({ "error": message }))).into_response()
@@ -112,9 +115,18 @@ async fn sql(
         ),
     };
     let mut response = (StatusCode::OK, bytes).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // What the query read from storage, for operators checking that pruning works.
+    let scan = output.scan_metrics;
+    for (name, value) in [
+        ("x-sightline-segments-total", scan.segments_total),
+        ("x-sightline-segments-read", scan.segments_selected),
+        ("x-sightline-bytes-read", scan.bytes_read),
+        ("x-sightline-rows-scanned", scan.rows_scanned),
+    ] {
+        headers.insert(name, HeaderValue::from(value));
+    }
     Ok(response)
 }
 
@@ -122,9 +134,8 @@ async fn trace(
     State(state): State<Arc<AppState>>,
     Path(trace_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let parsed = TraceId::from_hex(&trace_id).map_err(|error| {
-        ApiError::BadRequest(format!("invalid trace id {trace_id:?}: {error}"))
-    })?;
+    let parsed = TraceId::from_hex(&trace_id)
+        .map_err(|error| ApiError::BadRequest(format!("invalid trace id {trace_id:?}: {error}")))?;
     let engine = Arc::clone(&state.engine);
     let batches = tokio::task::spawn_blocking(move || {
         engine.scan(&ScanRequest::for_trace(&parsed.to_string()))
@@ -145,6 +156,9 @@ pub fn router(state: Arc<AppState>, timeout: Duration) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/traces/{trace_id}", get(trace))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(state)
 }

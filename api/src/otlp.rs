@@ -76,7 +76,10 @@ fn admit(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, IngestE
 }
 
 /// Maps and writes a decoded request on a blocking thread. Returns the number of spans stored.
-async fn store(state: &Arc<AppState>, request: ExportTraceServiceRequest) -> Result<usize, IngestError> {
+async fn store(
+    state: &Arc<AppState>,
+    request: ExportTraceServiceRequest,
+) -> Result<usize, IngestError> {
     let engine = Arc::clone(&state.engine);
     let joined = tokio::task::spawn_blocking(move || -> Result<usize, IngestError> {
         let spans = ingest::to_span_batch(&request).map_err(from_ingest_error)?;
@@ -89,7 +92,9 @@ async fn store(state: &Arc<AppState>, request: ExportTraceServiceRequest) -> Res
     .await;
     match joined {
         Ok(result) => result,
-        Err(join_error) => Err(IngestError::Internal(format!("ingest task failed: {join_error}"))),
+        Err(join_error) => Err(IngestError::Internal(format!(
+            "ingest task failed: {join_error}"
+        ))),
     }
 }
 
@@ -169,19 +174,30 @@ struct RpcStatus {
 
 fn http_error(encoding: Encoding, error: IngestError) -> Response {
     let (status, code, message, retry) = match error {
-        IngestError::Invalid(message) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, message, false),
+        IngestError::Invalid(message) => (
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            message,
+            false,
+        ),
         IngestError::TooLarge(limit) => (
             StatusCode::PAYLOAD_TOO_LARGE,
             tonic::Code::ResourceExhausted,
             format!("request body is larger than the {limit} byte limit"),
             false,
         ),
-        IngestError::Overloaded(message) => {
-            (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted, message, true)
-        }
-        IngestError::Unavailable(message) => {
-            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable, message, true)
-        }
+        IngestError::Overloaded(message) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::ResourceExhausted,
+            message,
+            true,
+        ),
+        IngestError::Unavailable(message) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            message,
+            true,
+        ),
         IngestError::Internal(message) => {
             error!(error = %message, "export failed");
             (
@@ -203,24 +219,31 @@ fn http_error(encoding: Encoding, error: IngestError) -> Response {
             .into_bytes(),
     };
     let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(encoding.content_type()),
+    );
     if retry {
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(RETRY_AFTER_SECS),
-        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
     }
     response
 }
 
 fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Err("missing content-type: use application/x-protobuf or application/json".to_owned());
+        return Err(
+            "missing content-type: use application/x-protobuf or application/json".to_owned(),
+        );
     };
     let text = value.to_str().unwrap_or_default();
-    let media = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let media = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     match media.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
@@ -230,13 +253,18 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     }
 }
 
-async fn export_http(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export_http(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let encoding = match request_encoding(&headers) {
         Ok(encoding) => encoding,
         Err(message) => {
-            let reply_as = if message.contains("json") && headers
-                .get(header::CONTENT_TYPE)
-                .is_some_and(|value| value.to_str().unwrap_or_default().contains("json"))
+            let reply_as = if message.contains("json")
+                && headers
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|value| value.to_str().unwrap_or_default().contains("json"))
             {
                 Encoding::Json
             } else {
@@ -245,10 +273,13 @@ async fn export_http(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
             return http_error(reply_as, IngestError::Invalid(message));
         }
     };
-    let gzip = match headers
-        .get(header::CONTENT_ENCODING)
-        .map(|value| value.to_str().unwrap_or_default().trim().to_ascii_lowercase())
-    {
+    let gzip = match headers.get(header::CONTENT_ENCODING).map(|value| {
+        value
+            .to_str()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    }) {
         None => false,
         Some(value) if value.is_empty() || value == "identity" => false,
         Some(value) if value == "gzip" => true,
@@ -266,32 +297,36 @@ async fn export_http(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
         Err(error) => return http_error(encoding, error),
     };
     let limit = state.max_request_bytes;
-    let decoded = tokio::task::spawn_blocking(move || -> Result<ExportTraceServiceRequest, IngestError> {
-        let decompressed;
-        let bytes: &[u8] = if gzip {
-            decompressed = ingest::decompress_gzip(&body, limit).map_err(|error| {
-                if error.is_too_large() {
-                    IngestError::TooLarge(limit)
-                } else {
-                    IngestError::Invalid(error.to_string())
-                }
-            })?;
-            &decompressed
-        } else {
-            &body
-        };
-        match encoding {
-            Encoding::Protobuf => ingest::decode_traces_protobuf(bytes),
-            Encoding::Json => ingest::decode_traces_json(bytes),
-        }
-        .map_err(from_ingest_error)
-    })
-    .await;
+    let decoded =
+        tokio::task::spawn_blocking(move || -> Result<ExportTraceServiceRequest, IngestError> {
+            let decompressed;
+            let bytes: &[u8] = if gzip {
+                decompressed = ingest::decompress_gzip(&body, limit).map_err(|error| {
+                    if error.is_too_large() {
+                        IngestError::TooLarge(limit)
+                    } else {
+                        IngestError::Invalid(error.to_string())
+                    }
+                })?;
+                &decompressed
+            } else {
+                &body
+            };
+            match encoding {
+                Encoding::Protobuf => ingest::decode_traces_protobuf(bytes),
+                Encoding::Json => ingest::decode_traces_json(bytes),
+            }
+            .map_err(from_ingest_error)
+        })
+        .await;
     let request = match decoded {
         Ok(Ok(request)) => request,
         Ok(Err(error)) => return http_error(encoding, error),
         Err(join_error) => {
-            return http_error(encoding, IngestError::Internal(format!("decode task failed: {join_error}")));
+            return http_error(
+                encoding,
+                IngestError::Internal(format!("decode task failed: {join_error}")),
+            );
         }
     };
     let result = store(&state, request).await;
@@ -309,9 +344,10 @@ async fn export_http(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
                     .into_bytes(),
             };
             let mut response = (StatusCode::OK, body).into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(encoding.content_type()),
+            );
             response
         }
         Err(error) => {
@@ -335,7 +371,9 @@ pub fn http_router(state: Arc<AppState>, timeout: Duration) -> Router {
         .route("/v1/traces", post(export_http))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
-            move |State(state): State<Arc<AppState>>, request: axum::extract::Request, next: axum::middleware::Next| async move {
+            move |State(state): State<Arc<AppState>>,
+                  request: axum::extract::Request,
+                  next: axum::middleware::Next| async move {
                 // Reject a declared oversize body before reading it, with the OTLP error body.
                 let declared = request
                     .headers()
@@ -348,7 +386,12 @@ pub fn http_router(state: Arc<AppState>, timeout: Duration) -> Router {
                 }
                 let response = next.run(request).await;
                 if response.status() == StatusCode::PAYLOAD_TOO_LARGE
-                    && response.headers().get(header::CONTENT_TYPE).is_none_or(|value| value != "application/x-protobuf" && value != "application/json")
+                    && response
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .is_none_or(|value| {
+                            value != "application/x-protobuf" && value != "application/json"
+                        })
                 {
                     // A streamed body went over the limit while being read.
                     return http_error(Encoding::Protobuf, IngestError::TooLarge(limit));
@@ -357,6 +400,9 @@ pub fn http_router(state: Arc<AppState>, timeout: Duration) -> Router {
             },
         ))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(state)
 }

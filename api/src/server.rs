@@ -156,7 +156,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 }
                 Err(error) => {
                     token.cancel();
-                    results.push(anyhow::Error::new(error).context(format!("{name} task panicked")));
+                    results
+                        .push(anyhow::Error::new(error).context(format!("{name} task panicked")));
                 }
             }
         }

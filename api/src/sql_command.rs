@@ -1,6 +1,5 @@
 //! `sightline sql`: one query against a data directory (embedded) or a running server (--url).
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -36,7 +35,9 @@ async fn embedded(args: &SqlArgs) -> anyhow::Result<Vec<u8>> {
             "data directory {} is in use by a running sightline server; query the server instead, e.g. --url http://127.0.0.1:7070",
             path.display()
         ),
-        Err(error) => return Err(anyhow::Error::new(error).context("cannot open the data directory")),
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context("cannot open the data directory"));
+        }
     };
     let sql = query::SqlEngine::new(Arc::clone(&engine), query_options(&args.query))?;
     let result = sql.execute(&args.sql).await;
@@ -77,16 +78,22 @@ async fn remote(url: &str, args: &SqlArgs) -> anyhow::Result<Vec<u8>> {
     if !status.is_success() {
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|value| value.get("error").and_then(|error| error.as_str()).map(str::to_owned))
+            .and_then(|value| {
+                value
+                    .get("error")
+                    .and_then(|error| error.as_str())
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         bail!("query failed ({status}): {message}");
     }
     Ok(match args.format {
         OutputFormat::Table => {
-            let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
+            let reader =
+                arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)?;
             let schema = reader.schema();
             let batches = reader.collect::<Result<Vec<_>, _>>()?;
-            let output = query::QueryOutput { schema, batches };
+            let output = query::QueryOutput::new(schema, batches);
             let mut text = query::format::to_table(&output)?;
             text.push('\n');
             text.into_bytes()
@@ -100,9 +107,4 @@ async fn remote(url: &str, args: &SqlArgs) -> anyhow::Result<Vec<u8>> {
             bytes
         }
     })
-}
-
-#[allow(dead_code)]
-fn write_all(out: &mut impl std::io::Write, bytes: &[u8]) -> std::io::Result<()> {
-    out.write_all(bytes)
 }

@@ -233,6 +233,37 @@ impl SpanBatchBuilder {
         }
     }
 
+    /// An empty builder with room for `rows` spans (avoids regrowing buffers on the hot path).
+    pub fn with_capacity(rows: usize) -> Self {
+        let timestamps = || TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        let ids = |width: usize| StringBuilder::with_capacity(rows, rows * width);
+        let strings = || StringBuilder::with_capacity(rows, rows * 16);
+        let counts = || UInt32Builder::with_capacity(rows);
+        let mut builder = SpanBatchBuilder::new();
+        builder.trace_id = ids(32);
+        builder.span_id = ids(16);
+        builder.parent_span_id = ids(16);
+        builder.trace_state = StringBuilder::with_capacity(rows, 0);
+        builder.flags = counts();
+        builder.span_name = strings();
+        builder.span_kind = StringBuilder::with_capacity(rows, rows * 8);
+        builder.start_time = timestamps();
+        builder.end_time = timestamps();
+        builder.duration_ns = Int64Builder::with_capacity(rows);
+        builder.status_code = StringBuilder::with_capacity(rows, rows * 5);
+        builder.status_message = StringBuilder::with_capacity(rows, 0);
+        builder.service_name = strings();
+        builder.dropped_attributes_count = counts();
+        builder.dropped_events_count = counts();
+        builder.dropped_links_count = counts();
+        builder.event_offsets.reserve(rows);
+        builder.link_offsets.reserve(rows);
+        builder.resource_otlp = BinaryBuilder::with_capacity(rows, rows * 64);
+        builder.scope_otlp = BinaryBuilder::with_capacity(rows, rows * 16);
+        builder.span_otlp = BinaryBuilder::with_capacity(rows, rows * 256);
+        builder
+    }
+
     /// Number of spans appended so far.
     pub fn len(&self) -> usize {
         self.rows
@@ -249,29 +280,36 @@ impl SpanBatchBuilder {
         let mut span_hex = [0u8; 16];
         self.trace_id
             .append_value(span.trace_id.encode_hex(&mut trace_hex));
-        self.span_id.append_value(span.span_id.encode_hex(&mut span_hex));
+        self.span_id
+            .append_value(span.span_id.encode_hex(&mut span_hex));
         match span.parent_span_id {
-            Some(parent) => self.parent_span_id.append_value(parent.encode_hex(&mut span_hex)),
+            Some(parent) => self
+                .parent_span_id
+                .append_value(parent.encode_hex(&mut span_hex)),
             None => self.parent_span_id.append_null(),
         }
         self.trace_state.append_option(optional(span.trace_state));
         self.flags.append_value(span.flags);
         self.span_name.append_value(span.name);
-        self.span_kind.append_value(span_kind_name(span.kind));
+        self.span_kind
+            .append_value(span_kind_name(span.kind).as_ref());
         self.start_time.append_value(span.start_time_unix_nano);
         self.end_time.append_value(span.end_time_unix_nano);
         self.duration_ns.append_value(
             span.end_time_unix_nano
                 .wrapping_sub(span.start_time_unix_nano),
         );
-        self.status_code.append_value(status_code_name(span.status_code));
-        self.status_message.append_option(optional(span.status_message));
+        self.status_code
+            .append_value(status_code_name(span.status_code).as_ref());
+        self.status_message
+            .append_option(optional(span.status_message));
         self.service_name.append_option(span.service_name);
         append_map(&mut self.resource_attributes, span.resource_attributes);
         self.resource_schema_url
             .append_option(optional(span.resource_schema_url));
         self.scope_name.append_option(optional(span.scope_name));
-        self.scope_version.append_option(optional(span.scope_version));
+        self.scope_version
+            .append_option(optional(span.scope_version));
         append_map(&mut self.scope_attributes, span.scope_attributes);
         self.scope_schema_url
             .append_option(optional(span.scope_schema_url));
@@ -283,25 +321,30 @@ impl SpanBatchBuilder {
             self.event_time.append_value(event.time_unix_nano);
             self.event_name.append_value(event.name);
             append_map(&mut self.event_attributes, &event.attributes);
-            self.event_dropped.append_value(event.dropped_attributes_count);
+            self.event_dropped
+                .append_value(event.dropped_attributes_count);
         }
         let last = self.event_offsets.last().copied().unwrap_or(0);
         self.event_offsets.push(last + offset(span.events.len()));
-        self.dropped_events_count.append_value(span.dropped_events_count);
+        self.dropped_events_count
+            .append_value(span.dropped_events_count);
 
         for link in span.links {
             self.link_trace_id
                 .append_value(link.trace_id.encode_hex(&mut trace_hex));
             self.link_span_id
                 .append_value(link.span_id.encode_hex(&mut span_hex));
-            self.link_trace_state.append_option(optional(link.trace_state));
+            self.link_trace_state
+                .append_option(optional(link.trace_state));
             self.link_flags.append_value(link.flags);
             append_map(&mut self.link_attributes, &link.attributes);
-            self.link_dropped.append_value(link.dropped_attributes_count);
+            self.link_dropped
+                .append_value(link.dropped_attributes_count);
         }
         let last = self.link_offsets.last().copied().unwrap_or(0);
         self.link_offsets.push(last + offset(span.links.len()));
-        self.dropped_links_count.append_value(span.dropped_links_count);
+        self.dropped_links_count
+            .append_value(span.dropped_links_count);
 
         self.resource_otlp.append_value(span.resource_otlp);
         self.scope_otlp.append_value(span.scope_otlp);

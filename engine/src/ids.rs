@@ -128,7 +128,10 @@ mod tests {
     fn bad_hex_ids_are_rejected_with_the_reason() {
         assert_eq!(
             TraceId::from_hex("abc"),
-            Err(IdError::Length { expected: 32, found: 3 })
+            Err(IdError::Length {
+                expected: 32,
+                found: 3
+            })
         );
         assert_eq!(SpanId::from_hex("zz02030405060708"), Err(IdError::NotHex));
     }

@@ -48,4 +48,4 @@ pub use ids::{IdError, SpanId, TraceId};
 pub use scan::{BatchIter, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest, ScanUnit};
 pub use schema::span_schema;
 pub use segment::SegmentMeta;
-pub use store::{EngineStats, Engine, Options, RecoverySummary, SealSummary};
+pub use store::{Engine, EngineStats, Options, RecoverySummary, SealSummary};

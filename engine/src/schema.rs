@@ -7,6 +7,7 @@
 //! encoding of the original typed values, so every OTLP field reads back exactly. The mapping
 //! from OTLP fields to columns is written down in `docs/design/storage-format.md`.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
@@ -66,12 +67,18 @@ pub mod columns {
     /// `Span.dropped_links_count`.
     pub const DROPPED_LINKS_COUNT: &str = "dropped_links_count";
     /// Hidden: protobuf-encoded `opentelemetry.proto.resource.v1.Resource` (exact, typed).
+    /// Empty bytes mean the request had no resource; a present but empty resource is stored
+    /// as the encoding of a `ResourceSpans` field 1 of length 0 (`10 00`), which decodes as an
+    /// empty `Resource`, so absent and empty both read back as sent.
     pub const RESOURCE_OTLP: &str = "resource_otlp";
-    /// Hidden: protobuf-encoded `opentelemetry.proto.common.v1.InstrumentationScope`.
+    /// Hidden: protobuf-encoded `opentelemetry.proto.common.v1.InstrumentationScope`; absent
+    /// vs present-but-empty as for [`RESOURCE_OTLP`] (`20 00`).
     pub const SCOPE_OTLP: &str = "scope_otlp";
     /// Hidden: protobuf-encoded `opentelemetry.proto.trace.v1.Span` holding only the typed
     /// attribute lists: `attributes`, `events[i].attributes`, `links[i].attributes` (same order
-    /// and count as the `events` and `links` columns). Everything else comes from the columns.
+    /// and count as the `events` and `links` columns), plus an empty `status` as a presence
+    /// marker when the span had a status with default fields. Everything else comes from the
+    /// columns.
     pub const SPAN_OTLP: &str = "span_otlp";
 
     /// Field names inside an `events` list element.
@@ -118,9 +125,10 @@ pub fn timestamp_type() -> DataType {
 
 /// `Map<Utf8, Utf8>` used for every attribute set: key -> string form of the value.
 ///
-/// String forms: strings as they are, integers and doubles in decimal (doubles in the shortest
-/// form that parses back to the same value), booleans as `true`/`false`, bytes as standard
-/// base64, arrays and key-value lists as JSON (the OTLP JSON mapping of `AnyValue`'s contents).
+/// String forms: strings as they are, integers in decimal, doubles in Rust's `Display` form
+/// (shortest that parses back to the same value, no exponent), booleans as `true`/`false`, bytes
+/// as standard base64, arrays and key-value lists as compact JSON with natural types (`null` for
+/// an unset value). The typed originals are in the hidden `*_otlp` columns.
 pub fn attribute_map_type() -> DataType {
     DataType::Map(Arc::new(attribute_map_entries_field()), false)
 }
@@ -235,7 +243,7 @@ pub const SPAN_KIND_NAMES: [&str; 6] = [
 pub const STATUS_CODE_NAMES: [&str; 3] = ["unset", "ok", "error"];
 
 /// The stored name of an OTLP span kind value.
-pub fn span_kind_name(kind: i32) -> String {
+pub fn span_kind_name(kind: i32) -> Cow<'static, str> {
     enum_name(&SPAN_KIND_NAMES, kind)
 }
 
@@ -245,7 +253,7 @@ pub fn span_kind_value(name: &str) -> Option<i32> {
 }
 
 /// The stored name of an OTLP status code value.
-pub fn status_code_name(code: i32) -> String {
+pub fn status_code_name(code: i32) -> Cow<'static, str> {
     enum_name(&STATUS_CODE_NAMES, code)
 }
 
@@ -254,12 +262,12 @@ pub fn status_code_value(name: &str) -> Option<i32> {
     enum_value(&STATUS_CODE_NAMES, name)
 }
 
-fn enum_name(names: &[&str], value: i32) -> String {
+fn enum_name(names: &[&'static str], value: i32) -> Cow<'static, str> {
     usize::try_from(value)
         .ok()
         .and_then(|index| names.get(index))
-        .map(|name| (*name).to_owned())
-        .unwrap_or_else(|| value.to_string())
+        .map(|name| Cow::Borrowed(*name))
+        .unwrap_or_else(|| Cow::Owned(value.to_string()))
 }
 
 fn enum_value(names: &[&str], name: &str) -> Option<i32> {

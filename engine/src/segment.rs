@@ -193,7 +193,14 @@ pub(crate) fn write_segment(
     Ok(describe(id, tier, day, relative, bytes, batch))
 }
 
-fn describe(id: u64, tier: &str, day: &str, path: String, bytes: u64, batch: &RecordBatch) -> SegmentMeta {
+fn describe(
+    id: u64,
+    tier: &str,
+    day: &str,
+    path: String,
+    bytes: u64,
+    batch: &RecordBatch,
+) -> SegmentMeta {
     let starts = batch
         .column(column_index(columns::START_TIME))
         .as_primitive::<TimestampNanosecondType>();
@@ -354,7 +361,10 @@ pub(crate) fn read_segment(
 
     let mut builder = builder
         .with_row_groups(selected)
-        .with_projection(ProjectionMask::roots(&schema_descriptor, projection.iter().copied()))
+        .with_projection(ProjectionMask::roots(
+            &schema_descriptor,
+            projection.iter().copied(),
+        ))
         .with_batch_size(8192);
     if !filter_columns.is_empty() {
         let mask = ProjectionMask::roots(&schema_descriptor, filter_columns.iter().copied());

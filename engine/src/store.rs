@@ -19,8 +19,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::array::{AsArray, BooleanArray};
+use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::TimestampNanosecondType;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use parking_lot::{Mutex, RwLock};
@@ -32,8 +32,7 @@ use crate::scan::{ScanPlan, ScanRequest};
 use crate::schema::{column_index, columns, span_schema};
 use crate::segment::{SegmentMeta, SegmentWriteOptions, day_of, sort_for_segment, write_segment};
 use crate::tables::{
-    FORMAT_VERSION, META, META_FORMAT_VERSION, META_NEXT_SEGMENT_ID, SEGMENTS, TRACE_SEGMENTS,
-    WAL,
+    FORMAT_VERSION, META, META_FORMAT_VERSION, META_NEXT_SEGMENT_ID, SEGMENTS, TRACE_SEGMENTS, WAL,
 };
 use crate::wal;
 
@@ -154,7 +153,11 @@ impl Memtable {
         if let Ok(merged) = concat_batches(&span_schema(), &self.chunks[start..]) {
             self.chunks.truncate(start);
             self.chunks.push(merged);
-            self.bytes = self.chunks.iter().map(RecordBatch::get_array_memory_size).sum();
+            self.bytes = self
+                .chunks
+                .iter()
+                .map(RecordBatch::get_array_memory_size)
+                .sum();
         }
     }
 }
@@ -293,7 +296,9 @@ impl Engine {
                 .map_err(store_error("open trace index"))?;
             let mut segments = Vec::new();
             {
-                let table = txn.open_table(SEGMENTS).map_err(store_error("open catalog"))?;
+                let table = txn
+                    .open_table(SEGMENTS)
+                    .map_err(store_error("open catalog"))?;
                 for entry in table.iter().map_err(store_error("read catalog"))? {
                     let (id, value) = entry.map_err(store_error("read catalog"))?;
                     segments.push(Arc::new(SegmentMeta::decode(id.value(), value.value())?));
@@ -323,11 +328,15 @@ impl Engine {
             if !path.is_file() {
                 return Err(Error::Corrupt {
                     location: path.display().to_string(),
-                    detail: format!("segment {} is in the catalog but its file is missing", meta.id),
+                    detail: format!(
+                        "segment {} is in the catalog but its file is missing",
+                        meta.id
+                    ),
                 });
             }
         }
-        let referenced: HashSet<PathBuf> = segments.iter().map(|meta| dir.join(&meta.path)).collect();
+        let referenced: HashSet<PathBuf> =
+            segments.iter().map(|meta| dir.join(&meta.path)).collect();
         recovery.orphans_removed = remove_orphans(&dir.join("segments"), &referenced)?;
         recovery.segments = segments.len();
         info!(
@@ -506,7 +515,10 @@ impl Engine {
             if hex::decode_to_slice(id, &mut raw).is_err() {
                 continue;
             }
-            for segment in table.get(raw.as_slice()).map_err(store_error("read trace index"))? {
+            for segment in table
+                .get(raw.as_slice())
+                .map_err(store_error("read trace index"))?
+            {
                 out.insert(segment.map_err(store_error("read trace index"))?.value());
             }
         }
@@ -593,7 +605,8 @@ fn remove_orphans(root: &Path, referenced: &HashSet<PathBuf>) -> Result<usize> {
             if file_type.is_dir() {
                 stack.push(path);
             } else if !referenced.contains(&path) {
-                fs::remove_file(&path).map_err(|source| Error::io("remove orphan", &path, source))?;
+                fs::remove_file(&path)
+                    .map_err(|source| Error::io("remove orphan", &path, source))?;
                 warn!(path = %path.display(), "removed orphan segment file");
                 removed += 1;
             }
@@ -651,7 +664,10 @@ fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
 fn commit_group(shared: &Shared, group: &[PendingWrite]) -> Result<u64> {
     let mut next_sequence = shared.next_sequence.lock();
     let first = *next_sequence;
-    let txn = shared.db.begin_write().map_err(store_error("begin wal write"))?;
+    let txn = shared
+        .db
+        .begin_write()
+        .map_err(store_error("begin wal write"))?;
     {
         let mut table = txn.open_table(WAL).map_err(store_error("open wal"))?;
         for (offset, write) in group.iter().enumerate() {
@@ -707,7 +723,11 @@ fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
     }
     let mut out = Vec::new();
     for day in distinct {
-        let mask = BooleanArray::from(days.iter().map(|candidate| candidate == day).collect::<Vec<_>>());
+        let mask = BooleanArray::from(
+            days.iter()
+                .map(|candidate| candidate == day)
+                .collect::<Vec<_>>(),
+        );
         out.push((day.clone(), filter_record_batch(batch, &mask)?));
     }
     Ok(out)
@@ -742,7 +762,12 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
             written_paths.push(shared.dir.join(&meta.path));
             metas.push(meta);
         }
-        commit_segments(shared, &metas, frozen.max_sequence, first_id + metas.len() as u64)
+        commit_segments(
+            shared,
+            &metas,
+            frozen.max_sequence,
+            first_id + metas.len() as u64,
+        )
     })();
     if let Err(error) = result {
         for path in written_paths {
@@ -784,7 +809,9 @@ fn commit_segments(
 ) -> Result<()> {
     let txn = shared.db.begin_write().map_err(store_error("begin seal"))?;
     {
-        let mut catalog = txn.open_table(SEGMENTS).map_err(store_error("open catalog"))?;
+        let mut catalog = txn
+            .open_table(SEGMENTS)
+            .map_err(store_error("open catalog"))?;
         let mut index = txn
             .open_multimap_table(TRACE_SEGMENTS)
             .map_err(store_error("open trace index"))?;

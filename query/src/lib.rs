@@ -1,1 +1,68 @@
-//! query
+//! Sightline's SQL layer: DataFusion tables over the storage engine.
+//!
+//! [`SqlEngine`] owns a DataFusion session with three tables:
+//! - `spans`: one row per span, the engine's span schema without its hidden protobuf columns;
+//! - `span_events`: one row per span event, with the owning span's `trace_id`, `span_id`,
+//!   `span_name`, `service_name` and `span_start_time`;
+//! - `span_links`: one row per span link, likewise.
+//!
+//! Filters on `trace_id`, `service_name` and the span start time push down into the engine's
+//! [`engine::ScanRequest`] and are shown on the `SpansScanExec` line of `EXPLAIN`; the engine's
+//! read counters (segments selected, row groups, bytes, rows) appear in `EXPLAIN ANALYZE` and
+//! in [`QueryOutput::scan_metrics`]. Only read-only statements run, each within the memory,
+//! time and row bounds of its [`Options`]. [`format`](mod@format) renders results as JSON, CSV, Arrow IPC
+//! or a text table.
+//!
+//! Layering: `api -> query -> engine`. DataFusion types stay inside this crate; Arrow types
+//! are the currency of [`QueryOutput`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use engine::{Engine, SpanBatchBuilder, SpanId, SpanRecord, TraceId};
+//! use query::{Options, SqlEngine};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let engine = Arc::new(Engine::open(
+//!     dir.path(),
+//!     engine::Options::default().with_background_sealing(false),
+//! )?);
+//! let mut rows = SpanBatchBuilder::new();
+//! rows.append(&SpanRecord {
+//!     trace_id: TraceId([1; 16]),
+//!     span_id: SpanId([2; 8]),
+//!     name: "invoke_agent",
+//!     service_name: Some("planner"),
+//!     ..SpanRecord::default()
+//! });
+//! engine.write(rows.finish())?;
+//!
+//! let sql = SqlEngine::new(Arc::clone(&engine), Options::default())?;
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! let output = runtime.block_on(sql.execute(
+//!     "SELECT service_name, count(*) AS spans FROM spans GROUP BY service_name",
+//! ))?;
+//! assert_eq!(
+//!     query::format::to_json(&output)["rows"],
+//!     serde_json::json!([["planner", 1]])
+//! );
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod error;
+mod explode;
+pub mod format;
+mod guard;
+mod options;
+mod pushdown;
+mod scan;
+mod session;
+mod tables;
+mod timestamp;
+
+pub use error::{Error, ErrorKind, Result};
+pub use options::Options;
+pub use session::{QueryOutput, SqlEngine};

@@ -24,7 +24,14 @@ fn spawn_server(dir: &Path) -> ServerProcess {
     let mut child = Command::new(BINARY)
         .args(["serve", "--data"])
         .arg(dir)
-        .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
+        .args([
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -68,7 +75,12 @@ fn sql(dir: &Path, query: &str) -> std::process::Output {
         .expect("run sightline sql")
 }
 
-fn requests(traces: usize) -> (Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>, usize) {
+fn requests(
+    traces: usize,
+) -> (
+    Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    usize,
+) {
     let config = testdata::AgentTraceConfig {
         traces,
         ..testdata::AgentTraceConfig::default()
@@ -88,7 +100,9 @@ async fn every_acknowledged_span_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = spawn_server(dir.path());
     let (requests, spans) = requests(20);
-    let mut client = TraceServiceClient::connect(server.grpc.clone()).await.unwrap();
+    let mut client = TraceServiceClient::connect(server.grpc.clone())
+        .await
+        .unwrap();
     for request in requests {
         client.export(request).await.expect("export acknowledged");
     }
@@ -96,8 +110,15 @@ async fn every_acknowledged_span_survives_sigkill() {
     kill(Pid::from_raw(server.child.id() as i32), Signal::SIGKILL).unwrap();
     server.child.wait().unwrap();
 
-    let output = sql(dir.path(), "SELECT count(*) AS n, count(DISTINCT span_id) AS ids FROM spans");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = sql(
+        dir.path(),
+        "SELECT count(*) AS n, count(DISTINCT span_id) AS ids FROM spans",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8(output.stdout).unwrap();
     let counts: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
     assert_eq!(counts[0], spans.to_string(), "{text}");
@@ -107,7 +128,12 @@ async fn every_acknowledged_span_survives_sigkill() {
     let reply: serde_json::Value = reqwest::Client::new()
         .post(format!("{}/api/v1/sql", server.api))
         .json(&serde_json::json!({"sql": "SELECT count(*) FROM spans"}))
-        .send().await.unwrap().json().await.unwrap();
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(reply["rows"][0][0], spans);
     kill(Pid::from_raw(server.child.id() as i32), Signal::SIGTERM).unwrap();
     assert!(server.child.wait().unwrap().success());
@@ -118,7 +144,9 @@ async fn sigterm_drains_seals_and_exits_cleanly_and_sql_cli_works_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = spawn_server(dir.path());
     let (requests, spans) = requests(6);
-    let mut client = TraceServiceClient::connect(server.grpc.clone()).await.unwrap();
+    let mut client = TraceServiceClient::connect(server.grpc.clone())
+        .await
+        .unwrap();
     for request in requests {
         client.export(request).await.unwrap();
     }
@@ -130,12 +158,24 @@ async fn sigterm_drains_seals_and_exits_cleanly_and_sql_cli_works_both_ways() {
     assert!(message.contains("--url"), "{message}");
 
     let output = Command::new(BINARY)
-        .args(["sql", "--url", &server.api, "SELECT count(*) AS n FROM spans"])
+        .args([
+            "sql",
+            "--url",
+            &server.api,
+            "SELECT count(*) AS n FROM spans",
+        ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let table = String::from_utf8(output.stdout).unwrap();
-    assert!(table.contains(&spans.to_string()) && table.contains('n'), "{table}");
+    assert!(
+        table.contains(&spans.to_string()) && table.contains('n'),
+        "{table}"
+    );
 
     kill(Pid::from_raw(server.child.id() as i32), Signal::SIGTERM).unwrap();
     let status = server.child.wait().unwrap();
@@ -143,7 +183,11 @@ async fn sigterm_drains_seals_and_exits_cleanly_and_sql_cli_works_both_ways() {
 
     // Shutdown sealed the memtable: nothing left to replay, everything in segments.
     {
-        let engine = engine::Engine::open(dir.path(), engine::Options::default().with_background_sealing(false)).unwrap();
+        let engine = engine::Engine::open(
+            dir.path(),
+            engine::Options::default().with_background_sealing(false),
+        )
+        .unwrap();
         assert_eq!(engine.recovery().wal_records, 0);
         assert_eq!(engine.stats().segment_rows, spans as u64);
         engine.close_without_sealing();
@@ -154,7 +198,11 @@ async fn sigterm_drains_seals_and_exits_cleanly_and_sql_cli_works_both_ways() {
         .arg("SELECT count(*) AS n FROM spans")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let reply: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(reply["rows"][0][0], spans);
 
@@ -164,7 +212,10 @@ async fn sigterm_drains_seals_and_exits_cleanly_and_sql_cli_works_both_ways() {
 
 #[test]
 fn help_lists_every_serve_flag_with_its_env_var() {
-    let output = Command::new(BINARY).args(["serve", "--help"]).output().unwrap();
+    let output = Command::new(BINARY)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
     for (flag, env) in [
         ("--data", "SIGHTLINE_DATA"),
@@ -175,7 +226,10 @@ fn help_lists_every_serve_flag_with_its_env_var() {
         ("--query-timeout", "SIGHTLINE_QUERY_TIMEOUT"),
         ("--query-memory-limit", "SIGHTLINE_QUERY_MEMORY_LIMIT"),
     ] {
-        assert!(help.contains(flag) && help.contains(env), "{flag} / {env} missing from:\n{help}");
+        assert!(
+            help.contains(flag) && help.contains(env),
+            "{flag} / {env} missing from:\n{help}"
+        );
     }
     assert!(help.contains("127.0.0.1:4317") && help.contains("./sightline-data"));
 }

@@ -1,7 +1,9 @@
 //! The real OpenTelemetry Rust exporter (opentelemetry-otlp) over gRPC, HTTP protobuf and HTTP
 //! JSON into a server on 127.0.0.1:0, checked through SQL.
 
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
+};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
@@ -11,7 +13,10 @@ use crate::support::TestServer;
 
 /// Emits one small agent run through `exporter` and returns its trace id (hex).
 /// Runs on a blocking thread: the SDK's simple processor exports synchronously.
-async fn emit_agent_run(make_exporter: impl FnOnce() -> SpanExporter + Send + 'static, service: &'static str) -> String {
+async fn emit_agent_run(
+    make_exporter: impl FnOnce() -> SpanExporter + Send + 'static,
+    service: &'static str,
+) -> String {
     tokio::task::spawn_blocking(move || {
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(make_exporter())
@@ -29,11 +34,19 @@ async fn emit_agent_run(make_exporter: impl FnOnce() -> SpanExporter + Send + 's
             chat.set_attribute(KeyValue::new("gen_ai.operation.name", "chat"));
             chat.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", 1234_i64));
             chat.set_attribute(KeyValue::new("gen_ai.request.temperature", 0.25_f64));
-            chat.set_attribute(KeyValue::new("gen_ai.response.finish_reasons", Value::Array(Array::String(vec![StringValue::from("stop")]))));
+            chat.set_attribute(KeyValue::new(
+                "gen_ai.response.finish_reasons",
+                Value::Array(Array::String(vec![StringValue::from("stop")])),
+            ));
             chat.end();
-            let mut tool = tracer.span_builder("execute_tool search").start_with_context(&tracer, &cx);
+            let mut tool = tracer
+                .span_builder("execute_tool search")
+                .start_with_context(&tracer, &cx);
             tool.set_attribute(KeyValue::new("gen_ai.tool.name", "search"));
-            tool.add_event("agent.decision", vec![KeyValue::new("agent.decision.verdict", "allow")]);
+            tool.add_event(
+                "agent.decision",
+                vec![KeyValue::new("agent.decision.verdict", "allow")],
+            );
             tool.set_status(Status::error("tool failed"));
             tool.end();
             root.span_context().trace_id().to_string()
@@ -47,7 +60,12 @@ async fn emit_agent_run(make_exporter: impl FnOnce() -> SpanExporter + Send + 's
 
 async fn check_run(server: &TestServer, trace_id: &str, service: &str) {
     let where_trace = format!("WHERE trace_id = '{trace_id}'");
-    assert_eq!(server.count(&format!("SELECT count(*) FROM spans {where_trace}")).await, 3);
+    assert_eq!(
+        server
+            .count(&format!("SELECT count(*) FROM spans {where_trace}"))
+            .await,
+        3
+    );
     let rows = server
         .rows(&format!(
             "SELECT span_name, span_kind, service_name, status_code, status_message, attributes['gen_ai.tool.name'], \
@@ -81,7 +99,13 @@ async fn otlp_exporter_over_grpc_http_protobuf_and_http_json() {
 
     let endpoint = server.otlp_grpc.clone();
     let grpc_trace = emit_agent_run(
-        move || SpanExporter::builder().with_tonic().with_endpoint(endpoint).build().unwrap(),
+        move || {
+            SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .unwrap()
+        },
         "grpc-agent",
     )
     .await;
@@ -119,7 +143,9 @@ async fn otlp_exporter_over_grpc_http_protobuf_and_http_json() {
 
     assert_eq!(server.count("SELECT count(*) FROM spans").await, 9);
     let services = server
-        .rows("SELECT service_name, count(*) FROM spans GROUP BY service_name ORDER BY service_name")
+        .rows(
+            "SELECT service_name, count(*) FROM spans GROUP BY service_name ORDER BY service_name",
+        )
         .await;
     assert_eq!(
         services,

@@ -5,8 +5,8 @@ use std::io::Write as _;
 use api::ServerConfig;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -33,6 +33,7 @@ fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
+                    key_strindex: 0,
                     key: "service.name".into(),
                     value: Some(AnyValue {
                         value: Some(any_value::Value::StringValue("edge".into())),
@@ -74,33 +75,67 @@ async fn otlp_http_accepts_protobuf_and_json_plain_and_gzip_and_answers_in_kind(
     let server = TestServer::start(dir.path()).await;
     let proto = request(vec![span(1, 1), span(1, 2)]).encode_to_vec();
 
-    let response = post(&server.otlp_http, "application/x-protobuf", false, proto.clone()).await;
+    let response = post(
+        &server.otlp_http,
+        "application/x-protobuf",
+        false,
+        proto.clone(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/x-protobuf");
     let body = response.bytes().await.unwrap();
-    assert!(opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(body).is_ok());
+    assert!(
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(body)
+            .is_ok()
+    );
 
     let response = post(&server.otlp_http, "application/x-protobuf", true, proto).await;
     assert_eq!(response.status(), StatusCode::OK);
 
     let json_body = json!({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "edge-json"}}]},
         "scopeSpans": [{"spans": [{"traceId": "0303030303030303030303030303030F", "spanId": "0404040404040404", "name": "json-span",
-        "kind": 3, "startTimeUnixNano": "1793491200000000000", "endTimeUnixNano": 1793491200000000500,
+        "kind": 3, "startTimeUnixNano": "1793491200000000000", "endTimeUnixNano": 1_793_491_200_000_000_500_u64,
         "attributes": [{"key": "n", "value": {"intValue": "42"}}]}]}]}]});
-    let response = post(&server.otlp_http, "application/json; charset=utf-8", true, json_body.to_string().into_bytes()).await;
-    assert_eq!(response.status(), StatusCode::OK, "{:?}", response.text().await);
-    let response = post(&server.otlp_http, "application/json", false, json_body.to_string().into_bytes()).await;
+    let response = post(
+        &server.otlp_http,
+        "application/json; charset=utf-8",
+        true,
+        json_body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{:?}",
+        response.text().await
+    );
+    let response = post(
+        &server.otlp_http,
+        "application/json",
+        false,
+        json_body.to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     let reply: Value = response.json().await.unwrap();
     assert_eq!(reply, json!({}));
 
-    assert_eq!(server.count("SELECT count(*) FROM spans WHERE service_name = 'edge'").await, 4);
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM spans WHERE service_name = 'edge'")
+            .await,
+        4
+    );
     let rows = server
         .rows("SELECT trace_id, span_kind, duration_ns, attributes['n'] FROM spans WHERE service_name = 'edge-json'")
         .await;
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0], json!(["0303030303030303030303030303030f", "client", 500, "42"]));
+    assert_eq!(
+        rows[0],
+        json!(["0303030303030303030303030303030f", "client", 500, "42"])
+    );
     server.stop().await;
 }
 
@@ -112,18 +147,40 @@ async fn bad_otlp_http_input_gets_400_with_the_reason_and_stores_nothing() {
     let response = post(&server.otlp_http, "text/plain", false, b"hello".to_vec()).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let status = Status::decode(response.bytes().await.unwrap()).unwrap();
-    assert!(status.message.contains("content-type"), "{}", status.message);
+    assert!(
+        status.message.contains("content-type"),
+        "{}",
+        status.message
+    );
     assert_eq!(status.code, 3);
 
-    let response = post(&server.otlp_http, "application/x-protobuf", false, vec![0xff, 0xff, 0xff]).await;
+    let response = post(
+        &server.otlp_http,
+        "application/x-protobuf",
+        false,
+        vec![0xff, 0xff, 0xff],
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
-    let response = post(&server.otlp_http, "application/json", false, b"{not json".to_vec()).await;
+    let response = post(
+        &server.otlp_http,
+        "application/json",
+        false,
+        b"{not json".to_vec(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], 3);
 
-    let response = post(&server.otlp_http, "application/x-protobuf", true, b"not gzip at all".to_vec()).await;
+    let response = post(
+        &server.otlp_http,
+        "application/x-protobuf",
+        true,
+        b"not gzip at all".to_vec(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     // One invalid span (all-zero trace id) among valid ones: the whole request is refused.
@@ -142,10 +199,19 @@ async fn bad_otlp_http_input_gets_400_with_the_reason_and_stores_nothing() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     let json_body = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "abc", "spanId": "0404040404040404", "name": "x"}]}]}]});
-    let response = post(&server.otlp_http, "application/json", false, json_body.to_string().into_bytes()).await;
+    let response = post(
+        &server.otlp_http,
+        "application/json",
+        false,
+        json_body.to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("traceId"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("traceId"),
+        "{body}"
+    );
 
     assert_eq!(server.count("SELECT count(*) FROM spans").await, 0);
     server.stop().await;
@@ -167,14 +233,22 @@ async fn oversized_bodies_get_413_also_when_only_the_decompressed_size_is_too_bi
     config.max_request_bytes = 64 * 1024;
     let server = TestServer::start_with(config).await;
 
-    let big: Vec<Span> = (0..200u8).map(|n| {
-        let mut s = span(7, n.max(1));
-        s.name = "x".repeat(1000);
-        s
-    }).collect();
+    let big: Vec<Span> = (0..200u8)
+        .map(|n| {
+            let mut s = span(7, n.max(1));
+            s.name = "x".repeat(1000);
+            s
+        })
+        .collect();
     let body = request(big).encode_to_vec();
     assert!(body.len() > 64 * 1024);
-    let response = post(&server.otlp_http, "application/x-protobuf", false, body.clone()).await;
+    let response = post(
+        &server.otlp_http,
+        "application/x-protobuf",
+        false,
+        body.clone(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     // Compresses far below the limit, expands above it.
@@ -204,15 +278,25 @@ async fn overload_answers_429_and_resource_exhausted_with_retry_advice() {
     let mut padded = body.clone();
     padded.resource_spans[0].scope_spans[0].spans[0].name = "y".repeat(4096);
 
-    let response = post(&server.otlp_http, "application/x-protobuf", false, padded.encode_to_vec()).await;
+    let response = post(
+        &server.otlp_http,
+        "application/x-protobuf",
+        false,
+        padded.encode_to_vec(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()["retry-after"], "1");
 
-    let mut client = TraceServiceClient::connect(server.otlp_grpc.clone()).await.unwrap();
+    let mut client = TraceServiceClient::connect(server.otlp_grpc.clone())
+        .await
+        .unwrap();
     let status = client.export(padded).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     use tonic_types::StatusExt as _;
-    let retry = status.get_details_retry_info().expect("retry info in the status details");
+    let retry = status
+        .get_details_retry_info()
+        .expect("retry info in the status details");
     assert!(retry.retry_delay.is_some());
     server.stop().await;
 }
@@ -221,11 +305,19 @@ async fn overload_answers_429_and_resource_exhausted_with_retry_advice() {
 async fn grpc_export_stores_spans_and_rejects_invalid_ids() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let mut client = TraceServiceClient::connect(server.otlp_grpc.clone()).await.unwrap();
-    client.export(request(vec![span(9, 1), span(9, 2)])).await.unwrap();
+    let mut client = TraceServiceClient::connect(server.otlp_grpc.clone())
+        .await
+        .unwrap();
+    client
+        .export(request(vec![span(9, 1), span(9, 2)]))
+        .await
+        .unwrap();
     let mut bad = span(9, 3);
     bad.span_id = vec![];
-    let status = client.export(request(vec![span(9, 4), bad])).await.unwrap_err();
+    let status = client
+        .export(request(vec![span(9, 4), bad]))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("span"), "{}", status.message());
     // gzip-compressed gRPC is accepted too.
@@ -233,7 +325,10 @@ async fn grpc_export_stores_spans_and_rejects_invalid_ids() {
         .await
         .unwrap()
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    gzip_client.export(request(vec![span(10, 1)])).await.unwrap();
+    gzip_client
+        .export(request(vec![span(10, 1)]))
+        .await
+        .unwrap();
     assert_eq!(server.count("SELECT count(*) FROM spans").await, 3);
     server.stop().await;
 }
@@ -243,31 +338,64 @@ async fn trace_endpoint_returns_otlp_json_404_and_400() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut original = request(vec![span(11, 1), span(11, 2)]);
-    original.resource_spans[0].scope_spans[0].spans[1].attributes.push(KeyValue {
-        key: "retries".into(),
-        value: Some(AnyValue { value: Some(any_value::Value::IntValue(3)) }),
-    });
-    let response = post(&server.otlp_http, "application/x-protobuf", false, original.encode_to_vec()).await;
+    original.resource_spans[0].scope_spans[0].spans[1]
+        .attributes
+        .push(KeyValue {
+            key_strindex: 0,
+            key: "retries".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(3)),
+            }),
+        });
+    let response = post(
+        &server.otlp_http,
+        "application/x-protobuf",
+        false,
+        original.encode_to_vec(),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
 
     let client = reqwest::Client::new();
     let trace_hex = "0b".repeat(16);
-    let response = client.get(format!("{}/api/v1/traces/{trace_hex}", server.api)).send().await.unwrap();
+    let response = client
+        .get(format!("{}/api/v1/traces/{trace_hex}", server.api))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.bytes().await.unwrap();
     let rebuilt = ingest::decode_traces_json(&body).unwrap();
     assert_eq!(rebuilt, original, "the trace reads back exactly");
     let value: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(value["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"], trace_hex);
+    assert_eq!(
+        value["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"],
+        trace_hex
+    );
 
-    let response = client.get(format!("{}/api/v1/traces/{}", server.api, "0c".repeat(16))).send().await.unwrap();
+    let response = client
+        .get(format!("{}/api/v1/traces/{}", server.api, "0c".repeat(16)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let response = client.get(format!("{}/api/v1/traces/xyz", server.api)).send().await.unwrap();
+    let response = client
+        .get(format!("{}/api/v1/traces/xyz", server.api))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("trace id"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("trace id"),
+        "{body}"
+    );
 
-    let response = client.get(format!("{}/healthz", server.api)).send().await.unwrap();
+    let response = client
+        .get(format!("{}/healthz", server.api))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     server.stop().await;
 }
@@ -277,7 +405,12 @@ async fn sql_endpoint_formats_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let body = request(vec![span(12, 1), span(12, 2)]).encode_to_vec();
-    assert_eq!(post(&server.otlp_http, "application/x-protobuf", false, body).await.status(), StatusCode::OK);
+    assert_eq!(
+        post(&server.otlp_http, "application/x-protobuf", false, body)
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/sql", server.api);
 
@@ -291,14 +424,28 @@ async fn sql_endpoint_formats_and_errors() {
     let csv = client
         .post(&url)
         .json(&json!({"sql": "SELECT span_name FROM spans ORDER BY span_name", "format": "csv"}))
-        .send().await.unwrap().text().await.unwrap();
-    assert_eq!(csv.lines().collect::<Vec<_>>(), vec!["span_name", "span-1", "span-2"]);
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv.lines().collect::<Vec<_>>(),
+        vec!["span_name", "span-1", "span-2"]
+    );
 
     let arrow_bytes = client
         .post(&url)
         .json(&json!({"sql": "SELECT count(*) AS n FROM spans", "format": "arrow"}))
-        .send().await.unwrap().bytes().await.unwrap();
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow_bytes), None).unwrap();
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow_bytes), None).unwrap();
     let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
     assert_eq!(batches[0].num_rows(), 1);
 

@@ -42,12 +42,17 @@ impl TestServer {
 
     /// The rows of a query, as JSON arrays.
     pub(crate) async fn rows(&self, sql: &str) -> Vec<Value> {
-        self.sql(sql).await["rows"].as_array().cloned().unwrap_or_default()
+        self.sql(sql).await["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(crate) async fn count(&self, sql: &str) -> i64 {
         let rows = self.rows(sql).await;
-        rows[0][0].as_i64().unwrap_or_else(|| panic!("{sql}: {rows:?}"))
+        rows[0][0]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{sql}: {rows:?}"))
     }
 
     pub(crate) async fn stop(mut self) {

@@ -82,13 +82,31 @@ fn sealing_moves_rows_into_segments_and_truncates_the_wal() {
         assert_eq!(summary.rows, 10);
         assert_eq!(engine.stats().memtable_rows, 0);
         assert_eq!(count(&engine, &ScanRequest::default()), 10);
-        let paths: Vec<String> = engine.segments().iter().map(|meta| meta.path.clone()).collect();
-        assert!(paths.iter().any(|path| path.starts_with("segments/standard/2026-11-01/")), "{paths:?}");
-        assert!(paths.iter().any(|path| path.starts_with("segments/standard/2026-11-02/")), "{paths:?}");
+        let paths: Vec<String> = engine
+            .segments()
+            .iter()
+            .map(|meta| meta.path.clone())
+            .collect();
+        assert!(
+            paths
+                .iter()
+                .any(|path| path.starts_with("segments/standard/2026-11-01/")),
+            "{paths:?}"
+        );
+        assert!(
+            paths
+                .iter()
+                .any(|path| path.starts_with("segments/standard/2026-11-02/")),
+            "{paths:?}"
+        );
         engine.close().unwrap();
     }
     let engine = Engine::open(dir.path(), manual()).unwrap();
-    assert_eq!(engine.recovery().wal_records, 0, "the WAL was truncated by the seal");
+    assert_eq!(
+        engine.recovery().wal_records,
+        0,
+        "the WAL was truncated by the seal"
+    );
     assert_eq!(engine.recovery().segments, 2);
     assert_eq!(count(&engine, &ScanRequest::default()), 10);
 }
@@ -112,8 +130,14 @@ fn trace_lookup_reads_only_the_segment_holding_the_trace() {
     assert_eq!(snapshot.segments_total, 4);
     assert_eq!(snapshot.segments_selected, 1);
     for batch in &batches {
-        let ids = batch.column_by_name(columns::TRACE_ID).unwrap().as_string::<i32>();
-        assert!(ids.iter().all(|id| id == Some(trace_id(3).to_string().as_str())));
+        let ids = batch
+            .column_by_name(columns::TRACE_ID)
+            .unwrap()
+            .as_string::<i32>();
+        assert!(
+            ids.iter()
+                .all(|id| id == Some(trace_id(3).to_string().as_str()))
+        );
     }
     // A trace only in the memtable selects no segment.
     let plan = engine
@@ -170,7 +194,9 @@ fn concurrent_writers_share_commits_and_lose_nothing() {
             let engine = Arc::clone(&engine);
             std::thread::spawn(move || {
                 for round in 0..25u32 {
-                    engine.write(spans(thread * 100 + round, 3, "a", BASE)).unwrap();
+                    engine
+                        .write(spans(thread * 100 + round, 3, "a", BASE))
+                        .unwrap();
                 }
             })
         })
@@ -244,7 +270,9 @@ fn the_background_sealer_seals_by_row_count() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(
         dir.path(),
-        Options::default().with_seal_max_rows(10).with_row_group_rows(4),
+        Options::default()
+            .with_seal_max_rows(10)
+            .with_row_group_rows(4),
     )
     .unwrap();
     engine.write(spans(1, 12, "a", BASE)).unwrap();

@@ -1,0 +1,3 @@
+//! Integration tests of the benches crate (one binary, as everywhere in the workspace).
+
+mod loadgen;

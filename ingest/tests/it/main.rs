@@ -1,0 +1,7 @@
+//! Integration tests for `ingest`: round trips through the engine and through OTLP/JSON, golden
+//! payloads, and whole-request rejection.
+
+mod golden;
+mod reject;
+mod round_trip;
+mod strategies;

@@ -1,0 +1,152 @@
+//! The query crate's error type and its three families.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::error::DataFusionError;
+
+/// `Result` with the query crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which family an error belongs to; decides how the edge reports it.
+///
+/// A query that needs more than its budget (memory, time, result rows) is the caller's to
+/// narrow: retrying it unchanged gives the same answer, so those are [`ErrorKind::Caller`].
+/// Storage trouble (I/O, overload, shutdown) is [`ErrorKind::Transient`]; damaged data and
+/// broken invariants are [`ErrorKind::Internal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller sent something wrong or too expensive (4xx).
+    Caller,
+    /// Retry later (503).
+    Transient,
+    /// A bug or damaged data (500).
+    Internal,
+}
+
+/// Everything that can go wrong running SQL.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The SQL does not parse or plan: syntax, unknown table, column or function, types.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// The statement is valid SQL but not allowed: everything except read-only queries.
+    #[error("{statement_kind} is not allowed: {reason}")]
+    Rejected {
+        /// What kind of statement it was, e.g. `CREATE VIEW`, `INSERT`, `COPY`.
+        statement_kind: String,
+        /// Why, and what is allowed instead.
+        reason: String,
+    },
+    /// The query failed while running on the data (a failed cast, division by zero, ...).
+    #[error("query failed: {0}")]
+    Execution(String),
+    /// The query needed more memory than its budget (`Options::memory_limit`).
+    #[error("query exceeded its memory budget: {0}")]
+    ResourcesExhausted(String),
+    /// The query did not finish within `Options::timeout`.
+    #[error("query did not finish within {0:?}")]
+    Timeout(Duration),
+    /// The result has more rows than `Options::max_result_rows`.
+    #[error("query returned more than {limit} rows; add a LIMIT or narrow the filters")]
+    TooManyRows {
+        /// The configured maximum.
+        limit: usize,
+    },
+    /// The storage engine failed while reading. Shared because DataFusion may hand the same
+    /// failure to several consumers.
+    #[error("storage engine failed")]
+    Engine(#[source] Arc<engine::Error>),
+    /// Rendering the result failed.
+    #[error("formatting the result failed")]
+    Format(#[source] arrow::error::ArrowError),
+    /// A bug: an invariant of this crate or of DataFusion broke.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The family of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidQuery(_)
+            | Error::Rejected { .. }
+            | Error::Execution(_)
+            | Error::ResourcesExhausted(_)
+            | Error::Timeout(_)
+            | Error::TooManyRows { .. } => ErrorKind::Caller,
+            Error::Engine(error) => match error.kind() {
+                engine::ErrorKind::Caller => ErrorKind::Caller,
+                engine::ErrorKind::Transient => ErrorKind::Transient,
+                _ => ErrorKind::Internal,
+            },
+            Error::Format(_) | Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Classifies a DataFusion error, recovering engine errors wrapped as
+    /// `DataFusionError::External` (see [`engine_error`]).
+    pub(crate) fn from_datafusion(error: DataFusionError) -> Self {
+        let mut level: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(current) = level {
+            if let Some(engine) = current.downcast_ref::<Arc<engine::Error>>() {
+                return Error::Engine(Arc::clone(engine));
+            }
+            level = current.source();
+        }
+        let message = error.strip_backtrace();
+        match error.find_root() {
+            DataFusionError::ResourcesExhausted(detail) => {
+                Error::ResourcesExhausted(detail.clone())
+            }
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::Configuration(_) => Error::InvalidQuery(message),
+            DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => {
+                Error::Execution(message)
+            }
+            _ => Error::Internal(message),
+        }
+    }
+}
+
+/// Wraps an engine error for DataFusion so [`Error::from_datafusion`] can find it again.
+pub(crate) fn engine_error(error: engine::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(Arc::new(error)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_are_recovered_through_wrappers() {
+        let wrapped = DataFusionError::Shared(Arc::new(
+            engine_error(engine::Error::ShuttingDown).context("reading spans"),
+        ));
+        let error = Error::from_datafusion(wrapped);
+        assert!(
+            matches!(&error, Error::Engine(inner) if matches!(**inner, engine::Error::ShuttingDown))
+        );
+        assert_eq!(error.kind(), ErrorKind::Transient);
+    }
+
+    #[test]
+    fn datafusion_errors_map_to_families() {
+        let exhausted = DataFusionError::ResourcesExhausted("sort".into()).context("x");
+        assert!(matches!(
+            Error::from_datafusion(exhausted),
+            Error::ResourcesExhausted(detail) if detail == "sort"
+        ));
+        assert!(matches!(
+            Error::from_datafusion(DataFusionError::Plan("no table".into())),
+            Error::InvalidQuery(_)
+        ));
+        let internal = Error::from_datafusion(DataFusionError::Internal("bug".into()));
+        assert_eq!(internal.kind(), ErrorKind::Internal);
+    }
+}

@@ -1,0 +1,478 @@
+//! Rendering a [`QueryOutput`] as JSON, CSV, an Arrow IPC stream or a terminal table.
+//!
+//! Values in JSON (and in CSV cells that hold nested values):
+//! - strings as strings, integers as numbers (64-bit values exactly, also beyond 2^53),
+//!   floats as numbers with NaN and ±infinity as `null`, booleans as booleans, NULL as `null`;
+//! - timestamps as RFC 3339 UTC text with nine fractional digits and `Z`
+//!   (`2024-05-01T12:00:00.000000000Z`); a timestamp without a zone is rendered as if UTC;
+//! - binary as standard base64;
+//! - lists as arrays, structs and maps as objects (keys sorted; a non-string map key is
+//!   rendered as its text; a repeated key keeps its last value);
+//! - everything else (decimals, dates, times, durations, intervals) as its Arrow display text,
+//!   so decimals keep every digit.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{
+    DataType, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Map, Number, Value};
+
+use crate::error::{Error, Result};
+use crate::session::QueryOutput;
+use crate::timestamp::format_timestamp;
+
+/// `{"columns": [{"name": ..., "type": ...}], "rows": [[value, ...], ...]}`, where `type` is
+/// the Arrow data type's display text and values follow the module rules.
+pub fn to_json(output: &QueryOutput) -> Value {
+    let columns: Vec<Value> = output
+        .schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let mut column = Map::new();
+            column.insert("name".to_owned(), Value::String(field.name().clone()));
+            column.insert(
+                "type".to_owned(),
+                Value::String(field.data_type().to_string()),
+            );
+            Value::Object(column)
+        })
+        .collect();
+    let mut rows = Vec::with_capacity(output.num_rows());
+    for batch in &output.batches {
+        let mut columns: Vec<std::vec::IntoIter<Value>> = batch
+            .columns()
+            .iter()
+            .map(|column| column_values(column.as_ref()).into_iter())
+            .collect();
+        for _ in 0..batch.num_rows() {
+            rows.push(Value::Array(
+                columns
+                    .iter_mut()
+                    .map(|values| values.next().unwrap_or(Value::Null))
+                    .collect(),
+            ));
+        }
+    }
+    let mut out = Map::new();
+    out.insert("columns".to_owned(), Value::Array(columns));
+    out.insert("rows".to_owned(), Value::Array(rows));
+    Value::Object(out)
+}
+
+/// CSV with a header row. Nested values (lists, maps, structs) are written as their JSON
+/// text, timestamps as RFC 3339 and binary as base64 (the JSON rules), NULL as an empty cell.
+pub fn to_csv(output: &QueryOutput) -> Result<Vec<u8>> {
+    let schema = Arc::new(Schema::new(
+        output
+            .schema
+            .fields()
+            .iter()
+            .map(|field| {
+                if csv_native(field.data_type()) {
+                    Arc::clone(field)
+                } else {
+                    Arc::new(Field::new(field.name(), DataType::Utf8, true))
+                }
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let mut writer = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(Vec::new());
+    // An empty batch still writes the header.
+    writer
+        .write(&RecordBatch::new_empty(Arc::clone(&schema)))
+        .map_err(Error::Format)?;
+    for batch in &output.batches {
+        let columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|column| {
+                if csv_native(column.data_type()) {
+                    Arc::clone(column)
+                } else {
+                    let cells: StringArray = column_values(column.as_ref())
+                        .into_iter()
+                        .map(csv_text)
+                        .collect();
+                    Arc::new(cells) as ArrayRef
+                }
+            })
+            .collect();
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(Error::Format)?;
+        writer.write(&batch).map_err(Error::Format)?;
+    }
+    Ok(writer.into_inner())
+}
+
+/// The result as an Arrow IPC *stream* (schema message, then one message per batch).
+pub fn to_arrow_ipc(output: &QueryOutput) -> Result<Vec<u8>> {
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &output.schema)
+        .map_err(Error::Format)?;
+    for batch in &output.batches {
+        writer.write(batch).map_err(Error::Format)?;
+    }
+    writer.finish().map_err(Error::Format)?;
+    writer.into_inner().map_err(Error::Format)
+}
+
+/// A boxed text table for a terminal.
+pub fn to_table(output: &QueryOutput) -> Result<String> {
+    arrow::util::pretty::pretty_format_batches_with_schema(
+        Arc::clone(&output.schema),
+        &output.batches,
+    )
+    .map(|table| table.to_string())
+    .map_err(Error::Format)
+}
+
+/// Types the Arrow CSV writer renders the way we want.
+fn csv_native(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Null
+            | DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+            | DataType::Date32
+            | DataType::Date64
+    )
+}
+
+fn csv_text(value: Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text),
+        other => Some(other.to_string()),
+    }
+}
+
+/// JSON values of every row of `array`.
+fn column_values(array: &dyn Array) -> Vec<Value> {
+    let values = non_null_values(array);
+    if array.null_count() == 0 {
+        return values;
+    }
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(row, value)| {
+            if array.is_null(row) {
+                Value::Null
+            } else {
+                value
+            }
+        })
+        .collect()
+}
+
+/// Values of every row, ignoring the array's own null mask (applied by the caller).
+fn non_null_values(array: &dyn Array) -> Vec<Value> {
+    macro_rules! numbers {
+        ($type:ty) => {
+            array
+                .as_primitive::<$type>()
+                .values()
+                .iter()
+                .map(|value| Value::from(*value))
+                .collect()
+        };
+    }
+    macro_rules! timestamps {
+        ($type:ty, $unit:expr) => {
+            array
+                .as_primitive::<$type>()
+                .values()
+                .iter()
+                .map(|value| match format_timestamp(*value, $unit) {
+                    Some(text) => Value::String(text),
+                    None => Value::from(*value),
+                })
+                .collect()
+        };
+    }
+    match array.data_type() {
+        DataType::Null => vec![Value::Null; array.len()],
+        DataType::Boolean => array
+            .as_boolean()
+            .values()
+            .iter()
+            .map(Value::Bool)
+            .collect(),
+        DataType::Int8 => numbers!(Int8Type),
+        DataType::Int16 => numbers!(Int16Type),
+        DataType::Int32 => numbers!(Int32Type),
+        DataType::Int64 => numbers!(Int64Type),
+        DataType::UInt8 => numbers!(UInt8Type),
+        DataType::UInt16 => numbers!(UInt16Type),
+        DataType::UInt32 => numbers!(UInt32Type),
+        DataType::UInt64 => numbers!(UInt64Type),
+        DataType::Float16 => array
+            .as_primitive::<arrow::datatypes::Float16Type>()
+            .values()
+            .iter()
+            .map(|value| float(value.to_f64()))
+            .collect(),
+        // Through the shortest decimal text, so 0.1f32 becomes 0.1 and not 0.10000000149.
+        DataType::Float32 => array
+            .as_primitive::<Float32Type>()
+            .values()
+            .iter()
+            .map(|value| float(value.to_string().parse().unwrap_or(f64::NAN)))
+            .collect(),
+        DataType::Float64 => array
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .map(|value| float(*value))
+            .collect(),
+        DataType::Utf8 => strings(array.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => strings(array.as_string::<i64>().iter()),
+        DataType::Utf8View => strings(array.as_string_view().iter()),
+        DataType::Binary => bytes(array.as_binary::<i32>().iter()),
+        DataType::LargeBinary => bytes(array.as_binary::<i64>().iter()),
+        DataType::BinaryView => bytes(array.as_binary_view().iter()),
+        DataType::FixedSizeBinary(_) => bytes(array.as_fixed_size_binary().iter()),
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            timestamps!(TimestampSecondType, TimeUnit::Second)
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            timestamps!(TimestampMillisecondType, TimeUnit::Millisecond)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            timestamps!(TimestampMicrosecondType, TimeUnit::Microsecond)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            timestamps!(TimestampNanosecondType, TimeUnit::Nanosecond)
+        }
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            let bounds = list
+                .value_offsets()
+                .windows(2)
+                .map(|pair| (to_index(pair[0]), to_index(pair[1])));
+            split_values(column_values(list.values().as_ref()), bounds, array.len())
+        }
+        DataType::LargeList(_) => {
+            let list = array.as_list::<i64>();
+            let bounds = list
+                .value_offsets()
+                .windows(2)
+                .map(|pair| (to_index(pair[0]), to_index(pair[1])));
+            split_values(column_values(list.values().as_ref()), bounds, array.len())
+        }
+        DataType::FixedSizeList(_, _) => {
+            let list = array.as_fixed_size_list();
+            let size = to_index(list.value_length());
+            let start = list.offset() * size;
+            let bounds = (0..array.len()).map(|row| (start + row * size, start + (row + 1) * size));
+            split_values(column_values(list.values().as_ref()), bounds, array.len())
+        }
+        DataType::Struct(fields) => {
+            let structs = array.as_struct();
+            let mut columns: Vec<std::vec::IntoIter<Value>> = structs
+                .columns()
+                .iter()
+                .map(|column| column_values(column.as_ref()).into_iter())
+                .collect();
+            (0..array.len())
+                .map(|_| {
+                    let mut object = Map::new();
+                    for (field, values) in fields.iter().zip(columns.iter_mut()) {
+                        object.insert(field.name().clone(), values.next().unwrap_or(Value::Null));
+                    }
+                    Value::Object(object)
+                })
+                .collect()
+        }
+        DataType::Map(_, _) => {
+            let map = array.as_map();
+            let keys = column_values(map.keys().as_ref());
+            let values = column_values(map.values().as_ref());
+            let mut pairs = keys.into_iter().zip(values);
+            let mut out = Vec::with_capacity(array.len());
+            let mut consumed = 0;
+            for pair in map.value_offsets().windows(2) {
+                let (start, end) = (to_index(pair[0]), to_index(pair[1]));
+                // Entries before this row's first (a sliced map) are skipped.
+                for _ in consumed..start {
+                    pairs.next();
+                }
+                let mut object = Map::new();
+                for _ in start..end {
+                    if let Some((key, value)) = pairs.next() {
+                        let key = match key {
+                            Value::String(text) => text,
+                            other => other.to_string(),
+                        };
+                        object.insert(key, value);
+                    }
+                }
+                consumed = end.max(start);
+                out.push(Value::Object(object));
+            }
+            out
+        }
+        DataType::Dictionary(_, value_type) => match cast(array, value_type) {
+            Ok(plain) => column_values(plain.as_ref()),
+            Err(_) => display_values(array),
+        },
+        _ => display_values(array),
+    }
+}
+
+/// Splits child values into one array per row; `bounds` are ascending, non-overlapping.
+fn split_values(
+    children: Vec<Value>,
+    bounds: impl Iterator<Item = (usize, usize)>,
+    rows: usize,
+) -> Vec<Value> {
+    let mut children = children;
+    let mut out = Vec::with_capacity(rows);
+    for (start, end) in bounds {
+        let end = end.min(children.len());
+        let start = start.min(end);
+        out.push(Value::Array(
+            children[start..end]
+                .iter_mut()
+                .map(std::mem::take)
+                .collect(),
+        ));
+    }
+    out
+}
+
+fn to_index<T: TryInto<usize>>(offset: T) -> usize {
+    // Offsets of a valid array are non-negative and within memory.
+    offset.try_into().unwrap_or(0)
+}
+
+fn float(value: f64) -> Value {
+    Number::from_f64(value).map_or(Value::Null, Value::Number)
+}
+
+fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Vec<Value> {
+    values
+        .map(|value| value.map_or(Value::Null, |text| Value::String(text.to_owned())))
+        .collect()
+}
+
+fn bytes<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> Vec<Value> {
+    values
+        .map(|value| value.map_or(Value::Null, |raw| Value::String(BASE64.encode(raw))))
+        .collect()
+}
+
+fn display_values(array: &dyn Array) -> Vec<Value> {
+    match ArrayFormatter::try_new(array, &FormatOptions::default()) {
+        Ok(formatter) => (0..array.len())
+            .map(|row| Value::String(formatter.value(row).to_string()))
+            .collect(),
+        Err(_) => vec![Value::Null; array.len()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{
+        BinaryArray, Float64Array, Int64Array, ListArray, MapBuilder, StringBuilder,
+        TimestampNanosecondArray, UInt64Array,
+    };
+    use arrow::datatypes::Int32Type as I32;
+
+    fn json_of(array: ArrayRef) -> Vec<Value> {
+        column_values(array.as_ref())
+    }
+
+    #[test]
+    fn scalars_follow_the_json_rules() {
+        assert_eq!(
+            json_of(Arc::new(UInt64Array::from(vec![u64::MAX]))),
+            vec![Value::from(u64::MAX)]
+        );
+        assert_eq!(
+            json_of(Arc::new(Int64Array::from(vec![Some(-1), None]))),
+            vec![Value::from(-1), Value::Null]
+        );
+        assert_eq!(
+            json_of(Arc::new(Float64Array::from(vec![
+                1.5,
+                f64::NAN,
+                f64::INFINITY
+            ]))),
+            vec![Value::from(1.5), Value::Null, Value::Null]
+        );
+        assert_eq!(
+            json_of(Arc::new(BinaryArray::from(vec![&b"hi"[..]]))),
+            vec![Value::from("aGk=")]
+        );
+        assert_eq!(
+            json_of(Arc::new(
+                TimestampNanosecondArray::from(vec![1]).with_timezone("UTC")
+            )),
+            vec![Value::from("1970-01-01T00:00:00.000000001Z")]
+        );
+    }
+
+    #[test]
+    fn lists_and_maps_nest() {
+        let list = ListArray::from_iter_primitive::<I32, _, _>(vec![
+            Some(vec![Some(1), None]),
+            None,
+            Some(vec![]),
+        ]);
+        assert_eq!(
+            json_of(Arc::new(list)),
+            vec![
+                serde_json::json!([1, null]),
+                Value::Null,
+                serde_json::json!([])
+            ]
+        );
+        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        builder.keys().append_value("b");
+        builder.values().append_value("2");
+        builder.keys().append_value("a");
+        builder.values().append_null();
+        builder.append(true).unwrap();
+        builder.append(false).unwrap();
+        builder.append(true).unwrap();
+        let map: ArrayRef = Arc::new(builder.finish());
+        assert_eq!(
+            json_of(Arc::clone(&map)),
+            vec![
+                serde_json::json!({"a": null, "b": "2"}),
+                Value::Null,
+                serde_json::json!({})
+            ]
+        );
+        assert_eq!(
+            json_of(map.slice(1, 2)),
+            vec![Value::Null, serde_json::json!({})]
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! [`SqlEngine`]: the DataFusion session over the engine, with the guard and the per-query
+//! bounds (memory, time, result rows).
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use engine::{Engine, ScanMetricsSnapshot};
+use futures::StreamExt;
+use tracing::debug;
+
+use crate::error::{Error, Result};
+use crate::guard;
+use crate::options::Options;
+use crate::scan::{SpansScanExec, add_metrics};
+use crate::tables::{NestedKind, NestedTable, SPAN_EVENTS, SPAN_LINKS, SPANS, SpansTable};
+
+/// Memory consumers named in a memory-limit error (3).
+const REPORTED_CONSUMERS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(2);
+
+/// The result of one query: its schema, its batches and what its scans read.
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    /// Schema of the result.
+    pub schema: SchemaRef,
+    /// The rows, in result order (empty batches are dropped).
+    pub batches: Vec<RecordBatch>,
+    /// Engine counters of every table scan the query ran, summed (all zero for `EXPLAIN`
+    /// without `ANALYZE`, which reads nothing).
+    pub scan_metrics: ScanMetricsSnapshot,
+}
+
+impl QueryOutput {
+    /// A result from parts (scan metrics zero), e.g. to format rows from elsewhere.
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        QueryOutput {
+            schema,
+            batches,
+            scan_metrics: ScanMetricsSnapshot::default(),
+        }
+    }
+
+    /// Number of result rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Runs read-only SQL over an [`Engine`]: tables `spans`, `span_events` and `span_links`.
+///
+/// Cheap to share behind an `Arc`; queries run concurrently, each with its own memory budget.
+pub struct SqlEngine {
+    context: SessionContext,
+    options: Options,
+}
+
+impl fmt::Debug for SqlEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlEngine")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlEngine {
+    /// Builds the session and registers the tables.
+    pub fn new(engine: Arc<Engine>, options: Options) -> Result<Self> {
+        let config = SessionConfig::new()
+            .with_target_partitions(options.target_partitions.max(1))
+            .with_information_schema(true);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime_env(&options)?)
+            .with_default_features()
+            // No file formats for CREATE EXTERNAL TABLE, even if DDL got past the guard.
+            .with_table_factories(Default::default())
+            .build();
+        let context = SessionContext::new_with_state(state);
+        let tables: [(&str, Arc<dyn datafusion::catalog::TableProvider>); 3] = [
+            (SPANS, Arc::new(SpansTable::new(Arc::clone(&engine)))),
+            (
+                SPAN_EVENTS,
+                Arc::new(
+                    NestedTable::new(Arc::clone(&engine), NestedKind::Events)
+                        .map_err(Error::from_datafusion)?,
+                ),
+            ),
+            (
+                SPAN_LINKS,
+                Arc::new(
+                    NestedTable::new(Arc::clone(&engine), NestedKind::Links)
+                        .map_err(Error::from_datafusion)?,
+                ),
+            ),
+        ];
+        for (name, table) in tables {
+            context
+                .register_table(name, table)
+                .map_err(Error::from_datafusion)?;
+        }
+        Ok(SqlEngine { context, options })
+    }
+
+    /// The options this engine was built with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Runs one read-only statement and collects its result.
+    ///
+    /// Fails with [`Error::Rejected`] for anything but a query, `EXPLAIN`, `SHOW TABLES`,
+    /// `SHOW COLUMNS` or `DESCRIBE`; with [`Error::Timeout`], [`Error::ResourcesExhausted`] or
+    /// [`Error::TooManyRows`] when the query exceeds its [`Options`] bounds.
+    pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
+        let timeout = self.options.timeout;
+        match tokio::time::timeout(timeout, self.run(sql)).await {
+            Ok(result) => result,
+            // Dropping the query future drops its streams; scan threads stop at their next send.
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    async fn run(&self, sql: &str) -> Result<QueryOutput> {
+        let state = self.query_state()?;
+        let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
+        let statement = guard::parse_allowed(sql, recursion_limit)?;
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(Error::from_datafusion)?;
+        guard::verify_plan(&plan)?;
+        let physical = state
+            .create_physical_plan(&plan)
+            .await
+            .map_err(Error::from_datafusion)?;
+        let mut stream = execute_stream(Arc::clone(&physical), state.task_ctx())
+            .map_err(Error::from_datafusion)?;
+        let limit = self.options.max_result_rows;
+        let mut batches = Vec::new();
+        let mut rows = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(Error::from_datafusion)?;
+            rows = rows.saturating_add(batch.num_rows());
+            if rows > limit {
+                return Err(Error::TooManyRows { limit });
+            }
+            if batch.num_rows() > 0 {
+                batches.push(batch);
+            }
+        }
+        drop(stream);
+        let scan_metrics = scan_metrics(&physical);
+        debug!(
+            rows,
+            segments_selected = scan_metrics.segments_selected,
+            bytes_read = scan_metrics.bytes_read,
+            "query finished"
+        );
+        Ok(QueryOutput {
+            schema: physical.schema(),
+            batches,
+            scan_metrics,
+        })
+    }
+
+    /// The shared session with a fresh runtime, so every query gets its own memory budget.
+    fn query_state(&self) -> Result<SessionState> {
+        Ok(SessionStateBuilder::new_from_existing(self.context.state())
+            .with_runtime_env(runtime_env(&self.options)?)
+            .build())
+    }
+}
+
+/// A memory pool of `memory_limit` bytes and no disk manager: nothing spills to files.
+fn runtime_env(options: &Options) -> Result<Arc<RuntimeEnv>> {
+    let pool = GreedyMemoryPool::new(options.memory_limit);
+    RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(TrackConsumersPool::new(pool, REPORTED_CONSUMERS)))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()
+        .map_err(Error::from_datafusion)
+}
+
+/// Sums the engine counters of every span scan in the plan.
+fn scan_metrics(plan: &Arc<dyn ExecutionPlan>) -> ScanMetricsSnapshot {
+    let mut total = ScanMetricsSnapshot::default();
+    let mut stack = vec![Arc::clone(plan)];
+    while let Some(node) = stack.pop() {
+        if let Some(scan) = node.downcast_ref::<SpansScanExec>() {
+            add_metrics(&mut total, &scan.engine_metrics());
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    total
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the query crate: one binary, modules by topic. Every test builds the
+//! fixture store of `fixture.rs` in its own temp dir.
+
+mod errors;
+mod fixture;
+mod formats;
+mod guard;
+mod limits;
+mod pushdown;
+mod tables;

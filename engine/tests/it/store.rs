@@ -309,3 +309,34 @@ fn close_seals_the_memtable() {
     let parent = batches[0].column_by_name(columns::PARENT_SPAN_ID).unwrap();
     assert_eq!(parent.null_count(), 1);
 }
+
+#[test]
+fn the_background_sealer_seals_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(
+        dir.path(),
+        Options::default().with_seal_max_age(Duration::from_millis(1)),
+    )
+    .unwrap();
+    engine.write(spans(1, 2, "a", BASE)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.stats().segments == 0 {
+        assert!(Instant::now() < deadline, "no segment sealed within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(engine.stats().memtable_rows, 0);
+    assert_eq!(count(&engine, &ScanRequest::default()), 2);
+}
+
+#[test]
+fn the_background_sealer_seals_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Options::default().with_seal_max_bytes(1)).unwrap();
+    engine.write(spans(1, 2, "a", BASE)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.stats().segments == 0 {
+        assert!(Instant::now() < deadline, "no segment sealed within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(count(&engine, &ScanRequest::default()), 2);
+}

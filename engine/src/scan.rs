@@ -20,11 +20,12 @@ use crate::segment::{SegmentMeta, read_segment};
 pub struct ScanRequest {
     /// Bounds on `start_time` (ns since the epoch).
     pub start_time: (Bound<i64>, Bound<i64>),
-    /// Only rows whose `trace_id` (lowercase hex) is one of these.
+    /// Only rows whose `trace_id` is exactly one of these (stored ids are lowercase hex, so an
+    /// id with upper-case letters matches nothing).
     pub trace_ids: Option<Vec<String>>,
     /// Only rows whose `service_name` is one of these (NULL never matches).
     pub service_names: Option<Vec<String>>,
-    /// Columns to return, as indices into [`span_schema`]; `None` for all.
+    /// Columns to return, as indices into [`span_schema`], in the order given; `None` for all.
     pub projection: Option<Vec<usize>>,
     /// Stop after this many rows per unit (the caller still applies its own limit).
     pub limit: Option<usize>,
@@ -153,7 +154,7 @@ impl RowPredicate {
             trace_ids: request
                 .trace_ids
                 .as_ref()
-                .map(|ids| ids.iter().map(|id| id.to_ascii_lowercase()).collect()),
+                .map(|ids| ids.iter().cloned().collect()),
             service_names: request
                 .service_names
                 .as_ref()

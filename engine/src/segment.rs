@@ -379,11 +379,25 @@ pub(crate) fn read_segment(
     let reader = builder.build().map_err(segment_error)?;
     let segment_id = meta.id;
     let path: PathBuf = path.to_path_buf();
+    // The Parquet reader yields projected columns in schema order; put them in request order.
+    let mut sorted = projection.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let reorder: Option<Vec<usize>> = (sorted != projection).then(|| {
+        projection
+            .iter()
+            .filter_map(|index| sorted.binary_search(index).ok())
+            .collect()
+    });
     Ok(Box::new(reader.map(move |batch| {
-        batch.map_err(|error| Error::Corrupt {
+        let batch = batch.map_err(|error| Error::Corrupt {
             location: format!("segment {segment_id} ({})", path.display()),
             detail: error.to_string(),
-        })
+        })?;
+        match &reorder {
+            Some(order) => Ok(batch.project(order)?),
+            None => Ok(batch),
+        }
     })))
 }
 

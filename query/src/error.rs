@@ -33,7 +33,7 @@ pub enum Error {
     #[error("invalid query: {0}")]
     InvalidQuery(String),
     /// The statement is valid SQL but not allowed: everything except read-only queries.
-    #[error("{statement_kind} is not allowed: {reason}")]
+    #[error("{statement_kind} not allowed: {reason}")]
     Rejected {
         /// What kind of statement it was, e.g. `CREATE VIEW`, `INSERT`, `COPY`.
         statement_kind: String,

@@ -19,7 +19,19 @@ struct ServerProcess {
     api: String,
 }
 
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // A failed test must not leave a server behind; a stopped one is reaped here too.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `sightline serve` on ports chosen by the OS and reads the bound addresses from its log.
+// The child is owned by the returned ServerProcess, whose Drop reaps it.
+#[allow(clippy::zombie_processes)]
 fn spawn_server(dir: &Path) -> ServerProcess {
     let mut child = Command::new(BINARY)
         .args(["serve", "--data"])

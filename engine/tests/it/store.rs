@@ -340,3 +340,54 @@ fn the_background_sealer_seals_by_size() {
     }
     assert_eq!(count(&engine, &ScanRequest::default()), 2);
 }
+
+#[test]
+fn projections_come_back_in_the_requested_order_from_segments_and_memtable() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), manual()).unwrap();
+    engine.write(spans(1, 2, "a", BASE)).unwrap();
+    engine.seal().unwrap();
+    engine.write(spans(2, 2, "a", BASE)).unwrap();
+    let request = ScanRequest {
+        projection: Some(vec![12, 0, 5]),
+        ..ScanRequest::default()
+    };
+    let batches = engine.scan(&request).unwrap();
+    assert_eq!(rows(&batches), 4);
+    for batch in &batches {
+        let names: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            [columns::SERVICE_NAME, columns::TRACE_ID, columns::SPAN_NAME]
+        );
+    }
+}
+
+#[test]
+fn trace_ids_match_exactly_not_case_insensitively() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), manual()).unwrap();
+    engine.write(spans(0xab, 2, "a", BASE)).unwrap();
+    let lower = trace_id(0xab).to_string();
+    let upper = lower.to_ascii_uppercase();
+    let exact = ScanRequest {
+        trace_ids: Some(vec![lower.clone()]),
+        ..ScanRequest::default()
+    };
+    let shouting = ScanRequest {
+        trace_ids: Some(vec![upper.clone()]),
+        ..ScanRequest::default()
+    };
+    assert_eq!(count(&engine, &exact), 2);
+    assert_eq!(count(&engine, &shouting), 0);
+    engine.seal().unwrap();
+    assert_eq!(count(&engine, &exact), 2);
+    assert_eq!(count(&engine, &shouting), 0);
+    // The convenience constructor normalizes a user-typed id.
+    assert_eq!(count(&engine, &ScanRequest::for_trace(&upper)), 2);
+}

@@ -1,0 +1,130 @@
+//! `sqlbench`: fills a data directory with seeded agent traces through the real ingest mapping
+//! and engine write path (embedded, no server), seals it, and times SQL queries over it.
+//!
+//! ```sh
+//! cargo run --release -p benches --bin sqlbench -- --data /tmp/sl-1m --spans 1000000 --runs 10
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// Fill a store with seeded agent traces and time SQL queries over it.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Data directory (filled if it holds fewer spans than --spans).
+    #[arg(long)]
+    data: PathBuf,
+    /// Spans to hold.
+    #[arg(long, default_value_t = 1_000_000)]
+    spans: usize,
+    /// Runs per query (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Traces per write while filling.
+    #[arg(long, default_value_t = 40)]
+    traces_per_write: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[allow(clippy::print_stdout)]
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let engine = Arc::new(
+        engine::Engine::open(&args.data, engine::Options::default())
+            .with_context(|| format!("open {}", args.data.display()))?,
+    );
+    let stats = engine.stats();
+    let held = stats.memtable_rows as u64 + stats.segment_rows;
+    let config = testdata::AgentTraceConfig {
+        seed: args.seed,
+        traces: args.spans / 25 + 1,
+        ..testdata::AgentTraceConfig::default()
+    };
+    if (held as usize) < args.spans {
+        let started = Instant::now();
+        let mut written = 0usize;
+        for request in testdata::export_request_iter(&config, args.traces_per_write) {
+            if written >= args.spans {
+                break;
+            }
+            let spans = ingest::to_span_batch(&request)?;
+            written += spans.batch.num_rows();
+            engine.write(spans.batch)?;
+        }
+        let filled = started.elapsed();
+        engine.seal()?;
+        println!(
+            "filled {written} spans in {:.1} s ({:.0} spans/s embedded, durable), sealed in {:.1} s total",
+            filled.as_secs_f64(),
+            written as f64 / filled.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    // A trace from the middle of the data set.
+    let trace = hex::encode(testdata::agent_trace(&config, config.traces / 2).trace_id);
+    let stats = engine.stats();
+    println!(
+        "store: {} spans in {} segments, {} bytes on disk = {:.1} bytes/span (+ {} spans in memtable)",
+        stats.segment_rows,
+        stats.segments,
+        stats.segment_bytes,
+        stats.segment_bytes as f64 / stats.segment_rows.max(1) as f64,
+        stats.memtable_rows
+    );
+
+    let sql = query::SqlEngine::new(Arc::clone(&engine), query::Options::default())?;
+    let queries = [
+        ("count", "SELECT count(*) FROM spans".to_owned()),
+        ("trace_lookup", format!("SELECT span_id, span_name, duration_ns FROM spans WHERE trace_id = '{trace}'")),
+        ("trace_lookup_full_rows", format!("SELECT * FROM spans WHERE trace_id = '{trace}'")),
+        ("group_by_service", "SELECT service_name, count(*) FROM spans GROUP BY service_name".to_owned()),
+        (
+            "tokens_by_model",
+            "SELECT attributes['gen_ai.request.model'] AS model, sum(CAST(attributes['gen_ai.usage.input_tokens'] AS BIGINT)) FROM spans WHERE span_name LIKE 'chat%' GROUP BY 1".to_owned(),
+        ),
+    ];
+    println!(
+        "{:<24} {:>12} {:>12} {:>8}",
+        "query", "median ms", "min ms", "rows"
+    );
+    let mut json = Vec::new();
+    for (name, text) in &queries {
+        let mut samples = Vec::new();
+        let mut rows = 0;
+        for _ in 0..args.runs.max(1) {
+            let started = Instant::now();
+            let output = runtime.block_on(sql.execute(text))?;
+            samples.push(started.elapsed());
+            rows = output.num_rows();
+        }
+        let min = samples.iter().min().copied().unwrap_or_default();
+        let median = median(samples);
+        println!(
+            "{name:<24} {:>12.2} {:>12.2} {rows:>8}",
+            median.as_secs_f64() * 1e3,
+            min.as_secs_f64() * 1e3
+        );
+        json.push(format!(
+            "\"{name}\":{{\"median_ms\":{:.3},\"rows\":{rows}}}",
+            median.as_secs_f64() * 1e3
+        ));
+    }
+    println!("{{{}}}", json.join(","));
+    drop(sql);
+    engine.close_without_sealing();
+    Ok(())
+}

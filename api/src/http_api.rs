@@ -102,23 +102,16 @@ async fn sql(
         ))
     })?;
     let output = state.sql.execute(&request.sql).await?;
-    let (content_type, bytes) = match request.format {
-        SqlFormat::Json => (
-            "application/json",
-            serde_json::to_vec(&query::format::to_json(&output))
-                .map_err(|error| ApiError::Internal(error.to_string()))?,
-        ),
-        SqlFormat::Csv => ("text/csv", query::format::to_csv(&output)?),
-        SqlFormat::Arrow => (
-            "application/vnd.apache.arrow.stream",
-            query::format::to_arrow_ipc(&output)?,
-        ),
-    };
+    let scan = output.scan_metrics;
+    let format = request.format;
+    // Formatting a large result is CPU work: keep it off the async workers.
+    let (content_type, bytes) = tokio::task::spawn_blocking(move || format_output(&output, format))
+        .await
+        .map_err(|error| ApiError::Internal(format!("format task failed: {error}")))??;
     let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // What the query read from storage, for operators checking that pruning works.
-    let scan = output.scan_metrics;
     for (name, value) in [
         ("x-sightline-segments-total", scan.segments_total),
         ("x-sightline-segments-read", scan.segments_selected),
@@ -130,6 +123,24 @@ async fn sql(
     Ok(response)
 }
 
+fn format_output(
+    output: &query::QueryOutput,
+    format: SqlFormat,
+) -> Result<(&'static str, Vec<u8>), ApiError> {
+    Ok(match format {
+        SqlFormat::Json => (
+            "application/json",
+            serde_json::to_vec(&query::format::to_json(output))
+                .map_err(|error| ApiError::Internal(error.to_string()))?,
+        ),
+        SqlFormat::Csv => ("text/csv", query::format::to_csv(output)?),
+        SqlFormat::Arrow => (
+            "application/vnd.apache.arrow.stream",
+            query::format::to_arrow_ipc(output)?,
+        ),
+    })
+}
+
 async fn trace(
     State(state): State<Arc<AppState>>,
     Path(trace_id): Path<String>,
@@ -137,17 +148,29 @@ async fn trace(
     let parsed = TraceId::from_hex(&trace_id)
         .map_err(|error| ApiError::BadRequest(format!("invalid trace id {trace_id:?}: {error}")))?;
     let engine = Arc::clone(&state.engine);
-    let batches = tokio::task::spawn_blocking(move || {
-        engine.scan(&ScanRequest::for_trace(&parsed.to_string()))
+    // Reading and rebuilding a trace is blocking I/O and CPU work.
+    let rebuilt = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, ApiError> {
+        let batches = engine.scan(&ScanRequest::for_trace(&parsed.to_string()))?;
+        if batches.iter().all(|batch| batch.num_rows() == 0) {
+            return Ok(None);
+        }
+        let request = ingest::batches_to_otlp(&batches)
+            .map_err(|error| ApiError::Internal(format!("rebuilding trace {parsed}: {error}")))?;
+        serde_json::to_vec(&ingest::encode_traces_json(&request))
+            .map(Some)
+            .map_err(|error| ApiError::Internal(error.to_string()))
     })
     .await
     .map_err(|error| ApiError::Internal(format!("trace read task failed: {error}")))??;
-    if batches.iter().all(|batch| batch.num_rows() == 0) {
+    let Some(body) = rebuilt else {
         return Err(ApiError::NotFound(format!("trace {parsed} not found")));
-    }
-    let request = ingest::batches_to_otlp(&batches)
-        .map_err(|error| ApiError::Internal(format!("rebuilding trace {parsed}: {error}")))?;
-    Ok(Json(ingest::encode_traces_json(&request)).into_response())
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// The API router.

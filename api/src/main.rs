@@ -45,6 +45,8 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    // In-flight HTTP requests end within their timeout; allow that plus a margin.
+    let grace = config.http_timeout + api::server::SHUTDOWN_GRACE;
     let server = api::start(config).await?;
     let token = server.shutdown_token();
     tokio::spawn(async move {
@@ -58,9 +60,9 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         result = &mut waiting => result,
         () = async {
             token.cancelled().await;
-            tokio::time::sleep(api::server::SHUTDOWN_GRACE).await;
+            tokio::time::sleep(grace).await;
         } => {
-            anyhow::bail!("in-flight requests did not finish within {:?} of shutdown", api::server::SHUTDOWN_GRACE)
+            anyhow::bail!("in-flight requests did not finish within {grace:?} of shutdown; acknowledged spans are safe in the write-ahead log")
         }
     }
 }

@@ -18,10 +18,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use tokio::sync::OwnedSemaphorePermit;
 use tonic_types::{ErrorDetails, StatusExt};
-use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, error, warn};
 
 use crate::server::{AppState, BUDGET_UNIT};
+
+/// How many times its size a JSON body takes while decoded (budgeting estimate).
+const JSON_EXPANSION: usize = 4;
 
 /// Seconds a client is told to wait after an overload answer.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -76,12 +78,17 @@ fn admit(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, IngestE
 }
 
 /// Maps and writes a decoded request on a blocking thread. Returns the number of spans stored.
+///
+/// The permit moves into the blocking task, so the budget covers the work until it is done even
+/// if the client goes away.
 async fn store(
     state: &Arc<AppState>,
     request: ExportTraceServiceRequest,
+    permit: OwnedSemaphorePermit,
 ) -> Result<usize, IngestError> {
     let engine = Arc::clone(&state.engine);
     let joined = tokio::task::spawn_blocking(move || -> Result<usize, IngestError> {
+        let _permit = permit;
         let spans = ingest::to_span_batch(&request).map_err(from_ingest_error)?;
         let count = spans.batch.num_rows();
         if count > 0 {
@@ -138,8 +145,9 @@ impl TraceService for IngestService {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let request = request.into_inner();
         let permit = admit(&self.state, request.encoded_len()).map_err(grpc_status)?;
-        let spans = store(&self.state, request).await.map_err(grpc_status)?;
-        drop(permit);
+        let spans = store(&self.state, request, permit)
+            .await
+            .map_err(grpc_status)?;
         debug!(spans, "grpc export stored");
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -292,7 +300,14 @@ async fn export_http(
             );
         }
     };
-    let permit = match admit(&state, body.len()) {
+    // Budget what decoding will hold: a gzip body expands (up to the request limit) and a JSON
+    // body's parse tree is several times its size.
+    let expected = match (gzip, encoding) {
+        (true, _) => state.max_request_bytes,
+        (false, Encoding::Json) => body.len().saturating_mul(JSON_EXPANSION),
+        (false, Encoding::Protobuf) => body.len(),
+    };
+    let permit = match admit(&state, expected.min(state.max_request_bytes)) {
         Ok(permit) => permit,
         Err(error) => return http_error(encoding, error),
     };
@@ -329,8 +344,7 @@ async fn export_http(
             );
         }
     };
-    let result = store(&state, request).await;
-    drop(permit);
+    let result = store(&state, request, permit).await;
     match result {
         Ok(spans) => {
             debug!(spans, "http export stored");
@@ -365,7 +379,11 @@ async fn body_too_large(State(state): State<Arc<AppState>>, headers: HeaderMap) 
 }
 
 /// The OTLP/HTTP router: `POST /v1/traces`.
-pub fn http_router(state: Arc<AppState>, timeout: Duration) -> Router {
+///
+/// No request timeout here: a timeout would drop the handler while its spans may still commit,
+/// telling the client "failed" about data that was stored. The in-flight budget bounds the work
+/// instead.
+pub fn http_router(state: Arc<AppState>) -> Router {
     let limit = state.max_request_bytes;
     Router::new()
         .route("/v1/traces", post(export_http))
@@ -400,9 +418,5 @@ pub fn http_router(state: Arc<AppState>, timeout: Duration) -> Router {
             },
         ))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
         .with_state(state)
 }

@@ -64,12 +64,21 @@ impl RunningServer {
     }
 }
 
+/// Concurrent OTLP/gRPC exports one connection may have in flight.
+const MAX_CONCURRENT_EXPORTS_PER_CONNECTION: usize = 32;
+
 /// Bytes per permit of the ingest budget semaphore.
 pub(crate) const BUDGET_UNIT: usize = 1024;
 
 /// Opens the store and starts all listeners. Returns once every listener is bound and recovery
 /// is done, so `/healthz` answers 200 from then on.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    anyhow::ensure!(
+        config.max_inflight_bytes >= config.max_request_bytes,
+        "--max-inflight-bytes ({}) must be at least --max-request-bytes ({}), or the largest exports could never be admitted",
+        config.max_inflight_bytes,
+        config.max_request_bytes
+    );
     let data_dir = config.data_dir.clone();
     let engine_options = config.engine.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&data_dir, engine_options))
@@ -108,7 +117,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .max_encoding_message_size(config.max_request_bytes);
     let grpc_token = shutdown.clone();
     let grpc = tokio::spawn(async move {
+        // tonic decodes a message before the handler can budget it: bound concurrent streams.
         tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(MAX_CONCURRENT_EXPORTS_PER_CONNECTION)
             .add_service(grpc_service)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc_listener),
@@ -117,7 +128,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("OTLP/gRPC server failed")
     });
-    let http_router = otlp::http_router(Arc::clone(&state), config.http_timeout);
+    let http_router = otlp::http_router(Arc::clone(&state));
     let http_token = shutdown.clone();
     let http = tokio::spawn(async move {
         axum::serve(http_listener, http_router)
@@ -144,18 +155,27 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         let mut results = Vec::new();
+        let mut servers = tokio::task::JoinSet::new();
         for (name, handle) in [("otlp-grpc", grpc), ("otlp-http", http), ("api", api)] {
-            let result = handle.await;
+            servers.spawn(async move { (name, handle.await) });
+        }
+        while let Some(joined) = servers.join_next().await {
+            // Whichever listener stops first, with an error or not, takes the others down too.
+            token.cancel();
+            let (name, result) = match joined {
+                Ok(pair) => pair,
+                Err(error) => {
+                    results.push(anyhow::Error::new(error).context("server watcher failed"));
+                    continue;
+                }
+            };
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     warn!(server = name, error = %format!("{error:#}"), "server stopped with an error");
-                    // One listener failing takes the others down too.
-                    token.cancel();
                     results.push(error);
                 }
                 Err(error) => {
-                    token.cancel();
                     results
                         .push(anyhow::Error::new(error).context(format!("{name} task panicked")));
                 }
@@ -214,5 +234,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// How long graceful shutdown waits for in-flight requests before closing anyway.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long graceful shutdown waits, beyond the HTTP request timeout, for in-flight requests
+/// before giving up (acknowledged spans are safe in the WAL either way).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

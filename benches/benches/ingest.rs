@@ -13,7 +13,13 @@ fn requests() -> (Vec<Vec<u8>>, u64) {
     };
     let requests = testdata::export_requests(&config, 4);
     let spans = requests.iter().map(testdata::span_count).sum::<usize>() as u64;
-    (requests.iter().map(|request| request.encode_to_vec()).collect(), spans)
+    (
+        requests
+            .iter()
+            .map(|request| request.encode_to_vec())
+            .collect(),
+        spans,
+    )
 }
 
 fn ingest(c: &mut Criterion) {
@@ -55,7 +61,9 @@ fn engine_write(c: &mut Criterion) {
         .iter()
         .map(|body| {
             let request = ingest::decode_traces_protobuf(body).expect("valid request");
-            ingest::to_span_batch(&request).expect("valid request").batch
+            ingest::to_span_batch(&request)
+                .expect("valid request")
+                .batch
         })
         .collect();
     let mut group = c.benchmark_group("engine");

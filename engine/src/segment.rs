@@ -1,5 +1,7 @@
 //! Immutable columnar segments: one Parquet file (zstd) per sealed (tier, day) group of rows,
-//! sorted by (trace_id, start_time), with page statistics and a bloom filter on trace_id.
+//! sorted by (trace_id, start_time), with page statistics and a bloom filter on trace_id. Our
+//! reader prunes row groups by statistics (the sort makes trace_id ranges tight); the bloom
+//! filter is for external engines (DataFusion's Parquet reader, DuckDB) reading the files.
 //!
 //! A segment file is written under a temporary name, fsync'd, renamed into place and its
 //! directory fsync'd before the catalog transaction that references it commits.
@@ -132,7 +134,7 @@ pub(crate) struct SegmentWriteOptions {
     pub(crate) zstd_level: i32,
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(|source| Error::io("fsync directory", dir, source))
@@ -185,9 +187,15 @@ pub(crate) fn write_segment(
         .len();
     drop(file);
     fs::rename(&temporary, &path).map_err(|source| Error::io("rename", &temporary, source))?;
-    fsync_dir(&dir)?;
-    if let Some(day_dir) = dir.parent() {
-        fsync_dir(day_dir)?;
+    // The file's entry, and the entries of directories create_dir_all may have just made
+    // (day, tier, segments), must be durable before the catalog references the file.
+    let mut ancestor = Some(dir.as_path());
+    while let Some(current) = ancestor {
+        fsync_dir(current)?;
+        if current == data_dir {
+            break;
+        }
+        ancestor = current.parent();
     }
 
     Ok(describe(id, tier, day, relative, bytes, batch))

@@ -116,6 +116,21 @@ impl Options {
     }
 }
 
+/// Bytes a batch's rows occupy. Batches decoded from one IPC message share one buffer, whose
+/// whole capacity `get_array_memory_size` would count once per column; count the slices.
+fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            column
+                .to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| column.get_array_memory_size())
+        })
+        .sum()
+}
+
 /// Rows not yet in a segment.
 #[derive(Debug, Default, Clone)]
 struct Memtable {
@@ -129,7 +144,7 @@ struct Memtable {
 impl Memtable {
     fn push(&mut self, batch: RecordBatch, sequence: u64) {
         self.rows += batch.num_rows();
-        self.bytes += batch.get_array_memory_size();
+        self.bytes += batch_bytes(&batch);
         self.max_sequence = self.max_sequence.max(sequence);
         self.oldest.get_or_insert_with(Instant::now);
         self.chunks.push(batch);
@@ -253,6 +268,7 @@ impl Engine {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|source| Error::io("create directory", &dir, source))?;
         let db_path = dir.join(DATABASE_FILE);
+        let created = !db_path.exists();
         let db = match Database::create(&db_path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
@@ -261,6 +277,10 @@ impl Engine {
             Err(error) => return Err(Error::store("open database", error)),
         };
 
+        if created {
+            // Make the new database file's directory entry durable too.
+            crate::segment::fsync_dir(&dir)?;
+        }
         let mut recovery = RecoverySummary::default();
         let (segments, next_segment_id, next_sequence, memtable) = {
             let txn = db.begin_write().map_err(store_error("begin recovery"))?;
@@ -694,6 +714,8 @@ fn needs_seal(shared: &Shared) -> bool {
 }
 
 fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
+    const MAX_BACKOFF: Duration = Duration::from_secs(60);
+    let mut backoff = Duration::ZERO;
     loop {
         match wake.recv_timeout(Duration::from_secs(1)) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
@@ -702,10 +724,23 @@ fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
         if shared.closing.load(Ordering::Acquire) {
             return;
         }
-        if needs_seal(shared)
-            && let Err(error) = seal(shared)
-        {
-            warn!(error = %error, "sealing failed; rows stay in the wal and memtable");
+        if !needs_seal(shared) {
+            continue;
+        }
+        match seal(shared) {
+            Ok(_) => backoff = Duration::ZERO,
+            Err(error) => {
+                backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                warn!(
+                    error = %error,
+                    retry_in_secs = backoff.as_secs(),
+                    "sealing failed; rows stay in the wal and memtable"
+                );
+                // Wait out the backoff unless the engine closes meanwhile.
+                if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(backoff) {
+                    return;
+                }
+            }
         }
     }
 }

@@ -217,7 +217,14 @@ impl ScanSource {
     ) -> DfResult<()> {
         let mut remaining = self.limit.unwrap_or(usize::MAX);
         for unit in self.take_units(partition)? {
+            if sender.is_closed() {
+                // The query was cancelled or finished early (timeout, LIMIT): stop reading.
+                return Ok(());
+            }
             for batch in unit.execute().map_err(engine_error)? {
+                if sender.is_closed() {
+                    return Ok(());
+                }
                 let batch = self.to_output(&batch.map_err(engine_error)?)?;
                 let mut offset = 0;
                 while offset < batch.num_rows() && remaining > 0 {

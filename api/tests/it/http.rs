@@ -271,12 +271,23 @@ async fn oversized_bodies_get_413_also_when_only_the_decompressed_size_is_too_bi
 async fn overload_answers_429_and_resource_exhausted_with_retry_advice() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::ephemeral(dir.path());
-    // A budget smaller than any request: every export is refused as overloaded.
-    config.max_inflight_bytes = 1;
+    // Sealing cannot keep up (it never runs) and unsealed data may not exceed 1 byte: after the
+    // first export, every export is refused as overloaded until data is sealed.
+    config.engine = engine::Options::default()
+        .with_background_sealing(false)
+        .with_max_memtable_bytes(1);
     let server = TestServer::start_with(config).await;
     let body = request(vec![span(8, 1)]);
+    let first = post(
+        &server.otlp_http,
+        "application/x-protobuf",
+        false,
+        body.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(first.status(), StatusCode::OK);
     let mut padded = body.clone();
-    padded.resource_spans[0].scope_spans[0].spans[0].name = "y".repeat(4096);
+    padded.resource_spans[0].scope_spans[0].spans[0].span_id = vec![2; 8];
 
     let response = post(
         &server.otlp_http,
@@ -298,7 +309,20 @@ async fn overload_answers_429_and_resource_exhausted_with_retry_advice() {
         .get_details_retry_info()
         .expect("retry info in the status details");
     assert!(retry.retry_delay.is_some());
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, 1);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inflight_budget_below_the_request_limit_is_a_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.max_inflight_bytes = 1024;
+    let error = api::start(config).await.unwrap_err();
+    assert!(
+        error.to_string().contains("--max-inflight-bytes"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

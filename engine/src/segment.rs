@@ -164,12 +164,19 @@ pub(crate) fn write_segment(
     };
 
     let level = ZstdLevel::try_new(options.zstd_level).unwrap_or_default();
-    let properties = WriterProperties::builder()
+    let mut properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_column_bloom_filter_enabled(ColumnPath::from(columns::TRACE_ID), true)
-        .build();
+        .set_column_bloom_filter_enabled(ColumnPath::from(columns::TRACE_ID), true);
+    // The typed-attribute blobs are nearly unique per row and never filtered on: dictionary
+    // attempts and min/max statistics on them are wasted work at seal time.
+    for hidden in [columns::SPAN_OTLP] {
+        properties = properties
+            .set_column_dictionary_enabled(ColumnPath::from(hidden), false)
+            .set_column_statistics_enabled(ColumnPath::from(hidden), EnabledStatistics::None);
+    }
+    let properties = properties.build();
     let file =
         File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;
     let mut writer = ArrowWriter::try_new(BufWriter::new(file), span_schema(), Some(properties))

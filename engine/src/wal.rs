@@ -16,7 +16,8 @@ use crate::schema::span_schema;
 
 const MAGIC: &[u8; 3] = b"SLW";
 const VERSION: u8 = 1;
-const ZSTD_LEVEL: i32 = 1;
+/// A negative (fast) level: the WAL is on the ingest hot path and is deleted at the next seal.
+const ZSTD_LEVEL: i32 = -3;
 
 /// Encodes a batch as a WAL record.
 pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {

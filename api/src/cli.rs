@@ -150,6 +150,15 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Splits `64MiB` into `(64, "MiB")`; `None` when it does not start with a number.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    number.parse().ok().map(|number| (number, unit))
+}
+
 /// A byte size: `1048576`, `64KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
@@ -166,13 +175,8 @@ impl FromStr for ByteSize {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a size like 64MiB"))?;
+        let (number, unit) =
+            number_and_unit(text).ok_or_else(|| format!("{text:?} is not a size like 64MiB"))?;
         let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kib" | "k" => 1 << 10,
@@ -222,13 +226,8 @@ impl FromStr for DurationArg {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration like 30s"))?;
+        let (number, unit) =
+            number_and_unit(text).ok_or_else(|| format!("{text:?} is not a duration like 30s"))?;
         let duration = match unit {
             "ms" => Duration::from_millis(number),
             "s" | "" => Duration::from_secs(number),

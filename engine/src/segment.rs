@@ -171,11 +171,10 @@ pub(crate) fn write_segment(
         .set_column_bloom_filter_enabled(ColumnPath::from(columns::TRACE_ID), true);
     // The typed-attribute blobs are nearly unique per row and never filtered on: dictionary
     // attempts and min/max statistics on them are wasted work at seal time.
-    for hidden in [columns::SPAN_OTLP] {
-        properties = properties
-            .set_column_dictionary_enabled(ColumnPath::from(hidden), false)
-            .set_column_statistics_enabled(ColumnPath::from(hidden), EnabledStatistics::None);
-    }
+    let blob = ColumnPath::from(columns::SPAN_OTLP);
+    properties = properties
+        .set_column_dictionary_enabled(blob.clone(), false)
+        .set_column_statistics_enabled(blob, EnabledStatistics::None);
     let properties = properties.build();
     let file =
         File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;

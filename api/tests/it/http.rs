@@ -487,3 +487,45 @@ async fn sql_endpoint_formats_and_errors() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_with_duplicate_ids_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let body = request(vec![span(13, 1), span(13, 2)]).encode_to_vec();
+    for _ in 0..2 {
+        let response = post(
+            &server.otlp_http,
+            "application/x-protobuf",
+            false,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let rows = server
+        .rows("SELECT span_id, count(*) FROM spans GROUP BY span_id ORDER BY span_id")
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!(["0101010101010101", 2]),
+            json!(["0202020202020202", 2])
+        ]
+    );
+    let trace: Value = reqwest::get(format!("{}/api/v1/traces/{}", server.api, "0d".repeat(16)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let spans: usize = trace["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|resource| resource["scopeSpans"].as_array().unwrap())
+        .map(|scope| scope["spans"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(spans, 4);
+    server.stop().await;
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -91,14 +91,12 @@ enum SqlFormat {
     Arrow,
 }
 
-async fn sql(
-    State(state): State<Arc<AppState>>,
-    body: Result<Json<SqlRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(request) = body.map_err(|rejection| {
+async fn sql(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    // The body is JSON whatever the content type says: `curl -d '{"sql": ...}'` sends it as a
+    // form, and a user should not need to know that.
+    let request: SqlRequest = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadRequest(format!(
-            "expected a JSON body {{\"sql\": \"...\", \"format\": \"json\" | \"csv\" | \"arrow\"}}: {}",
-            rejection.body_text()
+            "expected a JSON body {{\"sql\": \"...\", \"format\": \"json\" | \"csv\" | \"arrow\"}}: {error}"
         ))
     })?;
     let output = state.sql.execute(&request.sql).await?;

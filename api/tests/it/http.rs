@@ -473,6 +473,19 @@ async fn sql_endpoint_formats_and_errors() {
     let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
     assert_eq!(batches[0].num_rows(), 1);
 
+    // Like `curl -d '{"sql": ...}'`: a form content type, a JSON body.
+    let reply: Value = client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"sql": "SELECT count(*) FROM spans"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["rows"], json!([[2]]));
+
     for bad in [
         json!({"sql": "SELEC nonsense"}),
         json!({"sql": "DROP TABLE spans"}),

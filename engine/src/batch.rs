@@ -5,10 +5,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, Int64Builder, ListArray, MapBuilder, MapFieldNames, StringBuilder,
-    StructArray, TimestampNanosecondBuilder, UInt32Builder,
+    ArrayRef, BinaryBuilder, Int64Builder, ListArray, ListBuilder, MapBuilder, MapFieldNames,
+    StringBuilder, StructArray, TimestampNanosecondBuilder, UInt32Builder,
 };
 use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field};
 use arrow::record_batch::RecordBatch;
 
 use crate::ids::{SpanId, TraceId};
@@ -50,6 +51,63 @@ pub struct LinkRecord<'a> {
     pub dropped_attributes_count: u32,
 }
 
+/// The agent columns of one span, resolved across dialects by ingest (see
+/// `docs/conventions.md`). `None` becomes NULL.
+///
+/// `session_id`, `conversation_id` and `user_id` hold what this span itself says; the engine
+/// propagates them to every span of the trace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFields<'a> {
+    /// Session id.
+    pub session_id: Option<Cow<'a, str>>,
+    /// Conversation id.
+    pub conversation_id: Option<Cow<'a, str>>,
+    /// End-user id.
+    pub user_id: Option<Cow<'a, str>>,
+    /// GenAI operation.
+    pub operation: Option<Cow<'a, str>>,
+    /// Provider.
+    pub provider: Option<Cow<'a, str>>,
+    /// Requested model.
+    pub request_model: Option<Cow<'a, str>>,
+    /// Model that answered.
+    pub response_model: Option<Cow<'a, str>>,
+    /// Agent name.
+    pub agent_name: Option<Cow<'a, str>>,
+    /// Agent id.
+    pub agent_id: Option<Cow<'a, str>>,
+    /// Workflow name.
+    pub workflow_name: Option<Cow<'a, str>>,
+    /// Tool name.
+    pub tool_name: Option<Cow<'a, str>>,
+    /// Tool call id.
+    pub tool_call_id: Option<Cow<'a, str>>,
+    /// Tool type.
+    pub tool_type: Option<Cow<'a, str>>,
+    /// Tool risk class.
+    pub tool_risk: Option<Cow<'a, str>>,
+    /// Input tokens.
+    pub input_tokens: Option<i64>,
+    /// Output tokens.
+    pub output_tokens: Option<i64>,
+    /// Cache-read input tokens.
+    pub cache_read_tokens: Option<i64>,
+    /// Cache-write input tokens.
+    pub cache_write_tokens: Option<i64>,
+    /// Reasoning output tokens.
+    pub reasoning_tokens: Option<i64>,
+    /// Finish reasons.
+    pub finish_reasons: Option<Vec<Cow<'a, str>>>,
+    /// Error type.
+    pub error_type: Option<Cow<'a, str>>,
+    /// Retry attempt.
+    pub retry_attempt: Option<i64>,
+    /// Strongest decision verdict.
+    pub decision_verdict: Option<Cow<'a, str>>,
+    /// Dialects that supplied the columns, comma separated.
+    pub dialect: Option<Cow<'a, str>>,
+}
+
 /// Everything about one span that goes into a row, borrowed from the decoded request.
 ///
 /// Empty strings become NULL in the nullable columns (proto3 does not distinguish them).
@@ -79,6 +137,8 @@ pub struct SpanRecord<'a> {
     pub status_message: &'a str,
     /// Resource `service.name` string form.
     pub service_name: Option<&'a str>,
+    /// Agent columns resolved by ingest.
+    pub agent: AgentFields<'a>,
     /// Resource attributes as string forms.
     pub resource_attributes: &'a [AttributePair<'a>],
     /// `ResourceSpans.schema_url`.
@@ -152,6 +212,7 @@ pub struct SpanBatchBuilder {
     status_code: StringBuilder,
     status_message: StringBuilder,
     service_name: StringBuilder,
+    agent: AgentBuilders,
     resource_attributes: MapBuilder<StringBuilder, StringBuilder>,
     resource_schema_url: StringBuilder,
     scope_name: StringBuilder,
@@ -204,6 +265,7 @@ impl SpanBatchBuilder {
             status_code: StringBuilder::new(),
             status_message: StringBuilder::new(),
             service_name: StringBuilder::new(),
+            agent: AgentBuilders::default(),
             resource_attributes: map_builder(),
             resource_schema_url: StringBuilder::new(),
             scope_name: StringBuilder::new(),
@@ -304,6 +366,7 @@ impl SpanBatchBuilder {
         self.status_message
             .append_option(optional(span.status_message));
         self.service_name.append_option(span.service_name);
+        self.agent.append(&span.agent);
         append_map(&mut self.resource_attributes, span.resource_attributes);
         self.resource_schema_url
             .append_option(optional(span.resource_schema_url));
@@ -390,7 +453,7 @@ impl SpanBatchBuilder {
             Arc::new(links),
             None,
         );
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(self.parent_span_id.finish()),
@@ -404,6 +467,9 @@ impl SpanBatchBuilder {
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
             Arc::new(self.service_name.finish()),
+        ];
+        columns.extend(self.agent.finish());
+        columns.extend::<[ArrayRef; 15]>([
             Arc::new(self.resource_attributes.finish()),
             Arc::new(self.resource_schema_url.finish()),
             Arc::new(self.scope_name.finish()),
@@ -419,7 +485,7 @@ impl SpanBatchBuilder {
             Arc::new(self.resource_otlp.finish()),
             Arc::new(self.scope_otlp.finish()),
             Arc::new(self.span_otlp.finish()),
-        ];
+        ]);
         self.rows = 0;
         // The columns are built to match span_schema() field for field; a mismatch is a bug in
         // this file, caught by the unit test below.
@@ -427,6 +493,89 @@ impl SpanBatchBuilder {
             Ok(batch) => batch,
             Err(error) => panic!("span batch does not match the span schema: {error}"),
         }
+    }
+}
+
+/// Builders for the agent columns, in schema order.
+#[derive(Debug, Default)]
+struct AgentBuilders {
+    strings_before_tokens: [StringBuilder; 14],
+    tokens: [Int64Builder; 5],
+    finish_reasons: ListBuilder<StringBuilder>,
+    error_type: StringBuilder,
+    retry_attempt: Int64Builder,
+    decision_verdict: StringBuilder,
+    dialect: StringBuilder,
+}
+
+impl AgentBuilders {
+    fn append(&mut self, agent: &AgentFields<'_>) {
+        let strings = [
+            &agent.session_id,
+            &agent.conversation_id,
+            &agent.user_id,
+            &agent.operation,
+            &agent.provider,
+            &agent.request_model,
+            &agent.response_model,
+            &agent.agent_name,
+            &agent.agent_id,
+            &agent.workflow_name,
+            &agent.tool_name,
+            &agent.tool_call_id,
+            &agent.tool_type,
+            &agent.tool_risk,
+        ];
+        for (builder, value) in self.strings_before_tokens.iter_mut().zip(strings) {
+            builder.append_option(value.as_deref());
+        }
+        let tokens = [
+            agent.input_tokens,
+            agent.output_tokens,
+            agent.cache_read_tokens,
+            agent.cache_write_tokens,
+            agent.reasoning_tokens,
+        ];
+        for (builder, value) in self.tokens.iter_mut().zip(tokens) {
+            builder.append_option(value);
+        }
+        match &agent.finish_reasons {
+            Some(reasons) => {
+                for reason in reasons {
+                    self.finish_reasons.values().append_value(reason);
+                }
+                self.finish_reasons.append(true);
+            }
+            None => self.finish_reasons.append(false),
+        }
+        self.error_type.append_option(agent.error_type.as_deref());
+        self.retry_attempt.append_option(agent.retry_attempt);
+        self.decision_verdict
+            .append_option(agent.decision_verdict.as_deref());
+        self.dialect.append_option(agent.dialect.as_deref());
+    }
+
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        let mut out: Vec<ArrayRef> = Vec::with_capacity(24);
+        for builder in &mut self.strings_before_tokens {
+            out.push(Arc::new(builder.finish()));
+        }
+        for builder in &mut self.tokens {
+            out.push(Arc::new(builder.finish()));
+        }
+        let reasons = self.finish_reasons.finish();
+        let (_, offsets, values, nulls) = reasons.into_parts();
+        out.push(Arc::new(ListArray::new(
+            Arc::new(Field::new("item", DataType::Utf8, false)),
+            offsets,
+            values,
+            nulls,
+        )));
+        out.push(Arc::new(self.error_type.finish()));
+        out.push(Arc::new(self.retry_attempt.finish()));
+        out.push(Arc::new(self.decision_verdict.finish()));
+        out.push(Arc::new(self.dialect.finish()));
+        out
     }
 }
 
@@ -471,13 +620,20 @@ mod tests {
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.schema(), span_schema());
         let kinds = batch.column(6).as_string::<i32>();
+        assert!(
+            batch
+                .column(crate::schema::column_index("session_id"))
+                .is_null(0)
+        );
         assert_eq!(kinds.value(0), "server");
         let durations = batch
             .column(9)
             .as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!(durations.value(0), 15);
         assert!(batch.column(2).is_null(0));
-        let events = batch.column(21).as_list::<i32>();
+        let events = batch
+            .column(crate::schema::column_index("events"))
+            .as_list::<i32>();
         assert_eq!(events.value_length(0), 1);
         assert_eq!(events.value_length(1), 0);
         assert!(builder.is_empty());

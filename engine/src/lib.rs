@@ -42,7 +42,9 @@ mod store;
 mod tables;
 mod wal;
 
-pub use batch::{AttributePair, EventRecord, LinkRecord, SpanBatchBuilder, SpanRecord};
+pub use batch::{
+    AgentFields, AttributePair, EventRecord, LinkRecord, SpanBatchBuilder, SpanRecord,
+};
 pub use error::{Error, ErrorKind, Result, StoreError};
 pub use ids::{IdError, SpanId, TraceId};
 pub use scan::{BatchIter, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest, ScanUnit};

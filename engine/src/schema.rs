@@ -41,6 +41,54 @@ pub mod columns {
     pub const STATUS_MESSAGE: &str = "status_message";
     /// `service.name` of the resource (its string form); NULL when absent.
     pub const SERVICE_NAME: &str = "service_name";
+    /// Agent session id, resolved across dialects and propagated to every span of the trace.
+    pub const SESSION_ID: &str = "session_id";
+    /// Conversation id, resolved across dialects and propagated to every span of the trace.
+    pub const CONVERSATION_ID: &str = "conversation_id";
+    /// End-user id, resolved across dialects and propagated to every span of the trace.
+    pub const USER_ID: &str = "user_id";
+    /// GenAI operation (`chat`, `invoke_agent`, `execute_tool`, ...).
+    pub const OPERATION: &str = "operation";
+    /// GenAI provider (`openai`, `anthropic`, ...), normalized.
+    pub const PROVIDER: &str = "provider";
+    /// Requested model.
+    pub const REQUEST_MODEL: &str = "request_model";
+    /// Model that answered.
+    pub const RESPONSE_MODEL: &str = "response_model";
+    /// Agent name.
+    pub const AGENT_NAME: &str = "agent_name";
+    /// Agent id.
+    pub const AGENT_ID: &str = "agent_id";
+    /// Workflow name.
+    pub const WORKFLOW_NAME: &str = "workflow_name";
+    /// Tool name.
+    pub const TOOL_NAME: &str = "tool_name";
+    /// Tool call id.
+    pub const TOOL_CALL_ID: &str = "tool_call_id";
+    /// Tool type (`function`, `extension`, `datastore`, ...).
+    pub const TOOL_TYPE: &str = "tool_type";
+    /// Tool risk class (`read`, `write`, `destructive`, `external`, `access_change`, ...).
+    pub const TOOL_RISK: &str = "tool_risk";
+    /// Input tokens (model-call spans only; aggregates on agent spans stay in `attributes`).
+    pub const INPUT_TOKENS: &str = "input_tokens";
+    /// Output tokens (model-call spans only).
+    pub const OUTPUT_TOKENS: &str = "output_tokens";
+    /// Cache-read input tokens (a part of `input_tokens`).
+    pub const CACHE_READ_TOKENS: &str = "cache_read_tokens";
+    /// Cache-write input tokens (a part of `input_tokens`).
+    pub const CACHE_WRITE_TOKENS: &str = "cache_write_tokens";
+    /// Reasoning output tokens (a part of `output_tokens`).
+    pub const REASONING_TOKENS: &str = "reasoning_tokens";
+    /// Finish reasons, one vocabulary across dialects.
+    pub const FINISH_REASONS: &str = "finish_reasons";
+    /// Error type (`error.type`, an exception type, or `_OTHER` when the status is error).
+    pub const ERROR_TYPE: &str = "error_type";
+    /// Retry attempt (0 = first try), when the span says so.
+    pub const RETRY_ATTEMPT: &str = "retry_attempt";
+    /// Strongest verdict among the span's decisions: deny > escalate > modify > warn > allow.
+    pub const DECISION_VERDICT: &str = "decision_verdict";
+    /// Dialects that supplied the normalized columns, comma separated.
+    pub const DIALECT: &str = "dialect";
     /// Resource attributes as string forms.
     pub const RESOURCE_ATTRIBUTES: &str = "resource_attributes";
     /// `ResourceSpans.schema_url`; NULL when empty.
@@ -195,6 +243,34 @@ fn build_span_schema() -> Schema {
         Field::new(STATUS_CODE, DataType::Utf8, false),
         Field::new(STATUS_MESSAGE, DataType::Utf8, true),
         Field::new(SERVICE_NAME, DataType::Utf8, true),
+        Field::new(SESSION_ID, DataType::Utf8, true),
+        Field::new(CONVERSATION_ID, DataType::Utf8, true),
+        Field::new(USER_ID, DataType::Utf8, true),
+        Field::new(OPERATION, DataType::Utf8, true),
+        Field::new(PROVIDER, DataType::Utf8, true),
+        Field::new(REQUEST_MODEL, DataType::Utf8, true),
+        Field::new(RESPONSE_MODEL, DataType::Utf8, true),
+        Field::new(AGENT_NAME, DataType::Utf8, true),
+        Field::new(AGENT_ID, DataType::Utf8, true),
+        Field::new(WORKFLOW_NAME, DataType::Utf8, true),
+        Field::new(TOOL_NAME, DataType::Utf8, true),
+        Field::new(TOOL_CALL_ID, DataType::Utf8, true),
+        Field::new(TOOL_TYPE, DataType::Utf8, true),
+        Field::new(TOOL_RISK, DataType::Utf8, true),
+        Field::new(INPUT_TOKENS, DataType::Int64, true),
+        Field::new(OUTPUT_TOKENS, DataType::Int64, true),
+        Field::new(CACHE_READ_TOKENS, DataType::Int64, true),
+        Field::new(CACHE_WRITE_TOKENS, DataType::Int64, true),
+        Field::new(REASONING_TOKENS, DataType::Int64, true),
+        Field::new(
+            FINISH_REASONS,
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, false))),
+            true,
+        ),
+        Field::new(ERROR_TYPE, DataType::Utf8, true),
+        Field::new(RETRY_ATTEMPT, DataType::Int64, true),
+        Field::new(DECISION_VERDICT, DataType::Utf8, true),
+        Field::new(DIALECT, DataType::Utf8, true),
         Field::new(RESOURCE_ATTRIBUTES, attribute_map_type(), false),
         Field::new(RESOURCE_SCHEMA_URL, DataType::Utf8, true),
         Field::new(SCOPE_NAME, DataType::Utf8, true),

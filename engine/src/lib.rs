@@ -40,6 +40,7 @@ pub mod schema;
 mod segment;
 mod store;
 mod tables;
+mod trace_keys;
 mod wal;
 
 pub use batch::{

@@ -2,8 +2,8 @@
 //! [`ScanPlan`] of independent [`ScanUnit`]s (one per selected segment, plus the memtable), each
 //! yielding Arrow batches that satisfy the request's predicates exactly.
 
-use std::collections::HashSet;
-use std::ops::Bound;
+use std::collections::{HashMap, HashSet};
+use std::ops::{Bound, Range};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,9 +11,12 @@ use arrow::array::{Array, AsArray, BooleanArray, BooleanBufferBuilder, RecordBat
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 
+use parking_lot::RwLock;
+
 use crate::error::Result;
 use crate::schema::{column_index, columns, span_schema};
 use crate::segment::{SegmentMeta, read_segment};
+use crate::trace_keys::{RawTraceId, TraceKeys, resolve_keys};
 
 /// What to read. Every predicate given is applied exactly: returned rows satisfy all of them.
 #[derive(Debug, Clone)]
@@ -25,6 +28,10 @@ pub struct ScanRequest {
     pub trace_ids: Option<Vec<String>>,
     /// Only rows whose `service_name` is one of these (NULL never matches).
     pub service_names: Option<Vec<String>>,
+    /// Only rows whose (resolved) `session_id` is one of these (NULL never matches).
+    pub session_ids: Option<Vec<String>>,
+    /// Only rows whose (resolved) `conversation_id` is one of these (NULL never matches).
+    pub conversation_ids: Option<Vec<String>>,
     /// Columns to return, as indices into [`span_schema`], in the order given; `None` for all.
     pub projection: Option<Vec<usize>>,
     /// Stop after this many rows per unit (the caller still applies its own limit).
@@ -37,6 +44,8 @@ impl Default for ScanRequest {
             start_time: (Bound::Unbounded, Bound::Unbounded),
             trace_ids: None,
             service_names: None,
+            session_ids: None,
+            conversation_ids: None,
             projection: None,
             limit: None,
         }
@@ -77,13 +86,6 @@ impl ScanRequest {
 
     fn time_contains(&self, value: i64) -> bool {
         self.time_overlaps(value, value)
-    }
-
-    /// True when no predicate restricts rows.
-    pub(crate) fn is_unfiltered(&self) -> bool {
-        self.trace_ids.is_none()
-            && self.service_names.is_none()
-            && self.start_time == (Bound::Unbounded, Bound::Unbounded)
     }
 }
 
@@ -145,85 +147,143 @@ pub(crate) struct RowPredicate {
     pub(crate) request: ScanRequest,
     trace_ids: Option<HashSet<String>>,
     service_names: Option<HashSet<String>>,
+    session_ids: Option<HashSet<String>>,
+    conversation_ids: Option<HashSet<String>>,
+}
+
+/// Which predicates an evaluation covers: key predicates (session, conversation) must wait
+/// until late trace keys are resolved on segments that have some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Predicates {
+    /// Every predicate.
+    All,
+    /// All but the session and conversation predicates.
+    WithoutKeys,
+    /// Only the session and conversation predicates.
+    OnlyKeys,
+}
+
+fn as_set(values: &Option<Vec<String>>) -> Option<HashSet<String>> {
+    values
+        .as_ref()
+        .map(|values| values.iter().cloned().collect())
+}
+
+fn keep_matching(
+    keep: &mut BooleanBufferBuilder,
+    batch: &RecordBatch,
+    name: &str,
+    values: &HashSet<String>,
+) {
+    if let Some(column) = batch.column_by_name(name) {
+        let column = column.as_string::<i32>();
+        for row in 0..batch.num_rows() {
+            if keep.get_bit(row) && (column.is_null(row) || !values.contains(column.value(row))) {
+                keep.set_bit(row, false);
+            }
+        }
+    }
 }
 
 impl RowPredicate {
     pub(crate) fn new(request: &ScanRequest) -> Self {
         RowPredicate {
             request: request.clone(),
-            trace_ids: request
-                .trace_ids
-                .as_ref()
-                .map(|ids| ids.iter().cloned().collect()),
-            service_names: request
-                .service_names
-                .as_ref()
-                .map(|names| names.iter().cloned().collect()),
+            trace_ids: as_set(&request.trace_ids),
+            service_names: as_set(&request.service_names),
+            session_ids: as_set(&request.session_ids),
+            conversation_ids: as_set(&request.conversation_ids),
         }
     }
 
-    /// Columns (span schema indices) the filter reads.
-    pub(crate) fn filter_columns(&self) -> Vec<usize> {
+    /// True when the request filters on session or conversation.
+    pub(crate) fn has_key_predicates(&self) -> bool {
+        self.session_ids.is_some() || self.conversation_ids.is_some()
+    }
+
+    /// Columns (span schema indices) the chosen predicates read.
+    pub(crate) fn filter_columns(&self, which: Predicates) -> Vec<usize> {
         let mut out = Vec::new();
-        if self.trace_ids.is_some() {
-            out.push(column_index(columns::TRACE_ID));
+        if which != Predicates::OnlyKeys {
+            if self.trace_ids.is_some() {
+                out.push(column_index(columns::TRACE_ID));
+            }
+            if self.request.start_time != (Bound::Unbounded, Bound::Unbounded) {
+                out.push(column_index(columns::START_TIME));
+            }
+            if self.service_names.is_some() {
+                out.push(column_index(columns::SERVICE_NAME));
+            }
         }
-        if self.request.start_time != (Bound::Unbounded, Bound::Unbounded) {
-            out.push(column_index(columns::START_TIME));
-        }
-        if self.service_names.is_some() {
-            out.push(column_index(columns::SERVICE_NAME));
+        if which != Predicates::WithoutKeys {
+            if self.session_ids.is_some() {
+                out.push(column_index(columns::SESSION_ID));
+            }
+            if self.conversation_ids.is_some() {
+                out.push(column_index(columns::CONVERSATION_ID));
+            }
         }
         out
     }
 
-    /// The selection mask for `batch`, whose columns are looked up by name.
-    pub(crate) fn evaluate(&self, batch: &RecordBatch) -> Option<BooleanArray> {
-        if self.request.is_unfiltered() {
+    /// The selection mask of the chosen predicates for `batch`, whose columns are looked up by
+    /// name; `None` when nothing is filtered.
+    pub(crate) fn evaluate(&self, batch: &RecordBatch, which: Predicates) -> Option<BooleanArray> {
+        if self.filter_columns(which).is_empty() {
             return None;
         }
         let rows = batch.num_rows();
         let mut keep = BooleanBufferBuilder::new(rows);
         keep.append_n(rows, true);
-        if let Some(ids) = &self.trace_ids
-            && let Some(column) = batch.column_by_name(columns::TRACE_ID)
-        {
-            let column = column.as_string::<i32>();
-            for row in 0..rows {
-                if keep.get_bit(row) && !ids.contains(column.value(row)) {
-                    keep.set_bit(row, false);
+        if which != Predicates::OnlyKeys {
+            if let Some(ids) = &self.trace_ids
+                && let Some(column) = batch.column_by_name(columns::TRACE_ID)
+            {
+                let column = column.as_string::<i32>();
+                for row in 0..rows {
+                    if keep.get_bit(row) && !ids.contains(column.value(row)) {
+                        keep.set_bit(row, false);
+                    }
                 }
             }
-        }
-        if self.request.start_time != (Bound::Unbounded, Bound::Unbounded)
-            && let Some(column) = batch.column_by_name(columns::START_TIME)
-        {
-            let column = column.as_primitive::<TimestampNanosecondType>();
-            for row in 0..rows {
-                if keep.get_bit(row) && !self.request.time_contains(column.value(row)) {
-                    keep.set_bit(row, false);
+            if self.request.start_time != (Bound::Unbounded, Bound::Unbounded)
+                && let Some(column) = batch.column_by_name(columns::START_TIME)
+            {
+                let column = column.as_primitive::<TimestampNanosecondType>();
+                for row in 0..rows {
+                    if keep.get_bit(row) && !self.request.time_contains(column.value(row)) {
+                        keep.set_bit(row, false);
+                    }
                 }
             }
+            if let Some(names) = &self.service_names {
+                keep_matching(&mut keep, batch, columns::SERVICE_NAME, names);
+            }
         }
-        if let Some(names) = &self.service_names
-            && let Some(column) = batch.column_by_name(columns::SERVICE_NAME)
-        {
-            let column = column.as_string::<i32>();
-            for row in 0..rows {
-                if keep.get_bit(row) && (column.is_null(row) || !names.contains(column.value(row)))
-                {
-                    keep.set_bit(row, false);
-                }
+        if which != Predicates::WithoutKeys {
+            if let Some(sessions) = &self.session_ids {
+                keep_matching(&mut keep, batch, columns::SESSION_ID, sessions);
+            }
+            if let Some(conversations) = &self.conversation_ids {
+                keep_matching(&mut keep, batch, columns::CONVERSATION_ID, conversations);
             }
         }
         Some(BooleanArray::new(keep.finish(), None))
     }
 
-    /// Filters and projects a full-schema memtable batch.
-    pub(crate) fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let filtered = match self.evaluate(batch) {
-            Some(mask) => filter_record_batch(batch, &mask)?,
-            None => batch.clone(),
+    /// Resolves trace keys, filters and projects a full-schema memtable batch.
+    pub(crate) fn apply_memtable(
+        &self,
+        batch: &RecordBatch,
+        keys: &RwLock<MemtableKeys>,
+    ) -> Result<RecordBatch> {
+        let resolved = {
+            let keys = keys.read();
+            resolve_keys(batch, |trace| keys.get(trace).map(|entry| &entry.keys))?
+        };
+        let filtered = match self.evaluate(&resolved, Predicates::All) {
+            Some(mask) => filter_record_batch(&resolved, &mask)?,
+            None => resolved,
         };
         match &self.request.projection {
             Some(indices) => Ok(filtered.project(indices)?),
@@ -240,14 +300,42 @@ impl RowPredicate {
     }
 }
 
+/// Trace keys of the traces that have rows in the memtable, with the memtable generation that
+/// last wrote each (entries of sealed generations are dropped after the seal).
+pub(crate) type MemtableKeys = HashMap<RawTraceId, MemtableKeysEntry>;
+
+/// One [`MemtableKeys`] entry.
+#[derive(Debug, Clone)]
+pub(crate) struct MemtableKeysEntry {
+    pub(crate) keys: TraceKeys,
+    pub(crate) generation: u64,
+}
+
+/// Late keys of one segment: traces whose keys arrived after their rows were sealed there.
+pub(crate) type LateKeys = HashMap<RawTraceId, TraceKeys>;
+
 /// Where one unit reads from.
 #[derive(Debug)]
 enum UnitSource {
-    Memory(Vec<RecordBatch>),
+    Memory {
+        batches: Vec<RecordBatch>,
+        keys: Arc<RwLock<MemtableKeys>>,
+    },
     Segment {
         meta: Arc<SegmentMeta>,
         path: std::path::PathBuf,
+        read: SegmentRead,
     },
+}
+
+/// How to read one segment beyond the request's predicates.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SegmentRead {
+    /// Only these row ranges (sorted, disjoint, in the segment's row numbers); all rows when
+    /// `None`.
+    pub(crate) ranges: Option<Vec<Range<u64>>>,
+    /// Keys to resolve rows of late-keyed traces with.
+    pub(crate) late: Option<Arc<LateKeys>>,
 }
 
 /// One independently executable part of a scan.
@@ -267,19 +355,20 @@ impl ScanUnit {
         let limit = self.predicate.request.limit.unwrap_or(usize::MAX);
         let metrics = Arc::clone(&self.metrics);
         let inner: BatchIter = match self.source {
-            UnitSource::Memory(batches) => {
+            UnitSource::Memory { batches, keys } => {
                 let predicate = Arc::clone(&self.predicate);
                 let metrics = Arc::clone(&self.metrics);
                 Box::new(batches.into_iter().map(move |batch| {
                     ScanMetrics::add(&metrics.rows_scanned, batch.num_rows() as u64);
-                    predicate.apply(&batch)
+                    predicate.apply_memtable(&batch, &keys)
                 }))
             }
-            UnitSource::Segment { meta, path } => read_segment(
+            UnitSource::Segment { meta, path, read } => read_segment(
                 &meta,
                 &path,
                 Arc::clone(&self.predicate),
                 Arc::clone(&self.metrics),
+                read,
             )?,
         };
         Ok(Box::new(LimitedIter {
@@ -291,7 +380,7 @@ impl ScanUnit {
 
     /// True when this unit reads the memtable.
     pub fn is_memtable(&self) -> bool {
-        matches!(self.source, UnitSource::Memory(_))
+        matches!(self.source, UnitSource::Memory { .. })
     }
 }
 
@@ -340,7 +429,8 @@ impl ScanPlan {
     pub(crate) fn new(
         request: &ScanRequest,
         memtable: Vec<RecordBatch>,
-        segments: Vec<(Arc<SegmentMeta>, std::path::PathBuf)>,
+        memtable_keys: Arc<RwLock<MemtableKeys>>,
+        segments: Vec<(Arc<SegmentMeta>, std::path::PathBuf, SegmentRead)>,
         segments_total: usize,
     ) -> Result<Self> {
         let schema = request.output_schema()?;
@@ -349,16 +439,19 @@ impl ScanPlan {
         ScanMetrics::add(&metrics.segments_total, segments_total as u64);
         ScanMetrics::add(&metrics.segments_selected, segments.len() as u64);
         let mut units = Vec::with_capacity(segments.len() + 1);
-        for (meta, path) in segments {
+        for (meta, path, read) in segments {
             units.push(ScanUnit {
-                source: UnitSource::Segment { meta, path },
+                source: UnitSource::Segment { meta, path, read },
                 predicate: Arc::clone(&predicate),
                 metrics: Arc::clone(&metrics),
             });
         }
         if !memtable.is_empty() {
             units.push(ScanUnit {
-                source: UnitSource::Memory(memtable),
+                source: UnitSource::Memory {
+                    batches: memtable,
+                    keys: memtable_keys,
+                },
                 predicate: Arc::clone(&predicate),
                 metrics: Arc::clone(&metrics),
             });

@@ -9,28 +9,37 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::BufWriter;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::compute::{
+    SortColumn, SortOptions, filter_record_batch, lexsort_to_indices, take_record_batch,
+};
 use arrow::datatypes::TimestampNanosecondType;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter};
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
+    RowSelector,
+};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::RowGroupMetaData;
+use parquet::file::metadata::{PageIndexPolicy, RowGroupMetaData};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::scan::{BatchIter, RowPredicate, ScanMetrics};
+use crate::scan::{BatchIter, Predicates, RowPredicate, ScanMetrics, SegmentRead};
 use crate::schema::{column_index, columns, span_schema};
+use crate::trace_keys::resolve_keys;
 
 /// Version byte in front of every catalog entry.
 const META_VERSION: u8 = 1;
+/// Rows per data page (at most).
+const DATA_PAGE_ROWS: usize = 1024;
 /// Above this many distinct services a segment records none (the filter then reads it).
 const MAX_SERVICES_PER_SEGMENT: usize = 256;
 
@@ -57,9 +66,17 @@ pub struct SegmentMeta {
     pub services: Option<BTreeSet<String>>,
     /// True when some row has a NULL service_name.
     pub has_null_service: bool,
-    /// Distinct trace ids (raw bytes), for the trace index. Not stored in the catalog entry.
+    /// Row runs of each trace (raw id, first row, row count), for the trace index. Not stored
+    /// in the catalog entry.
     #[serde(skip)]
-    pub trace_ids: Vec<[u8; 16]>,
+    pub trace_runs: Vec<([u8; 16], u64, u64)>,
+    /// Row runs of each session_id, for the session index. Not stored in the catalog entry.
+    #[serde(skip)]
+    pub session_runs: Vec<(String, u64, u64)>,
+    /// Row runs of each conversation_id, for the conversation index. Not stored in the
+    /// catalog entry.
+    #[serde(skip)]
+    pub conversation_runs: Vec<(String, u64, u64)>,
 }
 
 impl SegmentMeta {
@@ -111,20 +128,45 @@ pub(crate) fn day_of(nanos: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
-/// Sorts rows by (trace_id, start_time): the clustering every segment has.
+/// Sorts rows by (session_id, conversation_id, trace_id, start_time), NULL keys last: the
+/// clustering every segment has, so that a session, a conversation and a trace each occupy few
+/// contiguous row runs.
 pub(crate) fn sort_for_segment(batch: &RecordBatch) -> Result<RecordBatch> {
+    let nulls_last = Some(SortOptions {
+        descending: false,
+        nulls_first: false,
+    });
     let sort_columns = [
-        SortColumn {
-            values: Arc::clone(batch.column(column_index(columns::TRACE_ID))),
-            options: None,
-        },
-        SortColumn {
-            values: Arc::clone(batch.column(column_index(columns::START_TIME))),
-            options: None,
-        },
-    ];
+        columns::SESSION_ID,
+        columns::CONVERSATION_ID,
+        columns::TRACE_ID,
+        columns::START_TIME,
+    ]
+    .map(|name| SortColumn {
+        values: Arc::clone(batch.column(column_index(name))),
+        options: nulls_last,
+    });
     let indices = lexsort_to_indices(&sort_columns, None)?;
     Ok(take_record_batch(batch, &indices)?)
+}
+
+/// Runs of equal non-null values in a sorted string column: (value, first row, row count).
+fn string_runs(batch: &RecordBatch, name: &str) -> Vec<(String, u64, u64)> {
+    let column = batch.column(column_index(name)).as_string::<i32>();
+    let mut runs: Vec<(String, u64, u64)> = Vec::new();
+    for row in 0..column.len() {
+        if column.is_null(row) {
+            continue;
+        }
+        let value = column.value(row);
+        match runs.last_mut() {
+            Some((last, first, count)) if last == value && *first + *count == row as u64 => {
+                *count += 1;
+            }
+            _ => runs.push((value.to_owned(), row as u64, 1)),
+        }
+    }
+    runs
 }
 
 /// Writer settings for segment files.
@@ -168,6 +210,10 @@ pub(crate) fn write_segment(
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
         .set_statistics_enabled(EnabledStatistics::Page)
+        // Small pages: a session's or trace's row run is read through the page index without
+        // decoding its neighbours.
+        .set_data_page_row_count_limit(DATA_PAGE_ROWS)
+        .set_write_batch_size(DATA_PAGE_ROWS)
         .set_column_bloom_filter_enabled(ColumnPath::from(columns::TRACE_ID), true);
     // The typed-attribute blobs are nearly unique per row and never filtered on: dictionary
     // attempts and min/max statistics on them are wasted work at seal time.
@@ -237,24 +283,14 @@ fn describe(
             }
         }
     }
-    let trace_column = batch
-        .column(column_index(columns::TRACE_ID))
-        .as_string::<i32>();
-    let mut trace_ids: Vec<[u8; 16]> = Vec::new();
-    let mut previous: Option<&str> = None;
-    for row in 0..trace_column.len() {
-        let text = trace_column.value(row);
-        if previous == Some(text) {
-            continue;
-        }
-        previous = Some(text);
-        let mut raw = [0u8; 16];
-        if hex::decode_to_slice(text, &mut raw).is_ok() {
-            trace_ids.push(raw);
-        }
-    }
-    trace_ids.sort_unstable();
-    trace_ids.dedup();
+    let trace_runs = string_runs(batch, columns::TRACE_ID)
+        .into_iter()
+        .filter_map(|(text, first, count)| {
+            let mut raw = [0u8; 16];
+            hex::decode_to_slice(&text, &mut raw).ok()?;
+            Some((raw, first, count))
+        })
+        .collect();
     SegmentMeta {
         id,
         tier: tier.to_owned(),
@@ -266,7 +302,9 @@ fn describe(
         max_start,
         services,
         has_null_service,
-        trace_ids,
+        trace_runs,
+        session_runs: string_runs(batch, columns::SESSION_ID),
+        conversation_runs: string_runs(batch, columns::CONVERSATION_ID),
     }
 }
 
@@ -323,13 +361,15 @@ fn row_group_may_match(metadata: &RowGroupMetaData, predicate: &RowPredicate) ->
     true
 }
 
-/// Opens a segment for a scan: prunes row groups by statistics, pushes the exact predicate into
-/// the Parquet reader as a row filter, and projects.
+/// Opens a segment for a scan: prunes row groups by statistics and by the requested row
+/// ranges, selects the ranges' rows through the page index, pushes the exact predicate into the
+/// Parquet reader as a row filter, resolves late trace keys, and projects.
 pub(crate) fn read_segment(
     meta: &SegmentMeta,
     path: &Path,
     predicate: Arc<RowPredicate>,
     metrics: Arc<ScanMetrics>,
+    read: SegmentRead,
 ) -> Result<BatchIter> {
     let segment_error = |source| Error::Segment {
         segment_id: meta.id,
@@ -337,7 +377,11 @@ pub(crate) fn read_segment(
         source,
     };
     let file = File::open(path).map_err(|source| Error::io("open segment", path, source))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(segment_error)?;
+    // The page index lets a row selection skip pages instead of decoding them.
+    let options = ArrowReaderOptions::new()
+        .with_page_index_policy(PageIndexPolicy::from(read.ranges.is_some()));
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(segment_error)?;
     if builder.schema().fields() != span_schema().fields() {
         return Err(Error::Corrupt {
             location: path.display().to_string(),
@@ -351,25 +395,108 @@ pub(crate) fn read_segment(
         Some(indices) => indices.clone(),
         None => (0..span_schema().fields().len()).collect(),
     };
-    let filter_columns = predicate.filter_columns();
-    let mut selected = Vec::new();
-    for (index, row_group) in parquet_metadata.row_groups().iter().enumerate() {
-        if row_group_may_match(row_group, &predicate) {
-            selected.push(index);
-            // Bytes read: the projected and filter columns' compressed chunks.
-            let mut wanted: BTreeSet<usize> = projection.iter().copied().collect();
-            wanted.extend(filter_columns.iter().copied());
-            let leaves = schema_descriptor.columns();
-            for (leaf, column) in row_group.columns().iter().enumerate() {
-                let root = schema_descriptor.get_column_root_idx(leaf);
-                if wanted.contains(&root) && leaf < leaves.len() {
-                    ScanMetrics::add(&metrics.bytes_read, column.compressed_size().max(0) as u64);
-                }
-            }
-            ScanMetrics::add(&metrics.rows_scanned, row_group.num_rows().max(0) as u64);
-        } else {
-            ScanMetrics::add(&metrics.row_groups_pruned, 1);
+    // With late keys, session/conversation predicates run after resolution, on the key columns.
+    let late = read.late.filter(|late| !late.is_empty());
+    let (row_filter_columns, post_filter) = if late.is_some() {
+        (
+            predicate.filter_columns(Predicates::WithoutKeys),
+            predicate.has_key_predicates(),
+        )
+    } else {
+        (predicate.filter_columns(Predicates::All), false)
+    };
+    let mut read_columns: BTreeSet<usize> = projection.iter().copied().collect();
+    if late.is_some() {
+        for name in [
+            columns::TRACE_ID,
+            columns::SESSION_ID,
+            columns::CONVERSATION_ID,
+            columns::USER_ID,
+        ] {
+            read_columns.insert(column_index(name));
         }
+    }
+    let mut wanted = read_columns.clone();
+    wanted.extend(row_filter_columns.iter().copied());
+
+    let mut selected = Vec::new();
+    let mut selectors: Vec<RowSelector> = Vec::new();
+    let mut group_start = 0u64;
+    let offset_index = parquet_metadata.offset_index();
+    for (index, row_group) in parquet_metadata.row_groups().iter().enumerate() {
+        let group_rows = row_group.num_rows().max(0) as u64;
+        let group = group_start..group_start + group_rows;
+        group_start += group_rows;
+        let in_group: Option<Vec<Range<u64>>> = read.ranges.as_ref().map(|ranges| {
+            ranges
+                .iter()
+                .filter_map(|range| {
+                    let start = range.start.max(group.start);
+                    let end = range.end.min(group.end);
+                    (start < end).then(|| start - group.start..end - group.start)
+                })
+                .collect()
+        });
+        let chosen = row_group_may_match(row_group, &predicate)
+            && in_group.as_ref().is_none_or(|ranges| !ranges.is_empty());
+        if !chosen {
+            ScanMetrics::add(&metrics.row_groups_pruned, 1);
+            continue;
+        }
+        selected.push(index);
+        let leaves = schema_descriptor.columns();
+        let mut rows_in_selection = group_rows;
+        if let Some(ranges) = &in_group {
+            let mut at = 0u64;
+            rows_in_selection = 0;
+            for range in ranges {
+                if range.start > at {
+                    selectors.push(RowSelector::skip((range.start - at) as usize));
+                }
+                selectors.push(RowSelector::select((range.end - range.start) as usize));
+                rows_in_selection += range.end - range.start;
+                at = range.end;
+            }
+            if group_rows > at {
+                selectors.push(RowSelector::skip((group_rows - at) as usize));
+            }
+        }
+        for (leaf, column) in row_group.columns().iter().enumerate() {
+            let root = schema_descriptor.get_column_root_idx(leaf);
+            if !wanted.contains(&root) || leaf >= leaves.len() {
+                continue;
+            }
+            // Bytes read: whole column chunks, or with a row selection only the dictionary and
+            // the data pages that overlap it.
+            let pages = offset_index
+                .and_then(|groups| groups.get(index))
+                .and_then(|columns| columns.get(leaf))
+                .map(|offsets| offsets.page_locations());
+            let bytes = match (&in_group, pages) {
+                (Some(ranges), Some(pages)) if !pages.is_empty() => {
+                    let dictionary = column.dictionary_page_offset().map_or(0, |offset| {
+                        (column.data_page_offset() - offset).max(0) as u64
+                    });
+                    let mut bytes = dictionary;
+                    for (page_index, page) in pages.iter().enumerate() {
+                        let first = page.first_row_index.max(0) as u64;
+                        let end = pages
+                            .get(page_index + 1)
+                            .map_or(group_rows, |next| next.first_row_index.max(0) as u64);
+                        if ranges
+                            .iter()
+                            .any(|range| range.start < end && first < range.end)
+                        {
+                            bytes += page.compressed_page_size.max(0) as u64;
+                        }
+                    }
+                    bytes
+                }
+                _ => column.compressed_size().max(0) as u64,
+            };
+            ScanMetrics::add(&metrics.bytes_read, bytes);
+        }
+        ScanMetrics::add(&metrics.rows_scanned, rows_in_selection);
     }
     ScanMetrics::add(&metrics.row_groups_read, selected.len() as u64);
 
@@ -377,15 +504,23 @@ pub(crate) fn read_segment(
         .with_row_groups(selected)
         .with_projection(ProjectionMask::roots(
             &schema_descriptor,
-            projection.iter().copied(),
+            read_columns.iter().copied(),
         ))
         .with_batch_size(8192);
-    if !filter_columns.is_empty() {
-        let mask = ProjectionMask::roots(&schema_descriptor, filter_columns.iter().copied());
+    if read.ranges.is_some() {
+        builder = builder.with_row_selection(RowSelection::from(selectors));
+    }
+    if !row_filter_columns.is_empty() {
+        let mask = ProjectionMask::roots(&schema_descriptor, row_filter_columns.iter().copied());
         let filter_predicate = Arc::clone(&predicate);
+        let which = if late.is_some() {
+            Predicates::WithoutKeys
+        } else {
+            Predicates::All
+        };
         let row_filter = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
             Ok(filter_predicate
-                .evaluate(&batch)
+                .evaluate(&batch, which)
                 .unwrap_or_else(|| arrow::array::BooleanArray::from(vec![true; batch.num_rows()])))
         });
         builder = builder.with_row_filter(RowFilter::new(vec![Box::new(row_filter)]));
@@ -393,24 +528,36 @@ pub(crate) fn read_segment(
     let reader = builder.build().map_err(segment_error)?;
     let segment_id = meta.id;
     let path: PathBuf = path.to_path_buf();
-    // The Parquet reader yields projected columns in schema order; put them in request order.
-    let mut sorted = projection.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let reorder: Option<Vec<usize>> = (sorted != projection).then(|| {
-        projection
-            .iter()
-            .filter_map(|index| sorted.binary_search(index).ok())
-            .collect()
-    });
+    // The Parquet reader yields the read columns in schema order; put the projection in request
+    // order (dropping columns read only for key resolution).
+    let read_order: Vec<usize> = read_columns.iter().copied().collect();
+    let identity = read_order == projection;
+    let reorder: Vec<usize> = projection
+        .iter()
+        .filter_map(|index| read_order.binary_search(index).ok())
+        .collect();
     Ok(Box::new(reader.map(move |batch| {
         let batch = batch.map_err(|error| Error::Corrupt {
             location: format!("segment {segment_id} ({})", path.display()),
             detail: error.to_string(),
         })?;
-        match &reorder {
-            Some(order) => Ok(batch.project(order)?),
-            None => Ok(batch),
+        let batch = match &late {
+            Some(late) => {
+                let resolved = resolve_keys(&batch, |trace| late.get(trace))?;
+                match post_filter
+                    .then(|| predicate.evaluate(&resolved, Predicates::OnlyKeys))
+                    .flatten()
+                {
+                    Some(mask) => filter_record_batch(&resolved, &mask)?,
+                    None => resolved,
+                }
+            }
+            None => batch,
+        };
+        if identity {
+            Ok(batch)
+        } else {
+            Ok(batch.project(&reorder)?)
         }
     })))
 }
@@ -442,7 +589,9 @@ mod tests {
             max_start: 2,
             services: Some(["a".to_owned()].into()),
             has_null_service: false,
-            trace_ids: Vec::new(),
+            trace_runs: Vec::new(),
+            session_runs: Vec::new(),
+            conversation_runs: Vec::new(),
         };
         assert_eq!(SegmentMeta::decode(9, &meta.encode()).unwrap(), meta);
         let mut bad = meta.encode();

@@ -10,30 +10,36 @@
 //! - Segment files are fsync'd before the catalog references them; files the catalog does not
 //!   reference are removed at open.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::array::{AsArray, BooleanArray};
+use arrow::array::{Array, AsArray, BooleanArray};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::TimestampNanosecondType;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use parking_lot::{Mutex, RwLock};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{
+    Database, ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTableMetadata,
+    WriteTransaction,
+};
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
-use crate::scan::{ScanPlan, ScanRequest};
+use crate::scan::{LateKeys, MemtableKeys, MemtableKeysEntry, ScanPlan, ScanRequest, SegmentRead};
 use crate::schema::{column_index, columns, span_schema};
 use crate::segment::{SegmentMeta, SegmentWriteOptions, day_of, sort_for_segment, write_segment};
 use crate::tables::{
-    FORMAT_VERSION, META, META_FORMAT_VERSION, META_NEXT_SEGMENT_ID, SEGMENTS, TRACE_SEGMENTS, WAL,
+    CONVERSATION_ROWS, FORMAT_VERSION, LATE_KEYS, META, META_FORMAT_VERSION, META_NEXT_SEGMENT_ID,
+    RowRun, SEGMENTS, SESSION_ROWS, TRACE_KEYS, TRACE_SEGMENTS, WAL,
 };
+use crate::trace_keys::{RawTraceId, TraceKeys, keys_in_batch, resolve_keys, traces_in_batch};
 use crate::wal;
 
 /// The tier every segment is written to until retention tiers exist.
@@ -182,6 +188,8 @@ struct State {
     active: Memtable,
     frozen: Option<Memtable>,
     segments: Vec<Arc<SegmentMeta>>,
+    /// Late trace keys per segment id (see `trace_keys.rs`).
+    late: HashMap<u64, Arc<LateKeys>>,
 }
 
 /// A write waiting for the group commit.
@@ -202,6 +210,10 @@ struct Shared {
     next_segment_id: Mutex<u64>,
     pending_bytes: AtomicUsize,
     closing: AtomicBool,
+    /// Trace keys of the traces with rows in the memtable.
+    memtable_keys: Arc<RwLock<MemtableKeys>>,
+    /// Generation of the active memtable; incremented when it is frozen.
+    generation: AtomicU64,
 }
 
 /// Counts describing the store now.
@@ -282,7 +294,7 @@ impl Engine {
             crate::segment::fsync_dir(&dir)?;
         }
         let mut recovery = RecoverySummary::default();
-        let (segments, next_segment_id, next_sequence, memtable) = {
+        let (segments, next_segment_id, next_sequence, memtable, memtable_keys, late) = {
             let txn = db.begin_write().map_err(store_error("begin recovery"))?;
             let next_segment_id;
             {
@@ -314,6 +326,10 @@ impl Engine {
             }
             txn.open_multimap_table(TRACE_SEGMENTS)
                 .map_err(store_error("open trace index"))?;
+            txn.open_multimap_table(SESSION_ROWS)
+                .map_err(store_error("open session index"))?;
+            txn.open_multimap_table(CONVERSATION_ROWS)
+                .map_err(store_error("open conversation index"))?;
             let mut segments = Vec::new();
             {
                 let table = txn
@@ -339,8 +355,59 @@ impl Engine {
                     next_sequence = sequence + 1;
                 }
             }
+            let mut memtable_keys = MemtableKeys::new();
+            let mut late: HashMap<u64, Arc<LateKeys>> = HashMap::new();
+            {
+                let keys_table = txn
+                    .open_table(TRACE_KEYS)
+                    .map_err(store_error("open trace keys"))?;
+                for chunk in &memtable.chunks {
+                    for trace in traces_in_batch(chunk) {
+                        if let Some(keys) = read_trace_keys(&keys_table, &trace)? {
+                            memtable_keys.insert(
+                                trace,
+                                MemtableKeysEntry {
+                                    keys,
+                                    generation: 0,
+                                },
+                            );
+                        }
+                    }
+                }
+                let late_table = txn
+                    .open_multimap_table(LATE_KEYS)
+                    .map_err(store_error("open late keys"))?;
+                let mut by_segment: HashMap<u64, LateKeys> = HashMap::new();
+                for entry in late_table.iter().map_err(store_error("read late keys"))? {
+                    let (segment, traces) = entry.map_err(store_error("read late keys"))?;
+                    for trace in traces {
+                        let trace = trace.map_err(store_error("read late keys"))?;
+                        let Ok(raw) = RawTraceId::try_from(trace.value()) else {
+                            continue;
+                        };
+                        if let Some(keys) = read_trace_keys(&keys_table, &raw)? {
+                            by_segment
+                                .entry(segment.value())
+                                .or_default()
+                                .insert(raw, keys);
+                        }
+                    }
+                }
+                late.extend(
+                    by_segment
+                        .into_iter()
+                        .map(|(segment, keys)| (segment, Arc::new(keys))),
+                );
+            }
             txn.commit().map_err(store_error("commit recovery"))?;
-            (segments, next_segment_id, next_sequence, memtable)
+            (
+                segments,
+                next_segment_id,
+                next_sequence,
+                memtable,
+                memtable_keys,
+                late,
+            )
         };
 
         for meta in &segments {
@@ -375,12 +442,15 @@ impl Engine {
                 active: memtable,
                 frozen: None,
                 segments,
+                late,
             }),
             seal_lock: Mutex::new(()),
             next_sequence: Mutex::new(next_sequence),
             next_segment_id: Mutex::new(next_segment_id),
             pending_bytes: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
+            memtable_keys: Arc::new(RwLock::new(memtable_keys)),
+            generation: AtomicU64::new(0),
         });
 
         let (writer_tx, writer_rx) = unbounded::<PendingWrite>();
@@ -481,14 +551,17 @@ impl Engine {
     }
 
     /// Plans a scan over the memtable and the segments that may hold matching rows.
+    ///
+    /// Trace, session and conversation filters go through their indexes: only segments with a
+    /// row run of a requested key are read, and inside them only those runs.
     pub fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan> {
-        let (memtable, segments) = {
+        let (memtable, segments, late) = {
             let state = self.shared.state.read();
             let mut memtable = state.active.chunks.clone();
             if let Some(frozen) = &state.frozen {
                 memtable.extend(frozen.chunks.iter().cloned());
             }
-            (memtable, state.segments.clone())
+            (memtable, state.segments.clone(), state.late.clone())
         };
         let total = segments.len();
         let mut candidates: Vec<Arc<SegmentMeta>> = segments
@@ -499,20 +572,69 @@ impl Engine {
                 _ => true,
             })
             .collect();
+        // Row ranges per segment: the intersection over every index consulted.
+        let mut ranges: Option<BTreeMap<u64, Vec<Range<u64>>>> = None;
+        let mut narrow = |found: BTreeMap<u64, Vec<Range<u64>>>| {
+            ranges = Some(match ranges.take() {
+                None => found,
+                Some(previous) => previous
+                    .into_iter()
+                    .filter_map(|(segment, mine)| {
+                        let theirs = found.get(&segment)?;
+                        let both = intersect_ranges(&mine, theirs);
+                        (!both.is_empty()).then_some((segment, both))
+                    })
+                    .collect(),
+            });
+        };
         if let Some(trace_ids) = &request.trace_ids
             && trace_ids.len() <= MAX_INDEX_LOOKUPS
         {
-            let holding = self.segments_holding(trace_ids)?;
-            candidates.retain(|meta| holding.contains(&meta.id));
+            let raw: Vec<RawTraceId> = trace_ids
+                .iter()
+                .filter_map(|id| crate::trace_keys::raw_trace_id(id))
+                .collect();
+            narrow(self.runs_of(&raw, |txn, key: &RawTraceId| {
+                index_runs(txn, TRACE_SEGMENTS, key.as_slice())
+            })?);
+        }
+        if let Some(sessions) = &request.session_ids
+            && sessions.len() <= MAX_INDEX_LOOKUPS
+        {
+            narrow(self.runs_of(sessions, |txn, key: &String| {
+                index_runs(txn, SESSION_ROWS, key.as_str())
+            })?);
+        }
+        if let Some(conversations) = &request.conversation_ids
+            && conversations.len() <= MAX_INDEX_LOOKUPS
+        {
+            narrow(self.runs_of(conversations, |txn, key: &String| {
+                index_runs(txn, CONVERSATION_ROWS, key.as_str())
+            })?);
+        }
+        if let Some(ranges) = &ranges {
+            candidates.retain(|meta| ranges.contains_key(&meta.id));
         }
         let segments = candidates
             .into_iter()
             .map(|meta| {
                 let path = self.shared.dir.join(&meta.path);
-                (meta, path)
+                let read = SegmentRead {
+                    ranges: ranges
+                        .as_ref()
+                        .and_then(|ranges| ranges.get(&meta.id).cloned()),
+                    late: late.get(&meta.id).cloned(),
+                };
+                (meta, path, read)
             })
             .collect();
-        ScanPlan::new(request, memtable, segments, total)
+        ScanPlan::new(
+            request,
+            memtable,
+            Arc::clone(&self.shared.memtable_keys),
+            segments,
+            total,
+        )
     }
 
     /// Plans and runs a scan, collecting every batch (for small results such as one trace).
@@ -520,27 +642,25 @@ impl Engine {
         self.plan_scan(request)?.collect()
     }
 
-    fn segments_holding(&self, trace_ids: &[String]) -> Result<BTreeSet<u64>> {
+    /// The merged row ranges, per segment, that an index holds for `keys`.
+    fn runs_of<K>(
+        &self,
+        keys: &[K],
+        lookup: impl Fn(&redb::ReadTransaction, &K) -> Result<Vec<RowRun>>,
+    ) -> Result<BTreeMap<u64, Vec<Range<u64>>>> {
         let txn = self
             .shared
             .db
             .begin_read()
             .map_err(store_error("begin read"))?;
-        let table = txn
-            .open_multimap_table(TRACE_SEGMENTS)
-            .map_err(store_error("open trace index"))?;
-        let mut out = BTreeSet::new();
-        for id in trace_ids {
-            let mut raw = [0u8; 16];
-            if hex::decode_to_slice(id, &mut raw).is_err() {
-                continue;
+        let mut out: BTreeMap<u64, Vec<Range<u64>>> = BTreeMap::new();
+        for key in keys {
+            for (segment, first, count) in lookup(&txn, key)? {
+                out.entry(segment).or_default().push(first..first + count);
             }
-            for segment in table
-                .get(raw.as_slice())
-                .map_err(store_error("read trace index"))?
-            {
-                out.insert(segment.map_err(store_error("read trace index"))?.value());
-            }
+        }
+        for ranges in out.values_mut() {
+            *ranges = merge_ranges(std::mem::take(ranges));
         }
         Ok(out)
     }
@@ -653,9 +773,10 @@ fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
         let result = commit_group(shared, &group);
         shared.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
         match result {
-            Ok(first_sequence) => {
+            Ok((first_sequence, keys)) => {
                 {
                     let mut state = shared.state.write();
+                    publish_keys(shared, &mut state, keys);
                     for (offset, write) in group.iter().enumerate() {
                         state
                             .active
@@ -681,7 +802,39 @@ fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
     }
 }
 
-fn commit_group(shared: &Shared, group: &[PendingWrite]) -> Result<u64> {
+/// Trace keys a commit learned, to publish once it is durable.
+#[derive(Debug, Default)]
+struct KeyUpdates {
+    /// Keys of traces with rows in the memtable now.
+    memtable: Vec<(RawTraceId, TraceKeys)>,
+    /// Late keys: (segment id, trace, keys).
+    late: Vec<(u64, RawTraceId, TraceKeys)>,
+}
+
+/// Publishes what a commit learned about trace keys (under the state write lock, together with
+/// the rows, so scans never see rows without their keys).
+fn publish_keys(shared: &Shared, state: &mut State, updates: KeyUpdates) {
+    if !updates.memtable.is_empty() {
+        let generation = shared.generation.load(Ordering::Acquire);
+        let mut keys = shared.memtable_keys.write();
+        for (trace, trace_keys) in updates.memtable {
+            keys.insert(
+                trace,
+                MemtableKeysEntry {
+                    keys: trace_keys,
+                    generation,
+                },
+            );
+        }
+    }
+    for (segment, trace, keys) in updates.late {
+        let entry = state.late.entry(segment).or_default();
+        Arc::make_mut(entry).insert(trace, keys);
+    }
+}
+
+/// Appends the group's WAL records and merges its trace keys, in one durable transaction.
+fn commit_group(shared: &Shared, group: &[PendingWrite]) -> Result<(u64, KeyUpdates)> {
     let mut next_sequence = shared.next_sequence.lock();
     let first = *next_sequence;
     let txn = shared
@@ -696,10 +849,129 @@ fn commit_group(shared: &Shared, group: &[PendingWrite]) -> Result<u64> {
                 .map_err(store_error("append wal"))?;
         }
     }
+    let updates = merge_trace_keys(&txn, group.iter().map(|write| &write.batch))?;
     txn.commit().map_err(store_error("commit wal"))?;
     *next_sequence = first + group.len() as u64;
     debug!(writes = group.len(), "wal group committed");
-    Ok(first)
+    Ok((first, updates))
+}
+
+/// Merges the keys the batches' rows carry into `trace_keys`, and returns the keys of every
+/// trace of the batches that has some. When a trace gains a key while rows of it are already
+/// sealed, those segments get a late-keys entry and their runs are added to the session and
+/// conversation indexes.
+fn merge_trace_keys<'a>(
+    txn: &WriteTransaction,
+    batches: impl Iterator<Item = &'a RecordBatch>,
+) -> Result<KeyUpdates> {
+    let mut carried: HashMap<RawTraceId, TraceKeys> = HashMap::new();
+    let mut traces: Vec<RawTraceId> = Vec::new();
+    let mut seen: HashSet<RawTraceId> = HashSet::new();
+    for batch in batches {
+        for (trace, keys) in keys_in_batch(batch) {
+            carried.entry(trace).or_default().merge(&keys);
+        }
+        for trace in traces_in_batch(batch) {
+            if seen.insert(trace) {
+                traces.push(trace);
+            }
+        }
+    }
+    let mut updates = KeyUpdates::default();
+    let mut keys_table = txn
+        .open_table(TRACE_KEYS)
+        .map_err(store_error("open trace keys"))?;
+    for trace in traces {
+        let stored = read_trace_keys(&keys_table, &trace)?;
+        let Some(own) = carried.get(&trace) else {
+            if let Some(stored) = stored {
+                updates.memtable.push((trace, stored));
+            }
+            continue;
+        };
+        let mut merged = stored.clone().unwrap_or_default();
+        merged.merge(own);
+        if merged.adds_to(stored.as_ref()) {
+            keys_table
+                .insert(trace.as_slice(), merged.encode().as_slice())
+                .map_err(store_error("write trace keys"))?;
+            let runs = {
+                let index = txn
+                    .open_multimap_table(TRACE_SEGMENTS)
+                    .map_err(store_error("open trace index"))?;
+                let mut runs = Vec::new();
+                for run in index
+                    .get(trace.as_slice())
+                    .map_err(store_error("read trace index"))?
+                {
+                    runs.push(run.map_err(store_error("read trace index"))?.value());
+                }
+                runs
+            };
+            if !runs.is_empty() {
+                record_late_keys(txn, &trace, stored.as_ref(), &merged, &runs)?;
+                for segment in runs.iter().map(|run| run.0).collect::<BTreeSet<_>>() {
+                    updates.late.push((segment, trace, merged.clone()));
+                }
+            }
+        }
+        updates.memtable.push((trace, merged));
+    }
+    Ok(updates)
+}
+
+/// Records that sealed runs of `trace` gained keys: late-keys entries for their segments, and
+/// index entries for the new session and conversation.
+fn record_late_keys(
+    txn: &WriteTransaction,
+    trace: &RawTraceId,
+    before: Option<&TraceKeys>,
+    after: &TraceKeys,
+    runs: &[RowRun],
+) -> Result<()> {
+    let before = before.cloned().unwrap_or_default();
+    let mut late = txn
+        .open_multimap_table(LATE_KEYS)
+        .map_err(store_error("open late keys"))?;
+    for segment in runs.iter().map(|run| run.0).collect::<BTreeSet<_>>() {
+        late.insert(segment, trace.as_slice())
+            .map_err(store_error("write late keys"))?;
+    }
+    // Rows without a session of their own fall back to the conversation, so a new
+    // conversation can also give the runs a session.
+    let mut sessions: Vec<&str> = Vec::new();
+    if before.session_id.is_none() {
+        sessions.extend(after.session_id.as_deref());
+        sessions.extend(after.conversation_id.as_deref());
+    }
+    if before.conversation_id.is_none() {
+        sessions.extend(after.conversation_id.as_deref());
+    }
+    sessions.sort_unstable();
+    sessions.dedup();
+    let mut session_index = txn
+        .open_multimap_table(SESSION_ROWS)
+        .map_err(store_error("open session index"))?;
+    for session in sessions {
+        for run in runs {
+            session_index
+                .insert(session, *run)
+                .map_err(store_error("write session index"))?;
+        }
+    }
+    if before.conversation_id.is_none()
+        && let Some(conversation) = after.conversation_id.as_deref()
+    {
+        let mut conversation_index = txn
+            .open_multimap_table(CONVERSATION_ROWS)
+            .map_err(store_error("open conversation index"))?;
+        for run in runs {
+            conversation_index
+                .insert(conversation, *run)
+                .map_err(store_error("write conversation index"))?;
+        }
+    }
+    Ok(())
 }
 
 fn needs_seal(shared: &Shared) -> bool {
@@ -770,18 +1042,35 @@ fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
 
 fn seal(shared: &Shared) -> Result<SealSummary> {
     let _guard = shared.seal_lock.lock();
-    let frozen = {
+    let (frozen, generation) = {
         let mut state = shared.state.write();
         if state.frozen.is_none() {
             if state.active.rows == 0 {
                 return Ok(SealSummary::default());
             }
             state.frozen = Some(std::mem::take(&mut state.active));
+            shared.generation.fetch_add(1, Ordering::AcqRel);
         }
-        state.frozen.clone().unwrap_or_default()
+        // Everything written up to the switch belongs to generations <= this one.
+        let generation = shared.generation.load(Ordering::Acquire).saturating_sub(1);
+        (state.frozen.clone().unwrap_or_default(), generation)
     };
     let started = Instant::now();
     let all = concat_batches(&span_schema(), &frozen.chunks)?;
+    // Resolve the trace keys known now; remember which traces still have gaps, and with what
+    // keys, so the commit can catch keys that arrive while the files are written.
+    let (all, unresolved) = {
+        let keys = shared.memtable_keys.read();
+        let resolved = resolve_keys(&all, |trace| keys.get(trace).map(|entry| &entry.keys))?;
+        let unresolved = traces_with_missing_keys(&resolved)
+            .into_iter()
+            .map(|trace| {
+                let known = keys.get(&trace).map(|entry| entry.keys.clone());
+                (trace, known.unwrap_or_default())
+            })
+            .collect::<HashMap<_, _>>();
+        (resolved, unresolved)
+    };
     let options = SegmentWriteOptions {
         row_group_rows: shared.options.row_group_rows,
         zstd_level: shared.options.zstd_level,
@@ -789,7 +1078,7 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
     let mut metas = Vec::new();
     let mut written_paths = Vec::new();
     let first_id = *shared.next_segment_id.lock();
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
         for (offset, (day, batch)) in split_by_day(&all)?.into_iter().enumerate() {
             let sorted = sort_for_segment(&batch)?;
             let id = first_id + offset as u64;
@@ -800,17 +1089,21 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
         commit_segments(
             shared,
             &metas,
+            &unresolved,
             frozen.max_sequence,
             first_id + metas.len() as u64,
         )
     })();
-    if let Err(error) = result {
-        for path in written_paths {
-            // Best effort: leftovers are orphans and are removed at the next open.
-            let _ = fs::remove_file(path);
+    let late = match result {
+        Ok(late) => late,
+        Err(error) => {
+            for path in written_paths {
+                // Best effort: leftovers are orphans and are removed at the next open.
+                let _ = fs::remove_file(path);
+            }
+            return Err(error);
         }
-        return Err(error);
-    }
+    };
     *shared.next_segment_id.lock() = first_id + metas.len() as u64;
     let summary = SealSummary {
         segments: metas.len(),
@@ -821,9 +1114,24 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
         let mut state = shared.state.write();
         state.frozen = None;
         for mut meta in metas {
-            meta.trace_ids = Vec::new();
+            meta.trace_runs = Vec::new();
+            meta.session_runs = Vec::new();
+            meta.conversation_runs = Vec::new();
             state.segments.push(Arc::new(meta));
         }
+        publish_keys(
+            shared,
+            &mut state,
+            KeyUpdates {
+                memtable: Vec::new(),
+                late,
+            },
+        );
+        // Keys of traces last written before the switch are no longer needed in memory.
+        shared
+            .memtable_keys
+            .write()
+            .retain(|_, entry| entry.generation > generation);
     }
     info!(
         segments = summary.segments,
@@ -835,29 +1143,94 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
     Ok(summary)
 }
 
-/// One transaction: catalog entries, trace index, WAL truncation, next segment id.
+/// Traces of a resolved batch that have a row whose session, conversation or user is NULL.
+fn traces_with_missing_keys(batch: &RecordBatch) -> HashSet<RawTraceId> {
+    let column = |name| batch.column(column_index(name)).as_string::<i32>();
+    let (traces, sessions, conversations, users) = (
+        column(columns::TRACE_ID),
+        column(columns::SESSION_ID),
+        column(columns::CONVERSATION_ID),
+        column(columns::USER_ID),
+    );
+    let mut out = HashSet::new();
+    for row in 0..batch.num_rows() {
+        if (sessions.is_null(row) || conversations.is_null(row) || users.is_null(row))
+            && let Some(trace) = crate::trace_keys::raw_trace_id(traces.value(row))
+        {
+            out.insert(trace);
+        }
+    }
+    out
+}
+
+/// One transaction: catalog entries, trace/session/conversation indexes, WAL truncation, next
+/// segment id, and late keys for traces whose keys arrived while the segments were written.
 fn commit_segments(
     shared: &Shared,
     metas: &[SegmentMeta],
+    unresolved: &HashMap<RawTraceId, TraceKeys>,
     max_sequence: u64,
     next_segment_id: u64,
-) -> Result<()> {
+) -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
     let txn = shared.db.begin_write().map_err(store_error("begin seal"))?;
+    let mut late = Vec::new();
     {
         let mut catalog = txn
             .open_table(SEGMENTS)
             .map_err(store_error("open catalog"))?;
-        let mut index = txn
+        let mut trace_index = txn
             .open_multimap_table(TRACE_SEGMENTS)
             .map_err(store_error("open trace index"))?;
+        let mut session_index = txn
+            .open_multimap_table(SESSION_ROWS)
+            .map_err(store_error("open session index"))?;
+        let mut conversation_index = txn
+            .open_multimap_table(CONVERSATION_ROWS)
+            .map_err(store_error("open conversation index"))?;
         for meta in metas {
             catalog
                 .insert(meta.id, meta.encode().as_slice())
                 .map_err(store_error("write catalog"))?;
-            for trace_id in &meta.trace_ids {
-                index
-                    .insert(trace_id.as_slice(), meta.id)
+            for (trace, first, count) in &meta.trace_runs {
+                trace_index
+                    .insert(trace.as_slice(), (meta.id, *first, *count))
                     .map_err(store_error("write trace index"))?;
+            }
+            for (session, first, count) in &meta.session_runs {
+                session_index
+                    .insert(session.as_str(), (meta.id, *first, *count))
+                    .map_err(store_error("write session index"))?;
+            }
+            for (conversation, first, count) in &meta.conversation_runs {
+                conversation_index
+                    .insert(conversation.as_str(), (meta.id, *first, *count))
+                    .map_err(store_error("write conversation index"))?;
+            }
+        }
+        drop((trace_index, session_index, conversation_index));
+        if !unresolved.is_empty() {
+            let keys_table = txn
+                .open_table(TRACE_KEYS)
+                .map_err(store_error("open trace keys"))?;
+            for meta in metas {
+                for (trace, first, count) in &meta.trace_runs {
+                    let Some(snapshot) = unresolved.get(trace) else {
+                        continue;
+                    };
+                    let Some(current) = read_trace_keys(&keys_table, trace)? else {
+                        continue;
+                    };
+                    if current.adds_to(Some(snapshot)) {
+                        record_late_keys(
+                            &txn,
+                            trace,
+                            Some(snapshot),
+                            &current,
+                            &[(meta.id, *first, *count)],
+                        )?;
+                        late.push((meta.id, *trace, current));
+                    }
+                }
             }
         }
         let mut wal = txn.open_table(WAL).map_err(store_error("open wal"))?;
@@ -868,7 +1241,71 @@ fn commit_segments(
             .map_err(store_error("write next segment id"))?;
     }
     txn.commit().map_err(store_error("commit seal"))?;
-    Ok(())
+    Ok(late)
+}
+
+/// The row runs an index multimap holds for one key.
+fn index_runs<'k, K: redb::Key + 'static>(
+    txn: &redb::ReadTransaction,
+    table: redb::MultimapTableDefinition<'_, K, RowRun>,
+    key: impl std::borrow::Borrow<K::SelfType<'k>>,
+) -> Result<Vec<RowRun>> {
+    let table = match txn.open_multimap_table(table) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(error) => return Err(Error::store("open index", error)),
+    };
+    let mut out = Vec::new();
+    for run in table.get(key).map_err(store_error("read index"))? {
+        out.push(run.map_err(store_error("read index"))?.value());
+    }
+    Ok(out)
+}
+
+/// Sorts and merges overlapping or touching ranges.
+fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.sort_by_key(|range| range.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match out.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => out.push(range),
+        }
+    }
+    out
+}
+
+/// The intersection of two sorted, merged range lists.
+fn intersect_ranges(left: &[Range<u64>], right: &[Range<u64>]) -> Vec<Range<u64>> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while i < left.len() && j < right.len() {
+        let start = left[i].start.max(right[j].start);
+        let end = left[i].end.min(right[j].end);
+        if start < end {
+            out.push(start..end);
+        }
+        if left[i].end < right[j].end {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// The keys stored for one trace.
+fn read_trace_keys(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    trace: &RawTraceId,
+) -> Result<Option<TraceKeys>> {
+    match table
+        .get(trace.as_slice())
+        .map_err(store_error("read trace keys"))?
+    {
+        Some(value) => Ok(Some(TraceKeys::decode(value.value())?)),
+        None => Ok(None),
+    }
 }
 
 #[allow(dead_code)]

@@ -14,9 +14,31 @@ pub(crate) const WAL: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("wa
 /// Catalog of sealed segments: segment id -> versioned JSON `SegmentMeta`.
 pub(crate) const SEGMENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("segments");
 
-/// Trace index: 16 raw trace-id bytes -> ids of the segments holding spans of that trace.
-pub(crate) const TRACE_SEGMENTS: MultimapTableDefinition<'_, &[u8], u64> =
+/// A run of rows inside one segment: (segment id, first row, row count). Rows of a segment
+/// are sorted by (session_id, conversation_id, trace_id, start_time), so a session, a
+/// conversation or a trace occupies few runs.
+pub(crate) type RowRun = (u64, u64, u64);
+
+/// Trace index: 16 raw trace-id bytes -> the row runs holding spans of that trace.
+pub(crate) const TRACE_SEGMENTS: MultimapTableDefinition<'_, &[u8], RowRun> =
     MultimapTableDefinition::new("trace_segments");
+
+/// Session partition index: session_id -> the row runs holding that session's spans.
+pub(crate) const SESSION_ROWS: MultimapTableDefinition<'_, &str, RowRun> =
+    MultimapTableDefinition::new("session_rows");
+
+/// Conversation partition index: conversation_id -> the row runs holding its spans.
+pub(crate) const CONVERSATION_ROWS: MultimapTableDefinition<'_, &str, RowRun> =
+    MultimapTableDefinition::new("conversation_rows");
+
+/// Trace keys: 16 raw trace-id bytes -> versioned session/conversation/user of the trace (the
+/// first value of each seen on any of its spans; see `trace_keys.rs`).
+pub(crate) const TRACE_KEYS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("trace_keys");
+
+/// Late keys: segment id -> raw ids of traces whose keys arrived after rows of theirs were
+/// sealed into that segment. Scans of the segment resolve those rows from [`TRACE_KEYS`].
+pub(crate) const LATE_KEYS: MultimapTableDefinition<'_, u64, &[u8]> =
+    MultimapTableDefinition::new("late_keys");
 
 /// Key of the store format version in [`META`].
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
@@ -24,4 +46,4 @@ pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_NEXT_SEGMENT_ID: &str = "next_segment_id";
 
 /// The store format this code writes and reads.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+pub(crate) const FORMAT_VERSION: u64 = 2;

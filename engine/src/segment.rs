@@ -221,6 +221,19 @@ pub(crate) fn write_segment(
     properties = properties
         .set_column_dictionary_enabled(blob.clone(), false)
         .set_column_statistics_enabled(blob, EnabledStatistics::None);
+    // Nearly unique per row: a dictionary does not compress them, and it is one more page that
+    // a read of a few rows (one session, one trace) must fetch and decode whole.
+    for name in [
+        columns::TRACE_ID,
+        columns::SPAN_ID,
+        columns::PARENT_SPAN_ID,
+        columns::START_TIME,
+        columns::END_TIME,
+        columns::DURATION_NS,
+        columns::TOOL_CALL_ID,
+    ] {
+        properties = properties.set_column_dictionary_enabled(ColumnPath::from(name), false);
+    }
     let properties = properties.build();
     let file =
         File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;

@@ -1,0 +1,353 @@
+//! Session, conversation and user keys: propagation to every span of a trace (in the memtable,
+//! at seal, and for rows sealed before their trace's keys arrived), and the partition indexes
+//! that let a session or conversation query read only that data.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use engine::schema::columns;
+use engine::{
+    AgentFields, Engine, Options, ScanRequest, SpanBatchBuilder, SpanId, SpanRecord, TraceId,
+};
+
+/// 2026-11-01T00:00:00Z
+const BASE: i64 = 1_793_491_200_000_000_000;
+
+fn trace_id(n: u32) -> TraceId {
+    let mut raw = [0u8; 16];
+    raw[12..].copy_from_slice(&n.to_be_bytes());
+    raw[0] = 0x20;
+    TraceId(raw)
+}
+
+/// What one span says about its keys.
+#[derive(Clone, Copy, Default)]
+struct Own<'a> {
+    session: Option<&'a str>,
+    conversation: Option<&'a str>,
+    user: Option<&'a str>,
+}
+
+/// Spans `first..first + count` of `trace`, each carrying `own`.
+fn spans(trace: u32, first: u32, count: u32, service: &str, own: Own<'_>) -> RecordBatch {
+    let mut builder = SpanBatchBuilder::new();
+    for index in first..first + count {
+        let mut span = [0u8; 8];
+        span[..4].copy_from_slice(&trace.to_be_bytes());
+        span[4..].copy_from_slice(&(index + 1).to_be_bytes());
+        builder.append(&SpanRecord {
+            trace_id: trace_id(trace),
+            span_id: SpanId(span),
+            name: "step",
+            kind: 1,
+            start_time_unix_nano: BASE + i64::from(trace) * 1_000_000 + i64::from(index),
+            end_time_unix_nano: BASE + i64::from(trace) * 1_000_000 + i64::from(index) + 10,
+            service_name: Some(service),
+            agent: AgentFields {
+                session_id: own.session.map(Cow::Borrowed),
+                conversation_id: own.conversation.map(Cow::Borrowed),
+                user_id: own.user.map(Cow::Borrowed),
+                ..AgentFields::default()
+            },
+            ..SpanRecord::default()
+        });
+    }
+    builder.finish()
+}
+
+fn manual() -> Options {
+    Options::default().with_background_sealing(false)
+}
+
+type Keys = (Option<String>, Option<String>, Option<String>);
+
+/// span_id -> (session, conversation, user) of every row the request returns.
+fn keys(engine: &Engine, request: &ScanRequest) -> BTreeMap<String, Keys> {
+    let mut out = BTreeMap::new();
+    for batch in engine.scan(request).unwrap() {
+        let text = |name: &str, row: usize| {
+            let column = batch.column_by_name(name).unwrap().as_string::<i32>();
+            column.is_valid(row).then(|| column.value(row).to_owned())
+        };
+        for row in 0..batch.num_rows() {
+            out.insert(
+                text(columns::SPAN_ID, row).unwrap(),
+                (
+                    text(columns::SESSION_ID, row),
+                    text(columns::CONVERSATION_ID, row),
+                    text(columns::USER_ID, row),
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn all_keys(engine: &Engine) -> BTreeMap<String, Keys> {
+    keys(engine, &ScanRequest::default())
+}
+
+fn session(id: &str) -> ScanRequest {
+    ScanRequest {
+        session_ids: Some(vec![id.to_owned()]),
+        ..ScanRequest::default()
+    }
+}
+
+fn conversation(id: &str) -> ScanRequest {
+    ScanRequest {
+        conversation_ids: Some(vec![id.to_owned()]),
+        ..ScanRequest::default()
+    }
+}
+
+fn some(text: &str) -> Option<String> {
+    Some(text.to_owned())
+}
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+const ROOT: Own<'static> = Own {
+    session: Some("sess-1"),
+    conversation: Some("conv-1"),
+    user: Some("user-1"),
+};
+
+#[test]
+fn keys_set_on_one_span_reach_every_span_of_the_trace_in_other_calls_and_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), manual()).unwrap();
+    // Children first (they end first), from two services, then the root with the keys.
+    engine.write(spans(1, 0, 3, "agent", Own::default())).unwrap();
+    engine.write(spans(1, 3, 2, "mcp-server", Own::default())).unwrap();
+    engine.write(spans(1, 5, 1, "agent", ROOT)).unwrap();
+    // Another trace without keys stays without.
+    engine.write(spans(2, 0, 2, "agent", Own::default())).unwrap();
+    let expected: Keys = (some("sess-1"), some("conv-1"), some("user-1"));
+    let check = |engine: &Engine| {
+        let found = all_keys(engine);
+        assert_eq!(found.len(), 8);
+        let trace_one: Vec<&Keys> = found
+            .iter()
+            .filter(|(span, _)| span.starts_with("00000001"))
+            .map(|(_, keys)| keys)
+            .collect();
+        assert_eq!(trace_one.len(), 6);
+        assert!(trace_one.iter().all(|keys| **keys == expected), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .filter(|(span, _)| span.starts_with("00000002"))
+                .all(|(_, keys)| *keys == (None, None, None))
+        );
+        assert_eq!(keys(engine, &session("sess-1")).len(), 6);
+        assert_eq!(keys(engine, &conversation("conv-1")).len(), 6);
+    };
+    check(&engine); // memtable
+    engine.seal().unwrap();
+    check(&engine); // segment
+    engine.close().unwrap();
+    drop(engine);
+    let engine = Engine::open(dir.path(), manual()).unwrap();
+    check(&engine);
+}
+
+#[test]
+fn keys_that_arrive_after_rows_were_sealed_apply_to_those_rows_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path(), manual()).unwrap();
+        engine.write(spans(1, 0, 4, "agent", Own::default())).unwrap();
+        engine.write(spans(3, 0, 2, "agent", Own::default())).unwrap();
+        engine.seal().unwrap();
+        // The root arrives after its children are in a segment; a span of another call then
+        // brings the user only.
+        engine
+            .write(spans(
+                1,
+                4,
+                1,
+                "agent",
+                Own {
+                    user: None,
+                    ..ROOT
+                },
+            ))
+            .unwrap();
+        engine
+            .write(spans(
+                1,
+                5,
+                1,
+                "agent",
+                Own {
+                    user: Some("user-9"),
+                    ..Own::default()
+                },
+            ))
+            .unwrap();
+        let found = keys(&engine, &session("sess-1"));
+        assert_eq!(found.len(), 6, "{found:?}");
+        assert!(
+            found
+                .values()
+                .all(|keys| *keys == (some("sess-1"), some("conv-1"), some("user-9")))
+        );
+        engine.seal().unwrap();
+        assert_eq!(keys(&engine, &session("sess-1")).len(), 6);
+        // Dropped without close: the late keys must be durable by themselves.
+    }
+    let engine = Engine::open(dir.path(), manual()).unwrap();
+    let found = all_keys(&engine);
+    assert_eq!(found.len(), 8);
+    let sessions: Vec<Option<String>> = found.values().map(|keys| keys.0.clone()).collect();
+    assert_eq!(
+        sessions.iter().filter(|s| s.as_deref() == Some("sess-1")).count(),
+        6
+    );
+    assert_eq!(keys(&engine, &session("sess-1")).len(), 6);
+    assert_eq!(keys(&engine, &conversation("conv-1")).len(), 6);
+    assert_eq!(keys(&engine, &session("sess-none")).len(), 0);
+    // Trace 3 never got keys.
+    assert_eq!(
+        found
+            .iter()
+            .filter(|(span, keys)| span.starts_with("00000003") && keys.0.is_none())
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_conversation_without_a_session_is_the_session_but_never_the_reverse() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), manual()).unwrap();
+    engine
+        .write(spans(
+            1,
+            0,
+            2,
+            "agent",
+            Own {
+                conversation: Some("conv-only"),
+                ..Own::default()
+            },
+        ))
+        .unwrap();
+    engine
+        .write(spans(
+            2,
+            0,
+            2,
+            "agent",
+            Own {
+                session: Some("sess-only"),
+                ..Own::default()
+            },
+        ))
+        .unwrap();
+    for _ in 0..2 {
+        let found = all_keys(&engine);
+        for (span, keys) in &found {
+            if span.starts_with("00000001") {
+                assert_eq!(*keys, (some("conv-only"), some("conv-only"), None));
+            } else {
+                assert_eq!(*keys, (some("sess-only"), None, None));
+            }
+        }
+        assert_eq!(keys(&engine, &session("conv-only")).len(), 2);
+        assert_eq!(keys(&engine, &conversation("sess-only")).len(), 0);
+        engine.seal().unwrap();
+    }
+}
+
+#[test]
+fn a_session_query_reads_only_that_sessions_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), manual().with_row_group_rows(4096)).unwrap();
+    // 200 sessions x 5 traces x 20 spans, interleaved over time as agents would send them.
+    for round in 0..5u32 {
+        let mut builder_batches = Vec::new();
+        for session_index in 0..200u32 {
+            let name = format!("s{session_index:03}");
+            let trace = round * 1000 + session_index;
+            builder_batches.push(spans(
+                trace,
+                0,
+                19,
+                &format!("svc{}", session_index % 3),
+                Own::default(),
+            ));
+            builder_batches.push(spans(
+                trace,
+                19,
+                1,
+                "root",
+                Own {
+                    session: Some(&name),
+                    conversation: Some(&format!("c{trace}")),
+                    user: Some("u"),
+                },
+            ));
+        }
+        for batch in builder_batches {
+            engine.write(batch).unwrap();
+        }
+        if round % 2 == 1 {
+            engine.seal().unwrap();
+        }
+    }
+    engine.seal().unwrap();
+    let projection = Some(vec![0, 1, 5, 7, 9]);
+    let full = engine
+        .plan_scan(&ScanRequest {
+            projection: projection.clone(),
+            ..ScanRequest::default()
+        })
+        .unwrap();
+    let full_metrics = full.metrics();
+    assert_eq!(rows(&full.collect().unwrap()), 20_000);
+    let one = engine
+        .plan_scan(&ScanRequest {
+            session_ids: Some(vec!["s042".to_owned()]),
+            projection,
+            ..ScanRequest::default()
+        })
+        .unwrap();
+    let one_metrics = one.metrics();
+    assert_eq!(rows(&one.collect().unwrap()), 100);
+    let (full, one) = (full_metrics.snapshot(), one_metrics.snapshot());
+    assert_eq!(one.rows_returned, 100);
+    // Only the session's row runs are decoded, through small pages: here 100 of 20,000 rows in
+    // three segments of ~8 pages each, so about one page per column per segment.
+    assert!(
+        one.rows_scanned <= 100,
+        "rows scanned for one session: {}",
+        one.rows_scanned
+    );
+    assert!(
+        one.bytes_read * 4 < full.bytes_read,
+        "one session read {} of {} bytes",
+        one.bytes_read,
+        full.bytes_read
+    );
+    // Same answer as filtering a full scan.
+    let by_index = keys(&engine, &session("s042"));
+    let by_scan: BTreeMap<String, Keys> = all_keys(&engine)
+        .into_iter()
+        .filter(|(_, keys)| keys.0.as_deref() == Some("s042"))
+        .collect();
+    assert_eq!(by_index, by_scan);
+    // A conversation is one trace here.
+    assert_eq!(keys(&engine, &conversation("c3042")).len(), 20);
+    // Session and trace filters intersect.
+    let both = ScanRequest {
+        session_ids: Some(vec!["s042".to_owned()]),
+        trace_ids: Some(vec![trace_id(3042).to_string(), trace_id(3043).to_string()]),
+        ..ScanRequest::default()
+    };
+    assert_eq!(keys(&engine, &both).len(), 20);
+}

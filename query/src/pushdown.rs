@@ -8,7 +8,9 @@
 //! - `start_time` compared (`=`, `<`, `<=`, `>`, `>=`, `BETWEEN`) with a timestamp literal of
 //!   any unit or zone (also `CAST(literal AS ...)` and a column cast that keeps nanoseconds);
 //! - `trace_id = 'hex'`, `trace_id IN (...)` and ORs of such equalities;
-//! - `service_name = 'name'`, `service_name IN (...)` and ORs of such equalities.
+//! - `service_name = 'name'`, `service_name IN (...)` and ORs of such equalities;
+//! - the same shapes on `session_id` and `conversation_id`, which the engine answers from its
+//!   session and conversation indexes (only the row runs of those keys are read).
 //!
 //! Trace ids: the column holds lowercase hex, but the engine lowercases the ids it is given.
 //! To keep SQL semantics (`trace_id = 'ABC…'` matches nothing) a literal that is not already
@@ -35,6 +37,10 @@ pub(crate) enum PushColumn {
     ServiceName,
     /// The span's `start_time`.
     StartTime,
+    /// The span's (resolved) `session_id`.
+    SessionId,
+    /// The span's (resolved) `conversation_id`.
+    ConversationId,
 }
 
 /// One translated filter.
@@ -43,6 +49,8 @@ enum Predicate {
     StartTime(Bound<i64>, Bound<i64>),
     TraceIds(BTreeSet<String>),
     Services(BTreeSet<String>),
+    Sessions(BTreeSet<String>),
+    Conversations(BTreeSet<String>),
 }
 
 /// The conjunction of every translated filter of one scan.
@@ -51,6 +59,8 @@ pub(crate) struct ScanFilters {
     pub(crate) start_time: (Bound<i64>, Bound<i64>),
     pub(crate) trace_ids: Option<BTreeSet<String>>,
     pub(crate) services: Option<BTreeSet<String>>,
+    pub(crate) sessions: Option<BTreeSet<String>>,
+    pub(crate) conversations: Option<BTreeSet<String>>,
 }
 
 impl Default for ScanFilters {
@@ -59,6 +69,8 @@ impl Default for ScanFilters {
             start_time: (Bound::Unbounded, Bound::Unbounded),
             trace_ids: None,
             services: None,
+            sessions: None,
+            conversations: None,
         }
     }
 }
@@ -93,6 +105,12 @@ impl ScanFilters {
             Predicate::Services(names) => {
                 self.services = Some(intersect(self.services.take(), names))
             }
+            Predicate::Sessions(ids) => {
+                self.sessions = Some(intersect(self.sessions.take(), ids))
+            }
+            Predicate::Conversations(ids) => {
+                self.conversations = Some(intersect(self.conversations.take(), ids))
+            }
         }
     }
 
@@ -101,6 +119,8 @@ impl ScanFilters {
     pub(crate) fn matches_nothing(&self) -> bool {
         self.trace_ids.as_ref().is_some_and(BTreeSet::is_empty)
             || self.services.as_ref().is_some_and(BTreeSet::is_empty)
+            || self.sessions.as_ref().is_some_and(BTreeSet::is_empty)
+            || self.conversations.as_ref().is_some_and(BTreeSet::is_empty)
             || time_range_is_empty(self.start_time)
     }
 
@@ -132,6 +152,12 @@ impl fmt::Display for ScanFilters {
         }
         if let Some(names) = &self.services {
             parts.push(format!("services=[{}]", join(names)));
+        }
+        if let Some(ids) = &self.sessions {
+            parts.push(format!("sessions=[{}]", join(ids)));
+        }
+        if let Some(ids) = &self.conversations {
+            parts.push(format!("conversations=[{}]", join(ids)));
         }
         f.write_str(&parts.join(", "))
     }
@@ -227,7 +253,10 @@ fn comparison(column: PushColumn, op: Operator, literal: &Expr) -> Option<Predic
             };
             Some(Predicate::StartTime(lower, upper))
         }
-        PushColumn::TraceId | PushColumn::ServiceName => {
+        PushColumn::TraceId
+        | PushColumn::ServiceName
+        | PushColumn::SessionId
+        | PushColumn::ConversationId => {
             if op != Operator::Eq {
                 return None;
             }
@@ -248,6 +277,8 @@ fn string_set(column: PushColumn, values: BTreeSet<String>) -> Option<Predicate>
                 .collect(),
         )),
         PushColumn::ServiceName => Some(Predicate::Services(values)),
+        PushColumn::SessionId => Some(Predicate::Sessions(values)),
+        PushColumn::ConversationId => Some(Predicate::Conversations(values)),
         PushColumn::StartTime => None,
     }
 }
@@ -270,7 +301,10 @@ fn value_preserving(column: PushColumn, target: &DataType) -> Option<PushColumn>
     let preserves = match column {
         // A time zone is metadata; the nanosecond count stays the same.
         PushColumn::StartTime => matches!(target, DataType::Timestamp(TimeUnit::Nanosecond, _)),
-        PushColumn::TraceId | PushColumn::ServiceName => {
+        PushColumn::TraceId
+        | PushColumn::ServiceName
+        | PushColumn::SessionId
+        | PushColumn::ConversationId => {
             matches!(
                 target,
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View

@@ -106,6 +106,14 @@ impl SpansScanExec {
                 .services
                 .as_ref()
                 .map(|names| names.iter().cloned().collect()),
+            session_ids: filters
+                .sessions
+                .as_ref()
+                .map(|ids| ids.iter().cloned().collect()),
+            conversation_ids: filters
+                .conversations
+                .as_ref()
+                .map(|ids| ids.iter().cloned().collect()),
             projection: Some(read),
             limit,
         };

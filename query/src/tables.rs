@@ -44,6 +44,8 @@ fn resolve_span_column(name: &str) -> Option<PushColumn> {
         columns::TRACE_ID => Some(PushColumn::TraceId),
         columns::SERVICE_NAME => Some(PushColumn::ServiceName),
         columns::START_TIME => Some(PushColumn::StartTime),
+        columns::SESSION_ID => Some(PushColumn::SessionId),
+        columns::CONVERSATION_ID => Some(PushColumn::ConversationId),
         _ => None,
     }
 }
@@ -146,9 +148,10 @@ enum Source {
     Element(&'static str),
 }
 
-/// Columns of the nested tables. The owning span's `span_name`, `service_name` and
-/// `start_time` (as `span_start_time`) come along so filters on them push down.
-const EVENT_COLUMNS: [(&str, Source); 9] = [
+/// Columns of the nested tables. The owning span's `span_name`, `service_name`, `start_time`
+/// (as `span_start_time`) and, for events, `session_id` and `conversation_id` come along so
+/// filters on them push down.
+const EVENT_COLUMNS: [(&str, Source); 11] = [
     ("trace_id", Source::Span(columns::TRACE_ID)),
     ("span_id", Source::Span(columns::SPAN_ID)),
     ("span_name", Source::Span(columns::SPAN_NAME)),
@@ -161,6 +164,8 @@ const EVENT_COLUMNS: [(&str, Source); 9] = [
         Source::Element(columns::event::DROPPED_ATTRIBUTES_COUNT),
     ),
     ("span_start_time", Source::Span(columns::START_TIME)),
+    ("session_id", Source::Span(columns::SESSION_ID)),
+    ("conversation_id", Source::Span(columns::CONVERSATION_ID)),
 ];
 
 const LINK_COLUMNS: [(&str, Source); 11] = [
@@ -216,6 +221,8 @@ fn resolve_nested_column(name: &str) -> Option<PushColumn> {
         "trace_id" => Some(PushColumn::TraceId),
         "service_name" => Some(PushColumn::ServiceName),
         "span_start_time" => Some(PushColumn::StartTime),
+        "session_id" => Some(PushColumn::SessionId),
+        "conversation_id" => Some(PushColumn::ConversationId),
         _ => None,
     }
 }

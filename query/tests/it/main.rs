@@ -7,4 +7,5 @@ mod formats;
 mod guard;
 mod limits;
 mod pushdown;
+mod sessions;
 mod tables;

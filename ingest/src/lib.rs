@@ -44,6 +44,7 @@ mod error;
 mod json_decode;
 mod json_encode;
 mod mapping;
+mod normalize;
 mod reconstruct;
 mod string_form;
 

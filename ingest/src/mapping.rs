@@ -220,7 +220,7 @@ pub fn to_span_batch(request: &ExportTraceServiceRequest) -> Result<SpanBatch> {
                     status_code,
                     status_message,
                     service_name,
-                    agent: engine::AgentFields::default(),
+                    agent: crate::normalize::agent_fields(span),
                     resource_attributes: &resource_attributes,
                     resource_schema_url: &resource_spans.schema_url,
                     scope_name: scope.map_or("", |scope| scope.name.as_str()),

@@ -1,6 +1,7 @@
 //! Integration tests for `ingest`: round trips through the engine and through OTLP/JSON, golden
 //! payloads, and whole-request rejection.
 
+mod dialects;
 mod golden;
 mod reject;
 mod round_trip;

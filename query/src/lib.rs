@@ -62,6 +62,7 @@ mod scan;
 mod session;
 mod tables;
 mod timestamp;
+mod views;
 
 pub use error::{Error, ErrorKind, Result};
 pub use options::Options;

@@ -105,9 +105,7 @@ impl ScanFilters {
             Predicate::Services(names) => {
                 self.services = Some(intersect(self.services.take(), names))
             }
-            Predicate::Sessions(ids) => {
-                self.sessions = Some(intersect(self.sessions.take(), ids))
-            }
+            Predicate::Sessions(ids) => self.sessions = Some(intersect(self.sessions.take(), ids)),
             Predicate::Conversations(ids) => {
                 self.conversations = Some(intersect(self.conversations.take(), ids))
             }

@@ -23,6 +23,7 @@ use crate::guard;
 use crate::options::Options;
 use crate::scan::{SpansScanExec, add_metrics};
 use crate::tables::{NestedKind, NestedTable, SPAN_EVENTS, SPAN_LINKS, SPANS, SpansTable};
+use crate::views;
 
 /// Memory consumers named in a memory-limit error (3).
 const REPORTED_CONSUMERS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(2);
@@ -107,6 +108,7 @@ impl SqlEngine {
                 .register_table(name, table)
                 .map_err(Error::from_datafusion)?;
         }
+        views::register(&context)?;
         Ok(SqlEngine { context, options })
     }
 

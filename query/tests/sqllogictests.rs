@@ -14,6 +14,9 @@
 #[allow(dead_code)]
 #[path = "it/fixture.rs"]
 mod fixture;
+#[allow(dead_code)]
+#[path = "it/monitoring_fixture.rs"]
+mod monitoring_fixture;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,10 +31,26 @@ use sqllogictest::{
 };
 
 use crate::fixture::Fixture;
+use crate::monitoring_fixture::MonitoringFixture;
+
+/// A loaded fixture store.
+enum Loaded {
+    AgentRuns(Fixture),
+    Monitoring(MonitoringFixture),
+}
+
+impl Loaded {
+    fn sql(&self) -> &query::SqlEngine {
+        match self {
+            Loaded::AgentRuns(fixture) => &fixture.sql,
+            Loaded::Monitoring(fixture) => &fixture.sql,
+        }
+    }
+}
 
 /// One connection: the fixture's SQL engine.
 struct SightlineDb {
-    fixture: Arc<Fixture>,
+    fixture: Arc<Loaded>,
 }
 
 #[async_trait]
@@ -40,7 +59,7 @@ impl AsyncDB for SightlineDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, query::Error> {
-        let output = self.fixture.sql.execute(sql).await?;
+        let output = self.fixture.sql().execute(sql).await?;
         let types = output
             .schema
             .fields()
@@ -112,9 +131,10 @@ fn cell_text(value: Value) -> String {
 }
 
 /// The fixture a directory name stands for.
-fn load_fixture(name: &str) -> Result<Fixture, String> {
+fn load_fixture(name: &str) -> Result<Loaded, String> {
     match name {
-        "agent_runs" => Ok(Fixture::new()),
+        "agent_runs" => Ok(Loaded::AgentRuns(Fixture::new())),
+        "monitoring" => Ok(Loaded::Monitoring(MonitoringFixture::new())),
         other => Err(format!("unknown fixture directory {other:?}")),
     }
 }
@@ -138,7 +158,7 @@ fn slt_files(root: &Path, filter: Option<&str>) -> std::io::Result<Vec<PathBuf>>
     Ok(files)
 }
 
-async fn run_file(path: PathBuf, fixture: Fixture, complete: bool) -> Result<(), String> {
+async fn run_file(path: PathBuf, fixture: Loaded, complete: bool) -> Result<(), String> {
     let fixture = Arc::new(fixture);
     let mut runner = Runner::new(move || {
         let fixture = Arc::clone(&fixture);

@@ -12,6 +12,10 @@
 //! └─ chat <model>                 CLIENT    finish_reasons ["stop"] (or length / content_filter)
 //! ```
 //!
+//! With [`AgentTraceConfig::tool_reissue_percent`], a tool call that failed for good (no
+//! framework retry) is sometimes issued again by the model at its next step: a new call with no
+//! `agent.retry.*` attributes, the retry that only inference can find.
+//!
 //! Invariants the tests pin: ids are non-zero and unique within a trace, every parent id names a
 //! span of the same trace, and every child lies inside its parent's `[start, end]`.
 //!
@@ -85,6 +89,11 @@ pub struct AgentTraceConfig {
     /// Trace `i` starts in slot `i` of `[base, base + time_spread_ns)` cut into `traces` slots,
     /// so traces come out in start-time order. Spans of a trace may end after the range.
     pub time_spread_ns: u64,
+    /// Percent of failed tool calls that the framework gave up on and that the model then
+    /// issues again at its next step, as a new call with no `agent.retry.*` attributes (only
+    /// inference can tell it is a retry). 0, the default, draws nothing, so traces are
+    /// byte-for-byte those of a generator without this option.
+    pub tool_reissue_percent: u32,
 }
 
 impl Default for AgentTraceConfig {
@@ -97,6 +106,7 @@ impl Default for AgentTraceConfig {
             base_time_unix_nano: DEFAULT_BASE_TIME_UNIX_NANO,
             spans_per_trace: 25,
             time_spread_ns: 3_600 * SECOND,
+            tool_reissue_percent: 0,
         }
     }
 }
@@ -240,6 +250,7 @@ impl Generator {
             trace_id: rng.nonzero_bytes(),
             rng,
             service,
+            tool_reissue_percent: config.tool_reissue_percent.min(100),
             used_span_ids: HashSet::new(),
             genai: Vec::new(),
             http: Vec::new(),
@@ -345,6 +356,8 @@ struct TraceBuilder<'a> {
     rng: SplitMix64,
     trace_id: [u8; 16],
     service: &'a Service,
+    /// [`AgentTraceConfig::tool_reissue_percent`], at most 100.
+    tool_reissue_percent: u32,
     used_span_ids: HashSet<[u8; 8]>,
     genai: Vec<Span>,
     http: Vec<Span>,
@@ -435,6 +448,8 @@ impl TraceBuilder<'_> {
         let mut outcome = LoopOutcome::default();
         let mut cursor = start + self.rng.range(50_000, 2 * MS);
         let mut context_tokens = self.rng.range(600, 4_000) as i64;
+        // A failed tool call the model issues again at its next step.
+        let mut reissue: Option<&'static Tool> = None;
         loop {
             // Room for this model call, at least one tool call and the final model call.
             let final_step = limit.saturating_sub(self.span_count()) < 3;
@@ -459,12 +474,17 @@ impl TraceBuilder<'_> {
             let parallel = calls > 1 && self.rng.chance(0.5);
             let mut call_start = cursor + self.gap();
             let mut step_end = cursor;
+            let mut reissued = None;
             for _ in 0..calls {
                 let room = limit.saturating_sub(self.span_count());
-                let end = if !agent.nested && room >= 6 && self.rng.chance(0.1) {
+                let forced = reissue.take();
+                let end = if forced.is_none() && !agent.nested && room >= 6 && self.rng.chance(0.1)
+                {
                     self.sub_agent(parent, call_start, room, &mut outcome)
                 } else {
-                    self.tool_call(parent, agent, call_start, &mut outcome)
+                    let call = self.tool_call(parent, agent, call_start, forced, &mut outcome);
+                    reissued = reissued.or(call.reissue);
+                    call.end
                 };
                 step_end = step_end.max(end);
                 if !parallel {
@@ -473,6 +493,7 @@ impl TraceBuilder<'_> {
                 context_tokens += self.rng.range(50, 1_500) as i64;
             }
             cursor = step_end + self.gap();
+            reissue = reissued;
         }
         outcome.end = cursor;
         outcome
@@ -687,16 +708,20 @@ impl TraceBuilder<'_> {
         result
     }
 
-    /// One logical tool call: possibly gated by a policy decision (and a human approval), possibly
-    /// failing and retried by the framework. Returns the end of the last attempt.
+    /// One logical tool call of `forced` (or of a tool drawn from the agent's): possibly gated by
+    /// a policy decision (and a human approval), possibly failing and retried by the framework.
     fn tool_call(
         &mut self,
         parent: [u8; 8],
         agent: AgentIdentity<'_>,
         start: u64,
+        forced: Option<&'static Tool>,
         outcome: &mut LoopOutcome,
-    ) -> u64 {
-        let tool = self.rng.pick(agent.tools);
+    ) -> ToolCall {
+        let tool = match forced {
+            Some(tool) => tool,
+            None => self.rng.pick(agent.tools),
+        };
         let call_id = format!(
             "{}{}",
             agent.model.tool_call_id_prefix,
@@ -774,13 +799,19 @@ impl TraceBuilder<'_> {
             self.genai.push(span);
 
             match failure {
-                None => return end,
+                None => return ToolCall { end, reissue: None },
                 Some(error_type) if !will_retry => {
                     // The model sees the error and carries on; the run fails only sometimes.
                     if self.rng.chance(0.3) {
                         outcome.fatal_error = Some(error_type);
                     }
-                    return end;
+                    // No draw at all when the option is off, so default traces stay the same.
+                    let reissue = self.tool_reissue_percent > 0
+                        && self.rng.below(100) < u64::from(self.tool_reissue_percent);
+                    return ToolCall {
+                        end,
+                        reissue: reissue.then_some(tool),
+                    };
                 }
                 Some(_) => {
                     attempt_start = end + self.rng.skewed(50 * MS, 2 * SECOND);
@@ -1074,6 +1105,15 @@ struct ChatResult {
     output_tokens: i64,
     fatal_error: Option<&'static str>,
     content_filtered: bool,
+}
+
+/// How a logical tool call ended.
+#[derive(Debug, Clone, Copy)]
+struct ToolCall {
+    /// End of its last attempt.
+    end: u64,
+    /// The tool, when it failed for good and the model will issue it again.
+    reissue: Option<&'static Tool>,
 }
 
 #[derive(Debug)]

@@ -126,6 +126,7 @@ pub fn random_request(seed: u64) -> ExportTraceServiceRequest {
             + rng.below(365 * 24 * 3_600) * 1_000_000_000,
         spans_per_trace: rng.range(2, 40) as usize,
         time_spread_ns: rng.range(1, 600) * 1_000_000_000,
+        tool_reissue_percent: 0,
     };
     let mut requests = export_request_iter(&config, traces);
     // `traces >= 1`, so the iterator yields exactly one request.

@@ -94,7 +94,11 @@ async fn rows(store: &Store, sql: &str) -> Vec<Value> {
 async fn session_and_conversation_filters_are_exact_on_every_span_of_the_trace() {
     let store = store(true);
     assert_eq!(
-        rows(&store, "SELECT count(*) FROM spans WHERE session_id = 'sess-007'").await,
+        rows(
+            &store,
+            "SELECT count(*) FROM spans WHERE session_id = 'sess-007'"
+        )
+        .await,
         vec![json!([40])]
     );
     assert_eq!(

@@ -148,14 +148,22 @@ async fn span_links_has_one_row_per_link() {
 async fn catalog_statements_list_the_tables_and_columns() {
     let fixture = Fixture::new();
     let rows = fixture
-        .rows("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1")
+        .rows(
+            "SELECT table_name, table_type FROM information_schema.tables \
+             WHERE table_schema = 'public' ORDER BY 1",
+        )
         .await;
     assert_eq!(
         rows,
         vec![
-            json!(["span_events"]),
-            json!(["span_links"]),
-            json!(["spans"])
+            json!(["agent_runs", "VIEW"]),
+            json!(["decisions", "VIEW"]),
+            json!(["llm_calls", "VIEW"]),
+            json!(["sessions", "VIEW"]),
+            json!(["span_events", "BASE TABLE"]),
+            json!(["span_links", "BASE TABLE"]),
+            json!(["spans", "BASE TABLE"]),
+            json!(["tool_calls", "VIEW"]),
         ]
     );
     let shown = fixture.rows("SHOW TABLES").await;

@@ -487,3 +487,58 @@ fn json_encoding_follows_otlp_mapping() {
     }
     assert_eq!(spans, span_count(&request));
 }
+
+/// Failed, untagged `execute_tool` spans followed (under the same parent) by another untagged
+/// call of the same tool: the retries only inference can find.
+fn untagged_reissues(config: &AgentTraceConfig) -> usize {
+    let mut found = 0;
+    for trace in agent_trace_iter(config) {
+        let mut calls: Vec<&Span> = spans(&trace)
+            .into_iter()
+            .filter(|span| operation(span) == Some("execute_tool"))
+            .filter(|span| attribute(&span.attributes, "agent.retry.attempt").is_none())
+            .collect();
+        calls.sort_by_key(|span| span.start_time_unix_nano);
+        for (index, call) in calls.iter().enumerate() {
+            let failed = call
+                .status
+                .as_ref()
+                .is_some_and(|status| status.code == StatusCode::Error as i32);
+            let tool = string_attribute(&call.attributes, "gen_ai.tool.name");
+            let again = calls[index + 1..].iter().find(|later| {
+                later.parent_span_id == call.parent_span_id
+                    && string_attribute(&later.attributes, "gen_ai.tool.name") == tool
+            });
+            if failed
+                && again.is_some_and(|later| {
+                    later.start_time_unix_nano >= call.end_time_unix_nano
+                        && string_attribute(&later.attributes, "gen_ai.tool.call.id")
+                            != string_attribute(&call.attributes, "gen_ai.tool.call.id")
+                })
+            {
+                found += 1;
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn failed_tool_calls_are_reissued_when_asked() {
+    let off = config(400);
+    let on = AgentTraceConfig {
+        tool_reissue_percent: 100,
+        ..off.clone()
+    };
+    let (without, with) = (untagged_reissues(&off), untagged_reissues(&on));
+    assert!(with >= without + 10, "{without} without, {with} with");
+    // The option changes only the traces where a tool call failed for good.
+    let differing = agent_trace_iter(&off)
+        .zip(agent_trace_iter(&on))
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        differing > 0 && differing < 100,
+        "{differing} traces differ"
+    );
+}

@@ -1,5 +1,5 @@
-//! Command line: `sightline serve` and `sightline sql`. Every flag has an env var and a default
-//! shown in `--help`; `config` turns them into the libraries' option structs.
+//! Command line: `sightline serve`, `sightline sql` and `sightline trace`. Every flag has an env
+//! var and a default shown in `--help`; `config` turns them into the libraries' option structs.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run one SQL query against a data directory (no server needed) or a running server.
     Sql(SqlArgs),
+    /// Draw one trace as a span tree in the terminal, or list the runs of a session.
+    Trace(TraceArgs),
 }
 
 /// `sightline serve`.
@@ -148,6 +150,48 @@ pub enum OutputFormat {
     Csv,
     /// `{"columns": [...], "rows": [...]}`.
     Json,
+}
+
+/// `sightline trace`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    sightline trace 4bf92f3577b34da6a3ce929d0e0e4736 --url http://127.0.0.1:7070\n  \
+    sightline trace --session sess_0123 --data ./sightline-data")]
+pub struct TraceArgs {
+    /// The trace to draw: 32 hex characters.
+    #[arg(required_unless_present = "session", conflicts_with = "session")]
+    pub trace_id: Option<String>,
+    /// List the runs of this session (one line each, oldest first) instead of drawing a trace.
+    #[arg(long, value_name = "SESSION_ID")]
+    pub session: Option<String>,
+    /// Data directory to read directly (no server may be running on it).
+    #[arg(
+        long = "data",
+        env = "SIGHTLINE_DATA",
+        default_value = "./sightline-data",
+        conflicts_with = "url"
+    )]
+    pub data_dir: PathBuf,
+    /// Read from a running server instead, e.g. http://127.0.0.1:7070.
+    #[arg(long, env = "SIGHTLINE_URL")]
+    pub url: Option<String>,
+    /// Colors: auto = when standard output is a terminal and NO_COLOR is not set.
+    #[arg(long, env = "SIGHTLINE_COLOR", value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Query limits (embedded mode).
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+/// When `sightline trace` colors its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// When standard output is a terminal and `NO_COLOR` is unset or empty.
+    Auto,
+    /// Always (e.g. into `less -R`).
+    Always,
+    /// Never.
+    Never,
 }
 
 /// Splits `64MiB` into `(64, "MiB")`; `None` when it does not start with a number.
@@ -294,5 +338,28 @@ mod tests {
         assert_eq!(args.api.api_addr.to_string(), "127.0.0.1:7070");
         assert_eq!(args.storage.data_dir, PathBuf::from("./sightline-data"));
         assert_eq!(args.otlp.max_request_bytes, ByteSize(64 << 20));
+    }
+
+    #[test]
+    fn trace_takes_a_trace_id_or_a_session_but_not_both() {
+        let cli = Cli::try_parse_from(["sightline", "trace", "ab", "--url", "http://x"]).unwrap();
+        let Command::Trace(args) = cli.command else {
+            panic!("expected trace");
+        };
+        assert_eq!(args.trace_id.as_deref(), Some("ab"));
+        assert_eq!(args.color, ColorChoice::Auto);
+        let cli =
+            Cli::try_parse_from(["sightline", "trace", "--session", "s1", "--color", "never"])
+                .unwrap();
+        let Command::Trace(args) = cli.command else {
+            panic!("expected trace");
+        };
+        assert_eq!(args.session.as_deref(), Some("s1"));
+        assert_eq!(args.color, ColorChoice::Never);
+        assert!(Cli::try_parse_from(["sightline", "trace"]).is_err());
+        assert!(Cli::try_parse_from(["sightline", "trace", "ab", "--session", "s1"]).is_err());
+        assert!(
+            Cli::try_parse_from(["sightline", "trace", "ab", "--data", "d", "--url", "u"]).is_err()
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod http_api;
 pub mod otlp;
 pub mod server;
 pub mod sql_command;
+pub mod trace_command;
 
 pub use config::ServerConfig;
 pub use server::{RunningServer, start};

@@ -9,9 +9,14 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `trace` draws for a person reading the terminal: store lifecycle lines would be noise.
+    let default_filter = match cli.command {
+        Command::Trace(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -30,6 +35,11 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve(ServerConfig::from(&args)).await,
             Command::Sql(args) => api::sql_command::run(&args, &mut std::io::stdout().lock()).await,
+            Command::Trace(args) => {
+                let stdout = std::io::stdout();
+                let is_terminal = stdout.is_terminal();
+                api::trace_command::run(&args, &mut stdout.lock(), is_terminal).await
+            }
         }
     });
     match result {

@@ -4,3 +4,4 @@ mod binary;
 mod exporters;
 mod http;
 mod support;
+mod trace;

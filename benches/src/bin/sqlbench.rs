@@ -30,6 +30,9 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Distinct sessions the traces are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -52,6 +55,7 @@ fn main() -> anyhow::Result<()> {
     let config = testdata::AgentTraceConfig {
         seed: args.seed,
         traces: args.spans / 25 + 1,
+        sessions: args.sessions,
         ..testdata::AgentTraceConfig::default()
     };
     if (held as usize) < args.spans {
@@ -74,8 +78,10 @@ fn main() -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    // A trace from the middle of the data set.
-    let trace = hex::encode(testdata::agent_trace(&config, config.traces / 2).trace_id);
+    // A trace (and its session) from the middle of the data set.
+    let middle = testdata::agent_trace(&config, config.traces / 2);
+    let trace = hex::encode(middle.trace_id);
+    let session = middle.session_id;
     let stats = engine.stats();
     println!(
         "store: {} spans in {} segments, {} bytes on disk = {:.1} bytes/span (+ {} spans in memtable)",
@@ -86,41 +92,67 @@ fn main() -> anyhow::Result<()> {
         stats.memtable_rows
     );
 
-    let sql = query::SqlEngine::new(Arc::clone(&engine), query::Options::default())?;
+    // Full scans return every row: lift the result cap and give them memory.
+    let options = query::Options::default()
+        .with_max_result_rows(usize::MAX)
+        .with_memory_limit(8 << 30);
+    let sql = query::SqlEngine::new(Arc::clone(&engine), options)?;
     let queries = [
         ("count", "SELECT count(*) FROM spans".to_owned()),
         ("trace_lookup", format!("SELECT span_id, span_name, duration_ns FROM spans WHERE trace_id = '{trace}'")),
         ("trace_lookup_full_rows", format!("SELECT * FROM spans WHERE trace_id = '{trace}'")),
         ("group_by_service", "SELECT service_name, count(*) FROM spans GROUP BY service_name".to_owned()),
+        ("all_rows_5_columns", "SELECT trace_id, span_id, span_name, start_time, duration_ns FROM spans".to_owned()),
+        ("session_5_columns", format!("SELECT trace_id, span_id, span_name, start_time, duration_ns FROM spans WHERE session_id = '{session}'")),
+        ("all_rows_all_columns", "SELECT * FROM spans".to_owned()),
+        ("session_all_columns", format!("SELECT * FROM spans WHERE session_id = '{session}'")),
+        ("session_llm_calls", format!("SELECT request_model, input_tokens, output_tokens FROM llm_calls WHERE session_id = '{session}'")),
+        ("session_decisions", format!("SELECT time, verdict, policy_id FROM decisions WHERE session_id = '{session}'")),
+        ("session_runs", format!("SELECT trace_id, agent_name, outcome, input_tokens FROM agent_runs WHERE session_id = '{session}'")),
+        ("session_summary", format!("SELECT * FROM sessions WHERE session_id = '{session}'")),
         (
             "tokens_by_model",
             "SELECT attributes['gen_ai.request.model'] AS model, sum(CAST(attributes['gen_ai.usage.input_tokens'] AS BIGINT)) FROM spans WHERE span_name LIKE 'chat%' GROUP BY 1".to_owned(),
         ),
     ];
     println!(
-        "{:<24} {:>12} {:>12} {:>8}",
-        "query", "median ms", "min ms", "rows"
+        "{:<24} {:>12} {:>12} {:>9} {:>14} {:>12}",
+        "query", "median ms", "min ms", "rows", "bytes read", "rows scanned"
     );
     let mut json = Vec::new();
     for (name, text) in &queries {
         let mut samples = Vec::new();
         let mut rows = 0;
+        let mut scanned = engine::ScanMetricsSnapshot::default();
         for _ in 0..args.runs.max(1) {
             let started = Instant::now();
-            let output = runtime.block_on(sql.execute(text))?;
+            let output = match runtime.block_on(sql.execute(text)) {
+                Ok(output) => output,
+                Err(error) => {
+                    println!("{name:<24} failed: {error}");
+                    break;
+                }
+            };
             samples.push(started.elapsed());
             rows = output.num_rows();
+            scanned = output.scan_metrics;
+        }
+        if samples.is_empty() {
+            continue;
         }
         let min = samples.iter().min().copied().unwrap_or_default();
         let median = median(samples);
         println!(
-            "{name:<24} {:>12.2} {:>12.2} {rows:>8}",
+            "{name:<24} {:>12.2} {:>12.2} {rows:>9} {:>14} {:>12}",
             median.as_secs_f64() * 1e3,
-            min.as_secs_f64() * 1e3
+            min.as_secs_f64() * 1e3,
+            scanned.bytes_read,
+            scanned.rows_scanned
         );
         json.push(format!(
-            "\"{name}\":{{\"median_ms\":{:.3},\"rows\":{rows}}}",
-            median.as_secs_f64() * 1e3
+            "\"{name}\":{{\"median_ms\":{:.3},\"rows\":{rows},\"bytes_read\":{}}}",
+            median.as_secs_f64() * 1e3,
+            scanned.bytes_read
         ));
     }
     println!("{{{}}}", json.join(","));

@@ -1,4 +1,4 @@
 //! Engine integration tests: durability, sealing, recovery, pushdown.
 
-mod store;
 mod sessions;
+mod store;

@@ -121,11 +121,17 @@ fn keys_set_on_one_span_reach_every_span_of_the_trace_in_other_calls_and_service
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), manual()).unwrap();
     // Children first (they end first), from two services, then the root with the keys.
-    engine.write(spans(1, 0, 3, "agent", Own::default())).unwrap();
-    engine.write(spans(1, 3, 2, "mcp-server", Own::default())).unwrap();
+    engine
+        .write(spans(1, 0, 3, "agent", Own::default()))
+        .unwrap();
+    engine
+        .write(spans(1, 3, 2, "mcp-server", Own::default()))
+        .unwrap();
     engine.write(spans(1, 5, 1, "agent", ROOT)).unwrap();
     // Another trace without keys stays without.
-    engine.write(spans(2, 0, 2, "agent", Own::default())).unwrap();
+    engine
+        .write(spans(2, 0, 2, "agent", Own::default()))
+        .unwrap();
     let expected: Keys = (some("sess-1"), some("conv-1"), some("user-1"));
     let check = |engine: &Engine| {
         let found = all_keys(engine);
@@ -160,22 +166,17 @@ fn keys_that_arrive_after_rows_were_sealed_apply_to_those_rows_and_survive_reope
     let dir = tempfile::tempdir().unwrap();
     {
         let engine = Engine::open(dir.path(), manual()).unwrap();
-        engine.write(spans(1, 0, 4, "agent", Own::default())).unwrap();
-        engine.write(spans(3, 0, 2, "agent", Own::default())).unwrap();
+        engine
+            .write(spans(1, 0, 4, "agent", Own::default()))
+            .unwrap();
+        engine
+            .write(spans(3, 0, 2, "agent", Own::default()))
+            .unwrap();
         engine.seal().unwrap();
         // The root arrives after its children are in a segment; a span of another call then
         // brings the user only.
         engine
-            .write(spans(
-                1,
-                4,
-                1,
-                "agent",
-                Own {
-                    user: None,
-                    ..ROOT
-                },
-            ))
+            .write(spans(1, 4, 1, "agent", Own { user: None, ..ROOT }))
             .unwrap();
         engine
             .write(spans(
@@ -205,7 +206,10 @@ fn keys_that_arrive_after_rows_were_sealed_apply_to_those_rows_and_survive_reope
     assert_eq!(found.len(), 8);
     let sessions: Vec<Option<String>> = found.values().map(|keys| keys.0.clone()).collect();
     assert_eq!(
-        sessions.iter().filter(|s| s.as_deref() == Some("sess-1")).count(),
+        sessions
+            .iter()
+            .filter(|s| s.as_deref() == Some("sess-1"))
+            .count(),
         6
     );
     assert_eq!(keys(&engine, &session("sess-1")).len(), 6);

@@ -3,10 +3,14 @@
 //! [`SqlEngine`] owns a DataFusion session with three tables:
 //! - `spans`: one row per span, the engine's span schema without its hidden protobuf columns;
 //! - `span_events`: one row per span event, with the owning span's `trace_id`, `span_id`,
-//!   `span_name`, `service_name` and `span_start_time`;
-//! - `span_links`: one row per span link, likewise.
+//!   `span_name`, `service_name`, `span_start_time`, `session_id` and `conversation_id`;
+//! - `span_links`: one row per span link, likewise (without the session columns);
 //!
-//! Filters on `trace_id`, `service_name` and the span start time push down into the engine's
+//! and five views over them: `decisions`, `tool_calls`, `llm_calls`, `agent_runs` and
+//! `sessions` (columns in `docs/sql.md`).
+//!
+//! Filters on `trace_id`, `service_name`, `session_id`, `conversation_id` and the span start
+//! time push down into the engine's
 //! [`engine::ScanRequest`] and are shown on the `SpansScanExec` line of `EXPLAIN`; the engine's
 //! read counters (segments selected, row groups, bytes, rows) appear in `EXPLAIN ANALYZE` and
 //! in [`QueryOutput::scan_metrics`]. Only read-only statements run, each within the memory,

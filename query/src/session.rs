@@ -73,7 +73,7 @@ impl fmt::Debug for SqlEngine {
 }
 
 impl SqlEngine {
-    /// Builds the session and registers the tables.
+    /// Builds the session and registers the tables and the agent views.
     pub fn new(engine: Arc<Engine>, options: Options) -> Result<Self> {
         let config = SessionConfig::new()
             .with_target_partitions(options.target_partitions.max(1))

@@ -1,4 +1,4 @@
-//! Command line: `sightline serve`, `sightline sql` and `sightline trace`. Every flag has an env
+//! Command line: `sightline serve`, `sql`, `trace`, `verify` and `hold`. Every flag has an env
 //! var and a default shown in `--help`; `config` turns them into the libraries' option structs.
 
 use std::fmt;
@@ -27,11 +27,29 @@ pub enum Command {
     Sql(SqlArgs),
     /// Draw one trace as a span tree in the terminal, or list the runs of a session.
     Trace(TraceArgs),
+    /// Check a configuration file; exits 0 when it is valid and prints what it configures.
+    CheckConfig(CheckConfigArgs),
+    /// Delete data past its tier's age now (`run`), or show what each tier holds (`status`).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Check the tamper-evident segment chain against the catalog and every segment file;
+    /// exits 0 only when nothing was altered, removed or reordered.
+    Verify(VerifyArgs),
+    /// Place, release or list legal holds (a held session cannot be erased, a held tier or
+    /// session cannot expire).
+    Hold(HoldArgs),
 }
 
 /// `sightline serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Configuration file: retention tiers and rules, content settings (TOML; see the README).
+    /// Without it the README's example configuration applies.
+    #[arg(long, env = "SIGHTLINE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How often expired data is deleted in the background (0s: never).
+    #[arg(long, env = "SIGHTLINE_RETENTION_INTERVAL", default_value = "1h")]
+    pub retention_interval: DurationArg,
     /// Storage settings.
     #[command(flatten)]
     pub storage: StorageArgs,
@@ -139,6 +157,99 @@ pub struct SqlArgs {
     pub query: QueryArgs,
     /// The SQL query.
     pub sql: String,
+}
+
+/// `sightline check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The configuration file.
+    pub file: PathBuf,
+}
+
+/// `sightline retention ...`.
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Delete every segment past its tier's age (as of now, or `--as-of`).
+    Run(RetentionRunArgs),
+    /// Per tier: spans, bytes, oldest row, next expiry; and the content store.
+    Status(RetentionStatusArgs),
+}
+
+/// `sightline retention run`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    sightline retention run --dry-run\n  \
+    sightline retention run --as-of 2027-06-01T00:00:00Z --dry-run   (what would be gone then)")]
+pub struct RetentionRunArgs {
+    /// Data directory (no server may be running on it).
+    #[arg(
+        long = "data",
+        env = "SIGHTLINE_DATA",
+        default_value = "./sightline-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Measure ages as of this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub as_of: Option<String>,
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Configuration file with the tiers (default: the built-in configuration).
+    #[arg(long, env = "SIGHTLINE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `sightline retention status`.
+#[derive(Debug, Args)]
+pub struct RetentionStatusArgs {
+    /// Data directory (no server may be running on it).
+    #[arg(
+        long = "data",
+        env = "SIGHTLINE_DATA",
+        default_value = "./sightline-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Configuration file with the tiers (default: the built-in configuration).
+    #[arg(long, env = "SIGHTLINE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `sightline verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Data directory to verify (no server may be running on it).
+    #[arg(
+        long = "data",
+        env = "SIGHTLINE_DATA",
+        default_value = "./sightline-data"
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// `sightline hold`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    sightline hold --session sess_0123\n  \
+    sightline hold --tier decision\n  \
+    sightline hold --release --session sess_0123\n  \
+    sightline hold            (lists the holds in force)")]
+pub struct HoldArgs {
+    /// Hold (or with --release, release) this session.
+    #[arg(long, value_name = "SESSION_ID", conflicts_with = "tier")]
+    pub session: Option<String>,
+    /// Hold (or with --release, release) this retention tier.
+    #[arg(long, value_name = "TIER")]
+    pub tier: Option<String>,
+    /// Release the hold instead of placing it.
+    #[arg(long)]
+    pub release: bool,
+    /// Data directory (no server may be running on it).
+    #[arg(
+        long = "data",
+        env = "SIGHTLINE_DATA",
+        default_value = "./sightline-data"
+    )]
+    pub data_dir: PathBuf,
 }
 
 /// Output formats of `sightline sql`.

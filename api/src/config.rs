@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{QueryArgs, ServeArgs, StorageArgs};
+use crate::config_file::{ConfigError, FileConfig};
 
 /// Everything `server::start` needs.
 #[derive(Debug, Clone)]
@@ -27,6 +28,14 @@ pub struct ServerConfig {
     pub engine: engine::Options,
     /// Query settings.
     pub query: query::Options,
+    /// Retention rules placing ingested spans in tiers (the tiers are in `engine`).
+    pub rules: query::RuleSet,
+    /// How often the background retention pass runs (zero: never).
+    pub retention_interval: Duration,
+    /// The configuration file's content settings.
+    pub content: crate::config_file::ContentSection,
+    /// How long captured content is kept.
+    pub content_keep: Duration,
 }
 
 impl ServerConfig {
@@ -34,6 +43,8 @@ impl ServerConfig {
     /// (what tests use).
     pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let file = FileConfig::default_config()
+            .unwrap_or_else(|error| unreachable!("the built-in configuration is valid: {error}"));
         ServerConfig {
             data_dir: data_dir.into(),
             otlp_grpc_addr: any,
@@ -42,9 +53,37 @@ impl ServerConfig {
             max_request_bytes: 64 << 20,
             max_inflight_bytes: 512 << 20,
             http_timeout: Duration::from_secs(120),
-            engine: engine::Options::default(),
+            engine: engine::Options::default().with_retention(file.retention),
             query: query::Options::default(),
+            rules: file.rules,
+            retention_interval: Duration::from_secs(3600),
+            content: file.content,
+            content_keep: file.content_keep,
         }
+    }
+
+    /// The configuration `sightline serve` runs with: its flags, and the `--config` file (or the
+    /// built-in default).
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default_config()?,
+        };
+        Ok(ServerConfig {
+            data_dir: args.storage.data_dir.clone(),
+            otlp_grpc_addr: args.otlp.otlp_grpc_addr,
+            otlp_http_addr: args.otlp.otlp_http_addr,
+            api_addr: args.api.api_addr,
+            max_request_bytes: args.otlp.max_request_bytes.as_usize(),
+            max_inflight_bytes: args.otlp.max_inflight_bytes.as_usize(),
+            http_timeout: args.api.http_timeout.0,
+            engine: engine_options(&args.storage).with_retention(file.retention),
+            query: query_options(&args.query),
+            rules: file.rules,
+            retention_interval: args.retention_interval.0,
+            content: file.content,
+            content_keep: file.content_keep,
+        })
     }
 }
 
@@ -62,20 +101,4 @@ pub fn query_options(args: &QueryArgs) -> query::Options {
         .with_memory_limit(args.query_memory_limit.as_usize())
         .with_timeout(args.query_timeout.0)
         .with_max_result_rows(args.query_max_rows)
-}
-
-impl From<&ServeArgs> for ServerConfig {
-    fn from(args: &ServeArgs) -> Self {
-        ServerConfig {
-            data_dir: args.storage.data_dir.clone(),
-            otlp_grpc_addr: args.otlp.otlp_grpc_addr,
-            otlp_http_addr: args.otlp.otlp_http_addr,
-            api_addr: args.api.api_addr,
-            max_request_bytes: args.otlp.max_request_bytes.as_usize(),
-            max_inflight_bytes: args.otlp.max_inflight_bytes.as_usize(),
-            http_timeout: args.api.http_timeout.0,
-            engine: engine_options(&args.storage),
-            query: query_options(&args.query),
-        }
-    }
 }

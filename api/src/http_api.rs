@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -139,28 +139,58 @@ fn format_output(
     })
 }
 
+/// A trace's JSON body and, when content was asked for, the `x-sightline-content` value.
+type TraceBody = (Vec<u8>, Option<&'static str>);
+
+/// Query of `GET /api/v1/traces/{trace_id}`.
+#[derive(Debug, Default, Deserialize)]
+struct TraceQuery {
+    /// Put content back in place of the span's `sightline-content:v1:` references.
+    #[serde(default)]
+    content: bool,
+}
+
+/// `GET /api/v1/traces/{trace_id}[?content=true]`. With `content=true`, content attributes get
+/// their stored values back; expired ones read `[EXPIRED:<digest>]` and uncaptured ones
+/// `[NOT_CAPTURED:<digest>]`, and the header `x-sightline-content` says `complete`, `expired`
+/// (some content expired) or `not_captured` (some was never captured).
 async fn trace(
     State(state): State<Arc<AppState>>,
     Path(trace_id): Path<String>,
+    Query(options): Query<TraceQuery>,
 ) -> Result<Response, ApiError> {
     let parsed = TraceId::from_hex(&trace_id)
         .map_err(|error| ApiError::BadRequest(format!("invalid trace id {trace_id:?}: {error}")))?;
     let engine = Arc::clone(&state.engine);
     // Reading and rebuilding a trace is blocking I/O and CPU work.
-    let rebuilt = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, ApiError> {
+    let rebuilt = tokio::task::spawn_blocking(move || -> Result<Option<TraceBody>, ApiError> {
         let batches = engine.scan(&ScanRequest::for_trace(&parsed.to_string()))?;
         if batches.iter().all(|batch| batch.num_rows() == 0) {
             return Ok(None);
         }
-        let request = ingest::batches_to_otlp(&batches)
+        let mut request = ingest::batches_to_otlp(&batches)
             .map_err(|error| ApiError::Internal(format!("rebuilding trace {parsed}: {error}")))?;
+        let mut status = None;
+        if options.content {
+            let rows = engine.content_for_trace(&parsed)?;
+            let restored = ingest::restore_content(&mut request, &rows).map_err(|error| {
+                ApiError::Internal(format!("restoring content of trace {parsed}: {error}"))
+            })?;
+            status = Some(if restored.expired > 0 {
+                "expired"
+            } else if restored.not_captured > 0 {
+                "not_captured"
+            } else {
+                "complete"
+            });
+        }
         serde_json::to_vec(&ingest::encode_traces_json(&request))
-            .map(Some)
+            .map(|body| Some((body, status)))
             .map_err(|error| ApiError::Internal(error.to_string()))
     })
     .await
     .map_err(|error| ApiError::Internal(format!("trace read task failed: {error}")))??;
-    let Some(body) = rebuilt else {
+    let Some((body, content_status)) = rebuilt else {
         return Err(ApiError::NotFound(format!("trace {parsed} not found")));
     };
     let mut response = (StatusCode::OK, body).into_response();
@@ -168,6 +198,12 @@ async fn trace(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let Some(content_status) = content_status {
+        response.headers_mut().insert(
+            "x-sightline-content",
+            HeaderValue::from_static(content_status),
+        );
+    }
     Ok(response)
 }
 

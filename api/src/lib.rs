@@ -5,9 +5,12 @@
 //! depend on `engine` (storage). Only this crate knows about sockets, axum, tonic and clap.
 
 pub mod cli;
+pub mod compliance_command;
 pub mod config;
+pub mod config_file;
 pub mod http_api;
 pub mod otlp;
+pub mod retention_command;
 pub mod server;
 pub mod sql_command;
 pub mod trace_command;

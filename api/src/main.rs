@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal as _;
 
-use api::cli::{Cli, Command};
+use api::cli::{Cli, Command, RetentionCommand};
 use api::config::ServerConfig;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
@@ -33,12 +33,30 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(ServerConfig::from(&args)).await,
+            Command::Serve(args) => match ServerConfig::from_args(&args) {
+                Ok(config) => serve(config).await,
+                Err(error) => Err(anyhow::Error::new(error)),
+            },
+            Command::CheckConfig(args) => {
+                api::retention_command::check_config(&args, &mut std::io::stdout().lock())
+            }
+            Command::Retention(RetentionCommand::Run(args)) => {
+                api::retention_command::run(&args, &mut std::io::stdout().lock())
+            }
+            Command::Retention(RetentionCommand::Status(args)) => {
+                api::retention_command::status(&args, &mut std::io::stdout().lock())
+            }
             Command::Sql(args) => api::sql_command::run(&args, &mut std::io::stdout().lock()).await,
             Command::Trace(args) => {
                 let stdout = std::io::stdout();
                 let is_terminal = stdout.is_terminal();
                 api::trace_command::run(&args, &mut stdout.lock(), is_terminal).await
+            }
+            Command::Verify(args) => {
+                api::compliance_command::verify(&args, &mut std::io::stdout().lock()).await
+            }
+            Command::Hold(args) => {
+                api::compliance_command::hold(&args, &mut std::io::stdout().lock()).await
             }
         }
     });

@@ -87,12 +87,25 @@ async fn store(
     permit: OwnedSemaphorePermit,
 ) -> Result<usize, IngestError> {
     let engine = Arc::clone(&state.engine);
+    let rules = state.rules.clone();
+    let policy = state.content.clone();
     let joined = tokio::task::spawn_blocking(move || -> Result<usize, IngestError> {
         let _permit = permit;
+        let mut request = request;
+        // Redaction and content extraction happen before anything is written, WAL included.
+        let mut content = ingest::extract(&mut request, &policy);
         let spans = ingest::to_span_batch(&request).map_err(from_ingest_error)?;
         let count = spans.batch.num_rows();
         if count > 0 {
-            engine.write(spans.batch)?;
+            let batch = place_in_tiers(&rules, spans.batch)?;
+            // Content first, so a span never references content that was not stored. A crash
+            // between the two leaves content without spans, which content expiry removes.
+            if !content.is_empty() {
+                set_content_tiers(&batch, &mut content);
+                content.stored_unix_nanos = now_unix_nanos();
+                engine.put_content(&content)?;
+            }
+            engine.write(batch)?;
         }
         Ok(count)
     })
@@ -103,6 +116,66 @@ async fn store(
             "ingest task failed: {join_error}"
         ))),
     }
+}
+
+/// Now, in ns since the Unix epoch (the clock of content retention).
+pub(crate) fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Gives each content reference the retention tier its span was placed in, so content of a
+/// longer-kept tier can be kept longer too.
+fn set_content_tiers(batch: &arrow::array::RecordBatch, content: &mut engine::ContentBatch) {
+    use arrow::array::{Array, AsArray};
+    use engine::schema::columns;
+    let (Some(traces), Some(spans), Some(tiers)) = (
+        batch.column_by_name(columns::TRACE_ID),
+        batch.column_by_name(columns::SPAN_ID),
+        batch.column_by_name(columns::RETENTION_TIER),
+    ) else {
+        return;
+    };
+    let (Some(traces), Some(spans), Some(tiers)) = (
+        traces.as_string_opt::<i32>(),
+        spans.as_string_opt::<i32>(),
+        tiers.as_string_opt::<i32>(),
+    ) else {
+        return;
+    };
+    let mut by_span = std::collections::HashMap::new();
+    for row in 0..batch.num_rows() {
+        if tiers.is_valid(row) {
+            by_span.insert((traces.value(row), spans.value(row)), tiers.value(row));
+        }
+    }
+    if by_span.is_empty() {
+        return;
+    }
+    for reference in &mut content.refs {
+        let trace = reference.trace_id.to_string();
+        let span = reference.span_id.to_string();
+        if let Some(tier) = by_span.get(&(trace.as_str(), span.as_str())) {
+            reference.tier = Some((*tier).to_owned());
+        }
+    }
+}
+
+/// Sets each row's retention tier from the first matching rule (NULL: the default tier).
+fn place_in_tiers(
+    rules: &query::RuleSet,
+    batch: arrow::array::RecordBatch,
+) -> Result<arrow::array::RecordBatch, IngestError> {
+    if rules.is_empty() {
+        return Ok(batch);
+    }
+    let tiers = rules
+        .assign(&batch)
+        .map_err(|error| IngestError::Internal(error.to_string()))?;
+    engine::with_retention_tiers(&batch, &tiers)
+        .map_err(|error| IngestError::Internal(error.to_string()))
 }
 
 /// The gRPC `TraceService`.

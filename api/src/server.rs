@@ -31,6 +31,31 @@ pub struct AppState {
     pub ingest_budget: Arc<Semaphore>,
     /// Largest accepted request body, compressed and decompressed.
     pub max_request_bytes: usize,
+    /// Retention rules placing each ingested span in a tier.
+    pub rules: query::RuleSet,
+    /// Redaction and content extraction applied to every export before it is written.
+    pub content: ingest::ContentPolicy,
+}
+
+/// The content policy from the configuration file's `[content]` section and the store's digest
+/// key. Fails naming a bad redaction rule.
+pub fn content_policy(
+    section: &crate::config_file::ContentSection,
+    digest_key: [u8; 32],
+) -> anyhow::Result<ingest::ContentPolicy> {
+    let rules: Vec<ingest::RedactionRuleConfig> = section
+        .redaction
+        .iter()
+        .map(|rule| ingest::RedactionRuleConfig {
+            name: rule.name.clone(),
+            keys: rule.keys.clone(),
+            detectors: rule.detectors.clone(),
+            regexes: rule.regexes.clone(),
+            drop: rule.drop,
+        })
+        .collect();
+    ingest::ContentPolicy::new(section.capture, &rules, digest_key)
+        .context("invalid [content] configuration")
 }
 
 /// A started server: its bound addresses and a handle to stop it.
@@ -44,9 +69,15 @@ pub struct RunningServer {
     pub api_addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+    engine: Arc<Engine>,
 }
 
 impl RunningServer {
+    /// The server's engine (for tests and maintenance running beside the server).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// A token that stops the server when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -94,12 +125,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let engine = Arc::new(engine);
     let sql = SqlEngine::new(Arc::clone(&engine), config.query.clone())
         .context("cannot set up the SQL engine")?;
+    let key_engine = Arc::clone(&engine);
+    let digest_key = tokio::task::spawn_blocking(move || key_engine.content_digest_key())
+        .await
+        .context("content key task failed")?
+        .context("cannot read the content digest key")?;
+    let content = content_policy(&config.content, digest_key)?;
     let budget_permits = (config.max_inflight_bytes / BUDGET_UNIT).clamp(1, Semaphore::MAX_PERMITS);
     let state = Arc::new(AppState {
         engine: Arc::clone(&engine),
         sql,
         ingest_budget: Arc::new(Semaphore::new(budget_permits)),
         max_request_bytes: config.max_request_bytes,
+        rules: config.rules.clone(),
+        content,
     });
 
     let grpc_listener = bind(config.otlp_grpc_addr, "OTLP/gRPC").await?;
@@ -144,6 +183,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("HTTP API server failed")
     });
+    tokio::spawn(crate::retention_command::background(
+        Arc::clone(&engine),
+        config.retention_interval,
+        shutdown.clone(),
+    ));
+    tokio::spawn(content_expiry(
+        Arc::clone(&engine),
+        config.retention_interval,
+        config.content_keep,
+        shutdown.clone(),
+    ));
     info!(
         otlp_grpc = %otlp_grpc_addr,
         otlp_http = %otlp_http_addr,
@@ -152,6 +202,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         "sightline listening"
     );
 
+    let running_engine = Arc::clone(&engine);
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         let mut results = Vec::new();
@@ -201,7 +252,41 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         api_addr,
         shutdown,
         task,
+        engine: running_engine,
     })
+}
+
+/// Content retention, independent of the span skeleton: every `interval`, removes content last
+/// referenced more than `keep` ago (references keep their digests).
+async fn content_expiry(
+    engine: Arc<Engine>,
+    interval: Duration,
+    keep: Duration,
+    shutdown: CancellationToken,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let keep_nanos = u64::try_from(keep.as_nanos()).unwrap_or(u64::MAX);
+        let cutoff = crate::otlp::now_unix_nanos().saturating_sub(keep_nanos);
+        let engine = Arc::clone(&engine);
+        match tokio::task::spawn_blocking(move || engine.expire_content(cutoff, false)).await {
+            Ok(Ok(expiry)) => info!(
+                messages = expiry.messages,
+                bytes = expiry.bytes,
+                "content retention pass"
+            ),
+            Ok(Err(error)) => warn!(error = %error, "content retention pass failed"),
+            Err(error) => warn!(error = %error, "content retention task failed"),
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

@@ -506,6 +506,7 @@ struct AgentBuilders {
     retry_attempt: Int64Builder,
     decision_verdict: StringBuilder,
     dialect: StringBuilder,
+    retention_tier: StringBuilder,
 }
 
 impl AgentBuilders {
@@ -553,6 +554,8 @@ impl AgentBuilders {
         self.decision_verdict
             .append_option(agent.decision_verdict.as_deref());
         self.dialect.append_option(agent.dialect.as_deref());
+        // Placed by the retention rules after mapping (see `with_retention_tiers`).
+        self.retention_tier.append_null();
     }
 
     fn finish(&mut self) -> Vec<ArrayRef> {
@@ -575,8 +578,28 @@ impl AgentBuilders {
         out.push(Arc::new(self.retry_attempt.finish()));
         out.push(Arc::new(self.decision_verdict.finish()));
         out.push(Arc::new(self.dialect.finish()));
+        out.push(Arc::new(self.retention_tier.finish()));
         out
     }
+}
+
+/// Sets the `retention_tier` column of a span batch: `tiers[row]` is the tier a retention rule
+/// placed the row in, `None` for the engine's default tier.
+pub fn with_retention_tiers(
+    batch: &RecordBatch,
+    tiers: &[Option<&str>],
+) -> crate::Result<RecordBatch> {
+    let index = crate::schema::column_index(crate::schema::columns::RETENTION_TIER);
+    if tiers.len() != batch.num_rows() {
+        return Err(crate::Error::SchemaMismatch(format!(
+            "{} retention tiers for {} rows",
+            tiers.len(),
+            batch.num_rows()
+        )));
+    }
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(tiers.iter().copied().collect::<arrow::array::StringArray>());
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 fn offset(len: usize) -> i32 {

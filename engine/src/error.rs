@@ -97,13 +97,26 @@ pub enum Error {
     /// The engine is closing or closed.
     #[error("engine is shutting down")]
     ShuttingDown,
+    /// A session or tier is under legal hold, so it may not be erased or expired.
+    #[error("{target} is under legal hold (since {})", crate::chain::format_utc(*.since_ns))]
+    Held {
+        /// What is held.
+        target: crate::holds::HoldTarget,
+        /// When the hold was placed, unix ns.
+        since_ns: i64,
+    },
+    /// Engine options are inconsistent (e.g. a retention policy naming an unknown tier).
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
 }
 
 impl Error {
     /// The family of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::SchemaMismatch(_) => ErrorKind::Caller,
+            Error::SchemaMismatch(_) | Error::InvalidOptions(_) | Error::Held { .. } => {
+                ErrorKind::Caller
+            }
             Error::Locked { .. }
             | Error::Io { .. }
             | Error::Store { .. }

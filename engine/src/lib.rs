@@ -33,8 +33,12 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod chain;
+mod content;
 mod error;
+mod holds;
 mod ids;
+mod retention;
 mod scan;
 pub mod schema;
 mod segment;
@@ -45,10 +49,22 @@ mod wal;
 
 pub use batch::{
     AgentFields, AttributePair, EventRecord, LinkRecord, SpanBatchBuilder, SpanRecord,
+    with_retention_tiers,
+};
+pub use chain::{ChainErasure, ChainProblem, ProblemKind, VerifyReport};
+pub use content::{
+    ContentBatch, ContentExpiry, ContentExpiryRequest, ContentHash, ContentPiece, ContentRef,
+    ContentRow, ContentStats, ContentValue,
 };
 pub use error::{Error, ErrorKind, Result, StoreError};
+pub use holds::{HoldTarget, LegalHold};
 pub use ids::{IdError, SpanId, TraceId};
+pub use retention::{RetentionPolicy, Tier};
 pub use scan::{BatchIter, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest, ScanUnit};
 pub use schema::span_schema;
 pub use segment::SegmentMeta;
-pub use store::{Engine, EngineStats, Options, RecoverySummary, SealSummary};
+pub use store::verify_data_dir;
+pub use store::{
+    Engine, EngineStats, ExpiredSegment, ExpiryReport, Options, RecoverySummary, SealSummary,
+    TierStatus,
+};

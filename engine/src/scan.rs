@@ -14,6 +14,7 @@ use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use parking_lot::RwLock;
 
 use crate::error::Result;
+use crate::retention::RetentionPolicy;
 use crate::schema::{column_index, columns, span_schema};
 use crate::segment::{SegmentMeta, read_segment};
 use crate::trace_keys::{RawTraceId, TraceKeys, resolve_keys};
@@ -145,6 +146,8 @@ pub struct ScanMetricsSnapshot {
 #[derive(Debug)]
 pub(crate) struct RowPredicate {
     pub(crate) request: ScanRequest,
+    /// Ranks tiers when trace keys are resolved.
+    pub(crate) policy: Arc<RetentionPolicy>,
     trace_ids: Option<HashSet<String>>,
     service_names: Option<HashSet<String>>,
     session_ids: Option<HashSet<String>>,
@@ -186,9 +189,10 @@ fn keep_matching(
 }
 
 impl RowPredicate {
-    pub(crate) fn new(request: &ScanRequest) -> Self {
+    pub(crate) fn new(request: &ScanRequest, policy: Arc<RetentionPolicy>) -> Self {
         RowPredicate {
             request: request.clone(),
+            policy,
             trace_ids: as_set(&request.trace_ids),
             service_names: as_set(&request.service_names),
             session_ids: as_set(&request.session_ids),
@@ -279,7 +283,11 @@ impl RowPredicate {
     ) -> Result<RecordBatch> {
         let resolved = {
             let keys = keys.read();
-            resolve_keys(batch, |trace| keys.get(trace).map(|entry| &entry.keys))?
+            resolve_keys(
+                batch,
+                |trace| keys.get(trace).map(|entry| &entry.keys),
+                &self.policy,
+            )?
         };
         let filtered = match self.evaluate(&resolved, Predicates::All) {
             Some(mask) => filter_record_batch(&resolved, &mask)?,
@@ -432,9 +440,10 @@ impl ScanPlan {
         memtable_keys: Arc<RwLock<MemtableKeys>>,
         segments: Vec<(Arc<SegmentMeta>, std::path::PathBuf, SegmentRead)>,
         segments_total: usize,
+        policy: Arc<RetentionPolicy>,
     ) -> Result<Self> {
         let schema = request.output_schema()?;
-        let predicate = Arc::new(RowPredicate::new(request));
+        let predicate = Arc::new(RowPredicate::new(request, policy));
         let metrics = Arc::new(ScanMetrics::default());
         ScanMetrics::add(&metrics.segments_total, segments_total as u64);
         ScanMetrics::add(&metrics.segments_selected, segments.len() as u64);

@@ -89,6 +89,9 @@ pub mod columns {
     pub const DECISION_VERDICT: &str = "decision_verdict";
     /// Dialects that supplied the normalized columns, comma separated.
     pub const DIALECT: &str = "dialect";
+    /// Retention tier of the row: the highest tier any span of its trace reached (the
+    /// engine's default tier when no rule placed it).
+    pub const RETENTION_TIER: &str = "retention_tier";
     /// Resource attributes as string forms.
     pub const RESOURCE_ATTRIBUTES: &str = "resource_attributes";
     /// `ResourceSpans.schema_url`; NULL when empty.
@@ -271,6 +274,7 @@ fn build_span_schema() -> Schema {
         Field::new(RETRY_ATTEMPT, DataType::Int64, true),
         Field::new(DECISION_VERDICT, DataType::Utf8, true),
         Field::new(DIALECT, DataType::Utf8, true),
+        Field::new(RETENTION_TIER, DataType::Utf8, true),
         Field::new(RESOURCE_ATTRIBUTES, attribute_map_type(), false),
         Field::new(RESOURCE_SCHEMA_URL, DataType::Utf8, true),
         Field::new(SCOPE_NAME, DataType::Utf8, true),

@@ -152,7 +152,10 @@ pub(crate) fn sort_for_segment(batch: &RecordBatch) -> Result<RecordBatch> {
 
 /// Runs of equal non-null values in a sorted string column: (value, first row, row count).
 fn string_runs(batch: &RecordBatch, name: &str) -> Vec<(String, u64, u64)> {
-    let column = batch.column(column_index(name)).as_string::<i32>();
+    let Some(column) = batch.column_by_name(name) else {
+        return Vec::new();
+    };
+    let column = column.as_string::<i32>();
     let mut runs: Vec<(String, u64, u64)> = Vec::new();
     for row in 0..column.len() {
         if column.is_null(row) {
@@ -167,6 +170,58 @@ fn string_runs(batch: &RecordBatch, name: &str) -> Vec<(String, u64, u64)> {
         }
     }
     runs
+}
+
+fn trace_runs(batch: &RecordBatch) -> Vec<([u8; 16], u64, u64)> {
+    string_runs(batch, columns::TRACE_ID)
+        .into_iter()
+        .filter_map(|(text, first, count)| {
+            let mut raw = [0u8; 16];
+            hex::decode_to_slice(&text, &mut raw).ok()?;
+            Some((raw, first, count))
+        })
+        .collect()
+}
+
+/// `meta` with the trace, session and conversation runs of its file, read from the key columns
+/// (for removing a segment's index entries).
+pub(crate) fn read_runs(meta: &SegmentMeta, path: &Path) -> Result<SegmentMeta> {
+    let segment_error = |source| Error::Segment {
+        segment_id: meta.id,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|source| Error::io("open segment", path, source))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(segment_error)?;
+    let mask = ProjectionMask::roots(
+        builder.parquet_schema(),
+        [
+            columns::TRACE_ID,
+            columns::SESSION_ID,
+            columns::CONVERSATION_ID,
+        ]
+        .map(column_index),
+    );
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(usize::try_from(meta.rows).unwrap_or(usize::MAX).max(1))
+        .build()
+        .map_err(segment_error)?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|error| Error::Corrupt {
+            location: path.display().to_string(),
+            detail: error.to_string(),
+        })?;
+    let mut out = meta.clone();
+    let Some(first) = batches.first() else {
+        return Ok(out);
+    };
+    let batch = arrow::compute::concat_batches(&first.schema(), &batches)?;
+    out.trace_runs = trace_runs(&batch);
+    out.session_runs = string_runs(&batch, columns::SESSION_ID);
+    out.conversation_runs = string_runs(&batch, columns::CONVERSATION_ID);
+    Ok(out)
 }
 
 /// Writer settings for segment files.
@@ -296,14 +351,7 @@ fn describe(
             }
         }
     }
-    let trace_runs = string_runs(batch, columns::TRACE_ID)
-        .into_iter()
-        .filter_map(|(text, first, count)| {
-            let mut raw = [0u8; 16];
-            hex::decode_to_slice(&text, &mut raw).ok()?;
-            Some((raw, first, count))
-        })
-        .collect();
+    let trace_runs = trace_runs(batch);
     SegmentMeta {
         id,
         tier: tier.to_owned(),
@@ -425,6 +473,7 @@ pub(crate) fn read_segment(
             columns::SESSION_ID,
             columns::CONVERSATION_ID,
             columns::USER_ID,
+            columns::RETENTION_TIER,
         ] {
             read_columns.insert(column_index(name));
         }
@@ -556,7 +605,7 @@ pub(crate) fn read_segment(
         })?;
         let batch = match &late {
             Some(late) => {
-                let resolved = resolve_keys(&batch, |trace| late.get(trace))?;
+                let resolved = resolve_keys(&batch, |trace| late.get(trace), &predicate.policy)?;
                 match post_filter
                     .then(|| predicate.evaluate(&resolved, Predicates::OnlyKeys))
                     .flatten()

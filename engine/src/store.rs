@@ -10,6 +10,10 @@
 //! - Segment files are fsync'd before the catalog references them; files the catalog does not
 //!   reference are removed at open.
 
+mod compliance;
+
+pub use compliance::verify_data_dir;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::ops::Range;
@@ -32,6 +36,7 @@ use redb::{
 use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
+use crate::retention::RetentionPolicy;
 use crate::scan::{LateKeys, MemtableKeys, MemtableKeysEntry, ScanPlan, ScanRequest, SegmentRead};
 use crate::schema::{column_index, columns, span_schema};
 use crate::segment::{SegmentMeta, SegmentWriteOptions, day_of, sort_for_segment, write_segment};
@@ -42,8 +47,6 @@ use crate::tables::{
 use crate::trace_keys::{RawTraceId, TraceKeys, keys_in_batch, resolve_keys, traces_in_batch};
 use crate::wal;
 
-/// The tier every segment is written to until retention tiers exist.
-const DEFAULT_TIER: &str = "standard";
 /// File name of the redb database inside the data directory.
 const DATABASE_FILE: &str = "sightline.redb";
 /// Above this many trace ids a scan uses zone maps instead of the trace index.
@@ -68,6 +71,8 @@ pub struct Options {
     pub max_memtable_bytes: usize,
     /// Run the background sealer thread (tests turn it off and call `seal`).
     pub background_sealing: bool,
+    /// Retention tiers: which tier rows without one go to, and how long each is kept.
+    pub retention: RetentionPolicy,
 }
 
 impl Default for Options {
@@ -80,6 +85,7 @@ impl Default for Options {
             zstd_level: 3,
             max_memtable_bytes: 1 << 30,
             background_sealing: true,
+            retention: RetentionPolicy::default(),
         }
     }
 }
@@ -112,6 +118,12 @@ impl Options {
     /// Sets the memtable size past which writes are refused as overloaded.
     pub fn with_max_memtable_bytes(mut self, bytes: usize) -> Self {
         self.max_memtable_bytes = bytes;
+        self
+    }
+
+    /// Sets the retention tiers.
+    pub fn with_retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = policy;
         self
     }
 
@@ -274,6 +286,11 @@ fn store_error<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) 
 }
 
 impl Engine {
+    /// The redb database (for the content store in `content.rs`).
+    pub(crate) fn database(&self) -> &Database {
+        &self.shared.db
+    }
+
     /// Opens (or creates) the store in `dir`: replays the WAL, removes orphan segment files and
     /// starts the writer (and, unless turned off, the sealer) thread.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Engine> {
@@ -634,6 +651,7 @@ impl Engine {
             Arc::clone(&self.shared.memtable_keys),
             segments,
             total,
+            Arc::new(self.shared.options.retention.clone()),
         )
     }
 
@@ -802,6 +820,433 @@ fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
     }
 }
 
+/// One segment an expiry run deletes (or would delete, on a dry run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExpiredSegment {
+    /// Segment id.
+    pub id: u64,
+    /// Its tier.
+    pub tier: String,
+    /// UTC day of its rows.
+    pub day: String,
+    /// Rows deleted.
+    pub rows: u64,
+    /// File bytes freed.
+    pub bytes: u64,
+    /// Rows of traces promoted to a longer-kept tier after the segment was sealed, moved to a
+    /// new segment of that tier instead of being deleted.
+    pub rows_kept: u64,
+}
+
+/// What an expiry run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExpiryReport {
+    /// The time the run measured ages against (ns since the epoch).
+    pub as_of: i64,
+    /// True when nothing was deleted (dry run).
+    pub dry_run: bool,
+    /// Segments deleted (or that would be).
+    pub segments: Vec<ExpiredSegment>,
+    /// Segments past their age that a legal hold kept, with the hold named.
+    pub refused: Vec<String>,
+}
+
+impl ExpiryReport {
+    /// Rows deleted (or that would be).
+    pub fn rows(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.rows).sum()
+    }
+
+    /// File bytes freed (or that would be).
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|segment| segment.bytes).sum()
+    }
+}
+
+/// Per-tier state of the store at one time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TierStatus {
+    /// Tier name.
+    pub tier: String,
+    /// How long it keeps rows.
+    pub keep: Duration,
+    /// Sealed segments.
+    pub segments: u64,
+    /// Rows in sealed segments.
+    pub spans: u64,
+    /// Bytes of sealed segment files.
+    pub bytes: u64,
+    /// Start time of the oldest sealed row (ns), if any.
+    pub oldest: Option<i64>,
+    /// When the next segment of this tier expires (ns), if any.
+    pub next_expiry: Option<i64>,
+}
+
+impl Engine {
+    /// The retention tiers this engine was opened with.
+    pub fn retention(&self) -> &RetentionPolicy {
+        &self.shared.options.retention
+    }
+
+    /// Per-tier counts of the sealed data, and when each tier next expires something.
+    pub fn retention_status(&self) -> Vec<TierStatus> {
+        let policy = &self.shared.options.retention;
+        let segments = self.segments();
+        policy
+            .tiers()
+            .iter()
+            .rev()
+            .map(|tier| {
+                let keep = i64::try_from(tier.keep.as_nanos()).unwrap_or(i64::MAX);
+                let mine: Vec<&Arc<SegmentMeta>> = segments
+                    .iter()
+                    .filter(|meta| meta.tier == tier.name)
+                    .collect();
+                TierStatus {
+                    tier: tier.name.clone(),
+                    keep: tier.keep,
+                    segments: mine.len() as u64,
+                    spans: mine.iter().map(|meta| meta.rows).sum(),
+                    bytes: mine.iter().map(|meta| meta.bytes).sum(),
+                    oldest: mine.iter().map(|meta| meta.min_start).min(),
+                    next_expiry: mine
+                        .iter()
+                        .map(|meta| meta.max_start.saturating_add(keep))
+                        .min(),
+                }
+            })
+            .collect()
+    }
+
+    /// Deletes every sealed segment whose rows are all older than their tier keeps at `as_of`
+    /// (ns since the epoch), whole segments at a time. Rows of traces promoted to a
+    /// longer-kept tier after the segment was sealed are first moved to a segment of that tier.
+    /// With `dry_run`, reports what would be deleted and changes nothing.
+    pub fn expire(&self, as_of: i64, dry_run: bool) -> Result<ExpiryReport> {
+        let shared = &self.shared;
+        let _guard = shared.seal_lock.lock();
+        let policy = &shared.options.retention;
+        let (segments, late) = {
+            let state = shared.state.read();
+            (state.segments.clone(), state.late.clone())
+        };
+        let mut report = ExpiryReport {
+            as_of,
+            dry_run,
+            segments: Vec::new(),
+            refused: Vec::new(),
+        };
+        let keep_ns = |tier: &str| i64::try_from(policy.keep(tier).as_nanos()).unwrap_or(i64::MAX);
+        for meta in segments {
+            let cutoff = as_of.saturating_sub(keep_ns(&meta.tier));
+            if meta.max_start >= cutoff {
+                continue;
+            }
+            // Rows of traces promoted above this segment's tier stay if their tier still keeps
+            // them.
+            let promoted: Vec<(RawTraceId, TraceKeys)> = late
+                .get(&meta.id)
+                .map(|keys| {
+                    keys.iter()
+                        .filter(|(_, keys)| {
+                            keys.tier
+                                .as_deref()
+                                .is_some_and(|tier| policy.rank(tier) > policy.rank(&meta.tier))
+                        })
+                        .map(|(trace, keys)| (*trace, keys.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let kept = if promoted.is_empty() {
+                None
+            } else {
+                Some(self.promoted_rows(&meta, &promoted, as_of)?)
+            };
+            let rows_kept = kept.as_ref().map_or(0, |batches| {
+                batches.iter().map(|b| b.num_rows() as u64).sum()
+            });
+            let expired = ExpiredSegment {
+                id: meta.id,
+                tier: meta.tier.clone(),
+                day: meta.day.clone(),
+                rows: meta.rows - rows_kept,
+                bytes: meta.bytes,
+                rows_kept,
+            };
+            let outcome = if dry_run {
+                // The same hold check as a real run, in a transaction that is not committed.
+                let txn = shared
+                    .db
+                    .begin_write()
+                    .map_err(store_error("begin expiry"))?;
+                let held = crate::holds::refuse_expiry_if_held(&txn, &meta);
+                txn.abort().map_err(store_error("abort dry run"))?;
+                held
+            } else {
+                self.delete_segment(&meta, kept.unwrap_or_default())
+            };
+            match outcome {
+                Ok(()) => report.segments.push(expired),
+                Err(error @ Error::Held { .. }) => {
+                    warn!(segment = meta.id, error = %error, "retention refused to expire a held segment");
+                    report
+                        .refused
+                        .push(format!("segment {} ({}): {error}", meta.id, meta.path));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if !dry_run && !report.segments.is_empty() {
+            info!(
+                segments = report.segments.len(),
+                rows = report.rows(),
+                bytes = report.bytes(),
+                as_of,
+                "retention expired segments"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Rows of `traces` in segment `meta`, resolved (so promoted to their trace's tier), that
+    /// their tier still keeps at `as_of`.
+    fn promoted_rows(
+        &self,
+        meta: &Arc<SegmentMeta>,
+        traces: &[(RawTraceId, TraceKeys)],
+        as_of: i64,
+    ) -> Result<Vec<RecordBatch>> {
+        let policy = &self.shared.options.retention;
+        let request = ScanRequest {
+            trace_ids: Some(traces.iter().map(|(trace, _)| hex::encode(trace)).collect()),
+            ..ScanRequest::default()
+        };
+        let late: HashMap<RawTraceId, TraceKeys> = traces.iter().cloned().collect();
+        let plan = ScanPlan::new(
+            &request,
+            Vec::new(),
+            Arc::clone(&self.shared.memtable_keys),
+            vec![(
+                Arc::clone(meta),
+                self.shared.dir.join(&meta.path),
+                SegmentRead {
+                    ranges: None,
+                    late: Some(Arc::new(late)),
+                },
+            )],
+            1,
+            Arc::new(policy.clone()),
+        )?;
+        let mut out = Vec::new();
+        for batch in plan.collect()? {
+            let tiers = batch
+                .column(column_index(columns::RETENTION_TIER))
+                .as_string::<i32>();
+            let starts = batch
+                .column(column_index(columns::START_TIME))
+                .as_primitive::<TimestampNanosecondType>();
+            let keep: BooleanArray = (0..batch.num_rows())
+                .map(|row| {
+                    let keep =
+                        i64::try_from(policy.keep(tiers.value(row)).as_nanos()).unwrap_or(i64::MAX);
+                    Some(starts.value(row) >= as_of.saturating_sub(keep))
+                })
+                .collect();
+            let kept = filter_record_batch(&batch, &keep)?;
+            if kept.num_rows() > 0 {
+                out.push(kept);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a segment from the catalog and its index entries in one transaction (writing
+    /// `keep` as new segments first), then deletes its file.
+    fn delete_segment(&self, meta: &Arc<SegmentMeta>, keep: Vec<RecordBatch>) -> Result<()> {
+        let shared = &self.shared;
+        let path = shared.dir.join(&meta.path);
+        let old = read_runs(meta, &path)?;
+        let mut new_metas = Vec::new();
+        let first_id = *shared.next_segment_id.lock();
+        if !keep.is_empty() {
+            let batch = concat_batches(&span_schema(), &keep)?;
+            let options = SegmentWriteOptions {
+                row_group_rows: shared.options.row_group_rows,
+                zstd_level: shared.options.zstd_level,
+            };
+            for (offset, ((tier, day), part)) in
+                split_by_tier_and_day(&batch)?.into_iter().enumerate()
+            {
+                let sorted = sort_for_segment(&part)?;
+                new_metas.push(write_segment(
+                    &shared.dir,
+                    first_id + offset as u64,
+                    &tier,
+                    &day,
+                    &sorted,
+                    options,
+                )?);
+            }
+        }
+        let mut digests = Vec::with_capacity(new_metas.len());
+        for new in &new_metas {
+            digests.push(crate::chain::file_digest(&shared.dir.join(&new.path))?);
+        }
+        let txn = shared
+            .db
+            .begin_write()
+            .map_err(store_error("begin expiry"))?;
+        let cleanup = |new_metas: &[SegmentMeta]| {
+            for new in new_metas {
+                let _ = fs::remove_file(shared.dir.join(&new.path));
+            }
+        };
+        if let Err(error) = crate::holds::refuse_expiry_if_held(&txn, meta) {
+            cleanup(&new_metas);
+            return Err(error);
+        }
+        crate::chain::append_expired(&txn, meta)?;
+        for (new, digest) in new_metas.iter().zip(digests) {
+            let segment = crate::chain::ChainSegment::of(new, digest);
+            crate::chain::append(
+                &txn,
+                crate::chain::EntryKind::Sealed,
+                Some(segment),
+                None,
+                "moved from an expired segment: its trace was promoted to this tier",
+            )?;
+        }
+        {
+            let mut catalog = txn
+                .open_table(SEGMENTS)
+                .map_err(store_error("open catalog"))?;
+            catalog
+                .remove(meta.id)
+                .map_err(store_error("remove catalog entry"))?;
+            let mut trace_index = txn
+                .open_multimap_table(TRACE_SEGMENTS)
+                .map_err(store_error("open trace index"))?;
+            let mut session_index = txn
+                .open_multimap_table(SESSION_ROWS)
+                .map_err(store_error("open session index"))?;
+            let mut conversation_index = txn
+                .open_multimap_table(CONVERSATION_ROWS)
+                .map_err(store_error("open conversation index"))?;
+            for (trace, first, count) in &old.trace_runs {
+                trace_index
+                    .remove(trace.as_slice(), (meta.id, *first, *count))
+                    .map_err(store_error("remove trace index entry"))?;
+            }
+            for (session, first, count) in &old.session_runs {
+                session_index
+                    .remove(session.as_str(), (meta.id, *first, *count))
+                    .map_err(store_error("remove session index entry"))?;
+            }
+            for (conversation, first, count) in &old.conversation_runs {
+                conversation_index
+                    .remove(conversation.as_str(), (meta.id, *first, *count))
+                    .map_err(store_error("remove conversation index entry"))?;
+            }
+            // Late-keyed runs were added to the session and conversation indexes under the
+            // trace's keys; remove those too.
+            if let Some(late) = shared.state.read().late.get(&meta.id) {
+                for (trace, keys) in late.iter() {
+                    for (run_trace, first, count) in &old.trace_runs {
+                        if run_trace != trace {
+                            continue;
+                        }
+                        let run = (meta.id, *first, *count);
+                        for session in [&keys.session_id, &keys.conversation_id]
+                            .into_iter()
+                            .flatten()
+                        {
+                            session_index
+                                .remove(&**session, run)
+                                .map_err(store_error("remove session index entry"))?;
+                        }
+                        if let Some(conversation) = &keys.conversation_id {
+                            conversation_index
+                                .remove(&**conversation, run)
+                                .map_err(store_error("remove conversation index entry"))?;
+                        }
+                    }
+                }
+            }
+            txn.open_multimap_table(LATE_KEYS)
+                .map_err(store_error("open late keys"))?
+                .remove_all(meta.id)
+                .map_err(store_error("remove late keys"))?;
+            for new in &new_metas {
+                catalog
+                    .insert(new.id, new.encode().as_slice())
+                    .map_err(store_error("write catalog"))?;
+                for (trace, first, count) in &new.trace_runs {
+                    trace_index
+                        .insert(trace.as_slice(), (new.id, *first, *count))
+                        .map_err(store_error("write trace index"))?;
+                }
+                for (session, first, count) in &new.session_runs {
+                    session_index
+                        .insert(session.as_str(), (new.id, *first, *count))
+                        .map_err(store_error("write session index"))?;
+                }
+                for (conversation, first, count) in &new.conversation_runs {
+                    conversation_index
+                        .insert(conversation.as_str(), (new.id, *first, *count))
+                        .map_err(store_error("write conversation index"))?;
+                }
+            }
+            // Keys of traces with no rows left anywhere are dropped (unless in the memtable).
+            let in_memtable = shared.memtable_keys.read();
+            let mut keys_table = txn
+                .open_table(TRACE_KEYS)
+                .map_err(store_error("open trace keys"))?;
+            for (trace, _, _) in &old.trace_runs {
+                let left = trace_index
+                    .get(trace.as_slice())
+                    .map_err(store_error("read trace index"))?
+                    .next()
+                    .is_some();
+                if !left && !in_memtable.contains_key(trace) {
+                    keys_table
+                        .remove(trace.as_slice())
+                        .map_err(store_error("remove trace keys"))?;
+                }
+            }
+            let mut meta_table = txn.open_table(META).map_err(store_error("open meta"))?;
+            meta_table
+                .insert(META_NEXT_SEGMENT_ID, first_id + new_metas.len() as u64)
+                .map_err(store_error("write next segment id"))?;
+        }
+        txn.commit().map_err(store_error("commit expiry"))?;
+        *shared.next_segment_id.lock() = first_id + new_metas.len() as u64;
+        {
+            let mut state = shared.state.write();
+            state.segments.retain(|segment| segment.id != meta.id);
+            state.late.remove(&meta.id);
+            for mut new in new_metas {
+                new.trace_runs = Vec::new();
+                new.session_runs = Vec::new();
+                new.conversation_runs = Vec::new();
+                state.segments.push(Arc::new(new));
+            }
+        }
+        // Best effort: a file left behind is an orphan, removed at the next open.
+        if let Err(error) = fs::remove_file(&path) {
+            warn!(path = %path.display(), error = %error, "could not delete expired segment file");
+        }
+        Ok(())
+    }
+}
+
+/// The trace, session and conversation runs of a sealed segment, read from its key columns.
+fn read_runs(meta: &Arc<SegmentMeta>, path: &Path) -> Result<SegmentMeta> {
+    crate::segment::read_runs(meta, path)
+}
+
 /// Trace keys a commit learned, to publish once it is durable.
 #[derive(Debug, Default)]
 struct KeyUpdates {
@@ -849,7 +1294,11 @@ fn commit_group(shared: &Shared, group: &[PendingWrite]) -> Result<(u64, KeyUpda
                 .map_err(store_error("append wal"))?;
         }
     }
-    let updates = merge_trace_keys(&txn, group.iter().map(|write| &write.batch))?;
+    let updates = merge_trace_keys(
+        &txn,
+        group.iter().map(|write| &write.batch),
+        &shared.options.retention,
+    )?;
     txn.commit().map_err(store_error("commit wal"))?;
     *next_sequence = first + group.len() as u64;
     debug!(writes = group.len(), "wal group committed");
@@ -863,13 +1312,14 @@ fn commit_group(shared: &Shared, group: &[PendingWrite]) -> Result<(u64, KeyUpda
 fn merge_trace_keys<'a>(
     txn: &WriteTransaction,
     batches: impl Iterator<Item = &'a RecordBatch>,
+    policy: &RetentionPolicy,
 ) -> Result<KeyUpdates> {
     let mut carried: HashMap<RawTraceId, TraceKeys> = HashMap::new();
     let mut traces: Vec<RawTraceId> = Vec::new();
     let mut seen: HashSet<RawTraceId> = HashSet::new();
     for batch in batches {
-        for (trace, keys) in keys_in_batch(batch) {
-            carried.entry(trace).or_default().merge(&keys);
+        for (trace, keys) in keys_in_batch(batch, policy) {
+            carried.entry(trace).or_default().merge(&keys, policy);
         }
         for trace in traces_in_batch(batch) {
             if seen.insert(trace) {
@@ -890,8 +1340,8 @@ fn merge_trace_keys<'a>(
             continue;
         };
         let mut merged = stored.clone().unwrap_or_default();
-        merged.merge(own);
-        if merged.adds_to(stored.as_ref()) {
+        merged.merge(own, policy);
+        if merged.adds_to(stored.as_ref(), policy) {
             keys_table
                 .insert(trace.as_slice(), merged.encode().as_slice())
                 .map_err(store_error("write trace keys"))?;
@@ -1017,25 +1467,30 @@ fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
     }
 }
 
-/// Splits a batch into one batch per UTC day of `start_time`.
-fn split_by_day(batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
+/// Splits a resolved batch into one batch per (retention tier, UTC day of `start_time`).
+fn split_by_tier_and_day(batch: &RecordBatch) -> Result<Vec<((String, String), RecordBatch)>> {
     let starts = batch
         .column(column_index(columns::START_TIME))
         .as_primitive::<TimestampNanosecondType>();
-    let days: Vec<String> = starts.values().iter().map(|start| day_of(*start)).collect();
-    let distinct: BTreeSet<&String> = days.iter().collect();
+    let tiers = batch
+        .column(column_index(columns::RETENTION_TIER))
+        .as_string::<i32>();
+    let keys: Vec<(String, String)> = (0..batch.num_rows())
+        .map(|row| (tiers.value(row).to_owned(), day_of(starts.value(row))))
+        .collect();
+    let distinct: BTreeSet<&(String, String)> = keys.iter().collect();
     if distinct.len() == 1 {
-        let day = days.first().cloned().unwrap_or_default();
-        return Ok(vec![(day, batch.clone())]);
+        let key = keys.first().cloned().unwrap_or_default();
+        return Ok(vec![(key, batch.clone())]);
     }
     let mut out = Vec::new();
-    for day in distinct {
+    for key in distinct {
         let mask = BooleanArray::from(
-            days.iter()
-                .map(|candidate| candidate == day)
+            keys.iter()
+                .map(|candidate| candidate == key)
                 .collect::<Vec<_>>(),
         );
-        out.push((day.clone(), filter_record_batch(batch, &mask)?));
+        out.push((key.clone(), filter_record_batch(batch, &mask)?));
     }
     Ok(out)
 }
@@ -1057,19 +1512,23 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
     };
     let started = Instant::now();
     let all = concat_batches(&span_schema(), &frozen.chunks)?;
-    // Resolve the trace keys known now; remember which traces still have gaps, and with what
-    // keys, so the commit can catch keys that arrive while the files are written.
+    // Resolve the trace keys known now, and remember them per trace, so the commit can catch
+    // keys (or a higher tier) that arrive while the files are written.
     let (all, unresolved) = {
         let keys = shared.memtable_keys.read();
-        let resolved = resolve_keys(&all, |trace| keys.get(trace).map(|entry| &entry.keys))?;
-        let unresolved = traces_with_missing_keys(&resolved)
+        let resolved = resolve_keys(
+            &all,
+            |trace| keys.get(trace).map(|entry| &entry.keys),
+            &shared.options.retention,
+        )?;
+        let snapshot = traces_in_batch(&resolved)
             .into_iter()
             .map(|trace| {
                 let known = keys.get(&trace).map(|entry| entry.keys.clone());
                 (trace, known.unwrap_or_default())
             })
             .collect::<HashMap<_, _>>();
-        (resolved, unresolved)
+        (resolved, snapshot)
     };
     let options = SegmentWriteOptions {
         row_group_rows: shared.options.row_group_rows,
@@ -1079,10 +1538,10 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
     let mut written_paths = Vec::new();
     let first_id = *shared.next_segment_id.lock();
     let result = (|| -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
-        for (offset, (day, batch)) in split_by_day(&all)?.into_iter().enumerate() {
+        for (offset, ((tier, day), batch)) in split_by_tier_and_day(&all)?.into_iter().enumerate() {
             let sorted = sort_for_segment(&batch)?;
             let id = first_id + offset as u64;
-            let meta = write_segment(&shared.dir, id, DEFAULT_TIER, &day, &sorted, options)?;
+            let meta = write_segment(&shared.dir, id, &tier, &day, &sorted, options)?;
             written_paths.push(shared.dir.join(&meta.path));
             metas.push(meta);
         }
@@ -1143,26 +1602,6 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
     Ok(summary)
 }
 
-/// Traces of a resolved batch that have a row whose session, conversation or user is NULL.
-fn traces_with_missing_keys(batch: &RecordBatch) -> HashSet<RawTraceId> {
-    let column = |name| batch.column(column_index(name)).as_string::<i32>();
-    let (traces, sessions, conversations, users) = (
-        column(columns::TRACE_ID),
-        column(columns::SESSION_ID),
-        column(columns::CONVERSATION_ID),
-        column(columns::USER_ID),
-    );
-    let mut out = HashSet::new();
-    for row in 0..batch.num_rows() {
-        if (sessions.is_null(row) || conversations.is_null(row) || users.is_null(row))
-            && let Some(trace) = crate::trace_keys::raw_trace_id(traces.value(row))
-        {
-            out.insert(trace);
-        }
-    }
-    out
-}
-
 /// One transaction: catalog entries, trace/session/conversation indexes, WAL truncation, next
 /// segment id, and late keys for traces whose keys arrived while the segments were written.
 fn commit_segments(
@@ -1172,6 +1611,12 @@ fn commit_segments(
     max_sequence: u64,
     next_segment_id: u64,
 ) -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
+    // Digests for the chain before the transaction: hashing must not hold the write lock (the
+    // files are fsync'd already).
+    let mut digests = Vec::with_capacity(metas.len());
+    for meta in metas {
+        digests.push(crate::chain::file_digest(&shared.dir.join(&meta.path))?);
+    }
     let txn = shared.db.begin_write().map_err(store_error("begin seal"))?;
     let mut late = Vec::new();
     {
@@ -1208,6 +1653,16 @@ fn commit_segments(
             }
         }
         drop((trace_index, session_index, conversation_index));
+        for (meta, digest) in metas.iter().zip(digests) {
+            let segment = crate::chain::ChainSegment::of(meta, digest);
+            crate::chain::append(
+                &txn,
+                crate::chain::EntryKind::Sealed,
+                Some(segment),
+                None,
+                "",
+            )?;
+        }
         if !unresolved.is_empty() {
             let keys_table = txn
                 .open_table(TRACE_KEYS)
@@ -1220,7 +1675,7 @@ fn commit_segments(
                     let Some(current) = read_trace_keys(&keys_table, trace)? else {
                         continue;
                     };
-                    if current.adds_to(Some(snapshot)) {
+                    if current.adds_to(Some(snapshot), &shared.options.retention) {
                         record_late_keys(
                             &txn,
                             trace,

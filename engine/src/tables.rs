@@ -40,6 +40,13 @@ pub(crate) const TRACE_KEYS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition
 pub(crate) const LATE_KEYS: MultimapTableDefinition<'_, u64, &[u8]> =
     MultimapTableDefinition::new("late_keys");
 
+/// Segment chain: sequence (from 1) -> version byte 1 + JSON chain entry, each hash-linked to
+/// the one before (see `chain.rs` and `docs/tamper-evidence.md`).
+pub(crate) const CHAIN: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("chain");
+
+/// Legal holds: `session:<id>` or `tier:<name>` -> unix ns when the hold was placed.
+pub(crate) const HOLDS: TableDefinition<'_, &str, u64> = TableDefinition::new("holds");
+
 /// Key of the store format version in [`META`].
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 /// Key of the next segment id in [`META`].
@@ -47,3 +54,23 @@ pub(crate) const META_NEXT_SEGMENT_ID: &str = "next_segment_id";
 
 /// The store format this code writes and reads.
 pub(crate) const FORMAT_VERSION: u64 = 2;
+
+/// Content blobs: 32-byte SHA-256 of the text -> `[version][codec][bytes]` (see `content.rs`).
+pub(crate) const CONTENT: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("content");
+
+/// When each blob was last referenced, per retention tier: hash -> versioned list.
+pub(crate) const CONTENT_SEEN: TableDefinition<'_, &[u8], &[u8]> =
+    TableDefinition::new("content_seen");
+
+/// Content expiry index: last-referenced time (ns) -> blob hashes.
+pub(crate) const CONTENT_BY_TIME: MultimapTableDefinition<'_, u64, &[u8]> =
+    MultimapTableDefinition::new("content_by_time");
+
+/// Content references: trace id (16) + span id (8) + key (UTF-8) -> versioned reference (digest,
+/// form, tier, pieces). Kept when the blobs expire.
+pub(crate) const CONTENT_REFS: TableDefinition<'_, &[u8], &[u8]> =
+    TableDefinition::new("content_refs");
+
+/// Content settings: `digest_key` -> the store's 32-byte digest key.
+pub(crate) const CONTENT_META: TableDefinition<'_, &str, &[u8]> =
+    TableDefinition::new("content_meta");

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
 
 use crate::error::{Error, Result};
+use crate::retention::RetentionPolicy;
 use crate::schema::columns;
 
 /// Raw 16-byte trace id.
@@ -39,12 +40,26 @@ pub(crate) struct TraceKeys {
     pub(crate) conversation_id: Option<Arc<str>>,
     /// First `user_id` seen on a span of the trace.
     pub(crate) user_id: Option<Arc<str>>,
+    /// Highest retention tier a span of the trace was placed in (by rank), if any rule placed
+    /// one.
+    pub(crate) tier: Option<Arc<str>>,
 }
 
 impl TraceKeys {
-    /// Fills the keys this one lacks from `other`; returns true when something was added.
-    pub(crate) fn merge(&mut self, other: &TraceKeys) -> bool {
+    /// Fills the keys this one lacks from `other` and raises the tier to `other`'s when that
+    /// ranks higher; returns true when something changed.
+    pub(crate) fn merge(&mut self, other: &TraceKeys, policy: &RetentionPolicy) -> bool {
         let mut changed = false;
+        if let Some(theirs) = &other.tier {
+            let raise = match &self.tier {
+                None => true,
+                Some(mine) => policy.rank(theirs) > policy.rank(mine),
+            };
+            if raise {
+                self.tier = Some(Arc::clone(theirs));
+                changed = true;
+            }
+        }
         for (mine, theirs) in [
             (&mut self.session_id, &other.session_id),
             (&mut self.conversation_id, &other.conversation_id),
@@ -58,12 +73,18 @@ impl TraceKeys {
         changed
     }
 
-    /// True when `self` knows a key that `before` did not.
-    pub(crate) fn adds_to(&self, before: Option<&TraceKeys>) -> bool {
+    /// True when `self` knows a key that `before` did not, or a higher tier.
+    pub(crate) fn adds_to(&self, before: Option<&TraceKeys>, policy: &RetentionPolicy) -> bool {
         let before = before.cloned().unwrap_or_default();
+        let tier_raised = match (&self.tier, &before.tier) {
+            (Some(_), None) => true,
+            (Some(now), Some(then)) => policy.rank(now) > policy.rank(then),
+            _ => false,
+        };
         (self.session_id.is_some() && before.session_id.is_none())
             || (self.conversation_id.is_some() && before.conversation_id.is_none())
             || (self.user_id.is_some() && before.user_id.is_none())
+            || tier_raised
     }
 
     /// The session a row gets when its own columns are `own_session` and `own_conversation`.
@@ -78,11 +99,16 @@ impl TraceKeys {
             .or(self.conversation_id.as_deref())
     }
 
-    /// Encodes a `trace_keys` value: version byte, then per key a little-endian u32 of
+    /// Encodes a `trace_keys` value: version byte, then per key (session, conversation, user, tier) a little-endian u32 of
     /// `length + 1` (0 for none) and the UTF-8 bytes.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = vec![KEYS_VERSION];
-        for key in [&self.session_id, &self.conversation_id, &self.user_id] {
+        for key in [
+            &self.session_id,
+            &self.conversation_id,
+            &self.user_id,
+            &self.tier,
+        ] {
             match key {
                 None => out.extend(0u32.to_le_bytes()),
                 Some(text) => {
@@ -109,7 +135,7 @@ impl TraceKeys {
                 "expected version {KEYS_VERSION}, found {version}"
             )));
         }
-        let mut keys: [Option<Arc<str>>; 3] = Default::default();
+        let mut keys: [Option<Arc<str>>; 4] = Default::default();
         for key in &mut keys {
             let (length, tail) = rest
                 .split_first_chunk::<4>()
@@ -126,11 +152,12 @@ impl TraceKeys {
             *key = Some(Arc::from(text));
             rest = &rest[length - 1..];
         }
-        let [session_id, conversation_id, user_id] = keys;
+        let [session_id, conversation_id, user_id, tier] = keys;
         Ok(TraceKeys {
             session_id,
             conversation_id,
             user_id,
+            tier,
         })
     }
 }
@@ -143,14 +170,18 @@ pub(crate) fn raw_trace_id(text: &str) -> Option<RawTraceId> {
 }
 
 /// The keys each trace of a full-schema batch carries on its own rows (first non-null per key,
-/// in row order). Traces without any key are left out.
-pub(crate) fn keys_in_batch(batch: &RecordBatch) -> HashMap<RawTraceId, TraceKeys> {
+/// in row order; the highest tier). Traces without any key or tier are left out.
+pub(crate) fn keys_in_batch(
+    batch: &RecordBatch,
+    policy: &RetentionPolicy,
+) -> HashMap<RawTraceId, TraceKeys> {
     let mut out: HashMap<RawTraceId, TraceKeys> = HashMap::new();
-    let (Some(traces), Some(sessions), Some(conversations), Some(users)) = (
+    let (Some(traces), Some(sessions), Some(conversations), Some(users), Some(tiers)) = (
         batch.column_by_name(columns::TRACE_ID),
         batch.column_by_name(columns::SESSION_ID),
         batch.column_by_name(columns::CONVERSATION_ID),
         batch.column_by_name(columns::USER_ID),
+        batch.column_by_name(columns::RETENTION_TIER),
     ) else {
         return out;
     };
@@ -158,17 +189,20 @@ pub(crate) fn keys_in_batch(batch: &RecordBatch) -> HashMap<RawTraceId, TraceKey
     let sessions = sessions.as_string::<i32>();
     let conversations = conversations.as_string::<i32>();
     let users = users.as_string::<i32>();
-    if sessions.null_count() == sessions.len()
-        && conversations.null_count() == conversations.len()
-        && users.null_count() == users.len()
-    {
+    let tiers = tiers.as_string::<i32>();
+    let all_null = |column: &StringArray| column.null_count() == column.len();
+    if all_null(sessions) && all_null(conversations) && all_null(users) && all_null(tiers) {
         return out;
     }
     let value = |column: &StringArray, row: usize| -> Option<Arc<str>> {
         column.is_valid(row).then(|| Arc::from(column.value(row)))
     };
     for row in 0..batch.num_rows() {
-        if sessions.is_null(row) && conversations.is_null(row) && users.is_null(row) {
+        if sessions.is_null(row)
+            && conversations.is_null(row)
+            && users.is_null(row)
+            && tiers.is_null(row)
+        {
             continue;
         }
         let Some(trace) = raw_trace_id(traces.value(row)) else {
@@ -179,8 +213,9 @@ pub(crate) fn keys_in_batch(batch: &RecordBatch) -> HashMap<RawTraceId, TraceKey
             session_id: value(sessions, row),
             conversation_id: value(conversations, row),
             user_id: value(users, row),
+            tier: value(tiers, row),
         };
-        entry.merge(&own);
+        entry.merge(&own, policy);
     }
     out
 }
@@ -216,18 +251,24 @@ pub(crate) fn traces_in_batch(batch: &RecordBatch) -> Vec<RawTraceId> {
 pub(crate) fn resolve_keys<'a>(
     batch: &RecordBatch,
     lookup: impl Fn(&RawTraceId) -> Option<&'a TraceKeys>,
+    policy: &RetentionPolicy,
 ) -> Result<RecordBatch> {
     let schema = batch.schema();
     let index = |name: &str| schema.index_of(name).ok();
-    let (Some(trace_index), session_index, conversation_index, user_index) = (
+    let (Some(trace_index), session_index, conversation_index, user_index, tier_index) = (
         index(columns::TRACE_ID),
         index(columns::SESSION_ID),
         index(columns::CONVERSATION_ID),
         index(columns::USER_ID),
+        index(columns::RETENTION_TIER),
     ) else {
         return Ok(batch.clone());
     };
-    if session_index.is_none() && conversation_index.is_none() && user_index.is_none() {
+    if session_index.is_none()
+        && conversation_index.is_none()
+        && user_index.is_none()
+        && tier_index.is_none()
+    {
         return Ok(batch.clone());
     }
     let rows = batch.num_rows();
@@ -235,6 +276,7 @@ pub(crate) fn resolve_keys<'a>(
     let sessions = strings(session_index);
     let conversations = strings(conversation_index);
     let users = strings(user_index);
+    let tiers = strings(tier_index);
     let own = |column: &Option<StringArray>, row: usize| -> Option<String> {
         column
             .as_ref()
@@ -245,13 +287,19 @@ pub(crate) fn resolve_keys<'a>(
             .as_ref()
             .is_some_and(|column| column.null_count() > 0)
     };
-    if !needs_work(&sessions) && !needs_work(&conversations) && !needs_work(&users) {
+    // Tiers always need a look: the trace may rank higher than a row's own tier.
+    if !needs_work(&sessions)
+        && !needs_work(&conversations)
+        && !needs_work(&users)
+        && tiers.is_none()
+    {
         return Ok(batch.clone());
     }
     let traces = batch.column(trace_index).as_string::<i32>();
     let mut session_out = StringBuilder::with_capacity(rows, rows * 16);
     let mut conversation_out = StringBuilder::with_capacity(rows, rows * 16);
     let mut user_out = StringBuilder::with_capacity(rows, rows * 8);
+    let mut tier_out = StringBuilder::with_capacity(rows, rows * 8);
     let empty = TraceKeys::default();
     let mut cached: Option<(&str, Option<&TraceKeys>)> = None;
     for row in 0..rows {
@@ -260,7 +308,8 @@ pub(crate) fn resolve_keys<'a>(
         let own_user = own(&users, row);
         let all_known = (sessions.is_none() || own_session.is_some())
             && (conversations.is_none() || own_conversation.is_some())
-            && (users.is_none() || own_user.is_some());
+            && (users.is_none() || own_user.is_some())
+            && tiers.is_none();
         let keys = if all_known {
             &empty
         } else {
@@ -283,6 +332,15 @@ pub(crate) fn resolve_keys<'a>(
                 .or(keys.conversation_id.as_deref()),
         );
         user_out.append_option(own_user.as_deref().or(keys.user_id.as_deref()));
+        if tiers.is_some() {
+            let own_tier = own(&tiers, row);
+            let own_tier = own_tier.as_deref().unwrap_or(policy.default_tier());
+            let tier = match keys.tier.as_deref() {
+                Some(trace_tier) => policy.higher(own_tier, trace_tier),
+                None => own_tier,
+            };
+            tier_out.append_value(tier);
+        }
     }
     let mut columns_out: Vec<ArrayRef> = batch.columns().to_vec();
     if let Some(at) = session_index {
@@ -293,6 +351,9 @@ pub(crate) fn resolve_keys<'a>(
     }
     if let Some(at) = user_index {
         columns_out[at] = Arc::new(user_out.finish());
+    }
+    if let Some(at) = tier_index {
+        columns_out[at] = Arc::new(tier_out.finish());
     }
     Ok(RecordBatch::try_new(schema, columns_out)?)
 }
@@ -306,15 +367,21 @@ mod tests {
             session_id: session.map(Arc::from),
             conversation_id: conversation.map(Arc::from),
             user_id: user.map(Arc::from),
+            tier: None,
         }
     }
 
     #[test]
     fn values_round_trip_and_bad_bytes_are_corrupt() {
+        // Four keys now: a value with three is truncated.
         for value in [
             keys(None, None, None),
             keys(Some("s-1"), None, Some("")),
             keys(Some("é"), Some("conv"), Some("u")),
+            TraceKeys {
+                tier: Some(Arc::from("decision")),
+                ..keys(None, None, None)
+            },
         ] {
             assert_eq!(TraceKeys::decode(&value.encode()).unwrap(), value);
         }
@@ -325,12 +392,22 @@ mod tests {
 
     #[test]
     fn merge_keeps_the_first_value_of_each_key() {
+        let policy = RetentionPolicy::default();
         let mut first = keys(Some("a"), None, None);
-        assert!(first.merge(&keys(Some("b"), Some("c"), None)));
+        assert!(first.merge(&keys(Some("b"), Some("c"), None), &policy));
         assert_eq!(first, keys(Some("a"), Some("c"), None));
-        assert!(!first.merge(&keys(Some("z"), Some("z"), None)));
-        assert!(first.adds_to(Some(&keys(Some("a"), None, None))));
-        assert!(!first.adds_to(Some(&keys(Some("x"), Some("y"), None))));
+        assert!(!first.merge(&keys(Some("z"), Some("z"), None), &policy));
+        assert!(first.adds_to(Some(&keys(Some("a"), None, None)), &policy));
+        assert!(!first.adds_to(Some(&keys(Some("x"), Some("y"), None)), &policy));
+        let tiered = |tier: &str| TraceKeys {
+            tier: Some(Arc::from(tier)),
+            ..TraceKeys::default()
+        };
+        let mut trace = tiered("standard");
+        assert!(trace.merge(&tiered("decision"), &policy));
+        assert!(!trace.merge(&tiered("standard"), &policy));
+        assert_eq!(trace.tier.as_deref(), Some("decision"));
+        assert!(trace.adds_to(Some(&tiered("standard")), &policy));
     }
 
     #[test]

@@ -62,6 +62,22 @@ pub enum Error {
         /// Expected vs found.
         detail: String,
     },
+    /// A redaction rule of the content policy is invalid.
+    #[error("redaction rule {rule:?}: {problem}")]
+    Redaction {
+        /// The rule's name.
+        rule: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Stored content cannot be put back into a trace.
+    #[error("stored content of key {key:?} is invalid: {detail}")]
+    CorruptContent {
+        /// The content key.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// Protobuf encoding into memory failed (a broken invariant: buffers grow on demand).
     #[error("protobuf encoding failed")]
     Encode(#[from] prost::EncodeError),
@@ -123,10 +139,12 @@ impl Error {
             | Error::Json { .. }
             | Error::Gzip(_)
             | Error::TooLarge { .. }
-            | Error::InvalidSpan { .. } => ErrorKind::Caller,
-            Error::CorruptRows { .. } | Error::ColumnMismatch { .. } | Error::Encode(_) => {
-                ErrorKind::Corruption
-            }
+            | Error::InvalidSpan { .. }
+            | Error::Redaction { .. } => ErrorKind::Caller,
+            Error::CorruptRows { .. }
+            | Error::ColumnMismatch { .. }
+            | Error::CorruptContent { .. }
+            | Error::Encode(_) => ErrorKind::Corruption,
         }
     }
 

@@ -518,6 +518,11 @@ fn key_value(value: &Value, path: &Path<'_>) -> Result<KeyValue> {
     Ok(out)
 }
 
+/// Decodes one OTLP/JSON `AnyValue` (how structured content values are stored).
+pub(crate) fn decode_any_value(value: &Value) -> Result<AnyValue> {
+    any_value(value, &Path::Root)
+}
+
 fn any_value(value: &Value, path: &Path<'_>) -> Result<AnyValue> {
     use any_value::Value as V;
     let mut out: Option<V> = None;

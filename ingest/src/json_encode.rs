@@ -234,7 +234,7 @@ fn key_value(pair: &KeyValue) -> Value {
     Value::Object(out)
 }
 
-fn any_value(value: &AnyValue) -> Value {
+pub(crate) fn any_value(value: &AnyValue) -> Value {
     use any_value::Value as V;
     let Some(value) = &value.value else {
         return Value::Object(Map::new());

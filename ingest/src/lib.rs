@@ -40,17 +40,24 @@
 //! ```
 
 mod body;
+mod content;
 mod error;
 mod json_decode;
 mod json_encode;
 mod mapping;
 mod normalize;
 mod reconstruct;
+mod redact;
 mod string_form;
 
 pub use body::{decode_traces_protobuf, decompress_gzip};
+pub use content::{
+    CONTENT_REF_PREFIX, ContentPolicy, FORM_ANY_VALUE, FORM_STRING, RestoredContent, extract,
+    is_content_key, reference_string, restore_content,
+};
 pub use error::{Error, Result, SpanProblem};
 pub use json_decode::decode_traces_json;
 pub use json_encode::{encode_export_response_json, encode_traces_json};
 pub use mapping::{SpanBatch, to_span_batch};
 pub use reconstruct::batches_to_otlp;
+pub use redact::{Detector, RedactionRule, RedactionRuleConfig};

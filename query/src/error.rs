@@ -62,6 +62,9 @@ pub enum Error {
     /// Rendering the result failed.
     #[error("formatting the result failed")]
     Format(#[source] arrow::error::ArrowError),
+    /// A retention rule does not compile or failed on a batch (names the rule).
+    #[error("{0}")]
+    InvalidRule(String),
     /// A bug: an invariant of this crate or of DataFusion broke.
     #[error("internal error: {0}")]
     Internal(String),
@@ -76,7 +79,8 @@ impl Error {
             | Error::Execution(_)
             | Error::ResourcesExhausted(_)
             | Error::Timeout(_)
-            | Error::TooManyRows { .. } => ErrorKind::Caller,
+            | Error::TooManyRows { .. }
+            | Error::InvalidRule(_) => ErrorKind::Caller,
             Error::Engine(error) => match error.kind() {
                 engine::ErrorKind::Caller => ErrorKind::Caller,
                 engine::ErrorKind::Transient => ErrorKind::Transient,

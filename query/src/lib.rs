@@ -56,12 +56,15 @@
 
 #![warn(missing_docs)]
 
+mod content_table;
 mod error;
 mod explode;
 pub mod format;
 mod guard;
 mod options;
 mod pushdown;
+mod retention_table;
+mod rules;
 mod scan;
 mod session;
 mod tables;
@@ -70,4 +73,5 @@ mod views;
 
 pub use error::{Error, ErrorKind, Result};
 pub use options::Options;
+pub use rules::{RetentionRule, RuleSet};
 pub use session::{QueryOutput, SqlEngine};

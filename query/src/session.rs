@@ -108,6 +108,20 @@ impl SqlEngine {
                 .register_table(name, table)
                 .map_err(Error::from_datafusion)?;
         }
+        context
+            .register_table(
+                crate::retention_table::RETENTION,
+                Arc::new(crate::retention_table::RetentionTable::new(Arc::clone(
+                    &engine,
+                ))),
+            )
+            .map_err(Error::from_datafusion)?;
+        context
+            .register_table(
+                crate::content_table::CONTENT,
+                Arc::new(crate::content_table::ContentTable::new(Arc::clone(&engine))),
+            )
+            .map_err(Error::from_datafusion)?;
         views::register(&context)?;
         Ok(SqlEngine { context, options })
     }

@@ -1,7 +1,10 @@
 //! End-to-end tests of the sightline server and binary.
 
 mod binary;
+mod compliance;
+mod content;
 mod exporters;
 mod http;
+mod retention;
 mod support;
 mod trace;

@@ -1,4 +1,7 @@
 //! Engine integration tests: durability, sealing, recovery, pushdown.
 
+mod chain;
+mod content;
+mod retention;
 mod sessions;
 mod store;

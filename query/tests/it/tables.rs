@@ -157,8 +157,10 @@ async fn catalog_statements_list_the_tables_and_columns() {
         rows,
         vec![
             json!(["agent_runs", "VIEW"]),
+            json!(["content", "BASE TABLE"]),
             json!(["decisions", "VIEW"]),
             json!(["llm_calls", "VIEW"]),
+            json!(["retention", "BASE TABLE"]),
             json!(["sessions", "VIEW"]),
             json!(["span_events", "BASE TABLE"]),
             json!(["span_links", "BASE TABLE"]),

@@ -1,0 +1,290 @@
+//! `sightline.toml`: retention tiers, the ordered rules that place spans in them, and content
+//! settings. The README's example is also the default when no file is given
+//! (`default_config.toml`, compiled in).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::DurationArg;
+
+/// The configuration used when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
+
+/// A parsed and checked configuration file.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    /// Tiers and the tier of rows no rule places.
+    pub retention: engine::RetentionPolicy,
+    /// Ordered rules, compiled.
+    pub rules: query::RuleSet,
+    /// The rules as written (for `check-config` and logs).
+    pub rule_list: Vec<query::RetentionRule>,
+    /// How long captured content is kept.
+    pub content_keep: Duration,
+    /// Content settings as written, for the content pipeline.
+    pub content: ContentSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    retention: RetentionSection,
+    #[serde(default)]
+    content: ContentSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    default_tier: String,
+    tiers: Vec<TierSection>,
+    #[serde(default)]
+    rules: Vec<RuleSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierSection {
+    name: String,
+    keep: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSection {
+    name: String,
+    tier: String,
+    when: String,
+}
+
+/// `[content]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentSection {
+    /// How long content is kept (`7d`).
+    #[serde(default = "default_content_keep")]
+    pub keep: String,
+    /// Store content at all (`false`: only digests are kept).
+    #[serde(default = "default_capture")]
+    pub capture: bool,
+    /// Redaction rules, applied before anything is written.
+    #[serde(default)]
+    pub redaction: Vec<RedactionSection>,
+}
+
+impl Default for ContentSection {
+    fn default() -> Self {
+        ContentSection {
+            keep: default_content_keep(),
+            capture: true,
+            redaction: Vec::new(),
+        }
+    }
+}
+
+/// `[[content.redaction]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionSection {
+    /// Rule name, written into redacted values: `[REDACTED:<name>]`.
+    pub name: String,
+    /// Attribute key patterns (`*` matches any run of characters).
+    pub keys: Vec<String>,
+    /// Built-in detectors: `email`, `api_key`, `bearer`, `credit_card`.
+    #[serde(default)]
+    pub detectors: Vec<String>,
+    /// Custom regular expressions.
+    #[serde(default)]
+    pub regexes: Vec<String>,
+    /// Drop matching attributes entirely.
+    #[serde(default)]
+    pub drop: bool,
+}
+
+fn default_content_keep() -> String {
+    "7d".to_owned()
+}
+
+fn default_capture() -> bool {
+    true
+}
+
+/// A configuration error, naming what is wrong and where.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+fn duration(what: &str, text: &str) -> Result<Duration, ConfigError> {
+    text.parse::<DurationArg>()
+        .map(|duration| duration.0)
+        .map_err(|error| ConfigError(format!("{what}: {error}")))
+}
+
+impl FileConfig {
+    /// The built-in default (the README's example).
+    pub fn default_config() -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(DEFAULT_CONFIG, "the built-in default configuration")
+    }
+
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError(format!("cannot read {}: {error}", path.display())))?;
+        FileConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<FileConfig, ConfigError> {
+        let raw: Raw =
+            toml::from_str(text).map_err(|error| ConfigError(format!("{origin}: {error}")))?;
+        let mut tiers = Vec::with_capacity(raw.retention.tiers.len());
+        for tier in &raw.retention.tiers {
+            tiers.push(engine::Tier {
+                name: tier.name.clone(),
+                keep: duration(
+                    &format!("{origin}: keep of tier {:?}", tier.name),
+                    &tier.keep,
+                )?,
+            });
+        }
+        let retention = engine::RetentionPolicy::new(tiers, &raw.retention.default_tier)
+            .map_err(|error| ConfigError(format!("{origin}: [retention]: {error}")))?;
+        let mut rule_list = Vec::with_capacity(raw.retention.rules.len());
+        for (index, rule) in raw.retention.rules.iter().enumerate() {
+            if retention.tier(&rule.tier).is_none() {
+                return Err(ConfigError(format!(
+                    "{origin}: retention rule {:?}: tier {:?} is not defined in [[retention.tiers]]",
+                    rule.name, rule.tier
+                )));
+            }
+            if raw.retention.rules[..index]
+                .iter()
+                .any(|other| other.name == rule.name)
+            {
+                return Err(ConfigError(format!(
+                    "{origin}: retention rule {:?} is defined twice",
+                    rule.name
+                )));
+            }
+            rule_list.push(query::RetentionRule {
+                name: rule.name.clone(),
+                tier: rule.tier.clone(),
+                when: rule.when.clone(),
+            });
+        }
+        let rules = query::RuleSet::compile(&rule_list)
+            .map_err(|error| ConfigError(format!("{origin}: {error}")))?;
+        let content_keep = duration(&format!("{origin}: [content] keep"), &raw.content.keep)?;
+        Ok(FileConfig {
+            retention,
+            rules,
+            rule_list,
+            content_keep,
+            content: raw.content,
+        })
+    }
+
+    /// A human summary, for `check-config`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for tier in self.retention.tiers().iter().rev() {
+            let default = if tier.name == self.retention.default_tier() {
+                " (default)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "tier {:<12} keep {}{default}\n",
+                tier.name,
+                DurationArg(tier.keep)
+            ));
+        }
+        for (index, rule) in self.rule_list.iter().enumerate() {
+            out.push_str(&format!(
+                "rule {}: {:?} -> {} when {}\n",
+                index + 1,
+                rule.name,
+                rule.tier,
+                rule.when
+            ));
+        }
+        out.push_str(&format!(
+            "content keep {}, capture {}, {} redaction rule(s)\n",
+            DurationArg(self.content_keep),
+            if self.content.capture { "on" } else { "off" },
+            self.content.redaction.len()
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_the_readme_example_and_is_valid() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(DEFAULT_CONFIG.trim()),
+            "README must show the default configuration verbatim"
+        );
+        let config = FileConfig::default_config().unwrap();
+        assert_eq!(config.retention.default_tier(), "standard");
+        assert_eq!(
+            config.retention.keep("decision"),
+            Duration::from_secs(400 * 86_400)
+        );
+        assert_eq!(config.rule_list.len(), 3);
+        assert_eq!(config.content_keep, Duration::from_secs(7 * 86_400));
+    }
+
+    fn error(text: &str) -> String {
+        FileConfig::parse(text, "test.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    const TIERS: &str = r#"
+[retention]
+default_tier = "standard"
+[[retention.tiers]]
+name = "standard"
+keep = "14d"
+[[retention.tiers]]
+name = "decision"
+keep = "400d"
+"#;
+
+    #[test]
+    fn bad_rules_are_named_with_their_problem() {
+        let bad_sql = format!(
+            "{TIERS}[[retention.rules]]\nname = \"broken\"\ntier = \"decision\"\nwhen = \"tool_risk IN (\"\n"
+        );
+        let message = error(&bad_sql);
+        assert!(message.contains("retention rule \"broken\""), "{message}");
+        let unknown_column = format!(
+            "{TIERS}[[retention.rules]]\nname = \"typo\"\ntier = \"decision\"\nwhen = \"tool_rsk = 'write'\"\n"
+        );
+        let message = error(&unknown_column);
+        assert!(
+            message.contains("\"typo\"") && message.contains("tool_rsk"),
+            "{message}"
+        );
+        let not_boolean = format!(
+            "{TIERS}[[retention.rules]]\nname = \"count\"\ntier = \"decision\"\nwhen = \"input_tokens + 1\"\n"
+        );
+        let message = error(&not_boolean);
+        assert!(message.contains("not a boolean"), "{message}");
+        let unknown_tier =
+            format!("{TIERS}[[retention.rules]]\nname = \"r\"\ntier = \"gold\"\nwhen = \"true\"\n");
+        assert!(error(&unknown_tier).contains("tier \"gold\" is not defined"));
+        assert!(error("[retention]\ndefault_tier = \"x\"\ntiers = []\n").contains("at least one"));
+        assert!(error(&format!("{TIERS}[content]\nkeep = \"soon\"\n")).contains("[content] keep"));
+        assert!(
+            error("[retention]\ndefault_tier = \"a\"\nbogus = 1\ntiers = []").contains("bogus")
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! `sightline check-config`, `sightline retention run` and `sightline retention status`.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use engine::{Engine, ExpiryReport, TierStatus};
+
+use crate::cli::{CheckConfigArgs, DurationArg, RetentionRunArgs, RetentionStatusArgs};
+use crate::config_file::FileConfig;
+
+/// `check-config FILE`: loads and checks the file, prints what it configures.
+pub fn check_config(args: &CheckConfigArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = FileConfig::load(&args.file)?;
+    write!(out, "{}", config.summary())?;
+    writeln!(out, "{}: OK", args.file.display())?;
+    Ok(())
+}
+
+fn load(config: Option<&Path>) -> anyhow::Result<FileConfig> {
+    Ok(match config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default_config()?,
+    })
+}
+
+/// Opens the data directory for a retention command (no server may hold it).
+fn open(data_dir: &Path, config: &FileConfig) -> anyhow::Result<Engine> {
+    let options = engine::Options::default()
+        .with_background_sealing(false)
+        .with_retention(config.retention.clone());
+    Engine::open(data_dir, options).map_err(|error| match error {
+        engine::Error::Locked { path } => anyhow::anyhow!(
+            "data directory {} is in use by a running server; stop it first (its background retention pass runs every --retention-interval)",
+            path.display()
+        ),
+        other => anyhow::Error::new(other).context("cannot open the data directory"),
+    })
+}
+
+/// Now, in ns since the epoch.
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Parses an RFC 3339 timestamp into ns since the epoch.
+pub fn parse_timestamp(text: &str) -> anyhow::Result<i64> {
+    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text).map_err(|_| {
+        anyhow::anyhow!("{text:?} is not an RFC 3339 timestamp like 2027-06-01T00:00:00Z")
+    })
+}
+
+/// Formats ns since the epoch as RFC 3339 (UTC, seconds).
+pub fn format_timestamp(nanos: i64) -> String {
+    arrow::temporal_conversions::timestamp_ns_to_datetime(nanos).map_or_else(
+        || nanos.to_string(),
+        |time| time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}
+
+/// Writes an expiry report.
+pub fn write_report(report: &ExpiryReport, out: &mut impl Write) -> std::io::Result<()> {
+    let verb = if report.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for segment in &report.segments {
+        let kept = if segment.rows_kept > 0 {
+            format!(
+                " ({} rows of promoted traces moved to their tier)",
+                segment.rows_kept
+            )
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "{verb} segment {} tier={} day={} rows={} bytes={}{kept}",
+            segment.id, segment.tier, segment.day, segment.rows, segment.bytes
+        )?;
+    }
+    for refused in &report.refused {
+        writeln!(out, "kept (legal hold): {refused}")?;
+    }
+    writeln!(
+        out,
+        "as of {}: {verb} {} segment(s), {} rows, {} bytes{}",
+        format_timestamp(report.as_of),
+        report.segments.len(),
+        report.rows(),
+        report.bytes(),
+        if report.refused.is_empty() {
+            String::new()
+        } else {
+            format!("; {} segment(s) held", report.refused.len())
+        }
+    )
+}
+
+/// `retention run`: seals what the WAL holds (unless dry run) and deletes expired segments.
+pub fn run(args: &RetentionRunArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = load(args.config.as_deref())?;
+    let as_of = match &args.as_of {
+        Some(text) => parse_timestamp(text)?,
+        None => now_ns(),
+    };
+    let engine = open(&args.data_dir, &config)?;
+    if !args.dry_run {
+        engine.seal().context("sealing before the retention run")?;
+    } else if engine.stats().memtable_rows > 0 {
+        writeln!(
+            out,
+            "note: {} unsealed rows are not considered by a dry run",
+            engine.stats().memtable_rows
+        )?;
+    }
+    let report = engine.expire(as_of, args.dry_run)?;
+    write_report(&report, out)?;
+    engine.close()?;
+    Ok(())
+}
+
+/// Writes the per-tier status table.
+pub fn write_status(status: &[TierStatus], out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<12} {:>6} {:>10} {:>12} {:>14} {:<21} {:<21}",
+        "tier", "keep", "segments", "spans", "bytes", "oldest", "next_expiry"
+    )?;
+    for tier in status {
+        let time = |value: Option<i64>| value.map_or_else(|| "-".to_owned(), format_timestamp);
+        writeln!(
+            out,
+            "{:<12} {:>6} {:>10} {:>12} {:>14} {:<21} {:<21}",
+            tier.tier,
+            DurationArg(tier.keep).to_string(),
+            tier.segments,
+            tier.spans,
+            tier.bytes,
+            time(tier.oldest),
+            time(tier.next_expiry)
+        )?;
+    }
+    Ok(())
+}
+
+/// `retention status`.
+pub fn status(args: &RetentionStatusArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = load(args.config.as_deref())?;
+    let engine = open(&args.data_dir, &config)?;
+    write_status(&engine.retention_status(), out)?;
+    let unsealed = engine.stats().memtable_rows;
+    if unsealed > 0 {
+        writeln!(out, "({unsealed} spans not yet sealed into a tier)")?;
+    }
+    engine.close_without_sealing();
+    Ok(())
+}
+
+/// The background retention pass of a server: every `interval`, expire as of now.
+pub async fn background(
+    engine: std::sync::Arc<Engine>,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let engine = std::sync::Arc::clone(&engine);
+        let result = tokio::task::spawn_blocking(move || engine.expire(now_ns(), false)).await;
+        match result {
+            Ok(Ok(report)) => {
+                tracing::info!(
+                    segments = report.segments.len(),
+                    rows = report.rows(),
+                    bytes = report.bytes(),
+                    held = report.refused.len(),
+                    "retention pass"
+                );
+            }
+            Ok(Err(error)) => tracing::warn!(error = %error, "retention pass failed"),
+            Err(error) => tracing::warn!(error = %error, "retention task failed"),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! `sightline verify` and `sightline hold` as a user runs them.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use engine::{AgentFields, Engine, Options, SpanBatchBuilder, SpanId, SpanRecord, TraceId};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sightline");
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    Command::new(BINARY)
+        .args(args)
+        .arg("--data")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sightline")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A store with two sealed segments of session `s1`.
+fn store(dir: &Path) {
+    let engine = Engine::open(dir, Options::default().with_background_sealing(false)).unwrap();
+    for segment in 0..2u8 {
+        let mut builder = SpanBatchBuilder::new();
+        builder.append(&SpanRecord {
+            trace_id: TraceId([segment + 1; 16]),
+            span_id: SpanId([segment + 1; 8]),
+            name: "step",
+            start_time_unix_nano: 1_793_491_200_000_000_000 + i64::from(segment),
+            end_time_unix_nano: 1_793_491_200_000_000_100,
+            agent: AgentFields {
+                session_id: Some(Cow::Borrowed("s1")),
+                ..AgentFields::default()
+            },
+            ..SpanRecord::default()
+        });
+        engine.write(builder.finish()).unwrap();
+        engine.seal().unwrap();
+    }
+    engine.close().unwrap();
+}
+
+#[test]
+fn verify_passes_on_an_untouched_store_and_names_an_altered_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    let ok = run(&["verify"], dir.path());
+    let stdout = text(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}{}", text(&ok.stderr));
+    assert!(stdout.starts_with("OK: 2 entries, 2 segments"), "{stdout}");
+    assert!(stdout.contains("head "), "{stdout}");
+
+    let engine = Engine::open(
+        dir.path(),
+        Options::default().with_background_sealing(false),
+    )
+    .unwrap();
+    let path = dir.path().join(&engine.segments()[1].path);
+    drop(engine);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[50] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let failed = run(&["verify"], dir.path());
+    let stdout = text(&failed.stdout);
+    assert!(!failed.status.success());
+    assert!(stdout.starts_with("FAILED"), "{stdout}");
+    assert!(
+        stdout.contains("segment 2 (segments/") && stdout.contains("altered"),
+        "{stdout}"
+    );
+    assert!(text(&failed.stderr).contains("verification failed: 1 problem"));
+}
+
+#[test]
+fn holds_are_placed_listed_and_released_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    let placed = run(&["hold", "--session", "s1"], dir.path());
+    assert!(placed.status.success(), "{}", text(&placed.stderr));
+    assert!(text(&placed.stdout).starts_with("legal hold placed: session s1 since 20"));
+    let placed = run(&["hold", "--tier", "decision"], dir.path());
+    assert!(placed.status.success(), "{}", text(&placed.stderr));
+    let listed = text(&run(&["hold"], dir.path()).stdout);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains("session s1 since") && listed.contains("tier decision since"));
+    let released = run(&["hold", "--release", "--session", "s1"], dir.path());
+    assert!(released.status.success());
+    assert_eq!(
+        text(&released.stdout),
+        "released the legal hold on session s1\n"
+    );
+    let bare = run(&["hold", "--release"], dir.path());
+    assert!(!bare.status.success());
+    assert!(text(&bare.stderr).contains("--release needs --session ID or --tier NAME"));
+}
+
+#[test]
+fn verify_of_a_directory_held_by_another_process_says_to_stop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    let engine = Engine::open(
+        dir.path(),
+        Options::default().with_background_sealing(false),
+    )
+    .unwrap();
+    let refused = run(&["verify"], dir.path());
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("in use by a running sightline server; stop the server to verify it"),
+        "{stderr}"
+    );
+    drop(engine);
+}

@@ -1,0 +1,209 @@
+//! Content governance end to end: redaction before the WAL, extraction into the content store,
+//! `GET /api/v1/traces/{id}?content=true`, expiry and capture off.
+
+use api::ServerConfig;
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const SECRET: &str = "sk-proj-abcdefghijklmnopqrstuv123456";
+const EMAIL: &str = "jane.roe@example.com";
+
+fn messages(turns: usize) -> String {
+    let mut history = Vec::new();
+    for turn in 0..turns {
+        history.push(format!(
+            r#"{{"role": "user", "parts": [{{"type": "text", "content": "question {turn}"}}]}}"#
+        ));
+    }
+    format!("[{}]", history.join(", "))
+}
+
+fn export(span: u8, attributes: Value) -> Value {
+    json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "agent"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": TRACE, "spanId": format!("{span:016x}"), "name": "chat m",
+            "kind": 3, "startTimeUnixNano": "1700000000000000000",
+            "endTimeUnixNano": "1700000001000000000",
+            "attributes": attributes
+        }]}]
+    }]})
+}
+
+async fn post(server: &TestServer, body: &Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/traces", server.otlp_http))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+async fn get_trace(server: &TestServer, content: bool) -> (Option<String>, Value) {
+    let query = if content { "?content=true" } else { "" };
+    let response = reqwest::get(format!("{}/api/v1/traces/{TRACE}{query}", server.api))
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let header = response
+        .headers()
+        .get("x-sightline-content")
+        .map(|value| value.to_str().unwrap().to_owned());
+    (header, response.json().await.unwrap())
+}
+
+/// `key` -> string value of the first span with that span id.
+fn attribute(trace: &Value, span: u8, key: &str) -> Option<String> {
+    let spans = trace["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array()?;
+    let span = spans
+        .iter()
+        .find(|candidate| candidate["spanId"] == format!("{span:016x}"))?;
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|pair| pair["key"] == key)
+        .and_then(|pair| pair["value"]["stringValue"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn content_is_redacted_before_the_wal_deduplicated_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    // The default configuration redacts e-mail addresses on every key.
+    for turn in 1..=10u8 {
+        post(
+            &server,
+            &export(
+                turn,
+                json!([
+                    {"key": "gen_ai.input.messages", "value": {"stringValue": messages(turn.into())}},
+                    {"key": "gen_ai.request.model", "value": {"stringValue": "m"}},
+                    {"key": "user.contact", "value": {"stringValue": format!("mail {EMAIL}")}}
+                ]),
+            ),
+        )
+        .await;
+    }
+
+    // The skeleton keeps a keyed digest; the e-mail address is redacted on a plain attribute.
+    let (header, skeleton) = get_trace(&server, false).await;
+    assert_eq!(header, None);
+    let reference = attribute(&skeleton, 3, "gen_ai.input.messages").unwrap();
+    assert!(
+        reference.starts_with("sightline-content:v1:"),
+        "{reference}"
+    );
+    assert_eq!(
+        attribute(&skeleton, 3, "user.contact").unwrap(),
+        "mail [REDACTED:email]"
+    );
+
+    // With content=true every value is back, exactly.
+    let (header, full) = get_trace(&server, true).await;
+    assert_eq!(header.as_deref(), Some("complete"));
+    for turn in 1..=10u8 {
+        assert_eq!(
+            attribute(&full, turn, "gen_ai.input.messages").unwrap(),
+            messages(turn.into())
+        );
+    }
+
+    // Each message stored once: 10 distinct messages behind 10 references.
+    let rows = server
+        .rows(&format!(
+            "SELECT count(*), count(DISTINCT value) FROM content WHERE trace_id = '{TRACE}' AND status = 'present'"
+        ))
+        .await;
+    assert_eq!(rows[0], json!([10, 10]));
+    server.stop().await;
+
+    // Nothing of a redacted value reached any file of the store (WAL, segments, content).
+    let mut files = vec![dir.path().to_path_buf()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                files.push(entry.unwrap().path());
+            }
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            let found = bytes
+                .windows(EMAIL.len())
+                .any(|window| window == EMAIL.as_bytes());
+            assert!(!found, "{} holds the e-mail address", path.display());
+        }
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_redb_file_and_capture_off_keeps_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.content.capture = false;
+    let mut rule = config.content.redaction[0].clone();
+    rule.name = "keys".into();
+    rule.detectors = vec!["api_key".into(), "bearer".into()];
+    config.content.redaction.push(rule);
+    let server = TestServer::start_with(config).await;
+    post(
+        &server,
+        &export(
+            1,
+            json!([
+                {"key": "gen_ai.tool.call.arguments", "value": {"stringValue": "{\"q\": \"weather\"}"}},
+                {"key": "http.note", "value": {"stringValue": format!("key {SECRET}")}}
+            ]),
+        ),
+    )
+    .await;
+    let (header, full) = get_trace(&server, true).await;
+    assert_eq!(header.as_deref(), Some("not_captured"));
+    let value = attribute(&full, 1, "gen_ai.tool.call.arguments").unwrap();
+    assert!(value.starts_with("[NOT_CAPTURED:"), "{value}");
+    assert_eq!(
+        attribute(&full, 1, "http.note").unwrap(),
+        "key [REDACTED:keys]"
+    );
+    let rows = server.rows("SELECT key, status, value FROM content").await;
+    assert_eq!(
+        rows,
+        vec![json!(["gen_ai.tool.call.arguments", "not_captured", null])]
+    );
+    server.stop().await;
+    let redb = std::fs::read(dir.path().join("sightline.redb")).unwrap();
+    assert!(
+        !redb
+            .windows(SECRET.len())
+            .any(|window| window == SECRET.as_bytes())
+    );
+    assert!(!redb.windows(7).any(|window| window == b"weather"));
+}
+
+#[tokio::test]
+async fn expired_content_reads_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    post(
+        &server,
+        &export(
+            1,
+            json!([{"key": "input.value", "value": {"stringValue": "what is the plan"}}]),
+        ),
+    )
+    .await;
+    let engine = std::sync::Arc::clone(server.server.as_ref().unwrap().engine());
+    let expired = tokio::task::spawn_blocking(move || engine.expire_content(u64::MAX, false))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(expired.messages, 1);
+    let (header, full) = get_trace(&server, true).await;
+    assert_eq!(header.as_deref(), Some("expired"));
+    let value = attribute(&full, 1, "input.value").unwrap();
+    assert!(value.starts_with("[EXPIRED:"), "{value}");
+    let rows = server.rows("SELECT status FROM content").await;
+    assert_eq!(rows, vec![json!(["expired"])]);
+    server.stop().await;
+}

@@ -1,0 +1,250 @@
+//! Retention configuration end to end: rules place exported spans in tiers (whole traces
+//! promoted), `check-config`, and `retention run/status` on a data directory.
+
+use std::process::Command;
+
+use api::ServerConfig;
+use api::config_file::DEFAULT_CONFIG;
+use prost::Message as _;
+
+use crate::support::TestServer;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sightline");
+
+/// One trace of two plain spans (no agent attributes): no rule matches it.
+async fn export_plain(server: &TestServer) {
+    let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "web"}}]},
+        "scopeSpans": [{"spans": [
+            {"traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "0102030405060708",
+             "name": "GET /", "kind": 2,
+             "startTimeUnixNano": "1793491200000000000", "endTimeUnixNano": "1793491200000001000"},
+            {"traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "0102030405060709",
+             "parentSpanId": "0102030405060708", "name": "SELECT", "kind": 3,
+             "startTimeUnixNano": "1793491200000000100", "endTimeUnixNano": "1793491200000000900"}
+        ]}]
+    }]});
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/traces", server.otlp_http))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM spans WHERE trace_id = '0102030405060708090a0b0c0d0e0f10'")
+            .await,
+        2
+    );
+}
+
+async fn export(server: &TestServer, traces: usize) {
+    export_plain(server).await;
+    let config = testdata::AgentTraceConfig {
+        traces,
+        seed: 11,
+        ..testdata::AgentTraceConfig::default()
+    };
+    let client = reqwest::Client::new();
+    for request in testdata::export_requests(&config, 4) {
+        let response = client
+            .post(format!("{}/v1/traces", server.otlp_http))
+            .header("content-type", "application/x-protobuf")
+            .body(request.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_rules_keep_whole_decision_traces_in_the_decision_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    // No background retention pass: the generated spans start on 2026-11-01, so the standard
+    // tier's part would be past its 14 days and go at the first pass.
+    let config = || ServerConfig {
+        retention_interval: std::time::Duration::ZERO,
+        ..ServerConfig::ephemeral(dir.path())
+    };
+    let server = TestServer::start_with(config()).await;
+    export(&server, 40).await;
+    check_tiers(&server).await;
+    // Sealed: the same, and the segments sit in their tiers.
+    server.stop().await;
+    let server = TestServer::start_with(config()).await;
+    check_tiers(&server).await;
+    let status = server
+        .rows("SELECT tier, spans, segments FROM retention ORDER BY tier")
+        .await;
+    assert_eq!(status.len(), 3, "{status:?}");
+    assert_eq!(status[0][0], "content");
+    assert!(status[1][1].as_u64().unwrap() > 0, "{status:?}");
+    assert!(status[2][1].as_u64().unwrap() > 0, "{status:?}");
+    server.stop().await;
+}
+
+async fn check_tiers(server: &TestServer) {
+    {
+        // One tier per trace: a trace lives in the highest tier any of its spans reached.
+        assert_eq!(
+            server
+                .count(
+                    "SELECT count(*) FROM (SELECT trace_id FROM spans GROUP BY trace_id \
+                         HAVING count(DISTINCT retention_tier) > 1)"
+                )
+                .await,
+            0
+        );
+        // Every trace with a decision, a risky tool or a failed tool call is in `decision`.
+        assert_eq!(
+                server
+                    .count(
+                        "SELECT count(*) FROM spans s WHERE s.retention_tier <> 'decision' AND \
+                         s.trace_id IN (SELECT trace_id FROM spans WHERE decision_verdict IS NOT NULL \
+                         OR tool_risk IN ('write', 'destructive', 'external', 'access_change') \
+                         OR (operation = 'execute_tool' AND error_type IS NOT NULL))"
+                    )
+                    .await,
+                0
+            );
+        // ... and the others are in the default tier.
+        assert_eq!(
+                server
+                    .count(
+                        "SELECT count(*) FROM spans s WHERE s.retention_tier = 'decision' AND \
+                         s.trace_id NOT IN (SELECT trace_id FROM spans WHERE decision_verdict IS NOT NULL \
+                         OR tool_risk IN ('write', 'destructive', 'external', 'access_change') \
+                         OR (operation = 'execute_tool' AND error_type IS NOT NULL))"
+                    )
+                    .await,
+                0
+            );
+        let tiers = server
+            .rows("SELECT retention_tier, count(*) FROM spans GROUP BY 1 ORDER BY 1")
+            .await;
+        assert_eq!(tiers.len(), 2, "{tiers:?}");
+        assert_eq!(
+            server
+                .rows(
+                    "SELECT DISTINCT retention_tier FROM spans \
+                     WHERE trace_id = '0102030405060708090a0b0c0d0e0f10'"
+                )
+                .await,
+            vec![serde_json::json!(["standard"])]
+        );
+    }
+}
+
+fn sightline(args: &[&str]) -> std::process::Output {
+    Command::new(BINARY).args(args).output().unwrap()
+}
+
+#[test]
+fn check_config_accepts_the_default_and_names_a_broken_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("sightline.toml");
+    std::fs::write(&good, DEFAULT_CONFIG).unwrap();
+    let output = sightline(&["check-config", good.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("tier decision"), "{stdout}");
+    assert!(stdout.contains(": OK"), "{stdout}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        DEFAULT_CONFIG.replace(
+            "decision_verdict IS NOT NULL",
+            "decision_verdict IS NOT NULL AND",
+        ),
+    )
+    .unwrap();
+    let output = sightline(&["check-config", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("retention rule \"any decision\""),
+        "{stderr}"
+    );
+
+    // serve refuses to start with it, naming the rule.
+    let data = dir.path().join("data");
+    let output = sightline(&[
+        "serve",
+        "--config",
+        bad.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("retention rule \"any decision\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_run_with_as_of_shows_then_deletes_what_is_past_its_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    export(&server, 20).await;
+    server.stop().await;
+    let data = dir.path().to_str().unwrap();
+
+    let status = sightline(&["retention", "status", "--data", data]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(
+        text.contains("decision") && text.contains("standard"),
+        "{text}"
+    );
+
+    // The generated spans start on 2026-11-01: by 2026-12-01 the standard tier (14d) is past
+    // its age, the decision tier (400d) is not.
+    let dry = sightline(&[
+        "retention",
+        "run",
+        "--data",
+        data,
+        "--as-of",
+        "2026-12-01T00:00:00Z",
+        "--dry-run",
+    ]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(dry.status.success(), "{text}");
+    assert!(text.contains("would delete segment"), "{text}");
+    assert!(!text.contains("tier=decision"), "{text}");
+    let run = sightline(&[
+        "retention",
+        "run",
+        "--data",
+        data,
+        "--as-of",
+        "2026-12-01T00:00:00Z",
+    ]);
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{text}");
+    assert!(text.contains("deleted segment"), "{text}");
+
+    let server = TestServer::start_with(ServerConfig::ephemeral(dir.path())).await;
+    let tiers = server
+        .rows("SELECT DISTINCT retention_tier FROM spans")
+        .await;
+    assert_eq!(tiers, vec![serde_json::json!(["decision"])]);
+    server.stop().await;
+
+    let bad = sightline(&[
+        "retention",
+        "run",
+        "--data",
+        data,
+        "--as-of",
+        "next tuesday",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
+}

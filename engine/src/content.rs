@@ -1,0 +1,820 @@
+//! The content store: message and payload text split from span rows at ingest, stored once per
+//! distinct blob (content-addressed by SHA-256), with its own retention.
+//!
+//! Four redb tables (see `tables.rs` and `docs/content.md`):
+//! - `content`: blob hash -> `[version 1][codec 0 raw | 1 zstd][bytes]`;
+//! - `content_seen`: blob hash -> `[version 1][last seen ns u64][count u16][(tier len u16, tier, seen ns u64)*]`,
+//!   when a reference last pointed at the blob, per retention tier (`""` = default tier);
+//! - `content_by_time`: last seen ns (the largest over tiers) -> blob hash, the expiry index;
+//! - `content_refs`: (trace id, span id, key) -> the reference: its keyed digest, the value's
+//!   form (opaque to the engine), the tier and the pieces (literal text and blob hashes) whose
+//!   concatenation is the value, or "not captured" (digest only).
+//!
+//! Invariants: a blob is written in the same transaction as every reference that names it, and
+//! [`Engine::put_content`] commits (fsync) before the span rows are written, so a span never
+//! points at content that was not stored. Expiry deletes blobs only; references stay, so a read
+//! after expiry answers [`ContentValue::Expired`] with the digest. A crash between the content and
+//! the span write leaves blobs and references without spans; content expiry removes the blobs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+
+use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTableMetadata};
+
+use crate::error::{Error, Result};
+use crate::ids::{SpanId, TraceId};
+use crate::store::Engine;
+use crate::tables::{CONTENT, CONTENT_BY_TIME, CONTENT_META, CONTENT_REFS, CONTENT_SEEN};
+
+/// SHA-256 of a content blob (its address).
+pub type ContentHash = [u8; 32];
+
+/// Format version of every content value.
+const CONTENT_VERSION: u8 = 1;
+const CODEC_RAW: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+const PIECE_LITERAL: u8 = 0;
+const PIECE_BLOB: u8 = 1;
+/// Key of the content digest key in `content_meta`.
+const DIGEST_KEY: &str = "digest_key";
+/// Blobs shorter than this are stored raw: a zstd frame would not pay for itself.
+const COMPRESS_MIN_BYTES: usize = 64;
+
+/// One piece of a referenced value: the value is the concatenation of its pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentPiece {
+    /// Text kept in the reference itself (e.g. the `[`, `, ` and `]` around messages).
+    Literal(String),
+    /// A stored blob.
+    Blob(ContentHash),
+}
+
+/// Where a content value was and how to find it again: one per (span, key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentRef {
+    /// The span's trace.
+    pub trace_id: TraceId,
+    /// The span.
+    pub span_id: SpanId,
+    /// Where on the span the value was (an attribute key, or `events[i].<key>`).
+    pub key: String,
+    /// Keyed digest of the value (kept after the content expires).
+    pub digest: ContentHash,
+    /// How the caller encoded the value (opaque to the engine, returned as is).
+    pub form: u8,
+    /// The pieces of the value, or `None` when capture was off (digest only).
+    pub pieces: Option<Vec<ContentPiece>>,
+    /// Retention tier of the span, when known (`None` = default content keep).
+    pub tier: Option<String>,
+}
+
+/// Content of one export request, written by [`Engine::put_content`].
+#[derive(Debug, Clone, Default)]
+pub struct ContentBatch {
+    /// Blobs by hash. The engine trusts the caller that the hash is SHA-256 of the text.
+    pub blobs: Vec<(ContentHash, String)>,
+    /// References.
+    pub refs: Vec<ContentRef>,
+    /// When the content is stored (ns since the Unix epoch): the clock of its retention.
+    pub stored_unix_nanos: u64,
+}
+
+impl ContentBatch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty() && self.refs.is_empty()
+    }
+}
+
+/// A referenced value as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentValue {
+    /// The value, exactly as stored.
+    Present(String),
+    /// Some of its blobs were removed by content retention; the digest remains.
+    Expired {
+        /// Keyed digest of the value.
+        digest: ContentHash,
+    },
+    /// Capture was off when it arrived: only the digest was kept.
+    NotCaptured {
+        /// Keyed digest of the value.
+        digest: ContentHash,
+    },
+}
+
+/// One row of the content table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentRow {
+    /// The span's trace.
+    pub trace_id: TraceId,
+    /// The span.
+    pub span_id: SpanId,
+    /// See [`ContentRef::key`].
+    pub key: String,
+    /// See [`ContentRef::form`].
+    pub form: u8,
+    /// The value or why it is gone.
+    pub value: ContentValue,
+}
+
+/// Which content [`Engine::expire_content_with`] removes.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ContentExpiryRequest {
+    /// Blobs last referenced before this time (ns) by default-tier spans are removed.
+    pub cutoff_unix_nanos: u64,
+    /// Per-tier cutoffs (tier name -> ns), overriding `cutoff_unix_nanos` for references
+    /// written with that tier.
+    pub tier_cutoffs: BTreeMap<String, u64>,
+    /// Count what would be removed without removing it.
+    pub dry_run: bool,
+}
+
+impl ContentExpiryRequest {
+    /// Removes blobs last referenced before `cutoff_unix_nanos`.
+    pub fn new(cutoff_unix_nanos: u64) -> Self {
+        ContentExpiryRequest {
+            cutoff_unix_nanos,
+            ..ContentExpiryRequest::default()
+        }
+    }
+
+    /// Uses `cutoff_unix_nanos` for references of `tier`.
+    pub fn with_tier(mut self, tier: impl Into<String>, cutoff_unix_nanos: u64) -> Self {
+        self.tier_cutoffs.insert(tier.into(), cutoff_unix_nanos);
+        self
+    }
+
+    /// Only counts.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    fn cutoff_for(&self, tier: &str) -> u64 {
+        if tier.is_empty() {
+            self.cutoff_unix_nanos
+        } else {
+            self.tier_cutoffs
+                .get(tier)
+                .copied()
+                .unwrap_or(self.cutoff_unix_nanos)
+        }
+    }
+}
+
+/// What a content expiry run removed (or would remove, when dry).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContentExpiry {
+    /// Blobs removed.
+    pub messages: u64,
+    /// Stored bytes removed.
+    pub bytes: u64,
+}
+
+/// Size of the content store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContentStats {
+    /// Distinct stored blobs.
+    pub messages: u64,
+    /// References (span, key).
+    pub references: u64,
+    /// Stored bytes of blobs (compressed, with their headers).
+    pub bytes: u64,
+}
+
+fn store_error<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> Error {
+    move |source| Error::store(operation, source)
+}
+
+fn corrupt(location: &str, detail: impl Into<String>) -> Error {
+    Error::Corrupt {
+        location: format!("content table {location}"),
+        detail: detail.into(),
+    }
+}
+
+fn ref_key(trace_id: &TraceId, span_id: &SpanId, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + key.len());
+    out.extend_from_slice(&trace_id.0);
+    out.extend_from_slice(&span_id.0);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn encode_ref(reference: &ContentRef, stored: u64) -> Vec<u8> {
+    let mut out = vec![CONTENT_VERSION];
+    out.extend_from_slice(&stored.to_le_bytes());
+    out.extend_from_slice(&reference.digest);
+    out.push(reference.form);
+    let tier = reference.tier.as_deref().unwrap_or("");
+    out.extend_from_slice(&(tier.len() as u16).to_le_bytes());
+    out.extend_from_slice(tier.as_bytes());
+    match &reference.pieces {
+        None => out.push(0),
+        Some(pieces) => {
+            out.push(1);
+            out.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
+            for piece in pieces {
+                match piece {
+                    ContentPiece::Literal(text) => {
+                        out.push(PIECE_LITERAL);
+                        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                        out.extend_from_slice(text.as_bytes());
+                    }
+                    ContentPiece::Blob(hash) => {
+                        out.push(PIECE_BLOB);
+                        out.extend_from_slice(hash);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A cursor over stored bytes that names the entry in its errors.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    location: &'a str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8]> {
+        if self.bytes.len() < count {
+            return Err(corrupt(
+                self.location,
+                format!("expected {count} more bytes, found {}", self.bytes.len()),
+            ));
+        }
+        let (head, rest) = self.bytes.split_at(count);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16> {
+        let mut raw = [0; 2];
+        raw.copy_from_slice(self.take(2)?);
+        Ok(u16::from_le_bytes(raw))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        let mut raw = [0; 4];
+        raw.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(raw))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        let mut raw = [0; 8];
+        raw.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(raw))
+    }
+
+    fn hash(&mut self) -> Result<ContentHash> {
+        let mut raw = [0; 32];
+        raw.copy_from_slice(self.take(32)?);
+        Ok(raw)
+    }
+
+    fn text(&mut self, count: usize) -> Result<String> {
+        let location = self.location;
+        String::from_utf8(self.take(count)?.to_vec())
+            .map_err(|_| corrupt(location, "text is not UTF-8"))
+    }
+
+    fn version(&mut self) -> Result<()> {
+        match self.u8()? {
+            CONTENT_VERSION => Ok(()),
+            other => Err(corrupt(
+                self.location,
+                format!("expected format version {CONTENT_VERSION}, found {other}"),
+            )),
+        }
+    }
+}
+
+struct DecodedRef {
+    digest: ContentHash,
+    form: u8,
+    pieces: Option<Vec<ContentPiece>>,
+}
+
+fn decode_ref(bytes: &[u8], location: &str) -> Result<DecodedRef> {
+    let mut reader = Reader { bytes, location };
+    reader.version()?;
+    let _stored = reader.u64()?;
+    let digest = reader.hash()?;
+    let form = reader.u8()?;
+    let tier_len = usize::from(reader.u16()?);
+    reader.take(tier_len)?;
+    let pieces = match reader.u8()? {
+        0 => None,
+        _ => {
+            let count = reader.u32()? as usize;
+            let mut pieces = Vec::with_capacity(count.min(1024));
+            for _ in 0..count {
+                match reader.u8()? {
+                    PIECE_LITERAL => {
+                        let len = reader.u32()? as usize;
+                        pieces.push(ContentPiece::Literal(reader.text(len)?));
+                    }
+                    PIECE_BLOB => pieces.push(ContentPiece::Blob(reader.hash()?)),
+                    other => return Err(corrupt(location, format!("unknown piece tag {other}"))),
+                }
+            }
+            Some(pieces)
+        }
+    };
+    Ok(DecodedRef {
+        digest,
+        form,
+        pieces,
+    })
+}
+
+fn encode_blob(text: &str) -> Vec<u8> {
+    if text.len() >= COMPRESS_MIN_BYTES
+        && let Ok(compressed) = zstd::bulk::compress(text.as_bytes(), 3)
+        && compressed.len() < text.len()
+    {
+        let mut out = Vec::with_capacity(compressed.len() + 2);
+        out.push(CONTENT_VERSION);
+        out.push(CODEC_ZSTD);
+        out.extend_from_slice(&compressed);
+        return out;
+    }
+    let mut out = Vec::with_capacity(text.len() + 2);
+    out.push(CONTENT_VERSION);
+    out.push(CODEC_RAW);
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+fn decode_blob(bytes: &[u8], location: &str) -> Result<String> {
+    let mut reader = Reader { bytes, location };
+    reader.version()?;
+    let codec = reader.u8()?;
+    let raw = match codec {
+        CODEC_RAW => reader.bytes.to_vec(),
+        CODEC_ZSTD => {
+            let mut out = Vec::new();
+            zstd::stream::read::Decoder::new(reader.bytes)
+                .and_then(|mut decoder| decoder.read_to_end(&mut out))
+                .map_err(|error| corrupt(location, format!("zstd: {error}")))?;
+            out
+        }
+        other => return Err(corrupt(location, format!("unknown codec {other}"))),
+    };
+    String::from_utf8(raw).map_err(|_| corrupt(location, "text is not UTF-8"))
+}
+
+/// When each tier last referenced a blob.
+#[derive(Debug, Default)]
+struct Seen {
+    tiers: BTreeMap<String, u64>,
+}
+
+impl Seen {
+    fn last(&self) -> u64 {
+        self.tiers.values().copied().max().unwrap_or(0)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![CONTENT_VERSION];
+        out.extend_from_slice(&self.last().to_le_bytes());
+        out.extend_from_slice(&(self.tiers.len() as u16).to_le_bytes());
+        for (tier, seen) in &self.tiers {
+            out.extend_from_slice(&(tier.len() as u16).to_le_bytes());
+            out.extend_from_slice(tier.as_bytes());
+            out.extend_from_slice(&seen.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8], location: &str) -> Result<Seen> {
+        let mut reader = Reader { bytes, location };
+        reader.version()?;
+        let _last = reader.u64()?;
+        let count = reader.u16()?;
+        let mut tiers = BTreeMap::new();
+        for _ in 0..count {
+            let len = usize::from(reader.u16()?);
+            let tier = reader.text(len)?;
+            tiers.insert(tier, reader.u64()?);
+        }
+        Ok(Seen { tiers })
+    }
+}
+
+fn location_of(hash: &[u8]) -> String {
+    hex::encode(hash)
+}
+
+impl Engine {
+    /// Writes the content of one export request in one durable (fsync'd) transaction. Call it
+    /// before [`Engine::write`] of the same request's spans. A blob already stored is not stored
+    /// again; its last-seen time moves to `batch.stored_unix_nanos`, so retention counts from
+    /// the newest reference.
+    pub fn put_content(&self, batch: &ContentBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let stored = batch.stored_unix_nanos;
+        let mut tiers_of: BTreeMap<ContentHash, HashSet<&str>> = BTreeMap::new();
+        for reference in &batch.refs {
+            if let Some(pieces) = &reference.pieces {
+                for piece in pieces {
+                    if let ContentPiece::Blob(hash) = piece {
+                        tiers_of
+                            .entry(*hash)
+                            .or_default()
+                            .insert(reference.tier.as_deref().unwrap_or(""));
+                    }
+                }
+            }
+        }
+        let txn = self
+            .database()
+            .begin_write()
+            .map_err(store_error("begin content write"))?;
+        {
+            let mut content = txn
+                .open_table(CONTENT)
+                .map_err(store_error("open content"))?;
+            let mut seen_table = txn
+                .open_table(CONTENT_SEEN)
+                .map_err(store_error("open content seen"))?;
+            let mut by_time = txn
+                .open_multimap_table(CONTENT_BY_TIME)
+                .map_err(store_error("open content by time"))?;
+            let mut refs = txn
+                .open_table(CONTENT_REFS)
+                .map_err(store_error("open content refs"))?;
+            let mut written: HashSet<ContentHash> = HashSet::new();
+            for (hash, text) in &batch.blobs {
+                if !written.insert(*hash) {
+                    continue;
+                }
+                let exists = content
+                    .get(hash.as_slice())
+                    .map_err(store_error("read content"))?
+                    .is_some();
+                if !exists {
+                    content
+                        .insert(hash.as_slice(), encode_blob(text).as_slice())
+                        .map_err(store_error("write content"))?;
+                }
+                let location = location_of(hash);
+                let mut seen = match seen_table
+                    .get(hash.as_slice())
+                    .map_err(store_error("read content seen"))?
+                {
+                    Some(value) => Seen::decode(value.value(), &location)?,
+                    None => Seen::default(),
+                };
+                let before = seen.last();
+                let tiers = tiers_of.get(hash);
+                let default_tier = [""];
+                let tiers: Vec<&str> = match tiers {
+                    Some(tiers) => tiers.iter().copied().collect(),
+                    None => default_tier.to_vec(),
+                };
+                for tier in tiers {
+                    let entry = seen.tiers.entry(tier.to_owned()).or_insert(0);
+                    *entry = (*entry).max(stored);
+                }
+                let after = seen.last();
+                if exists && before != after {
+                    by_time
+                        .remove(before, hash.as_slice())
+                        .map_err(store_error("update content by time"))?;
+                }
+                if !exists || before != after {
+                    by_time
+                        .insert(after, hash.as_slice())
+                        .map_err(store_error("update content by time"))?;
+                }
+                seen_table
+                    .insert(hash.as_slice(), seen.encode().as_slice())
+                    .map_err(store_error("write content seen"))?;
+            }
+            for reference in &batch.refs {
+                let key = ref_key(&reference.trace_id, &reference.span_id, &reference.key);
+                refs.insert(key.as_slice(), encode_ref(reference, stored).as_slice())
+                    .map_err(store_error("write content ref"))?;
+            }
+        }
+        txn.commit().map_err(store_error("commit content"))?;
+        Ok(())
+    }
+
+    /// The content references of one trace with their values (or why they are gone), ordered by
+    /// span id and key.
+    pub fn content_for_trace(&self, trace_id: &TraceId) -> Result<Vec<ContentRow>> {
+        self.scan_content(Some(std::slice::from_ref(trace_id)))
+    }
+
+    /// Content rows of the given traces, or of every trace when `trace_ids` is `None`.
+    pub fn scan_content(&self, trace_ids: Option<&[TraceId]>) -> Result<Vec<ContentRow>> {
+        let txn = self
+            .database()
+            .begin_read()
+            .map_err(store_error("begin content read"))?;
+        let refs = match txn.open_table(CONTENT_REFS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(Error::store("open content refs", error)),
+        };
+        let content = match txn.open_table(CONTENT) {
+            Ok(table) => Some(table),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(Error::store("open content", error)),
+        };
+        let mut rows = Vec::new();
+        let mut visit = |key: &[u8], value: &[u8]| -> Result<()> {
+            if key.len() < 24 {
+                return Err(corrupt("content_refs", "key shorter than 24 bytes"));
+            }
+            let mut trace = [0u8; 16];
+            trace.copy_from_slice(&key[..16]);
+            let mut span = [0u8; 8];
+            span.copy_from_slice(&key[16..24]);
+            let name = String::from_utf8(key[24..].to_vec())
+                .map_err(|_| corrupt("content_refs", "key is not UTF-8"))?;
+            let location = format!("content_refs {}", hex::encode(&key[..24]));
+            let decoded = decode_ref(value, &location)?;
+            let value = match decoded.pieces {
+                None => ContentValue::NotCaptured {
+                    digest: decoded.digest,
+                },
+                Some(pieces) => {
+                    let mut text = String::new();
+                    let mut expired = false;
+                    for piece in pieces {
+                        match piece {
+                            ContentPiece::Literal(literal) => text.push_str(&literal),
+                            ContentPiece::Blob(hash) => {
+                                let stored = match &content {
+                                    Some(table) => table
+                                        .get(hash.as_slice())
+                                        .map_err(store_error("read content"))?,
+                                    None => None,
+                                };
+                                match stored {
+                                    Some(bytes) => text.push_str(&decode_blob(
+                                        bytes.value(),
+                                        &location_of(&hash),
+                                    )?),
+                                    None => {
+                                        expired = true;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if expired {
+                        ContentValue::Expired {
+                            digest: decoded.digest,
+                        }
+                    } else {
+                        ContentValue::Present(text)
+                    }
+                }
+            };
+            rows.push(ContentRow {
+                trace_id: TraceId(trace),
+                span_id: SpanId(span),
+                key: name,
+                form: decoded.form,
+                value,
+            });
+            Ok(())
+        };
+        match trace_ids {
+            None => {
+                for entry in refs.iter().map_err(store_error("read content refs"))? {
+                    let (key, value) = entry.map_err(store_error("read content refs"))?;
+                    visit(key.value(), value.value())?;
+                }
+            }
+            Some(trace_ids) => {
+                let mut sorted = trace_ids.to_vec();
+                sorted.sort();
+                sorted.dedup();
+                for trace_id in sorted {
+                    let start = trace_id.0.as_slice();
+                    for entry in refs
+                        .range::<&[u8]>(start..)
+                        .map_err(store_error("read content refs"))?
+                    {
+                        let (key, value) = entry.map_err(store_error("read content refs"))?;
+                        if !key.value().starts_with(start) {
+                            break;
+                        }
+                        visit(key.value(), value.value())?;
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Removes blobs whose newest reference is older than `cutoff_unix_nanos` (the default
+    /// tier's cutoff). References keep their digests, so reads of them say "expired".
+    pub fn expire_content(&self, cutoff_unix_nanos: u64, dry_run: bool) -> Result<ContentExpiry> {
+        self.expire_content_with(
+            &ContentExpiryRequest::new(cutoff_unix_nanos).with_dry_run(dry_run),
+        )
+    }
+
+    /// Removes blobs no tier keeps any more: a blob goes when, for every tier that referenced
+    /// it, its last reference from that tier is older than that tier's cutoff.
+    pub fn expire_content_with(&self, request: &ContentExpiryRequest) -> Result<ContentExpiry> {
+        let horizon = request
+            .tier_cutoffs
+            .values()
+            .copied()
+            .chain([request.cutoff_unix_nanos])
+            .max()
+            .unwrap_or(0);
+        let txn = self
+            .database()
+            .begin_write()
+            .map_err(store_error("begin content expiry"))?;
+        let mut expiry = ContentExpiry::default();
+        {
+            let mut content = txn
+                .open_table(CONTENT)
+                .map_err(store_error("open content"))?;
+            let mut seen_table = txn
+                .open_table(CONTENT_SEEN)
+                .map_err(store_error("open content seen"))?;
+            let mut by_time = txn
+                .open_multimap_table(CONTENT_BY_TIME)
+                .map_err(store_error("open content by time"))?;
+            let mut doomed: Vec<(u64, ContentHash)> = Vec::new();
+            for entry in by_time
+                .range(..horizon)
+                .map_err(store_error("read content by time"))?
+            {
+                let (time, hashes) = entry.map_err(store_error("read content by time"))?;
+                for hash in hashes {
+                    let hash = hash.map_err(store_error("read content by time"))?;
+                    let raw: ContentHash = hash
+                        .value()
+                        .try_into()
+                        .map_err(|_| corrupt("content_by_time", "hash is not 32 bytes"))?;
+                    let location = location_of(&raw);
+                    let keep = match seen_table
+                        .get(raw.as_slice())
+                        .map_err(store_error("read content seen"))?
+                    {
+                        Some(value) => {
+                            let seen = Seen::decode(value.value(), &location)?;
+                            seen.tiers
+                                .iter()
+                                .any(|(tier, at)| *at >= request.cutoff_for(tier))
+                        }
+                        None => false,
+                    };
+                    if !keep {
+                        doomed.push((time.value(), raw));
+                    }
+                }
+            }
+            for (time, hash) in doomed {
+                let bytes = content
+                    .get(hash.as_slice())
+                    .map_err(store_error("read content"))?
+                    .map(|value| value.value().len() as u64)
+                    .unwrap_or(0);
+                expiry.messages += 1;
+                expiry.bytes += bytes;
+                if request.dry_run {
+                    continue;
+                }
+                content
+                    .remove(hash.as_slice())
+                    .map_err(store_error("expire content"))?;
+                seen_table
+                    .remove(hash.as_slice())
+                    .map_err(store_error("expire content"))?;
+                by_time
+                    .remove(time, hash.as_slice())
+                    .map_err(store_error("expire content"))?;
+            }
+        }
+        if request.dry_run {
+            txn.abort().map_err(store_error("abort content expiry"))?;
+        } else {
+            txn.commit().map_err(store_error("commit content expiry"))?;
+        }
+        Ok(expiry)
+    }
+
+    /// Counts of the content store.
+    pub fn content_stats(&self) -> Result<ContentStats> {
+        let txn = self
+            .database()
+            .begin_read()
+            .map_err(store_error("begin content read"))?;
+        let mut stats = ContentStats::default();
+        match txn.open_table(CONTENT) {
+            Ok(table) => {
+                for entry in table.iter().map_err(store_error("read content"))? {
+                    let (_, value) = entry.map_err(store_error("read content"))?;
+                    stats.messages += 1;
+                    stats.bytes += value.value().len() as u64;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(error) => return Err(Error::store("open content", error)),
+        }
+        match txn.open_table(CONTENT_REFS) {
+            Ok(table) => stats.references = table.len().map_err(store_error("count refs"))?,
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(error) => return Err(Error::store("open content refs", error)),
+        }
+        Ok(stats)
+    }
+
+    /// The store's secret key for content digests: 32 random bytes made on first use and kept
+    /// in the database, so digests of equal values stay equal across restarts (and differ
+    /// between stores, so a digest does not reveal a guessable value).
+    pub fn content_digest_key(&self) -> Result<[u8; 32]> {
+        let txn = self
+            .database()
+            .begin_write()
+            .map_err(store_error("begin content key"))?;
+        let key = {
+            let mut meta = txn
+                .open_table(CONTENT_META)
+                .map_err(store_error("open content meta"))?;
+            let existing = meta
+                .get(DIGEST_KEY)
+                .map_err(store_error("read content key"))?
+                .map(|value| value.value().to_vec());
+            match existing {
+                Some(bytes) => bytes
+                    .try_into()
+                    .map_err(|_| corrupt("content_meta", "digest key is not 32 bytes"))?,
+                None => {
+                    let mut key = [0u8; 32];
+                    let path = std::path::Path::new("/dev/urandom");
+                    std::fs::File::open(path)
+                        .and_then(|mut file| file.read_exact(&mut key))
+                        .map_err(|source| Error::io("read random bytes", path, source))?;
+                    meta.insert(DIGEST_KEY, key.as_slice())
+                        .map_err(store_error("write content key"))?;
+                    key
+                }
+            }
+        };
+        txn.commit().map_err(store_error("commit content key"))?;
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_round_trip_through_their_encoding() {
+        let reference = ContentRef {
+            trace_id: TraceId([1; 16]),
+            span_id: SpanId([2; 8]),
+            key: "gen_ai.input.messages".into(),
+            digest: [7; 32],
+            form: 1,
+            pieces: Some(vec![
+                ContentPiece::Literal("[".into()),
+                ContentPiece::Blob([9; 32]),
+                ContentPiece::Literal("]".into()),
+            ]),
+            tier: Some("decision".into()),
+        };
+        let decoded = decode_ref(&encode_ref(&reference, 5), "test").unwrap();
+        assert_eq!(decoded.digest, [7; 32]);
+        assert_eq!(decoded.form, 1);
+        assert_eq!(decoded.pieces, reference.pieces);
+        assert!(decode_ref(&encode_ref(&reference, 5)[..40], "test").is_err());
+    }
+
+    #[test]
+    fn blobs_round_trip_raw_and_compressed() {
+        for text in ["short", &"long text that repeats ".repeat(20)] {
+            let encoded = encode_blob(text);
+            assert_eq!(decode_blob(&encoded, "test").unwrap(), text);
+        }
+        assert_eq!(encode_blob(&"x".repeat(1000))[1], CODEC_ZSTD);
+    }
+}

@@ -1,0 +1,160 @@
+//! Retention tiers: named classes of data, each kept for its own age, measured from a span's
+//! start time. A trace lives in the highest tier (the longest kept) that any of its spans
+//! reached; expiry deletes whole segments whose every row is past its tier's age.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// One retention tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    /// Tier name, as stored in the `retention_tier` column and in segment paths.
+    pub name: String,
+    /// How long rows of this tier are kept, from their span's start time.
+    pub keep: Duration,
+}
+
+/// The tiers and the tier of rows that no rule placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Tiers, sorted from the shortest kept to the longest (the rank order).
+    tiers: Vec<Tier>,
+    default_tier: Arc<str>,
+}
+
+impl Default for RetentionPolicy {
+    /// `decision` kept 400 days, `standard` kept 14 days, `standard` by default.
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        RetentionPolicy::new(
+            vec![
+                Tier {
+                    name: "decision".to_owned(),
+                    keep: Duration::from_secs(400 * DAY),
+                },
+                Tier {
+                    name: "standard".to_owned(),
+                    keep: Duration::from_secs(14 * DAY),
+                },
+            ],
+            "standard",
+        )
+        .unwrap_or_else(|_| unreachable!("the default policy is valid"))
+    }
+}
+
+impl RetentionPolicy {
+    /// A policy; fails on no tiers, duplicate or invalid names, or an unknown default tier.
+    pub fn new(mut tiers: Vec<Tier>, default_tier: &str) -> Result<Self> {
+        let invalid = |detail: String| Error::InvalidOptions(detail);
+        if tiers.is_empty() {
+            return Err(invalid("at least one retention tier is needed".to_owned()));
+        }
+        for (index, tier) in tiers.iter().enumerate() {
+            let valid = !tier.name.is_empty()
+                && tier.name.len() <= 64
+                && tier
+                    .name
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+            if !valid {
+                return Err(invalid(format!(
+                    "tier name {:?} must be 1-64 ASCII letters, digits, '_' or '-'",
+                    tier.name
+                )));
+            }
+            if tiers[..index].iter().any(|other| other.name == tier.name) {
+                return Err(invalid(format!("tier {:?} is defined twice", tier.name)));
+            }
+        }
+        if !tiers.iter().any(|tier| tier.name == default_tier) {
+            return Err(invalid(format!(
+                "default tier {default_tier:?} is not one of the tiers ({})",
+                tiers
+                    .iter()
+                    .map(|tier| tier.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        // Stable: equal keeps rank in the order given.
+        tiers.sort_by_key(|tier| tier.keep);
+        Ok(RetentionPolicy {
+            tiers,
+            default_tier: Arc::from(default_tier),
+        })
+    }
+
+    /// The tiers, from the shortest kept to the longest.
+    pub fn tiers(&self) -> &[Tier] {
+        &self.tiers
+    }
+
+    /// The tier of rows no rule placed.
+    pub fn default_tier(&self) -> &str {
+        &self.default_tier
+    }
+
+    /// The tier called `name`.
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|tier| tier.name == name)
+    }
+
+    /// Rank of a tier (higher = kept longer); unknown names rank as the default tier.
+    pub(crate) fn rank(&self, name: &str) -> usize {
+        self.tiers
+            .iter()
+            .position(|tier| tier.name == name)
+            .or_else(|| {
+                self.tiers
+                    .iter()
+                    .position(|tier| *tier.name == *self.default_tier)
+            })
+            .unwrap_or(0)
+    }
+
+    /// The higher-ranked of two tiers (`a` on a tie).
+    pub(crate) fn higher<'a>(&self, a: &'a str, b: &'a str) -> &'a str {
+        if self.rank(b) > self.rank(a) { b } else { a }
+    }
+
+    /// How long rows of tier `name` are kept (the default tier's keep for unknown names).
+    pub fn keep(&self, name: &str) -> Duration {
+        self.tier(name)
+            .or_else(|| self.tier(&self.default_tier))
+            .map_or(Duration::MAX, |tier| tier.keep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tier(name: &str, days: u64) -> Tier {
+        Tier {
+            name: name.to_owned(),
+            keep: Duration::from_secs(days * 86_400),
+        }
+    }
+
+    #[test]
+    fn ranks_follow_keep_and_bad_policies_are_refused() {
+        let policy = RetentionPolicy::new(
+            vec![tier("long", 400), tier("short", 7), tier("mid", 30)],
+            "short",
+        )
+        .unwrap();
+        assert!(policy.rank("long") > policy.rank("mid"));
+        assert!(policy.rank("mid") > policy.rank("short"));
+        assert_eq!(policy.rank("unknown"), policy.rank("short"));
+        assert_eq!(policy.higher("short", "long"), "long");
+        assert_eq!(policy.keep("nope"), Duration::from_secs(7 * 86_400));
+        assert!(RetentionPolicy::new(vec![], "x").is_err());
+        assert!(RetentionPolicy::new(vec![tier("a", 1), tier("a", 2)], "a").is_err());
+        assert!(RetentionPolicy::new(vec![tier("a b", 1)], "a b").is_err());
+        let error = RetentionPolicy::new(vec![tier("a", 1)], "b").unwrap_err();
+        assert!(error.to_string().contains("default tier \"b\""), "{error}");
+    }
+}

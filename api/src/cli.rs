@@ -35,6 +35,9 @@ pub enum Command {
     /// Check the tamper-evident segment chain against the catalog and every segment file;
     /// exits 0 only when nothing was altered, removed or reordered.
     Verify(VerifyArgs),
+    /// Erase a session: its spans and content in every tier, rewriting only the segments that
+    /// hold it; the erasure is recorded in the tamper-evident chain.
+    Erase(EraseArgs),
     /// Place, release or list legal holds (a held session cannot be erased, a held tier or
     /// session cannot expire).
     Hold(HoldArgs),
@@ -224,6 +227,24 @@ pub struct VerifyArgs {
         default_value = "./sightline-data"
     )]
     pub data_dir: PathBuf,
+}
+
+/// `sightline erase`.
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// The session to erase.
+    #[arg(long, value_name = "SESSION_ID")]
+    pub session: String,
+    /// Data directory (no server may be running on it).
+    #[arg(
+        long = "data",
+        env = "SIGHTLINE_DATA",
+        default_value = "./sightline-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Configuration file with the tiers (default: the built-in configuration).
+    #[arg(long, env = "SIGHTLINE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// `sightline hold`.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use engine::{Engine, HoldTarget};
 
-use crate::cli::{HoldArgs, VerifyArgs};
+use crate::cli::{EraseArgs, HoldArgs, VerifyArgs};
 
 /// The message for a data directory a server holds.
 fn in_use(path: &Path, what: &str) -> anyhow::Error {
@@ -113,5 +113,69 @@ pub async fn hold(args: &HoldArgs, out: &mut impl std::io::Write) -> anyhow::Res
     drop(engine);
     out.write_all(message.as_bytes())?;
     out.flush()?;
+    Ok(())
+}
+
+/// Runs `sightline erase --session ID`: removes the session's spans and content across tiers,
+/// rewriting only the segments that hold it, and records the erasure in the chain.
+pub async fn erase(args: &EraseArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    require_store(&args.data_dir)?;
+    let config = match &args.config {
+        Some(path) => crate::config_file::FileConfig::load(path)?,
+        None => crate::config_file::FileConfig::default_config()?,
+    };
+    let opening: PathBuf = args.data_dir.clone();
+    let options = engine::Options::default()
+        .with_background_sealing(false)
+        .with_retention(config.retention);
+    let engine = match tokio::task::spawn_blocking(move || Engine::open(&opening, options)).await? {
+        Ok(engine) => engine,
+        Err(engine::Error::Locked { path }) => return Err(in_use(&path, "erase a session")),
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context("cannot open the data directory"));
+        }
+    };
+    let session = args.session.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let result = engine.erase_session(&session);
+        let closed = engine.close();
+        (result, closed)
+    })
+    .await
+    .context("erase task failed")?;
+    let report = match result {
+        (Ok(report), closed) => {
+            closed?;
+            report
+        }
+        (Err(error @ engine::Error::Held { .. }), _) => bail!(
+            "{error}; nothing was erased. Release it first with: sightline hold --release --session {}",
+            args.session
+        ),
+        (Err(error), _) => return Err(anyhow::Error::new(error).context("erase failed")),
+    };
+    if report.rows == 0 {
+        writeln!(out, "session {} has no spans; nothing erased", args.session)?;
+        return Ok(());
+    }
+    for (old, new) in &report.segments {
+        let new = if new.is_empty() {
+            "nothing left".to_owned()
+        } else {
+            new.iter()
+                .map(|id| format!("segment {id}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(out, "rewrote segment {old} -> {new}")?;
+    }
+    writeln!(
+        out,
+        "erased session {}: {} spans in {} traces from {} segment(s); recorded in the chain (see sightline verify)",
+        report.session_id,
+        report.rows,
+        report.traces.len(),
+        report.segments.len()
+    )?;
     Ok(())
 }

@@ -55,6 +55,9 @@ fn main() -> std::process::ExitCode {
             Command::Verify(args) => {
                 api::compliance_command::verify(&args, &mut std::io::stdout().lock()).await
             }
+            Command::Erase(args) => {
+                api::compliance_command::erase(&args, &mut std::io::stdout().lock()).await
+            }
             Command::Hold(args) => {
                 api::compliance_command::hold(&args, &mut std::io::stdout().lock()).await
             }

@@ -413,6 +413,82 @@ impl Seen {
     }
 }
 
+/// Removes every content reference of `traces` (erasure), and the blobs no remaining reference
+/// names, inside the caller's transaction. Returns (references, blobs) removed.
+pub(crate) fn erase_traces(
+    txn: &redb::WriteTransaction,
+    traces: &HashSet<[u8; 16]>,
+) -> Result<(u64, u64)> {
+    if traces.is_empty() {
+        return Ok((0, 0));
+    }
+    let mut refs = txn
+        .open_table(CONTENT_REFS)
+        .map_err(store_error("open content refs"))?;
+    let mut removed_refs: Vec<Vec<u8>> = Vec::new();
+    let mut candidates: HashSet<ContentHash> = HashSet::new();
+    let mut still_named: HashSet<ContentHash> = HashSet::new();
+    for entry in refs.iter().map_err(store_error("read content refs"))? {
+        let (key, value) = entry.map_err(store_error("read content refs"))?;
+        let key = key.value();
+        let erased = key
+            .get(..16)
+            .and_then(|prefix| <[u8; 16]>::try_from(prefix).ok())
+            .is_some_and(|trace| traces.contains(&trace));
+        let decoded = decode_ref(value.value(), "content_refs")?;
+        let hashes = decoded
+            .pieces
+            .iter()
+            .flatten()
+            .filter_map(|piece| match piece {
+                ContentPiece::Blob(hash) => Some(*hash),
+                ContentPiece::Literal(_) => None,
+            });
+        if erased {
+            removed_refs.push(key.to_vec());
+            candidates.extend(hashes);
+        } else {
+            still_named.extend(hashes);
+        }
+    }
+    for key in &removed_refs {
+        refs.remove(key.as_slice())
+            .map_err(store_error("remove content ref"))?;
+    }
+    let mut content = txn
+        .open_table(CONTENT)
+        .map_err(store_error("open content"))?;
+    let mut seen_table = txn
+        .open_table(CONTENT_SEEN)
+        .map_err(store_error("open content seen"))?;
+    let mut by_time = txn
+        .open_multimap_table(CONTENT_BY_TIME)
+        .map_err(store_error("open content by time"))?;
+    let mut blobs = 0;
+    for hash in candidates.difference(&still_named) {
+        let seen = match seen_table
+            .remove(hash.as_slice())
+            .map_err(store_error("remove content seen"))?
+        {
+            Some(value) => Some(Seen::decode(value.value(), &location_of(hash))?),
+            None => None,
+        };
+        if let Some(seen) = seen {
+            by_time
+                .remove(seen.last(), hash.as_slice())
+                .map_err(store_error("remove content by time"))?;
+        }
+        if content
+            .remove(hash.as_slice())
+            .map_err(store_error("remove content"))?
+            .is_some()
+        {
+            blobs += 1;
+        }
+    }
+    Ok((removed_refs.len() as u64, blobs))
+}
+
 fn location_of(hash: &[u8]) -> String {
     hex::encode(hash)
 }

@@ -986,7 +986,8 @@ impl Engine {
                 txn.abort().map_err(store_error("abort dry run"))?;
                 held
             } else {
-                self.delete_segment(&meta, kept.unwrap_or_default())
+                self.delete_segment(&meta, kept.unwrap_or_default(), Removal::Expire)
+                    .map(|_| ())
             };
             match outcome {
                 Ok(()) => report.segments.push(expired),
@@ -1064,8 +1065,13 @@ impl Engine {
     }
 
     /// Removes a segment from the catalog and its index entries in one transaction (writing
-    /// `keep` as new segments first), then deletes its file.
-    fn delete_segment(&self, meta: &Arc<SegmentMeta>, keep: Vec<RecordBatch>) -> Result<()> {
+    /// `keep` as new segments first), records why in the chain, then deletes its file.
+    fn delete_segment(
+        &self,
+        meta: &Arc<SegmentMeta>,
+        keep: Vec<RecordBatch>,
+        removal: Removal<'_>,
+    ) -> Result<Vec<u64>> {
         let shared = &self.shared;
         let path = shared.dir.join(&meta.path);
         let old = read_runs(meta, &path)?;
@@ -1104,19 +1110,51 @@ impl Engine {
                 let _ = fs::remove_file(shared.dir.join(&new.path));
             }
         };
-        if let Err(error) = crate::holds::refuse_expiry_if_held(&txn, meta) {
+        let held = match &removal {
+            Removal::Expire => crate::holds::refuse_expiry_if_held(&txn, meta),
+            Removal::Erase { session, .. } => crate::holds::refuse_if_held(
+                &txn,
+                &crate::holds::HoldTarget::Session((*session).to_owned()),
+            ),
+        };
+        if let Err(error) = held {
             cleanup(&new_metas);
             return Err(error);
         }
-        crate::chain::append_expired(&txn, meta)?;
-        for (new, digest) in new_metas.iter().zip(digests) {
+        let mut new_segments = new_metas.iter().zip(digests);
+        match &removal {
+            Removal::Expire => {
+                crate::chain::append_expired(&txn, meta)?;
+            }
+            Removal::Erase { session, traces } => {
+                // One entry: the old segment replaced by its rewrite without the session.
+                let first = new_segments
+                    .next()
+                    .map(|(new, digest)| crate::chain::ChainSegment::of(new, digest));
+                crate::chain::append(
+                    &txn,
+                    crate::chain::EntryKind::Erased,
+                    first,
+                    Some(meta.id),
+                    session,
+                )?;
+                crate::content::erase_traces(&txn, traces)?;
+            }
+        }
+        for (new, digest) in new_segments {
             let segment = crate::chain::ChainSegment::of(new, digest);
+            let why = match &removal {
+                Removal::Expire => {
+                    "moved from an expired segment: its trace was promoted to this tier"
+                }
+                Removal::Erase { .. } => "rows of a rewritten segment, after an erasure",
+            };
             crate::chain::append(
                 &txn,
                 crate::chain::EntryKind::Sealed,
                 Some(segment),
                 None,
-                "moved from an expired segment: its trace was promoted to this tier",
+                why,
             )?;
         }
         {
@@ -1223,6 +1261,7 @@ impl Engine {
         }
         txn.commit().map_err(store_error("commit expiry"))?;
         *shared.next_segment_id.lock() = first_id + new_metas.len() as u64;
+        let new_ids: Vec<u64> = new_metas.iter().map(|new| new.id).collect();
         {
             let mut state = shared.state.write();
             state.segments.retain(|segment| segment.id != meta.id);
@@ -1236,10 +1275,152 @@ impl Engine {
         }
         // Best effort: a file left behind is an orphan, removed at the next open.
         if let Err(error) = fs::remove_file(&path) {
-            warn!(path = %path.display(), error = %error, "could not delete expired segment file");
+            warn!(path = %path.display(), error = %error, "could not delete a removed segment file");
         }
-        Ok(())
+        Ok(new_ids)
     }
+
+    /// Erases a session: every span whose (resolved) session is `session_id`, in every tier,
+    /// and the content of their traces. Only the segments holding the session are rewritten
+    /// (without its rows); each rewrite is recorded in the chain as an erasure, so `verify`
+    /// still passes and lists it. Refused while the session is under a legal hold.
+    pub fn erase_session(&self, session_id: &str) -> Result<EraseReport> {
+        // Everything the session has must be in segments.
+        self.seal()?;
+        let shared = &self.shared;
+        let _guard = shared.seal_lock.lock();
+        {
+            let txn = shared
+                .db
+                .begin_write()
+                .map_err(store_error("begin erase"))?;
+            let held = crate::holds::refuse_if_held(
+                &txn,
+                &crate::holds::HoldTarget::Session(session_id.to_owned()),
+            );
+            txn.abort().map_err(store_error("abort erase check"))?;
+            held?;
+        }
+        let holding = self.runs_of(&[session_id.to_owned()], |txn, key: &String| {
+            index_runs(txn, SESSION_ROWS, key.as_str())
+        })?;
+        let (segments, late) = {
+            let state = shared.state.read();
+            (state.segments.clone(), state.late.clone())
+        };
+        let mut report = EraseReport {
+            session_id: session_id.to_owned(),
+            ..EraseReport::default()
+        };
+        for meta in segments
+            .iter()
+            .filter(|meta| holding.contains_key(&meta.id))
+        {
+            // Every row of the segment, resolved, split into the session's and the rest.
+            let plan = ScanPlan::new(
+                &ScanRequest::default(),
+                Vec::new(),
+                Arc::clone(&shared.memtable_keys),
+                vec![(
+                    Arc::clone(meta),
+                    shared.dir.join(&meta.path),
+                    SegmentRead {
+                        ranges: None,
+                        late: late.get(&meta.id).cloned(),
+                    },
+                )],
+                1,
+                Arc::new(shared.options.retention.clone()),
+            )?;
+            let mut keep = Vec::new();
+            let mut traces: HashSet<RawTraceId> = HashSet::new();
+            let mut removed = 0u64;
+            for batch in plan.collect()? {
+                let sessions = batch
+                    .column(column_index(columns::SESSION_ID))
+                    .as_string::<i32>();
+                let trace_ids = batch
+                    .column(column_index(columns::TRACE_ID))
+                    .as_string::<i32>();
+                let mut mask = Vec::with_capacity(batch.num_rows());
+                for row in 0..batch.num_rows() {
+                    let erased = sessions.is_valid(row) && sessions.value(row) == session_id;
+                    if erased {
+                        removed += 1;
+                        if let Some(trace) = crate::trace_keys::raw_trace_id(trace_ids.value(row)) {
+                            traces.insert(trace);
+                        }
+                    }
+                    mask.push(!erased);
+                }
+                let kept = filter_record_batch(&batch, &BooleanArray::from(mask))?;
+                if kept.num_rows() > 0 {
+                    keep.push(kept);
+                }
+            }
+            if removed == 0 {
+                continue;
+            }
+            let new_ids = self.delete_segment(
+                meta,
+                keep,
+                Removal::Erase {
+                    session: session_id,
+                    traces: &traces,
+                },
+            )?;
+            report.rows += removed;
+            report.traces.extend(traces);
+            report.segments.push((meta.id, new_ids));
+        }
+        // Keys of the session's traces go with them (they are no longer in any segment).
+        let txn = shared
+            .db
+            .begin_write()
+            .map_err(store_error("begin erase"))?;
+        {
+            let mut keys = txn
+                .open_table(TRACE_KEYS)
+                .map_err(store_error("open trace keys"))?;
+            for trace in &report.traces {
+                keys.remove(trace.as_slice())
+                    .map_err(store_error("remove trace keys"))?;
+            }
+        }
+        txn.commit().map_err(store_error("commit erase"))?;
+        info!(
+            session = session_id,
+            rows = report.rows,
+            segments = report.segments.len(),
+            "erased session"
+        );
+        Ok(report)
+    }
+}
+
+/// Why a segment leaves the catalog.
+enum Removal<'a> {
+    /// Past its tier's age.
+    Expire,
+    /// Rewritten without an erased session's rows.
+    Erase {
+        session: &'a str,
+        traces: &'a HashSet<RawTraceId>,
+    },
+}
+
+/// What [`Engine::erase_session`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EraseReport {
+    /// The erased session.
+    pub session_id: String,
+    /// Spans removed.
+    pub rows: u64,
+    /// Traces whose spans (and content) were removed, raw ids.
+    pub traces: HashSet<[u8; 16]>,
+    /// Segments rewritten: (old id, ids of the rewrites; empty when nothing else was in it).
+    pub segments: Vec<(u64, Vec<u64>)>,
 }
 
 /// The trace, session and conversation runs of a sealed segment, read from its key columns.

@@ -248,3 +248,145 @@ async fn retention_run_with_as_of_shows_then_deletes_what_is_past_its_age() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
 }
+
+/// One agent run of session `session`, with a chat span carrying input messages (content).
+async fn export_session(server: &TestServer, trace: &str, session: &str) {
+    let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "agent"}}]},
+        "scopeSpans": [{"spans": [
+            {"traceId": trace, "spanId": "1000000000000001", "parentSpanId": "1000000000000002",
+             "name": "chat gpt-4o", "kind": 3,
+             "startTimeUnixNano": "1793491200000000100", "endTimeUnixNano": "1793491200000000900",
+             "attributes": [
+                {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                {"key": "gen_ai.input.messages", "value": {"stringValue":
+                    "[{\"role\":\"user\",\"parts\":[{\"type\":\"text\",\"content\":\"refund order 42\"}]}]"}}
+             ]},
+            {"traceId": trace, "spanId": "1000000000000002",
+             "name": "invoke_agent support", "kind": 1,
+             "startTimeUnixNano": "1793491200000000000", "endTimeUnixNano": "1793491200000001000",
+             "attributes": [
+                {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}},
+                {"key": "session.id", "value": {"stringValue": session}}
+             ]}
+        ]}]
+    }]});
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/traces", server.otlp_http))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn erase_removes_a_sessions_spans_and_content_and_verify_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || ServerConfig {
+        retention_interval: std::time::Duration::ZERO,
+        ..ServerConfig::ephemeral(dir.path())
+    };
+    let gone = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
+    let kept = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
+    let server = TestServer::start_with(config()).await;
+    export_session(&server, gone, "sess-gone").await;
+    export_session(&server, kept, "sess-kept").await;
+    assert_eq!(
+        server
+            .count(&format!(
+                "SELECT count(*) FROM content WHERE trace_id = '{gone}'"
+            ))
+            .await,
+        1
+    );
+    server.stop().await;
+    let data = dir.path().to_str().unwrap();
+
+    // A legal hold refuses, saying how to release it.
+    assert!(
+        sightline(&["hold", "--session", "sess-gone", "--data", data])
+            .status
+            .success()
+    );
+    let refused = sightline(&["erase", "--session", "sess-gone", "--data", data]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("legal hold"), "{stderr}");
+    assert!(
+        stderr.contains("sightline hold --release --session sess-gone"),
+        "{stderr}"
+    );
+    assert!(
+        sightline(&[
+            "hold",
+            "--release",
+            "--session",
+            "sess-gone",
+            "--data",
+            data
+        ])
+        .status
+        .success()
+    );
+
+    let erased = sightline(&["erase", "--session", "sess-gone", "--data", data]);
+    let stdout = String::from_utf8_lossy(&erased.stdout);
+    assert!(
+        erased.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    assert!(
+        stdout.contains("erased session sess-gone: 2 spans"),
+        "{stdout}"
+    );
+
+    let verify = sightline(&["verify", "--data", data]);
+    let stdout = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("sess-gone"),
+        "verify lists the erasure: {stdout}"
+    );
+
+    let server = TestServer::start_with(config()).await;
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM spans WHERE session_id = 'sess-gone'")
+            .await,
+        0
+    );
+    assert_eq!(
+        server
+            .count(&format!(
+                "SELECT count(*) FROM spans WHERE trace_id = '{gone}'"
+            ))
+            .await,
+        0
+    );
+    assert_eq!(
+        server
+            .count(&format!(
+                "SELECT count(*) FROM content WHERE trace_id = '{gone}'"
+            ))
+            .await,
+        0
+    );
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM spans WHERE session_id = 'sess-kept'")
+            .await,
+        2
+    );
+    assert_eq!(
+        server
+            .count(&format!(
+                "SELECT count(*) FROM content WHERE trace_id = '{kept}'"
+            ))
+            .await,
+        1
+    );
+    server.stop().await;
+}

@@ -2,6 +2,7 @@
 
 mod chain;
 mod content;
+mod erase;
 mod retention;
 mod sessions;
 mod store;

@@ -489,6 +489,37 @@ pub(crate) fn erase_traces(
     Ok((removed_refs.len() as u64, blobs))
 }
 
+/// Removes the content references of `traces` (their spans expired), by key prefix, inside the
+/// caller's transaction. Blobs are left to content expiry, which runs on its own clock and
+/// removes them once no reference is recent. Returns the references removed.
+pub(crate) fn remove_refs_of_traces(
+    txn: &redb::WriteTransaction,
+    traces: &[[u8; 16]],
+) -> Result<u64> {
+    let mut refs = txn
+        .open_table(CONTENT_REFS)
+        .map_err(store_error("open content refs"))?;
+    let mut removed = 0;
+    for trace in traces {
+        let mut end = trace.to_vec();
+        // Keys are trace id (16) + span id (8) + key: every key of the trace sorts below the
+        // trace id followed by 0xff bytes of the span id length.
+        end.extend_from_slice(&[0xff; 9]);
+        let keys: Vec<Vec<u8>> = refs
+            .range(trace.as_slice()..end.as_slice())
+            .map_err(store_error("read content refs"))?
+            .map(|entry| entry.map(|(key, _)| key.value().to_vec()))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(store_error("read content refs"))?;
+        for key in keys {
+            refs.remove(key.as_slice())
+                .map_err(store_error("remove content ref"))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn location_of(hash: &[u8]) -> String {
     hex::encode(hash)
 }

@@ -1242,6 +1242,7 @@ impl Engine {
             let mut keys_table = txn
                 .open_table(TRACE_KEYS)
                 .map_err(store_error("open trace keys"))?;
+            let mut gone = Vec::new();
             for (trace, _, _) in &old.trace_runs {
                 let left = trace_index
                     .get(trace.as_slice())
@@ -1252,7 +1253,12 @@ impl Engine {
                     keys_table
                         .remove(trace.as_slice())
                         .map_err(store_error("remove trace keys"))?;
+                    gone.push(*trace);
                 }
+            }
+            // Content references of traces with no span left go with them.
+            if matches!(removal, Removal::Expire) {
+                crate::content::remove_refs_of_traces(&txn, &gone)?;
             }
             let mut meta_table = txn.open_table(META).map_err(store_error("open meta"))?;
             meta_table

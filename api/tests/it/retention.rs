@@ -10,6 +10,8 @@ use prost::Message as _;
 use crate::support::TestServer;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sightline");
+/// Trace id of a standard-tier run with content.
+const OLD_CONTENT_TRACE: &str = "cccccccccccccccccccccccccccccc03";
 
 /// One trace of two plain spans (no agent attributes): no rule matches it.
 async fn export_plain(server: &TestServer) {
@@ -192,6 +194,8 @@ async fn retention_run_with_as_of_shows_then_deletes_what_is_past_its_age() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     export(&server, 20).await;
+    // A standard-tier run with content: its references go when its spans expire.
+    export_session(&server, OLD_CONTENT_TRACE, "sess-old").await;
     server.stop().await;
     let data = dir.path().to_str().unwrap();
 
@@ -235,6 +239,14 @@ async fn retention_run_with_as_of_shows_then_deletes_what_is_past_its_age() {
         .rows("SELECT DISTINCT retention_tier FROM spans")
         .await;
     assert_eq!(tiers, vec![serde_json::json!(["decision"])]);
+    assert_eq!(
+        server
+            .count(&format!(
+                "SELECT count(*) FROM content WHERE trace_id = '{OLD_CONTENT_TRACE}'"
+            ))
+            .await,
+        0
+    );
     server.stop().await;
 
     let bad = sightline(&[

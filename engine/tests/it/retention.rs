@@ -282,3 +282,34 @@ fn data_that_arrives_older_than_its_tier_keeps_is_stored_and_goes_at_the_next_ru
     assert_eq!(report.rows(), 3);
     assert_eq!(all(&engine).len(), 3);
 }
+
+#[test]
+fn a_held_tier_or_session_does_not_expire_and_the_run_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    engine.write(spans(1, 0, 2, BASE, None)).unwrap();
+    engine.write(spans(2, 0, 2, BASE + DAY, None)).unwrap();
+    engine.seal().unwrap();
+    engine
+        .hold(&engine::HoldTarget::Tier("standard".to_owned()))
+        .unwrap();
+    let report = engine.expire(BASE + 30 * DAY, false).unwrap();
+    assert!(report.segments.is_empty());
+    assert_eq!(report.refused.len(), 2, "{report:?}");
+    assert!(report.refused[0].contains("legal hold"), "{report:?}");
+    assert_eq!(all(&engine).len(), 4);
+    engine
+        .release(&engine::HoldTarget::Tier("standard".to_owned()))
+        .unwrap();
+    // A held session keeps the segment that holds it; the other goes.
+    engine
+        .hold(&engine::HoldTarget::Session("sess-2".to_owned()))
+        .unwrap();
+    let report = engine.expire(BASE + 30 * DAY, false).unwrap();
+    assert_eq!(report.segments.len(), 1);
+    assert_eq!(report.refused.len(), 1);
+    let left = all(&engine);
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|(span, _)| span.starts_with("00000002")));
+    assert!(engine.verify().unwrap().is_ok());
+}

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use engine::schema::columns;
 use engine::{
     AgentFields, Engine, Error, HoldTarget, Options, ScanRequest, SpanBatchBuilder, SpanId,

@@ -422,12 +422,18 @@ impl FromStr for DurationArg {
 
 impl fmt::Display for DurationArg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The largest unit that divides it evenly: 400d, 14d, 5m, 90s, 250ms.
         let millis = self.0.as_millis();
         if !millis.is_multiple_of(1000) {
-            write!(f, "{millis}ms")
-        } else {
-            write!(f, "{}s", millis / 1000)
+            return write!(f, "{millis}ms");
         }
+        let seconds = millis / 1000;
+        for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+            if seconds > 0 && seconds.is_multiple_of(size) {
+                return write!(f, "{}{unit}", seconds / size);
+            }
+        }
+        write!(f, "{seconds}s")
     }
 }
 

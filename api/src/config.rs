@@ -1,5 +1,6 @@
 //! Turns command-line arguments into the libraries' option structs (libraries never see clap).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,8 +35,11 @@ pub struct ServerConfig {
     pub retention_interval: Duration,
     /// The configuration file's content settings.
     pub content: crate::config_file::ContentSection,
-    /// How long captured content is kept.
+    /// How long captured content is kept (`[content] keep`), unless its span's tier has its
+    /// own `content_keep`.
     pub content_keep: Duration,
+    /// `content_keep` of the tiers that set one.
+    pub tier_content_keep: BTreeMap<String, Duration>,
 }
 
 impl ServerConfig {
@@ -59,6 +63,7 @@ impl ServerConfig {
             retention_interval: Duration::from_secs(3600),
             content: file.content,
             content_keep: file.content_keep,
+            tier_content_keep: file.tier_content_keep,
         }
     }
 
@@ -83,7 +88,29 @@ impl ServerConfig {
             retention_interval: args.retention_interval.0,
             content: file.content,
             content_keep: file.content_keep,
+            tier_content_keep: file.tier_content_keep,
         })
+    }
+}
+
+impl ServerConfig {
+    /// What a content retention pass at `now_unix_nanos` removes: content whose newest
+    /// reference is older than its tier's `content_keep`, or `[content] keep` for tiers without
+    /// one. References of default-tier spans carry no tier name, so they get the default tier's
+    /// `content_keep` when it has one.
+    pub fn content_expiry_request(&self, now_unix_nanos: u64) -> engine::ContentExpiryRequest {
+        let cutoff = |keep: &Duration| {
+            now_unix_nanos.saturating_sub(u64::try_from(keep.as_nanos()).unwrap_or(u64::MAX))
+        };
+        let default_keep = self
+            .tier_content_keep
+            .get(self.engine.retention.default_tier())
+            .unwrap_or(&self.content_keep);
+        let mut request = engine::ContentExpiryRequest::new(cutoff(default_keep));
+        for (tier, keep) in &self.tier_content_keep {
+            request = request.with_tier(tier.clone(), cutoff(keep));
+        }
+        request
     }
 }
 
@@ -101,4 +128,38 @@ pub fn query_options(args: &QueryArgs) -> query::Options {
         .with_memory_limit(args.query_memory_limit.as_usize())
         .with_timeout(args.query_timeout.0)
         .with_max_result_rows(args.query_max_rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400_000_000_000;
+
+    #[test]
+    fn content_expiry_uses_each_tiers_content_keep() {
+        let mut config = ServerConfig::ephemeral("/nonexistent");
+        let now = 100 * DAY;
+        // No per-tier keeps: one cutoff, `[content] keep` (7d) ago.
+        let request = config.content_expiry_request(now);
+        assert_eq!(request.cutoff_unix_nanos, 93 * DAY);
+        assert!(request.tier_cutoffs.is_empty());
+
+        config.tier_content_keep =
+            BTreeMap::from([("decision".to_owned(), Duration::from_secs(30 * 86_400))]);
+        let request = config.content_expiry_request(now);
+        assert_eq!(request.cutoff_unix_nanos, 93 * DAY);
+        assert_eq!(
+            request.tier_cutoffs,
+            BTreeMap::from([("decision".to_owned(), 70 * DAY)])
+        );
+
+        // The default tier's own content_keep applies to references without a tier name.
+        config
+            .tier_content_keep
+            .insert("standard".to_owned(), Duration::from_secs(2 * 86_400));
+        let request = config.content_expiry_request(now);
+        assert_eq!(request.cutoff_unix_nanos, 98 * DAY);
+        assert_eq!(request.tier_cutoffs["standard"], 98 * DAY);
+    }
 }

@@ -2,6 +2,7 @@
 //! settings. The README's example is also the default when no file is given
 //! (`default_config.toml`, compiled in).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,8 +22,11 @@ pub struct FileConfig {
     pub rules: query::RuleSet,
     /// The rules as written (for `check-config` and logs).
     pub rule_list: Vec<query::RetentionRule>,
-    /// How long captured content is kept.
+    /// How long captured content is kept (`[content] keep`), unless its span's tier has a
+    /// `content_keep` of its own.
     pub content_keep: Duration,
+    /// `content_keep` of the tiers that set one (tier name -> keep).
+    pub tier_content_keep: BTreeMap<String, Duration>,
     /// Content settings as written, for the content pipeline.
     pub content: ContentSection,
 }
@@ -49,6 +53,9 @@ struct RetentionSection {
 struct TierSection {
     name: String,
     keep: String,
+    /// How long content of this tier's spans is kept (default: `[content] keep`).
+    #[serde(default)]
+    content_keep: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,7 +147,15 @@ impl FileConfig {
         let raw: Raw =
             toml::from_str(text).map_err(|error| ConfigError(format!("{origin}: {error}")))?;
         let mut tiers = Vec::with_capacity(raw.retention.tiers.len());
+        let mut tier_content_keep = BTreeMap::new();
         for tier in &raw.retention.tiers {
+            if let Some(keep) = &tier.content_keep {
+                let keep = duration(
+                    &format!("{origin}: content_keep of tier {:?}", tier.name),
+                    keep,
+                )?;
+                tier_content_keep.insert(tier.name.clone(), keep);
+            }
             tiers.push(engine::Tier {
                 name: tier.name.clone(),
                 keep: duration(
@@ -182,6 +197,7 @@ impl FileConfig {
             rules,
             rule_list,
             content_keep,
+            tier_content_keep,
             content: raw.content,
         })
     }
@@ -195,8 +211,12 @@ impl FileConfig {
             } else {
                 ""
             };
+            let content = match self.tier_content_keep.get(&tier.name) {
+                Some(keep) => format!(", content keep {}", DurationArg(*keep)),
+                None => String::new(),
+            };
             out.push_str(&format!(
-                "tier {:<12} keep {}{default}\n",
+                "tier {:<12} keep {}{content}{default}\n",
                 tier.name,
                 DurationArg(tier.keep)
             ));
@@ -239,6 +259,35 @@ mod tests {
         );
         assert_eq!(config.rule_list.len(), 3);
         assert_eq!(config.content_keep, Duration::from_secs(7 * 86_400));
+        assert!(config.tier_content_keep.is_empty());
+    }
+
+    #[test]
+    fn tiers_may_keep_their_content_longer() {
+        let text = TIERS.replace("keep = \"400d\"", "keep = \"400d\"\ncontent_keep = \"30d\"");
+        let config = FileConfig::parse(&text, "test.toml").unwrap();
+        assert_eq!(
+            config.tier_content_keep,
+            BTreeMap::from([("decision".to_owned(), Duration::from_secs(30 * 86_400))])
+        );
+        assert_eq!(config.content_keep, Duration::from_secs(7 * 86_400));
+        let summary = config.summary();
+        assert!(
+            summary.contains("tier decision     keep 400d, content keep 30d\n"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("tier standard     keep 14d (default)\n"),
+            "{summary}"
+        );
+        let bad = TIERS.replace("keep = \"14d\"", "keep = \"14d\"\ncontent_keep = \"later\"");
+        let message = error(&bad);
+        assert!(
+            message.contains("content_keep of tier \"standard\""),
+            "{message}"
+        );
+        let unknown = TIERS.replace("keep = \"14d\"", "keep = \"14d\"\ncontent_kept = \"3d\"");
+        assert!(error(&unknown).contains("content_kept"));
     }
 
     fn error(text: &str) -> String {

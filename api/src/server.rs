@@ -191,7 +191,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     tokio::spawn(content_expiry(
         Arc::clone(&engine),
         config.retention_interval,
-        config.content_keep,
+        config.clone(),
         shutdown.clone(),
     ));
     info!(
@@ -257,11 +257,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 }
 
 /// Content retention, independent of the span skeleton: every `interval`, removes content last
-/// referenced more than `keep` ago (references keep their digests).
+/// referenced longer ago than its tier's content keep
+/// ([`ServerConfig::content_expiry_request`]; references keep their digests).
 async fn content_expiry(
     engine: Arc<Engine>,
     interval: Duration,
-    keep: Duration,
+    config: ServerConfig,
     shutdown: CancellationToken,
 ) {
     if interval.is_zero() {
@@ -274,10 +275,9 @@ async fn content_expiry(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let keep_nanos = u64::try_from(keep.as_nanos()).unwrap_or(u64::MAX);
-        let cutoff = crate::otlp::now_unix_nanos().saturating_sub(keep_nanos);
+        let request = config.content_expiry_request(crate::otlp::now_unix_nanos());
         let engine = Arc::clone(&engine);
-        match tokio::task::spawn_blocking(move || engine.expire_content(cutoff, false)).await {
+        match tokio::task::spawn_blocking(move || engine.expire_content_with(&request)).await {
             Ok(Ok(expiry)) => info!(
                 messages = expiry.messages,
                 bytes = expiry.bytes,

@@ -207,3 +207,94 @@ async fn expired_content_reads_say_so() {
     assert_eq!(rows, vec![json!(["expired"])]);
     server.stop().await;
 }
+
+const KEEPING_CONFIG: &str = r#"
+[retention]
+default_tier = "standard"
+
+[[retention.tiers]]
+name = "standard"
+keep = "14d"
+
+[[retention.tiers]]
+name = "kept"
+keep = "400d"
+content_keep = "30d"
+
+[[retention.rules]]
+name = "keep chats named so"
+tier = "kept"
+when = "span_name = 'chat keep'"
+
+[content]
+keep = "7d"
+"#;
+
+#[tokio::test]
+async fn content_of_a_tier_with_a_longer_content_keep_outlives_the_default_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = api::config_file::FileConfig::parse(KEEPING_CONFIG, "test.toml").unwrap();
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.engine = config.engine.clone().with_retention(file.retention);
+    config.rules = file.rules;
+    config.content_keep = file.content_keep;
+    config.tier_content_keep = file.tier_content_keep;
+    let server = TestServer::start_with(config.clone()).await;
+    // Two traces (a trace's spans share the highest tier any of them reaches): one placed in
+    // "kept" by the rule, one in the default tier. Same messages, so the blob is shared too.
+    let other_trace = "0af7651916cd43dd8448eb211c80319c";
+    for (trace, name, span) in [(TRACE, "chat keep", 1u8), (other_trace, "chat m", 2)] {
+        let mut body = export(
+            span,
+            json!([
+                {"key": "gen_ai.input.messages", "value": {"stringValue": messages(2)}},
+                {"key": "input.value", "value": {"stringValue": format!("only in {name}")}}
+            ]),
+        );
+        let spans = &mut body["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        spans["traceId"] = json!(trace);
+        spans["name"] = json!(name);
+        post(&server, &body).await;
+    }
+
+    // A pass ten days on, as the server's background task builds it: past the default 7d, within
+    // the tier's 30d. The wall clock is read once; the margin is days, the test takes seconds.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let request = config.content_expiry_request(now + 10 * 86_400_000_000_000);
+    let engine = std::sync::Arc::clone(server.server.as_ref().unwrap().engine());
+    let expired = tokio::task::spawn_blocking(move || engine.expire_content_with(&request))
+        .await
+        .unwrap()
+        .unwrap();
+    // Only the default-tier span's own value goes; the shared messages stay for "kept".
+    assert_eq!(expired.messages, 1);
+    let rows = server
+        .rows("SELECT trace_id, key, status FROM content ORDER BY trace_id, key")
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!([other_trace, "gen_ai.input.messages", "present"]),
+            json!([other_trace, "input.value", "expired"]),
+            json!([TRACE, "gen_ai.input.messages", "present"]),
+            json!([TRACE, "input.value", "present"]),
+        ]
+    );
+
+    // Forty days on, the tier's content keep has passed too.
+    let request = config.content_expiry_request(now + 40 * 86_400_000_000_000);
+    let engine = std::sync::Arc::clone(server.server.as_ref().unwrap().engine());
+    let expired = tokio::task::spawn_blocking(move || engine.expire_content_with(&request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(expired.messages, 3);
+    let rows = server
+        .rows("SELECT count(*) FROM content WHERE status = 'expired'")
+        .await;
+    assert_eq!(rows, vec![json!([4])]);
+    server.stop().await;
+}

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 
-use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable};
 
 use crate::error::{Error, Result};
 use crate::ids::{SpanId, TraceId};
@@ -35,6 +35,11 @@ const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 const PIECE_LITERAL: u8 = 0;
 const PIECE_BLOB: u8 = 1;
+/// A stored reference may start with the first `count` pieces of another reference of the same
+/// trace (the previous turn's history), so a history resent every turn is not listed again.
+const PIECE_BASE: u8 = 2;
+/// Longest chain of base references a read follows (a run of this many turns).
+const MAX_BASE_DEPTH: usize = 100_000;
 /// Key of the content digest key in `content_meta`.
 const DIGEST_KEY: &str = "digest_key";
 /// Blobs shorter than this are stored raw: a zstd frame would not pay for itself.
@@ -184,6 +189,8 @@ pub struct ContentStats {
     pub references: u64,
     /// Stored bytes of blobs (compressed, with their headers).
     pub bytes: u64,
+    /// Stored bytes of references (keys and values).
+    pub reference_bytes: u64,
 }
 
 fn store_error<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> Error {
@@ -205,7 +212,18 @@ fn ref_key(trace_id: &TraceId, span_id: &SpanId, key: &str) -> Vec<u8> {
     out
 }
 
+#[cfg(test)]
 fn encode_ref(reference: &ContentRef, stored: u64) -> Vec<u8> {
+    encode_ref_with_base(reference, stored, None)
+}
+
+/// Encodes a reference; with `base = (key, count)` its first `count` pieces are stored as a
+/// pointer to the reference under `key` (same trace) instead of being listed.
+fn encode_ref_with_base(
+    reference: &ContentRef,
+    stored: u64,
+    base: Option<(&[u8], usize)>,
+) -> Vec<u8> {
     let mut out = vec![CONTENT_VERSION];
     out.extend_from_slice(&stored.to_le_bytes());
     out.extend_from_slice(&reference.digest);
@@ -217,8 +235,19 @@ fn encode_ref(reference: &ContentRef, stored: u64) -> Vec<u8> {
         None => out.push(0),
         Some(pieces) => {
             out.push(1);
-            out.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
-            for piece in pieces {
+            let (skip, base_piece) = match base {
+                Some((key, count)) if count > 0 && count <= pieces.len() => (count, Some(key)),
+                _ => (0, None),
+            };
+            let stored_pieces = pieces.len() - skip + usize::from(base_piece.is_some());
+            out.extend_from_slice(&(stored_pieces as u32).to_le_bytes());
+            if let Some(key) = base_piece {
+                out.push(PIECE_BASE);
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+                out.extend_from_slice(&(skip as u32).to_le_bytes());
+            }
+            for piece in &pieces[skip..] {
                 match piece {
                     ContentPiece::Literal(text) => {
                         out.push(PIECE_LITERAL);
@@ -300,10 +329,17 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A piece as stored: a value piece, or a pointer to the first pieces of another reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StoredPiece {
+    Piece(ContentPiece),
+    Base { key: Vec<u8>, count: usize },
+}
+
 struct DecodedRef {
     digest: ContentHash,
     form: u8,
-    pieces: Option<Vec<ContentPiece>>,
+    pieces: Option<Vec<StoredPiece>>,
 }
 
 fn decode_ref(bytes: &[u8], location: &str) -> Result<DecodedRef> {
@@ -323,9 +359,17 @@ fn decode_ref(bytes: &[u8], location: &str) -> Result<DecodedRef> {
                 match reader.u8()? {
                     PIECE_LITERAL => {
                         let len = reader.u32()? as usize;
-                        pieces.push(ContentPiece::Literal(reader.text(len)?));
+                        pieces.push(StoredPiece::Piece(ContentPiece::Literal(reader.text(len)?)));
                     }
-                    PIECE_BLOB => pieces.push(ContentPiece::Blob(reader.hash()?)),
+                    PIECE_BLOB => {
+                        pieces.push(StoredPiece::Piece(ContentPiece::Blob(reader.hash()?)))
+                    }
+                    PIECE_BASE => {
+                        let len = reader.u32()? as usize;
+                        let key = reader.take(len)?.to_vec();
+                        let count = reader.u32()? as usize;
+                        pieces.push(StoredPiece::Base { key, count });
+                    }
                     other => return Err(corrupt(location, format!("unknown piece tag {other}"))),
                 }
             }
@@ -338,6 +382,82 @@ fn decode_ref(bytes: &[u8], location: &str) -> Result<DecodedRef> {
         pieces,
     })
 }
+
+/// The full pieces of the reference stored under `key`, following base pointers (memoized).
+/// `None` when capture was off for it.
+fn resolve_pieces(
+    refs: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+    memo: &mut std::collections::HashMap<Vec<u8>, Option<Vec<ContentPiece>>>,
+) -> Result<Option<Vec<ContentPiece>>> {
+    if let Some(known) = memo.get(key) {
+        return Ok(known.clone());
+    }
+    // Walk down the base chain, then build the values back up.
+    let mut chain: Vec<(Vec<u8>, Option<Vec<StoredPiece>>)> = Vec::new();
+    let mut next = Some(key.to_vec());
+    let mut resolved_below: Option<Option<Vec<ContentPiece>>> = None;
+    while let Some(current) = next.take() {
+        if let Some(known) = memo.get(&current) {
+            resolved_below = Some(known.clone());
+            break;
+        }
+        if chain.len() >= MAX_BASE_DEPTH {
+            return Err(corrupt("content_refs", "base reference chain too long"));
+        }
+        let location = format!("content_refs {}", hex::encode(&current));
+        let value = refs
+            .get(current.as_slice())
+            .map_err(store_error("read content ref"))?
+            .ok_or_else(|| corrupt("content_refs", format!("missing base reference {location}")))?;
+        let decoded = decode_ref(value.value(), &location)?;
+        if let Some(StoredPiece::Base { key, .. }) = decoded.pieces.as_ref().and_then(|p| p.first())
+        {
+            if chain.iter().any(|(seen, _)| seen == key) || key == &current {
+                return Err(corrupt("content_refs", "base reference cycle"));
+            }
+            next = Some(key.clone());
+        }
+        chain.push((current, decoded.pieces));
+    }
+    let mut below = resolved_below.unwrap_or(None);
+    let mut result = None;
+    while let Some((current, stored)) = chain.pop() {
+        let pieces = match stored {
+            None => None,
+            Some(stored) => {
+                let mut out = Vec::with_capacity(stored.len());
+                for piece in stored {
+                    match piece {
+                        StoredPiece::Piece(piece) => out.push(piece),
+                        StoredPiece::Base { count, .. } => {
+                            let base = below.as_ref().ok_or_else(|| {
+                                corrupt("content_refs", "base reference without pieces")
+                            })?;
+                            let prefix = base.get(..count).ok_or_else(|| {
+                                corrupt("content_refs", "base reference shorter than its use")
+                            })?;
+                            out.extend(prefix.iter().cloned());
+                        }
+                    }
+                }
+                Some(out)
+            }
+        };
+        memo.insert(current, pieces.clone());
+        below = pieces.clone();
+        result = pieces;
+    }
+    Ok(result)
+}
+
+/// Number of leading pieces `a` and `b` share.
+fn common_prefix(a: &[ContentPiece], b: &[ContentPiece]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Below this many shared pieces a reference is stored in full.
+const MIN_BASE_PIECES: usize = 4;
 
 fn encode_blob(text: &str) -> Vec<u8> {
     if text.len() >= COMPRESS_MIN_BYTES
@@ -440,9 +560,10 @@ pub(crate) fn erase_traces(
             .pieces
             .iter()
             .flatten()
+            // Base pointers stay inside a trace: each reference's own blobs cover them all.
             .filter_map(|piece| match piece {
-                ContentPiece::Blob(hash) => Some(*hash),
-                ContentPiece::Literal(_) => None,
+                StoredPiece::Piece(ContentPiece::Blob(hash)) => Some(*hash),
+                StoredPiece::Piece(ContentPiece::Literal(_)) | StoredPiece::Base { .. } => None,
             });
         if erased {
             removed_refs.push(key.to_vec());
@@ -612,10 +733,61 @@ impl Engine {
                     .insert(hash.as_slice(), seen.encode().as_slice())
                     .map_err(store_error("write content seen"))?;
             }
+            // Each reference may point at the longest shared prefix of an earlier reference of
+            // the same trace and key (the previous turn's history).
+            let mut memo = std::collections::HashMap::new();
+            let mut earlier: BTreeMap<(TraceId, String), Vec<Vec<u8>>> = BTreeMap::new();
             for reference in &batch.refs {
                 let key = ref_key(&reference.trace_id, &reference.span_id, &reference.key);
-                refs.insert(key.as_slice(), encode_ref(reference, stored).as_slice())
+                let mut base: Option<(Vec<u8>, usize)> = None;
+                if let Some(pieces) = &reference.pieces
+                    && pieces.len() >= MIN_BASE_PIECES
+                {
+                    let group = (reference.trace_id, reference.key.clone());
+                    if !earlier.contains_key(&group) {
+                        // References of this trace and key stored by earlier requests.
+                        let start = reference.trace_id.0.to_vec();
+                        let mut found = Vec::new();
+                        for entry in refs
+                            .range::<&[u8]>(start.as_slice()..)
+                            .map_err(store_error("read content refs"))?
+                        {
+                            let (stored_key, _) =
+                                entry.map_err(store_error("read content refs"))?;
+                            let stored_key = stored_key.value();
+                            if !stored_key.starts_with(&start) {
+                                break;
+                            }
+                            if stored_key.get(24..) == Some(reference.key.as_bytes()) {
+                                found.push(stored_key.to_vec());
+                            }
+                        }
+                        earlier.insert(group.clone(), found);
+                    }
+                    for candidate in earlier.get(&group).into_iter().flatten() {
+                        if *candidate == key {
+                            continue;
+                        }
+                        if let Some(candidate_pieces) = resolve_pieces(&refs, candidate, &mut memo)?
+                        {
+                            let shared = common_prefix(&candidate_pieces, pieces);
+                            if shared >= MIN_BASE_PIECES
+                                && base.as_ref().is_none_or(|(_, best)| shared > *best)
+                            {
+                                base = Some((candidate.clone(), shared));
+                            }
+                        }
+                    }
+                    earlier.entry(group).or_default().push(key.clone());
+                }
+                let encoded = encode_ref_with_base(
+                    reference,
+                    stored,
+                    base.as_ref().map(|(key, count)| (key.as_slice(), *count)),
+                );
+                refs.insert(key.as_slice(), encoded.as_slice())
                     .map_err(store_error("write content ref"))?;
+                memo.insert(key, reference.pieces.clone());
             }
         }
         txn.commit().map_err(store_error("commit content"))?;
@@ -645,6 +817,7 @@ impl Engine {
             Err(error) => return Err(Error::store("open content", error)),
         };
         let mut rows = Vec::new();
+        let mut memo = std::collections::HashMap::new();
         let mut visit = |key: &[u8], value: &[u8]| -> Result<()> {
             if key.len() < 24 {
                 return Err(corrupt("content_refs", "key shorter than 24 bytes"));
@@ -657,7 +830,11 @@ impl Engine {
                 .map_err(|_| corrupt("content_refs", "key is not UTF-8"))?;
             let location = format!("content_refs {}", hex::encode(&key[..24]));
             let decoded = decode_ref(value, &location)?;
-            let value = match decoded.pieces {
+            let pieces = match decoded.pieces {
+                None => None,
+                Some(_) => resolve_pieces(&refs, key, &mut memo)?,
+            };
+            let value = match pieces {
                 None => ContentValue::NotCaptured {
                     digest: decoded.digest,
                 },
@@ -846,7 +1023,13 @@ impl Engine {
             Err(error) => return Err(Error::store("open content", error)),
         }
         match txn.open_table(CONTENT_REFS) {
-            Ok(table) => stats.references = table.len().map_err(store_error("count refs"))?,
+            Ok(table) => {
+                for entry in table.iter().map_err(store_error("read content refs"))? {
+                    let (key, value) = entry.map_err(store_error("read content refs"))?;
+                    stats.references += 1;
+                    stats.reference_bytes += (key.value().len() + value.value().len()) as u64;
+                }
+            }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(error) => return Err(Error::store("open content refs", error)),
         }
@@ -912,8 +1095,79 @@ mod tests {
         let decoded = decode_ref(&encode_ref(&reference, 5), "test").unwrap();
         assert_eq!(decoded.digest, [7; 32]);
         assert_eq!(decoded.form, 1);
-        assert_eq!(decoded.pieces, reference.pieces);
+        assert_eq!(
+            decoded.pieces,
+            reference
+                .pieces
+                .clone()
+                .map(|pieces| pieces.into_iter().map(StoredPiece::Piece).collect())
+        );
         assert!(decode_ref(&encode_ref(&reference, 5)[..40], "test").is_err());
+    }
+
+    #[test]
+    fn a_history_resent_every_turn_is_stored_as_a_pointer_plus_the_new_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(
+            dir.path(),
+            crate::Options::default().with_background_sealing(false),
+        )
+        .unwrap();
+        let trace = TraceId([3; 16]);
+        let blob = |turn: u8| ([turn; 32], format!("{{\"role\":\"user\",\"n\":{turn}}}"));
+        let mut sizes = Vec::new();
+        let mut expected = Vec::new();
+        for turn in 1..=12u8 {
+            // The history so far: [m1, m2, ..., m_turn].
+            let mut pieces = vec![ContentPiece::Literal("[".into())];
+            let mut text = "[".to_owned();
+            for message in 1..=turn {
+                if message > 1 {
+                    pieces.push(ContentPiece::Literal(",".into()));
+                    text.push(',');
+                }
+                pieces.push(ContentPiece::Blob(blob(message).0));
+                text.push_str(&blob(message).1);
+            }
+            pieces.push(ContentPiece::Literal("]".into()));
+            text.push(']');
+            let span = SpanId([turn; 8]);
+            engine
+                .put_content(&ContentBatch {
+                    blobs: (1..=turn).map(blob).collect(),
+                    refs: vec![ContentRef {
+                        trace_id: trace,
+                        span_id: span,
+                        key: "gen_ai.input.messages".into(),
+                        digest: [turn; 32],
+                        form: 0,
+                        pieces: Some(pieces),
+                        tier: None,
+                    }],
+                    stored_unix_nanos: u64::from(turn),
+                })
+                .unwrap();
+            let txn = engine.database().begin_read().unwrap();
+            let refs = txn.open_table(CONTENT_REFS).unwrap();
+            let key = ref_key(&trace, &span, "gen_ai.input.messages");
+            sizes.push(refs.get(key.as_slice()).unwrap().unwrap().value().len());
+            expected.push((span, text));
+        }
+        // Full listing grows by ~34 bytes a turn; with the pointer every later reference is
+        // about the same size.
+        assert!(sizes[11] < sizes[3] + 40, "{sizes:?}");
+        let rows = engine.content_for_trace(&trace).unwrap();
+        assert_eq!(rows.len(), 12);
+        for (span, text) in expected {
+            let row = rows.iter().find(|row| row.span_id == span).unwrap();
+            assert_eq!(row.value, ContentValue::Present(text));
+        }
+        // Erasing the trace removes every reference and blob.
+        let txn = engine.database().begin_write().unwrap();
+        let (refs, blobs) = erase_traces(&txn, &HashSet::from([trace.0])).unwrap();
+        txn.commit().unwrap();
+        assert_eq!((refs, blobs), (12, 12));
+        assert!(engine.content_for_trace(&trace).unwrap().is_empty());
     }
 
     #[test]

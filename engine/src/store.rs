@@ -1217,26 +1217,13 @@ impl Engine {
                 .map_err(store_error("open late keys"))?
                 .remove_all(meta.id)
                 .map_err(store_error("remove late keys"))?;
+            drop((catalog, trace_index, session_index, conversation_index));
             for new in &new_metas {
-                catalog
-                    .insert(new.id, new.encode().as_slice())
-                    .map_err(store_error("write catalog"))?;
-                for (trace, first, count) in &new.trace_runs {
-                    trace_index
-                        .insert(trace.as_slice(), (new.id, *first, *count))
-                        .map_err(store_error("write trace index"))?;
-                }
-                for (session, first, count) in &new.session_runs {
-                    session_index
-                        .insert(session.as_str(), (new.id, *first, *count))
-                        .map_err(store_error("write session index"))?;
-                }
-                for (conversation, first, count) in &new.conversation_runs {
-                    conversation_index
-                        .insert(conversation.as_str(), (new.id, *first, *count))
-                        .map_err(store_error("write conversation index"))?;
-                }
+                add_to_catalog(&txn, new)?;
             }
+            let trace_index = txn
+                .open_multimap_table(TRACE_SEGMENTS)
+                .map_err(store_error("open trace index"))?;
             // Keys of traces with no rows left anywhere are dropped (unless in the memtable).
             let in_memtable = shared.memtable_keys.read();
             let mut keys_table = txn
@@ -1807,39 +1794,9 @@ fn commit_segments(
     let txn = shared.db.begin_write().map_err(store_error("begin seal"))?;
     let mut late = Vec::new();
     {
-        let mut catalog = txn
-            .open_table(SEGMENTS)
-            .map_err(store_error("open catalog"))?;
-        let mut trace_index = txn
-            .open_multimap_table(TRACE_SEGMENTS)
-            .map_err(store_error("open trace index"))?;
-        let mut session_index = txn
-            .open_multimap_table(SESSION_ROWS)
-            .map_err(store_error("open session index"))?;
-        let mut conversation_index = txn
-            .open_multimap_table(CONVERSATION_ROWS)
-            .map_err(store_error("open conversation index"))?;
         for meta in metas {
-            catalog
-                .insert(meta.id, meta.encode().as_slice())
-                .map_err(store_error("write catalog"))?;
-            for (trace, first, count) in &meta.trace_runs {
-                trace_index
-                    .insert(trace.as_slice(), (meta.id, *first, *count))
-                    .map_err(store_error("write trace index"))?;
-            }
-            for (session, first, count) in &meta.session_runs {
-                session_index
-                    .insert(session.as_str(), (meta.id, *first, *count))
-                    .map_err(store_error("write session index"))?;
-            }
-            for (conversation, first, count) in &meta.conversation_runs {
-                conversation_index
-                    .insert(conversation.as_str(), (meta.id, *first, *count))
-                    .map_err(store_error("write conversation index"))?;
-            }
+            add_to_catalog(&txn, meta)?;
         }
-        drop((trace_index, session_index, conversation_index));
         for (meta, digest) in metas.iter().zip(digests) {
             let segment = crate::chain::ChainSegment::of(meta, digest);
             crate::chain::append(
@@ -1884,6 +1841,40 @@ fn commit_segments(
     }
     txn.commit().map_err(store_error("commit seal"))?;
     Ok(late)
+}
+
+/// A new segment's catalog entry and its trace, session and conversation runs, written in
+/// `txn` (the seal's or a rewrite's transaction).
+fn add_to_catalog(txn: &WriteTransaction, meta: &SegmentMeta) -> Result<()> {
+    txn.open_table(SEGMENTS)
+        .map_err(store_error("open catalog"))?
+        .insert(meta.id, meta.encode().as_slice())
+        .map_err(store_error("write catalog"))?;
+    let mut trace_index = txn
+        .open_multimap_table(TRACE_SEGMENTS)
+        .map_err(store_error("open trace index"))?;
+    for (trace, first, count) in &meta.trace_runs {
+        trace_index
+            .insert(trace.as_slice(), (meta.id, *first, *count))
+            .map_err(store_error("write trace index"))?;
+    }
+    let mut session_index = txn
+        .open_multimap_table(SESSION_ROWS)
+        .map_err(store_error("open session index"))?;
+    for (session, first, count) in &meta.session_runs {
+        session_index
+            .insert(session.as_str(), (meta.id, *first, *count))
+            .map_err(store_error("write session index"))?;
+    }
+    let mut conversation_index = txn
+        .open_multimap_table(CONVERSATION_ROWS)
+        .map_err(store_error("open conversation index"))?;
+    for (conversation, first, count) in &meta.conversation_runs {
+        conversation_index
+            .insert(conversation.as_str(), (meta.id, *first, *count))
+            .map_err(store_error("write conversation index"))?;
+    }
+    Ok(())
 }
 
 /// The row runs an index multimap holds for one key.

@@ -277,11 +277,12 @@ pub(crate) fn resolve_keys<'a>(
     let conversations = strings(conversation_index);
     let users = strings(user_index);
     let tiers = strings(tier_index);
-    let own = |column: &Option<StringArray>, row: usize| -> Option<String> {
+    // Borrowed: this runs for every row of every memtable scan and seal.
+    fn own(column: &Option<StringArray>, row: usize) -> Option<&str> {
         column
             .as_ref()
-            .and_then(|column| column.is_valid(row).then(|| column.value(row).to_owned()))
-    };
+            .and_then(|column| column.is_valid(row).then(|| column.value(row)))
+    }
     let needs_work = |column: &Option<StringArray>| {
         column
             .as_ref()
@@ -324,17 +325,11 @@ pub(crate) fn resolve_keys<'a>(
             };
             found.unwrap_or(&empty)
         };
-        session_out
-            .append_option(keys.session_for(own_session.as_deref(), own_conversation.as_deref()));
-        conversation_out.append_option(
-            own_conversation
-                .as_deref()
-                .or(keys.conversation_id.as_deref()),
-        );
-        user_out.append_option(own_user.as_deref().or(keys.user_id.as_deref()));
+        session_out.append_option(keys.session_for(own_session, own_conversation));
+        conversation_out.append_option(own_conversation.or(keys.conversation_id.as_deref()));
+        user_out.append_option(own_user.or(keys.user_id.as_deref()));
         if tiers.is_some() {
-            let own_tier = own(&tiers, row);
-            let own_tier = own_tier.as_deref().unwrap_or(policy.default_tier());
+            let own_tier = own(&tiers, row).unwrap_or(policy.default_tier());
             let tier = match keys.tier.as_deref() {
                 Some(trace_tier) => policy.higher(own_tier, trace_tier),
                 None => own_tier,

@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// HTTP API settings.
     #[command(flatten)]
     pub api: ApiArgs,
+    /// Jaeger v2 remote storage settings.
+    #[command(flatten)]
+    pub jaeger: JaegerArgs,
     /// Query limits.
     #[command(flatten)]
     pub query: QueryArgs,
@@ -122,6 +125,23 @@ pub struct ApiArgs {
     /// Time limit for one HTTP request (queries have their own timeout).
     #[arg(long, env = "SIGHTLINE_HTTP_TIMEOUT", default_value = "120s")]
     pub http_timeout: DurationArg,
+    /// Serve `POST /purge`, which deletes ALL stored data (for test suites such as Jaeger's
+    /// end-to-end tests; never turn it on for data you want to keep).
+    #[arg(long, env = "SIGHTLINE_ENABLE_PURGE")]
+    pub enable_purge: bool,
+}
+
+/// The Jaeger v2 remote-storage gRPC server (`grpc` storage backend of Jaeger v2).
+#[derive(Debug, Args, Clone)]
+pub struct JaegerArgs {
+    /// Listen address of the Jaeger remote-storage gRPC server (TraceReader, DependencyReader,
+    /// Capabilities and the OTLP TraceService for writes, on one server).
+    #[arg(
+        long,
+        env = "SIGHTLINE_JAEGER_ADDR",
+        default_value = "127.0.0.1:17271"
+    )]
+    pub jaeger_addr: SocketAddr,
 }
 
 /// Limits applied to every SQL query.

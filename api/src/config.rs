@@ -19,6 +19,10 @@ pub struct ServerConfig {
     pub otlp_http_addr: SocketAddr,
     /// HTTP API listen address.
     pub api_addr: SocketAddr,
+    /// Jaeger v2 remote-storage gRPC listen address.
+    pub jaeger_addr: SocketAddr,
+    /// Whether `POST /purge` (delete everything) is served on the API address.
+    pub enable_purge: bool,
     /// Largest accepted export body (compressed and decompressed).
     pub max_request_bytes: usize,
     /// In-flight ingest bytes before exports get 429.
@@ -54,6 +58,8 @@ impl ServerConfig {
             otlp_grpc_addr: any,
             otlp_http_addr: any,
             api_addr: any,
+            jaeger_addr: any,
+            enable_purge: false,
             max_request_bytes: 64 << 20,
             max_inflight_bytes: 512 << 20,
             http_timeout: Duration::from_secs(120),
@@ -79,6 +85,8 @@ impl ServerConfig {
             otlp_grpc_addr: args.otlp.otlp_grpc_addr,
             otlp_http_addr: args.otlp.otlp_http_addr,
             api_addr: args.api.api_addr,
+            jaeger_addr: args.jaeger.jaeger_addr,
+            enable_purge: args.api.enable_purge,
             max_request_bytes: args.otlp.max_request_bytes.as_usize(),
             max_inflight_bytes: args.otlp.max_inflight_bytes.as_usize(),
             http_timeout: args.api.http_timeout.0,

@@ -1,4 +1,5 @@
-//! The HTTP API: `GET /healthz`, `POST /api/v1/sql`, `GET /api/v1/traces/{trace_id}`.
+//! The HTTP API: `GET /healthz`, `POST /api/v1/sql`, `GET /api/v1/traces/{trace_id}`, and with
+//! `--enable-purge` `POST /purge`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -207,12 +208,31 @@ async fn trace(
     Ok(response)
 }
 
-/// The API router.
-pub fn router(state: Arc<AppState>, timeout: Duration) -> Router {
-    Router::new()
+/// `POST /purge` (only with `--enable-purge`): deletes every stored span, segment and content
+/// blob, for test suites that need an empty store between tests (Jaeger's end-to-end suite).
+async fn purge(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let report = tokio::task::spawn_blocking(move || engine.purge())
+        .await
+        .map_err(|error| ApiError::Internal(format!("purge task failed: {error}")))??;
+    tracing::warn!(spans = report.spans, segments = report.segments, "store purged");
+    Ok(Json(serde_json::json!({
+        "purged": { "spans": report.spans, "segments": report.segments }
+    }))
+    .into_response())
+}
+
+/// The API router. `enable_purge` adds `POST /purge`; without it that path is 404 like any
+/// other unknown path.
+pub fn router(state: Arc<AppState>, timeout: Duration, enable_purge: bool) -> Router {
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/sql", post(sql))
-        .route("/api/v1/traces/{trace_id}", get(trace))
+        .route("/api/v1/traces/{trace_id}", get(trace));
+    if enable_purge {
+        router = router.route("/purge", post(purge));
+    }
+    router
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,

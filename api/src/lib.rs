@@ -9,6 +9,7 @@ pub mod compliance_command;
 pub mod config;
 pub mod config_file;
 pub mod http_api;
+pub mod jaeger;
 pub mod otlp;
 pub mod retention_command;
 pub mod server;

@@ -1,5 +1,5 @@
-//! Startup and shutdown of `sightline serve`: open the engine (recovery), bind the three
-//! listeners, serve until cancelled, then drain requests, seal and close the engine.
+//! Startup and shutdown of `sightline serve`: open the engine (recovery), bind the four
+//! listeners (OTLP/gRPC, OTLP/HTTP, HTTP API, Jaeger remote storage), serve until cancelled, then drain requests, seal and close the engine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::ServerConfig;
 use crate::http_api;
+use crate::jaeger::JaegerStorage;
 use crate::otlp::{self, IngestService};
 
 /// Shared state of every handler.
@@ -67,6 +68,8 @@ pub struct RunningServer {
     pub otlp_http_addr: SocketAddr,
     /// Bound HTTP API address.
     pub api_addr: SocketAddr,
+    /// Bound Jaeger remote-storage gRPC address.
+    pub jaeger_addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
     engine: Arc<Engine>,
@@ -144,16 +147,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let grpc_listener = bind(config.otlp_grpc_addr, "OTLP/gRPC").await?;
     let http_listener = bind(config.otlp_http_addr, "OTLP/HTTP").await?;
     let api_listener = bind(config.api_addr, "HTTP API").await?;
+    let jaeger_listener = bind(config.jaeger_addr, "Jaeger remote storage (gRPC)").await?;
     let otlp_grpc_addr = grpc_listener.local_addr()?;
     let otlp_http_addr = http_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
+    let jaeger_addr = jaeger_listener.local_addr()?;
 
     let shutdown = CancellationToken::new();
-    let grpc_service = TraceServiceServer::new(IngestService::new(Arc::clone(&state)))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(config.max_request_bytes)
-        .max_encoding_message_size(config.max_request_bytes);
+    let grpc_service = otlp_grpc_service(&state, &config);
     let grpc_token = shutdown.clone();
     let grpc = tokio::spawn(async move {
         // tonic decodes a message before the handler can budget it: bound concurrent streams.
@@ -167,6 +168,28 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("OTLP/gRPC server failed")
     });
+    let (trace_reader, dependency_reader, capabilities) =
+        JaegerStorage::new(Arc::clone(&state)).services();
+    let jaeger_otlp = otlp_grpc_service(&state, &config);
+    let jaeger_token = shutdown.clone();
+    let jaeger = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(MAX_CONCURRENT_EXPORTS_PER_CONNECTION)
+            .add_service(
+                trace_reader
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip),
+            )
+            .add_service(dependency_reader)
+            .add_service(capabilities)
+            .add_service(jaeger_otlp)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(jaeger_listener),
+                jaeger_token.cancelled_owned(),
+            )
+            .await
+            .context("Jaeger remote-storage gRPC server failed")
+    });
     let http_router = otlp::http_router(Arc::clone(&state));
     let http_token = shutdown.clone();
     let http = tokio::spawn(async move {
@@ -175,7 +198,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("OTLP/HTTP server failed")
     });
-    let api_router = http_api::router(Arc::clone(&state), config.http_timeout);
+    let api_router = http_api::router(Arc::clone(&state), config.http_timeout, config.enable_purge);
     let api_token = shutdown.clone();
     let api = tokio::spawn(async move {
         axum::serve(api_listener, api_router)
@@ -198,6 +221,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         otlp_grpc = %otlp_grpc_addr,
         otlp_http = %otlp_http_addr,
         api = %api_addr,
+        jaeger = %jaeger_addr,
+        purge = config.enable_purge,
         data = %config.data_dir.display(),
         "sightline listening"
     );
@@ -207,7 +232,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let task = tokio::spawn(async move {
         let mut results = Vec::new();
         let mut servers = tokio::task::JoinSet::new();
-        for (name, handle) in [("otlp-grpc", grpc), ("otlp-http", http), ("api", api)] {
+        for (name, handle) in [
+            ("otlp-grpc", grpc),
+            ("otlp-http", http),
+            ("api", api),
+            ("jaeger", jaeger),
+        ] {
             servers.spawn(async move { (name, handle.await) });
         }
         while let Some(joined) = servers.join_next().await {
@@ -250,6 +280,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         otlp_grpc_addr,
         otlp_http_addr,
         api_addr,
+        jaeger_addr,
         shutdown,
         task,
         engine: running_engine,
@@ -287,6 +318,18 @@ async fn content_expiry(
             Err(error) => warn!(error = %error, "content retention task failed"),
         }
     }
+}
+
+/// The OTLP `TraceService` as served on the OTLP/gRPC and the Jaeger addresses.
+fn otlp_grpc_service(
+    state: &Arc<AppState>,
+    config: &ServerConfig,
+) -> TraceServiceServer<IngestService> {
+    TraceServiceServer::new(IngestService::new(Arc::clone(state)))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(config.max_request_bytes)
+        .max_encoding_message_size(config.max_request_bytes)
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

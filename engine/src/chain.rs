@@ -2,7 +2,7 @@
 //! of sealed segments, and [`verify`], which recomputes it against the catalog and the files.
 //!
 //! Each entry records one change (a segment sealed, a segment replaced by a rewrite that erased
-//! a session, a segment expired) with the SHA-256 of the segment file it adds, the time, and the
+//! a session, a segment expired, a segment removed by a purge) with the SHA-256 of the segment file it adds, the time, and the
 //! hash of the entry before it; its own hash covers all of that (see [`ChainEntry::compute_hash`]
 //! for the canonical encoding). Replaying the entries gives the set of live segments and their
 //! digests, which must match the catalog and the files exactly.
@@ -51,6 +51,9 @@ pub(crate) enum EntryKind {
     Expired,
     /// A segment was rewritten with the same rows, e.g. by compaction (removes one, adds one).
     Rewritten,
+    /// A segment was deleted by [`crate::Engine::purge`], with everything else in the store
+    /// (removes a segment; one entry per segment, all in the purge's transaction).
+    Purged,
 }
 
 impl EntryKind {
@@ -60,6 +63,7 @@ impl EntryKind {
             EntryKind::Erased => "erased",
             EntryKind::Expired => "expired",
             EntryKind::Rewritten => "rewritten",
+            EntryKind::Purged => "purged",
         }
     }
 }
@@ -277,6 +281,20 @@ pub(crate) fn append_expired(txn: &WriteTransaction, meta: &SegmentMeta) -> Resu
     )
 }
 
+/// Records, in the purge's transaction, that [`crate::Engine::purge`] deleted segment `id`
+/// (`meta` is its catalog entry when that could be read).
+pub(crate) fn append_purged(
+    txn: &WriteTransaction,
+    id: u64,
+    meta: Option<&SegmentMeta>,
+) -> Result<ChainEntry> {
+    let detail = match meta {
+        Some(meta) => format!("tier {} day {}", meta.tier, meta.day),
+        None => "unreadable catalog entry".to_owned(),
+    };
+    append(txn, EntryKind::Purged, None, Some(id), &detail)
+}
+
 /// What `verify` found wrong, by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -395,6 +413,8 @@ pub struct VerifyReport {
     pub erasures: Vec<ChainErasure>,
     /// Segments expired by retention.
     pub expired: u64,
+    /// Segments deleted by [`crate::Engine::purge`].
+    pub purged: u64,
     /// Hash of the last entry (zeros for an empty chain). Keep it somewhere else (a ticket, a
     /// log, a second system): it is what proves the chain was not rewritten whole.
     pub head_hash: String,
@@ -412,7 +432,7 @@ impl VerifyReport {
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let status = if self.is_ok() { "OK" } else { "FAILED" };
-        writeln!(
+        write!(
             f,
             "{status}: {} entries, {} segments, {} erasures, {} expired",
             self.entries,
@@ -420,6 +440,11 @@ impl fmt::Display for VerifyReport {
             self.erasures.len(),
             self.expired
         )?;
+        // Only stores that were purged say so: the line stays as documented for the others.
+        if self.purged > 0 {
+            write!(f, ", {} purged", self.purged)?;
+        }
+        writeln!(f)?;
         writeln!(f, "head {}", self.head_hash)?;
         for erasure in &self.erasures {
             writeln!(f, "  {erasure}")?;
@@ -438,6 +463,7 @@ pub(crate) fn verify(txn: &ReadTransaction, dir: &Path) -> Result<VerifyReport> 
         segments: 0,
         erasures: Vec::new(),
         expired: 0,
+        purged: 0,
         head_hash: GENESIS_HASH.to_owned(),
         problems: Vec::new(),
     };
@@ -512,6 +538,7 @@ pub(crate) fn verify(txn: &ReadTransaction, dir: &Path) -> Result<VerifyReport> 
                 previous_hash = entry.hash.clone();
                 match entry.kind {
                     EntryKind::Expired => report.expired += 1,
+                    EntryKind::Purged => report.purged += 1,
                     EntryKind::Erased => {
                         let pair = entry
                             .removed

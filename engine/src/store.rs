@@ -9,10 +9,14 @@
 //!   catalog transaction (segment entries + trace index + WAL truncation) committed.
 //! - Segment files are fsync'd before the catalog references them; files the catalog does not
 //!   reference are removed at open.
+//! - Lock order: `seal_lock`, `next_sequence` (the writer's lock), a redb write transaction,
+//!   `state`, `memtable_keys`: none is waited for while holding one later in the list.
 
 mod compliance;
+mod purge;
 
 pub use compliance::verify_data_dir;
+pub use purge::PurgeReport;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -218,6 +222,9 @@ struct Shared {
     options: Options,
     state: RwLock<State>,
     seal_lock: Mutex<()>,
+    /// The next WAL sequence number, and the writer's lock: the writer thread holds it from the
+    /// start of a group's WAL commit until the group is in the memtable and acknowledged, so
+    /// whoever else holds it ([`Engine::purge`]) sees every write entirely before or after.
     next_sequence: Mutex<u64>,
     next_segment_id: Mutex<u64>,
     pending_bytes: AtomicUsize,
@@ -788,7 +795,9 @@ fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
                 Err(_) => break,
             }
         }
-        let result = commit_group(shared, &group);
+        // Held until the group is published and acknowledged (see `Shared::next_sequence`).
+        let mut next_sequence = shared.next_sequence.lock();
+        let result = commit_group(shared, &mut next_sequence, &group);
         shared.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
         match result {
             Ok((first_sequence, keys)) => {
@@ -817,6 +826,7 @@ fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
                 }
             }
         }
+        drop(next_sequence);
     }
 }
 
@@ -1453,8 +1463,12 @@ fn publish_keys(shared: &Shared, state: &mut State, updates: KeyUpdates) {
 }
 
 /// Appends the group's WAL records and merges its trace keys, in one durable transaction.
-fn commit_group(shared: &Shared, group: &[PendingWrite]) -> Result<(u64, KeyUpdates)> {
-    let mut next_sequence = shared.next_sequence.lock();
+/// `next_sequence` is the writer's lock, held by the caller.
+fn commit_group(
+    shared: &Shared,
+    next_sequence: &mut u64,
+    group: &[PendingWrite],
+) -> Result<(u64, KeyUpdates)> {
     let first = *next_sequence;
     let txn = shared
         .db

@@ -57,9 +57,9 @@ pub(crate) fn write_string_form(value: Option<&AnyValue>, out: &mut String) {
     }
 }
 
-/// The string form as an owned string (convenient outside the hot path).
-#[cfg(test)]
-pub(crate) fn string_form(value: Option<&AnyValue>) -> String {
+/// The string form of an attribute value as stored in the attribute map columns (see the module
+/// docs): what attribute searches, such as Jaeger's, compare against.
+pub fn string_form(value: Option<&AnyValue>) -> String {
     let mut out = String::new();
     write_string_form(value, &mut out);
     out

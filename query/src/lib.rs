@@ -17,6 +17,10 @@
 //! time and row bounds of its [`Options`]. [`format`](mod@format) renders results as JSON, CSV, Arrow IPC
 //! or a text table.
 //!
+//! [`trace_search`] answers Jaeger's remote-storage queries (find traces by service, operation,
+//! attributes, time and duration; services; operations; trace summaries; dependencies) with
+//! direct, synchronous engine scans, without DataFusion.
+//!
 //! Layering: `api -> query -> engine`. DataFusion types stay inside this crate; Arrow types
 //! are the currency of [`QueryOutput`].
 //!
@@ -69,6 +73,7 @@ mod scan;
 mod session;
 mod tables;
 mod timestamp;
+pub mod trace_search;
 mod views;
 
 pub use error::{Error, ErrorKind, Result};

@@ -5,6 +5,7 @@ mod compliance;
 mod content;
 mod exporters;
 mod http;
+mod jaeger;
 mod retention;
 mod support;
 mod trace;

@@ -10,6 +10,8 @@ pub(crate) struct TestServer {
     pub(crate) api: String,
     pub(crate) otlp_http: String,
     pub(crate) otlp_grpc: String,
+    /// `http://` address of the Jaeger remote-storage gRPC server.
+    pub(crate) jaeger: String,
 }
 
 impl TestServer {
@@ -23,6 +25,7 @@ impl TestServer {
             api: format!("http://{}", server.api_addr),
             otlp_http: format!("http://{}", server.otlp_http_addr),
             otlp_grpc: format!("http://{}", server.otlp_grpc_addr),
+            jaeger: format!("http://{}", server.jaeger_addr),
             server: Some(server),
         }
     }

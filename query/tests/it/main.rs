@@ -11,4 +11,5 @@ mod monitoring_fixture;
 mod pushdown;
 mod sessions;
 mod tables;
+mod trace_search;
 mod views;

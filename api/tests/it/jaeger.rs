@@ -22,18 +22,16 @@ use api::ServerConfig;
 use api::jaeger::proto;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, InstrumentationScope, KeyValue, any_value,
-};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status as SpanStatus, TracesData, span::SpanKind,
 };
+use prost::Message as _;
 use proto::capabilities_client::CapabilitiesClient;
 use proto::dependency_reader_client::DependencyReaderClient;
 use proto::trace_reader_client::TraceReaderClient;
-use prost::Message as _;
 use serde_json::Value;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
@@ -248,10 +246,9 @@ fn regroup(spans: &[FlatSpan]) -> Vec<ResourceSpans> {
             });
         }
         let resource = grouped.last_mut().expect("a resource group");
-        let same_scope = resource
-            .scope_spans
-            .last()
-            .is_some_and(|last| last.scope == flat.scope && last.schema_url == flat.scope_schema_url);
+        let same_scope = resource.scope_spans.last().is_some_and(|last| {
+            last.scope == flat.scope && last.schema_url == flat.scope_schema_url
+        });
         if !same_scope {
             resource.scope_spans.push(ScopeSpans {
                 scope: flat.scope.clone(),
@@ -284,7 +281,9 @@ fn own_span(trace: u128, id: u64, parent: Option<u64>, name: &str, start: u64, n
     Span {
         trace_id: trace.to_be_bytes().to_vec(),
         span_id: id.to_be_bytes().to_vec(),
-        parent_span_id: parent.map(|parent| parent.to_be_bytes().to_vec()).unwrap_or_default(),
+        parent_span_id: parent
+            .map(|parent| parent.to_be_bytes().to_vec())
+            .unwrap_or_default(),
         name: name.to_owned(),
         kind: SpanKind::Internal as i32,
         start_time_unix_nano: start,
@@ -341,11 +340,15 @@ fn normalize(mut flat: FlatSpan) -> FlatSpan {
     if let Some(resource) = &mut flat.resource {
         sort_attributes(&mut resource.attributes);
     }
-    flat.resource = flat.resource.filter(|resource| *resource != Resource::default());
+    flat.resource = flat
+        .resource
+        .filter(|resource| *resource != Resource::default());
     if let Some(scope) = &mut flat.scope {
         sort_attributes(&mut scope.attributes);
     }
-    flat.scope = flat.scope.filter(|scope| *scope != InstrumentationScope::default());
+    flat.scope = flat
+        .scope
+        .filter(|scope| *scope != InstrumentationScope::default());
     let span = &mut flat.span;
     sort_attributes(&mut span.attributes);
     for event in &mut span.events {
@@ -354,7 +357,10 @@ fn normalize(mut flat: FlatSpan) -> FlatSpan {
     for link in &mut span.links {
         sort_attributes(&mut link.attributes);
     }
-    span.status = span.status.take().filter(|status| *status != SpanStatus::default());
+    span.status = span
+        .status
+        .take()
+        .filter(|status| *status != SpanStatus::default());
     flat
 }
 
@@ -435,7 +441,11 @@ fn compare_spans(expected: &[FlatSpan], actual: &[FlatSpan], dedup: bool) -> Res
 
 /// The first differing field of two (normalized) spans with the same ids, with both values.
 fn first_difference(expected: &FlatSpan, actual: &FlatSpan) -> String {
-    fn field(name: &'static str, want: &dyn Debug, got: &dyn Debug) -> (&'static str, String, String) {
+    fn field(
+        name: &'static str,
+        want: &dyn Debug,
+        got: &dyn Debug,
+    ) -> (&'static str, String, String) {
         (name, format!("{want:?}"), format!("{got:?}"))
     }
     let (want, got) = (&expected.span, &actual.span);
@@ -616,7 +626,10 @@ impl Clients {
         }
     }
 
-    async fn get_traces(&mut self, trace_ids: &[Vec<u8>]) -> Result<Vec<TracesData>, tonic::Status> {
+    async fn get_traces(
+        &mut self,
+        trace_ids: &[Vec<u8>],
+    ) -> Result<Vec<TracesData>, tonic::Status> {
         drain(self.reader.get_traces(get_traces_request(trace_ids)).await).await
     }
 
@@ -714,8 +727,8 @@ impl Fixtures {
     /// A trace fixture (`traces/<name>.json`), dates rewritten.
     fn trace(&self, name: &str) -> Vec<FlatSpan> {
         let path = self.dir.join("traces").join(format!("{name}.json"));
-        let bytes = std::fs::read(&path)
-            .unwrap_or_else(|error| panic!("read {}: {error}", path.display()));
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|error| panic!("read {}: {error}", path.display()));
         let request = ingest::decode_traces_json(&bytes)
             .unwrap_or_else(|error| panic!("decode {}: {error}", path.display()));
         let mut spans = flatten(&request.resource_spans);
@@ -859,8 +872,18 @@ fn has_attribute(flat: &FlatSpan, key: &str, form: &str) -> bool {
     if let Some(scope) = &flat.scope {
         lists.push(&scope.attributes);
     }
-    lists.extend(flat.span.events.iter().map(|event| event.attributes.as_slice()));
-    lists.extend(flat.span.links.iter().map(|link| link.attributes.as_slice()));
+    lists.extend(
+        flat.span
+            .events
+            .iter()
+            .map(|event| event.attributes.as_slice()),
+    );
+    lists.extend(
+        flat.span
+            .links
+            .iter()
+            .map(|link| link.attributes.as_slice()),
+    );
     lists.iter().any(|list| {
         list.iter().any(|attribute| {
             attribute.key == key
@@ -879,9 +902,9 @@ fn reference_search(
 ) -> Vec<FlatSpan> {
     let mut found = Vec::new();
     for spans in traces.values() {
-        let hit = spans.iter().any(|flat| {
-            (min..=max).contains(&flat.span.start_time_unix_nano) && matches(flat)
-        });
+        let hit = spans
+            .iter()
+            .any(|flat| (min..=max).contains(&flat.span.start_time_unix_nano) && matches(flat));
         if hit {
             found.extend(spans.iter().cloned());
         }
@@ -924,11 +947,17 @@ fn date_helpers_rewrite_fixture_times() {
     };
     assert_eq!(
         moved(1_485_449_191_639_875_000),
-        ("2030-03-01".to_owned(), 1_485_449_191_639_875_000 % NANOS_PER_DAY)
+        (
+            "2030-03-01".to_owned(),
+            1_485_449_191_639_875_000 % NANOS_PER_DAY
+        )
     );
     assert_eq!(
         moved(1_485_388_591_639_875_000),
-        ("2030-02-28".to_owned(), 1_485_388_591_639_875_000 % NANOS_PER_DAY)
+        (
+            "2030-02-28".to_owned(),
+            1_485_388_591_639_875_000 % NANOS_PER_DAY
+        )
     );
     assert_eq!(dates.rewrite_time(0), 0);
 }
@@ -993,14 +1022,20 @@ async fn trace_ids_and_searches_without_a_service_name() {
         let found = match clients.reader.find_trace_i_ds(request).await {
             Ok(response) => response.into_inner().trace_ids,
             Err(status) => {
-                failures.push(format!("case {:?}: FindTraceIDs failed: {status}", case.caption));
+                failures.push(format!(
+                    "case {:?}: FindTraceIDs failed: {status}",
+                    case.caption
+                ));
                 continue;
             }
         };
         let mut expected = BTreeMap::new();
         for name in &case.expected {
             let spans = &traces[name];
-            let start = spans.iter().map(|flat| flat.span.start_time_unix_nano).min();
+            let start = spans
+                .iter()
+                .map(|flat| flat.span.start_time_unix_nano)
+                .min();
             let end = spans.iter().map(|flat| flat.span.end_time_unix_nano).max();
             expected.insert(
                 hex::encode(&spans[0].span.trace_id),
@@ -1049,7 +1084,9 @@ async fn trace_ids_and_searches_without_a_service_name() {
                 operation_name: operation.to_owned(),
                 ..window_query.clone()
             },
-            reference_search(&traces, window.0, window.1, |flat| flat.span.name == operation),
+            reference_search(&traces, window.0, window.1, |flat| {
+                flat.span.name == operation
+            }),
         ),
         (
             "attribute sameplacetag1=\"sameplacevalue\" only".to_owned(),
@@ -1116,7 +1153,11 @@ async fn example_trace_services_operations_and_lookups() {
 
     assert_eq!(
         clients.services().await,
-        ["example-service-1", "example-service-2", "example-service-3"]
+        [
+            "example-service-1",
+            "example-service-2",
+            "example-service-3"
+        ]
     );
     let operation = |name: &str, kind: &str| (name.to_owned(), kind.to_owned());
     assert_eq!(
@@ -1182,13 +1223,19 @@ async fn large_trace_round_trips_in_chunks_under_4_mib() {
         return;
     };
     let template = fixtures.trace("example_trace").remove(0);
+    // Each copy carries a 600-byte attribute, so the trace (over 6 MiB) cannot fit one message.
     let spans: Vec<FlatSpan> = (1..=SPANS)
         .map(|id| {
             let mut flat = template.clone();
             flat.span.span_id = id.to_be_bytes().to_vec();
+            flat.span
+                .attributes
+                .push(string_attribute("payload", &format!("{id:0>600}")));
             flat
         })
         .collect();
+    let written: usize = spans.iter().map(|flat| flat.span.encoded_len()).sum();
+    assert!(written > MAX_MESSAGE_BYTES, "the trace is {written} bytes");
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut clients = Clients::connect(&server).await;
@@ -1199,7 +1246,11 @@ async fn large_trace_round_trips_in_chunks_under_4_mib() {
         .get_traces(std::slice::from_ref(&trace_id))
         .await
         .expect("GetTraces of the large trace");
-    assert!(chunks.len() > 1, "{} chunk(s) for {SPANS} spans", chunks.len());
+    assert!(
+        chunks.len() > 1,
+        "{} chunk(s) for {SPANS} spans",
+        chunks.len()
+    );
     for (index, chunk) in chunks.iter().enumerate() {
         assert!(
             chunk.encoded_len() < MAX_MESSAGE_BYTES,
@@ -1489,13 +1540,31 @@ async fn dependencies_count_calls_between_services() {
     let ms = 1_000_000;
     let spans = vec![
         // Trace 1: A -> B -> C, and A -> A (same service).
-        in_service("deps-a", own_span(0xde_01, 1, None, "a-root", base, 50 * ms)),
-        in_service("deps-b", own_span(0xde_01, 2, Some(1), "b-work", base + ms, 20 * ms)),
-        in_service("deps-c", own_span(0xde_01, 3, Some(2), "c-work", base + 2 * ms, 5 * ms)),
-        in_service("deps-a", own_span(0xde_01, 4, Some(1), "a-local", base + 30 * ms, ms)),
+        in_service(
+            "deps-a",
+            own_span(0xde_01, 1, None, "a-root", base, 50 * ms),
+        ),
+        in_service(
+            "deps-b",
+            own_span(0xde_01, 2, Some(1), "b-work", base + ms, 20 * ms),
+        ),
+        in_service(
+            "deps-c",
+            own_span(0xde_01, 3, Some(2), "c-work", base + 2 * ms, 5 * ms),
+        ),
+        in_service(
+            "deps-a",
+            own_span(0xde_01, 4, Some(1), "a-local", base + 30 * ms, ms),
+        ),
         // Trace 2: A -> B.
-        in_service("deps-a", own_span(0xde_02, 1, None, "a-root", base + 100 * ms, 50 * ms)),
-        in_service("deps-b", own_span(0xde_02, 2, Some(1), "b-work", base + 101 * ms, 9 * ms)),
+        in_service(
+            "deps-a",
+            own_span(0xde_02, 1, None, "a-root", base + 100 * ms, 50 * ms),
+        ),
+        in_service(
+            "deps-b",
+            own_span(0xde_02, 2, Some(1), "b-work", base + 101 * ms, 9 * ms),
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
@@ -1578,7 +1647,11 @@ async fn purge_wipes_everything_only_when_enabled() {
     assert_eq!(clients.trace(&0x9a_01u128.to_be_bytes()).await.len(), 1);
 
     assert_eq!(post_purge(&server).await, reqwest::StatusCode::OK);
-    assert_eq!(clients.services().await, Vec::<String>::new(), "services after purge");
+    assert_eq!(
+        clients.services().await,
+        Vec::<String>::new(),
+        "services after purge"
+    );
     let gone = clients.trace(&0x9a_01u128.to_be_bytes()).await;
     assert!(gone.is_empty(), "trace after purge: {gone:?}");
     let searched = clients

@@ -136,11 +136,7 @@ pub struct ApiArgs {
 pub struct JaegerArgs {
     /// Listen address of the Jaeger remote-storage gRPC server (TraceReader, DependencyReader,
     /// Capabilities and the OTLP TraceService for writes, on one server).
-    #[arg(
-        long,
-        env = "SIGHTLINE_JAEGER_ADDR",
-        default_value = "127.0.0.1:17271"
-    )]
+    #[arg(long, env = "SIGHTLINE_JAEGER_ADDR", default_value = "127.0.0.1:17271")]
     pub jaeger_addr: SocketAddr,
 }
 

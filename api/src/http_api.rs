@@ -215,7 +215,11 @@ async fn purge(State(state): State<Arc<AppState>>) -> Result<Response, ApiError>
     let report = tokio::task::spawn_blocking(move || engine.purge())
         .await
         .map_err(|error| ApiError::Internal(format!("purge task failed: {error}")))??;
-    tracing::warn!(spans = report.spans, segments = report.segments, "store purged");
+    tracing::warn!(
+        spans = report.spans,
+        segments = report.segments,
+        "store purged"
+    );
     Ok(Json(serde_json::json!({
         "purged": { "spans": report.spans, "segments": report.segments }
     }))

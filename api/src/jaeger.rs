@@ -133,7 +133,10 @@ pub fn parse_trace_id(bytes: &[u8]) -> Result<TraceId, Status> {
 }
 
 /// A time bound: unset, zero and Go's zero time all mean "no bound".
-fn time_bound(timestamp: Option<&prost_types::Timestamp>, what: &str) -> Result<Option<i64>, Status> {
+fn time_bound(
+    timestamp: Option<&prost_types::Timestamp>,
+    what: &str,
+) -> Result<Option<i64>, Status> {
     let Some(timestamp) = timestamp else {
         return Ok(None);
     };
@@ -161,7 +164,10 @@ fn time_bound(timestamp: Option<&prost_types::Timestamp>, what: &str) -> Result<
 }
 
 /// A duration bound: unset and zero mean "no bound"; negative is an error.
-fn duration_bound(duration: Option<&prost_types::Duration>, what: &str) -> Result<Option<i64>, Status> {
+fn duration_bound(
+    duration: Option<&prost_types::Duration>,
+    what: &str,
+) -> Result<Option<i64>, Status> {
     let Some(duration) = duration else {
         return Ok(None);
     };
@@ -186,9 +192,10 @@ fn duration_bound(duration: Option<&prost_types::Duration>, what: &str) -> Resul
 /// maps hold (ints in decimal, doubles in shortest round-trip form, bools as true/false, bytes as
 /// base64). The Jaeger `AnyValue` has the OTLP wire format, so it converts through the bytes.
 fn attribute_string_form(attribute: &proto::KeyValue) -> Result<String, Status> {
-    let value = attribute.value.as_ref().map(|value| {
-        otlp_common::AnyValue::decode(value.encode_to_vec().as_slice())
-    });
+    let value = attribute
+        .value
+        .as_ref()
+        .map(|value| otlp_common::AnyValue::decode(value.encode_to_vec().as_slice()));
     match value {
         None => Ok(String::new()),
         Some(Ok(value)) => Ok(ingest::string_form(Some(&value))),
@@ -274,7 +281,11 @@ pub fn chunk(resource_spans: Vec<ResourceSpans>, limit: usize) -> Vec<TracesData
             let mut open_scope = false;
             for span in scope.spans {
                 let span_bytes = span.encoded_len() + 8;
-                let header = if open_scope { 0 } else { resource_bytes + scope_bytes };
+                let header = if open_scope {
+                    0
+                } else {
+                    resource_bytes + scope_bytes
+                };
                 if current_bytes > 0 && current_bytes + header + span_bytes > limit {
                     chunks.push(std::mem::take(&mut current));
                     current_bytes = 0;
@@ -311,7 +322,10 @@ pub fn chunk(resource_spans: Vec<ResourceSpans>, limit: usize) -> Vec<TracesData
 }
 
 /// Streams the given traces, one after another, each as its chunks.
-fn stream_traces(engine: Arc<engine::Engine>, trace_ids: Vec<TraceId>) -> MessageStream<TracesData> {
+fn stream_traces(
+    engine: Arc<engine::Engine>,
+    trace_ids: Vec<TraceId>,
+) -> MessageStream<TracesData> {
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
     tokio::task::spawn_blocking(move || {
         for trace_id in trace_ids {
@@ -440,10 +454,9 @@ impl TraceReader for JaegerStorage {
     ) -> Result<Response<Self::FindTracesStream>, Status> {
         let search = trace_search(request.get_ref().query.as_ref())?;
         let engine = Arc::clone(&self.state.engine);
-        let found = blocking(move || {
-            trace_search::find_traces(&engine, &search).map_err(query_status)
-        })
-        .await?;
+        let found =
+            blocking(move || trace_search::find_traces(&engine, &search).map_err(query_status))
+                .await?;
         Ok(Response::new(stream_traces(
             Arc::clone(&self.state.engine),
             found_ids(&found)?,
@@ -456,10 +469,9 @@ impl TraceReader for JaegerStorage {
     ) -> Result<Response<proto::FindTraceIDsResponse>, Status> {
         let search = trace_search(request.get_ref().query.as_ref())?;
         let engine = Arc::clone(&self.state.engine);
-        let found = blocking(move || {
-            trace_search::find_traces(&engine, &search).map_err(query_status)
-        })
-        .await?;
+        let found =
+            blocking(move || trace_search::find_traces(&engine, &search).map_err(query_status))
+                .await?;
         let trace_ids = found
             .iter()
             .map(|trace| {
@@ -536,10 +548,9 @@ impl DependencyReader for JaegerStorage {
             )));
         }
         let engine = Arc::clone(&self.state.engine);
-        let dependencies = blocking(move || {
-            trace_search::dependencies(&engine, start, end).map_err(query_status)
-        })
-        .await?;
+        let dependencies =
+            blocking(move || trace_search::dependencies(&engine, start, end).map_err(query_status))
+                .await?;
         Ok(Response::new(proto::GetDependenciesResponse {
             dependencies: dependencies
                 .into_iter()

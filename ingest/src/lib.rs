@@ -60,5 +60,5 @@ pub use json_decode::decode_traces_json;
 pub use json_encode::{encode_export_response_json, encode_traces_json};
 pub use mapping::{SpanBatch, to_span_batch};
 pub use reconstruct::batches_to_otlp;
-pub use string_form::string_form;
 pub use redact::{Detector, RedactionRule, RedactionRuleConfig};
+pub use string_form::string_form;

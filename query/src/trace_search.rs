@@ -29,7 +29,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Int64Type, TimestampNanosecondType};
 use engine::schema::{column_index, columns};
-use engine::{Engine, ScanRequest, SpanId, TraceId};
+use engine::{Engine, ScanRequest};
 
 use crate::error::{Error, Result};
 
@@ -314,7 +314,8 @@ pub fn summarize(engine: &Engine, trace_ids: &[String]) -> Result<Vec<TraceSumma
 /// has a different `service.name`, one call from the parent's service to the child's. Spans
 /// without a service count as service `""`. Sorted by (parent, child).
 ///
-/// Reads four columns of every span in the range and keeps about 40 bytes per span in memory.
+/// Reads four columns of every span in the range and keeps 32 bytes per span (64 for a span
+/// with a parent) in memory.
 pub fn dependencies(
     engine: &Engine,
     start_unix_nanos: Option<i64>,
@@ -332,42 +333,58 @@ pub fn dependencies(
     };
     let mut service_names: Vec<String> = Vec::new();
     let mut service_numbers: HashMap<String, u32> = HashMap::new();
-    // (trace, span) -> service number; the first row of a duplicated span id wins.
-    let mut span_services: HashMap<(u128, u64), u32> = HashMap::new();
-    // (trace, parent span, child service) of every span with a parent.
+    // (trace, span, service number) of every span, and (trace, parent span, service number)
+    // of every span with a parent; joined by sorting, not hashing: ids are client-chosen.
+    let mut spans: Vec<(u128, u64, u32)> = Vec::new();
     let mut children: Vec<(u128, u64, u32)> = Vec::new();
     scan_each(engine, &request, |batch| {
         let trace_column = strings(batch, columns::TRACE_ID)?;
         let span_ids = strings(batch, columns::SPAN_ID)?;
         let parents = strings(batch, columns::PARENT_SPAN_ID)?;
         let services = strings(batch, columns::SERVICE_NAME)?;
+        spans.reserve(batch.num_rows());
+        let mut previous: Option<(&str, u32)> = None;
         for row in 0..batch.num_rows() {
-            let service = optional_value(services, row).unwrap_or("");
-            let service = match service_numbers.get(service) {
-                Some(number) => *number,
-                None => {
-                    let number = u32::try_from(service_names.len()).map_err(|_| {
-                        Error::Internal("more than u32::MAX distinct services".to_owned())
-                    })?;
-                    service_names.push(service.to_owned());
-                    service_numbers.insert(service.to_owned(), number);
+            let name = optional_value(services, row).unwrap_or("");
+            let service = match previous {
+                Some((previous_name, number)) if previous_name == name => number,
+                _ => {
+                    let number = match service_numbers.get(name) {
+                        Some(number) => *number,
+                        None => {
+                            let number = u32::try_from(service_names.len()).map_err(|_| {
+                                Error::Internal("more than u32::MAX distinct services".to_owned())
+                            })?;
+                            service_names.push(name.to_owned());
+                            service_numbers.insert(name.to_owned(), number);
+                            number
+                        }
+                    };
+                    previous = Some((name, number));
                     number
                 }
             };
             let trace = trace_number(trace_column.value(row))?;
-            span_services
-                .entry((trace, span_number(span_ids.value(row))?))
-                .or_insert(service);
-            if let Some(parent) = optional_value(parents, row).filter(|parent| !parent.is_empty())
-            {
+            spans.push((trace, span_number(span_ids.value(row))?, service));
+            if let Some(parent) = optional_value(parents, row).filter(|parent| !parent.is_empty()) {
                 children.push((trace, span_number(parent)?, service));
             }
         }
         Ok(())
     })?;
+    // Stable: of rows sharing a span id, the first scanned stays.
+    spans.sort_by_key(|&(trace, span, _)| (trace, span));
+    spans.dedup_by_key(|&mut (trace, span, _)| (trace, span));
+    children.sort_unstable();
     let mut calls: HashMap<(u32, u32), u64> = HashMap::new();
+    let mut parents = spans.iter().peekable();
     for (trace, parent, child_service) in children {
-        if let Some(&parent_service) = span_services.get(&(trace, parent))
+        while parents
+            .next_if(|&&(t, s, _)| (t, s) < (trace, parent))
+            .is_some()
+        {}
+        if let Some(&&(t, s, parent_service)) = parents.peek()
+            && (t, s) == (trace, parent)
             && parent_service != child_service
         {
             *calls.entry((parent_service, child_service)).or_default() += 1;
@@ -575,7 +592,10 @@ impl<'a> AttributePlaces<'a> {
     /// True when `key` has the string form `value` somewhere on span `row`.
     fn contains(&self, row: usize, key: &str, value: &str) -> bool {
         self.maps.iter().any(|map| map.contains(row, key, value))
-            || self.nested.iter().any(|list| list.contains(row, key, value))
+            || self
+                .nested
+                .iter()
+                .any(|list| list.contains(row, key, value))
     }
 }
 
@@ -817,13 +837,32 @@ fn optional_value(array: &StringArray, row: usize) -> Option<&str> {
 }
 
 fn trace_number(hex: &str) -> Result<u128> {
-    TraceId::from_hex(hex)
-        .map(|id| u128::from_be_bytes(id.0))
-        .map_err(|error| Error::Internal(format!("stored trace id {hex:?}: {error}")))
+    parse_hex(hex, 32)
+        .ok_or_else(|| Error::Internal(format!("stored trace id {hex:?} is not 32 hex digits")))
 }
 
 fn span_number(hex: &str) -> Result<u64> {
-    SpanId::from_hex(hex)
-        .map(|id| u64::from_be_bytes(id.0))
-        .map_err(|error| Error::Internal(format!("stored span id {hex:?}: {error}")))
+    // 16 digits fit in 64 bits, so the narrowing keeps every bit.
+    parse_hex(hex, 16)
+        .map(|bits| bits as u64)
+        .ok_or_else(|| Error::Internal(format!("stored span id {hex:?} is not 16 hex digits")))
+}
+
+/// The value of exactly `digits` (at most 32) hex digits of either case.
+fn parse_hex(text: &str, digits: usize) -> Option<u128> {
+    debug_assert!(digits <= 32);
+    if text.len() != digits {
+        return None;
+    }
+    let mut value: u128 = 0;
+    for byte in text.bytes() {
+        let nibble = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'a'..=b'f' => byte - b'a' + 10,
+            b'A'..=b'F' => byte - b'A' + 10,
+            _ => return None,
+        };
+        value = (value << 4) | u128::from(nibble);
+    }
+    Some(value)
 }

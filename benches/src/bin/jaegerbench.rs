@@ -61,9 +61,7 @@ struct Answer {
     messages: usize,
 }
 
-async fn collect(
-    mut stream: tonic::Streaming<TracesData>,
-) -> anyhow::Result<Answer> {
+async fn collect(mut stream: tonic::Streaming<TracesData>) -> anyhow::Result<Answer> {
     let mut answer = Answer::default();
     let mut last_trace: Option<Vec<u8>> = None;
     while let Some(chunk) = stream.message().await? {
@@ -211,8 +209,7 @@ async fn main() -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("connect to {}", args.addr))?;
-    let mut reader = TraceReaderClient::new(channel.clone())
-        .max_decoding_message_size(64 << 20);
+    let mut reader = TraceReaderClient::new(channel.clone()).max_decoding_message_size(64 << 20);
     let mut dependencies = DependencyReaderClient::new(channel.clone());
     let capabilities = CapabilitiesClient::new(channel)
         .get_capabilities(proto::GetCapabilitiesRequest {})
@@ -284,9 +281,18 @@ async fn main() -> anyhow::Result<()> {
         ("FindTraces service", Call::FindTraces(by_service.clone())),
         ("FindTraces service 2h", Call::FindTraces(last_hour.clone())),
         ("FindTraces service+tag 2h", Call::FindTraces(tag_last_hour)),
-        ("FindTraces tag 2h", Call::FindTraces(no_service_tag_last_hour)),
-        ("FindTraces tag all time", Call::FindTraces(no_service_tag_all_time)),
-        ("FindTraceIDs service", Call::FindTraceIds(by_service.clone())),
+        (
+            "FindTraces tag 2h",
+            Call::FindTraces(no_service_tag_last_hour),
+        ),
+        (
+            "FindTraces tag all time",
+            Call::FindTraces(no_service_tag_all_time),
+        ),
+        (
+            "FindTraceIDs service",
+            Call::FindTraceIds(by_service.clone()),
+        ),
         ("FindTraceSummaries service", Call::Summaries(by_service)),
         ("GetTraces 1 trace", Call::GetTraces(ids[..1].to_vec())),
         (

@@ -270,9 +270,21 @@ fn an_attribute_matches_in_each_of_the_five_places() {
         );
     }
     // Key and value must both match, on the same entry.
-    assert!(store.find(&with_attributes(&[("place", "other")])).is_empty());
-    assert!(store.find(&with_attributes(&[("other", "event")])).is_empty());
-    assert!(store.find(&with_attributes(&[("place", "Span")])).is_empty());
+    assert!(
+        store
+            .find(&with_attributes(&[("place", "other")]))
+            .is_empty()
+    );
+    assert!(
+        store
+            .find(&with_attributes(&[("other", "event")]))
+            .is_empty()
+    );
+    assert!(
+        store
+            .find(&with_attributes(&[("place", "Span")]))
+            .is_empty()
+    );
     // The decoy key is everywhere: every trace, newest first.
     assert_eq!(
         store.find(&with_attributes(&[("decoy", "link")])),
@@ -627,7 +639,10 @@ fn operations_list_names_with_their_kinds() {
         operation("receive", "consumer"),
         operation("send", "producer"),
     ];
-    assert_eq!(trace_search::operations(&store.engine, "a", None).unwrap(), all);
+    assert_eq!(
+        trace_search::operations(&store.engine, "a", None).unwrap(),
+        all
+    );
     assert_eq!(
         trace_search::operations(&store.engine, "a", Some("")).unwrap(),
         all
@@ -679,13 +694,7 @@ fn summaries_count_spans_errors_orphans_and_services() {
     );
     let summaries = trace_search::summarize(
         &store.engine,
-        &[
-            hex(3),
-            hex(9),
-            hex(1).to_ascii_uppercase(),
-            hex(2),
-            hex(3),
-        ],
+        &[hex(3), hex(9), hex(1).to_ascii_uppercase(), hex(2), hex(3)],
     )
     .unwrap();
     let service = |name: &str, span_count, error_span_count| ServiceSummary {

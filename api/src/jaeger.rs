@@ -6,9 +6,11 @@
 //! reads whole traces, and streams them one trace per message in chunks well under Jaeger's
 //! 4 MiB receive limit.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arrow::array::{RecordBatch, StringArray, UInt32Array};
 use engine::{ScanRequest, TraceId};
 use futures::Stream;
 use opentelemetry_proto::tonic::common::v1 as otlp_common;
@@ -50,6 +52,9 @@ const GO_ZERO_TIME_SECONDS: i64 = -62_135_596_800;
 
 /// Summaries per `FindTraceSummariesResponse` message.
 const SUMMARIES_PER_MESSAGE: usize = 1000;
+
+/// Traces read by one scan when streaming several.
+const TRACES_PER_READ: usize = 20;
 
 /// Streamed messages buffered ahead of a slow client.
 const STREAM_BUFFER: usize = 4;
@@ -254,15 +259,65 @@ pub fn trace_search(query: Option<&proto::TraceQueryParameters>) -> Result<Trace
 /// Every span of one trace as OTLP, in chunks of at most about [`CHUNK_BYTES`] each; empty when
 /// the trace is unknown.
 pub fn read_trace(engine: &engine::Engine, trace_id: &TraceId) -> Result<Vec<TracesData>, Status> {
+    let mut traces = read_traces(engine, std::slice::from_ref(trace_id))?;
+    Ok(traces.pop().map(|(_, chunks)| chunks).unwrap_or_default())
+}
+
+/// Traces read by one scan of the trace index: each known trace of `trace_ids` (in that order)
+/// with its chunks ([`read_trace`]); unknown ids are left out.
+pub fn read_traces(
+    engine: &engine::Engine,
+    trace_ids: &[TraceId],
+) -> Result<Vec<(TraceId, Vec<TracesData>)>, Status> {
+    let wanted: Vec<String> = trace_ids.iter().map(ToString::to_string).collect();
     let batches = engine
-        .scan(&ScanRequest::for_trace(&trace_id.to_string()))
+        .scan(&ScanRequest {
+            trace_ids: Some(wanted.clone()),
+            ..ScanRequest::default()
+        })
         .map_err(engine_status)?;
-    if batches.iter().all(|batch| batch.num_rows() == 0) {
-        return Ok(Vec::new());
+    // Each trace's rows, batch by batch, in scan order.
+    let trace_column = engine::schema::column_index(engine::schema::columns::TRACE_ID);
+    let mut rows: HashMap<String, Vec<RecordBatch>> = HashMap::new();
+    for batch in &batches {
+        let ids = batch
+            .column(trace_column)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| internal("trace_id column is not a string column".to_owned()))?;
+        let mut indices: HashMap<&str, Vec<u32>> = HashMap::new();
+        for row in 0..batch.num_rows() {
+            let row_index = u32::try_from(row)
+                .map_err(|_| internal(format!("batch of {} rows", batch.num_rows())))?;
+            indices.entry(ids.value(row)).or_default().push(row_index);
+        }
+        for (id, indices) in indices {
+            let taken = if indices.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                let indices = UInt32Array::from(indices);
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .map(|column| arrow::compute::take(column, &indices, None))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|error| internal(format!("splitting traces: {error}")))?;
+                RecordBatch::try_new(batch.schema(), columns)
+                    .map_err(|error| internal(format!("splitting traces: {error}")))?
+            };
+            rows.entry(id.to_owned()).or_default().push(taken);
+        }
     }
-    let request = ingest::batches_to_otlp(&batches)
-        .map_err(|error| internal(format!("rebuilding trace {trace_id}: {error}")))?;
-    Ok(chunk(request.resource_spans, CHUNK_BYTES))
+    let mut traces = Vec::with_capacity(trace_ids.len());
+    for (trace_id, hex_id) in trace_ids.iter().zip(&wanted) {
+        let Some(batches) = rows.get(hex_id) else {
+            continue;
+        };
+        let request = ingest::batches_to_otlp(batches)
+            .map_err(|error| internal(format!("rebuilding trace {trace_id}: {error}")))?;
+        traces.push((*trace_id, chunk(request.resource_spans, CHUNK_BYTES)));
+    }
+    Ok(traces)
 }
 
 /// Splits one trace's resource spans into messages of at most about `limit` encoded bytes,
@@ -328,15 +383,17 @@ fn stream_traces(
 ) -> MessageStream<TracesData> {
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
     tokio::task::spawn_blocking(move || {
-        for trace_id in trace_ids {
-            let chunks = match read_trace(&engine, &trace_id) {
-                Ok(chunks) => chunks,
+        // One scan per group: the trace index finds a group's rows in one pass, and a group's
+        // traces are small enough to hold while they stream.
+        for group in trace_ids.chunks(TRACES_PER_READ) {
+            let traces = match read_traces(&engine, group) {
+                Ok(traces) => traces,
                 Err(status) => {
                     let _ = sender.blocking_send(Err(status));
                     return;
                 }
             };
-            for chunk in chunks {
+            for chunk in traces.into_iter().flat_map(|(_, chunks)| chunks) {
                 if sender.blocking_send(Ok(chunk)).is_err() {
                     // The client went away.
                     return;

@@ -162,7 +162,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .concurrency_limit_per_connection(MAX_CONCURRENT_EXPORTS_PER_CONNECTION)
             .add_service(grpc_service)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc_listener),
+                grpc_incoming(grpc_listener),
                 grpc_token.cancelled_owned(),
             )
             .await
@@ -184,7 +184,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .add_service(capabilities)
             .add_service(jaeger_otlp)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(jaeger_listener),
+                grpc_incoming(jaeger_listener),
                 jaeger_token.cancelled_owned(),
             )
             .await
@@ -330,6 +330,12 @@ fn otlp_grpc_service(
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(config.max_request_bytes)
         .max_encoding_message_size(config.max_request_bytes)
+}
+
+/// Accepted gRPC connections, with Nagle's algorithm off: a small streamed answer (one trace)
+/// must not wait for the client's delayed ACK (~40 ms).
+fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use api::jaeger::proto::GetServicesRequest;
+use api::jaeger::proto::trace_reader_client::TraceReaderClient;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -17,6 +19,7 @@ struct ServerProcess {
     child: Child,
     grpc: String,
     api: String,
+    jaeger: String,
 }
 
 impl Drop for ServerProcess {
@@ -42,6 +45,8 @@ fn spawn_server(dir: &Path) -> ServerProcess {
             "--otlp-http-addr",
             "127.0.0.1:0",
             "--api-addr",
+            "127.0.0.1:0",
+            "--jaeger-addr",
             "127.0.0.1:0",
         ])
         .env("RUST_LOG", "info")
@@ -69,10 +74,12 @@ fn spawn_server(dir: &Path) -> ServerProcess {
         if line.contains("sightline listening") {
             let grpc = field(&line, "otlp_grpc").expect("otlp_grpc address");
             let api = field(&line, "api").expect("api address");
+            let jaeger = field(&line, "jaeger").expect("jaeger address");
             return ServerProcess {
                 child,
                 grpc: format!("http://{grpc}"),
                 api: format!("http://{api}"),
+                jaeger: format!("http://{jaeger}"),
             };
         }
     }
@@ -163,6 +170,18 @@ async fn sigterm_drains_seals_and_exits_cleanly_and_sql_cli_works_both_ways() {
         client.export(request).await.unwrap();
     }
 
+    // Jaeger's reader sees the same spans on the binary's --jaeger-addr.
+    let mut jaeger = TraceReaderClient::connect(server.jaeger.clone())
+        .await
+        .unwrap();
+    let services = jaeger
+        .get_services(GetServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    assert!(!services.is_empty(), "no services over the Jaeger API");
+
     // While the server runs, embedded mode refuses and points at --url.
     let output = sql(dir.path(), "SELECT 1");
     assert!(!output.status.success());
@@ -234,6 +253,8 @@ fn help_lists_every_serve_flag_with_its_env_var() {
         ("--otlp-grpc-addr", "SIGHTLINE_OTLP_GRPC_ADDR"),
         ("--otlp-http-addr", "SIGHTLINE_OTLP_HTTP_ADDR"),
         ("--api-addr", "SIGHTLINE_API_ADDR"),
+        ("--jaeger-addr", "SIGHTLINE_JAEGER_ADDR"),
+        ("--enable-purge", "SIGHTLINE_ENABLE_PURGE"),
         ("--max-request-bytes", "SIGHTLINE_MAX_REQUEST_BYTES"),
         ("--query-timeout", "SIGHTLINE_QUERY_TIMEOUT"),
         ("--query-memory-limit", "SIGHTLINE_QUERY_MEMORY_LIMIT"),
@@ -244,6 +265,7 @@ fn help_lists_every_serve_flag_with_its_env_var() {
         );
     }
     assert!(help.contains("127.0.0.1:4317") && help.contains("./sightline-data"));
+    assert!(help.contains("127.0.0.1:17271"), "{help}");
 }
 
 #[test]

@@ -217,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
         .into_inner();
     println!("capabilities: {capabilities:?}");
 
-    // Pick a service, its newest traces and the hour before its newest trace.
+    // Pick a service, its newest traces and the ten minutes before its newest trace.
     let services = reader
         .get_services(proto::GetServicesRequest {})
         .await?
@@ -243,7 +243,9 @@ async fn main() -> anyhow::Result<()> {
         .map(|found| nanos(found.start.as_ref()))
         .max()
         .context("no traces for the service")?;
-    let hour = 3_600_000_000_000;
+    // Jaeger's UI searches a recent window; the seeded traces span one hour, so ten minutes is
+    // a sixth of them.
+    let five_minutes = 300_000_000_000;
     let ids: Vec<Vec<u8>> = newest.iter().map(|found| found.trace_id.clone()).collect();
     let string = |key: &str, value: &str| proto::KeyValue {
         key: key.to_owned(),
@@ -256,18 +258,18 @@ async fn main() -> anyhow::Result<()> {
         search_depth: args.depth,
         ..Default::default()
     };
-    let last_hour = proto::TraceQueryParameters {
-        start_time_min: Some(timestamp(latest - hour)),
-        start_time_max: Some(timestamp(latest + hour)),
+    let last_ten_minutes = proto::TraceQueryParameters {
+        start_time_min: Some(timestamp(latest - 2 * five_minutes)),
+        start_time_max: Some(timestamp(latest)),
         ..by_service.clone()
     };
-    let tag_last_hour = proto::TraceQueryParameters {
+    let tag_last_ten_minutes = proto::TraceQueryParameters {
         attributes: vec![string("gen_ai.operation.name", "execute_tool")],
-        ..last_hour.clone()
+        ..last_ten_minutes.clone()
     };
-    let no_service_tag_last_hour = proto::TraceQueryParameters {
+    let no_service_tag_last_ten_minutes = proto::TraceQueryParameters {
         service_name: String::new(),
-        ..tag_last_hour.clone()
+        ..tag_last_ten_minutes.clone()
     };
     let no_service_tag_all_time = proto::TraceQueryParameters {
         service_name: String::new(),
@@ -279,11 +281,17 @@ async fn main() -> anyhow::Result<()> {
         ("GetServices", Call::Services),
         ("GetOperations", Call::Operations(service.clone())),
         ("FindTraces service", Call::FindTraces(by_service.clone())),
-        ("FindTraces service 2h", Call::FindTraces(last_hour.clone())),
-        ("FindTraces service+tag 2h", Call::FindTraces(tag_last_hour)),
         (
-            "FindTraces tag 2h",
-            Call::FindTraces(no_service_tag_last_hour),
+            "FindTraces service 10min",
+            Call::FindTraces(last_ten_minutes.clone()),
+        ),
+        (
+            "FindTraces service+tag 10min",
+            Call::FindTraces(tag_last_ten_minutes),
+        ),
+        (
+            "FindTraces tag 10min",
+            Call::FindTraces(no_service_tag_last_ten_minutes),
         ),
         (
             "FindTraces tag all time",

@@ -20,17 +20,29 @@ const CHAIN: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("chain");
 
 /// `count` spans of trace `trace` in session `session`, starting on day `day` after BASE.
 pub(crate) fn session_spans(trace: u32, count: u32, session: &str, day: i64) -> RecordBatch {
-    let mut builder = SpanBatchBuilder::new();
     let mut raw = [0u8; 16];
     raw[12..].copy_from_slice(&trace.to_be_bytes());
     raw[0] = 0x30;
-    for index in 0..count {
+    trace_spans(TraceId(raw), trace, 0..count, Some(session), day)
+}
+
+/// Spans `indices` of trace `trace_id` (numbered `trace` in span ids and start times), each in
+/// `session`, on day `day` after BASE.
+pub(crate) fn trace_spans(
+    trace_id: TraceId,
+    trace: u32,
+    indices: std::ops::Range<u32>,
+    session: Option<&str>,
+    day: i64,
+) -> RecordBatch {
+    let mut builder = SpanBatchBuilder::new();
+    for index in indices {
         let mut span = [0u8; 8];
         span[..4].copy_from_slice(&trace.to_be_bytes());
         span[4..].copy_from_slice(&(index + 1).to_be_bytes());
         let start = BASE + day * DAY + i64::from(trace) * 1_000 + i64::from(index);
         builder.append(&SpanRecord {
-            trace_id: TraceId(raw),
+            trace_id,
             span_id: SpanId(span),
             name: "step",
             kind: 1,
@@ -38,7 +50,7 @@ pub(crate) fn session_spans(trace: u32, count: u32, session: &str, day: i64) -> 
             end_time_unix_nano: start + 10,
             service_name: Some("agent"),
             agent: AgentFields {
-                session_id: Some(Cow::Borrowed(session)),
+                session_id: session.map(Cow::Borrowed),
                 ..AgentFields::default()
             },
             ..SpanRecord::default()

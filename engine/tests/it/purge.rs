@@ -2,7 +2,6 @@
 //! reference and hold is gone while the engine runs, the chain records it and verifies, writes
 //! after it work, nothing purged comes back on reopen, and racing writes land whole on one side.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,13 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use arrow::array::{AsArray, RecordBatch};
 use engine::schema::columns;
 use engine::{
-    AgentFields, ContentBatch, ContentPiece, ContentRef, Engine, EngineStats, HoldTarget, Options,
-    ScanRequest, SpanBatchBuilder, SpanId, SpanRecord, TraceId, verify_data_dir,
+    ContentBatch, ContentPiece, ContentRef, Engine, EngineStats, HoldTarget, Options, ScanRequest,
+    SpanId, TraceId, verify_data_dir,
 };
 
-/// 2026-11-01T00:00:00Z
-const BASE: i64 = 1_793_491_200_000_000_000;
-const DAY: i64 = 86_400_000_000_000;
+use crate::chain::manual;
 
 fn trace_id(n: u32) -> TraceId {
     let mut raw = [0u8; 16];
@@ -25,34 +22,9 @@ fn trace_id(n: u32) -> TraceId {
     TraceId(raw)
 }
 
-/// Spans `first..first + count` of `trace` on day `day` after BASE, each with `session`.
+/// Spans `first..first + count` of `trace` on day `day` after the chain tests' BASE, each with `session`.
 fn spans(trace: u32, first: u32, count: u32, session: Option<&str>, day: i64) -> RecordBatch {
-    let mut builder = SpanBatchBuilder::new();
-    for index in first..first + count {
-        let mut span = [0u8; 8];
-        span[..4].copy_from_slice(&trace.to_be_bytes());
-        span[4..].copy_from_slice(&(index + 1).to_be_bytes());
-        let start = BASE + day * DAY + i64::from(trace) * 1_000 + i64::from(index);
-        builder.append(&SpanRecord {
-            trace_id: trace_id(trace),
-            span_id: SpanId(span),
-            name: "step",
-            kind: 1,
-            start_time_unix_nano: start,
-            end_time_unix_nano: start + 10,
-            service_name: Some("agent"),
-            agent: AgentFields {
-                session_id: session.map(Cow::Borrowed),
-                ..AgentFields::default()
-            },
-            ..SpanRecord::default()
-        });
-    }
-    builder.finish()
-}
-
-fn manual() -> Options {
-    Options::default().with_background_sealing(false)
+    crate::chain::trace_spans(trace_id(trace), trace, first..first + count, session, day)
 }
 
 /// Rows per trace id (hex) that the request returns.

@@ -212,7 +212,9 @@ fn attribute_string_form(attribute: &proto::KeyValue) -> Result<String, Status> 
 }
 
 /// Validates Jaeger query parameters into a search.
-pub fn trace_search(query: Option<&proto::TraceQueryParameters>) -> Result<TraceSearch, Status> {
+pub fn search_from_query(
+    query: Option<&proto::TraceQueryParameters>,
+) -> Result<TraceSearch, Status> {
     let default = proto::TraceQueryParameters::default();
     let query = query.unwrap_or(&default);
     let start_time_min = time_bound(query.start_time_min.as_ref(), "start_time_min")?;
@@ -422,7 +424,8 @@ fn found_ids(found: &[trace_search::FoundTrace]) -> Result<Vec<TraceId>, Status>
         .collect()
 }
 
-fn timestamp(unix_nanos: i64) -> prost_types::Timestamp {
+/// A protobuf `Timestamp` of ns since the Unix epoch (negative ones too).
+pub fn timestamp(unix_nanos: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: unix_nanos.div_euclid(1_000_000_000),
         // In 0..1e9 by construction.
@@ -509,7 +512,7 @@ impl TraceReader for JaegerStorage {
         &self,
         request: Request<proto::FindTracesRequest>,
     ) -> Result<Response<Self::FindTracesStream>, Status> {
-        let search = trace_search(request.get_ref().query.as_ref())?;
+        let search = search_from_query(request.get_ref().query.as_ref())?;
         let engine = Arc::clone(&self.state.engine);
         let found =
             blocking(move || trace_search::find_traces(&engine, &search).map_err(query_status))
@@ -524,7 +527,7 @@ impl TraceReader for JaegerStorage {
         &self,
         request: Request<proto::FindTraceIDsRequest>,
     ) -> Result<Response<proto::FindTraceIDsResponse>, Status> {
-        let search = trace_search(request.get_ref().query.as_ref())?;
+        let search = search_from_query(request.get_ref().query.as_ref())?;
         let engine = Arc::clone(&self.state.engine);
         let found =
             blocking(move || trace_search::find_traces(&engine, &search).map_err(query_status))
@@ -546,7 +549,7 @@ impl TraceReader for JaegerStorage {
         &self,
         request: Request<proto::FindTraceSummariesRequest>,
     ) -> Result<Response<Self::FindTraceSummariesStream>, Status> {
-        let search = trace_search(request.get_ref().query.as_ref())?;
+        let search = search_from_query(request.get_ref().query.as_ref())?;
         let engine = Arc::clone(&self.state.engine);
         let summaries = blocking(move || {
             let found = trace_search::find_traces(&engine, &search).map_err(query_status)?;
@@ -684,7 +687,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            trace_search(Some(&query)).err().map(|status| status.code()),
+            search_from_query(Some(&query))
+                .err()
+                .map(|status| status.code()),
             Some(tonic::Code::InvalidArgument)
         );
         let query = proto::TraceQueryParameters {
@@ -699,7 +704,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            trace_search(Some(&query)).err().map(|status| status.code()),
+            search_from_query(Some(&query))
+                .err()
+                .map(|status| status.code()),
             Some(tonic::Code::InvalidArgument)
         );
     }

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use api::jaeger::proto;
+use api::jaeger::{proto, timestamp};
 use clap::Parser;
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use proto::capabilities_client::CapabilitiesClient;
@@ -40,13 +40,6 @@ struct Args {
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
-}
-
-fn timestamp(unix_nanos: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: unix_nanos.div_euclid(1_000_000_000),
-        nanos: i32::try_from(unix_nanos.rem_euclid(1_000_000_000)).unwrap_or(0),
-    }
 }
 
 fn nanos(timestamp: Option<&prost_types::Timestamp>) -> i64 {

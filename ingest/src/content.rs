@@ -13,6 +13,8 @@
 //! - [`FORM_ANY_VALUE`]: any other `AnyValue`, stored as its OTLP/JSON encoding (exact types);
 //!   an `arrayValue` is split into its elements the same way.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use engine::{ContentBatch, ContentHash, ContentPiece, ContentRef, ContentRow, ContentValue};
@@ -218,7 +220,13 @@ fn is_content_event(name: &str) -> bool {
 /// Redacts and extracts the content of `request` in place; returns what goes to the content
 /// store (with `stored_unix_nanos` left 0 for the caller to set). Spans whose ids are malformed
 /// are left alone: [`crate::to_span_batch`] rejects the request anyway.
+///
+/// The finish reasons inside each replaced `gen_ai.output.messages` are remembered on this
+/// thread until the next call, for the `finish_reasons` column: map the request with
+/// [`crate::to_span_batch`] on the same thread, before extracting the next one.
 pub fn extract(request: &mut ExportTraceServiceRequest, policy: &ContentPolicy) -> ContentBatch {
+    // Only the latest request's entries are kept (see `EXTRACTED_FINISH_REASONS`).
+    EXTRACTED_FINISH_REASONS.with(|reasons| reasons.borrow_mut().clear());
     let mut out = ContentBatch::default();
     let mut seen_blobs: HashMap<ContentHash, ()> = HashMap::new();
     let rules = policy.rules();
@@ -300,6 +308,15 @@ impl SpanExtractor<'_> {
         } else {
             format!("{key}#{count}")
         };
+        // Read before the value goes, whether or not content is captured. Only the span's
+        // first `gen_ai.output.messages` (events are `events[i].…`, later ones `…#2`), the one
+        // the agent columns read.
+        let finish_reasons = value
+            .value
+            .as_ref()
+            .filter(|_| key == OUTPUT_MESSAGES)
+            .and_then(crate::normalize::output_message_finish_reasons)
+            .map(|reasons| reasons.into_iter().map(Cow::into_owned).collect::<Vec<_>>());
         let digest = self.policy.digest(value);
         let (form, pieces) = if self.policy.capture() {
             let (form, pieces) = split(value);
@@ -333,8 +350,16 @@ impl SpanExtractor<'_> {
             pieces,
             tier: None,
         });
+        let reference = reference_string(&digest);
+        if let Some(finish_reasons) = finish_reasons {
+            EXTRACTED_FINISH_REASONS.with(|reasons| {
+                reasons
+                    .borrow_mut()
+                    .insert(reference.clone(), finish_reasons)
+            });
+        }
         pair.value = Some(AnyValue {
-            value: Some(any_value::Value::StringValue(reference_string(&digest))),
+            value: Some(any_value::Value::StringValue(reference)),
         });
     }
 }
@@ -345,8 +370,35 @@ pub fn reference_string(digest: &ContentHash) -> String {
 }
 
 fn is_reference(value: &AnyValue) -> bool {
-    matches!(&value.value, Some(any_value::Value::StringValue(text))
-        if text.len() == CONTENT_REF_PREFIX.len() + 64 && text.starts_with(CONTENT_REF_PREFIX))
+    matches!(&value.value, Some(any_value::Value::StringValue(text)) if is_reference_text(text))
+}
+
+/// True when `text` has the shape of a content reference.
+pub(crate) fn is_reference_text(text: &str) -> bool {
+    text.len() == CONTENT_REF_PREFIX.len() + 64 && text.starts_with(CONTENT_REF_PREFIX)
+}
+
+/// The span attribute whose metadata the agent columns still need after extraction.
+const OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
+
+thread_local! {
+    /// Finish reasons read by the last [`extract`] on this thread from the
+    /// `gen_ai.output.messages` values it replaced, by the reference left in their place.
+    ///
+    /// Finish reasons are metadata, not content, but the official instrumentation's streaming
+    /// chat spans carry them only inside the output messages. Extraction runs before
+    /// [`crate::to_span_batch`] (nothing unredacted may reach the WAL), so this is how the
+    /// `finish_reasons` fallback still sees them: the server calls both on one blocking thread,
+    /// one request after the other. A reference is the keyed digest of the exact value, so an
+    /// entry can only ever describe that value.
+    static EXTRACTED_FINISH_REASONS: RefCell<HashMap<String, Vec<String>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The finish reasons [`extract`] read, on this thread, from the `gen_ai.output.messages`
+/// value that `reference` replaced (already in the store's vocabulary).
+pub(crate) fn extracted_finish_reasons(reference: &str) -> Option<Vec<String>> {
+    EXTRACTED_FINISH_REASONS.with(|reasons| reasons.borrow().get(reference).cloned())
 }
 
 enum Piece {

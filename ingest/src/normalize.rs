@@ -23,7 +23,8 @@
 //! found by a scan, not a parse). Allocation happens only where a value has to be rewritten:
 //! lower-casing, an integer used as an id, a JSON string with escapes, a finish-reason array
 //! sent as JSON, the finish-reason list itself, and indexed `gen_ai.completion.{i}.finish_reason`
-//! keys.
+//! keys. `gen_ai.output.messages` is parsed (only the `finish_reason` members are decoded) when
+//! no other key gave finish reasons.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -203,6 +204,8 @@ keys! {
     ToolType = "gen_ai.tool.type", GEN_AI;
     DecisionRisk = "agent.decision.risk", AGENT;
     ToolRiskTier = "agent.tool.risk_tier", AGENT;
+    // Counts only next to `gen_ai.agent.tool.disposition` (a decision's risk).
+    ToolTier = "gen_ai.agent.tool.tier", GEN_AI;
     // input_tokens
     InputTokens = "gen_ai.usage.input_tokens", GEN_AI;
     PromptTokens = "gen_ai.usage.prompt_tokens", GEN_AI_DEPRECATED;
@@ -237,6 +240,8 @@ keys! {
     FinishReason = "gen_ai.response.finish_reason", GEN_AI_DEPRECATED;
     // Any `gen_ai.completion.{i}.finish_reason`; the slot only records that one is present.
     CompletionFinishReason = "gen_ai.completion.0.finish_reason", GEN_AI_DEPRECATED;
+    // The `finish_reason` of each output message (last resort).
+    OutputMessages = "gen_ai.output.messages", GEN_AI;
     // error_type, retry_attempt
     ErrorType = "error.type", NONE;
     RetryAttempt = "agent.retry.attempt", AGENT;
@@ -371,12 +376,14 @@ fn recognize_gen_ai(rest: &str) -> Option<Key> {
             _ => return None,
         },
         ("conversation", "id") => ConversationId,
+        ("output", "messages") => OutputMessages,
         ("user", "") => GenAiUser,
         ("agent", name) => match name {
             "name" => AgentName,
             "id" => AgentId,
             "decision.outcome" => DecisionOutcome,
             "tool.disposition" => ToolDisposition,
+            "tool.tier" => ToolTier,
             _ => return None,
         },
         ("main_agent", "id") => MainAgentId,
@@ -609,12 +616,28 @@ impl<'a> Found<'a> {
                 self.dialects.insert(CompletionFinishReason.dialect());
             }
         }
+        if finish_reasons.is_none() {
+            finish_reasons = self.first(&[OutputMessages], |_, value| {
+                output_message_finish_reasons(value)
+            });
+        }
 
         let retry_attempt = self.first_count(&[RetryAttempt, HttpResendCount]);
 
         // Decisions: span attributes, then events in order; the strongest verdict wins, the
         // first of equals on a tie. Only the winner's dialect is stamped.
         let mut strongest = Strongest::default();
+        // Risks of the span's decisions, gathered along: span attributes first (as the
+        // decisions are listed in `docs/sql.md`), then events in order.
+        let mut riskiest = Riskiest::default();
+        if let Some(risk) = self.get(DecisionRisk).and_then(text) {
+            riskiest.offer(risk, DecisionRisk.dialect());
+        }
+        if self.get(ToolDisposition).is_some()
+            && let Some(tier) = self.get(ToolTier).and_then(text)
+        {
+            riskiest.offer(tier, ToolTier.dialect());
+        }
         let span_decisions: [(Key, VerdictMapping); 6] = [
             (DecisionVerdict, Verdict::parse),
             (GuardrailVerdict, Verdict::parse),
@@ -626,7 +649,7 @@ impl<'a> Found<'a> {
         for (key, parse) in span_decisions {
             strongest.offer(self.string(key).and_then(parse), key.dialect());
         }
-        let events = EventFacts::of(span, &mut strongest);
+        let events = EventFacts::of(span, &mut strongest, &mut riskiest);
         if self.string(OpenInferenceSpanKind) == Some("GUARDRAIL")
             && status_code == STATUS_CODE_ERROR
         {
@@ -644,15 +667,13 @@ impl<'a> Found<'a> {
             .map(|verdict| Cow::Borrowed(verdict.as_str()));
         self.dialects.insert(strongest.dialects);
 
-        let mut tool_risk = self.first_text(&[DecisionRisk]);
+        // The span's own risk class, else the most severe risk of its decisions.
+        let mut tool_risk = self.first_text(&[ToolRiskTier]);
         if tool_risk.is_none()
-            && let Some((_, risk)) = events.decision_risk
+            && let Some(risk) = riskiest.risk
         {
-            tool_risk = Some(Cow::Borrowed(risk));
-            self.dialects.insert(Dialects::AGENT);
-        }
-        if tool_risk.is_none() {
-            tool_risk = self.first_text(&[ToolRiskTier]);
+            tool_risk = Some(risk);
+            self.dialects.insert(riskiest.dialects);
         }
 
         let mut error_type = self.first_text(&[ErrorType]);
@@ -722,9 +743,6 @@ impl<'a> Found<'a> {
 /// What the span's events contribute, read in one pass over them.
 #[derive(Debug, Default)]
 struct EventFacts<'a> {
-    /// `agent.decision.risk` of the strongest `agent.decision` event that has one (its
-    /// verdict, `None` when missing or unknown, ranks it; the first wins a tie).
-    decision_risk: Option<(Option<Verdict>, &'a str)>,
     /// `exception.type` of the first exception event that has one, with its dialect.
     exception_type: Option<(Cow<'a, str>, Dialects)>,
 }
@@ -740,8 +758,13 @@ enum EventKind {
 }
 
 impl<'a> EventFacts<'a> {
-    /// Reads every event once; decision signals go to `strongest`.
-    fn of(span: &'a Span, strongest: &mut Strongest) -> EventFacts<'a> {
+    /// Reads every event once; decision signals go to `strongest`, the risks decisions carry
+    /// to `riskiest`.
+    fn of(
+        span: &'a Span,
+        strongest: &mut Strongest,
+        riskiest: &mut Riskiest<'a>,
+    ) -> EventFacts<'a> {
         let mut facts = EventFacts::default();
         for event in &span.events {
             let kind = match event.name.as_str() {
@@ -752,20 +775,19 @@ impl<'a> EventFacts<'a> {
                 "gen_ai.client.operation.exception" => EventKind::Exception(Dialects::GEN_AI),
                 _ => EventKind::Other,
             };
-            let mut decision_verdict: Option<Verdict> = None;
-            let mut decision_risk: Option<&'a str> = None;
+            let mut decision_risk: Option<Cow<'a, str>> = None;
+            let mut tool_tier: Option<Cow<'a, str>> = None;
+            let mut has_disposition = false;
             for pair in &event.attributes {
                 let Some(value) = pair.value.as_ref().and_then(|value| value.value.as_ref()) else {
                     continue;
                 };
                 match (kind, pair.key.as_str()) {
                     (EventKind::Decision, "agent.decision.verdict") => {
-                        let verdict = string(value).and_then(Verdict::parse);
-                        decision_verdict = decision_verdict.or(verdict);
-                        strongest.offer(verdict, Dialects::AGENT);
+                        strongest.offer(string(value).and_then(Verdict::parse), Dialects::AGENT);
                     }
-                    (EventKind::Decision, "agent.decision.risk") => {
-                        decision_risk = decision_risk.or(string(value));
+                    (EventKind::Decision | EventKind::PolicyDecision, "agent.decision.risk") => {
+                        decision_risk = decision_risk.or_else(|| text(value));
                     }
                     (EventKind::PolicyDecision, "agent.policy.decision") => {
                         strongest.offer(string(value).and_then(Verdict::parse), Dialects::AGENT);
@@ -793,20 +815,23 @@ impl<'a> EventFacts<'a> {
                         );
                     }
                     (_, "gen_ai.agent.tool.disposition") => {
+                        has_disposition = true;
                         strongest.offer(
                             string(value).and_then(Verdict::from_tool_disposition),
                             Dialects::GEN_AI,
                         );
                     }
+                    (_, "gen_ai.agent.tool.tier") => {
+                        tool_tier = tool_tier.or_else(|| text(value));
+                    }
                     _ => {}
                 }
             }
-            if let Some(risk) = decision_risk
-                && facts
-                    .decision_risk
-                    .is_none_or(|(best, _)| decision_verdict > best)
-            {
-                facts.decision_risk = Some((decision_verdict, risk));
+            if let Some(risk) = decision_risk {
+                riskiest.offer(risk, Dialects::AGENT);
+            }
+            if has_disposition && let Some(tier) = tool_tier {
+                riskiest.offer(tier, Dialects::GEN_AI);
             }
         }
         facts
@@ -895,6 +920,40 @@ impl Strongest {
             self.verdict = Some(verdict);
             self.dialects = dialect;
         }
+    }
+}
+
+/// The most severe risk offered so far and the dialect of the key that gave it.
+#[derive(Debug, Default)]
+struct Riskiest<'a> {
+    risk: Option<Cow<'a, str>>,
+    dialects: Dialects,
+}
+
+impl<'a> Riskiest<'a> {
+    /// Keeps `risk` when it is more severe than the one kept so far (the first wins a tie).
+    fn offer(&mut self, risk: Cow<'a, str>, dialect: Dialects) {
+        if self
+            .risk
+            .as_deref()
+            .is_none_or(|best| risk_severity(&risk) > risk_severity(best))
+        {
+            self.risk = Some(risk);
+            self.dialects = dialect;
+        }
+    }
+}
+
+/// Rank of a risk class, most severe highest: `destructive`, `access_change`, `write`,
+/// `external`, `read`, then any other value (compared exactly).
+fn risk_severity(risk: &str) -> u8 {
+    match risk {
+        "destructive" => 5,
+        "access_change" => 4,
+        "write" => 3,
+        "external" => 2,
+        "read" => 1,
+        _ => 0,
     }
 }
 
@@ -1160,6 +1219,56 @@ fn finish_reason(raw: &str) -> Cow<'_, str> {
         _ => return lower,
     };
     Cow::Borrowed(merged)
+}
+
+/// The `finish_reason` of each message in `gen_ai.output.messages`, in message order (messages
+/// without one are skipped): a string holding a JSON array of message objects (the official
+/// Python instrumentation), or an array of key-value lists. A content reference (the value was
+/// moved to the content store by [`crate::extract`] before the span was mapped) gives the
+/// reasons `extract` read from the value it replaced, when it ran on this thread.
+pub(crate) fn output_message_finish_reasons(value: &Value) -> Option<Vec<Cow<'_, str>>> {
+    let mut reasons = Vec::new();
+    match value {
+        Value::StringValue(text) if crate::content::is_reference_text(text) => {
+            let extracted = crate::content::extracted_finish_reasons(text)?;
+            reasons.extend(extracted.into_iter().map(Cow::Owned));
+        }
+        Value::StringValue(text) if text.trim_start().starts_with('[') => {
+            // Only the `finish_reason` members are decoded; message parts stay raw.
+            let messages: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+            for message in messages {
+                let Ok(members) = serde_json::from_str::<
+                    std::collections::HashMap<String, &serde_json::value::RawValue>,
+                >(message.get()) else {
+                    continue;
+                };
+                if let Some(raw) = members.get("finish_reason")
+                    && let Ok(reason) = serde_json::from_str::<String>(raw.get())
+                    && !reason.is_empty()
+                {
+                    reasons.push(Cow::Owned(finish_reason(&reason).into_owned()));
+                }
+            }
+        }
+        Value::ArrayValue(array) => {
+            for message in &array.values {
+                let Some(Value::KvlistValue(members)) = &message.value else {
+                    continue;
+                };
+                if let Some(reason) = members
+                    .values
+                    .iter()
+                    .find(|member| member.key == "finish_reason")
+                    .and_then(|member| member.value.as_ref()?.value.as_ref())
+                    .and_then(string)
+                {
+                    reasons.push(finish_reason(reason));
+                }
+            }
+        }
+        _ => {}
+    }
+    (!reasons.is_empty()).then_some(reasons)
 }
 
 /// `gen_ai.completion.{i}.finish_reason` values in index order (OpenLLMetry before #3844).
@@ -1715,6 +1824,121 @@ mod tests {
         assert_eq!(fields.dialect.as_deref(), Some("openinference"));
     }
 
+    /// `gen_ai.output.messages` as the official Python instrumentation sends it: a JSON string.
+    fn output_messages(reasons: &[Option<&str>]) -> KeyValue {
+        let messages: Vec<serde_json::Value> = reasons
+            .iter()
+            .map(|reason| {
+                let mut message = serde_json::json!({
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": "finish_reason: length"}],
+                });
+                if let Some(reason) = reason {
+                    message["finish_reason"] = serde_json::json!(reason);
+                }
+                message
+            })
+            .collect();
+        s(
+            "gen_ai.output.messages",
+            &serde_json::to_string(&messages).unwrap(),
+        )
+    }
+
+    #[test]
+    fn finish_reasons_fall_back_to_the_output_messages() {
+        let fields = resolve(span(vec![
+            s("gen_ai.operation.name", "chat"),
+            output_messages(&[Some("STOP"), None, Some("tool_call"), Some("")]),
+        ]));
+        assert_eq!(
+            fields.finish_reasons,
+            Some(vec![Cow::Borrowed("stop"), Cow::Borrowed("tool_calls")])
+        );
+        assert_eq!(fields.dialect.as_deref(), Some("gen_ai"));
+        // Structured messages (an array of key-value lists).
+        let message = |reason: Option<&str>| {
+            let mut members = vec![s("role", "assistant")];
+            if let Some(reason) = reason {
+                members.push(s("finish_reason", reason));
+            }
+            AnyValue {
+                value: Some(Value::KvlistValue(
+                    opentelemetry_proto::tonic::common::v1::KeyValueList { values: members },
+                )),
+            }
+        };
+        let structured = attribute(
+            "gen_ai.output.messages",
+            Value::ArrayValue(ArrayValue {
+                values: vec![
+                    message(Some("max_tokens")),
+                    message(None),
+                    message(Some("content_filter")),
+                ],
+            }),
+        );
+        let fields = resolve(span(vec![structured]));
+        assert_eq!(
+            fields.finish_reasons,
+            Some(vec![
+                Cow::Borrowed("length"),
+                Cow::Borrowed("content_filter")
+            ])
+        );
+        // Content filtering inside the messages is a deny like any other.
+        assert_eq!(fields.decision_verdict.as_deref(), Some("deny"));
+        // Nothing usable: no column.
+        for value in [
+            output_messages(&[None, Some("")]),
+            s("gen_ai.output.messages", "[not json"),
+            s("gen_ai.output.messages", r#"{"finish_reason": "stop"}"#),
+            s(
+                "gen_ai.output.messages",
+                r#"["stop", 1, {"finish_reason": 2}]"#,
+            ),
+            strings("gen_ai.output.messages", &["stop"]),
+            // A reference no extraction on this thread recorded.
+            s(
+                "gen_ai.output.messages",
+                &format!("{}{}", crate::CONTENT_REF_PREFIX, "ab".repeat(32)),
+            ),
+        ] {
+            assert_eq!(
+                resolve(span(vec![value.clone()])).finish_reasons,
+                None,
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_finish_reason_attribute_wins_over_the_output_messages() {
+        for attribute in [
+            strings("gen_ai.response.finish_reasons", &["length"]),
+            s("llm.finish_reason", "length"),
+            s("gen_ai.response.finish_reason", "length"),
+            s("gen_ai.completion.0.finish_reason", "length"),
+        ] {
+            for attributes in [
+                vec![attribute.clone(), output_messages(&[Some("stop")])],
+                vec![output_messages(&[Some("stop")]), attribute.clone()],
+            ] {
+                assert_eq!(
+                    resolve(span(attributes)).finish_reasons,
+                    Some(vec![Cow::Borrowed("length")]),
+                    "{attribute:?}"
+                );
+            }
+        }
+        // The losing messages stamp nothing.
+        let fields = resolve(span(vec![
+            output_messages(&[Some("stop")]),
+            s("llm.finish_reason", "length"),
+        ]));
+        assert_eq!(fields.dialect.as_deref(), Some("openinference"));
+    }
+
     #[test]
     fn error_type_from_attribute_then_exception_event_then_status() {
         let exception = |name: &str, exception_type: &str| {
@@ -1857,8 +2081,147 @@ mod tests {
         assert_eq!(fields.dialect.as_deref(), Some("agent"));
     }
 
+    fn policy_decision(verdict: &str, risk: &str) -> Event {
+        event(
+            "agent.policy.decision",
+            vec![
+                s("agent.policy.decision", verdict),
+                s("agent.policy.name", "p"),
+                s("agent.decision.risk", risk),
+            ],
+        )
+    }
+
+    /// `tool_risk` and `dialect` of a span.
+    fn risk_of(span: Span) -> (Option<String>, Option<String>) {
+        let fields = resolve(span);
+        (
+            fields.tool_risk.map(Cow::into_owned),
+            fields.dialect.map(Cow::into_owned),
+        )
+    }
+
+    fn stamped(risk: &str, dialect: &str) -> (Option<String>, Option<String>) {
+        (Some(risk.to_owned()), Some(dialect.to_owned()))
+    }
+
     #[test]
-    fn tool_risk_from_span_then_strongest_decision_event_then_risk_tier() {
+    fn tool_risk_from_each_decision_source_alone() {
+        // `agent.decision.risk` on the span.
+        assert_eq!(
+            risk_of(span(vec![s("agent.decision.risk", "write")])),
+            stamped("write", "agent")
+        );
+        // ... of an `agent.decision` event.
+        assert_eq!(
+            risk_of(with_events(
+                vec![],
+                vec![event(
+                    "agent.decision",
+                    vec![
+                        s("agent.decision.verdict", "allow"),
+                        s("agent.decision.risk", "external"),
+                    ],
+                )],
+            )),
+            stamped("external", "agent")
+        );
+        // ... of an `agent.policy.decision` event (the reported bug: it was ignored).
+        assert_eq!(
+            risk_of(with_events(
+                vec![],
+                vec![policy_decision("deny", "destructive")]
+            )),
+            stamped("destructive", "agent")
+        );
+        // `gen_ai.agent.tool.tier` next to a disposition, on the span or on any event.
+        assert_eq!(
+            risk_of(span(vec![
+                s("gen_ai.agent.tool.tier", "decommission"),
+                s("gen_ai.agent.tool.disposition", "simulate"),
+            ])),
+            stamped("decommission", "gen_ai")
+        );
+        assert_eq!(
+            risk_of(with_events(
+                vec![],
+                vec![event(
+                    "gate.result",
+                    vec![
+                        s("gen_ai.agent.tool.disposition", "allow"),
+                        s("gen_ai.agent.tool.tier", "read"),
+                    ],
+                )],
+            )),
+            stamped("read", "gen_ai")
+        );
+    }
+
+    #[test]
+    fn risk_outside_a_decision_does_not_count() {
+        let (risk, dialect) = risk_of(with_events(
+            vec![s("gen_ai.agent.tool.tier", "destructive")],
+            vec![
+                // A tier without a disposition on the same event.
+                event("gate.result", vec![s("gen_ai.agent.tool.tier", "write")]),
+                // The disposition on the span does not lend itself to an event's tier.
+                event("agent.approval", vec![s("agent.decision.risk", "read")]),
+                event(
+                    "agent.threat.detection",
+                    vec![s("agent.decision.risk", "access_change")],
+                ),
+                event("gen_ai.choice", vec![s("agent.decision.risk", "write")]),
+            ],
+        ));
+        assert_eq!((risk, dialect), (None, None));
+        let (risk, _) = risk_of(with_events(
+            vec![s("gen_ai.agent.tool.disposition", "allow")],
+            vec![event(
+                "gate.result",
+                vec![s("gen_ai.agent.tool.tier", "write")],
+            )],
+        ));
+        assert_eq!(risk, None);
+        // Empty strings are no risk.
+        let (risk, _) = risk_of(with_events(
+            vec![s("agent.decision.risk", "")],
+            vec![policy_decision("deny", "")],
+        ));
+        assert_eq!(risk, None);
+    }
+
+    #[test]
+    fn own_risk_tier_wins_over_every_decision() {
+        assert_eq!(
+            risk_of(with_events(
+                vec![
+                    s("agent.decision.risk", "destructive"),
+                    s("agent.tool.risk_tier", "read"),
+                    s("gen_ai.agent.tool.disposition", "deny"),
+                    s("gen_ai.agent.tool.tier", "destructive"),
+                ],
+                vec![
+                    policy_decision("deny", "destructive"),
+                    event(
+                        "agent.decision",
+                        vec![
+                            s("agent.decision.verdict", "deny"),
+                            s("agent.decision.risk", "access_change"),
+                        ],
+                    ),
+                ],
+            )),
+            // The disposition stamps gen_ai (the strongest verdict: span attributes first).
+            stamped("read", "gen_ai,agent")
+        );
+        assert_eq!(
+            risk_of(span(vec![s("agent.tool.risk_tier", "provision")])),
+            stamped("provision", "agent")
+        );
+    }
+
+    #[test]
+    fn the_most_severe_decision_risk_wins_whatever_the_verdicts() {
         let decision = |verdict: &str, risk: &str| {
             event(
                 "agent.decision",
@@ -1868,41 +2231,68 @@ mod tests {
                 ],
             )
         };
-        let risk = |span: Span| resolve(span).tool_risk;
+        // destructive > access_change > write > external > read, whichever verdict said it.
+        let ladder = ["read", "external", "write", "access_change", "destructive"];
+        for (index, weaker) in ladder.iter().enumerate() {
+            for stronger in &ladder[index + 1..] {
+                for events in [
+                    vec![decision("deny", weaker), decision("allow", stronger)],
+                    vec![decision("allow", stronger), decision("deny", weaker)],
+                ] {
+                    let (risk, _) = risk_of(with_events(vec![], events));
+                    assert_eq!(risk.as_deref(), Some(*stronger), "{weaker} vs {stronger}");
+                }
+            }
+        }
+        // Across sources: the span's decision, a policy decision, a disposition's tier.
         assert_eq!(
-            risk(with_events(
+            risk_of(with_events(
+                vec![s("agent.decision.risk", "read")],
                 vec![
-                    s("agent.tool.risk_tier", "write"),
-                    s("agent.decision.risk", "read")
+                    policy_decision("allow", "write"),
+                    event(
+                        "gate.result",
+                        vec![
+                            s("gen_ai.agent.tool.disposition", "allow"),
+                            s("gen_ai.agent.tool.tier", "destructive"),
+                        ],
+                    ),
+                    decision("escalate", "external"),
                 ],
-                vec![decision("deny", "destructive")],
+            )),
+            // The tier stamps gen_ai, the escalating decision (the strongest verdict) agent.
+            stamped("destructive", "gen_ai,agent")
+        );
+        // A value outside the vocabulary ranks below read; among equals the first seen wins
+        // (span attributes, then events in order).
+        assert_eq!(
+            risk_of(with_events(
+                vec![],
+                vec![decision("allow", "provision"), decision("allow", "read")],
             ))
+            .0
             .as_deref(),
             Some("read")
         );
         assert_eq!(
-            risk(with_events(
-                vec![s("agent.tool.risk_tier", "write")],
-                vec![
-                    decision("allow", "read"),
-                    decision("escalate", "external"),
-                    decision("warn", "access_change"),
-                    event("agent.decision", vec![s("agent.decision.verdict", "deny")]),
-                ],
+            risk_of(with_events(
+                vec![s("agent.decision.risk", "provision")],
+                vec![decision("allow", "decommission")],
             ))
-            .as_deref(),
-            Some("external")
-        );
-        assert_eq!(
-            risk(with_events(
-                vec![s("agent.tool.risk_tier", "provision")],
-                vec![event(
-                    "agent.approval",
-                    vec![s("agent.decision.risk", "read")]
-                )],
-            ))
+            .0
             .as_deref(),
             Some("provision")
+        );
+        assert_eq!(
+            risk_of(with_events(
+                vec![
+                    s("gen_ai.agent.tool.disposition", "simulate"),
+                    s("gen_ai.agent.tool.tier", "write"),
+                ],
+                vec![decision("deny", "write")],
+            )),
+            // Equal risks: the span's tier is seen first; the deny event stamps agent.
+            stamped("write", "gen_ai,agent")
         );
     }
 

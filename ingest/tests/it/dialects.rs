@@ -2,6 +2,11 @@
 //! `testdata/files/dialects/<name>.json` must map to exactly the rows written by hand in
 //! `<name>.expected.json` (one object per span, in request order, with `span_id` and every agent
 //! column; `null` for NULL). The rules are in `docs/conventions.md`.
+//!
+//! Each fixture is also mapped the way the server maps an export: redaction and content
+//! extraction first ([`ingest::extract`], capture on and off), then [`to_span_batch`]. The agent
+//! columns must not change: extraction replaces content (`gen_ai.output.messages`, ...) with a
+//! reference before the columns are resolved.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -9,7 +14,11 @@ use std::path::PathBuf;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use engine::schema::{column_index, columns, span_schema};
-use ingest::{batches_to_otlp, decode_traces_json, to_span_batch};
+use ingest::{
+    CONTENT_REF_PREFIX, ContentPolicy, batches_to_otlp, decode_traces_json, extract, to_span_batch,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
 use serde_json::{Map, Value, json};
 
@@ -88,18 +97,52 @@ fn cell(batch: &RecordBatch, column: &str, row: usize) -> Value {
     );
 }
 
-/// Maps `<name>.json` and compares every agent column with `<name>.expected.json`.
+/// The server's content policy (default redaction rules), capture on or off.
+fn policy(capture: bool) -> ContentPolicy {
+    ContentPolicy::new(capture, &ContentPolicy::default_rules(), [7; 32]).unwrap()
+}
+
+/// `request` after redaction and content extraction, as the server stores it.
+fn extracted(request: &ExportTraceServiceRequest, capture: bool) -> ExportTraceServiceRequest {
+    let mut request = request.clone();
+    extract(&mut request, &policy(capture));
+    request
+}
+
+/// Maps `<name>.json` and compares every agent column with `<name>.expected.json`, without
+/// and with content extraction first.
 fn check(name: &str) {
     let request = decode_traces_json(&read(&format!("{name}.json"))).unwrap();
     let rows = to_span_batch(&request).unwrap();
-    let batch = &rows.batch;
-
     let expected: Vec<Map<String, Value>> =
         serde_json::from_slice(&read(&format!("{name}.expected.json")))
             .unwrap_or_else(|error| panic!("{name}.expected.json: {error}"));
+    compare(name, &rows.batch, &expected);
+
+    // Normalizing never touches the raw keys: the rows still rebuild the request exactly.
+    assert_eq!(
+        batches_to_otlp(&[rows.batch]).unwrap().encode_to_vec(),
+        request.encode_to_vec(),
+        "{name}: rows no longer round-trip"
+    );
+
+    for capture in [true, false] {
+        // Extraction and mapping on one thread, one after the other, as the server does.
+        let request = extracted(&request, capture);
+        let rows = to_span_batch(&request).unwrap();
+        compare(
+            &format!("{name} (content extracted, capture {capture})"),
+            &rows.batch,
+            &expected,
+        );
+    }
+}
+
+/// Compares every agent column of `batch` with the `expected` rows.
+fn compare(name: &str, batch: &RecordBatch, expected: &[Map<String, Value>]) {
     assert_eq!(
         expected.len(),
-        rows.spans,
+        batch.num_rows(),
         "{name}: expected rows vs spans in the fixture"
     );
 
@@ -132,13 +175,57 @@ fn check(name: &str) {
         differences.len(),
         differences.join("\n")
     );
+}
 
-    // Normalizing never touches the raw keys: the rows still rebuild the request exactly.
-    assert_eq!(
-        batches_to_otlp(&[rows.batch]).unwrap().encode_to_vec(),
-        request.encode_to_vec(),
-        "{name}: rows no longer round-trip"
-    );
+/// The official instrumentation's streaming chat span (`a000000000000006` in `genai.json`)
+/// carries its finish reasons only inside `gen_ai.output.messages`, which content extraction
+/// replaces with a reference before the span is mapped; the column still has them, whether or
+/// not the content is captured.
+#[test]
+fn finish_reasons_in_output_messages_survive_content_extraction() {
+    let request = decode_traces_json(&read("genai.json")).unwrap();
+    for capture in [true, false] {
+        let mut request = request.clone();
+        let content = extract(&mut request, &policy(capture));
+        let spans = &request.resource_spans[0].scope_spans[0].spans;
+        let row = spans
+            .iter()
+            .position(|span| span.span_id == [0xa0, 0, 0, 0, 0, 0, 0, 6])
+            .unwrap();
+        let messages = spans[row]
+            .attributes
+            .iter()
+            .find(|pair| pair.key == "gen_ai.output.messages")
+            .and_then(|pair| pair.value.as_ref()?.value.as_ref());
+        assert!(
+            matches!(messages, Some(any_value::Value::StringValue(text))
+                if text.starts_with(CONTENT_REF_PREFIX)),
+            "capture {capture}: the messages were not extracted: {messages:?}"
+        );
+        let reference = content
+            .refs
+            .iter()
+            .find(|reference| {
+                reference.key == "gen_ai.output.messages"
+                    && reference.span_id.0 == [0xa0, 0, 0, 0, 0, 0, 0, 6]
+            })
+            .unwrap();
+        assert_eq!(reference.pieces.is_some(), capture);
+
+        let rows = to_span_batch(&request).unwrap();
+        assert_eq!(
+            cell(&rows.batch, columns::FINISH_REASONS, row),
+            json!(["stop", "length"]),
+            "capture {capture}"
+        );
+        assert_eq!(cell(&rows.batch, columns::DIALECT, row), json!("gen_ai"));
+        // The next span's attribute still wins over its (extracted) messages.
+        assert_eq!(
+            cell(&rows.batch, columns::FINISH_REASONS, row + 1),
+            json!(["length"]),
+            "capture {capture}"
+        );
+    }
 }
 
 #[test]

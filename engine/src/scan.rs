@@ -33,6 +33,12 @@ pub struct ScanRequest {
     pub session_ids: Option<Vec<String>>,
     /// Only rows whose (resolved) `conversation_id` is one of these (NULL never matches).
     pub conversation_ids: Option<Vec<String>>,
+    /// Disjunctions over the two keys, `(session_ids, conversation_ids)`: each keeps only rows
+    /// whose (resolved) `session_id` is one of its session ids **or** whose `conversation_id` is
+    /// one of its conversation ids (SQL `session_id = 'a' OR conversation_id = 'b'`). Every
+    /// entry must hold, like every other predicate; answered from both indexes (the union of
+    /// the runs of every key named).
+    pub sessions_or_conversations: Vec<(Vec<String>, Vec<String>)>,
     /// Columns to return, as indices into [`span_schema`], in the order given; `None` for all.
     pub projection: Option<Vec<usize>>,
     /// Stop after this many rows per unit (the caller still applies its own limit).
@@ -47,6 +53,7 @@ impl Default for ScanRequest {
             service_names: None,
             session_ids: None,
             conversation_ids: None,
+            sessions_or_conversations: Vec::new(),
             projection: None,
             limit: None,
         }
@@ -152,6 +159,8 @@ pub(crate) struct RowPredicate {
     service_names: Option<HashSet<String>>,
     session_ids: Option<HashSet<String>>,
     conversation_ids: Option<HashSet<String>>,
+    /// `(sessions, conversations)` of each entry of [`ScanRequest::sessions_or_conversations`].
+    either_keys: Vec<(HashSet<String>, HashSet<String>)>,
 }
 
 /// Which predicates an evaluation covers: key predicates (session, conversation) must wait
@@ -188,6 +197,30 @@ fn keep_matching(
     }
 }
 
+/// Clears the rows whose session is not in `sessions` and whose conversation is not in
+/// `conversations` (NULL is in neither).
+fn keep_matching_either(
+    keep: &mut BooleanBufferBuilder,
+    batch: &RecordBatch,
+    sessions: &HashSet<String>,
+    conversations: &HashSet<String>,
+) {
+    let (Some(session), Some(conversation)) = (
+        batch.column_by_name(columns::SESSION_ID),
+        batch.column_by_name(columns::CONVERSATION_ID),
+    ) else {
+        return;
+    };
+    let (session, conversation) = (session.as_string::<i32>(), conversation.as_string::<i32>());
+    for row in 0..batch.num_rows() {
+        let matches = (session.is_valid(row) && sessions.contains(session.value(row)))
+            || (conversation.is_valid(row) && conversations.contains(conversation.value(row)));
+        if keep.get_bit(row) && !matches {
+            keep.set_bit(row, false);
+        }
+    }
+}
+
 impl RowPredicate {
     pub(crate) fn new(request: &ScanRequest, policy: Arc<RetentionPolicy>) -> Self {
         RowPredicate {
@@ -197,12 +230,24 @@ impl RowPredicate {
             service_names: as_set(&request.service_names),
             session_ids: as_set(&request.session_ids),
             conversation_ids: as_set(&request.conversation_ids),
+            either_keys: request
+                .sessions_or_conversations
+                .iter()
+                .map(|(sessions, conversations)| {
+                    (
+                        sessions.iter().cloned().collect(),
+                        conversations.iter().cloned().collect(),
+                    )
+                })
+                .collect(),
         }
     }
 
     /// True when the request filters on session or conversation.
     pub(crate) fn has_key_predicates(&self) -> bool {
-        self.session_ids.is_some() || self.conversation_ids.is_some()
+        self.session_ids.is_some()
+            || self.conversation_ids.is_some()
+            || !self.either_keys.is_empty()
     }
 
     /// Columns (span schema indices) the chosen predicates read.
@@ -220,10 +265,10 @@ impl RowPredicate {
             }
         }
         if which != Predicates::WithoutKeys {
-            if self.session_ids.is_some() {
+            if self.session_ids.is_some() || !self.either_keys.is_empty() {
                 out.push(column_index(columns::SESSION_ID));
             }
-            if self.conversation_ids.is_some() {
+            if self.conversation_ids.is_some() || !self.either_keys.is_empty() {
                 out.push(column_index(columns::CONVERSATION_ID));
             }
         }
@@ -270,6 +315,9 @@ impl RowPredicate {
             }
             if let Some(conversations) = &self.conversation_ids {
                 keep_matching(&mut keep, batch, columns::CONVERSATION_ID, conversations);
+            }
+            for (sessions, conversations) in &self.either_keys {
+                keep_matching_either(&mut keep, batch, sessions, conversations);
             }
         }
         Some(BooleanArray::new(keep.finish(), None))

@@ -576,8 +576,9 @@ impl Engine {
 
     /// Plans a scan over the memtable and the segments that may hold matching rows.
     ///
-    /// Trace, session and conversation filters go through their indexes: only segments with a
-    /// row run of a requested key are read, and inside them only those runs.
+    /// Trace, session and conversation filters (also a session-or-conversation disjunction) go
+    /// through their indexes: only segments with a row run of a requested key are read, and
+    /// inside them only those runs.
     pub fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan> {
         let (memtable, segments, late) = {
             let state = self.shared.state.read();
@@ -635,6 +636,23 @@ impl Engine {
             narrow(self.runs_of(conversations, |txn, key: &String| {
                 index_runs(txn, CONVERSATION_ROWS, key.as_str())
             })?);
+        }
+        for (sessions, conversations) in &request.sessions_or_conversations {
+            if sessions.len() + conversations.len() > MAX_INDEX_LOOKUPS {
+                continue;
+            }
+            // A row matches either key: the union of both indexes' runs.
+            let mut either = self.runs_of(sessions, |txn, key: &String| {
+                index_runs(txn, SESSION_ROWS, key.as_str())
+            })?;
+            for (segment, found) in self.runs_of(conversations, |txn, key: &String| {
+                index_runs(txn, CONVERSATION_ROWS, key.as_str())
+            })? {
+                let runs = either.entry(segment).or_default();
+                runs.extend(found);
+                *runs = merge_ranges(std::mem::take(runs));
+            }
+            narrow(either);
         }
         if let Some(ranges) = &ranges {
             candidates.retain(|meta| ranges.contains_key(&meta.id));

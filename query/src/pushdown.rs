@@ -10,7 +10,19 @@
 //! - `trace_id = 'hex'`, `trace_id IN (...)` and ORs of such equalities;
 //! - `service_name = 'name'`, `service_name IN (...)` and ORs of such equalities;
 //! - the same shapes on `session_id` and `conversation_id`, which the engine answers from its
-//!   session and conversation indexes (only the row runs of those keys are read).
+//!   session and conversation indexes (only the row runs of those keys are read);
+//! - an OR mixing `session_id` and `conversation_id` equalities / IN lists, which becomes one
+//!   session-or-conversation disjunction of the request (the union of both indexes' runs).
+//!
+//! OR of equalities matters as much as IN: DataFusion's simplifier rewrites `col IN (a, b, c)`
+//! with at most three items (`THRESHOLD_INLINE_INLIST`) into `col = a OR col = b OR col = c`
+//! before the table is asked, and `col IN (a)` into `col = a`. A `NULL` operand of an OR
+//! (`col IN ('a', NULL)` becomes `col = 'a' OR NULL`) can never make a row pass, so it is the
+//! empty set. `NOT IN` becomes `<>` comparisons (or a negated list), which never push down.
+//!
+//! [`scan_request`] is the whole translation (filters -> engine request) for any table whose
+//! columns a resolver maps to [`PushColumn`]s; [`pushdown_support`] is the matching answer to
+//! `supports_filters_pushdown`.
 //!
 //! Trace ids: the column holds lowercase hex, but the engine lowercases the ids it is given.
 //! To keep SQL semantics (`trace_id = 'ABC…'` matches nothing) a literal that is not already
@@ -24,7 +36,8 @@ use std::ops::Bound;
 use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::InList;
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use engine::ScanRequest;
 
 use crate::timestamp::format_timestamp_ns;
 
@@ -51,6 +64,8 @@ enum Predicate {
     Services(BTreeSet<String>),
     Sessions(BTreeSet<String>),
     Conversations(BTreeSet<String>),
+    /// `session_id IN sessions OR conversation_id IN conversations`.
+    Either(BTreeSet<String>, BTreeSet<String>),
 }
 
 /// The conjunction of every translated filter of one scan.
@@ -61,6 +76,9 @@ pub(crate) struct ScanFilters {
     pub(crate) services: Option<BTreeSet<String>>,
     pub(crate) sessions: Option<BTreeSet<String>>,
     pub(crate) conversations: Option<BTreeSet<String>>,
+    /// Each `(sessions, conversations)`: a row's session is in the first or its conversation in
+    /// the second.
+    pub(crate) sessions_or_conversations: Vec<(BTreeSet<String>, BTreeSet<String>)>,
 }
 
 impl Default for ScanFilters {
@@ -71,6 +89,7 @@ impl Default for ScanFilters {
             services: None,
             sessions: None,
             conversations: None,
+            sessions_or_conversations: Vec::new(),
         }
     }
 }
@@ -109,64 +128,111 @@ impl ScanFilters {
             Predicate::Conversations(ids) => {
                 self.conversations = Some(intersect(self.conversations.take(), ids))
             }
+            Predicate::Either(sessions, conversations) => {
+                self.sessions_or_conversations
+                    .push((sessions, conversations));
+            }
         }
     }
 
-    /// True when no row can match (an empty id or service set, or an empty time range), so
-    /// the scan need not ask the engine at all.
-    pub(crate) fn matches_nothing(&self) -> bool {
-        self.trace_ids.as_ref().is_some_and(BTreeSet::is_empty)
-            || self.services.as_ref().is_some_and(BTreeSet::is_empty)
-            || self.sessions.as_ref().is_some_and(BTreeSet::is_empty)
-            || self.conversations.as_ref().is_some_and(BTreeSet::is_empty)
-            || time_range_is_empty(self.start_time)
+    /// The engine request for these predicates, reading `projection` (span schema indices;
+    /// `None` for every column) and stopping each unit after `limit` rows.
+    pub(crate) fn to_request(
+        &self,
+        projection: Option<Vec<usize>>,
+        limit: Option<usize>,
+    ) -> ScanRequest {
+        let list = |set: &Option<BTreeSet<String>>| {
+            set.as_ref().map(|values| values.iter().cloned().collect())
+        };
+        ScanRequest {
+            start_time: self.start_time,
+            trace_ids: list(&self.trace_ids),
+            service_names: list(&self.services),
+            session_ids: list(&self.sessions),
+            conversation_ids: list(&self.conversations),
+            sessions_or_conversations: self
+                .sessions_or_conversations
+                .iter()
+                .map(|(sessions, conversations)| {
+                    (
+                        sessions.iter().cloned().collect(),
+                        conversations.iter().cloned().collect(),
+                    )
+                })
+                .collect(),
+            projection,
+            limit,
+        }
     }
 
-    /// True when there is at least one predicate.
-    pub(crate) fn is_empty(&self) -> bool {
-        self == &ScanFilters::default()
+    /// True when no row can match; see [`matches_nothing`].
+    #[cfg(test)]
+    fn matches_nothing(&self) -> bool {
+        matches_nothing(&self.to_request(None, None))
     }
 }
 
 impl fmt::Display for ScanFilters {
-    /// `trace_ids=[…], start_time=[…], services=[…]`, only the parts that are set.
+    /// As [`describe`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        if let Some(ids) = &self.trace_ids {
-            parts.push(format!("trace_ids=[{}]", join(ids)));
-        }
-        if self.start_time != (Bound::Unbounded, Bound::Unbounded) {
-            let lower = match self.start_time.0 {
-                Bound::Included(value) => format!("[{}", format_timestamp_ns(value)),
-                Bound::Excluded(value) => format!("({}", format_timestamp_ns(value)),
-                Bound::Unbounded => "(-inf".to_owned(),
-            };
-            let upper = match self.start_time.1 {
-                Bound::Included(value) => format!("{}]", format_timestamp_ns(value)),
-                Bound::Excluded(value) => format!("{})", format_timestamp_ns(value)),
-                Bound::Unbounded => "+inf)".to_owned(),
-            };
-            parts.push(format!("start_time={lower}, {upper}"));
-        }
-        if let Some(names) = &self.services {
-            parts.push(format!("services=[{}]", join(names)));
-        }
-        if let Some(ids) = &self.sessions {
-            parts.push(format!("sessions=[{}]", join(ids)));
-        }
-        if let Some(ids) = &self.conversations {
-            parts.push(format!("conversations=[{}]", join(ids)));
-        }
-        f.write_str(&parts.join(", "))
+        f.write_str(&describe(&self.to_request(None, None)))
     }
 }
 
-fn join(values: &BTreeSet<String>) -> String {
-    values
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// True when `request` can match no row (an empty id, service or key set, or an empty time
+/// range), so a scan need not ask the engine at all.
+pub(crate) fn matches_nothing(request: &ScanRequest) -> bool {
+    let empty = |values: &Option<Vec<String>>| values.as_ref().is_some_and(Vec::is_empty);
+    empty(&request.trace_ids)
+        || empty(&request.service_names)
+        || empty(&request.session_ids)
+        || empty(&request.conversation_ids)
+        || request
+            .sessions_or_conversations
+            .iter()
+            .any(|(sessions, conversations)| sessions.is_empty() && conversations.is_empty())
+        || time_range_is_empty(request.start_time)
+}
+
+/// The predicates of `request` as `EXPLAIN` shows them: `trace_ids=[…], start_time=[…],
+/// services=[…], sessions=[…], conversations=[…], (sessions=[…] OR conversations=[…])`, only
+/// the parts that are set (empty when there are none). Projection and limit are not included.
+pub(crate) fn describe(request: &ScanRequest) -> String {
+    let mut parts = Vec::new();
+    if let Some(ids) = &request.trace_ids {
+        parts.push(format!("trace_ids=[{}]", ids.join(", ")));
+    }
+    if request.start_time != (Bound::Unbounded, Bound::Unbounded) {
+        let lower = match request.start_time.0 {
+            Bound::Included(value) => format!("[{}", format_timestamp_ns(value)),
+            Bound::Excluded(value) => format!("({}", format_timestamp_ns(value)),
+            Bound::Unbounded => "(-inf".to_owned(),
+        };
+        let upper = match request.start_time.1 {
+            Bound::Included(value) => format!("{}]", format_timestamp_ns(value)),
+            Bound::Excluded(value) => format!("{})", format_timestamp_ns(value)),
+            Bound::Unbounded => "+inf)".to_owned(),
+        };
+        parts.push(format!("start_time={lower}, {upper}"));
+    }
+    if let Some(names) = &request.service_names {
+        parts.push(format!("services=[{}]", names.join(", ")));
+    }
+    if let Some(ids) = &request.session_ids {
+        parts.push(format!("sessions=[{}]", ids.join(", ")));
+    }
+    if let Some(ids) = &request.conversation_ids {
+        parts.push(format!("conversations=[{}]", ids.join(", ")));
+    }
+    for (sessions, conversations) in &request.sessions_or_conversations {
+        parts.push(format!(
+            "(sessions=[{}] OR conversations=[{}])",
+            sessions.join(", "),
+            conversations.join(", ")
+        ));
+    }
+    parts.join(", ")
 }
 
 /// True when `expr` translates completely into an engine predicate.
@@ -174,22 +240,95 @@ pub(crate) fn is_exact(expr: &Expr, resolve: &dyn Fn(&str) -> Option<PushColumn>
     translate(expr, resolve).is_some()
 }
 
+/// The answer to `TableProvider::supports_filters_pushdown` for a table whose columns
+/// `resolve` maps: `Exact` for every filter [`scan_request`] translates, `Unsupported` for the
+/// rest (which DataFusion then evaluates above the scan).
+pub(crate) fn pushdown_support(
+    filters: &[&Expr],
+    resolve: &dyn Fn(&str) -> Option<PushColumn>,
+) -> Vec<TableProviderFilterPushDown> {
+    filters
+        .iter()
+        .map(|filter| {
+            if is_exact(filter, resolve) {
+                TableProviderFilterPushDown::Exact
+            } else {
+                TableProviderFilterPushDown::Unsupported
+            }
+        })
+        .collect()
+}
+
+/// The engine request for the filters DataFusion passes to `TableProvider::scan` (those
+/// [`pushdown_support`] answered `Exact`), on a table whose columns `resolve` maps to the
+/// span columns the engine filters on. Projection is every column and there is no limit; set
+/// them on the result; [`describe`] shows it for `EXPLAIN`, [`matches_nothing`] says when no
+/// engine call is needed.
+pub(crate) fn scan_request(
+    filters: &[Expr],
+    resolve: &dyn Fn(&str) -> Option<PushColumn>,
+) -> ScanRequest {
+    ScanFilters::from_exprs(filters, resolve).to_request(None, None)
+}
+
+/// The union of two translated filters under OR, when it is one engine predicate.
+fn union(left: Predicate, right: Predicate) -> Option<Predicate> {
+    use Predicate::{Conversations, Either, Services, Sessions, TraceIds};
+    let keys = |predicate: Predicate| match predicate {
+        Sessions(ids) => Some((ids, BTreeSet::new())),
+        Conversations(ids) => Some((BTreeSet::new(), ids)),
+        Either(sessions, conversations) => Some((sessions, conversations)),
+        _ => None,
+    };
+    Some(match (left, right) {
+        (TraceIds(mut a), TraceIds(b)) => {
+            a.extend(b);
+            TraceIds(a)
+        }
+        (Services(mut a), Services(b)) => {
+            a.extend(b);
+            Services(a)
+        }
+        (Sessions(mut a), Sessions(b)) => {
+            a.extend(b);
+            Sessions(a)
+        }
+        (Conversations(mut a), Conversations(b)) => {
+            a.extend(b);
+            Conversations(a)
+        }
+        (left, right) => {
+            let (mut sessions, mut conversations) = keys(left)?;
+            let (more_sessions, more_conversations) = keys(right)?;
+            sessions.extend(more_sessions);
+            conversations.extend(more_conversations);
+            Either(sessions, conversations)
+        }
+    })
+}
+
+/// True for a literal that can never make a filter pass (NULL or false).
+fn never_true(expr: &Expr) -> bool {
+    matches!(
+        literal(expr),
+        Some(ScalarValue::Null | ScalarValue::Boolean(None | Some(false)))
+    )
+}
+
 fn translate(expr: &Expr, resolve: &dyn Fn(&str) -> Option<PushColumn>) -> Option<Predicate> {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
             Operator::Or => {
-                // Only unions of id or service sets stay exact under OR.
-                match (translate(left, resolve)?, translate(right, resolve)?) {
-                    (Predicate::TraceIds(mut a), Predicate::TraceIds(b)) => {
-                        a.extend(b);
-                        Some(Predicate::TraceIds(a))
-                    }
-                    (Predicate::Services(mut a), Predicate::Services(b)) => {
-                        a.extend(b);
-                        Some(Predicate::Services(a))
-                    }
-                    _ => None,
+                // A NULL or false operand adds no row (`col IN ('a', NULL)` becomes
+                // `col = 'a' OR NULL`).
+                if never_true(right) {
+                    return translate(left, resolve);
                 }
+                if never_true(left) {
+                    return translate(right, resolve);
+                }
+                // Only unions of key or service sets stay exact under OR.
+                union(translate(left, resolve)?, translate(right, resolve)?)
             }
             Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => {
                 if let Some(column) = column_of(left, resolve) {
@@ -405,8 +544,14 @@ mod tests {
             "trace_id" => Some(PushColumn::TraceId),
             "service_name" => Some(PushColumn::ServiceName),
             "start_time" => Some(PushColumn::StartTime),
+            "session_id" => Some(PushColumn::SessionId),
+            "conversation_id" => Some(PushColumn::ConversationId),
             _ => None,
         }
+    }
+
+    fn set(values: &[&str]) -> BTreeSet<String> {
+        values.iter().map(|value| (*value).to_owned()).collect()
     }
 
     fn ts(value: i64) -> Expr {
@@ -491,6 +636,63 @@ mod tests {
     }
 
     #[test]
+    fn session_and_conversation_ors_push_down_like_in_lists() {
+        // `session_id IN ('a', 'b')` reaches the table as this OR (DataFusion inlines IN lists
+        // of up to three items).
+        let pushed = filters(&[col("session_id")
+            .eq(lit("a"))
+            .or(col("session_id").eq(lit("b")))]);
+        assert_eq!(pushed.sessions, Some(set(&["a", "b"])));
+        let pushed = filters(&[col("conversation_id")
+            .eq(lit("x"))
+            .or(col("conversation_id").in_list(vec![lit("y"), lit("z")], false))]);
+        assert_eq!(pushed.conversations, Some(set(&["x", "y", "z"])));
+        // `IN ('a', NULL)` becomes `= 'a' OR NULL`: the NULL adds no row.
+        let pushed = filters(&[col("session_id").eq(lit("a")).or(lit(ScalarValue::Null))]);
+        assert_eq!(pushed.sessions, Some(set(&["a"])));
+        // A mix of the two keys is one disjunction; two of them must both hold.
+        let pushed = filters(&[
+            col("session_id")
+                .eq(lit("a"))
+                .or(col("conversation_id").eq(lit("x")))
+                .or(col("session_id").eq(lit("b"))),
+            col("conversation_id")
+                .eq(lit("y"))
+                .or(col("session_id").eq(lit("c"))),
+            col("session_id").eq(lit("a")),
+        ]);
+        assert_eq!(pushed.sessions, Some(set(&["a"])));
+        assert_eq!(
+            pushed.sessions_or_conversations,
+            vec![(set(&["a", "b"]), set(&["x"])), (set(&["c"]), set(&["y"]))]
+        );
+        assert_eq!(
+            pushed.to_string(),
+            "sessions=[a], (sessions=[a, b] OR conversations=[x]), \
+             (sessions=[c] OR conversations=[y])"
+        );
+        let request = scan_request(
+            &[col("session_id")
+                .eq(lit("a"))
+                .or(col("conversation_id").eq(lit("x")))],
+            &resolve,
+        );
+        assert_eq!(
+            request.sessions_or_conversations,
+            vec![(vec!["a".to_owned()], vec!["x".to_owned()])]
+        );
+        assert_eq!(request.session_ids, None);
+        // Disjoint session sets under AND match nothing.
+        assert!(
+            filters(&[
+                col("session_id").eq(lit("a")),
+                col("session_id").eq(lit("b"))
+            ])
+            .matches_nothing()
+        );
+    }
+
+    #[test]
     fn uppercase_trace_ids_are_dropped_because_they_cannot_match() {
         let pushed = filters(&[col("trace_id").eq(lit("AB".repeat(16)))]);
         assert_eq!(pushed.trace_ids, Some(BTreeSet::new()));
@@ -511,6 +713,22 @@ mod tests {
             col("service_name").is_null(),
             col("trace_id").eq(col("span_id")),
             col("service_name").lt(lit("x")),
+            col("session_id").not_eq(lit("a")),
+            col("session_id").in_list(vec![lit("a"), lit("b")], true),
+            col("session_id")
+                .not_eq(lit("a"))
+                .and(col("session_id").not_eq(lit("b"))),
+            col("session_id")
+                .eq(lit("a"))
+                .or(col("trace_id").eq(lit("x"))),
+            col("session_id")
+                .eq(lit("a"))
+                .or(col("span_name").eq(lit("x"))),
+            col("conversation_id")
+                .eq(lit("a"))
+                .or(col("start_time").gt(ts(1))),
+            col("session_id").is_null(),
+            col("session_id").eq(lit(ScalarValue::Null)),
         ] {
             assert!(!is_exact(&expr, &resolve), "{expr} must not push down");
         }

@@ -32,7 +32,7 @@ use engine::{Engine, ScanMetrics, ScanMetricsSnapshot, ScanRequest, ScanUnit, sp
 use tokio::sync::mpsc;
 
 use crate::error::engine_error;
-use crate::pushdown::ScanFilters;
+use crate::pushdown::{describe, matches_nothing};
 
 /// Batches buffered per partition between the blocking reader and the consumer.
 const CHANNEL_BATCHES: usize = 2;
@@ -49,7 +49,6 @@ pub(crate) struct SpansScanExec {
 #[derive(Debug)]
 struct ScanSource {
     engine: Arc<Engine>,
-    filters: ScanFilters,
     /// Output columns as indices into the engine span schema, in output order.
     columns: Vec<usize>,
     /// The request sent to the engine. Its projection is ascending and never empty, because
@@ -72,10 +71,12 @@ struct RunState {
 }
 
 impl SpansScanExec {
-    /// `columns` are engine span schema indices in the order the output should have.
+    /// `request` holds the pushed predicates (from [`crate::pushdown::scan_request`]); its
+    /// projection and limit are replaced by `columns` (engine span schema indices in the order
+    /// the output should have) and `limit`.
     pub(crate) fn new(
         engine: Arc<Engine>,
-        filters: ScanFilters,
+        mut request: ScanRequest,
         columns: Vec<usize>,
         limit: Option<usize>,
         partitions: usize,
@@ -96,27 +97,8 @@ impl SpansScanExec {
                 Err(_) => return internal_err!("scan column {column} missing from the read set"),
             }
         }
-        let request = ScanRequest {
-            start_time: filters.start_time,
-            trace_ids: filters
-                .trace_ids
-                .as_ref()
-                .map(|ids| ids.iter().cloned().collect()),
-            service_names: filters
-                .services
-                .as_ref()
-                .map(|names| names.iter().cloned().collect()),
-            session_ids: filters
-                .sessions
-                .as_ref()
-                .map(|ids| ids.iter().cloned().collect()),
-            conversation_ids: filters
-                .conversations
-                .as_ref()
-                .map(|ids| ids.iter().cloned().collect()),
-            projection: Some(read),
-            limit,
-        };
+        request.projection = Some(read);
+        request.limit = limit;
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(partitions),
@@ -127,7 +109,6 @@ impl SpansScanExec {
         .with_scheduling_type(SchedulingType::Cooperative);
         let source = ScanSource {
             engine,
-            filters,
             columns,
             request,
             positions,
@@ -169,7 +150,7 @@ impl ScanSource {
         if let Some(units) = state.pending.get_mut(partition).and_then(Option::take) {
             return Ok(units);
         }
-        if self.filters.matches_nothing() {
+        if matches_nothing(&self.request) {
             return Ok(Vec::new());
         }
         let plan = self.engine.plan_scan(&self.request).map_err(engine_error)?;
@@ -269,8 +250,9 @@ impl DisplayAs for SpansScanExec {
     fn fmt_as(&self, format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = &self.source;
         let mut parts = Vec::new();
-        if !source.filters.is_empty() {
-            parts.push(source.filters.to_string());
+        let pushed = describe(&source.request);
+        if !pushed.is_empty() {
+            parts.push(pushed);
         }
         let schema = span_schema();
         let names: Vec<&str> = source

@@ -13,7 +13,7 @@ use engine::schema::{HIDDEN_COLUMNS, columns, event_fields, link_fields};
 use engine::{Engine, span_schema};
 
 use crate::explode::{ExplodeExec, OutputColumn};
-use crate::pushdown::{PushColumn, ScanFilters, is_exact};
+use crate::pushdown::{PushColumn, pushdown_support, scan_request};
 use crate::scan::SpansScanExec;
 
 /// Name of the span table.
@@ -22,22 +22,6 @@ pub(crate) const SPANS: &str = "spans";
 pub(crate) const SPAN_EVENTS: &str = "span_events";
 /// Name of the span link table.
 pub(crate) const SPAN_LINKS: &str = "span_links";
-
-fn answer(
-    filters: &[&Expr],
-    resolve: &dyn Fn(&str) -> Option<PushColumn>,
-) -> Vec<TableProviderFilterPushDown> {
-    filters
-        .iter()
-        .map(|filter| {
-            if is_exact(filter, resolve) {
-                TableProviderFilterPushDown::Exact
-            } else {
-                TableProviderFilterPushDown::Unsupported
-            }
-        })
-        .collect()
-}
 
 fn resolve_span_column(name: &str) -> Option<PushColumn> {
     match name {
@@ -95,7 +79,7 @@ impl TableProvider for SpansTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(answer(filters, &resolve_span_column))
+        Ok(pushdown_support(filters, &resolve_span_column))
     }
 
     async fn scan(
@@ -119,10 +103,9 @@ impl TableProvider for SpansTable {
             None => self.engine_columns.clone(),
         };
         // Every filter DataFusion passes was answered Exact, so a limit it passes is safe.
-        let filters = ScanFilters::from_exprs(filters, &resolve_span_column);
         Ok(Arc::new(SpansScanExec::new(
             Arc::clone(&self.engine),
-            filters,
+            scan_request(filters, &resolve_span_column),
             columns,
             limit,
             state.config().target_partitions(),
@@ -290,7 +273,7 @@ impl TableProvider for NestedTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(answer(filters, &resolve_nested_column))
+        Ok(pushdown_support(filters, &resolve_nested_column))
     }
 
     async fn scan(
@@ -330,10 +313,9 @@ impl TableProvider for NestedTable {
         }
         let list_position = span_columns.len();
         span_columns.push(self.list_index);
-        let filters = ScanFilters::from_exprs(filters, &resolve_nested_column);
         let scan = Arc::new(SpansScanExec::new(
             Arc::clone(&self.engine),
-            filters,
+            scan_request(filters, &resolve_nested_column),
             span_columns,
             None,
             state.config().target_partitions(),

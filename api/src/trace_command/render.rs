@@ -489,6 +489,23 @@ fn tokens_text(input: Option<i64>, output: Option<i64>) -> String {
     format!("{}/{}", side(input), side(output))
 }
 
+/// `provider/model`: the model that answered, preceded by the requested one where the two
+/// differ (`openai/gpt-4o → gpt-4o-2024-08-06`, an alias resolved to a snapshot or a fallback);
+/// whichever of the two is known otherwise.
+fn model_text(span: &SpanRow) -> Option<String> {
+    let model = match (&span.request_model, &span.response_model) {
+        (Some(request), Some(response)) if request != response => {
+            format!("{request} → {response}")
+        }
+        (_, Some(model)) | (Some(model), None) => model.clone(),
+        (None, None) => return None,
+    };
+    Some(match &span.provider {
+        Some(provider) => format!("{provider}/{model}"),
+        None => model,
+    })
+}
+
 /// The text after a span's name.
 fn span_details(
     span: &SpanRow,
@@ -513,11 +530,7 @@ fn span_details(
     {
         key_value(&mut parts, "agent", agent, paint);
     }
-    if let Some(model) = span.response_model.as_ref().or(span.request_model.as_ref()) {
-        let model = match &span.provider {
-            Some(provider) => format!("{provider}/{model}"),
-            None => model.clone(),
-        };
+    if let Some(model) = model_text(span) {
         key_value(&mut parts, "model", &model, paint);
     }
     if let Some(tool) = &span.tool_name {

@@ -355,3 +355,118 @@ fn a_session_query_reads_only_that_sessions_rows() {
     };
     assert_eq!(keys(&engine, &both).len(), 20);
 }
+
+#[test]
+fn session_or_conversation_disjunctions_read_both_keys_runs_and_all_must_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), manual()).unwrap();
+    // Trace n: session s<n % 3>, conversation c<n>; 4 spans each (the last names the keys).
+    // Traces 0-5 sealed in segment 1, 6-11 in segment 2, 12-14 stay in the memtable; trace 7
+    // gets a late session (its rows are sealed before its root arrives).
+    let write = |trace: u32| {
+        let (session, conversation) = (format!("s{}", trace % 3), format!("c{trace}"));
+        engine
+            .write(spans(trace, 0, 3, "svc", Own::default()))
+            .unwrap();
+        if trace != 7 {
+            let own = Own {
+                session: Some(&session),
+                conversation: Some(&conversation),
+                user: None,
+            };
+            engine.write(spans(trace, 3, 1, "svc", own)).unwrap();
+        }
+    };
+    (0..6).for_each(write);
+    engine.seal().unwrap();
+    (6..12).for_each(write);
+    engine.seal().unwrap();
+    let own = Own {
+        session: Some("s1"),
+        conversation: Some("c7"),
+        user: None,
+    };
+    engine.write(spans(7, 3, 1, "svc", own)).unwrap();
+    (12..15).for_each(write);
+
+    let by_scan = |keep: &dyn Fn(&Keys) -> bool| -> BTreeMap<String, Keys> {
+        all_keys(&engine)
+            .into_iter()
+            .filter(|(_, keys)| keep(keys))
+            .collect()
+    };
+    let either = |sessions: &[&str], conversations: &[&str]| {
+        (
+            sessions
+                .iter()
+                .map(|id| (*id).to_owned())
+                .collect::<Vec<_>>(),
+            conversations
+                .iter()
+                .map(|id| (*id).to_owned())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let is = |value: &Option<String>, wanted: &[&str]| {
+        value
+            .as_deref()
+            .is_some_and(|value| wanted.contains(&value))
+    };
+
+    // s2 or c4 / c7 / c13: traces 2, 5, 8, 11, 14 (s2) and 4, 7, 13.
+    let request = ScanRequest {
+        sessions_or_conversations: vec![either(&["s2"], &["c4", "c7", "c13"])],
+        ..ScanRequest::default()
+    };
+    let found = keys(&engine, &request);
+    assert_eq!(found.len(), 8 * 4);
+    assert_eq!(
+        found,
+        by_scan(&|keys| is(&keys.0, &["s2"]) || is(&keys.1, &["c4", "c7", "c13"]))
+    );
+    let plan = engine.plan_scan(&request).unwrap();
+    let metrics = plan.metrics();
+    plan.collect().unwrap();
+    assert_eq!(metrics.snapshot().segments_selected, 2);
+
+    // Only conversations of the first segment (and none in memory): one segment.
+    let request = ScanRequest {
+        sessions_or_conversations: vec![either(&["nope"], &["c1", "c3"])],
+        ..ScanRequest::default()
+    };
+    let plan = engine.plan_scan(&request).unwrap();
+    let metrics = plan.metrics();
+    assert_eq!(rows(&plan.collect().unwrap()), 8);
+    assert_eq!(metrics.snapshot().segments_selected, 1);
+
+    // Neither key exists: no segment.
+    let request = ScanRequest {
+        sessions_or_conversations: vec![either(&["nope"], &["nada"])],
+        ..ScanRequest::default()
+    };
+    let plan = engine.plan_scan(&request).unwrap();
+    let metrics = plan.metrics();
+    assert_eq!(rows(&plan.collect().unwrap()), 0);
+    assert_eq!(metrics.snapshot().segments_selected, 0);
+
+    // Two disjunctions and a plain session filter all hold.
+    let request = ScanRequest {
+        session_ids: Some(vec!["s1".to_owned(), "s2".to_owned()]),
+        sessions_or_conversations: vec![
+            either(&["s1"], &["c5", "c8"]),
+            either(&["s0"], &["c4", "c7", "c10", "c13", "c5"]),
+        ],
+        ..ScanRequest::default()
+    };
+    let found = keys(&engine, &request);
+    // s1 traces 1, 4, 7, 10, 13 or c5/c8, and s0 or c4/c7/c10/c13/c5: 4, 7, 10, 13 and 5.
+    assert_eq!(found.len(), 5 * 4);
+    assert_eq!(
+        found,
+        by_scan(&|keys| {
+            is(&keys.0, &["s1", "s2"])
+                && (is(&keys.0, &["s1"]) || is(&keys.1, &["c5", "c8"]))
+                && (is(&keys.0, &["s0"]) || is(&keys.1, &["c4", "c7", "c10", "c13", "c5"]))
+        })
+    );
+}

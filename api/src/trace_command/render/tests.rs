@@ -130,7 +130,7 @@ services=support-agent-0  session=sess_1  tokens=1200/45  1 error  1 retry  1 de
 
 [0                        3.00s]
 [██████████████████████████████]   3.00s  invoke_agent triage  service=support-agent-0  agent=triage  00000000000000r0
-[██████████                    ]   1.00s  ├─ chat gpt-4o  model=openai/gpt-4o-2024-08-06  tokens=1200/45  00000000000000c1
+[██████████                    ]   1.00s  ├─ chat gpt-4o  model=openai/gpt-4o → gpt-4o-2024-08-06  tokens=1200/45  00000000000000c1
 [               ███████████████]   1.50s  └─ execute_tool refund  tool=refund  risk=write  ERROR PaymentDeclined \"card declined\"  retry #1  00000000000000t1
 [                ◆             ]                ✗ deny     kind=policy policy=payments.limit risk=write \"over the limit\"
 ";
@@ -424,6 +424,44 @@ fn service_and_agent_are_shown_where_they_change_and_op_where_the_name_hides_it(
     assert!(
         other.contains("service=back  op=chat  agent=worker"),
         "{other}"
+    );
+}
+
+#[test]
+fn the_requested_model_is_shown_where_the_response_names_another() {
+    let model = |request: Option<&str>, response: Option<&str>, provider: Option<&str>| {
+        let mut call = span("c", None, 0, 10);
+        call.request_model = request.map(str::to_owned);
+        call.response_model = response.map(str::to_owned);
+        call.provider = provider.map(str::to_owned);
+        let text = trace(&rows(vec![call]), false);
+        let (_, line) = line_of(&text, "span c ");
+        line.split("  ")
+            .find_map(|part| part.strip_prefix("model="))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        model(Some("gpt-4o"), Some("gpt-4o-2024-08-06"), Some("openai")).as_deref(),
+        Some("openai/gpt-4o → gpt-4o-2024-08-06")
+    );
+    assert_eq!(
+        model(Some("claude-3-5-sonnet"), Some("claude-3-5-haiku"), None).as_deref(),
+        Some("claude-3-5-sonnet → claude-3-5-haiku")
+    );
+    assert_eq!(
+        model(Some("gpt-4o"), Some("gpt-4o"), Some("openai")).as_deref(),
+        Some("openai/gpt-4o")
+    );
+    assert_eq!(model(Some("gpt-4o"), None, None).as_deref(), Some("gpt-4o"));
+    assert_eq!(
+        model(None, Some("gpt-4o-mini"), None).as_deref(),
+        Some("gpt-4o-mini")
+    );
+    assert_eq!(model(None, None, Some("openai")), None);
+    // Telemetry text in either name is cleaned.
+    assert_eq!(
+        model(Some("a\x1b[31m"), Some("b"), None).as_deref(),
+        Some("a\\u{1b}[31m → b")
     );
 }
 

@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 mod batch;
 mod chain;
 mod content;

@@ -6,8 +6,8 @@
 //!   `span_name`, `service_name`, `span_start_time`, `session_id` and `conversation_id`;
 //! - `span_links`: one row per span link, likewise (without the session columns);
 //!
-//! and five views over them: `decisions`, `tool_calls`, `llm_calls`, `agent_runs` and
-//! `sessions` (columns in `docs/sql.md`).
+//! and five agent tables derived from them by [`engine::agent`]: `decisions`, `tool_calls`,
+//! `llm_calls`, `agent_runs` and `sessions` (columns in `docs/sql.md`).
 //!
 //! Filters on `trace_id`, `service_name`, `session_id`, `conversation_id` and the span start
 //! time push down into the engine's
@@ -60,6 +60,7 @@
 
 #![warn(missing_docs)]
 
+mod agent_tables;
 mod content_table;
 mod error;
 mod explode;
@@ -74,7 +75,6 @@ mod session;
 mod tables;
 mod timestamp;
 pub mod trace_search;
-mod views;
 
 pub use error::{Error, ErrorKind, Result};
 pub use options::Options;

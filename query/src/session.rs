@@ -18,12 +18,12 @@ use engine::{Engine, ScanMetricsSnapshot};
 use futures::StreamExt;
 use tracing::debug;
 
+use crate::agent_tables::AgentTableProvider;
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::options::Options;
 use crate::scan::{SpansScanExec, add_metrics};
 use crate::tables::{NestedKind, NestedTable, SPAN_EVENTS, SPAN_LINKS, SPANS, SpansTable};
-use crate::views;
 
 /// Memory consumers named in a memory-limit error (3).
 const REPORTED_CONSUMERS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(2);
@@ -73,7 +73,7 @@ impl fmt::Debug for SqlEngine {
 }
 
 impl SqlEngine {
-    /// Builds the session and registers the tables and the agent views.
+    /// Builds the session and registers the tables and the agent tables.
     pub fn new(engine: Arc<Engine>, options: Options) -> Result<Self> {
         let config = SessionConfig::new()
             .with_target_partitions(options.target_partitions.max(1))
@@ -122,7 +122,14 @@ impl SqlEngine {
                 Arc::new(crate::content_table::ContentTable::new(Arc::clone(&engine))),
             )
             .map_err(Error::from_datafusion)?;
-        views::register(&context)?;
+        for table in engine::agent::AgentTable::ALL {
+            context
+                .register_table(
+                    table.name(),
+                    Arc::new(AgentTableProvider::new(Arc::clone(&engine), table)),
+                )
+                .map_err(Error::from_datafusion)?;
+        }
         Ok(SqlEngine { context, options })
     }
 

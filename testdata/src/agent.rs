@@ -13,8 +13,9 @@
 //! ```
 //!
 //! With [`AgentTraceConfig::tool_reissue_percent`], a tool call that failed for good (no
-//! framework retry) is sometimes issued again by the model at its next step: a new call with no
-//! `agent.retry.*` attributes, the retry that only inference can find.
+//! framework retry) is sometimes issued again by the model at its next step: a new call (new
+//! call id) with the same `gen_ai.tool.call.arguments` and no `agent.retry.*` attributes, the
+//! retry that only inference can find. With that option on, every tool call carries arguments.
 //!
 //! Invariants the tests pin: ids are non-zero and unique within a trace, every parent id names a
 //! span of the same trace, and every child lies inside its parent's `[start, end]`.
@@ -449,7 +450,7 @@ impl TraceBuilder<'_> {
         let mut cursor = start + self.rng.range(50_000, 2 * MS);
         let mut context_tokens = self.rng.range(600, 4_000) as i64;
         // A failed tool call the model issues again at its next step.
-        let mut reissue: Option<&'static Tool> = None;
+        let mut reissue: Option<Reissue> = None;
         loop {
             // Room for this model call, at least one tool call and the final model call.
             let final_step = limit.saturating_sub(self.span_count()) < 3;
@@ -715,11 +716,11 @@ impl TraceBuilder<'_> {
         parent: [u8; 8],
         agent: AgentIdentity<'_>,
         start: u64,
-        forced: Option<&'static Tool>,
+        forced: Option<Reissue>,
         outcome: &mut LoopOutcome,
     ) -> ToolCall {
-        let tool = match forced {
-            Some(tool) => tool,
+        let tool = match &forced {
+            Some(reissue) => reissue.tool,
             None => self.rng.pick(agent.tools),
         };
         let call_id = format!(
@@ -727,6 +728,12 @@ impl TraceBuilder<'_> {
             agent.model.tool_call_id_prefix,
             self.rng.alphanumeric(24)
         );
+        // Arguments only when reissues are on (no change to default traces): a reissue repeats
+        // the failed call's; a new call's are its own (derived from its id, no random draw).
+        let arguments = (self.tool_reissue_percent > 0).then(|| match &forced {
+            Some(reissue) => reissue.arguments.clone(),
+            None => format!("{{\"tool\":\"{}\",\"request\":\"{call_id}\"}}", tool.name),
+        });
         let mut attempt_start = start;
         let mut attempt = 0u32;
         let mut retrying = false;
@@ -740,6 +747,9 @@ impl TraceBuilder<'_> {
                 string("gen_ai.agent.name", agent.name),
                 string("agent.tool.risk_tier", tool.risk.risk_tier()),
             ];
+            if let Some(arguments) = &arguments {
+                attributes.push(string("gen_ai.tool.call.arguments", arguments));
+            }
             let mut events = Vec::new();
             let mut cursor = attempt_start + self.rng.range(20_000, MS);
 
@@ -810,7 +820,10 @@ impl TraceBuilder<'_> {
                         && self.rng.below(100) < u64::from(self.tool_reissue_percent);
                     return ToolCall {
                         end,
-                        reissue: reissue.then_some(tool),
+                        reissue: reissue.then(|| Reissue {
+                            tool,
+                            arguments: arguments.clone().unwrap_or_default(),
+                        }),
                     };
                 }
                 Some(_) => {
@@ -1108,12 +1121,20 @@ struct ChatResult {
 }
 
 /// How a logical tool call ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ToolCall {
     /// End of its last attempt.
     end: u64,
-    /// The tool, when it failed for good and the model will issue it again.
-    reissue: Option<&'static Tool>,
+    /// The tool and its arguments, when it failed for good and the model will issue it again.
+    reissue: Option<Reissue>,
+}
+
+/// A failed tool call the model issues again: the same tool with the same arguments, under a
+/// new call id.
+#[derive(Debug, Clone)]
+struct Reissue {
+    tool: &'static Tool,
+    arguments: String,
 }
 
 #[derive(Debug)]

@@ -234,6 +234,8 @@ async fn trace_shows_decisions_retries_models_and_session_runs() {
     let dir = tempfile::tempdir().unwrap();
     let config = testdata::AgentTraceConfig {
         traces: 80,
+        // Failed calls issued again with the same arguments: the inferred retries.
+        tool_reissue_percent: 60,
         ..testdata::AgentTraceConfig::default()
     };
     let server = server_with(dir.path(), &config).await;

@@ -361,14 +361,38 @@ struct ToolRun<'a> {
     is_retry: bool,
 }
 
-/// Tool calls with attempt numbers and retry flags, per the rules of docs/sql.md.
+/// Tool calls with attempt numbers and retry flags, per the rules of docs/sql.md: explicit
+/// (`agent.retry.attempt > 0` or an HTTP resend below the call), or inferred: no attempt of its
+/// own, and the latest earlier call of the same tool in the same run with the same call id or
+/// the same arguments failed and ended before this one started.
 fn tool_runs(spans: &[FlatSpan]) -> Vec<ToolRun<'_>> {
     let resent: BTreeSet<(&str, &str)> = spans
         .iter()
         .filter(|span| int(&span.attributes, "http.request.resend_count").unwrap_or(0) > 0)
         .filter_map(|span| Some((span.trace.as_str(), span.parent.as_deref()?)))
         .collect();
-    let mut by_tool: BTreeMap<(&str, Option<&str>), Vec<&FlatSpan>> = BTreeMap::new();
+    let by_id: BTreeMap<(&str, &str), &FlatSpan> = spans
+        .iter()
+        .map(|span| ((span.trace.as_str(), span.span.as_str()), span))
+        .collect();
+    // The run of a call: its outermost agent or workflow ancestor (by parent links).
+    let run_of = |call: &FlatSpan| -> Option<String> {
+        let mut run = None;
+        let mut ancestor = call.parent.as_deref();
+        while let Some(parent) = ancestor.and_then(|id| by_id.get(&(call.trace.as_str(), id))) {
+            if parent
+                .operation()
+                .is_some_and(|op| RUN_OPERATIONS.contains(&op))
+            {
+                run = Some(parent.span.clone());
+            }
+            ancestor = parent.parent.as_deref();
+        }
+        run
+    };
+    // (trace, tool, run) -> calls
+    type CallKey<'a> = (&'a str, Option<&'a str>, Option<String>);
+    let mut by_tool: BTreeMap<CallKey<'_>, Vec<&FlatSpan>> = BTreeMap::new();
     for span in spans
         .iter()
         .filter(|span| span.operation() == Some("execute_tool"))
@@ -377,16 +401,29 @@ fn tool_runs(spans: &[FlatSpan]) -> Vec<ToolRun<'_>> {
             .entry((
                 span.trace.as_str(),
                 text(&span.attributes, "gen_ai.tool.name"),
+                run_of(span),
             ))
             .or_default()
             .push(span);
     }
+    let same_call = |a: &FlatSpan, b: &FlatSpan| {
+        let id = |span: &FlatSpan| text(&span.attributes, "gen_ai.tool.call.id").map(str::to_owned);
+        let args = |span: &FlatSpan| {
+            text(&span.attributes, "gen_ai.tool.call.arguments").map(str::to_owned)
+        };
+        (id(a).is_some() && id(a) == id(b)) || (args(a).is_some() && args(a) == args(b))
+    };
     let mut out = Vec::new();
     for calls in by_tool.values_mut() {
         calls.sort_by(|a, b| (a.start, &a.span).cmp(&(b.start, &b.span)));
-        let mut previous: Option<(&FlatSpan, i64)> = None;
+        let mut earlier: Vec<(&FlatSpan, i64)> = Vec::new();
         for call in calls.iter() {
             let explicit = int(&call.attributes, "agent.retry.attempt");
+            let previous = earlier
+                .iter()
+                .rev()
+                .find(|(before, _)| same_call(before, call))
+                .copied();
             let inferred = explicit.is_none()
                 && previous.is_some_and(|(before, _)| before.failed && before.end <= call.start);
             let attempt = match (explicit, previous) {
@@ -400,7 +437,7 @@ fn tool_runs(spans: &[FlatSpan]) -> Vec<ToolRun<'_>> {
                 attempt,
                 is_retry: explicit.unwrap_or(0) > 0 || http || inferred,
             });
-            previous = Some((call, attempt));
+            earlier.push((call, attempt));
         }
     }
     out
@@ -571,12 +608,13 @@ async fn retries_by_tool_match_the_otlp() {
     .await;
     assert_eq!(
         by_source,
-        vec![
-            json!(["explicit", explicit]),
-            json!(["inferred", retries - explicit])
-        ]
+        [("explicit", explicit), ("inferred", retries - explicit)]
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(source, count)| json!([source, count]))
+            .collect::<Vec<_>>()
     );
-    assert!(explicit >= 10 && retries - explicit >= 5, "{by_source:?}");
+    assert!(explicit >= 10 && retries - explicit >= 3, "{by_source:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

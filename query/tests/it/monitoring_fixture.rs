@@ -18,7 +18,8 @@
 //! - `e2`: a destructive tool denied by policy, nothing after it: derived outcome refused;
 //! - `e3`: a failed root with a model call retried once; session only as a conversation id;
 //! - `e4`: an HTTP server root, a workflow, a sub-agent, an agent called as a tool, a tool
-//!   that fails and is called again (inferred retry), a tool whose HTTP request was resent;
+//!   that fails and is called again with the same arguments (inferred retry) and then with
+//!   other arguments (a new call), a tool whose HTTP request was resent;
 //! - `e5`: a trace with an orphan span (its parent was never received);
 //! - `e6`: an MCP client whose server span (`e7`) started a trace of its own, and a second MCP
 //!   call whose server span kept the client's trace.
@@ -81,6 +82,17 @@ impl MonitoringFixture {
     /// Requests 0-4 are sealed into one segment, 5-9 into a second, the rest (the last
     /// generated requests and every scenario) stay in the memtable.
     pub(crate) fn new() -> Self {
+        Self::with_resends(false)
+    }
+
+    /// The same store, then every request sent again as an exporter re-sends after a timeout:
+    /// the second copies arrive after the first ones were sealed, in reverse order, the first
+    /// half sealed into segments of their own and the rest left in the memtable.
+    pub(crate) fn resent() -> Self {
+        Self::with_resends(true)
+    }
+
+    fn with_resends(resend: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let engine = Arc::new(
             Engine::open(
@@ -98,6 +110,16 @@ impl MonitoringFixture {
         }
         assert!(engine.stats().segments >= 2);
         assert!(engine.stats().memtable_rows > 0);
+        if resend {
+            let requests = all_requests();
+            for (index, request) in requests.iter().rev().enumerate() {
+                let rows = ingest::to_span_batch(request).unwrap();
+                engine.write(rows.batch).unwrap();
+                if index == requests.len() / 2 {
+                    engine.seal().unwrap();
+                }
+            }
+        }
         let sql = SqlEngine::new(Arc::clone(&engine), Options::default()).unwrap();
         MonitoringFixture { sql, _dir: dir }
     }
@@ -477,11 +499,22 @@ pub(crate) fn scenario_requests() -> Vec<ExportTraceServiceRequest> {
             chat(4, 3, 20, 2_900, HAIKU, (1_200, 60), "stop"),
             with(
                 tool(5, 2, 3_100, 3_400, "fetch_ticket", "read"),
-                vec![string("error.type", "404")],
+                vec![
+                    string("error.type", "404"),
+                    string("gen_ai.tool.call.arguments", r#"{"ticket":"T-1"}"#),
+                ],
             )
             .error("not found"),
-            tool(6, 2, 3_500, 3_800, "fetch_ticket", "read"),
-            tool(7, 2, 3_900, 4_100, "fetch_ticket", "read"),
+            // The same arguments after the failure: a retry (inferred); then other arguments:
+            // a new call, not a retry.
+            with(
+                tool(6, 2, 3_500, 3_800, "fetch_ticket", "read"),
+                vec![string("gen_ai.tool.call.arguments", r#"{"ticket":"T-1"}"#)],
+            ),
+            with(
+                tool(7, 2, 3_900, 4_100, "fetch_ticket", "read"),
+                vec![string("gen_ai.tool.call.arguments", r#"{"ticket":"T-2"}"#)],
+            ),
             tool(8, 2, 4_200, 6_000, "post_update", "write"),
             SpanSpec::new(9, Some(8), "POST", 4_300, 4_800)
                 .kind(SpanKind::Client)

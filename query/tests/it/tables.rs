@@ -156,16 +156,16 @@ async fn catalog_statements_list_the_tables_and_columns() {
     assert_eq!(
         rows,
         vec![
-            json!(["agent_runs", "VIEW"]),
+            json!(["agent_runs", "BASE TABLE"]),
             json!(["content", "BASE TABLE"]),
-            json!(["decisions", "VIEW"]),
-            json!(["llm_calls", "VIEW"]),
+            json!(["decisions", "BASE TABLE"]),
+            json!(["llm_calls", "BASE TABLE"]),
             json!(["retention", "BASE TABLE"]),
-            json!(["sessions", "VIEW"]),
+            json!(["sessions", "BASE TABLE"]),
             json!(["span_events", "BASE TABLE"]),
             json!(["span_links", "BASE TABLE"]),
             json!(["spans", "BASE TABLE"]),
-            json!(["tool_calls", "VIEW"]),
+            json!(["tool_calls", "BASE TABLE"]),
         ]
     );
     let shown = fixture.rows("SHOW TABLES").await;

@@ -131,7 +131,7 @@ async fn trace_and_session_filters_reach_every_scan_of_every_view() {
 }
 
 /// The ```sql blocks of a document under `docs/`.
-fn sql_blocks(document: &str) -> Vec<String> {
+pub(crate) fn sql_blocks(document: &str) -> Vec<String> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../docs")
         .join(document);
@@ -190,27 +190,36 @@ async fn every_query_of_the_docs_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn view_definitions_are_in_the_information_schema() {
-    let fixture = MonitoringFixture::new();
-    let rows = rows(
-        &fixture.sql,
-        "SELECT table_name, definition LIKE '%FROM spans%' FROM information_schema.views \
-         WHERE table_schema = 'public' AND definition IS NOT NULL ORDER BY 1",
-    )
-    .await;
-    let names: Vec<&str> = rows.iter().filter_map(|row| row[0].as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "agent_runs",
-            "decisions",
-            "llm_calls",
-            "sessions",
-            "tool_calls"
-        ]
-    );
-    assert!(
-        rows.iter().all(|row| row[1] == Value::Bool(true)),
-        "{rows:?}"
-    );
+async fn every_monitoring_query_answers_the_same_after_the_corpus_is_sent_twice() {
+    let once = MonitoringFixture::new();
+    let twice = MonitoringFixture::resent();
+    let count = "SELECT count(*) FROM spans";
+    let stored_once = rows(&once.sql, count).await[0][0].as_i64().unwrap();
+    let stored_twice = rows(&twice.sql, count).await[0][0].as_i64().unwrap();
+    // The raw table keeps every copy...
+    assert_eq!(stored_twice, 2 * stored_once);
+    // ... and every monitoring question counts each logical span once.
+    let queries = sql_blocks("monitoring.md");
+    assert_eq!(queries.len(), 9);
+    for query in queries {
+        let expected = rows(&once.sql, &query).await;
+        assert!(!expected.is_empty(), "{query}");
+        assert_eq!(rows(&twice.sql, &query).await, expected, "{query}");
+    }
+    for table in [
+        "llm_calls",
+        "tool_calls",
+        "decisions",
+        "agent_runs",
+        "sessions",
+    ] {
+        let all = format!("SELECT * FROM {table}");
+        let sorted = |mut rows: Vec<Value>| {
+            rows.sort_by_key(Value::to_string);
+            rows
+        };
+        let expected = sorted(rows(&once.sql, &all).await);
+        assert!(!expected.is_empty(), "{table}");
+        assert_eq!(sorted(rows(&twice.sql, &all).await), expected, "{table}");
+    }
 }

@@ -1,0 +1,476 @@
+//! The agent tables' Arrow schemas and the code that writes their rows.
+//!
+//! Column names and meanings are docs/sql.md's; columns are only ever added, never renamed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
+    TimestampNanosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use super::AgentTable;
+use super::spans::{Row, SpanRows};
+use super::trace::{RetrySource, TraceFacts, is_model_call};
+use crate::error::Result;
+use crate::schema::timestamp_type;
+
+fn text(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Utf8, nullable)
+}
+
+fn int(name: &str, nullable: bool) -> Field {
+    Field::new(name, DataType::Int64, nullable)
+}
+
+fn time(name: &str) -> Field {
+    Field::new(name, timestamp_type(), false)
+}
+
+fn finish_reasons_field() -> Field {
+    Field::new(
+        "finish_reasons",
+        DataType::List(Arc::new(Field::new("item", DataType::Utf8, false))),
+        true,
+    )
+}
+
+fn build_schema(table: AgentTable) -> Schema {
+    let ids = || vec![text("trace_id", false), text("span_id", false)];
+    let keys = || vec![text("session_id", true), text("conversation_id", true)];
+    let mut fields = Vec::new();
+    match table {
+        AgentTable::LlmCalls => {
+            fields.extend(ids());
+            fields.extend(keys());
+            fields.extend([
+                text("agent_name", true),
+                text("provider", true),
+                text("request_model", true),
+                text("response_model", true),
+                time("start_time"),
+                int("duration_ns", false),
+                int("input_tokens", true),
+                int("output_tokens", true),
+                int("cache_read_tokens", true),
+                int("reasoning_tokens", true),
+                finish_reasons_field(),
+                text("status_code", false),
+                text("error_type", true),
+                int("retry_attempt", true),
+            ]);
+        }
+        AgentTable::ToolCalls => {
+            fields.extend(ids());
+            fields.extend(keys());
+            fields.extend([
+                text("agent_name", true),
+                text("tool_name", true),
+                time("start_time"),
+                int("duration_ns", false),
+                text("status_code", false),
+                text("error_type", true),
+                int("attempt", false),
+                Field::new("is_retry", DataType::Boolean, false),
+                text("retry_source", true),
+                text("risk", true),
+                text("verdict", true),
+                text("tool_call_id", true),
+            ]);
+        }
+        AgentTable::Decisions => {
+            fields.push(time("time"));
+            fields.extend(ids());
+            fields.extend(keys());
+            fields.extend([
+                text("agent_name", true),
+                text("tool_name", true),
+                text("kind", true),
+                text("verdict", true),
+                text("action", true),
+                text("policy_id", true),
+                text("risk", true),
+                text("context_source", true),
+                text("reasoning", true),
+                text("decision_id", true),
+                text("approval_status", true),
+                int("approval_latency_ms", true),
+                text("forms", false),
+            ]);
+        }
+        AgentTable::AgentRuns => {
+            fields.extend(ids());
+            fields.extend(keys());
+            fields.extend([
+                text("user_id", true),
+                text("agent_name", true),
+                time("start_time"),
+                int("duration_ns", false),
+                text("outcome", false),
+                int("llm_calls", false),
+                int("tool_calls", false),
+                int("errors", false),
+                int("retries", false),
+                int("denials", false),
+                int("escalations", false),
+                int("input_tokens", true),
+                int("output_tokens", true),
+            ]);
+        }
+        AgentTable::Sessions => {
+            fields.extend([
+                text("session_id", false),
+                text("user_id", true),
+                time("first_seen"),
+                time("last_seen"),
+                int("runs", false),
+                int("conversations", false),
+                int("spans", false),
+                int("errors", false),
+                int("denials", false),
+                int("input_tokens", true),
+                int("output_tokens", true),
+            ]);
+        }
+    }
+    Schema::new(fields)
+}
+
+/// The Arrow schema of an agent table.
+pub fn agent_table_schema(table: AgentTable) -> SchemaRef {
+    static SCHEMAS: OnceLock<[SchemaRef; 5]> = OnceLock::new();
+    let schemas =
+        SCHEMAS.get_or_init(|| AgentTable::ALL.map(|table| Arc::new(build_schema(table))));
+    let index = AgentTable::ALL
+        .iter()
+        .position(|candidate| *candidate == table)
+        .unwrap_or_default();
+    Arc::clone(&schemas[index])
+}
+
+enum Builder {
+    Text(StringBuilder),
+    Int(Int64Builder),
+    Time(TimestampNanosecondBuilder),
+    Bool(BooleanBuilder),
+    List(ListBuilder<StringBuilder>),
+}
+
+impl Builder {
+    fn for_field(field: &Field) -> Builder {
+        match field.data_type() {
+            DataType::Int64 => Builder::Int(Int64Builder::new()),
+            DataType::Timestamp(..) => Builder::Time(TimestampNanosecondBuilder::new()),
+            DataType::Boolean => Builder::Bool(BooleanBuilder::new()),
+            DataType::List(item) => {
+                Builder::List(ListBuilder::new(StringBuilder::new()).with_field(Arc::clone(item)))
+            }
+            _ => Builder::Text(StringBuilder::new()),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Builder::Text(mut builder) => Arc::new(builder.finish()),
+            Builder::Int(mut builder) => Arc::new(builder.finish()),
+            Builder::Time(mut builder) => Arc::new(builder.finish().with_timezone("UTC")),
+            Builder::Bool(mut builder) => Arc::new(builder.finish()),
+            Builder::List(mut builder) => Arc::new(builder.finish()),
+        }
+    }
+}
+
+/// Rows of one table, written column by column in schema order.
+struct Out {
+    schema: SchemaRef,
+    builders: Vec<Builder>,
+    at: usize,
+}
+
+impl Out {
+    fn new(table: AgentTable) -> Out {
+        let schema = agent_table_schema(table);
+        let builders = schema
+            .fields()
+            .iter()
+            .map(|f| Builder::for_field(f))
+            .collect();
+        Out {
+            schema,
+            builders,
+            at: 0,
+        }
+    }
+
+    fn next(&mut self) -> &mut Builder {
+        let builder = &mut self.builders[self.at];
+        self.at = (self.at + 1) % self.schema.fields().len();
+        builder
+    }
+
+    fn text(&mut self, value: Option<&str>) -> &mut Self {
+        if let Builder::Text(builder) = self.next() {
+            builder.append_option(value);
+        }
+        self
+    }
+
+    fn int(&mut self, value: Option<i64>) -> &mut Self {
+        if let Builder::Int(builder) = self.next() {
+            builder.append_option(value);
+        }
+        self
+    }
+
+    fn time(&mut self, value: i64) -> &mut Self {
+        if let Builder::Time(builder) = self.next() {
+            builder.append_value(value);
+        }
+        self
+    }
+
+    fn boolean(&mut self, value: bool) -> &mut Self {
+        if let Builder::Bool(builder) = self.next() {
+            builder.append_value(value);
+        }
+        self
+    }
+
+    fn list(&mut self, value: Option<Vec<&str>>) -> &mut Self {
+        if let Builder::List(builder) = self.next() {
+            match value {
+                Some(items) => {
+                    for item in items {
+                        builder.values().append_value(item);
+                    }
+                    builder.append(true);
+                }
+                None => builder.append(false),
+            }
+        }
+        self
+    }
+
+    fn finish(self) -> Result<RecordBatch> {
+        let columns = self.builders.into_iter().map(Builder::finish).collect();
+        Ok(RecordBatch::try_new(self.schema, columns)?)
+    }
+}
+
+/// Per-session totals while traces are folded in.
+#[derive(Default)]
+struct SessionTotals<'a> {
+    user_id: Option<&'a str>,
+    first_seen: i64,
+    last_seen: i64,
+    runs: i64,
+    conversations: std::collections::HashSet<&'a str>,
+    spans: i64,
+    errors: i64,
+    denials: i64,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+}
+
+fn add(total: &mut Option<i64>, value: Option<i64>) {
+    if let Some(value) = value {
+        *total = Some(total.unwrap_or(0).saturating_add(value));
+    }
+}
+
+pub(super) fn build(table: AgentTable, rows: &SpanRows) -> Result<RecordBatch> {
+    let mut out = Out::new(table);
+    let mut sessions: Vec<&str> = Vec::new();
+    let mut session_totals: HashMap<&str, SessionTotals<'_>> = HashMap::new();
+    for spans in rows.logical_traces() {
+        let facts = TraceFacts::derive(rows, spans, table.reads_events());
+        match table {
+            AgentTable::LlmCalls => llm_calls(&mut out, rows, &facts),
+            AgentTable::ToolCalls => tool_calls(&mut out, rows, &facts),
+            AgentTable::Decisions => decisions(&mut out, rows, &facts),
+            AgentTable::AgentRuns => agent_runs(&mut out, rows, &facts),
+            AgentTable::Sessions => fold_sessions(rows, &facts, &mut sessions, &mut session_totals),
+        }
+    }
+    if table == AgentTable::Sessions {
+        for session in sessions {
+            let totals = &session_totals[session];
+            out.text(Some(session))
+                .text(totals.user_id)
+                .time(totals.first_seen)
+                .time(totals.last_seen)
+                .int(Some(totals.runs))
+                .int(Some(totals.conversations.len() as i64))
+                .int(Some(totals.spans))
+                .int(Some(totals.errors))
+                .int(Some(totals.denials))
+                .int(totals.input_tokens)
+                .int(totals.output_tokens);
+        }
+    }
+    out.finish()
+}
+
+fn llm_calls(out: &mut Out, rows: &SpanRows, facts: &TraceFacts<'_>) {
+    for &row in &facts.llm_calls {
+        out.text(Some(rows.trace_id(row)))
+            .text(Some(rows.span_id(row)))
+            .text(rows.session_id(row))
+            .text(rows.conversation_id(row))
+            .text(facts.agent_name(rows, row))
+            .text(rows.provider(row))
+            .text(rows.request_model(row))
+            .text(rows.response_model(row))
+            .time(rows.start_time(row))
+            .int(Some(rows.duration_ns(row)))
+            .int(rows.input_tokens(row))
+            .int(rows.output_tokens(row))
+            .int(rows.cache_read_tokens(row))
+            .int(rows.reasoning_tokens(row))
+            .list(rows.finish_reasons(row))
+            .text(Some(rows.status_code(row)))
+            .text(rows.error_type(row))
+            .int(rows.retry_attempt(row));
+    }
+}
+
+fn tool_calls(out: &mut Out, rows: &SpanRows, facts: &TraceFacts<'_>) {
+    for call in &facts.tool_calls {
+        let row = call.row;
+        out.text(Some(rows.trace_id(row)))
+            .text(Some(rows.span_id(row)))
+            .text(rows.session_id(row))
+            .text(rows.conversation_id(row))
+            .text(facts.agent_name(rows, row))
+            .text(rows.tool_name(row))
+            .time(rows.start_time(row))
+            .int(Some(rows.duration_ns(row)))
+            .text(Some(rows.status_code(row)))
+            .text(rows.error_type(row))
+            .int(Some(call.attempt))
+            .boolean(call.retry != RetrySource::None)
+            .text(match call.retry {
+                RetrySource::None => None,
+                RetrySource::Explicit => Some("explicit"),
+                RetrySource::Inferred => Some("inferred"),
+            })
+            .text(rows.tool_risk(row))
+            .text(rows.decision_verdict(row))
+            .text(rows.tool_call_id(row));
+    }
+}
+
+fn decisions(out: &mut Out, rows: &SpanRows, facts: &TraceFacts<'_>) {
+    for gated in &facts.decisions {
+        let row = gated.row;
+        let decision = &gated.decision;
+        out.time(decision.time)
+            .text(Some(rows.trace_id(row)))
+            .text(Some(rows.span_id(row)))
+            .text(rows.session_id(row))
+            .text(rows.conversation_id(row))
+            .text(facts.agent_name(rows, row))
+            .text(rows.tool_name(row))
+            .text(decision.kind)
+            .text(decision.verdict)
+            .text(decision.action)
+            .text(decision.policy_id)
+            .text(decision.risk)
+            .text(decision.context_source)
+            .text(decision.reasoning)
+            .text(decision.decision_id)
+            .text(gated.approval.and_then(|approval| approval.status))
+            .int(
+                gated
+                    .approval
+                    .map(|approval| (approval.time - decision.time) / 1_000_000),
+            )
+            .text(Some(decision.forms()));
+    }
+}
+
+fn agent_runs(out: &mut Out, rows: &SpanRows, facts: &TraceFacts<'_>) {
+    for (row, run) in &facts.runs {
+        let row = *row;
+        let declared = rows.attributes(row).get("agent.outcome");
+        out.text(Some(rows.trace_id(row)))
+            .text(Some(rows.span_id(row)))
+            .text(rows.session_id(row))
+            .text(rows.conversation_id(row))
+            .text(rows.user_id(row))
+            .text(rows.agent_name(row).or_else(|| rows.workflow_name(row)))
+            .time(rows.start_time(row))
+            .int(Some(rows.duration_ns(row)))
+            .text(Some(run.outcome(declared, rows.is_error(row))))
+            .int(Some(run.llm_calls))
+            .int(Some(run.tool_calls))
+            .int(Some(run.errors))
+            .int(Some(run.retries))
+            .int(Some(run.denials))
+            .int(Some(run.escalations))
+            .int(run.input_tokens)
+            .int(run.output_tokens);
+    }
+}
+
+fn fold_sessions<'a>(
+    rows: &'a SpanRows,
+    facts: &TraceFacts<'a>,
+    order: &mut Vec<&'a str>,
+    totals: &mut HashMap<&'a str, SessionTotals<'a>>,
+) {
+    fn slot<'a, 't>(
+        rows: &'a SpanRows,
+        row: Row,
+        order: &mut Vec<&'a str>,
+        totals: &'t mut HashMap<&'a str, SessionTotals<'a>>,
+    ) -> Option<&'t mut SessionTotals<'a>> {
+        let session = rows.session_id(row)?;
+        Some(totals.entry(session).or_insert_with(|| {
+            order.push(session);
+            SessionTotals {
+                first_seen: i64::MAX,
+                last_seen: i64::MIN,
+                ..SessionTotals::default()
+            }
+        }))
+    }
+    for &row in &facts.spans {
+        let model_call = is_model_call(rows, row);
+        let Some(session) = slot(rows, row, order, totals) else {
+            continue;
+        };
+        session.spans += 1;
+        session.first_seen = session.first_seen.min(rows.start_time(row));
+        session.last_seen = session.last_seen.max(rows.end_time(row));
+        if let Some(user) = rows.user_id(row)
+            && session.user_id.is_none_or(|current| user < current)
+        {
+            session.user_id = Some(user);
+        }
+        if let Some(conversation) = rows.conversation_id(row) {
+            session.conversations.insert(conversation);
+        }
+        if rows.is_error(row) && (model_call || rows.operation(row) == Some("execute_tool")) {
+            session.errors += 1;
+        }
+        if model_call {
+            add(&mut session.input_tokens, rows.input_tokens(row));
+            add(&mut session.output_tokens, rows.output_tokens(row));
+        }
+    }
+    for (row, _) in &facts.runs {
+        if let Some(session) = slot(rows, *row, order, totals) {
+            session.runs += 1;
+        }
+    }
+    for gated in &facts.decisions {
+        if gated.decision.verdict == Some("deny")
+            && let Some(session) = slot(rows, gated.row, order, totals)
+        {
+            session.denials += 1;
+        }
+    }
+}

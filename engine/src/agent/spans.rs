@@ -1,0 +1,439 @@
+//! Typed, borrowed access to span rows for the agent derivation: the columns it reads, looked
+//! up by name in each batch (so any projection that holds them works), rows addressed by
+//! `(batch, row)` without copying strings.
+//!
+//! Invariant: [`SpanRows::logical`] lists every *logical* span once. Two rows are copies of one
+//! logical span when trace id, span id, start and end time and the span attributes (keys and
+//! string forms, in order) are equal: an exporter that re-sends after a timeout sends exactly
+//! that. The first copy in scan order stands for all of them.
+
+use std::collections::HashMap;
+
+use arrow::array::{
+    Array, AsArray, Int64Array, ListArray, MapArray, RecordBatch, StringArray, StructArray,
+    TimestampNanosecondArray,
+};
+use arrow::datatypes::TimestampNanosecondType;
+
+use crate::error::{Error, Result};
+use crate::schema::columns;
+
+/// The span columns the derivation reads, in span-schema order of
+/// [`crate::span_schema`] (so a projection of them keeps this order).
+pub(crate) const INPUT_COLUMNS: [&str; 29] = [
+    columns::TRACE_ID,
+    columns::SPAN_ID,
+    columns::PARENT_SPAN_ID,
+    columns::START_TIME,
+    columns::END_TIME,
+    columns::DURATION_NS,
+    columns::STATUS_CODE,
+    columns::SESSION_ID,
+    columns::CONVERSATION_ID,
+    columns::USER_ID,
+    columns::OPERATION,
+    columns::PROVIDER,
+    columns::REQUEST_MODEL,
+    columns::RESPONSE_MODEL,
+    columns::AGENT_NAME,
+    columns::WORKFLOW_NAME,
+    columns::TOOL_NAME,
+    columns::TOOL_CALL_ID,
+    columns::TOOL_RISK,
+    columns::INPUT_TOKENS,
+    columns::OUTPUT_TOKENS,
+    columns::CACHE_READ_TOKENS,
+    columns::REASONING_TOKENS,
+    columns::FINISH_REASONS,
+    columns::ERROR_TYPE,
+    columns::RETRY_ATTEMPT,
+    columns::DECISION_VERDICT,
+    columns::ATTRIBUTES,
+    columns::EVENTS,
+];
+
+/// One batch's columns, downcast once.
+struct Columns {
+    trace_id: StringArray,
+    span_id: StringArray,
+    parent_span_id: StringArray,
+    start_time: TimestampNanosecondArray,
+    end_time: TimestampNanosecondArray,
+    duration_ns: Int64Array,
+    status_code: StringArray,
+    session_id: StringArray,
+    conversation_id: StringArray,
+    user_id: StringArray,
+    operation: StringArray,
+    provider: StringArray,
+    request_model: StringArray,
+    response_model: StringArray,
+    agent_name: StringArray,
+    workflow_name: StringArray,
+    tool_name: StringArray,
+    tool_call_id: StringArray,
+    tool_risk: StringArray,
+    input_tokens: Int64Array,
+    output_tokens: Int64Array,
+    cache_read_tokens: Int64Array,
+    reasoning_tokens: Int64Array,
+    finish_reasons: ListArray,
+    error_type: StringArray,
+    retry_attempt: Int64Array,
+    decision_verdict: StringArray,
+    attributes: MapArray,
+    /// `None` when the projection left events out (tables that need no event).
+    events: Option<ListArray>,
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
+    batch
+        .column_by_name(name)
+        .map(|array| array.as_ref())
+        .ok_or_else(|| Error::SchemaMismatch(format!("agent derivation needs column {name}")))
+}
+
+fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+    column(batch, name)?
+        .as_string_opt::<i32>()
+        .cloned()
+        .ok_or_else(|| type_error(name))
+}
+
+fn int64s(batch: &RecordBatch, name: &str) -> Result<Int64Array> {
+    column(batch, name)?
+        .as_primitive_opt::<arrow::datatypes::Int64Type>()
+        .cloned()
+        .ok_or_else(|| type_error(name))
+}
+
+fn times(batch: &RecordBatch, name: &str) -> Result<TimestampNanosecondArray> {
+    column(batch, name)?
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .cloned()
+        .ok_or_else(|| type_error(name))
+}
+
+fn list(batch: &RecordBatch, name: &str) -> Result<ListArray> {
+    column(batch, name)?
+        .as_list_opt::<i32>()
+        .cloned()
+        .ok_or_else(|| type_error(name))
+}
+
+fn type_error(name: &str) -> Error {
+    Error::SchemaMismatch(format!("column {name} does not have the span schema type"))
+}
+
+impl Columns {
+    fn of(batch: &RecordBatch, with_events: bool) -> Result<Columns> {
+        use columns::*;
+        let attributes = column(batch, ATTRIBUTES)?
+            .as_map_opt()
+            .cloned()
+            .ok_or_else(|| type_error(ATTRIBUTES))?;
+        Ok(Columns {
+            trace_id: strings(batch, TRACE_ID)?,
+            span_id: strings(batch, SPAN_ID)?,
+            parent_span_id: strings(batch, PARENT_SPAN_ID)?,
+            start_time: times(batch, START_TIME)?,
+            end_time: times(batch, END_TIME)?,
+            duration_ns: int64s(batch, DURATION_NS)?,
+            status_code: strings(batch, STATUS_CODE)?,
+            session_id: strings(batch, SESSION_ID)?,
+            conversation_id: strings(batch, CONVERSATION_ID)?,
+            user_id: strings(batch, USER_ID)?,
+            operation: strings(batch, OPERATION)?,
+            provider: strings(batch, PROVIDER)?,
+            request_model: strings(batch, REQUEST_MODEL)?,
+            response_model: strings(batch, RESPONSE_MODEL)?,
+            agent_name: strings(batch, AGENT_NAME)?,
+            workflow_name: strings(batch, WORKFLOW_NAME)?,
+            tool_name: strings(batch, TOOL_NAME)?,
+            tool_call_id: strings(batch, TOOL_CALL_ID)?,
+            tool_risk: strings(batch, TOOL_RISK)?,
+            input_tokens: int64s(batch, INPUT_TOKENS)?,
+            output_tokens: int64s(batch, OUTPUT_TOKENS)?,
+            cache_read_tokens: int64s(batch, CACHE_READ_TOKENS)?,
+            reasoning_tokens: int64s(batch, REASONING_TOKENS)?,
+            finish_reasons: list(batch, FINISH_REASONS)?,
+            error_type: strings(batch, ERROR_TYPE)?,
+            retry_attempt: int64s(batch, RETRY_ATTEMPT)?,
+            decision_verdict: strings(batch, DECISION_VERDICT)?,
+            attributes,
+            events: if with_events {
+                Some(list(batch, EVENTS)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// A row: its batch and its index in the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Row {
+    batch: u32,
+    row: u32,
+}
+
+/// A string-keyed attribute map of one row or event: keys and string forms.
+#[derive(Clone, Copy)]
+pub(crate) struct Attributes<'a> {
+    keys: &'a StringArray,
+    values: &'a StringArray,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Attributes<'a> {
+    fn of(map: &'a MapArray, index: usize) -> Attributes<'a> {
+        let offsets = map.value_offsets();
+        let entries: &StructArray = map.entries();
+        Attributes {
+            keys: entries.column(0).as_string::<i32>(),
+            values: entries.column(1).as_string::<i32>(),
+            start: offsets[index] as usize,
+            end: offsets[index + 1] as usize,
+        }
+    }
+
+    /// The string form of `key` (the first entry with that key, as ingest resolves them).
+    pub(crate) fn get(&self, key: &str) -> Option<&'a str> {
+        (self.start..self.end)
+            .find(|&at| self.keys.value(at) == key)
+            .and_then(|at| self.values.is_valid(at).then(|| self.values.value(at)))
+    }
+
+    /// Equal keys and values in the same order.
+    fn same_as(&self, other: &Attributes<'_>) -> bool {
+        self.end - self.start == other.end - other.start
+            && (0..self.end - self.start).all(|offset| {
+                let (a, b) = (self.start + offset, other.start + offset);
+                self.keys.value(a) == other.keys.value(b)
+                    && self.values.is_valid(a) == other.values.is_valid(b)
+                    && (!self.values.is_valid(a) || self.values.value(a) == other.values.value(b))
+            })
+    }
+}
+
+/// One span event as the derivation sees it.
+#[derive(Clone, Copy)]
+pub(crate) struct Event<'a> {
+    pub(crate) time: i64,
+    pub(crate) name: &'a str,
+    pub(crate) attributes: Attributes<'a>,
+}
+
+/// The span rows of a scan, with typed accessors.
+pub(crate) struct SpanRows {
+    batches: Vec<Columns>,
+}
+
+fn text(array: &StringArray, index: u32) -> Option<&str> {
+    let index = index as usize;
+    array.is_valid(index).then(|| array.value(index))
+}
+
+fn number(array: &Int64Array, index: u32) -> Option<i64> {
+    let index = index as usize;
+    array.is_valid(index).then(|| array.value(index))
+}
+
+macro_rules! text_accessors {
+    ($($name:ident),* $(,)?) => {
+        $(
+            pub(crate) fn $name(&self, row: Row) -> Option<&str> {
+                let columns = &self.batches[row.batch as usize];
+                text(&columns.$name, row.row)
+            }
+        )*
+    };
+}
+
+macro_rules! number_accessors {
+    ($($name:ident),* $(,)?) => {
+        $(
+            pub(crate) fn $name(&self, row: Row) -> Option<i64> {
+                let columns = &self.batches[row.batch as usize];
+                number(&columns.$name, row.row)
+            }
+        )*
+    };
+}
+
+impl SpanRows {
+    /// Wraps `batches` (each holding at least [`INPUT_COLUMNS`], `events` only when
+    /// `with_events`).
+    pub(crate) fn new(batches: &[RecordBatch], with_events: bool) -> Result<SpanRows> {
+        let batches = batches
+            .iter()
+            .filter(|batch| batch.num_rows() > 0)
+            .map(|batch| Columns::of(batch, with_events))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SpanRows { batches })
+    }
+
+    text_accessors!(
+        parent_span_id,
+        session_id,
+        conversation_id,
+        user_id,
+        operation,
+        provider,
+        request_model,
+        response_model,
+        agent_name,
+        workflow_name,
+        tool_name,
+        tool_call_id,
+        tool_risk,
+        error_type,
+        decision_verdict,
+    );
+
+    number_accessors!(
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        reasoning_tokens,
+        retry_attempt,
+    );
+
+    pub(crate) fn trace_id(&self, row: Row) -> &str {
+        self.batches[row.batch as usize]
+            .trace_id
+            .value(row.row as usize)
+    }
+
+    pub(crate) fn span_id(&self, row: Row) -> &str {
+        self.batches[row.batch as usize]
+            .span_id
+            .value(row.row as usize)
+    }
+
+    pub(crate) fn status_code(&self, row: Row) -> &str {
+        self.batches[row.batch as usize]
+            .status_code
+            .value(row.row as usize)
+    }
+
+    pub(crate) fn is_error(&self, row: Row) -> bool {
+        self.status_code(row) == "error"
+    }
+
+    pub(crate) fn start_time(&self, row: Row) -> i64 {
+        self.batches[row.batch as usize]
+            .start_time
+            .value(row.row as usize)
+    }
+
+    pub(crate) fn end_time(&self, row: Row) -> i64 {
+        self.batches[row.batch as usize]
+            .end_time
+            .value(row.row as usize)
+    }
+
+    pub(crate) fn duration_ns(&self, row: Row) -> i64 {
+        self.batches[row.batch as usize]
+            .duration_ns
+            .value(row.row as usize)
+    }
+
+    /// The finish reasons list (`None` when NULL).
+    pub(crate) fn finish_reasons(&self, row: Row) -> Option<Vec<&str>> {
+        let list = &self.batches[row.batch as usize].finish_reasons;
+        let index = row.row as usize;
+        if list.is_null(index) {
+            return None;
+        }
+        let offsets = list.value_offsets();
+        let values = list.values().as_string::<i32>();
+        Some(
+            (offsets[index] as usize..offsets[index + 1] as usize)
+                .map(|at| values.value(at))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn has_finish_reason(&self, row: Row, reason: &str) -> bool {
+        self.finish_reasons(row)
+            .is_some_and(|reasons| reasons.contains(&reason))
+    }
+
+    pub(crate) fn attributes(&self, row: Row) -> Attributes<'_> {
+        Attributes::of(
+            &self.batches[row.batch as usize].attributes,
+            row.row as usize,
+        )
+    }
+
+    /// The span's events in stored order (none when events were not read).
+    pub(crate) fn events(&self, row: Row) -> Vec<Event<'_>> {
+        let Some(list) = &self.batches[row.batch as usize].events else {
+            return Vec::new();
+        };
+        let index = row.row as usize;
+        let offsets = list.value_offsets();
+        let (start, end) = (offsets[index] as usize, offsets[index + 1] as usize);
+        if start == end {
+            return Vec::new();
+        }
+        let items = list.values().as_struct();
+        let time = items
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>()
+            .values();
+        let name = items.column(1).as_string::<i32>();
+        let attributes = items.column(2).as_map();
+        (start..end)
+            .map(|at| Event {
+                time: time[at],
+                name: name.value(at),
+                attributes: Attributes::of(attributes, at),
+            })
+            .collect()
+    }
+
+    /// Every logical span once (the first copy of each), grouped by trace: traces in order of
+    /// first appearance, rows in scan order within a trace.
+    pub(crate) fn logical_traces(&self) -> Vec<Vec<Row>> {
+        let mut trace_of: HashMap<&str, usize> = HashMap::new();
+        let mut traces: Vec<Vec<Row>> = Vec::new();
+        for (batch, columns) in self.batches.iter().enumerate() {
+            for row in 0..columns.trace_id.len() {
+                let row = Row {
+                    batch: batch as u32,
+                    row: row as u32,
+                };
+                let slot = *trace_of.entry(self.trace_id(row)).or_insert_with(|| {
+                    traces.push(Vec::new());
+                    traces.len() - 1
+                });
+                traces[slot].push(row);
+            }
+        }
+        for rows in &mut traces {
+            self.drop_copies(rows);
+        }
+        traces
+    }
+
+    /// Removes every row that is a copy of an earlier row of the same trace.
+    fn drop_copies(&self, rows: &mut Vec<Row>) {
+        let mut first_of: HashMap<(&str, i64, i64), Vec<Row>> = HashMap::new();
+        rows.retain(|&row| {
+            let key = (self.span_id(row), self.start_time(row), self.end_time(row));
+            let kept = first_of.entry(key).or_default();
+            let attributes = self.attributes(row);
+            if kept
+                .iter()
+                .any(|&other| self.attributes(other).same_as(&attributes))
+            {
+                return false;
+            }
+            kept.push(row);
+            true
+        });
+    }
+}

@@ -1,0 +1,316 @@
+//! The agent tables `llm_calls`, `tool_calls`, `decisions`, `agent_runs` and `sessions` as
+//! DataFusion tables: one span scan (with pushdown) below an [`AgentDeriveExec`] that runs the
+//! engine's derivation ([`engine::agent`]), the one definition of the agent semantics.
+//!
+//! Pushdown. The derivation needs every span of a trace (and, for `sessions`, of a session),
+//! so only filters that select whole traces reach the span scan:
+//! - `trace_id` and `session_id` (`=`, `IN`, OR of equalities) are answered `Exact` and pushed
+//!   into the scan as they are (every row's trace, or session, is read whole; the derivation
+//!   joins spans only within a session);
+//! - `conversation_id`, and `start_time` on `llm_calls`, `tool_calls` and `agent_runs`, are
+//!   answered `Inexact`: at planning, the traces with a matching span are looked up (a scan of
+//!   the `trace_id` column through the indexes), and the derivation reads those traces whole.
+//!   DataFusion applies the filter again on the derived rows. When more than
+//!   [`MAX_TRACE_LOOKUP`] traces match, the scan reads without the trace list (still right,
+//!   since the filter is applied above).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result as DfResult, internal_err};
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use engine::agent::{AgentTable, derive_agent_table};
+use engine::schema::columns;
+use engine::{Engine, ScanRequest};
+use futures::StreamExt as _;
+
+use crate::error::engine_error;
+use crate::pushdown::{PushColumn, ScanFilters, is_exact, matches_nothing};
+use crate::scan::SpansScanExec;
+
+/// At most this many traces are looked up for an `Inexact` filter; above it the scan reads
+/// without a trace list.
+const MAX_TRACE_LOOKUP: usize = 20_000;
+
+/// One agent table.
+#[derive(Debug)]
+pub(crate) struct AgentTableProvider {
+    engine: Arc<Engine>,
+    table: AgentTable,
+}
+
+impl AgentTableProvider {
+    pub(crate) fn new(engine: Arc<Engine>, table: AgentTable) -> Self {
+        AgentTableProvider { engine, table }
+    }
+
+    /// Columns whose filters select whole traces or sessions: pushed as they are.
+    fn exact_column(&self, name: &str) -> Option<PushColumn> {
+        match (self.table, name) {
+            (AgentTable::Sessions, "session_id") => Some(PushColumn::SessionId),
+            (AgentTable::Sessions, _) => None,
+            (_, "trace_id") => Some(PushColumn::TraceId),
+            (_, "session_id") => Some(PushColumn::SessionId),
+            _ => None,
+        }
+    }
+
+    /// Columns whose filters pick the traces to read, applied again above.
+    fn lookup_column(&self, name: &str) -> Option<PushColumn> {
+        match (self.table, name) {
+            (AgentTable::Sessions, _) => None,
+            (_, "conversation_id") => Some(PushColumn::ConversationId),
+            (
+                AgentTable::LlmCalls | AgentTable::ToolCalls | AgentTable::AgentRuns,
+                "start_time",
+            ) => Some(PushColumn::StartTime),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for AgentTableProvider {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|filter| {
+                if is_exact(filter, &|name| self.exact_column(name)) {
+                    TableProviderFilterPushDown::Exact
+                } else if is_exact(filter, &|name| self.lookup_column(name)) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let exact: Vec<Expr> = filters
+            .iter()
+            .filter(|filter| is_exact(filter, &|name| self.exact_column(name)))
+            .cloned()
+            .collect();
+        let lookup: Vec<Expr> = filters
+            .iter()
+            .filter(|filter| {
+                !is_exact(filter, &|name| self.exact_column(name))
+                    && is_exact(filter, &|name| self.lookup_column(name))
+            })
+            .cloned()
+            .collect();
+        let mut request =
+            ScanFilters::from_exprs(&exact, &|name| self.exact_column(name)).to_request(None, None);
+        if !lookup.is_empty() && !matches_nothing(&request) {
+            let mut find = ScanFilters::from_exprs(&lookup, &|name| self.lookup_column(name))
+                .to_request(None, None);
+            find.trace_ids = request.trace_ids.clone();
+            find.session_ids = request.session_ids.clone();
+            find.sessions_or_conversations = request.sessions_or_conversations.clone();
+            let engine = Arc::clone(&self.engine);
+            let traces = tokio::task::spawn_blocking(move || matching_traces(&engine, find))
+                .await
+                .map_err(|error| DataFusionError::External(Box::new(error)))??;
+            if let Some(traces) = traces {
+                request.trace_ids = Some(traces.into_iter().collect());
+            }
+        }
+        let input = Arc::new(SpansScanExec::new(
+            Arc::clone(&self.engine),
+            request,
+            self.table.input_columns(),
+            None,
+            state.config().target_partitions(),
+        )?);
+        Ok(Arc::new(AgentDeriveExec::new(
+            self.table,
+            input,
+            projection.cloned(),
+        )?))
+    }
+}
+
+/// The trace ids of the spans `request` matches, or `None` when there are more than
+/// [`MAX_TRACE_LOOKUP`].
+fn matching_traces(
+    engine: &Engine,
+    mut request: ScanRequest,
+) -> DfResult<Option<BTreeSet<String>>> {
+    if matches_nothing(&request) {
+        return Ok(Some(BTreeSet::new()));
+    }
+    request.projection = Some(vec![engine::schema::column_index(columns::TRACE_ID)]);
+    let mut traces = BTreeSet::new();
+    for unit in engine
+        .plan_scan(&request)
+        .map_err(engine_error)?
+        .into_units()
+    {
+        for batch in unit.execute().map_err(engine_error)? {
+            let batch = batch.map_err(engine_error)?;
+            let ids = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>();
+            let Some(ids) = ids else {
+                return internal_err!("trace_id column is not Utf8");
+            };
+            traces.extend(ids.iter().flatten().map(str::to_owned));
+            if traces.len() > MAX_TRACE_LOOKUP {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(traces))
+}
+
+/// Derives an agent table from all the span rows of its input.
+#[derive(Debug)]
+pub(crate) struct AgentDeriveExec {
+    table: AgentTable,
+    input: Arc<dyn ExecutionPlan>,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl AgentDeriveExec {
+    fn new(
+        table: AgentTable,
+        input: Arc<dyn ExecutionPlan>,
+        projection: Option<Vec<usize>>,
+    ) -> DfResult<Self> {
+        let schema = match &projection {
+            Some(indices) => Arc::new(table.schema().project(indices)?),
+            None => table.schema(),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Ok(AgentDeriveExec {
+            table,
+            input,
+            projection,
+            schema,
+            properties: Arc::new(properties),
+        })
+    }
+}
+
+impl DisplayAs for AgentDeriveExec {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentDeriveExec: table={}", self.table.name())
+    }
+}
+
+impl ExecutionPlan for AgentDeriveExec {
+    fn name(&self) -> &str {
+        "AgentDeriveExec"
+    }
+
+    fn apply_expressions(
+        &self,
+        _visit: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        match children.as_slice() {
+            [input] => Ok(Arc::new(AgentDeriveExec::new(
+                self.table,
+                Arc::clone(input),
+                self.projection.clone(),
+            )?)),
+            _ => internal_err!("AgentDeriveExec takes one input"),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("AgentDeriveExec has one partition, asked for {partition}");
+        }
+        let partitions = self.input.properties().partitioning.partition_count();
+        let inputs = (0..partitions)
+            .map(|partition| self.input.execute(partition, Arc::clone(&context)))
+            .collect::<DfResult<Vec<_>>>()?;
+        let table = self.table;
+        let projection = self.projection.clone();
+        let reservation = MemoryConsumer::new(format!("AgentDeriveExec[{}]", table.name()))
+            .register(context.memory_pool());
+        let output = async move {
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            let mut merged = futures::stream::select_all(inputs);
+            while let Some(batch) = merged.next().await {
+                let batch = batch?;
+                // The derivation holds every input row: count it against the query's budget.
+                reservation.try_grow(batch.get_array_memory_size())?;
+                batches.push(batch);
+            }
+            let derived = tokio::task::spawn_blocking(move || {
+                derive_agent_table(table, &batches).map_err(engine_error)
+            })
+            .await
+            .map_err(|error| DataFusionError::External(Box::new(error)))??;
+            drop(reservation);
+            match projection {
+                Some(indices) => Ok(derived.project(&indices)?),
+                None => Ok(derived),
+            }
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::once(output),
+        )))
+    }
+}

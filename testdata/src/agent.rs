@@ -5,7 +5,8 @@
 //! ```text
 //! invoke_agent <agent>            INTERNAL  root: agent, conversation, session, user, outcome, token aggregates
 //! ├─ chat <model>                 CLIENT    finish_reasons ["tool_calls"], usage tokens
-//! ├─ execute_tool <tool>          INTERNAL  sometimes an agent.decision (+ agent.approval) event,
+//! ├─ execute_tool <tool>          INTERNAL  sometimes an agent.decision (+ agent.approval) event, half
+//! │                                         of them also as the same attributes on the span,
 //! │  └─ GET / POST …              CLIENT    sometimes an error + retry (agent.retry.*)
 //! ├─ invoke_agent <sub-agent>     INTERNAL  sometimes: a nested loop of chat / execute_tool
 //! │  └─ …
@@ -16,6 +17,9 @@
 //! framework retry) is sometimes issued again by the model at its next step: a new call (new
 //! call id) with the same `gen_ai.tool.call.arguments` and no `agent.retry.*` attributes, the
 //! retry that only inference can find. With that option on, every tool call carries arguments.
+//! [`AgentTraceIter::label_reissues`] tags those reissues too (`agent.retry.attempt` = the failed
+//! call's last attempt + 1, `agent.retry.initiator` = `model`), for a corpus where every true
+//! retry is labelled (ground truth for measuring retry inference).
 //!
 //! Invariants the tests pin: ids are non-zero and unique within a trace, every parent id names a
 //! span of the same trace, and every child lies inside its parent's `[start, end]`.
@@ -190,6 +194,26 @@ impl Iterator for AgentTraceIter {
 impl ExactSizeIterator for AgentTraceIter {}
 
 impl AgentTraceIter {
+    /// Labels the model's reissues of failed tool calls (see
+    /// [`AgentTraceConfig::tool_reissue_percent`]) as retries: the reissue's attempts carry
+    /// `agent.retry.attempt` counting on from the failed call's last attempt (so its first
+    /// attempt is that + 1), `agent.retry.group_id` = the first call's `gen_ai.tool.call.id`,
+    /// and `agent.retry.initiator` = `model` on the reissue itself (`framework` on the
+    /// framework's retries of it). Every tool call that is a retry then says so. Nothing else
+    /// changes: no random number is drawn for the labels, so with every `agent.retry.*`
+    /// attribute removed the traces are those of the unlabelled generator.
+    ///
+    /// ```
+    /// let config = testdata::AgentTraceConfig { traces: 5, tool_reissue_percent: 100, ..Default::default() };
+    /// let labelled: Vec<_> = testdata::agent_trace_iter(&config).label_reissues().collect();
+    /// assert_eq!(labelled.len(), 5);
+    /// ```
+    #[must_use]
+    pub fn label_reissues(mut self) -> Self {
+        self.generator.label_reissues = true;
+        self
+    }
+
     /// Skips `n` traces without generating them.
     pub(crate) fn advance(&mut self, n: usize) {
         self.next = self.next.saturating_add(n);
@@ -213,6 +237,8 @@ struct Service {
 struct Generator {
     config: AgentTraceConfig,
     services: Vec<Service>,
+    /// [`AgentTraceIter::label_reissues`].
+    label_reissues: bool,
 }
 
 impl Generator {
@@ -223,6 +249,7 @@ impl Generator {
         Self {
             config: config.clone(),
             services,
+            label_reissues: false,
         }
     }
 
@@ -252,6 +279,7 @@ impl Generator {
             rng,
             service,
             tool_reissue_percent: config.tool_reissue_percent.min(100),
+            label_reissues: self.label_reissues,
             used_span_ids: HashSet::new(),
             genai: Vec::new(),
             http: Vec::new(),
@@ -359,6 +387,8 @@ struct TraceBuilder<'a> {
     service: &'a Service,
     /// [`AgentTraceConfig::tool_reissue_percent`], at most 100.
     tool_reissue_percent: u32,
+    /// [`AgentTraceIter::label_reissues`].
+    label_reissues: bool,
     used_span_ids: HashSet<[u8; 8]>,
     genai: Vec<Span>,
     http: Vec<Span>,
@@ -734,9 +764,17 @@ impl TraceBuilder<'_> {
             Some(reissue) => reissue.arguments.clone(),
             None => format!("{{\"tool\":\"{}\",\"request\":\"{call_id}\"}}", tool.name),
         });
+        // With labelled reissues, a reissue's attempts count on from the failed call's, in the
+        // failed call's retry group.
+        let (first_attempt, group_id) = match &forced {
+            Some(reissue) if self.label_reissues => {
+                (reissue.next_attempt, reissue.group_id.clone())
+            }
+            _ => (0, call_id.clone()),
+        };
         let mut attempt_start = start;
         let mut attempt = 0u32;
-        let mut retrying = false;
+        let mut retrying = first_attempt > 0;
         loop {
             let span_id = self.new_span_id();
             let mut attributes = vec![
@@ -758,6 +796,7 @@ impl TraceBuilder<'_> {
             if attempt == 0 && tool.risk.is_gated() && self.rng.chance(0.6) {
                 let gate = self.gate(tool, cursor);
                 events.extend(gate.events);
+                attributes.extend(gate.span_attributes);
                 cursor = gate.end;
                 execute = gate.execute;
                 outcome.denied |= !gate.execute;
@@ -784,10 +823,16 @@ impl TraceBuilder<'_> {
             let will_retry = failure.is_some() && attempt < 2 && self.rng.chance(0.6);
             retrying |= will_retry;
             if retrying {
-                attributes.push(int("agent.retry.attempt", i64::from(attempt)));
-                attributes.push(string("agent.retry.group_id", &call_id));
-                attributes.push(string("agent.retry.initiator", "framework"));
-                if attempt > 0 {
+                let label = first_attempt + attempt;
+                let initiator = if first_attempt > 0 && attempt == 0 {
+                    "model"
+                } else {
+                    "framework"
+                };
+                attributes.push(int("agent.retry.attempt", i64::from(label)));
+                attributes.push(string("agent.retry.group_id", &group_id));
+                attributes.push(string("agent.retry.initiator", initiator));
+                if label > 0 {
                     attributes.push(string("agent.retry.reason", "tool_error"));
                 }
             }
@@ -823,6 +868,8 @@ impl TraceBuilder<'_> {
                         reissue: reissue.then(|| Reissue {
                             tool,
                             arguments: arguments.clone().unwrap_or_default(),
+                            next_attempt: first_attempt + attempt + 1,
+                            group_id: group_id.clone(),
                         }),
                     };
                 }
@@ -869,6 +916,13 @@ impl TraceBuilder<'_> {
         if verdict != "allow" || self.rng.chance(0.3) {
             attributes.push(string("agent.decision.reasoning", reasoning));
         }
+        // Like many real instrumentations, half of the decisions (by their id, no random draw)
+        // are also recorded as the same attributes on the gated span: one decision, two forms.
+        let span_attributes = if decision_id.as_bytes()[4] < b'8' {
+            attributes.clone()
+        } else {
+            Vec::new()
+        };
         let mut events = vec![event("agent.decision", decided_at, attributes)];
 
         let mut end = decided_at;
@@ -901,6 +955,7 @@ impl TraceBuilder<'_> {
         };
         Gate {
             events,
+            span_attributes,
             end,
             execute,
         }
@@ -1135,11 +1190,18 @@ struct ToolCall {
 struct Reissue {
     tool: &'static Tool,
     arguments: String,
+    /// `agent.retry.attempt` of the reissue when reissues are labelled: the failed call's last
+    /// attempt + 1.
+    next_attempt: u32,
+    /// `agent.retry.group_id` of the failed call (its first call's `gen_ai.tool.call.id`).
+    group_id: String,
 }
 
 #[derive(Debug)]
 struct Gate {
     events: Vec<Event>,
+    /// The decision's attributes again, for the gated span (empty when only the event has it).
+    span_attributes: Vec<KeyValue>,
     end: u64,
     execute: bool,
 }

@@ -33,6 +33,33 @@ struct Args {
     /// Distinct sessions the traces are spread over.
     #[arg(long, default_value_t = 10_000)]
     sessions: usize,
+    /// Run only the queries whose name contains this (e.g. `monitoring`).
+    #[arg(long)]
+    only: Option<String>,
+    /// Query memory limit in MiB (the server's default is 1024).
+    #[arg(long, default_value_t = 8192)]
+    memory_limit_mib: usize,
+}
+
+/// The queries of docs/monitoring.md, in order (its ```sql blocks).
+fn monitoring_queries() -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in include_str!("../../../docs/monitoring.md").lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```sql") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -95,8 +122,13 @@ fn main() -> anyhow::Result<()> {
     // Full scans return every row: lift the result cap and give them memory.
     let options = query::Options::default()
         .with_max_result_rows(usize::MAX)
-        .with_memory_limit(8 << 30);
+        .with_memory_limit(args.memory_limit_mib << 20);
     let sql = query::SqlEngine::new(Arc::clone(&engine), options)?;
+    let monitoring: Vec<(String, String)> = monitoring_queries()
+        .into_iter()
+        .enumerate()
+        .map(|(index, text)| (format!("monitoring_{}", index + 1), text))
+        .collect();
     let queries = [
         ("count", "SELECT count(*) FROM spans".to_owned()),
         ("trace_lookup", format!("SELECT span_id, span_name, duration_ns FROM spans WHERE trace_id = '{trace}'")),
@@ -120,13 +152,24 @@ fn main() -> anyhow::Result<()> {
         "query", "median ms", "min ms", "rows", "bytes read", "rows scanned"
     );
     let mut json = Vec::new();
-    for (name, text) in &queries {
+    let all = queries
+        .iter()
+        .map(|(name, text)| ((*name).to_owned(), text.clone()))
+        .chain(monitoring);
+    for (name, text) in all {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|only| !name.contains(only.as_str()))
+        {
+            continue;
+        }
         let mut samples = Vec::new();
         let mut rows = 0;
         let mut scanned = engine::ScanMetricsSnapshot::default();
         for _ in 0..args.runs.max(1) {
             let started = Instant::now();
-            let output = match runtime.block_on(sql.execute(text)) {
+            let output = match runtime.block_on(sql.execute(&text)) {
                 Ok(output) => output,
                 Err(error) => {
                     println!("{name:<24} failed: {error}");

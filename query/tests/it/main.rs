@@ -1,6 +1,7 @@
 //! Integration tests of the query crate: one binary, modules by topic. Every test builds the
 //! fixture store of `fixture.rs` in its own temp dir.
 
+mod agent_tables;
 mod errors;
 mod fixture;
 mod formats;

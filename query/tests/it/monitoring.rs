@@ -255,8 +255,41 @@ fn agent_decision(attributes: &Attributes, time: u64) -> Decision {
     }
 }
 
-/// Every decision a span carries, in no particular order.
+/// Every decision a span carries, in no particular order: the signals of its attributes and
+/// events, one decision recorded in several forms counted once (conventions §6, "One decision,
+/// one row": same id, or no ids and the same kind, policy and verdict).
 fn decisions(span: &FlatSpan) -> Vec<Decision> {
+    let (signals, on_span) = signals(span);
+    let mut merged: Vec<(Decision, bool)> = Vec::new();
+    for (index, signal) in signals.into_iter().enumerate() {
+        let event_form = index >= on_span;
+        let same = |kept: &Decision| match (&kept.id, &signal.id) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => {
+                (&kept.kind, &kept.policy, &kept.verdict)
+                    == (&signal.kind, &signal.policy, &signal.verdict)
+            }
+            _ => false,
+        };
+        match merged.iter_mut().find(|(kept, _)| same(kept)) {
+            Some((kept, has_event)) => {
+                if event_form && !*has_event {
+                    kept.time = signal.time;
+                    *has_event = true;
+                }
+                kept.kind = kept.kind.take().or(signal.kind);
+                kept.verdict = kept.verdict.take().or(signal.verdict);
+                kept.policy = kept.policy.take().or(signal.policy);
+                kept.risk = kept.risk.take().or(signal.risk);
+            }
+            None => merged.push((signal, event_form)),
+        }
+    }
+    merged.into_iter().map(|(decision, _)| decision).collect()
+}
+
+/// Every decision signal of a span, span-borne ones first, and how many those are.
+fn signals(span: &FlatSpan) -> (Vec<Decision>, usize) {
     let mut found = Vec::new();
     let attributes = &span.attributes;
     if text(attributes, "agent.decision.verdict").is_some()
@@ -286,6 +319,7 @@ fn decisions(span: &FlatSpan) -> Vec<Decision> {
     {
         found.push(deny(span.end));
     }
+    let on_span = found.len();
     for event in &span.events {
         let attributes = &event.attributes;
         match event.name.as_str() {
@@ -314,7 +348,7 @@ fn decisions(span: &FlatSpan) -> Vec<Decision> {
         decision.trace = span.trace.clone();
         decision.span = span.span.clone();
     }
-    found
+    (found, on_span)
 }
 
 fn rank(verdict: &str) -> Option<u8> {
@@ -681,6 +715,14 @@ async fn every_decision_and_approval_matches_the_otlp() {
     .await;
     actual.sort_by_key(Value::to_string);
     assert_eq!(actual, expected);
+    // The fixture has decisions recorded both as span attributes and as an event (the
+    // generator does that for half of its gates), so the merge above was exercised.
+    let both_forms = rows(
+        &fixture,
+        "SELECT count(*) FROM decisions WHERE forms = 'span,event'",
+    )
+    .await;
+    assert!(both_forms[0][0].as_i64().unwrap() >= 10, "{both_forms:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

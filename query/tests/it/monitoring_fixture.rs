@@ -127,7 +127,7 @@ impl MonitoringFixture {
 
 // --- hand-built OTLP ------------------------------------------------------------------------
 
-fn key_value(key: &str, value: Value) -> KeyValue {
+pub(crate) fn key_value(key: &str, value: Value) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         value: Some(AnyValue { value: Some(value) }),
@@ -135,11 +135,11 @@ fn key_value(key: &str, value: Value) -> KeyValue {
     }
 }
 
-fn string(key: &str, value: &str) -> KeyValue {
+pub(crate) fn string(key: &str, value: &str) -> KeyValue {
     key_value(key, Value::StringValue(value.to_owned()))
 }
 
-fn int(key: &str, value: i64) -> KeyValue {
+pub(crate) fn int(key: &str, value: i64) -> KeyValue {
     key_value(key, Value::IntValue(value))
 }
 
@@ -164,20 +164,26 @@ fn scenario_span_id(number: u8, index: u8) -> [u8; 8] {
 }
 
 /// One span of a scenario trace; times in milliseconds after the trace's start.
-struct SpanSpec {
-    index: u8,
-    parent: Option<u8>,
-    name: &'static str,
-    kind: SpanKind,
-    start_ms: u64,
-    end_ms: u64,
-    attributes: Vec<KeyValue>,
-    events: Vec<(u64, &'static str, Vec<KeyValue>)>,
-    error: Option<&'static str>,
+pub(crate) struct SpanSpec {
+    pub(crate) index: u8,
+    pub(crate) parent: Option<u8>,
+    pub(crate) name: &'static str,
+    pub(crate) kind: SpanKind,
+    pub(crate) start_ms: u64,
+    pub(crate) end_ms: u64,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) events: Vec<(u64, &'static str, Vec<KeyValue>)>,
+    pub(crate) error: Option<&'static str>,
 }
 
 impl SpanSpec {
-    fn new(index: u8, parent: Option<u8>, name: &'static str, start_ms: u64, end_ms: u64) -> Self {
+    pub(crate) fn new(
+        index: u8,
+        parent: Option<u8>,
+        name: &'static str,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Self {
         SpanSpec {
             index,
             parent,
@@ -191,22 +197,27 @@ impl SpanSpec {
         }
     }
 
-    fn kind(mut self, kind: SpanKind) -> Self {
+    pub(crate) fn kind(mut self, kind: SpanKind) -> Self {
         self.kind = kind;
         self
     }
 
-    fn attributes(mut self, attributes: Vec<KeyValue>) -> Self {
+    pub(crate) fn attributes(mut self, attributes: Vec<KeyValue>) -> Self {
         self.attributes = attributes;
         self
     }
 
-    fn event(mut self, at_ms: u64, name: &'static str, attributes: Vec<KeyValue>) -> Self {
+    pub(crate) fn event(
+        mut self,
+        at_ms: u64,
+        name: &'static str,
+        attributes: Vec<KeyValue>,
+    ) -> Self {
         self.events.push((at_ms, name, attributes));
         self
     }
 
-    fn error(mut self, message: &'static str) -> Self {
+    pub(crate) fn error(mut self, message: &'static str) -> Self {
         self.error = Some(message);
         self
     }
@@ -214,7 +225,7 @@ impl SpanSpec {
 
 /// A trace (or one service's part of it) as one `ResourceSpans`. A parent index with no span
 /// of that index makes an orphan.
-fn trace(number: u8, start: u64, service: &str, specs: Vec<SpanSpec>) -> ResourceSpans {
+pub(crate) fn trace(number: u8, start: u64, service: &str, specs: Vec<SpanSpec>) -> ResourceSpans {
     let spans = specs
         .into_iter()
         .map(|spec| Span {
@@ -633,6 +644,6 @@ fn agent_like(index: u8, parent: u8, start_ms: u64, end_ms: u64, name: &'static 
     ])
 }
 
-fn request(resource_spans: Vec<ResourceSpans>) -> ExportTraceServiceRequest {
+pub(crate) fn request(resource_spans: Vec<ResourceSpans>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest { resource_spans }
 }

@@ -91,10 +91,9 @@ async fn store(
     let policy = state.content.clone();
     let joined = tokio::task::spawn_blocking(move || -> Result<usize, IngestError> {
         let _permit = permit;
-        let mut request = request;
         // Redaction and content extraction happen before anything is written, WAL included.
-        let mut content = ingest::extract(&mut request, &policy);
-        let spans = ingest::to_span_batch(&request).map_err(from_ingest_error)?;
+        let ingest::Prepared { spans, mut content } =
+            ingest::prepare(request, &policy).map_err(from_ingest_error)?;
         let count = spans.batch.num_rows();
         if count > 0 {
             let batch = place_in_tiers(&rules, spans.batch)?;

@@ -14,7 +14,6 @@
 //!   an `arrayValue` is split into its elements the same way.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 use engine::{ContentBatch, ContentHash, ContentPiece, ContentRef, ContentRow, ContentValue};
@@ -221,12 +220,18 @@ fn is_content_event(name: &str) -> bool {
 /// store (with `stored_unix_nanos` left 0 for the caller to set). Spans whose ids are malformed
 /// are left alone: [`crate::to_span_batch`] rejects the request anyway.
 ///
-/// The finish reasons inside each replaced `gen_ai.output.messages` are remembered on this
-/// thread until the next call, for the `finish_reasons` column: map the request with
-/// [`crate::to_span_batch`] on the same thread, before extracting the next one.
+/// The finish reasons inside the replaced `gen_ai.output.messages` are not kept: use
+/// [`crate::prepare`], which maps the request with them, to store a request.
 pub fn extract(request: &mut ExportTraceServiceRequest, policy: &ContentPolicy) -> ContentBatch {
-    // Only the latest request's entries are kept (see `EXTRACTED_FINISH_REASONS`).
-    EXTRACTED_FINISH_REASONS.with(|reasons| reasons.borrow_mut().clear());
+    extract_with_finish_reasons(request, policy).0
+}
+
+/// [`extract`], and the finish reasons of the output messages it replaced.
+pub(crate) fn extract_with_finish_reasons(
+    request: &mut ExportTraceServiceRequest,
+    policy: &ContentPolicy,
+) -> (ContentBatch, ExtractedFinishReasons) {
+    let mut finish_reasons = ExtractedFinishReasons::new();
     let mut out = ContentBatch::default();
     let mut seen_blobs: HashMap<ContentHash, ()> = HashMap::new();
     let rules = policy.rules();
@@ -259,6 +264,7 @@ pub fn extract(request: &mut ExportTraceServiceRequest, policy: &ContentPolicy) 
                     out: &mut out,
                     seen_blobs: &mut seen_blobs,
                     used_keys: HashMap::new(),
+                    finish_reasons: &mut finish_reasons,
                 };
                 for pair in &mut span.attributes {
                     if is_content_key(&pair.key) {
@@ -280,7 +286,7 @@ pub fn extract(request: &mut ExportTraceServiceRequest, policy: &ContentPolicy) 
             }
         }
     }
-    out
+    (out, finish_reasons)
 }
 
 struct SpanExtractor<'a> {
@@ -290,6 +296,7 @@ struct SpanExtractor<'a> {
     out: &'a mut ContentBatch,
     seen_blobs: &'a mut HashMap<ContentHash, ()>,
     used_keys: HashMap<String, usize>,
+    finish_reasons: &'a mut ExtractedFinishReasons,
 }
 
 impl SpanExtractor<'_> {
@@ -352,11 +359,8 @@ impl SpanExtractor<'_> {
         });
         let reference = reference_string(&digest);
         if let Some(finish_reasons) = finish_reasons {
-            EXTRACTED_FINISH_REASONS.with(|reasons| {
-                reasons
-                    .borrow_mut()
-                    .insert(reference.clone(), finish_reasons)
-            });
+            self.finish_reasons
+                .insert(reference.clone(), finish_reasons);
         }
         pair.value = Some(AnyValue {
             value: Some(any_value::Value::StringValue(reference)),
@@ -381,25 +385,12 @@ pub(crate) fn is_reference_text(text: &str) -> bool {
 /// The span attribute whose metadata the agent columns still need after extraction.
 const OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
 
-thread_local! {
-    /// Finish reasons read by the last [`extract`] on this thread from the
-    /// `gen_ai.output.messages` values it replaced, by the reference left in their place.
-    ///
-    /// Finish reasons are metadata, not content, but the official instrumentation's streaming
-    /// chat spans carry them only inside the output messages. Extraction runs before
-    /// [`crate::to_span_batch`] (nothing unredacted may reach the WAL), so this is how the
-    /// `finish_reasons` fallback still sees them: the server calls both on one blocking thread,
-    /// one request after the other. A reference is the keyed digest of the exact value, so an
-    /// entry can only ever describe that value.
-    static EXTRACTED_FINISH_REASONS: RefCell<HashMap<String, Vec<String>>> =
-        RefCell::new(HashMap::new());
-}
-
-/// The finish reasons [`extract`] read, on this thread, from the `gen_ai.output.messages`
-/// value that `reference` replaced (already in the store's vocabulary).
-pub(crate) fn extracted_finish_reasons(reference: &str) -> Option<Vec<String>> {
-    EXTRACTED_FINISH_REASONS.with(|reasons| reasons.borrow().get(reference).cloned())
-}
+/// Finish reasons [`extract`] read from the `gen_ai.output.messages` values it replaced, keyed
+/// by the reference left in their place. Finish reasons are metadata, not content, but the
+/// official instrumentation's streaming chat spans carry them only inside the output messages;
+/// mapping ([`crate::prepare`]) reads them here once the messages are gone. A reference is the
+/// keyed digest of the exact value, so an entry can only ever describe that value.
+pub(crate) type ExtractedFinishReasons = HashMap<String, Vec<String>>;
 
 enum Piece {
     Literal(String),

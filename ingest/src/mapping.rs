@@ -66,6 +66,7 @@
 //! them), the grouping and order of spans (rebuilt by grouping equal resources and scopes in
 //! first-seen order), and unknown protobuf fields (prost drops them when decoding).
 
+use crate::content::ExtractedFinishReasons;
 use std::borrow::Cow;
 
 use arrow::record_batch::RecordBatch;
@@ -116,6 +117,15 @@ pub struct SpanBatch {
 /// columns, from which [`crate::batches_to_otlp`] rebuilds the request exactly. The full
 /// field-to-column table is in the source of this module.
 pub fn to_span_batch(request: &ExportTraceServiceRequest) -> Result<SpanBatch> {
+    map_request(request, &ExtractedFinishReasons::new())
+}
+
+/// [`to_span_batch`] of a request whose content was extracted: `extracted` holds the finish
+/// reasons of the output messages extraction replaced by references.
+pub(crate) fn map_request(
+    request: &ExportTraceServiceRequest,
+    extracted: &ExtractedFinishReasons,
+) -> Result<SpanBatch> {
     // Pass 1 validates everything and writes every string form that cannot be borrowed into one
     // buffer; pass 2 walks the request in the same order and borrows from it, so building rows
     // allocates nothing per span.
@@ -220,7 +230,7 @@ pub fn to_span_batch(request: &ExportTraceServiceRequest) -> Result<SpanBatch> {
                     status_code,
                     status_message,
                     service_name,
-                    agent: crate::normalize::agent_fields(span),
+                    agent: crate::normalize::agent_fields(span, extracted),
                     resource_attributes: &resource_attributes,
                     resource_schema_url: &resource_spans.schema_url,
                     scope_name: scope.map_or("", |scope| scope.name.as_str()),

@@ -30,6 +30,8 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use engine::AgentFields;
+
+use crate::content::ExtractedFinishReasons;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 
@@ -37,7 +39,12 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 const STATUS_CODE_ERROR: i32 = 2;
 
 /// Resolves the agent columns of one span (see the module docs and `docs/conventions.md`).
-pub(crate) fn agent_fields(span: &Span) -> AgentFields<'_> {
+/// `extracted`: the finish reasons of output messages that content extraction replaced by a
+/// reference (empty when the request was not extracted).
+pub(crate) fn agent_fields<'a>(
+    span: &'a Span,
+    extracted: &'a ExtractedFinishReasons,
+) -> AgentFields<'a> {
     let mut found = Found::default();
     for pair in &span.attributes {
         let Some(key) = recognize(&pair.key) else {
@@ -49,7 +56,7 @@ pub(crate) fn agent_fields(span: &Span) -> AgentFields<'_> {
         }
     }
     let status_code = span.status.as_ref().map_or(0, |status| status.code);
-    found.resolve(span, status_code)
+    found.resolve(span, status_code, extracted)
 }
 
 /// A set of dialects, one bit each, in the order they are listed in the `dialect` column.
@@ -463,7 +470,12 @@ impl<'a> Found<'a> {
         self.first(keys, |_, value| count(value))
     }
 
-    fn resolve(mut self, span: &'a Span, status_code: i32) -> AgentFields<'a> {
+    fn resolve(
+        mut self,
+        span: &'a Span,
+        status_code: i32,
+        extracted: &'a ExtractedFinishReasons,
+    ) -> AgentFields<'a> {
         use Key::*;
         let session_id = self.first_text(&[
             SessionId,
@@ -617,8 +629,17 @@ impl<'a> Found<'a> {
             }
         }
         if finish_reasons.is_none() {
-            finish_reasons = self.first(&[OutputMessages], |_, value| {
-                output_message_finish_reasons(value)
+            finish_reasons = self.first(&[OutputMessages], |_, value| match value {
+                Value::StringValue(reference) if crate::content::is_reference_text(reference) => {
+                    let reasons = extracted.get(reference.as_str())?;
+                    Some(
+                        reasons
+                            .iter()
+                            .map(|reason| Cow::Borrowed(reason.as_str()))
+                            .collect(),
+                    )
+                }
+                _ => output_message_finish_reasons(value),
             });
         }
 
@@ -1223,16 +1244,11 @@ fn finish_reason(raw: &str) -> Cow<'_, str> {
 
 /// The `finish_reason` of each message in `gen_ai.output.messages`, in message order (messages
 /// without one are skipped): a string holding a JSON array of message objects (the official
-/// Python instrumentation), or an array of key-value lists. A content reference (the value was
-/// moved to the content store by [`crate::extract`] before the span was mapped) gives the
-/// reasons `extract` read from the value it replaced, when it ran on this thread.
+/// Python instrumentation), or an array of key-value lists. (A content reference in their place
+/// is looked up in what extraction read; see [`agent_fields`].)
 pub(crate) fn output_message_finish_reasons(value: &Value) -> Option<Vec<Cow<'_, str>>> {
     let mut reasons = Vec::new();
     match value {
-        Value::StringValue(text) if crate::content::is_reference_text(text) => {
-            let extracted = crate::content::extracted_finish_reasons(text)?;
-            reasons.extend(extracted.into_iter().map(Cow::Owned));
-        }
         Value::StringValue(text) if text.trim_start().starts_with('[') => {
             // Only the `finish_reason` members are decoded; message parts stay raw.
             let messages: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
@@ -1366,7 +1382,8 @@ mod tests {
         fn own(text: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
             text.map(|text| Cow::Owned(text.into_owned()))
         }
-        let fields = agent_fields(&span);
+        let none = ExtractedFinishReasons::new();
+        let fields = agent_fields(&span, &none);
         AgentFields {
             session_id: own(fields.session_id),
             conversation_id: own(fields.conversation_id),
@@ -1447,7 +1464,8 @@ mod tests {
             s("llm.user", "llm-user"),
             s("enduser.id", "end-user"),
         ]);
-        let fields = agent_fields(&request);
+        let none = ExtractedFinishReasons::new();
+        let fields = agent_fields(&request, &none);
         assert_eq!(fields.session_id.as_deref(), Some("core"));
         assert_eq!(fields.user_id.as_deref(), Some("end-user"));
         // Borrowed from the request, not copied.

@@ -240,11 +240,12 @@ async fn trace_shows_decisions_retries_models_and_session_runs() {
     };
     let server = server_with(dir.path(), &config).await;
 
-    // A denied tool call: its decision is drawn right under its span.
+    // A denied tool call whose decision was recorded both as span attributes and as an event:
+    // it is drawn once, right under its span.
     let denied = server
         .rows(
             "SELECT trace_id, span_id, policy_id FROM decisions WHERE verdict = 'deny' \
-             ORDER BY trace_id, span_id LIMIT 1",
+             AND forms = 'span,event' ORDER BY trace_id, span_id LIMIT 1",
         )
         .await;
     let (trace_id, span_id, policy) = (
@@ -263,6 +264,12 @@ async fn trace_shows_decisions_retries_models_and_session_runs() {
     assert!(
         below.contains("✗ deny") && below.contains(&format!("policy={policy}")),
         "{output}"
+    );
+    assert!(
+        lines
+            .get(at + 2)
+            .is_none_or(|line| !line.contains(&format!("policy={policy}"))),
+        "the decision is drawn once:\n{output}"
     );
     assert!(output.lines().nth(1).unwrap().contains("deny"), "{output}");
 

@@ -15,9 +15,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use engine::schema::{column_index, columns, span_schema};
 use ingest::{
-    CONTENT_REF_PREFIX, ContentPolicy, batches_to_otlp, decode_traces_json, extract, to_span_batch,
+    CONTENT_REF_PREFIX, ContentPolicy, batches_to_otlp, decode_traces_json, extract, prepare,
+    to_span_batch,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
 use serde_json::{Map, Value, json};
@@ -102,13 +102,6 @@ fn policy(capture: bool) -> ContentPolicy {
     ContentPolicy::new(capture, &ContentPolicy::default_rules(), [7; 32]).unwrap()
 }
 
-/// `request` after redaction and content extraction, as the server stores it.
-fn extracted(request: &ExportTraceServiceRequest, capture: bool) -> ExportTraceServiceRequest {
-    let mut request = request.clone();
-    extract(&mut request, &policy(capture));
-    request
-}
-
 /// Maps `<name>.json` and compares every agent column with `<name>.expected.json`, without
 /// and with content extraction first.
 fn check(name: &str) {
@@ -127,9 +120,8 @@ fn check(name: &str) {
     );
 
     for capture in [true, false] {
-        // Extraction and mapping on one thread, one after the other, as the server does.
-        let request = extracted(&request, capture);
-        let rows = to_span_batch(&request).unwrap();
+        // Redaction, extraction and mapping in one pipeline call, as the server does.
+        let rows = prepare(request.clone(), &policy(capture)).unwrap().spans;
         compare(
             &format!("{name} (content extracted, capture {capture})"),
             &rows.batch,
@@ -183,9 +175,9 @@ fn compare(name: &str, batch: &RecordBatch, expected: &[Map<String, Value>]) {
 /// not the content is captured.
 #[test]
 fn finish_reasons_in_output_messages_survive_content_extraction() {
-    let request = decode_traces_json(&read("genai.json")).unwrap();
+    let original = decode_traces_json(&read("genai.json")).unwrap();
     for capture in [true, false] {
-        let mut request = request.clone();
+        let mut request = original.clone();
         let content = extract(&mut request, &policy(capture));
         let spans = &request.resource_spans[0].scope_spans[0].spans;
         let row = spans
@@ -212,7 +204,18 @@ fn finish_reasons_in_output_messages_survive_content_extraction() {
             .unwrap();
         assert_eq!(reference.pieces.is_some(), capture);
 
-        let rows = to_span_batch(&request).unwrap();
+        // The pipeline maps the extracted request with what extraction read.
+        let rows = prepare(original.clone(), &policy(capture)).unwrap().spans;
+        // Mapping the extracted request alone cannot see inside the reference.
+        assert_eq!(
+            cell(
+                &to_span_batch(&request).unwrap().batch,
+                columns::FINISH_REASONS,
+                row
+            ),
+            Value::Null,
+            "capture {capture}"
+        );
         assert_eq!(
             cell(&rows.batch, columns::FINISH_REASONS, row),
             json!(["stop", "length"]),

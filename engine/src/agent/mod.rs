@@ -70,9 +70,10 @@ impl AgentTable {
         agent_table_schema(self)
     }
 
-    /// Whether the derivation reads the span events (decisions and approvals live there).
+    /// Whether the derivation reads the span events (decisions and approvals live there;
+    /// model and tool calls need none).
     pub fn reads_events(self) -> bool {
-        !matches!(self, AgentTable::LlmCalls)
+        !matches!(self, AgentTable::LlmCalls | AgentTable::ToolCalls)
     }
 
     /// The span-schema indices of the columns the derivation reads, ascending.

@@ -15,6 +15,7 @@ use crate::monitoring_fixture::{BASE_TIME, SpanSpec, int, request, string, trace
 
 struct Store {
     sql: SqlEngine,
+    engine: Arc<Engine>,
     _dir: TempDir,
 }
 
@@ -38,8 +39,12 @@ fn store(requests: &[ExportTraceServiceRequest], copies: usize) -> Store {
             engine.seal().unwrap();
         }
     }
-    let sql = SqlEngine::new(engine, Options::default()).unwrap();
-    Store { sql, _dir: dir }
+    let sql = SqlEngine::new(Arc::clone(&engine), Options::default()).unwrap();
+    Store {
+        sql,
+        engine,
+        _dir: dir,
+    }
 }
 
 async fn rows(store: &Store, sql: &str) -> Vec<Value> {
@@ -365,4 +370,93 @@ async fn retries_are_inferred_from_call_ids_and_arguments_only() {
             "{copies} copies"
         );
     }
+}
+
+/// The spans of `request` that `keep` accepts.
+fn only(
+    request: &ExportTraceServiceRequest,
+    keep: impl Fn(&opentelemetry_proto::tonic::trace::v1::Span) -> bool,
+) -> ExportTraceServiceRequest {
+    let mut request = request.clone();
+    for resource in &mut request.resource_spans {
+        for scope in &mut resource.scope_spans {
+            scope.spans.retain(&keep);
+        }
+    }
+    request
+}
+
+async fn counts(store: &Store) -> Vec<i64> {
+    let mut out = Vec::new();
+    for table in [
+        "llm_calls",
+        "tool_calls",
+        "decisions",
+        "agent_runs",
+        "sessions",
+    ] {
+        let count = rows(store, &format!("SELECT count(*) FROM {table}")).await;
+        out.push(count[0][0].as_i64().unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_tables_follow_late_spans_erasure_expiry_and_purge() {
+    // The children first, sealed; the roots (which carry the session) arrive later, as batch
+    // exporters send them.
+    let full = retries_request();
+    let children = only(&full, |span| !span.parent_span_id.is_empty());
+    let roots = only(&full, |span| span.parent_span_id.is_empty());
+    let store = store(&[children], 1);
+    store
+        .engine
+        .write(ingest::to_span_batch(&roots).unwrap().batch)
+        .unwrap();
+    // Every call got the trace's session, its run and its retries, as if sent in one piece.
+    let calls = rows(
+        &store,
+        "SELECT session_id, count(*), count(*) FILTER (WHERE is_retry) FROM tool_calls \
+         GROUP BY 1",
+    )
+    .await;
+    assert_eq!(calls, vec![json!(["sess_retry", 13, 3])]);
+    let runs = rows(
+        &store,
+        "SELECT session_id, tool_calls, retries FROM agent_runs ORDER BY start_time",
+    )
+    .await;
+    assert_eq!(
+        runs,
+        vec![json!(["sess_retry", 12, 3]), json!(["sess_retry", 1, 0])]
+    );
+    let before = counts(&store).await;
+    assert_eq!(before, vec![0, 13, 1, 2, 1]);
+
+    // Erasing the session erases its agent rows.
+    store.engine.erase_session("sess_retry").unwrap();
+    assert_eq!(counts(&store).await, vec![0; 5]);
+
+    // Expiry: once the segments are past their tier's keep, their agent rows are gone too.
+    store
+        .engine
+        .write(ingest::to_span_batch(&forms_request()).unwrap().batch)
+        .unwrap();
+    store.engine.seal().unwrap();
+    assert_eq!(counts(&store).await, vec![0, 6, 8, 1, 1]);
+    let day = 86_400 * 1_000_000_000_i64;
+    store
+        .engine
+        .expire(BASE_TIME as i64 + 500 * day, false)
+        .unwrap();
+    assert_eq!(counts(&store).await, vec![0; 5]);
+
+    // Purge empties them with everything else.
+    store
+        .engine
+        .write(ingest::to_span_batch(&full).unwrap().batch)
+        .unwrap();
+    assert_eq!(counts(&store).await, before);
+    store.engine.purge().unwrap();
+    assert_eq!(counts(&store).await, vec![0; 5]);
 }

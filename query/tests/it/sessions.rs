@@ -590,3 +590,71 @@ async fn session_filters_cover_the_memtable_too() {
         sessions_alone(&store, "spans", &["s1-03"]).await.bytes_read
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_tables_read_only_the_named_sessions_and_conversations() {
+    let store = spread_store(false);
+    for table in [
+        "llm_calls",
+        "tool_calls",
+        "decisions",
+        "agent_runs",
+        "sessions",
+    ] {
+        for filter in [
+            "session_id IN ('s1-03', 's4-07')",
+            "session_id = 's1-03' OR session_id = 's4-07'",
+        ] {
+            let sql = format!("SELECT * FROM {table} WHERE {filter}");
+            let output = store.sql.execute(&sql).await.unwrap();
+            // Two sessions of 2 traces x 6 spans, in 2 of the 6 segments.
+            let read = output.scan_metrics;
+            assert_eq!(read.segments_selected, 2, "{sql}");
+            assert_eq!(read.rows_scanned, 24, "{sql}");
+            let plan = store.sql.execute(&format!("EXPLAIN {sql}")).await.unwrap();
+            let plan = query::format::to_table(&plan).unwrap();
+            assert!(
+                plan.contains("AgentDeriveExec") && plan.contains("sessions=[s1-03, s4-07]"),
+                "{plan}"
+            );
+            assert!(
+                !plan.contains("FilterExec"),
+                "exact, nothing above:\n{plan}"
+            );
+            let analyzed = store
+                .sql
+                .execute(&format!("EXPLAIN ANALYZE {sql}"))
+                .await
+                .unwrap();
+            let analyzed = query::format::to_table(&analyzed).unwrap();
+            assert!(
+                read.bytes_read > 0
+                    && analyzed.contains("bytes_read=")
+                    && analyzed.contains("segments_selected=2"),
+                "{analyzed}"
+            );
+        }
+    }
+    let sessions = rows(
+        &store,
+        "SELECT session_id, spans, conversations FROM sessions \
+         WHERE session_id IN ('s1-03', 's4-07') ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        sessions,
+        vec![json!(["s1-03", 12, 2]), json!(["s4-07", 12, 2])]
+    );
+    // A conversation filter finds its traces first and reads them whole.
+    let sql = "SELECT * FROM agent_runs WHERE conversation_id IN ('c1030', 'c4070')";
+    let output = store.sql.execute(sql).await.unwrap();
+    assert_eq!(output.scan_metrics.rows_scanned, 12, "{sql}");
+    let plan = store.sql.execute(&format!("EXPLAIN {sql}")).await.unwrap();
+    let plan = query::format::to_table(&plan).unwrap();
+    assert!(
+        plan.contains(
+            "trace_ids=[31000000000000000000000000000406, 31000000000000000000000000000fe6]"
+        ),
+        "{plan}"
+    );
+}

@@ -9,6 +9,15 @@
 
 use super::spans::{Attributes, Event, Row, SpanRows};
 
+/// Every attribute key a decision signal reads starts with one of these.
+const SIGNAL_PREFIXES: [&str; 5] = [
+    "agent.decision.",
+    "gen_ai.guardrail.",
+    "gen_ai.security.",
+    "gen_ai.agent.",
+    "agent.threat.detection.",
+];
+
 /// The five verdicts, in no particular order.
 const VERDICTS: [&str; 5] = ["allow", "deny", "modify", "warn", "escalate"];
 
@@ -174,15 +183,18 @@ fn span_signals<'a>(rows: &'a SpanRows, row: Row) -> Vec<Decision<'a>> {
     let start = rows.start_time(row);
     let end = rows.end_time(row);
     let mut out = Vec::new();
-    if attributes.get("agent.decision.verdict").is_some()
-        || attributes.get("agent.decision.id").is_some()
-    {
-        out.push(agent_decision(start, &attributes));
+    // Without a signal key only the status and finish-reason signals can apply.
+    if attributes.any_key_starts_with(&SIGNAL_PREFIXES) {
+        if attributes.get("agent.decision.verdict").is_some()
+            || attributes.get("agent.decision.id").is_some()
+        {
+            out.push(agent_decision(start, &attributes));
+        }
+        foreign_signals(start, &attributes, &mut out);
+        out.extend(threat_detection(start, &attributes));
     }
-    foreign_signals(start, &attributes, &mut out);
-    out.extend(threat_detection(start, &attributes));
     let failed_guardrail =
-        attributes.get("openinference.span.kind") == Some("GUARDRAIL") && rows.is_error(row);
+        rows.is_error(row) && attributes.get("openinference.span.kind") == Some("GUARDRAIL");
     if failed_guardrail {
         out.push(Decision::new(end, Some("guardrail"), Some("deny")));
     }
@@ -199,6 +211,13 @@ fn span_signals<'a>(rows: &'a SpanRows, row: Row) -> Vec<Decision<'a>> {
 fn event_signals<'a>(event: &Event<'a>, out: &mut Vec<Decision<'a>>) {
     let attributes = &event.attributes;
     let start = out.len();
+    let named = matches!(
+        event.name,
+        "agent.decision" | "agent.policy.decision" | "agent.threat.detection"
+    );
+    if !named && !attributes.any_key_starts_with(&SIGNAL_PREFIXES) {
+        return;
+    }
     match event.name {
         "agent.decision" => out.push(agent_decision(event.time, attributes)),
         "agent.policy.decision" => out.push(Decision {

@@ -205,6 +205,15 @@ impl<'a> Attributes<'a> {
             .and_then(|at| self.values.is_valid(at).then(|| self.values.value(at)))
     }
 
+    /// True when some key starts with one of `prefixes` (one pass over the keys: the cheap
+    /// test before several [`Attributes::get`]s).
+    pub(crate) fn any_key_starts_with(&self, prefixes: &[&str]) -> bool {
+        (self.start..self.end).any(|at| {
+            let key = self.keys.value(at);
+            prefixes.iter().any(|prefix| key.starts_with(prefix))
+        })
+    }
+
     /// Equal keys and values in the same order.
     fn same_as(&self, other: &Attributes<'_>) -> bool {
         self.end - self.start == other.end - other.start

@@ -324,8 +324,16 @@ fn tool_calls(rows: &SpanRows, spans: &[Row], runs: &[Row]) -> Vec<ToolCall> {
             .then(rows.span_id(a).cmp(rows.span_id(b)))
     });
     // Calls whose HTTP client resent the request: the parents of spans saying so.
+    let call_ids: std::collections::HashSet<(Option<&str>, &str)> = calls
+        .iter()
+        .map(|&row| (rows.session_id(row), rows.span_id(row)))
+        .collect();
     let resent: std::collections::HashSet<(Option<&str>, &str)> = spans
         .iter()
+        .filter(|&&row| {
+            rows.parent_span_id(row)
+                .is_some_and(|parent| call_ids.contains(&(rows.session_id(row), parent)))
+        })
         .filter(|&&row| {
             rows.attributes(row)
                 .get("http.request.resend_count")

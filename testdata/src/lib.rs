@@ -37,6 +37,7 @@
 
 mod agent;
 mod catalog;
+mod markdown;
 mod otlp_json;
 mod prng;
 mod requests;
@@ -45,6 +46,7 @@ pub use agent::{
     AgentTrace, AgentTraceConfig, AgentTraceIter, DEFAULT_BASE_TIME_UNIX_NANO, GENAI_SCOPE_NAME,
     HTTP_SCOPE_NAME, agent_trace, agent_trace_iter,
 };
+pub use markdown::sql_blocks;
 pub use otlp_json::export_request_to_json;
 pub use requests::{
     ExportRequestIter, export_request_iter, export_requests, merge_resource_spans, random_request,

@@ -41,25 +41,9 @@ struct Args {
     memory_limit_mib: usize,
 }
 
-/// The queries of docs/monitoring.md, in order (its ```sql blocks).
+/// The queries of docs/monitoring.md, in order.
 fn monitoring_queries() -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in include_str!("../../../docs/monitoring.md").lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```sql") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), line) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
+    testdata::sql_blocks(include_str!("../../../docs/monitoring.md"))
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {

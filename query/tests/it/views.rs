@@ -131,28 +131,12 @@ async fn trace_and_session_filters_reach_every_scan_of_every_view() {
 }
 
 /// The ```sql blocks of a document under `docs/`.
-pub(crate) fn sql_blocks(document: &str) -> Vec<String> {
+fn sql_blocks(document: &str) -> Vec<String> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../docs")
         .join(document);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path:?}: {error}"));
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```sql") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), line) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
+    testdata::sql_blocks(&text)
 }
 
 fn normalized(sql: &str) -> String {

@@ -926,7 +926,7 @@ async fn runs_by_agent_and_tokens_by_session_match_the_otlp() {
     let actual = rows(
         &fixture,
         "SELECT session_id, input_tokens + output_tokens AS tokens, input_tokens, output_tokens \
-         FROM sessions ORDER BY tokens DESC, session_id LIMIT 5",
+         FROM sessions ORDER BY tokens DESC NULLS LAST, session_id LIMIT 5",
     )
     .await;
     assert_eq!(actual, expected);

@@ -10,7 +10,7 @@
 //!   as a re-sent export produces) are one logical span in every table; the raw span rows keep
 //!   every copy.
 //! - **One decision, one row.** The attribute form and the event form of a decision on one span
-//!   are one row ([`decisions`] has the rule).
+//!   are one row (the rule is in `decisions.rs` and docs/conventions.md §6).
 //! - **Per trace.** Every row of `llm_calls`, `tool_calls`, `decisions` and `agent_runs` depends
 //!   only on the spans of its own trace, so deriving from a trace-complete subset of spans (all
 //!   spans of some traces) gives exactly those traces' rows. `sessions` rows depend on every

@@ -98,11 +98,13 @@ async fn fetch_trace(target: &SqlTarget, trace_id: &str) -> anyhow::Result<Trace
     let id = sql_string(trace_id);
     let spans = target
         .json(&format!(
-            "SELECT span_id, parent_span_id, span_name, CAST(start_time AS BIGINT) AS start_ns, \
+            // DISTINCT: copies of a re-sent span (the raw table keeps every one) draw once.
+            "SELECT DISTINCT span_id, parent_span_id, span_name, \
+             CAST(start_time AS BIGINT) AS start_ns, \
              duration_ns, status_code, status_message, service_name, session_id, operation, \
              provider, request_model, response_model, agent_name, tool_name, tool_risk, \
              input_tokens, output_tokens, error_type, retry_attempt \
-             FROM spans WHERE trace_id = {id} ORDER BY start_time, span_id"
+             FROM spans WHERE trace_id = {id} ORDER BY start_ns, span_id"
         ))
         .await?;
     let spans = ResultRows::new(&spans)?

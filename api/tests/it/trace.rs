@@ -362,3 +362,39 @@ async fn trace_shows_decisions_retries_models_and_session_runs() {
     let embedded = stdout(&sightline(&["trace", "--session", &session_id, "--data", data]).await);
     assert_eq!(embedded, output);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_trace_is_drawn_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = testdata::AgentTraceConfig {
+        traces: 3,
+        ..testdata::AgentTraceConfig::default()
+    };
+    let server = server_with(dir.path(), &config).await;
+    // The exporter re-sends everything after a timeout.
+    let mut client = TraceServiceClient::connect(server.otlp_grpc.clone())
+        .await
+        .unwrap();
+    for request in testdata::export_requests(&config, 4) {
+        client.export(request).await.expect("export acknowledged");
+    }
+    let rows = server
+        .rows("SELECT trace_id, count(*), count(DISTINCT span_id) FROM spans GROUP BY 1 LIMIT 1")
+        .await;
+    let (trace_id, stored, distinct) = (
+        text(&rows[0][0]),
+        rows[0][1].as_i64().unwrap(),
+        rows[0][2].as_i64().unwrap(),
+    );
+    assert_eq!(stored, 2 * distinct);
+    let output = stdout(&sightline(&["trace", &trace_id, "--url", &server.api]).await);
+    let spans = depths(&server, &trace_id).await;
+    for span_id in spans.keys() {
+        let drawn = output
+            .lines()
+            .filter(|line| line.ends_with(span_id.as_str()))
+            .count();
+        assert_eq!(drawn, 1, "{span_id}:\n{output}");
+    }
+    assert!(output.contains(&format!("{distinct} spans")), "{output}");
+}

@@ -39,7 +39,7 @@ use engine::{Engine, ScanRequest};
 use futures::StreamExt as _;
 
 use crate::error::engine_error;
-use crate::pushdown::{PushColumn, ScanFilters, is_exact, matches_nothing};
+use crate::pushdown::{PushColumn, is_exact, matches_nothing, scan_request};
 use crate::scan::SpansScanExec;
 
 /// At most this many traces are looked up for an `Inexact` filter; above it the scan reads
@@ -118,27 +118,16 @@ impl TableProvider for AgentTableProvider {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let exact: Vec<Expr> = filters
+        let exact_column = |name: &str| self.exact_column(name);
+        let any_column = |name: &str| self.exact_column(name).or(self.lookup_column(name));
+        let (exact, lookup): (Vec<Expr>, Vec<Expr>) = filters
             .iter()
-            .filter(|filter| is_exact(filter, &|name| self.exact_column(name)))
             .cloned()
-            .collect();
-        let lookup: Vec<Expr> = filters
-            .iter()
-            .filter(|filter| {
-                !is_exact(filter, &|name| self.exact_column(name))
-                    && is_exact(filter, &|name| self.lookup_column(name))
-            })
-            .cloned()
-            .collect();
-        let mut request =
-            ScanFilters::from_exprs(&exact, &|name| self.exact_column(name)).to_request(None, None);
+            .partition(|filter| is_exact(filter, &exact_column));
+        let mut request = scan_request(&exact, &exact_column);
         if !lookup.is_empty() && !matches_nothing(&request) {
-            let mut find = ScanFilters::from_exprs(&lookup, &|name| self.lookup_column(name))
-                .to_request(None, None);
-            find.trace_ids = request.trace_ids.clone();
-            find.session_ids = request.session_ids.clone();
-            find.sessions_or_conversations = request.sessions_or_conversations.clone();
+            // The traces with a span matching every filter, the lookup ones included.
+            let find = scan_request(filters, &any_column);
             let engine = Arc::clone(&self.engine);
             let traces = tokio::task::spawn_blocking(move || matching_traces(&engine, find))
                 .await

@@ -285,7 +285,7 @@ pub(super) fn build(table: AgentTable, rows: &SpanRows) -> Result<RecordBatch> {
     let mut sessions: Vec<&str> = Vec::new();
     let mut session_totals: HashMap<&str, SessionTotals<'_>> = HashMap::new();
     for spans in rows.logical_traces() {
-        let facts = TraceFacts::derive(rows, spans, table.reads_events());
+        let facts = TraceFacts::derive(rows, spans, table);
         match table {
             AgentTable::LlmCalls => llm_calls(&mut out, rows, &facts),
             AgentTable::ToolCalls => tool_calls(&mut out, rows, &facts),

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use super::AgentTable;
 use super::decisions::{Approval, Decision, note_approval, span_decisions};
 use super::spans::{Row, SpanRows};
 
@@ -142,7 +143,13 @@ pub(crate) struct TraceFacts<'a> {
 impl<'a> TraceFacts<'a> {
     /// Derives the facts of one trace (`spans`: its logical spans). Decisions are only
     /// derived when `with_decisions` (they need the events).
-    pub(crate) fn derive(rows: &'a SpanRows, spans: Vec<Row>, with_decisions: bool) -> Self {
+    /// Only what `table` shows is derived: model calls always (they are cheap), tool calls for
+    /// `tool_calls` and the runs, decisions for `decisions` and the runs, runs with their
+    /// totals for `agent_runs` and `sessions`.
+    pub(crate) fn derive(rows: &'a SpanRows, spans: Vec<Row>, table: AgentTable) -> Self {
+        let with_runs = matches!(table, AgentTable::AgentRuns | AgentTable::Sessions);
+        let with_tool_calls = with_runs || table == AgentTable::ToolCalls;
+        let with_decisions = with_runs || table == AgentTable::Decisions;
         let mut agents: HashMap<(Option<&str>, &str), &str> = HashMap::new();
         for &row in &spans {
             if rows.operation(row) == Some("invoke_agent")
@@ -162,8 +169,16 @@ impl<'a> TraceFacts<'a> {
             .copied()
             .filter(|&row| is_model_call(rows, row))
             .collect();
-        let run_rows = top_level_runs(rows, &spans);
-        let tool_calls = tool_calls(rows, &spans, &run_rows);
+        let run_rows = if with_tool_calls {
+            top_level_runs(rows, &spans)
+        } else {
+            Vec::new()
+        };
+        let tool_calls = if with_tool_calls {
+            tool_calls(rows, &spans, &run_rows)
+        } else {
+            Vec::new()
+        };
         let decisions = if with_decisions {
             decisions(rows, &spans)
         } else {
@@ -177,10 +192,12 @@ impl<'a> TraceFacts<'a> {
             runs: Vec::new(),
             agents,
         };
-        facts.runs = run_rows
-            .into_iter()
-            .map(|run| (run, facts.run_totals(rows, run)))
-            .collect();
+        if with_runs {
+            facts.runs = run_rows
+                .into_iter()
+                .map(|run| (run, facts.run_totals(rows, run)))
+                .collect();
+        }
         facts
     }
 

@@ -224,6 +224,33 @@ pub(crate) fn read_runs(meta: &SegmentMeta, path: &Path) -> Result<SegmentMeta> 
     Ok(out)
 }
 
+/// Every row and column of a segment file, as stored (late keys not applied).
+pub(crate) fn read_whole(meta: &SegmentMeta, path: &Path) -> Result<RecordBatch> {
+    let segment_error = |source| Error::Segment {
+        segment_id: meta.id,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|source| Error::io("open segment", path, source))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(segment_error)?;
+    if builder.schema().fields() != span_schema().fields() {
+        return Err(Error::Corrupt {
+            location: path.display().to_string(),
+            detail: "segment schema is not the span schema".to_owned(),
+        });
+    }
+    let batches = builder
+        .with_batch_size(8192)
+        .build()
+        .map_err(segment_error)?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|error| Error::Corrupt {
+            location: path.display().to_string(),
+            detail: error.to_string(),
+        })?;
+    Ok(arrow::compute::concat_batches(&span_schema(), &batches)?)
+}
+
 /// Writer settings for segment files.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SegmentWriteOptions {

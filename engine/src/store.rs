@@ -12,9 +12,11 @@
 //! - Lock order: `seal_lock`, `next_sequence` (the writer's lock), a redb write transaction,
 //!   `state`, `memtable_keys`: none is waited for while holding one later in the list.
 
+mod agent_tables;
 mod compliance;
 mod purge;
 
+pub use agent_tables::{AgentRead, SidecarRead};
 pub use compliance::verify_data_dir;
 pub use purge::PurgeReport;
 
@@ -43,7 +45,7 @@ use crate::error::{Error, Result};
 use crate::retention::RetentionPolicy;
 use crate::scan::{LateKeys, MemtableKeys, MemtableKeysEntry, ScanPlan, ScanRequest, SegmentRead};
 use crate::schema::{column_index, columns, span_schema};
-use crate::segment::{SegmentMeta, SegmentWriteOptions, day_of, sort_for_segment, write_segment};
+use crate::segment::{SegmentMeta, SegmentWriteOptions, day_of, sort_for_segment};
 use crate::tables::{
     CONVERSATION_ROWS, FORMAT_VERSION, LATE_KEYS, META, META_FORMAT_VERSION, META_NEXT_SEGMENT_ID,
     RowRun, SEGMENTS, SESSION_ROWS, TRACE_KEYS, TRACE_SEGMENTS, WAL,
@@ -55,6 +57,9 @@ use crate::wal;
 const DATABASE_FILE: &str = "sightline.redb";
 /// Above this many trace ids a scan uses zone maps instead of the trace index.
 const MAX_INDEX_LOOKUPS: usize = 4096;
+/// The same for the traces an agent-table read derives from spans (split traces and the
+/// memtable's): the index is always the cheaper way to find them.
+const MAX_AGENT_LOOKUPS: usize = 1 << 20;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -446,8 +451,10 @@ impl Engine {
                 });
             }
         }
-        let referenced: HashSet<PathBuf> =
-            segments.iter().map(|meta| dir.join(&meta.path)).collect();
+        let referenced: HashSet<PathBuf> = segments
+            .iter()
+            .flat_map(|meta| agent_tables::segment_files(&dir, meta))
+            .collect();
         recovery.orphans_removed = remove_orphans(&dir.join("segments"), &referenced)?;
         recovery.segments = segments.len();
         info!(
@@ -476,6 +483,9 @@ impl Engine {
             memtable_keys: Arc::new(RwLock::new(memtable_keys)),
             generation: AtomicU64::new(0),
         });
+
+        let segments_now = shared.state.read().segments.clone();
+        agent_tables::prepare_sidecars(&shared, &segments_now)?;
 
         let (writer_tx, writer_rx) = unbounded::<PendingWrite>();
         let writer_shared = Arc::clone(&shared);
@@ -580,6 +590,11 @@ impl Engine {
     /// through their indexes: only segments with a row run of a requested key are read, and
     /// inside them only those runs.
     pub fn plan_scan(&self, request: &ScanRequest) -> Result<ScanPlan> {
+        self.plan_scan_with(request, MAX_INDEX_LOOKUPS)
+    }
+
+    /// [`Engine::plan_scan`], looking up at most `max_lookups` keys per index.
+    fn plan_scan_with(&self, request: &ScanRequest, max_lookups: usize) -> Result<ScanPlan> {
         let (memtable, segments, late) = {
             let state = self.shared.state.read();
             let mut memtable = state.active.chunks.clone();
@@ -613,7 +628,7 @@ impl Engine {
             });
         };
         if let Some(trace_ids) = &request.trace_ids
-            && trace_ids.len() <= MAX_INDEX_LOOKUPS
+            && trace_ids.len() <= max_lookups
         {
             let raw: Vec<RawTraceId> = trace_ids
                 .iter()
@@ -624,21 +639,21 @@ impl Engine {
             })?);
         }
         if let Some(sessions) = &request.session_ids
-            && sessions.len() <= MAX_INDEX_LOOKUPS
+            && sessions.len() <= max_lookups
         {
             narrow(self.runs_of(sessions, |txn, key: &String| {
                 index_runs(txn, SESSION_ROWS, key.as_str())
             })?);
         }
         if let Some(conversations) = &request.conversation_ids
-            && conversations.len() <= MAX_INDEX_LOOKUPS
+            && conversations.len() <= max_lookups
         {
             narrow(self.runs_of(conversations, |txn, key: &String| {
                 index_runs(txn, CONVERSATION_ROWS, key.as_str())
             })?);
         }
         for (sessions, conversations) in &request.sessions_or_conversations {
-            if sessions.len() + conversations.len() > MAX_INDEX_LOOKUPS {
+            if sessions.len() + conversations.len() > max_lookups {
                 continue;
             }
             // A row matches either key: the union of both indexes' runs.
@@ -1115,8 +1130,8 @@ impl Engine {
                 split_by_tier_and_day(&batch)?.into_iter().enumerate()
             {
                 let sorted = sort_for_segment(&part)?;
-                new_metas.push(write_segment(
-                    &shared.dir,
+                new_metas.push(agent_tables::write_segment_with_sidecars(
+                    shared,
                     first_id + offset as u64,
                     &tier,
                     &day,
@@ -1136,6 +1151,7 @@ impl Engine {
         let cleanup = |new_metas: &[SegmentMeta]| {
             for new in new_metas {
                 let _ = fs::remove_file(shared.dir.join(&new.path));
+                agent_tables::remove_sidecars(&shared.dir, new);
             }
         };
         let held = match &removal {
@@ -1298,6 +1314,7 @@ impl Engine {
         if let Err(error) = fs::remove_file(&path) {
             warn!(path = %path.display(), error = %error, "could not delete a removed segment file");
         }
+        agent_tables::remove_sidecars(&shared.dir, meta);
         Ok(new_ids)
     }
 
@@ -1747,8 +1764,9 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
         for (offset, ((tier, day), batch)) in split_by_tier_and_day(&all)?.into_iter().enumerate() {
             let sorted = sort_for_segment(&batch)?;
             let id = first_id + offset as u64;
-            let meta = write_segment(&shared.dir, id, &tier, &day, &sorted, options)?;
-            written_paths.push(shared.dir.join(&meta.path));
+            let meta =
+                agent_tables::write_segment_with_sidecars(shared, id, &tier, &day, &sorted, options)?;
+            written_paths.extend(agent_tables::segment_files(&shared.dir, &meta));
             metas.push(meta);
         }
         commit_segments(
@@ -1878,6 +1896,7 @@ fn commit_segments(
 /// A new segment's catalog entry and its trace, session and conversation runs, written in
 /// `txn` (the seal's or a rewrite's transaction).
 fn add_to_catalog(txn: &WriteTransaction, meta: &SegmentMeta) -> Result<()> {
+    agent_tables::mark_split_traces(txn, meta)?;
     txn.open_table(SEGMENTS)
         .map_err(store_error("open catalog"))?
         .insert(meta.id, meta.encode().as_slice())

@@ -40,6 +40,10 @@ pub(crate) const TRACE_KEYS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition
 pub(crate) const LATE_KEYS: MultimapTableDefinition<'_, u64, &[u8]> =
     MultimapTableDefinition::new("late_keys");
 
+/// Split traces: 16 raw trace-id bytes -> (). Traces found with spans in more than one
+/// segment; their stored agent rows are not used (see `agent/stored.rs`).
+pub(crate) const SPLIT_TRACES: TableDefinition<'_, &[u8], ()> = TableDefinition::new("split_traces");
+
 /// Segment chain: sequence (from 1) -> version byte 1 + JSON chain entry, each hash-linked to
 /// the one before (see `chain.rs` and `docs/tamper-evidence.md`).
 pub(crate) const CHAIN: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("chain");
@@ -51,6 +55,9 @@ pub(crate) const HOLDS: TableDefinition<'_, &str, u64> = TableDefinition::new("h
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 /// Key of the next segment id in [`META`].
 pub(crate) const META_NEXT_SEGMENT_ID: &str = "next_segment_id";
+
+/// Key of the version of the stored agent tables in [`META`] (see `agent/stored.rs`).
+pub(crate) const META_AGENT_TABLES_VERSION: &str = "agent_tables_version";
 
 /// The store format this code writes and reads.
 pub(crate) const FORMAT_VERSION: u64 = 2;

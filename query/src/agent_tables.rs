@@ -41,6 +41,7 @@ use futures::StreamExt as _;
 use crate::error::engine_error;
 use crate::pushdown::{PushColumn, is_exact, matches_nothing, scan_request};
 use crate::scan::SpansScanExec;
+use crate::stored_agent::{SessionsFoldExec, StoredAgentExec};
 
 /// At most this many traces are looked up for an `Inexact` filter; above it the scan reads
 /// without a trace list.
@@ -125,9 +126,36 @@ impl TableProvider for AgentTableProvider {
             .cloned()
             .partition(|filter| is_exact(filter, &exact_column));
         let mut request = scan_request(&exact, &exact_column);
+        let find = scan_request(filters, &any_column);
+        let whole_store = find.trace_ids.is_none()
+            && find.session_ids.is_none()
+            && find.conversation_ids.is_none()
+            && find.sessions_or_conversations.is_empty();
+        if whole_store {
+            // No filter picks traces: read the stored tables (time bounds skip segments).
+            let partitions = state.config().target_partitions();
+            return match self.table {
+                AgentTable::Sessions => Ok(Arc::new(SessionsFoldExec::new(
+                    Arc::new(StoredAgentExec::new(
+                        Arc::clone(&self.engine),
+                        self.table,
+                        None,
+                        find.start_time,
+                        partitions,
+                    )?),
+                    projection.cloned(),
+                )?)),
+                _ => Ok(Arc::new(StoredAgentExec::new(
+                    Arc::clone(&self.engine),
+                    self.table,
+                    projection.cloned(),
+                    find.start_time,
+                    partitions,
+                )?)),
+            };
+        }
         if !lookup.is_empty() && !matches_nothing(&request) {
             // The traces with a span matching every filter, the lookup ones included.
-            let find = scan_request(filters, &any_column);
             let engine = Arc::clone(&self.engine);
             let traces = tokio::task::spawn_blocking(move || matching_traces(&engine, find))
                 .await

@@ -72,6 +72,7 @@ mod retention_table;
 mod rules;
 mod scan;
 mod session;
+mod stored_agent;
 mod tables;
 mod timestamp;
 pub mod trace_search;

@@ -19,6 +19,7 @@
 mod decisions;
 mod output;
 mod spans;
+mod stored;
 mod trace;
 
 use arrow::array::RecordBatch;
@@ -27,7 +28,9 @@ use arrow::datatypes::SchemaRef;
 use crate::error::Result;
 use crate::schema::column_index;
 
-pub use output::agent_table_schema;
+pub use output::{agent_table_schema, fold_session_parts, session_parts_schema};
+pub(crate) use stored::{SIDECAR_VERSION, sidecar_path, sidecar_paths, write_sidecars};
+pub use stored::{derive_stored, read_sidecar, stored_schema};
 
 /// One of the derived agent tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
-    TimestampNanosecondBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Int64Array, Int64Builder, ListArray, ListBuilder,
+    RecordBatch, StringArray, StringBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::AgentTable;
 use super::spans::{Row, SpanRows};
 use super::trace::{RetrySource, TraceFacts, is_model_call};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::schema::timestamp_type;
 
 fn text(name: &str, nullable: bool) -> Field {
@@ -191,7 +191,10 @@ struct Out {
 
 impl Out {
     fn new(table: AgentTable) -> Out {
-        let schema = agent_table_schema(table);
+        Out::with_schema(agent_table_schema(table))
+    }
+
+    fn with_schema(schema: SchemaRef) -> Out {
         let builders = schema
             .fields()
             .iter()
@@ -281,9 +284,10 @@ fn add(total: &mut Option<i64>, value: Option<i64>) {
 }
 
 pub(super) fn build(table: AgentTable, rows: &SpanRows) -> Result<RecordBatch> {
+    if table == AgentTable::Sessions {
+        return fold_session_parts(&[build_session_parts(rows)?]);
+    }
     let mut out = Out::new(table);
-    let mut sessions: Vec<&str> = Vec::new();
-    let mut session_totals: HashMap<&str, SessionTotals<'_>> = HashMap::new();
     for spans in rows.logical_traces() {
         let facts = TraceFacts::derive(rows, spans, table);
         match table {
@@ -291,26 +295,190 @@ pub(super) fn build(table: AgentTable, rows: &SpanRows) -> Result<RecordBatch> {
             AgentTable::ToolCalls => tool_calls(&mut out, rows, &facts),
             AgentTable::Decisions => decisions(&mut out, rows, &facts),
             AgentTable::AgentRuns => agent_runs(&mut out, rows, &facts),
-            AgentTable::Sessions => fold_sessions(rows, &facts, &mut sessions, &mut session_totals),
-        }
-    }
-    if table == AgentTable::Sessions {
-        for session in sessions {
-            let totals = &session_totals[session];
-            out.text(Some(session))
-                .text(totals.user_id)
-                .time(totals.first_seen)
-                .time(totals.last_seen)
-                .int(Some(totals.runs))
-                .int(Some(totals.conversations.len() as i64))
-                .int(Some(totals.spans))
-                .int(Some(totals.errors))
-                .int(Some(totals.denials))
-                .int(totals.input_tokens)
-                .int(totals.output_tokens);
+            AgentTable::Sessions => {}
         }
     }
     out.finish()
+}
+
+/// The schema of a session part: one trace's contribution to one session's `sessions` row
+/// (how `sessions` is stored, since a session's traces may be sealed apart).
+pub fn session_parts_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    Arc::clone(SCHEMA.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            text("session_id", false),
+            text("trace_id", false),
+            text("user_id", true),
+            time("first_seen"),
+            time("last_seen"),
+            int("runs", false),
+            Field::new(
+                "conversations",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, false))),
+                false,
+            ),
+            int("spans", false),
+            int("errors", false),
+            int("denials", false),
+            int("input_tokens", true),
+            int("output_tokens", true),
+        ]))
+    }))
+}
+
+/// One row per (trace, session) of `rows`: the trace's share of the session's totals.
+pub(super) fn build_session_parts(rows: &SpanRows) -> Result<RecordBatch> {
+    let mut out = Out::with_schema(session_parts_schema());
+    for spans in rows.logical_traces() {
+        let facts = TraceFacts::derive(rows, spans, AgentTable::Sessions);
+        let mut order: Vec<&str> = Vec::new();
+        let mut totals: HashMap<&str, SessionTotals<'_>> = HashMap::new();
+        fold_sessions(rows, &facts, &mut order, &mut totals);
+        let Some(&first) = facts.spans.first() else {
+            continue;
+        };
+        let trace_id = rows.trace_id(first);
+        for session in order {
+            let part = &totals[session];
+            let mut conversations: Vec<&str> = part.conversations.iter().copied().collect();
+            conversations.sort_unstable();
+            out.text(Some(session))
+                .text(Some(trace_id))
+                .text(part.user_id)
+                .time(part.first_seen)
+                .time(part.last_seen)
+                .int(Some(part.runs))
+                .list(Some(conversations))
+                .int(Some(part.spans))
+                .int(Some(part.errors))
+                .int(Some(part.denials))
+                .int(part.input_tokens)
+                .int(part.output_tokens);
+        }
+    }
+    out.finish()
+}
+
+/// Folds session parts (any number of batches of [`session_parts_schema`], each (trace,
+/// session) at most once) into `sessions` rows, sessions in order of first appearance.
+pub fn fold_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
+    #[derive(Default)]
+    struct Totals {
+        user_id: Option<String>,
+        first_seen: i64,
+        last_seen: i64,
+        runs: i64,
+        conversations: std::collections::HashSet<String>,
+        spans: i64,
+        errors: i64,
+        denials: i64,
+        input_tokens: Option<i64>,
+        output_tokens: Option<i64>,
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut totals: HashMap<String, Totals> = HashMap::new();
+    for batch in parts {
+        let part = PartColumns::of(batch)?;
+        for row in 0..batch.num_rows() {
+            let session = part.session_id.value(row);
+            let entry = totals.entry(session.to_owned()).or_insert_with(|| {
+                order.push(session.to_owned());
+                Totals {
+                    first_seen: i64::MAX,
+                    last_seen: i64::MIN,
+                    ..Totals::default()
+                }
+            });
+            if part.user_id.is_valid(row) {
+                let user = part.user_id.value(row);
+                if entry.user_id.as_deref().is_none_or(|current| user < current) {
+                    entry.user_id = Some(user.to_owned());
+                }
+            }
+            entry.first_seen = entry.first_seen.min(part.first_seen.value(row));
+            entry.last_seen = entry.last_seen.max(part.last_seen.value(row));
+            entry.runs += part.runs.value(row);
+            let conversations = part.conversations.value(row);
+            let conversations = conversations.as_string::<i32>();
+            for conversation in conversations.iter().flatten() {
+                if !entry.conversations.contains(conversation) {
+                    entry.conversations.insert(conversation.to_owned());
+                }
+            }
+            entry.spans += part.spans.value(row);
+            entry.errors += part.errors.value(row);
+            entry.denials += part.denials.value(row);
+            add(
+                &mut entry.input_tokens,
+                part.input_tokens.is_valid(row).then(|| part.input_tokens.value(row)),
+            );
+            add(
+                &mut entry.output_tokens,
+                part.output_tokens
+                    .is_valid(row)
+                    .then(|| part.output_tokens.value(row)),
+            );
+        }
+    }
+    let mut out = Out::new(AgentTable::Sessions);
+    for session in &order {
+        let totals = &totals[session];
+        out.text(Some(session))
+            .text(totals.user_id.as_deref())
+            .time(totals.first_seen)
+            .time(totals.last_seen)
+            .int(Some(totals.runs))
+            .int(Some(totals.conversations.len() as i64))
+            .int(Some(totals.spans))
+            .int(Some(totals.errors))
+            .int(Some(totals.denials))
+            .int(totals.input_tokens)
+            .int(totals.output_tokens);
+    }
+    out.finish()
+}
+
+/// Typed columns of a session-parts batch.
+struct PartColumns<'a> {
+    session_id: &'a StringArray,
+    user_id: &'a StringArray,
+    first_seen: &'a TimestampNanosecondArray,
+    last_seen: &'a TimestampNanosecondArray,
+    runs: &'a Int64Array,
+    conversations: &'a ListArray,
+    spans: &'a Int64Array,
+    errors: &'a Int64Array,
+    denials: &'a Int64Array,
+    input_tokens: &'a Int64Array,
+    output_tokens: &'a Int64Array,
+}
+
+impl<'a> PartColumns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<PartColumns<'a>> {
+        fn column<'b, T: 'static>(batch: &'b RecordBatch, name: &str) -> Result<&'b T> {
+            batch
+                .column_by_name(name)
+                .and_then(|column| column.as_any().downcast_ref::<T>())
+                .ok_or_else(|| Error::Corrupt {
+                    location: "session parts".to_owned(),
+                    detail: format!("column {name} is missing or has the wrong type"),
+                })
+        }
+        Ok(PartColumns {
+            session_id: column(batch, "session_id")?,
+            user_id: column(batch, "user_id")?,
+            first_seen: column(batch, "first_seen")?,
+            last_seen: column(batch, "last_seen")?,
+            runs: column(batch, "runs")?,
+            conversations: column(batch, "conversations")?,
+            spans: column(batch, "spans")?,
+            errors: column(batch, "errors")?,
+            denials: column(batch, "denials")?,
+            input_tokens: column(batch, "input_tokens")?,
+            output_tokens: column(batch, "output_tokens")?,
+        })
+    }
 }
 
 fn llm_calls(out: &mut Out, rows: &SpanRows, facts: &TraceFacts<'_>) {

@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::segment::SegmentMeta;
 use crate::tables::{
     CONTENT, CONTENT_BY_TIME, CONTENT_REFS, CONTENT_SEEN, CONVERSATION_ROWS, HOLDS, LATE_KEYS,
-    SEGMENTS, SESSION_ROWS, TRACE_KEYS, TRACE_SEGMENTS, WAL,
+    SEGMENTS, SESSION_ROWS, SPLIT_TRACES, TRACE_KEYS, TRACE_SEGMENTS, WAL,
 };
 
 /// What [`Engine::purge`] removed.
@@ -123,6 +123,7 @@ impl Engine {
             empty_multimap_table(&txn, SESSION_ROWS)?;
             empty_multimap_table(&txn, CONVERSATION_ROWS)?;
             empty_multimap_table(&txn, LATE_KEYS)?;
+            empty_table(&txn, SPLIT_TRACES)?;
             empty_multimap_table(&txn, CONTENT_BY_TIME)?;
             txn.commit().map_err(store_error("commit purge"))?;
 
@@ -132,7 +133,7 @@ impl Engine {
             for meta in catalog.iter().filter_map(|(_, meta)| meta.as_ref()) {
                 report.spans += meta.rows;
                 report.segment_bytes += meta.bytes;
-                paths.push(shared.dir.join(&meta.path));
+                paths.extend(super::agent_tables::segment_files(&shared.dir, meta));
             }
             {
                 let mut state = shared.state.write();

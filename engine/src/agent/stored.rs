@@ -1,0 +1,201 @@
+//! Stored agent tables: beside each sealed segment's span file, one Parquet file per agent
+//! table (a *sidecar*) holding the agent rows of the segment's traces, derived once at seal.
+//! `sessions` is stored as *session parts* (one row per trace and session, see
+//! [`session_parts_schema`]) and folded at read time, since a session's traces are sealed
+//! apart.
+//!
+//! Invariants:
+//! - A segment's sidecars are derived from exactly the rows written to its span file, are
+//!   fsync'd before the catalog names the segment, and are deleted with it. Every rewrite of
+//!   a segment (expiry with promotion, erasure) writes a new segment with new sidecars.
+//! - A trace's sidecar rows are right only while all of its spans lie in that one segment.
+//!   A trace with spans in more than one place (two segments, or a segment and the memtable)
+//!   is *split*: the store lists it (redb `split_traces`, plus every trace in the memtable),
+//!   and readers skip its sidecar rows and derive it from its spans instead
+//!   ([`crate::Engine::plan_agent_read`]). Late keys and tier promotion only ever come from a
+//!   later span of the trace, so they only touch split traces.
+//! - Sidecars are derived data: a store opened without them, or with sidecars of another
+//!   [`SIDECAR_VERSION`], rebuilds them at open.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::output::{build, build_session_parts, session_parts_schema};
+use super::spans::SpanRows;
+use super::AgentTable;
+use crate::error::{Error, Result};
+
+/// Version of the sidecar contents: raise it when the derivation changes, and every store
+/// rebuilds its sidecars at the next open.
+pub(crate) const SIDECAR_VERSION: u64 = 1;
+
+/// Rows per sidecar row group.
+const SIDECAR_ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// The schema a table is stored with: its own, or session parts for `sessions`.
+pub fn stored_schema(table: AgentTable) -> SchemaRef {
+    match table {
+        AgentTable::Sessions => session_parts_schema(),
+        _ => table.schema(),
+    }
+}
+
+/// Derives `table` in its stored form ([`stored_schema`]) from `spans`, which must hold every
+/// span of each trace they hold.
+pub fn derive_stored(table: AgentTable, spans: &[RecordBatch]) -> Result<RecordBatch> {
+    let rows = SpanRows::new(spans, table.reads_events())?;
+    stored_form(table, &rows)
+}
+
+fn stored_form(table: AgentTable, rows: &SpanRows) -> Result<RecordBatch> {
+    match table {
+        AgentTable::Sessions => build_session_parts(rows),
+        _ => build(table, rows),
+    }
+}
+
+/// The data-directory-relative path of a segment's sidecar for `table`.
+pub(crate) fn sidecar_path(segment_path: &str, table: AgentTable) -> String {
+    let stem = segment_path.strip_suffix(".parquet").unwrap_or(segment_path);
+    format!("{stem}.{}.parquet", table.name())
+}
+
+/// Every sidecar path of a segment.
+pub(crate) fn sidecar_paths(segment_path: &str) -> impl Iterator<Item = String> + '_ {
+    AgentTable::ALL
+        .into_iter()
+        .map(move |table| sidecar_path(segment_path, table))
+}
+
+/// Derives every agent table from `batch` (all the rows of segment `segment_id`, every span
+/// column) and writes the sidecars next to `segment_path`, each fsync'd. Returns the written
+/// files (the caller fsyncs their directory, which the segment file shares).
+pub(crate) fn write_sidecars(
+    data_dir: &Path,
+    segment_id: u64,
+    segment_path: &str,
+    batch: &RecordBatch,
+    zstd_level: i32,
+) -> Result<Vec<PathBuf>> {
+    let rows = SpanRows::new(std::slice::from_ref(batch), true)?;
+    let mut written = Vec::with_capacity(AgentTable::ALL.len());
+    for table in AgentTable::ALL {
+        let derived = stored_form(table, &rows)?;
+        let path = data_dir.join(sidecar_path(segment_path, table));
+        let result = write_file(&path, segment_id, &derived, zstd_level);
+        if let Err(error) = result {
+            for done in written {
+                let _ = std::fs::remove_file(done);
+            }
+            return Err(error);
+        }
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32) -> Result<()> {
+    let sidecar_error = |source| Error::Segment {
+        segment_id,
+        path: path.to_path_buf(),
+        source,
+    };
+    let temporary = path.with_extension("parquet.tmp");
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(zstd_level).unwrap_or_default(),
+        ))
+        .set_max_row_group_row_count(Some(SIDECAR_ROW_GROUP_ROWS))
+        .build();
+    let file = File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;
+    let mut writer = ArrowWriter::try_new(BufWriter::new(file), batch.schema(), Some(properties))
+        .map_err(sidecar_error)?;
+    writer.write(batch).map_err(sidecar_error)?;
+    let buffered = writer.into_inner().map_err(sidecar_error)?;
+    let file = buffered
+        .into_inner()
+        .map_err(|error| Error::io("flush", &temporary, error.into_error()))?;
+    file.sync_all()
+        .map_err(|source| Error::io("fsync", &temporary, source))?;
+    drop(file);
+    std::fs::rename(&temporary, path).map_err(|source| Error::io("rename", &temporary, source))
+}
+
+/// Reads one sidecar of segment `segment_id`: the stored rows of `table` whose trace is not in
+/// `skip` (lowercase hex ids), with the columns `projection` names (indices into
+/// [`stored_schema`], ascending; `None` for all).
+pub fn read_sidecar(
+    path: &Path,
+    segment_id: u64,
+    table: AgentTable,
+    projection: Option<&[usize]>,
+    skip: &HashSet<String>,
+) -> Result<Vec<RecordBatch>> {
+    let sidecar_error = |source| Error::Segment {
+        segment_id,
+        path: path.to_path_buf(),
+        source,
+    };
+    let schema = stored_schema(table);
+    let file = File::open(path).map_err(|source| Error::io("open agent table", path, source))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(sidecar_error)?;
+    if builder.schema().fields() != schema.fields() {
+        return Err(Error::Corrupt {
+            location: path.display().to_string(),
+            detail: format!("the {} file does not have the table's schema", table.name()),
+        });
+    }
+    let trace_column = schema.index_of("trace_id")?;
+    let wanted: Vec<usize> = projection
+        .map(<[usize]>::to_vec)
+        .unwrap_or_else(|| (0..schema.fields().len()).collect());
+    let mut read: Vec<usize> = wanted.clone();
+    if (!skip.is_empty() || read.is_empty()) && !read.contains(&trace_column) {
+        read.push(trace_column);
+        read.sort_unstable();
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), read.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(8192)
+        .build()
+        .map_err(sidecar_error)?;
+    // Positions of the wanted columns among the read ones.
+    let keep: Vec<usize> = wanted
+        .iter()
+        .filter_map(|column| read.iter().position(|candidate| candidate == column))
+        .collect();
+    let trace_position = read.iter().position(|column| *column == trace_column);
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|error| Error::Corrupt {
+            location: path.display().to_string(),
+            detail: error.to_string(),
+        })?;
+        let batch = match (skip.is_empty(), trace_position) {
+            (false, Some(position)) => {
+                let traces = batch.column(position).as_string::<i32>();
+                let mask: BooleanArray = (0..batch.num_rows())
+                    .map(|row| Some(traces.is_null(row) || !skip.contains(traces.value(row))))
+                    .collect();
+                filter_record_batch(&batch, &mask)?
+            }
+            _ => batch,
+        };
+        if batch.num_rows() > 0 {
+            out.push(batch.project(&keep)?);
+        }
+    }
+    Ok(out)
+}

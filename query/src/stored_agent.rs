@@ -1,0 +1,444 @@
+//! [`StoredAgentExec`]: a whole-store read of an agent table from the stored agent tables
+//! (the sidecars written at seal, see `engine::agent`), and [`SessionsFoldExec`], which
+//! folds stored session parts into `sessions` rows.
+//!
+//! One engine plan ([`Engine::plan_agent_read`]) per run: its sidecars are dealt round robin
+//! to the partitions, each read on a blocking thread; partition 0 also derives the traces the
+//! sidecars cannot answer (split across segments, or in the memtable) from their spans, with
+//! that input counted against the query's memory pool. Every trace comes from exactly one of
+//! the two, so every row is counted once.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result as DfResult, internal_err};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use engine::agent::{AgentTable, derive_stored, fold_session_parts, stored_schema};
+use engine::{AgentRead, Engine, ScanPlan, SidecarRead};
+use futures::StreamExt as _;
+use tokio::sync::mpsc;
+
+use crate::error::engine_error;
+
+/// Batches buffered per partition between the blocking reader and the consumer.
+const CHANNEL_BATCHES: usize = 2;
+
+/// Reads one agent table in its stored form ([`stored_schema`]).
+#[derive(Debug)]
+pub(crate) struct StoredAgentExec {
+    source: Arc<Source>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+#[derive(Debug)]
+struct Source {
+    engine: Arc<Engine>,
+    table: AgentTable,
+    start_time: (Bound<i64>, Bound<i64>),
+    /// Output columns (indices into the stored schema), in output order.
+    columns: Vec<usize>,
+    /// The same, ascending and deduplicated: what is read.
+    read: Vec<usize>,
+    schema: SchemaRef,
+    partitions: usize,
+    state: Mutex<Vec<Option<Work>>>,
+}
+
+/// What one partition does in one run.
+#[derive(Debug)]
+struct Work {
+    skip: Arc<HashSet<String>>,
+    sidecars: Vec<SidecarRead>,
+    derive: Option<ScanPlan>,
+}
+
+impl StoredAgentExec {
+    /// `projection`: indices into the table's stored schema; `start_time` skips segments
+    /// whose spans all start outside it (the caller filters the rows).
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        table: AgentTable,
+        projection: Option<Vec<usize>>,
+        start_time: (Bound<i64>, Bound<i64>),
+        partitions: usize,
+    ) -> DfResult<Self> {
+        let stored = stored_schema(table);
+        let columns = projection.unwrap_or_else(|| (0..stored.fields().len()).collect());
+        let schema = Arc::new(stored.project(&columns)?);
+        let mut read = columns.clone();
+        read.sort_unstable();
+        read.dedup();
+        let partitions = partitions.max(1);
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        )
+        .with_scheduling_type(SchedulingType::Cooperative);
+        Ok(StoredAgentExec {
+            source: Arc::new(Source {
+                engine,
+                table,
+                start_time,
+                columns,
+                read,
+                schema,
+                partitions,
+                state: Mutex::new(Vec::new()),
+            }),
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+/// Per-partition counters shown by EXPLAIN ANALYZE.
+struct Counters {
+    output_rows: Count,
+    sidecars_read: Count,
+    stored_rows: Count,
+    derived_traces: Count,
+    derived_rows: Count,
+}
+
+impl Source {
+    /// This partition's work, planning a new engine read when its slot is empty.
+    fn take_work(&self, partition: usize) -> DfResult<Work> {
+        let mut slots = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(work) = slots.get_mut(partition).and_then(Option::take) {
+            return Ok(work);
+        }
+        let AgentRead {
+            sidecars,
+            skip,
+            derive,
+            ..
+        } = self
+            .engine
+            .plan_agent_read(self.table, self.start_time)
+            .map_err(engine_error)?;
+        let mut work: Vec<Work> = (0..self.partitions)
+            .map(|_| Work {
+                skip: Arc::clone(&skip),
+                sidecars: Vec::new(),
+                derive: None,
+            })
+            .collect();
+        for (index, sidecar) in sidecars.into_iter().enumerate() {
+            work[index % self.partitions].sidecars.push(sidecar);
+        }
+        work[0].derive = Some(derive);
+        let mine = std::mem::replace(
+            &mut work[partition],
+            Work {
+                skip,
+                sidecars: Vec::new(),
+                derive: None,
+            },
+        );
+        *slots = work.into_iter().map(Some).collect();
+        slots[partition] = None;
+        Ok(mine)
+    }
+
+    /// The output columns of a batch of the read columns.
+    fn to_output(&self, batch: &RecordBatch) -> DfResult<RecordBatch> {
+        let columns: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|column| {
+                let position = self.read.binary_search(column).unwrap_or_default();
+                Arc::clone(batch.column(position))
+            })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &options,
+        )?)
+    }
+
+    fn run_partition(
+        &self,
+        partition: usize,
+        reservation: MemoryReservation,
+        sender: &mpsc::Sender<DfResult<RecordBatch>>,
+        counters: &Counters,
+    ) {
+        if let Err(error) = self.send_partition(partition, reservation, sender, counters) {
+            let _ = sender.blocking_send(Err(error));
+        }
+    }
+
+    fn send_partition(
+        &self,
+        partition: usize,
+        reservation: MemoryReservation,
+        sender: &mpsc::Sender<DfResult<RecordBatch>>,
+        counters: &Counters,
+    ) -> DfResult<()> {
+        let work = self.take_work(partition)?;
+        for sidecar in &work.sidecars {
+            if sender.is_closed() {
+                return Ok(());
+            }
+            counters.sidecars_read.add(1);
+            for batch in sidecar
+                .read(self.table, Some(&self.read), &work.skip)
+                .map_err(engine_error)?
+            {
+                let batch = self.to_output(&batch)?;
+                counters.stored_rows.add(batch.num_rows());
+                counters.output_rows.add(batch.num_rows());
+                if sender.blocking_send(Ok(batch)).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(derive) = work.derive {
+            counters.derived_traces.add(work.skip.len());
+            let mut spans = Vec::new();
+            for unit in derive.into_units() {
+                for batch in unit.execute().map_err(engine_error)? {
+                    let batch = batch.map_err(engine_error)?;
+                    // The derivation holds every input row: count it against the budget.
+                    reservation.try_grow(batch.get_array_memory_size())?;
+                    spans.push(batch);
+                }
+            }
+            if !spans.is_empty() {
+                let derived = derive_stored(self.table, &spans).map_err(engine_error)?;
+                drop(spans);
+                let derived = self.to_output(&derived.project(&self.read)?)?;
+                counters.derived_rows.add(derived.num_rows());
+                counters.output_rows.add(derived.num_rows());
+                let _ = sender.blocking_send(Ok(derived));
+            }
+        }
+        drop(reservation);
+        Ok(())
+    }
+}
+
+impl DisplayAs for StoredAgentExec {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stored = stored_schema(self.source.table);
+        let names: Vec<&str> = self
+            .source
+            .columns
+            .iter()
+            .map(|index| stored.field(*index).name().as_str())
+            .collect();
+        write!(
+            f,
+            "StoredAgentExec: table={}, projection=[{}], partitions={}",
+            self.source.table.name(),
+            names.join(", "),
+            self.source.partitions
+        )
+    }
+}
+
+impl ExecutionPlan for StoredAgentExec {
+    fn name(&self) -> &str {
+        "StoredAgentExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return internal_err!("StoredAgentExec has no children");
+        }
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        if partition >= self.source.partitions {
+            return internal_err!(
+                "StoredAgentExec has {} partitions, asked for {partition}",
+                self.source.partitions
+            );
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|error| DataFusionError::External(Box::new(error)))?;
+        let metrics = &self.metrics;
+        let counters = Counters {
+            output_rows: MetricBuilder::new(metrics).output_rows(partition),
+            sidecars_read: MetricBuilder::new(metrics).counter("sidecars_read", partition),
+            stored_rows: MetricBuilder::new(metrics).counter("stored_rows", partition),
+            derived_traces: MetricBuilder::new(metrics).counter("derived_traces", partition),
+            derived_rows: MetricBuilder::new(metrics).counter("derived_rows", partition),
+        };
+        let reservation =
+            MemoryConsumer::new(format!("StoredAgentExec[{}]", self.source.table.name()))
+                .register(context.memory_pool());
+        let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
+        let source = Arc::clone(&self.source);
+        // Detached: the thread ends when the partition is done or the stream is dropped.
+        drop(runtime.spawn_blocking(move || {
+            source.run_partition(partition, reservation, &sender, &counters);
+        }));
+        let batches = futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|batch| (batch, receiver))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.source.schema),
+            batches,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// Folds session parts (every partition of its input) into `sessions` rows.
+#[derive(Debug)]
+pub(crate) struct SessionsFoldExec {
+    input: Arc<dyn ExecutionPlan>,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl SessionsFoldExec {
+    pub(crate) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        projection: Option<Vec<usize>>,
+    ) -> DfResult<Self> {
+        let full = AgentTable::Sessions.schema();
+        let schema = match &projection {
+            Some(indices) => Arc::new(full.project(indices)?),
+            None => full,
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        Ok(SessionsFoldExec {
+            input,
+            projection,
+            schema,
+            properties: Arc::new(properties),
+        })
+    }
+}
+
+impl DisplayAs for SessionsFoldExec {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionsFoldExec")
+    }
+}
+
+impl ExecutionPlan for SessionsFoldExec {
+    fn name(&self) -> &str {
+        "SessionsFoldExec"
+    }
+
+    fn apply_expressions(
+        &self,
+        _visit: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        match children.as_slice() {
+            [input] => Ok(Arc::new(SessionsFoldExec::new(
+                Arc::clone(input),
+                self.projection.clone(),
+            )?)),
+            _ => internal_err!("SessionsFoldExec takes one input"),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("SessionsFoldExec has one partition, asked for {partition}");
+        }
+        let partitions = self.input.properties().partitioning.partition_count();
+        let inputs = (0..partitions)
+            .map(|partition| self.input.execute(partition, Arc::clone(&context)))
+            .collect::<DfResult<Vec<_>>>()?;
+        let projection = self.projection.clone();
+        let reservation =
+            MemoryConsumer::new("SessionsFoldExec").register(context.memory_pool());
+        let output = async move {
+            let mut parts: Vec<RecordBatch> = Vec::new();
+            let mut merged = futures::stream::select_all(inputs);
+            while let Some(batch) = merged.next().await {
+                let batch = batch?;
+                reservation.try_grow(batch.get_array_memory_size())?;
+                parts.push(batch);
+            }
+            let folded = tokio::task::spawn_blocking(move || {
+                fold_session_parts(&parts).map_err(engine_error)
+            })
+            .await
+            .map_err(|error| DataFusionError::External(Box::new(error)))??;
+            drop(reservation);
+            match projection {
+                Some(indices) => Ok(folded.project(&indices)?),
+                None => Ok(folded),
+            }
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::once(output),
+        )))
+    }
+}

@@ -11,6 +11,7 @@ mod monitoring;
 mod monitoring_fixture;
 mod pushdown;
 mod sessions;
+mod stored_agent_tables;
 mod tables;
 mod trace_search;
 mod views;

@@ -1764,8 +1764,9 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
         for (offset, ((tier, day), batch)) in split_by_tier_and_day(&all)?.into_iter().enumerate() {
             let sorted = sort_for_segment(&batch)?;
             let id = first_id + offset as u64;
-            let meta =
-                agent_tables::write_segment_with_sidecars(shared, id, &tier, &day, &sorted, options)?;
+            let meta = agent_tables::write_segment_with_sidecars(
+                shared, id, &tier, &day, &sorted, options,
+            )?;
             written_paths.extend(agent_tables::segment_files(&shared.dir, &meta));
             metas.push(meta);
         }

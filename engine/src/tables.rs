@@ -42,7 +42,8 @@ pub(crate) const LATE_KEYS: MultimapTableDefinition<'_, u64, &[u8]> =
 
 /// Split traces: 16 raw trace-id bytes -> (). Traces found with spans in more than one
 /// segment; their stored agent rows are not used (see `agent/stored.rs`).
-pub(crate) const SPLIT_TRACES: TableDefinition<'_, &[u8], ()> = TableDefinition::new("split_traces");
+pub(crate) const SPLIT_TRACES: TableDefinition<'_, &[u8], ()> =
+    TableDefinition::new("split_traces");
 
 /// Segment chain: sequence (from 1) -> version byte 1 + JSON chain entry, each hash-linked to
 /// the one before (see `chain.rs` and `docs/tamper-evidence.md`).

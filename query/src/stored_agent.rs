@@ -21,7 +21,9 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
-use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -415,8 +417,7 @@ impl ExecutionPlan for SessionsFoldExec {
             .map(|partition| self.input.execute(partition, Arc::clone(&context)))
             .collect::<DfResult<Vec<_>>>()?;
         let projection = self.projection.clone();
-        let reservation =
-            MemoryConsumer::new("SessionsFoldExec").register(context.memory_pool());
+        let reservation = MemoryConsumer::new("SessionsFoldExec").register(context.memory_pool());
         let output = async move {
             let mut parts: Vec<RecordBatch> = Vec::new();
             let mut merged = futures::stream::select_all(inputs);

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Int64Array, Int64Builder, ListArray, ListBuilder,
-    RecordBatch, StringArray, StringBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder,
+    Array, ArrayRef, BooleanBuilder, Int64Array, Int64Builder, ListArray, ListBuilder, RecordBatch,
+    StringArray, StringBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
@@ -363,55 +363,47 @@ pub(super) fn build_session_parts(rows: &SpanRows) -> Result<RecordBatch> {
 /// Folds session parts (any number of batches of [`session_parts_schema`], each (trace,
 /// session) at most once) into `sessions` rows, sessions in order of first appearance.
 pub fn fold_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
-    #[derive(Default)]
-    struct Totals {
-        user_id: Option<String>,
-        first_seen: i64,
-        last_seen: i64,
-        runs: i64,
-        conversations: std::collections::HashSet<String>,
-        spans: i64,
-        errors: i64,
-        denials: i64,
-        input_tokens: Option<i64>,
-        output_tokens: Option<i64>,
-    }
-    let mut order: Vec<String> = Vec::new();
-    let mut totals: HashMap<String, Totals> = HashMap::new();
-    for batch in parts {
-        let part = PartColumns::of(batch)?;
+    let columns = parts
+        .iter()
+        .map(PartColumns::of)
+        .collect::<Result<Vec<_>>>()?;
+    let mut order: Vec<&str> = Vec::new();
+    let mut totals: HashMap<&str, SessionTotals<'_>> = HashMap::new();
+    for (batch, part) in parts.iter().zip(&columns) {
         for row in 0..batch.num_rows() {
             let session = part.session_id.value(row);
-            let entry = totals.entry(session.to_owned()).or_insert_with(|| {
-                order.push(session.to_owned());
-                Totals {
+            let entry = totals.entry(session).or_insert_with(|| {
+                order.push(session);
+                SessionTotals {
                     first_seen: i64::MAX,
                     last_seen: i64::MIN,
-                    ..Totals::default()
+                    ..SessionTotals::default()
                 }
             });
             if part.user_id.is_valid(row) {
                 let user = part.user_id.value(row);
-                if entry.user_id.as_deref().is_none_or(|current| user < current) {
-                    entry.user_id = Some(user.to_owned());
+                if entry.user_id.is_none_or(|current| user < current) {
+                    entry.user_id = Some(user);
                 }
             }
             entry.first_seen = entry.first_seen.min(part.first_seen.value(row));
             entry.last_seen = entry.last_seen.max(part.last_seen.value(row));
             entry.runs += part.runs.value(row);
-            let conversations = part.conversations.value(row);
-            let conversations = conversations.as_string::<i32>();
-            for conversation in conversations.iter().flatten() {
-                if !entry.conversations.contains(conversation) {
-                    entry.conversations.insert(conversation.to_owned());
-                }
+            let offsets = part.conversations.value_offsets();
+            let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
+            for index in from..to {
+                entry
+                    .conversations
+                    .insert(part.conversation_values.value(index));
             }
             entry.spans += part.spans.value(row);
             entry.errors += part.errors.value(row);
             entry.denials += part.denials.value(row);
             add(
                 &mut entry.input_tokens,
-                part.input_tokens.is_valid(row).then(|| part.input_tokens.value(row)),
+                part.input_tokens
+                    .is_valid(row)
+                    .then(|| part.input_tokens.value(row)),
             );
             add(
                 &mut entry.output_tokens,
@@ -422,10 +414,10 @@ pub fn fold_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
         }
     }
     let mut out = Out::new(AgentTable::Sessions);
-    for session in &order {
+    for session in order {
         let totals = &totals[session];
         out.text(Some(session))
-            .text(totals.user_id.as_deref())
+            .text(totals.user_id)
             .time(totals.first_seen)
             .time(totals.last_seen)
             .int(Some(totals.runs))
@@ -447,6 +439,7 @@ struct PartColumns<'a> {
     last_seen: &'a TimestampNanosecondArray,
     runs: &'a Int64Array,
     conversations: &'a ListArray,
+    conversation_values: &'a StringArray,
     spans: &'a Int64Array,
     errors: &'a Int64Array,
     denials: &'a Int64Array,
@@ -465,13 +458,23 @@ impl<'a> PartColumns<'a> {
                     detail: format!("column {name} is missing or has the wrong type"),
                 })
         }
+        let conversations: &ListArray = column(batch, "conversations")?;
+        let conversation_values = conversations
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| Error::Corrupt {
+                location: "session parts".to_owned(),
+                detail: "conversations are not strings".to_owned(),
+            })?;
         Ok(PartColumns {
             session_id: column(batch, "session_id")?,
             user_id: column(batch, "user_id")?,
             first_seen: column(batch, "first_seen")?,
             last_seen: column(batch, "last_seen")?,
             runs: column(batch, "runs")?,
-            conversations: column(batch, "conversations")?,
+            conversations,
+            conversation_values,
             spans: column(batch, "spans")?,
             errors: column(batch, "errors")?,
             denials: column(batch, "denials")?,

@@ -31,9 +31,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::AgentTable;
 use super::output::{build, build_session_parts, session_parts_schema};
 use super::spans::SpanRows;
-use super::AgentTable;
 use crate::error::{Error, Result};
 
 /// Version of the sidecar contents: raise it when the derivation changes, and every store
@@ -67,7 +67,9 @@ fn stored_form(table: AgentTable, rows: &SpanRows) -> Result<RecordBatch> {
 
 /// The data-directory-relative path of a segment's sidecar for `table`.
 pub(crate) fn sidecar_path(segment_path: &str, table: AgentTable) -> String {
-    let stem = segment_path.strip_suffix(".parquet").unwrap_or(segment_path);
+    let stem = segment_path
+        .strip_suffix(".parquet")
+        .unwrap_or(segment_path);
     format!("{stem}.{}.parquet", table.name())
 }
 
@@ -118,7 +120,8 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
         ))
         .set_max_row_group_row_count(Some(SIDECAR_ROW_GROUP_ROWS))
         .build();
-    let file = File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;
+    let file =
+        File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;
     let mut writer = ArrowWriter::try_new(BufWriter::new(file), batch.schema(), Some(properties))
         .map_err(sidecar_error)?;
     writer.write(batch).map_err(sidecar_error)?;

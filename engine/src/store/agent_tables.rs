@@ -105,10 +105,7 @@ pub(super) fn mark_split_traces(txn: &WriteTransaction, meta: &SegmentMeta) -> R
 
 /// At open: fills `split_traces` for a store written before agent tables were stored, and
 /// writes the sidecars that are missing or of another [`SIDECAR_VERSION`].
-pub(super) fn prepare_sidecars(
-    shared: &Shared,
-    segments: &[Arc<SegmentMeta>],
-) -> Result<usize> {
+pub(super) fn prepare_sidecars(shared: &Shared, segments: &[Arc<SegmentMeta>]) -> Result<usize> {
     let txn = shared
         .db
         .begin_write()
@@ -154,8 +151,8 @@ pub(super) fn prepare_sidecars(
     }
     let mut rebuilt = 0;
     for meta in segments {
-        let complete = crate::agent::sidecar_paths(&meta.path)
-            .all(|path| shared.dir.join(path).is_file());
+        let complete =
+            crate::agent::sidecar_paths(&meta.path).all(|path| shared.dir.join(path).is_file());
         if complete && version == Some(SIDECAR_VERSION) {
             continue;
         }

@@ -26,7 +26,11 @@ struct Store {
 
 fn open(dir: &Path) -> Store {
     let engine = Arc::new(
-        Engine::open(dir, engine::Options::default().with_background_sealing(false)).unwrap(),
+        Engine::open(
+            dir,
+            engine::Options::default().with_background_sealing(false),
+        )
+        .unwrap(),
     );
     let sql = SqlEngine::new(Arc::clone(&engine), Options::default()).unwrap();
     Store { sql, engine }
@@ -113,7 +117,10 @@ async fn stored_metrics(store: &Store, table: &str) -> (u64, u64) {
     (metric("stored_rows"), metric("derived_traces"))
 }
 
-fn request_of(traces: &[testdata::AgentTrace], keep: impl Fn(usize, &Span) -> bool) -> ExportTraceServiceRequest {
+fn request_of(
+    traces: &[testdata::AgentTrace],
+    keep: impl Fn(usize, &Span) -> bool,
+) -> ExportTraceServiceRequest {
     let mut request = ExportTraceServiceRequest::default();
     for (index, trace) in traces.iter().enumerate() {
         for resource in &trace.resource_spans {
@@ -141,7 +148,7 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
     let store = open(dir.path());
 
     // Wave 1: the first 40 traces, except that every fourth sends only its children; sealed.
-    let late_root = |index: usize| index % 4 == 0 && index < 40;
+    let late_root = |index: usize| index.is_multiple_of(4) && index < 40;
     write(
         &store,
         &request_of(&traces, |index, span| {
@@ -166,15 +173,27 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
     assert_stored_equals_derived(&store, "late roots sealed").await;
     let (stored, derived) = stored_metrics(&store, "agent_runs").await;
     assert!(stored > 0, "{stored}");
-    assert_eq!(derived, 10, "the ten late-rooted traces are derived from spans");
+    assert_eq!(
+        derived, 10,
+        "the ten late-rooted traces are derived from spans"
+    );
 
     // Wave 3: traces 20..30 sent again (an exporter's retry), left in the memtable.
-    write(&store, &request_of(&traces, |index, _| (20..30).contains(&index)));
+    write(
+        &store,
+        &request_of(&traces, |index, _| (20..30).contains(&index)),
+    );
     assert_stored_equals_derived(&store, "re-sent copies in the memtable").await;
     let (_, derived) = stored_metrics(&store, "decisions").await;
-    let split: std::collections::HashSet<usize> =
-        (0..40).filter(|index| late_root(*index)).chain(20..30).collect();
-    assert_eq!(derived, split.len() as u64, "late-rooted and memtable traces");
+    let split: std::collections::HashSet<usize> = (0..40)
+        .filter(|index| late_root(*index))
+        .chain(20..30)
+        .collect();
+    assert_eq!(
+        derived,
+        split.len() as u64,
+        "late-rooted and memtable traces"
+    );
 
     // A restart replays the memtable; the sidecars are read as they were.
     drop(store);
@@ -184,7 +203,7 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
     let sealed = assert_stored_equals_derived(&store, "copies sealed").await;
 
     // A lost sidecar is rebuilt at open.
-    let segment = store.engine.segments()[0].clone();
+    let segment = Arc::clone(&store.engine.segments()[0]);
     let sidecar = dir
         .path()
         .join(segment.path.replace(".parquet", ".decisions.parquet"));
@@ -193,7 +212,10 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
     std::fs::remove_file(&sidecar).unwrap();
     let store = open(dir.path());
     assert!(sidecar.is_file(), "rebuilt at open");
-    assert_eq!(assert_stored_equals_derived(&store, "rebuilt").await, sealed);
+    assert_eq!(
+        assert_stored_equals_derived(&store, "rebuilt").await,
+        sealed
+    );
 
     // Erasing one session rewrites the segments that held it, with new sidecars.
     let session = &traces[1].session_id;

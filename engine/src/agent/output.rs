@@ -78,6 +78,7 @@ fn build_schema(table: AgentTable) -> Schema {
                 text("risk", true),
                 text("verdict", true),
                 text("tool_call_id", true),
+                text("operation_span_id", true),
             ]);
         }
         AgentTable::Decisions => {
@@ -529,7 +530,8 @@ fn tool_calls(out: &mut Out, rows: &SpanRows, facts: &TraceFacts<'_>) {
             })
             .text(rows.tool_risk(row))
             .text(rows.decision_verdict(row))
-            .text(rows.tool_call_id(row));
+            .text(rows.tool_call_id(row))
+            .text(call.operation.map(|first| rows.span_id(first)));
     }
 }
 

@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 
 /// Version of the sidecar contents: raise it when the derivation changes, and every store
 /// rebuilds its sidecars at the next open.
-pub(crate) const SIDECAR_VERSION: u64 = 1;
+pub(crate) const SIDECAR_VERSION: u64 = 2;
 
 /// Rows per sidecar row group.
 const SIDECAR_ROW_GROUP_ROWS: usize = 64 * 1024;

@@ -59,6 +59,10 @@ pub(crate) struct ToolCall {
     pub(crate) row: Row,
     pub(crate) attempt: i64,
     pub(crate) retry: RetrySource,
+    /// The first attempt (`attempt` 0) this execution belongs to: itself, or the latest
+    /// earlier first attempt of the same tool in the same session; `None` for a retry with no
+    /// first attempt before it.
+    pub(crate) operation: Option<Row>,
 }
 
 /// One decision with the span it gates and its approval.
@@ -365,6 +369,7 @@ fn tool_calls(rows: &SpanRows, spans: &[Row], runs: &[Row]) -> Vec<ToolCall> {
         .collect();
     let call_arguments: Vec<Option<&str>> = calls.iter().map(|&row| arguments(rows, row)).collect();
     let mut out: Vec<ToolCall> = Vec::with_capacity(calls.len());
+    let mut operations: HashMap<(Option<&str>, Option<&str>), Row> = HashMap::new();
     for (index, &row) in calls.iter().enumerate() {
         let explicit = rows.retry_attempt(row).is_some_and(|attempt| attempt > 0)
             || resent.contains(&(rows.session_id(row), rows.span_id(row)));
@@ -395,9 +400,15 @@ fn tool_calls(rows: &SpanRows, spans: &[Row], runs: &[Row]) -> Vec<ToolCall> {
                 attempt = Some(previous.attempt + 1);
             }
         }
+        let attempt = attempt.unwrap_or(0);
+        let key = (rows.session_id(row), rows.tool_name(row));
+        if attempt == 0 {
+            operations.insert(key, row);
+        }
         out.push(ToolCall {
             row,
-            attempt: attempt.unwrap_or(0),
+            operation: operations.get(&key).copied(),
+            attempt,
             retry: if explicit {
                 RetrySource::Explicit
             } else if inferred {

@@ -599,6 +599,25 @@ async fn retries_by_tool_match_the_otlp() {
         expected.push((tool.clone(), *total, *retries, ops.len() as i64, retried));
     }
     let fixture = MonitoringFixture::new();
+    let expected: Vec<Value> = expected
+        .into_iter()
+        .map(|(tool, total, retries, ops, retried)| json!([tool, total, retries, ops, retried]))
+        .collect();
+    // The docs query groups by `operation_span_id`...
+    let by_operation = rows(
+        &fixture,
+        "WITH operations AS (
+            SELECT tool_name, trace_id, operation_span_id, count(*) AS attempts,
+                count(*) FILTER (WHERE is_retry) AS retries
+            FROM tool_calls GROUP BY tool_name, trace_id, operation_span_id
+        )
+        SELECT tool_name, sum(attempts), sum(retries), count(*),
+            count(*) FILTER (WHERE retries > 0)
+        FROM operations GROUP BY tool_name ORDER BY tool_name",
+    )
+    .await;
+    assert_eq!(by_operation, expected);
+    // ... which numbers logical calls as this window over `attempt` does.
     let actual = rows(
         &fixture,
         "WITH numbered AS (
@@ -618,10 +637,6 @@ async fn retries_by_tool_match_the_otlp() {
         FROM operations GROUP BY tool_name ORDER BY tool_name",
     )
     .await;
-    let expected: Vec<Value> = expected
-        .into_iter()
-        .map(|(tool, total, retries, ops, retried)| json!([tool, total, retries, ops, retried]))
-        .collect();
     assert_eq!(actual, expected);
 
     let explicit = runs.iter().filter(|run| {

@@ -72,18 +72,31 @@ fn main() -> anyhow::Result<()> {
     if (held as usize) < args.spans {
         let started = Instant::now();
         let mut written = 0usize;
+        let mut overloaded = 0usize;
         for request in testdata::export_request_iter(&config, args.traces_per_write) {
             if written >= args.spans {
                 break;
             }
             let spans = ingest::to_span_batch(&request)?;
             written += spans.batch.num_rows();
-            engine.write(spans.batch)?;
+            // As a client would: wait the advised time when sealing falls behind.
+            loop {
+                match engine.write(spans.batch.clone()) {
+                    Err(engine::Error::Overloaded { retry_after_ms, .. }) => {
+                        overloaded += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(retry_after_ms));
+                    }
+                    other => {
+                        other?;
+                        break;
+                    }
+                }
+            }
         }
         let filled = started.elapsed();
         engine.seal()?;
         println!(
-            "filled {written} spans in {:.1} s ({:.0} spans/s embedded, durable), sealed in {:.1} s total",
+            "filled {written} spans in {:.1} s ({:.0} spans/s embedded, durable), sealed in {:.1} s total, {overloaded} writes refused as overloaded and retried",
             filled.as_secs_f64(),
             written as f64 / filled.as_secs_f64(),
             started.elapsed().as_secs_f64()

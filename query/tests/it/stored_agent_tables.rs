@@ -7,10 +7,11 @@
 //! all of them: it has no split set, no sidecars and no per-segment pieces, which is exactly
 //! what the stored read must be equivalent to.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use engine::agent::{AgentTable, derive_agent_table};
 use engine::{Engine, ScanRequest};
@@ -162,13 +163,36 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
     assert!(stored > 0 && derived == 0, "{stored} {derived}");
 
     // Wave 2: the other 20 traces, and the late roots, which carry the session; sealed. The
-    // late-rooted traces are now split across two segments.
-    write(
-        &store,
-        &request_of(&traces, |index, span| {
-            index >= 40 || (late_root(index) && span.parent_span_id.is_empty())
-        }),
-    );
+    // late-rooted traces are now split across two segments. A retention rule places the late
+    // roots of every eighth trace in the decision tier, which promotes their sealed children.
+    let wave = ingest::to_span_batch(&request_of(&traces, |index, span| {
+        index >= 40 || (late_root(index) && span.parent_span_id.is_empty())
+    }))
+    .unwrap()
+    .batch;
+    let promoted: HashSet<String> = (0..40)
+        .filter(|index| index.is_multiple_of(8))
+        .map(|index| hex::encode(traces[index].trace_id))
+        .collect();
+    let trace_ids = wave
+        .column_by_name("trace_id")
+        .unwrap()
+        .as_string::<i32>()
+        .clone();
+    let parents = wave
+        .column_by_name("parent_span_id")
+        .unwrap()
+        .as_string::<i32>()
+        .clone();
+    let tiers: Vec<Option<&str>> = (0..wave.num_rows())
+        .map(|row| {
+            (promoted.contains(trace_ids.value(row)) && parents.is_null(row)).then_some("decision")
+        })
+        .collect();
+    store
+        .engine
+        .write(engine::with_retention_tiers(&wave, &tiers).unwrap())
+        .unwrap();
     store.engine.seal().unwrap();
     assert_stored_equals_derived(&store, "late roots sealed").await;
     let (stored, derived) = stored_metrics(&store, "agent_runs").await;
@@ -223,8 +247,8 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
     let erased = assert_stored_equals_derived(&store, "after an erasure").await;
     assert!(erased[4] == sealed[4] - 1, "{erased:?} {sealed:?}");
 
-    // Expiry past the standard keep: decision-tier traces stay (moved out of the expired
-    // segments when promoted), the rest goes.
+    // Expiry past the standard keep: the promoted traces stay (their children moved out of
+    // the expired standard segment into a decision-tier one), the rest goes.
     let day = 86_400 * 1_000_000_000_i64;
     store
         .engine
@@ -232,6 +256,26 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
         .unwrap();
     let expired = assert_stored_equals_derived(&store, "after expiry").await;
     assert!(expired[3] < erased[3], "{expired:?} {erased:?}");
+    let left = store
+        .sql
+        .execute("SELECT DISTINCT trace_id FROM llm_calls")
+        .await
+        .unwrap();
+    let left: HashSet<String> = lines(&left.batches).into_iter().collect();
+    let kept: HashSet<String> = promoted
+        .iter()
+        .filter(|trace| {
+            traces
+                .iter()
+                .any(|t| hex::encode(t.trace_id) == **trace && t.session_id != *session)
+        })
+        .cloned()
+        .collect();
+    assert!(!kept.is_empty());
+    assert_eq!(
+        left, kept,
+        "only the promoted traces keep their model calls"
+    );
 
     store.engine.purge().unwrap();
     assert_eq!(

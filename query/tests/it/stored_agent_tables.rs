@@ -171,7 +171,7 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
     .unwrap()
     .batch;
     let promoted: HashSet<String> = (0..40)
-        .filter(|index| index.is_multiple_of(8))
+        .filter(|index: &usize| index.is_multiple_of(8))
         .map(|index| hex::encode(traces[index].trace_id))
         .collect();
     let trace_ids = wave

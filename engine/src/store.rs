@@ -16,7 +16,7 @@ mod agent_tables;
 mod compliance;
 mod purge;
 
-pub use agent_tables::{AgentRead, SidecarRead};
+pub use agent_tables::{AgentRead, AgentSkips, SidecarRead};
 pub use compliance::verify_data_dir;
 pub use purge::PurgeReport;
 
@@ -1136,6 +1136,7 @@ impl Engine {
                     &tier,
                     &day,
                     &sorted,
+                    &[],
                     options,
                 )?);
             }
@@ -1287,6 +1288,11 @@ impl Engine {
                     gone.push(*trace);
                 }
             }
+            agent_tables::disown(
+                &txn,
+                old.trace_runs.iter().map(|(trace, _, _)| *trace),
+                &gone,
+            )?;
             // Content references of traces with no span left go with them.
             if matches!(removal, Removal::Expire) {
                 crate::content::remove_refs_of_traces(&txn, &gone)?;
@@ -1761,11 +1767,17 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
     let mut written_paths = Vec::new();
     let first_id = *shared.next_segment_id.lock();
     let result = (|| -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
-        for (offset, ((tier, day), batch)) in split_by_tier_and_day(&all)?.into_iter().enumerate() {
-            let sorted = sort_for_segment(&batch)?;
+        let mut parts = Vec::new();
+        for ((tier, day), batch) in split_by_tier_and_day(&all)? {
+            parts.push((tier, day, sort_for_segment(&batch)?));
+        }
+        let batches: Vec<RecordBatch> = parts.iter().map(|(_, _, batch)| batch.clone()).collect();
+        let agent_tables::SplitTraces { extra, owners } =
+            agent_tables::complete_split_traces(shared, &batches, first_id)?;
+        for (offset, ((tier, day, sorted), extra)) in parts.into_iter().zip(extra).enumerate() {
             let id = first_id + offset as u64;
             let meta = agent_tables::write_segment_with_sidecars(
-                shared, id, &tier, &day, &sorted, options,
+                shared, id, &tier, &day, &sorted, &extra, options,
             )?;
             written_paths.extend(agent_tables::segment_files(&shared.dir, &meta));
             metas.push(meta);
@@ -1773,6 +1785,7 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
         commit_segments(
             shared,
             &metas,
+            &owners,
             &unresolved,
             frozen.max_sequence,
             first_id + metas.len() as u64,
@@ -1832,6 +1845,7 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
 fn commit_segments(
     shared: &Shared,
     metas: &[SegmentMeta],
+    owners: &[(RawTraceId, u64)],
     unresolved: &HashMap<RawTraceId, TraceKeys>,
     max_sequence: u64,
     next_segment_id: u64,
@@ -1848,6 +1862,7 @@ fn commit_segments(
         for meta in metas {
             add_to_catalog(&txn, meta)?;
         }
+        agent_tables::record_owners(&txn, owners)?;
         for (meta, digest) in metas.iter().zip(digests) {
             let segment = crate::chain::ChainSegment::of(meta, digest);
             crate::chain::append(

@@ -40,10 +40,17 @@ pub(crate) const TRACE_KEYS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition
 pub(crate) const LATE_KEYS: MultimapTableDefinition<'_, u64, &[u8]> =
     MultimapTableDefinition::new("late_keys");
 
-/// Split traces: 16 raw trace-id bytes -> (). Traces found with spans in more than one
-/// segment; their stored agent rows are not used (see `agent/stored.rs`).
+/// Split traces whose stored agent rows are not right: 16 raw trace-id bytes -> (). Found in
+/// more than one segment by a rewrite (expiry, erasure), or owned by a segment that was
+/// rewritten or removed; read by deriving from their spans (see `agent/stored.rs`).
 pub(crate) const SPLIT_TRACES: TableDefinition<'_, &[u8], ()> =
     TableDefinition::new("split_traces");
+
+/// Owners of split traces: 16 raw trace-id bytes -> the segment whose agent-table files hold
+/// the trace's rows derived from all its spans (written by the seal that found it split); the
+/// trace's rows in other segments' files are partial and not used.
+pub(crate) const AGENT_OWNERS: TableDefinition<'_, &[u8], u64> =
+    TableDefinition::new("agent_owners");
 
 /// Segment chain: sequence (from 1) -> version byte 1 + JSON chain entry, each hash-linked to
 /// the one before (see `chain.rs` and `docs/tamper-evidence.md`).

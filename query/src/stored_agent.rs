@@ -8,7 +8,6 @@
 //! that input counted against the query's memory pool. Every trace comes from exactly one of
 //! the two, so every row is counted once.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,7 +28,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use engine::agent::{AgentTable, derive_stored, fold_session_parts, stored_schema};
-use engine::{AgentRead, Engine, ScanPlan, SidecarRead};
+use engine::{AgentRead, AgentSkips, Engine, ScanPlan, SidecarRead};
 use futures::StreamExt as _;
 use tokio::sync::mpsc;
 
@@ -63,7 +62,7 @@ struct Source {
 /// What one partition does in one run.
 #[derive(Debug)]
 struct Work {
-    skip: Arc<HashSet<String>>,
+    skips: Arc<AgentSkips>,
     sidecars: Vec<SidecarRead>,
     derive: Option<ScanPlan>,
 }
@@ -127,7 +126,7 @@ impl Source {
         }
         let AgentRead {
             sidecars,
-            skip,
+            skips,
             derive,
             ..
         } = self
@@ -136,7 +135,7 @@ impl Source {
             .map_err(engine_error)?;
         let mut work: Vec<Work> = (0..self.partitions)
             .map(|_| Work {
-                skip: Arc::clone(&skip),
+                skips: Arc::clone(&skips),
                 sidecars: Vec::new(),
                 derive: None,
             })
@@ -148,7 +147,7 @@ impl Source {
         let mine = std::mem::replace(
             &mut work[partition],
             Work {
-                skip,
+                skips,
                 sidecars: Vec::new(),
                 derive: None,
             },
@@ -202,7 +201,7 @@ impl Source {
             }
             counters.sidecars_read.add(1);
             for batch in sidecar
-                .read(self.table, Some(&self.read), &work.skip)
+                .read(self.table, Some(&self.read), &work.skips)
                 .map_err(engine_error)?
             {
                 let batch = self.to_output(&batch)?;
@@ -214,7 +213,7 @@ impl Source {
             }
         }
         if let Some(derive) = work.derive {
-            counters.derived_traces.add(work.skip.len());
+            counters.derived_traces.add(work.skips.derived.len());
             let mut spans = Vec::new();
             for unit in derive.into_units() {
                 for batch in unit.execute().map_err(engine_error)? {

@@ -8,16 +8,17 @@
 //! - A segment's sidecars are derived from exactly the rows written to its span file, are
 //!   fsync'd before the catalog names the segment, and are deleted with it. Every rewrite of
 //!   a segment (expiry with promotion, erasure) writes a new segment with new sidecars.
-//! - A trace's sidecar rows are right only while all of its spans lie in that one segment.
-//!   A trace with spans in more than one place (two segments, or a segment and the memtable)
-//!   is *split*: the store lists it (redb `split_traces`, plus every trace in the memtable),
-//!   and readers skip its sidecar rows and derive it from its spans instead
-//!   ([`crate::Engine::plan_agent_read`]). Late keys and tier promotion only ever come from a
-//!   later span of the trace, so they only touch split traces.
+//! - A trace's sidecar rows are right only while all of its spans lie in that one segment,
+//!   or when that segment *owns* the trace: the seal that found it split across segments
+//!   derived it from all its spans. Readers skip the rows of split traces in every other
+//!   sidecar, and derive from spans the traces no sidecar answers for (the memtable's, and
+//!   *dirty* ones, whose owner was rewritten or whose older spans were removed); see
+//!   `store/agent_tables.rs` and [`crate::Engine::plan_agent_read`]. Late keys and tier
+//!   promotion only ever come from a later span of the trace, so the seal of that span
+//!   derives the trace again.
 //! - Sidecars are derived data: a store opened without them, or with sidecars of another
 //!   [`SIDECAR_VERSION`], rebuilds them at open.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -80,17 +81,18 @@ pub(crate) fn sidecar_paths(segment_path: &str) -> impl Iterator<Item = String> 
         .map(move |table| sidecar_path(segment_path, table))
 }
 
-/// Derives every agent table from `batch` (all the rows of segment `segment_id`, every span
-/// column) and writes the sidecars next to `segment_path`, each fsync'd. Returns the written
+/// Derives every agent table from `inputs` (all the rows of segment `segment_id`, plus the
+/// other spans of the split traces it owns; any projection holding the input columns) and
+/// writes the sidecars next to `segment_path`, each fsync'd. Returns the written
 /// files (the caller fsyncs their directory, which the segment file shares).
 pub(crate) fn write_sidecars(
     data_dir: &Path,
     segment_id: u64,
     segment_path: &str,
-    batch: &RecordBatch,
+    inputs: &[RecordBatch],
     zstd_level: i32,
 ) -> Result<Vec<PathBuf>> {
-    let rows = SpanRows::new(std::slice::from_ref(batch), true)?;
+    let rows = SpanRows::new(inputs, true)?;
     let mut written = Vec::with_capacity(AgentTable::ALL.len());
     for table in AgentTable::ALL {
         let derived = stored_form(table, &rows)?;
@@ -135,15 +137,16 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
     std::fs::rename(&temporary, path).map_err(|source| Error::io("rename", &temporary, source))
 }
 
-/// Reads one sidecar of segment `segment_id`: the stored rows of `table` whose trace is not in
-/// `skip` (lowercase hex ids), with the columns `projection` names (indices into
-/// [`stored_schema`], ascending; `None` for all).
+/// Reads one sidecar of segment `segment_id`: the stored rows of `table` whose trace (lowercase
+/// hex id) `skip` rejects (`skips_nothing`: it rejects none), with the columns `projection`
+/// names (indices into [`stored_schema`], ascending; `None` for all).
 pub fn read_sidecar(
     path: &Path,
     segment_id: u64,
     table: AgentTable,
     projection: Option<&[usize]>,
-    skip: &HashSet<String>,
+    skip: &dyn Fn(&str) -> bool,
+    skips_nothing: bool,
 ) -> Result<Vec<RecordBatch>> {
     let sidecar_error = |source| Error::Segment {
         segment_id,
@@ -164,7 +167,7 @@ pub fn read_sidecar(
         .map(<[usize]>::to_vec)
         .unwrap_or_else(|| (0..schema.fields().len()).collect());
     let mut read: Vec<usize> = wanted.clone();
-    if (!skip.is_empty() || read.is_empty()) && !read.contains(&trace_column) {
+    if (!skips_nothing || read.is_empty()) && !read.contains(&trace_column) {
         read.push(trace_column);
         read.sort_unstable();
     }
@@ -186,11 +189,11 @@ pub fn read_sidecar(
             location: path.display().to_string(),
             detail: error.to_string(),
         })?;
-        let batch = match (skip.is_empty(), trace_position) {
+        let batch = match (skips_nothing, trace_position) {
             (false, Some(position)) => {
                 let traces = batch.column(position).as_string::<i32>();
                 let mask: BooleanArray = (0..batch.num_rows())
-                    .map(|row| Some(traces.is_null(row) || !skip.contains(traces.value(row))))
+                    .map(|row| Some(traces.is_null(row) || !skip(traces.value(row))))
                     .collect();
                 filter_record_batch(&batch, &mask)?
             }

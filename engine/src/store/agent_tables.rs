@@ -1,20 +1,29 @@
 //! The engine's side of the stored agent tables (see `agent/stored.rs`): writing a segment
-//! with its sidecars, keeping the set of split traces, rebuilding sidecars at open, and
-//! planning a read that takes each trace from exactly one place.
+//! with its sidecars, completing split traces at seal, keeping the owner and split sets,
+//! rebuilding sidecars at open, and planning a read that takes each trace from one place.
+//!
+//! A trace is *split* when its spans lie in more than one segment. Each split trace is, at
+//! any time, either
+//! - *owned*: `agent_owners` names the segment whose sidecars hold its rows derived from all
+//!   its spans (the seal that found it split read its earlier spans and derived it whole); its
+//!   rows in other sidecars are partial and skipped; or
+//! - *dirty*: listed in `split_traces`, read by deriving from its spans.
 //!
 //! Invariants:
 //! - [`write_segment_with_sidecars`] is the only way a segment file is written: no segment
 //!   exists without its sidecars.
-//! - A trace not in `split_traces` and not in the memtable has all its spans in one segment
-//!   (checked in [`mark_split_traces`], run for every segment added to the catalog, after the
-//!   index entries of a segment it replaces are gone). Entries are never removed except by a
-//!   purge: a stale entry only makes a read derive that trace from its spans.
-//! - [`Engine::plan_agent_read`] takes the split set and the memtable's traces under the state
-//!   lock, with the segment list of that moment: a trace is then read either from its one
-//!   sidecar or derived from its spans, never both.
+//! - A trace neither owned nor dirty, and not in the memtable, has all its spans in one
+//!   segment. The seal makes every trace it finds split owned (it holds the seal lock, so no
+//!   expiry or erasure changes the spans it read); a rewrite or removal of a segment makes every
+//!   trace of that segment with an owner dirty, and marks dirty every trace its new segments
+//!   find elsewhere. Both sets lose a trace only when it has no span left, or by a purge.
+//! - [`Engine::plan_agent_read`] takes both sets and the memtable's traces under the state
+//!   lock, with the segment list of that moment: a trace is then read from exactly one
+//!   sidecar, or derived from its spans, never both.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,22 +34,30 @@ use tracing::info;
 use super::{Engine, MAX_AGENT_LOOKUPS, Shared, store_error};
 use crate::agent::{AgentTable, SIDECAR_VERSION, read_sidecar, sidecar_path, write_sidecars};
 use crate::error::{Error, Result};
-use crate::scan::{ScanPlan, ScanRequest};
+use crate::scan::{ScanPlan, ScanRequest, SegmentRead};
 use crate::segment::{SegmentMeta, SegmentWriteOptions, write_segment};
-use crate::tables::{LATE_KEYS, META, META_AGENT_TABLES_VERSION, SPLIT_TRACES, TRACE_SEGMENTS};
-use crate::trace_keys::traces_in_batch;
+use crate::tables::{
+    AGENT_OWNERS, LATE_KEYS, META, META_AGENT_TABLES_VERSION, SPLIT_TRACES, TRACE_SEGMENTS,
+};
+use crate::trace_keys::{RawTraceId, raw_trace_id, traces_in_batch};
 
 /// Writes segment `id` and its sidecars; on error nothing is left behind (best effort).
+/// `extra`: more spans of the traces this segment will own (their spans in other segments,
+/// and in the other segments of the same seal), derived together with the segment's rows.
 pub(super) fn write_segment_with_sidecars(
     shared: &Shared,
     id: u64,
     tier: &str,
     day: &str,
     sorted: &RecordBatch,
+    extra: &[RecordBatch],
     options: SegmentWriteOptions,
 ) -> Result<SegmentMeta> {
     let meta = write_segment(&shared.dir, id, tier, day, sorted, options)?;
-    if let Err(error) = write_sidecars(&shared.dir, id, &meta.path, sorted, options.zstd_level)
+    let mut inputs = Vec::with_capacity(1 + extra.len());
+    inputs.push(sorted.clone());
+    inputs.extend(extra.iter().cloned());
+    if let Err(error) = write_sidecars(&shared.dir, id, &meta.path, &inputs, options.zstd_level)
         .and_then(|_| fsync_parent(&shared.dir.join(&meta.path)))
     {
         let _ = fs::remove_file(shared.dir.join(&meta.path));
@@ -99,6 +116,211 @@ pub(super) fn mark_split_traces(txn: &WriteTransaction, meta: &SegmentMeta) -> R
                 .insert(trace.as_slice(), ())
                 .map_err(store_error("write split traces"))?;
         }
+    }
+    Ok(())
+}
+
+/// What [`complete_split_traces`] found.
+pub(super) struct SplitTraces {
+    /// Per new segment, the other spans of the split traces it owns.
+    pub(super) extra: Vec<Vec<RecordBatch>>,
+    /// (trace, owner segment id) of every split trace.
+    pub(super) owners: Vec<(RawTraceId, u64)>,
+}
+
+/// The traces of a seal that are split (spans in existing segments, or in more than one of the
+/// seal's new segments): for each new segment (`parts`, in id order), the extra spans it needs
+/// to derive the split traces it will own, and the owners to record. Runs under the seal lock.
+pub(super) fn complete_split_traces(
+    shared: &Shared,
+    parts: &[RecordBatch],
+    first_id: u64,
+) -> Result<SplitTraces> {
+    let mut extra: Vec<Vec<RecordBatch>> = parts.iter().map(|_| Vec::new()).collect();
+    let per_part: Vec<HashSet<RawTraceId>> = parts
+        .iter()
+        .map(|part| traces_in_batch(part).into_iter().collect())
+        .collect();
+    // Owner: the first new segment holding the trace.
+    let mut owner_of: HashMap<RawTraceId, usize> = HashMap::new();
+    let mut in_parts: HashMap<RawTraceId, usize> = HashMap::new();
+    for (index, traces) in per_part.iter().enumerate() {
+        for trace in traces {
+            owner_of.entry(*trace).or_insert(index);
+            *in_parts.entry(*trace).or_default() += 1;
+        }
+    }
+    // Row runs of these traces in existing segments.
+    let mut runs: BTreeMap<u64, Vec<Range<u64>>> = BTreeMap::new();
+    let mut sealed_before: HashSet<RawTraceId> = HashSet::new();
+    {
+        let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
+        let index = match txn.open_multimap_table(TRACE_SEGMENTS) {
+            Ok(index) => Some(index),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(Error::store("open trace index", error)),
+        };
+        if let Some(index) = index {
+            for trace in owner_of.keys() {
+                for run in index
+                    .get(trace.as_slice())
+                    .map_err(store_error("read trace index"))?
+                {
+                    let (segment, first, count) =
+                        run.map_err(store_error("read trace index"))?.value();
+                    runs.entry(segment).or_default().push(first..first + count);
+                    sealed_before.insert(*trace);
+                }
+            }
+        }
+    }
+    let split: HashSet<RawTraceId> = owner_of
+        .keys()
+        .filter(|trace| sealed_before.contains(*trace) || in_parts[*trace] > 1)
+        .copied()
+        .collect();
+    if split.is_empty() {
+        return Ok(SplitTraces {
+            extra,
+            owners: Vec::new(),
+        });
+    }
+    // Their spans sealed before, resolved (late keys applied), as a scan would return them.
+    if !runs.is_empty() {
+        let (segments, late) = {
+            let state = shared.state.read();
+            (state.segments.clone(), state.late.clone())
+        };
+        let request = ScanRequest {
+            trace_ids: Some(sealed_before.iter().map(hex::encode).collect()),
+            projection: Some(AgentTable::Decisions.input_columns()),
+            ..ScanRequest::default()
+        };
+        let total = segments.len();
+        let reads = segments
+            .into_iter()
+            .filter_map(|meta| {
+                let ranges = runs.get(&meta.id)?.clone();
+                let path = shared.dir.join(&meta.path);
+                let read = SegmentRead {
+                    ranges: Some(super::merge_ranges(ranges)),
+                    late: late.get(&meta.id).cloned(),
+                };
+                Some((meta, path, read))
+            })
+            .collect();
+        let plan = ScanPlan::new(
+            &request,
+            Vec::new(),
+            Arc::clone(&shared.memtable_keys),
+            reads,
+            total,
+            Arc::new(shared.options.retention.clone()),
+        )?;
+        for batch in plan.collect()? {
+            for (index, part) in extra.iter_mut().enumerate() {
+                if let Some(rows) = rows_of(&batch, |trace| owner_of.get(trace) == Some(&index))? {
+                    part.push(rows);
+                }
+            }
+        }
+    }
+    // Their rows in the seal's other new segments.
+    for (from, part) in parts.iter().enumerate() {
+        for (index, target) in extra.iter_mut().enumerate() {
+            if index == from {
+                continue;
+            }
+            let owned_here =
+                |trace: &RawTraceId| split.contains(trace) && owner_of.get(trace) == Some(&index);
+            if let Some(rows) = rows_of(part, owned_here)? {
+                target.push(rows);
+            }
+        }
+    }
+    let owners = split
+        .iter()
+        .map(|trace| (*trace, first_id + owner_of[trace] as u64))
+        .collect();
+    Ok(SplitTraces { extra, owners })
+}
+
+/// The rows of `batch` whose trace `keep` accepts, or `None` when there are none.
+fn rows_of(batch: &RecordBatch, keep: impl Fn(&RawTraceId) -> bool) -> Result<Option<RecordBatch>> {
+    use arrow::array::{Array, AsArray, BooleanArray};
+    let Some(column) = batch.column_by_name(crate::schema::columns::TRACE_ID) else {
+        return Ok(None);
+    };
+    let traces = column.as_string::<i32>();
+    let mask: BooleanArray = (0..batch.num_rows())
+        .map(|row| {
+            Some(
+                traces.is_valid(row)
+                    && raw_trace_id(traces.value(row)).is_some_and(|trace| keep(&trace)),
+            )
+        })
+        .collect();
+    if mask.true_count() == 0 {
+        return Ok(None);
+    }
+    Ok(Some(arrow::compute::filter_record_batch(batch, &mask)?))
+}
+
+/// Records, in the seal's transaction, the owners of the split traces it derived whole; they
+/// are no longer dirty.
+pub(super) fn record_owners(txn: &WriteTransaction, owners: &[(RawTraceId, u64)]) -> Result<()> {
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let mut table = txn
+        .open_table(AGENT_OWNERS)
+        .map_err(store_error("open agent owners"))?;
+    let mut split = txn
+        .open_table(SPLIT_TRACES)
+        .map_err(store_error("open split traces"))?;
+    for (trace, segment) in owners {
+        table
+            .insert(trace.as_slice(), *segment)
+            .map_err(store_error("write agent owners"))?;
+        split
+            .remove(trace.as_slice())
+            .map_err(store_error("write split traces"))?;
+    }
+    Ok(())
+}
+
+/// A segment is removed or rewritten: every trace of it with an owner is dirty from now on
+/// (its owner's rows may count spans that are gone, or the owner is this segment); traces with
+/// no span left lose both entries.
+pub(super) fn disown(
+    txn: &WriteTransaction,
+    traces: impl IntoIterator<Item = RawTraceId>,
+    gone: &[RawTraceId],
+) -> Result<()> {
+    let mut owners = txn
+        .open_table(AGENT_OWNERS)
+        .map_err(store_error("open agent owners"))?;
+    let mut split = txn
+        .open_table(SPLIT_TRACES)
+        .map_err(store_error("open split traces"))?;
+    for trace in traces {
+        let owned = owners
+            .get(trace.as_slice())
+            .map_err(store_error("read agent owners"))?
+            .is_some();
+        if owned {
+            split
+                .insert(trace.as_slice(), ())
+                .map_err(store_error("write split traces"))?;
+        }
+    }
+    for trace in gone {
+        owners
+            .remove(trace.as_slice())
+            .map_err(store_error("write agent owners"))?;
+        split
+            .remove(trace.as_slice())
+            .map_err(store_error("write split traces"))?;
     }
     Ok(())
 }
@@ -162,11 +384,32 @@ pub(super) fn prepare_sidecars(shared: &Shared, segments: &[Arc<SegmentMeta>]) -
             &shared.dir,
             meta.id,
             &meta.path,
-            &batch,
+            std::slice::from_ref(&batch),
             shared.options.zstd_level,
         )?;
         fsync_parent(&path)?;
         rebuilt += 1;
+        // Traces this segment owned were derived from all their spans; rebuilt from its own
+        // rows they are partial: dirty from now on.
+        let owners = txn
+            .open_table(AGENT_OWNERS)
+            .map_err(store_error("open agent owners"))?;
+        let mut owned = Vec::new();
+        for entry in owners.iter().map_err(store_error("read agent owners"))? {
+            let (trace, segment) = entry.map_err(store_error("read agent owners"))?;
+            if segment.value() == meta.id {
+                owned.push(trace.value().to_vec());
+            }
+        }
+        drop(owners);
+        let mut split = txn
+            .open_table(SPLIT_TRACES)
+            .map_err(store_error("open split traces"))?;
+        for trace in owned {
+            split
+                .insert(trace.as_slice(), ())
+                .map_err(store_error("write split traces"))?;
+        }
     }
     txn.open_table(META)
         .map_err(store_error("open meta"))?
@@ -188,31 +431,54 @@ pub struct SidecarRead {
     pub path: PathBuf,
 }
 
-/// A read of one stored agent table: sidecar rows of the traces wholly in one segment, plus
-/// a span scan of every other trace, to be derived.
+/// Which traces a read takes from where: shared by every sidecar of one read.
+#[derive(Debug, Default)]
+pub struct AgentSkips {
+    /// Lowercase hex ids of the traces derived from spans (dirty, or in the memtable).
+    pub derived: HashSet<String>,
+    /// Owned split traces (lowercase hex) and their owner segments: only the owner's rows of
+    /// them are read.
+    pub owners: HashMap<String, u64>,
+}
+
+/// A read of one stored agent table: sidecar rows of the traces each sidecar answers for,
+/// plus a span scan of every other trace, to be derived.
 #[derive(Debug)]
 pub struct AgentRead {
     /// The table.
     pub table: AgentTable,
-    /// Sidecars to read, skipping the traces of [`AgentRead::skip`].
+    /// Sidecars to read.
     pub sidecars: Vec<SidecarRead>,
-    /// Lowercase hex ids of the traces to derive from spans instead.
-    pub skip: Arc<HashSet<String>>,
-    /// Every span of those traces (the derivation's input columns).
+    /// What each sidecar skips.
+    pub skips: Arc<AgentSkips>,
+    /// Every span of the traces in [`AgentSkips::derived`] (the derivation's input columns).
     pub derive: ScanPlan,
 }
 
 impl SidecarRead {
-    /// Reads this sidecar of `table`: its rows whose trace is not in `skip` (lowercase hex
-    /// ids), with the columns `projection` names (indices into the stored schema, ascending;
-    /// `None` for every column).
+    /// Reads this sidecar of `table`: its rows of the traces it answers for, with the columns
+    /// `projection` names (indices into the stored schema, ascending; `None` for every column).
     pub fn read(
         &self,
         table: AgentTable,
         projection: Option<&[usize]>,
-        skip: &HashSet<String>,
+        skips: &AgentSkips,
     ) -> Result<Vec<RecordBatch>> {
-        read_sidecar(&self.path, self.segment_id, table, projection, skip)
+        let segment = self.segment_id;
+        read_sidecar(
+            &self.path,
+            segment,
+            table,
+            projection,
+            &|trace: &str| {
+                skips.derived.contains(trace)
+                    || skips
+                        .owners
+                        .get(trace)
+                        .is_some_and(|owner| *owner != segment)
+            },
+            skips.derived.is_empty() && skips.owners.is_empty(),
+        )
     }
 }
 
@@ -226,25 +492,39 @@ impl Engine {
         start_time: (std::ops::Bound<i64>, std::ops::Bound<i64>),
     ) -> Result<AgentRead> {
         let shared = &self.shared;
-        let (segments, skip) = {
+        let (segments, skips) = {
             let state = shared.state.read();
             let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
-            let mut skip: HashSet<String> = HashSet::new();
+            let mut skips = AgentSkips::default();
             match txn.open_table(SPLIT_TRACES) {
                 Ok(split) => {
                     for entry in split.iter().map_err(store_error("read split traces"))? {
                         let (trace, _) = entry.map_err(store_error("read split traces"))?;
-                        skip.insert(hex::encode(trace.value()));
+                        skips.derived.insert(hex::encode(trace.value()));
                     }
                 }
                 Err(redb::TableError::TableDoesNotExist(_)) => {}
                 Err(error) => return Err(Error::store("open split traces", error)),
             }
+            match txn.open_table(AGENT_OWNERS) {
+                Ok(owners) => {
+                    for entry in owners.iter().map_err(store_error("read agent owners"))? {
+                        let (trace, segment) = entry.map_err(store_error("read agent owners"))?;
+                        skips
+                            .owners
+                            .insert(hex::encode(trace.value()), segment.value());
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(error) => return Err(Error::store("open agent owners", error)),
+            }
             let frozen = state.frozen.iter().flat_map(|frozen| frozen.chunks.iter());
             for chunk in state.active.chunks.iter().chain(frozen) {
-                skip.extend(traces_in_batch(chunk).into_iter().map(hex::encode));
+                skips
+                    .derived
+                    .extend(traces_in_batch(chunk).into_iter().map(hex::encode));
             }
-            (state.segments.clone(), skip)
+            (state.segments.clone(), skips)
         };
         let timed = matches!(
             table,
@@ -262,7 +542,7 @@ impl Engine {
                 path: shared.dir.join(sidecar_path(&meta.path, table)),
             })
             .collect();
-        let mut ids: Vec<String> = skip.iter().cloned().collect();
+        let mut ids: Vec<String> = skips.derived.iter().cloned().collect();
         ids.sort_unstable();
         let request = ScanRequest {
             trace_ids: Some(ids),
@@ -273,7 +553,7 @@ impl Engine {
         Ok(AgentRead {
             table,
             sidecars,
-            skip: Arc::new(skip),
+            skips: Arc::new(skips),
             derive,
         })
     }

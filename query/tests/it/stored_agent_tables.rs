@@ -1,7 +1,8 @@
 //! The stored agent tables (sidecars written at seal) against a derivation over every span of
-//! the store at once, through every change a store goes through: traces split across seals,
-//! late roots carrying the session (trace-level key propagation), re-sent copies, rows still in
-//! the memtable, restarts, a lost sidecar file, erasure, expiry with tier promotion, purge.
+//! the store at once, through every change a store goes through: traces split across seals
+//! (completed and owned by the later segment), late roots carrying the session (trace-level key
+//! propagation), re-sent copies, rows still in the memtable, restarts, a lost sidecar file,
+//! erasure, expiry with tier promotion, expiry of an owned trace's older spans, purge.
 //!
 //! The reference side reads every span with `Engine::scan` and runs the derivation once over
 //! all of them: it has no split set, no sidecars and no per-segment pieces, which is exactly
@@ -195,11 +196,15 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
         .unwrap();
     store.engine.seal().unwrap();
     assert_stored_equals_derived(&store, "late roots sealed").await;
-    let (stored, derived) = stored_metrics(&store, "agent_runs").await;
-    assert!(stored > 0, "{stored}");
+    // The seal read the late-rooted traces' earlier spans and stored them whole: nothing is
+    // derived at read time, and every run is read from the stored rows.
+    let runs = assert_stored_equals_derived(&store, "late roots sealed")
+        .await
+        .remove(3);
     assert_eq!(
-        derived, 10,
-        "the ten late-rooted traces are derived from spans"
+        stored_metrics(&store, "agent_runs").await,
+        (runs as u64, 0),
+        "split traces are owned by the segment that completed them"
     );
 
     // Wave 3: traces 20..30 sent again (an exporter's retry), left in the memtable.
@@ -209,14 +214,9 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
     );
     assert_stored_equals_derived(&store, "re-sent copies in the memtable").await;
     let (_, derived) = stored_metrics(&store, "decisions").await;
-    let split: std::collections::HashSet<usize> = (0..40)
-        .filter(|index| late_root(*index))
-        .chain(20..30)
-        .collect();
     assert_eq!(
-        derived,
-        split.len() as u64,
-        "late-rooted and memtable traces"
+        derived, 10,
+        "the traces in the memtable are derived from spans"
     );
 
     // A restart replays the memtable; the sidecars are read as they were.
@@ -225,6 +225,7 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
     assert_stored_equals_derived(&store, "after a restart").await;
     store.engine.seal().unwrap();
     let sealed = assert_stored_equals_derived(&store, "copies sealed").await;
+    assert_eq!(stored_metrics(&store, "llm_calls").await.1, 0);
 
     // A lost sidecar is rebuilt at open.
     let segment = Arc::clone(&store.engine.segments()[0]);
@@ -241,8 +242,10 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
         sealed
     );
 
-    // Erasing one session rewrites the segments that held it, with new sidecars.
-    let session = &traces[1].session_id;
+    // Erasing one session rewrites the segments that held it, with new sidecars; trace 4's
+    // session is in the segment that owns the late-rooted traces, so the other late-rooted
+    // traces lose their owner and are derived from their spans.
+    let session = &traces[4].session_id;
     store.engine.erase_session(session).unwrap();
     let erased = assert_stored_equals_derived(&store, "after an erasure").await;
     assert!(erased[4] == sealed[4] - 1, "{erased:?} {sealed:?}");
@@ -281,5 +284,54 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
     assert_eq!(
         assert_stored_equals_derived(&store, "after a purge").await,
         vec![0; 5]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_split_trace_whose_older_spans_expire_is_derived_from_what_is_left() {
+    let config = testdata::AgentTraceConfig {
+        seed: 5,
+        traces: 3,
+        sessions: 1,
+        ..Default::default()
+    };
+    let traces: Vec<testdata::AgentTrace> = testdata::agent_trace_iter(&config).collect();
+    let dir: TempDir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    write(&store, &request_of(&traces, |_, _| true));
+    store.engine.seal().unwrap();
+    // Fifteen days later, one more span of trace 0 (a copy of one of its children, with a new
+    // id): sealed into a segment of its own day, which now owns the trace.
+    let day_ns = 86_400_000_000_000_u64;
+    let mut late = request_of(&traces[..1], |_, span| !span.parent_span_id.is_empty());
+    for resource in &mut late.resource_spans {
+        for scope in &mut resource.scope_spans {
+            scope.spans.truncate(1);
+            for span in &mut scope.spans {
+                span.span_id = vec![0xab; 8];
+                span.start_time_unix_nano += 15 * day_ns;
+                span.end_time_unix_nano += 15 * day_ns;
+            }
+        }
+        resource.scope_spans.retain(|scope| !scope.spans.is_empty());
+    }
+    late.resource_spans
+        .retain(|resource| !resource.scope_spans.is_empty());
+    write(&store, &late);
+    store.engine.seal().unwrap();
+    let before = assert_stored_equals_derived(&store, "split across days").await;
+    assert_eq!(stored_metrics(&store, "llm_calls").await.1, 0);
+
+    // The first day expires (standard keep: 14 days); the late span's day does not. The
+    // owner's rows counted the expired spans: the trace is derived from the one span left.
+    let as_of = config.base_time_unix_nano + 15 * day_ns + day_ns / 2;
+    let report = store.engine.expire(as_of as i64, false).unwrap();
+    assert_eq!(report.segments.len(), 1, "{report:?}");
+    let after = assert_stored_equals_derived(&store, "after the first day expired").await;
+    assert!(after[0] < before[0], "{after:?} {before:?}");
+    assert_eq!(
+        stored_metrics(&store, "llm_calls").await.1,
+        1,
+        "trace 0 is dirty"
     );
 }

@@ -33,7 +33,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use engine::agent::{AgentTable, derive_agent_table};
+use engine::agent::{AgentTable, derive_agent_table, fold_session_parts};
 use engine::schema::columns;
 use engine::{Engine, ScanRequest};
 use futures::StreamExt as _;
@@ -41,7 +41,7 @@ use futures::StreamExt as _;
 use crate::error::engine_error;
 use crate::pushdown::{PushColumn, is_exact, matches_nothing, scan_request};
 use crate::scan::SpansScanExec;
-use crate::stored_agent::{SessionsFoldExec, StoredAgentExec};
+use crate::stored_agent::StoredAgentExec;
 
 /// At most this many traces are looked up for an `Inexact` filter; above it the scan reads
 /// without a trace list.
@@ -135,7 +135,8 @@ impl TableProvider for AgentTableProvider {
             // No filter picks traces: read the stored tables (time bounds skip segments).
             let partitions = state.config().target_partitions();
             return match self.table {
-                AgentTable::Sessions => Ok(Arc::new(SessionsFoldExec::new(
+                AgentTable::Sessions => Ok(Arc::new(AgentDeriveExec::new(
+                    Step::FoldSessions,
                     Arc::new(StoredAgentExec::new(
                         Arc::clone(&self.engine),
                         self.table,
@@ -172,7 +173,7 @@ impl TableProvider for AgentTableProvider {
             state.config().target_partitions(),
         )?);
         Ok(Arc::new(AgentDeriveExec::new(
-            self.table,
+            Step::Derive(self.table),
             input,
             projection.cloned(),
         )?))
@@ -213,10 +214,36 @@ fn matching_traces(
     Ok(Some(traces))
 }
 
-/// Derives an agent table from all the span rows of its input.
+/// What [`AgentDeriveExec`] computes from all the rows of its input.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Step {
+    /// The table's rows from span rows.
+    Derive(AgentTable),
+    /// `sessions` rows from session parts (read from the stored tables).
+    FoldSessions,
+}
+
+impl Step {
+    fn table(self) -> AgentTable {
+        match self {
+            Step::Derive(table) => table,
+            Step::FoldSessions => AgentTable::Sessions,
+        }
+    }
+
+    fn run(self, input: &[RecordBatch]) -> engine::Result<RecordBatch> {
+        match self {
+            Step::Derive(table) => derive_agent_table(table, input),
+            Step::FoldSessions => fold_session_parts(input),
+        }
+    }
+}
+
+/// Derives an agent table from all the rows of its input (span rows, or session parts), as
+/// one batch; the input is counted against the query's memory pool.
 #[derive(Debug)]
 pub(crate) struct AgentDeriveExec {
-    table: AgentTable,
+    step: Step,
     input: Arc<dyn ExecutionPlan>,
     projection: Option<Vec<usize>>,
     schema: SchemaRef,
@@ -224,14 +251,15 @@ pub(crate) struct AgentDeriveExec {
 }
 
 impl AgentDeriveExec {
-    fn new(
-        table: AgentTable,
+    pub(crate) fn new(
+        step: Step,
         input: Arc<dyn ExecutionPlan>,
         projection: Option<Vec<usize>>,
     ) -> DfResult<Self> {
+        let table = step.table().schema();
         let schema = match &projection {
-            Some(indices) => Arc::new(table.schema().project(indices)?),
-            None => table.schema(),
+            Some(indices) => Arc::new(table.project(indices)?),
+            None => table,
         };
         let properties = PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
@@ -240,7 +268,7 @@ impl AgentDeriveExec {
             Boundedness::Bounded,
         );
         Ok(AgentDeriveExec {
-            table,
+            step,
             input,
             projection,
             schema,
@@ -251,13 +279,19 @@ impl AgentDeriveExec {
 
 impl DisplayAs for AgentDeriveExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AgentDeriveExec: table={}", self.table.name())
+        match self.step {
+            Step::Derive(table) => write!(f, "AgentDeriveExec: table={}", table.name()),
+            Step::FoldSessions => write!(f, "SessionsFoldExec"),
+        }
     }
 }
 
 impl ExecutionPlan for AgentDeriveExec {
     fn name(&self) -> &str {
-        "AgentDeriveExec"
+        match self.step {
+            Step::Derive(_) => "AgentDeriveExec",
+            Step::FoldSessions => "SessionsFoldExec",
+        }
     }
 
     fn apply_expressions(
@@ -281,11 +315,11 @@ impl ExecutionPlan for AgentDeriveExec {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         match children.as_slice() {
             [input] => Ok(Arc::new(AgentDeriveExec::new(
-                self.table,
+                self.step,
                 Arc::clone(input),
                 self.projection.clone(),
             )?)),
-            _ => internal_err!("AgentDeriveExec takes one input"),
+            _ => internal_err!("{} takes one input", self.name()),
         }
     }
 
@@ -295,30 +329,29 @@ impl ExecutionPlan for AgentDeriveExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         if partition != 0 {
-            return internal_err!("AgentDeriveExec has one partition, asked for {partition}");
+            return internal_err!("{} has one partition, asked for {partition}", self.name());
         }
         let partitions = self.input.properties().partitioning.partition_count();
         let inputs = (0..partitions)
             .map(|partition| self.input.execute(partition, Arc::clone(&context)))
             .collect::<DfResult<Vec<_>>>()?;
-        let table = self.table;
+        let step = self.step;
         let projection = self.projection.clone();
-        let reservation = MemoryConsumer::new(format!("AgentDeriveExec[{}]", table.name()))
+        let reservation = MemoryConsumer::new(format!("{}[{}]", self.name(), step.table().name()))
             .register(context.memory_pool());
         let output = async move {
             let mut batches: Vec<RecordBatch> = Vec::new();
             let mut merged = futures::stream::select_all(inputs);
             while let Some(batch) = merged.next().await {
                 let batch = batch?;
-                // The derivation holds every input row: count it against the query's budget.
+                // The step holds every input row: count it against the query's budget.
                 reservation.try_grow(batch.get_array_memory_size())?;
                 batches.push(batch);
             }
-            let derived = tokio::task::spawn_blocking(move || {
-                derive_agent_table(table, &batches).map_err(engine_error)
-            })
-            .await
-            .map_err(|error| DataFusionError::External(Box::new(error)))??;
+            let derived =
+                tokio::task::spawn_blocking(move || step.run(&batches).map_err(engine_error))
+                    .await
+                    .map_err(|error| DataFusionError::External(Box::new(error)))??;
             drop(reservation);
             match projection {
                 Some(indices) => Ok(derived.project(&indices)?),

@@ -61,6 +61,7 @@
 #![warn(missing_docs)]
 
 mod agent_tables;
+mod blocking;
 mod content_table;
 mod error;
 mod explode;

@@ -1,9 +1,7 @@
 //! [`SpansScanExec`]: the DataFusion leaf that reads spans from the engine.
 //!
 //! The engine's scan is synchronous disk I/O, so every partition runs its [`ScanUnit`]s on a
-//! blocking thread and sends batches through a small bounded channel; the async side only
-//! waits on the channel. Dropping the stream closes the channel and the thread stops at its
-//! next send.
+//! blocking thread ([`crate::blocking`]).
 //!
 //! Planning happens when the first partition starts (not when DataFusion plans the query, so
 //! `EXPLAIN` touches no data). The units of one engine plan are dealt round robin to the
@@ -17,25 +15,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result as DfResult, internal_err};
+use datafusion::common::{Result as DfResult, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, Metric, MetricBuilder, MetricType, MetricValue, MetricsSet,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use engine::{Engine, ScanMetrics, ScanMetricsSnapshot, ScanRequest, ScanUnit, span_schema};
-use tokio::sync::mpsc;
 
+use crate::blocking::{BatchSender, blocking_stream};
 use crate::error::engine_error;
 use crate::pushdown::{describe, matches_nothing};
-
-/// Batches buffered per partition between the blocking reader and the consumer.
-const CHANNEL_BATCHES: usize = 2;
 
 /// Reads spans from the engine with pushed-down filters, projection and limit.
 #[derive(Debug)]
@@ -188,7 +182,7 @@ impl ScanSource {
         &self,
         partition: usize,
         batch_size: usize,
-        sender: &mpsc::Sender<DfResult<RecordBatch>>,
+        sender: &BatchSender,
         output_rows: &Count,
     ) {
         if let Err(error) = self.send_partition(partition, batch_size, sender, output_rows) {
@@ -201,7 +195,7 @@ impl ScanSource {
         &self,
         partition: usize,
         batch_size: usize,
-        sender: &mpsc::Sender<DfResult<RecordBatch>>,
+        sender: &BatchSender,
         output_rows: &Count,
     ) -> DfResult<()> {
         let mut remaining = self.limit.unwrap_or(usize::MAX);
@@ -315,23 +309,12 @@ impl ExecutionPlan for SpansScanExec {
                 self.source.partitions
             );
         }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|error| DataFusionError::External(Box::new(error)))?;
         let batch_size = context.session_config().batch_size().max(1);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
-        let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
         let source = Arc::clone(&self.source);
-        // Detached: the thread ends when the partition is done or the stream is dropped.
-        drop(runtime.spawn_blocking(move || {
-            source.run_partition(partition, batch_size, &sender, &output_rows);
-        }));
-        let batches = futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|batch| (batch, receiver))
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.source.schema),
-            batches,
-        )))
+        blocking_stream(Arc::clone(&self.source.schema), move |sender| {
+            source.run_partition(partition, batch_size, sender, &output_rows);
+        })
     }
 
     fn metrics(&self) -> Option<MetricsSet> {

@@ -1,6 +1,6 @@
 //! [`StoredAgentExec`]: a whole-store read of an agent table from the stored agent tables
-//! (the sidecars written at seal, see `engine::agent`), and [`SessionsFoldExec`], which
-//! folds stored session parts into `sessions` rows.
+//! (the sidecars written at seal, see `engine::agent`); for `sessions`, the session parts,
+//! which `AgentDeriveExec` folds into rows.
 //!
 //! One engine plan ([`Engine::plan_agent_read`]) per run: its sidecars are dealt round robin
 //! to the partitions, each read on a blocking thread; partition 0 also derives the traces the
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result as DfResult, internal_err};
+use datafusion::common::{Result as DfResult, internal_err};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -23,19 +23,14 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, Sched
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use engine::agent::{AgentTable, derive_stored, fold_session_parts, stored_schema};
+use engine::agent::{AgentTable, derive_stored, stored_schema};
 use engine::{AgentRead, AgentSkips, Engine, ScanPlan, SidecarRead};
-use futures::StreamExt as _;
-use tokio::sync::mpsc;
 
+use crate::blocking::{BatchSender, blocking_stream};
 use crate::error::engine_error;
-
-/// Batches buffered per partition between the blocking reader and the consumer.
-const CHANNEL_BATCHES: usize = 2;
 
 /// Reads one agent table in its stored form ([`stored_schema`]).
 #[derive(Debug)]
@@ -179,7 +174,7 @@ impl Source {
         &self,
         partition: usize,
         reservation: MemoryReservation,
-        sender: &mpsc::Sender<DfResult<RecordBatch>>,
+        sender: &BatchSender,
         counters: &Counters,
     ) {
         if let Err(error) = self.send_partition(partition, reservation, sender, counters) {
@@ -191,7 +186,7 @@ impl Source {
         &self,
         partition: usize,
         reservation: MemoryReservation,
-        sender: &mpsc::Sender<DfResult<RecordBatch>>,
+        sender: &BatchSender,
         counters: &Counters,
     ) -> DfResult<()> {
         let work = self.take_work(partition)?;
@@ -297,8 +292,6 @@ impl ExecutionPlan for StoredAgentExec {
                 self.source.partitions
             );
         }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|error| DataFusionError::External(Box::new(error)))?;
         let metrics = &self.metrics;
         let counters = Counters {
             output_rows: MetricBuilder::new(metrics).output_rows(partition),
@@ -310,135 +303,13 @@ impl ExecutionPlan for StoredAgentExec {
         let reservation =
             MemoryConsumer::new(format!("StoredAgentExec[{}]", self.source.table.name()))
                 .register(context.memory_pool());
-        let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
         let source = Arc::clone(&self.source);
-        // Detached: the thread ends when the partition is done or the stream is dropped.
-        drop(runtime.spawn_blocking(move || {
-            source.run_partition(partition, reservation, &sender, &counters);
-        }));
-        let batches = futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|batch| (batch, receiver))
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.source.schema),
-            batches,
-        )))
+        blocking_stream(Arc::clone(&self.source.schema), move |sender| {
+            source.run_partition(partition, reservation, sender, &counters);
+        })
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
-    }
-}
-
-/// Folds session parts (every partition of its input) into `sessions` rows.
-#[derive(Debug)]
-pub(crate) struct SessionsFoldExec {
-    input: Arc<dyn ExecutionPlan>,
-    projection: Option<Vec<usize>>,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
-}
-
-impl SessionsFoldExec {
-    pub(crate) fn new(
-        input: Arc<dyn ExecutionPlan>,
-        projection: Option<Vec<usize>>,
-    ) -> DfResult<Self> {
-        let full = AgentTable::Sessions.schema();
-        let schema = match &projection {
-            Some(indices) => Arc::new(full.project(indices)?),
-            None => full,
-        };
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
-        Ok(SessionsFoldExec {
-            input,
-            projection,
-            schema,
-            properties: Arc::new(properties),
-        })
-    }
-}
-
-impl DisplayAs for SessionsFoldExec {
-    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionsFoldExec")
-    }
-}
-
-impl ExecutionPlan for SessionsFoldExec {
-    fn name(&self) -> &str {
-        "SessionsFoldExec"
-    }
-
-    fn apply_expressions(
-        &self,
-        _visit: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        match children.as_slice() {
-            [input] => Ok(Arc::new(SessionsFoldExec::new(
-                Arc::clone(input),
-                self.projection.clone(),
-            )?)),
-            _ => internal_err!("SessionsFoldExec takes one input"),
-        }
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("SessionsFoldExec has one partition, asked for {partition}");
-        }
-        let partitions = self.input.properties().partitioning.partition_count();
-        let inputs = (0..partitions)
-            .map(|partition| self.input.execute(partition, Arc::clone(&context)))
-            .collect::<DfResult<Vec<_>>>()?;
-        let projection = self.projection.clone();
-        let reservation = MemoryConsumer::new("SessionsFoldExec").register(context.memory_pool());
-        let output = async move {
-            let mut parts: Vec<RecordBatch> = Vec::new();
-            let mut merged = futures::stream::select_all(inputs);
-            while let Some(batch) = merged.next().await {
-                let batch = batch?;
-                reservation.try_grow(batch.get_array_memory_size())?;
-                parts.push(batch);
-            }
-            let folded = tokio::task::spawn_blocking(move || {
-                fold_session_parts(&parts).map_err(engine_error)
-            })
-            .await
-            .map_err(|error| DataFusionError::External(Box::new(error)))??;
-            drop(reservation);
-            match projection {
-                Some(indices) => Ok(folded.project(&indices)?),
-                None => Ok(folded),
-            }
-        };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.schema),
-            futures::stream::once(output),
-        )))
     }
 }

@@ -186,38 +186,14 @@ fn trace_runs(batch: &RecordBatch) -> Vec<([u8; 16], u64, u64)> {
 /// `meta` with the trace, session and conversation runs of its file, read from the key columns
 /// (for removing a segment's index entries).
 pub(crate) fn read_runs(meta: &SegmentMeta, path: &Path) -> Result<SegmentMeta> {
-    let segment_error = |source| Error::Segment {
-        segment_id: meta.id,
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(|source| Error::io("open segment", path, source))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(segment_error)?;
-    let mask = ProjectionMask::roots(
-        builder.parquet_schema(),
-        [
-            columns::TRACE_ID,
-            columns::SESSION_ID,
-            columns::CONVERSATION_ID,
-        ]
-        .map(column_index),
-    );
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(usize::try_from(meta.rows).unwrap_or(usize::MAX).max(1))
-        .build()
-        .map_err(segment_error)?;
-    let batches = reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|error| Error::Corrupt {
-            location: path.display().to_string(),
-            detail: error.to_string(),
-        })?;
+    let keys = [
+        columns::TRACE_ID,
+        columns::SESSION_ID,
+        columns::CONVERSATION_ID,
+    ]
+    .map(column_index);
+    let batch = read_all(meta, path, Some(&keys))?;
     let mut out = meta.clone();
-    let Some(first) = batches.first() else {
-        return Ok(out);
-    };
-    let batch = arrow::compute::concat_batches(&first.schema(), &batches)?;
     out.trace_runs = trace_runs(&batch);
     out.session_runs = string_runs(&batch, columns::SESSION_ID);
     out.conversation_runs = string_runs(&batch, columns::CONVERSATION_ID);
@@ -226,6 +202,12 @@ pub(crate) fn read_runs(meta: &SegmentMeta, path: &Path) -> Result<SegmentMeta> 
 
 /// Every row and column of a segment file, as stored (late keys not applied).
 pub(crate) fn read_whole(meta: &SegmentMeta, path: &Path) -> Result<RecordBatch> {
+    read_all(meta, path, None)
+}
+
+/// Every row of a segment file, with the span-schema columns `columns` (`None`: all), as one
+/// batch.
+fn read_all(meta: &SegmentMeta, path: &Path, columns: Option<&[usize]>) -> Result<RecordBatch> {
     let segment_error = |source| Error::Segment {
         segment_id: meta.id,
         path: path.to_path_buf(),
@@ -239,7 +221,15 @@ pub(crate) fn read_whole(meta: &SegmentMeta, path: &Path) -> Result<RecordBatch>
             detail: "segment schema is not the span schema".to_owned(),
         });
     }
+    let (mask, schema) = match columns {
+        Some(columns) => (
+            ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied()),
+            Arc::new(span_schema().project(columns)?),
+        ),
+        None => (ProjectionMask::all(), span_schema()),
+    };
     let batches = builder
+        .with_projection(mask)
         .with_batch_size(8192)
         .build()
         .map_err(segment_error)?
@@ -248,7 +238,7 @@ pub(crate) fn read_whole(meta: &SegmentMeta, path: &Path) -> Result<RecordBatch>
             location: path.display().to_string(),
             detail: error.to_string(),
         })?;
-    Ok(arrow::compute::concat_batches(&span_schema(), &batches)?)
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
 }
 
 /// Writer settings for segment files.

@@ -66,6 +66,6 @@ pub use schema::span_schema;
 pub use segment::SegmentMeta;
 pub use store::verify_data_dir;
 pub use store::{
-    AgentRead, AgentSkips, Engine, EngineStats, EraseReport, ExpiredSegment, ExpiryReport, Options,
+    AgentRead, Engine, EngineStats, EraseReport, ExpiredSegment, ExpiryReport, Options,
     PurgeReport, RecoverySummary, SealSummary, SidecarRead, TierStatus,
 };

@@ -16,7 +16,7 @@ mod agent_tables;
 mod compliance;
 mod purge;
 
-pub use agent_tables::{AgentRead, AgentSkips, SidecarRead};
+pub use agent_tables::{AgentRead, SidecarRead};
 pub use compliance::verify_data_dir;
 pub use purge::PurgeReport;
 
@@ -1290,6 +1290,7 @@ impl Engine {
             }
             agent_tables::disown(
                 &txn,
+                meta.id,
                 old.trace_runs.iter().map(|(trace, _, _)| *trace),
                 &gone,
             )?;
@@ -1772,8 +1773,8 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
             parts.push((tier, day, sort_for_segment(&batch)?));
         }
         let batches: Vec<RecordBatch> = parts.iter().map(|(_, _, batch)| batch.clone()).collect();
-        let agent_tables::SplitTraces { extra, owners } =
-            agent_tables::complete_split_traces(shared, &batches, first_id)?;
+        let mut split = agent_tables::complete_split_traces(shared, &batches, first_id)?;
+        let extra = std::mem::take(&mut split.extra);
         for (offset, ((tier, day, sorted), extra)) in parts.into_iter().zip(extra).enumerate() {
             let id = first_id + offset as u64;
             let meta = agent_tables::write_segment_with_sidecars(
@@ -1785,7 +1786,7 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
         commit_segments(
             shared,
             &metas,
-            &owners,
+            &split,
             &unresolved,
             frozen.max_sequence,
             first_id + metas.len() as u64,
@@ -1845,7 +1846,7 @@ fn seal(shared: &Shared) -> Result<SealSummary> {
 fn commit_segments(
     shared: &Shared,
     metas: &[SegmentMeta],
-    owners: &[(RawTraceId, u64)],
+    split: &agent_tables::SplitTraces,
     unresolved: &HashMap<RawTraceId, TraceKeys>,
     max_sequence: u64,
     next_segment_id: u64,
@@ -1862,7 +1863,7 @@ fn commit_segments(
         for meta in metas {
             add_to_catalog(&txn, meta)?;
         }
-        agent_tables::record_owners(&txn, owners)?;
+        agent_tables::record_owners(&txn, split)?;
         for (meta, digest) in metas.iter().zip(digests) {
             let segment = crate::chain::ChainSegment::of(meta, digest);
             crate::chain::append(

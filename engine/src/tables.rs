@@ -52,6 +52,11 @@ pub(crate) const SPLIT_TRACES: TableDefinition<'_, &[u8], ()> =
 pub(crate) const AGENT_OWNERS: TableDefinition<'_, &[u8], u64> =
     TableDefinition::new("agent_owners");
 
+/// Partial rows: segment id -> raw ids of the split traces whose rows in that segment's
+/// agent-table files are partial (the trace is owned by a later segment); readers skip them.
+pub(crate) const AGENT_PARTIAL: MultimapTableDefinition<'_, u64, &[u8]> =
+    MultimapTableDefinition::new("agent_partial");
+
 /// Segment chain: sequence (from 1) -> version byte 1 + JSON chain entry, each hash-linked to
 /// the one before (see `chain.rs` and `docs/tamper-evidence.md`).
 pub(crate) const CHAIN: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("chain");

@@ -8,6 +8,7 @@
 //! that input counted against the query's memory pool. Every trace comes from exactly one of
 //! the two, so every row is counted once.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,7 +28,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use engine::agent::{AgentTable, derive_stored, stored_schema};
-use engine::{AgentRead, AgentSkips, Engine, ScanPlan, SidecarRead};
+use engine::{AgentRead, Engine, ScanPlan, SidecarRead};
 
 use crate::blocking::{BatchSender, blocking_stream};
 use crate::error::engine_error;
@@ -57,7 +58,7 @@ struct Source {
 /// What one partition does in one run.
 #[derive(Debug)]
 struct Work {
-    skips: Arc<AgentSkips>,
+    derived: Arc<HashSet<String>>,
     sidecars: Vec<SidecarRead>,
     derive: Option<ScanPlan>,
 }
@@ -121,7 +122,7 @@ impl Source {
         }
         let AgentRead {
             sidecars,
-            skips,
+            derived,
             derive,
             ..
         } = self
@@ -130,7 +131,7 @@ impl Source {
             .map_err(engine_error)?;
         let mut work: Vec<Work> = (0..self.partitions)
             .map(|_| Work {
-                skips: Arc::clone(&skips),
+                derived: Arc::clone(&derived),
                 sidecars: Vec::new(),
                 derive: None,
             })
@@ -142,7 +143,7 @@ impl Source {
         let mine = std::mem::replace(
             &mut work[partition],
             Work {
-                skips,
+                derived,
                 sidecars: Vec::new(),
                 derive: None,
             },
@@ -196,7 +197,7 @@ impl Source {
             }
             counters.sidecars_read.add(1);
             for batch in sidecar
-                .read(self.table, Some(&self.read), &work.skips)
+                .read(self.table, Some(&self.read))
                 .map_err(engine_error)?
             {
                 let batch = self.to_output(&batch)?;
@@ -208,7 +209,7 @@ impl Source {
             }
         }
         if let Some(derive) = work.derive {
-            counters.derived_traces.add(work.skips.derived.len());
+            counters.derived_traces.add(work.derived.len());
             let mut spans = Vec::new();
             for unit in derive.into_units() {
                 for batch in unit.execute().map_err(engine_error)? {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 /// Fill a store with seeded agent traces and time SQL queries over it.
 #[derive(Debug, Parser)]
@@ -36,6 +37,12 @@ struct Args {
     /// Run only the queries whose name contains this (e.g. `monitoring`).
     #[arg(long)]
     only: Option<String>,
+    /// Split every trace while filling: the first half of each scope's spans (children, in end
+    /// order) is written with its request, the rest (the root among them) this many requests
+    /// later, as batch exporters send a long run. With enough requests in between, most traces
+    /// are sealed apart. 0: every trace is written whole.
+    #[arg(long, default_value_t = 0)]
+    late_halves: usize,
     /// Query memory limit in MiB (the server's default is 1024).
     #[arg(long, default_value_t = 8192)]
     memory_limit_mib: usize,
@@ -44,6 +51,26 @@ struct Args {
 /// The queries of docs/monitoring.md, in order.
 fn monitoring_queries() -> Vec<String> {
     testdata::sql_blocks(include_str!("../../../docs/monitoring.md"))
+}
+
+/// The first half of every scope's spans, and the rest.
+fn split_halves(
+    request: ExportTraceServiceRequest,
+) -> (ExportTraceServiceRequest, ExportTraceServiceRequest) {
+    let mut early = request.clone();
+    let mut rest = request;
+    for (early, rest) in early
+        .resource_spans
+        .iter_mut()
+        .zip(&mut rest.resource_spans)
+    {
+        for (early, rest) in early.scope_spans.iter_mut().zip(&mut rest.scope_spans) {
+            let half = early.spans.len() / 2;
+            early.spans.truncate(half);
+            rest.spans.drain(..half);
+        }
+    }
+    (early, rest)
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -73,10 +100,35 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let mut written = 0usize;
         let mut overloaded = 0usize;
-        for request in testdata::export_request_iter(&config, args.traces_per_write) {
-            if written >= args.spans {
-                break;
-            }
+        let mut late: std::collections::VecDeque<ExportTraceServiceRequest> =
+            std::collections::VecDeque::new();
+        let requests = testdata::export_request_iter(&config, args.traces_per_write)
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None));
+        for request in requests {
+            let request = match request {
+                Some(request) if written < args.spans => {
+                    if args.late_halves == 0 {
+                        request
+                    } else {
+                        let (early, rest) = split_halves(request);
+                        late.push_back(rest);
+                        if late.len() > args.late_halves {
+                            let mut merged = early;
+                            if let Some(due) = late.pop_front() {
+                                merged.resource_spans.extend(due.resource_spans);
+                            }
+                            merged
+                        } else {
+                            early
+                        }
+                    }
+                }
+                _ => match late.pop_front() {
+                    Some(due) => due,
+                    None => break,
+                },
+            };
             let spans = ingest::to_span_batch(&request)?;
             written += spans.batch.num_rows();
             // As a client would: wait the advised time when sealing falls behind.

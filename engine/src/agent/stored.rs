@@ -19,6 +19,7 @@
 //! - Sidecars are derived data: a store opened without them, or with sidecars of another
 //!   [`SIDECAR_VERSION`], rebuilds them at open.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ use crate::error::{Error, Result};
 
 /// Version of the sidecar contents: raise it when the derivation changes, and every store
 /// rebuilds its sidecars at the next open.
-pub(crate) const SIDECAR_VERSION: u64 = 2;
+pub(crate) const SIDECAR_VERSION: u64 = 3;
 
 /// Rows per sidecar row group.
 const SIDECAR_ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -137,17 +138,18 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
     std::fs::rename(&temporary, path).map_err(|source| Error::io("rename", &temporary, source))
 }
 
-/// Reads one sidecar of segment `segment_id`: the stored rows of `table` whose trace (lowercase
-/// hex id) `skip` rejects (`skips_nothing`: it rejects none), with the columns `projection`
-/// names (indices into [`stored_schema`], ascending; `None` for all).
+/// Reads one sidecar of segment `segment_id`: the stored rows of `table` whose trace is not in
+/// `skip` (lowercase hex ids), with the columns `projection` names (indices into
+/// [`stored_schema`], ascending; `None` for all). The trace column is read only when `skip`
+/// is not empty.
 pub fn read_sidecar(
     path: &Path,
     segment_id: u64,
     table: AgentTable,
     projection: Option<&[usize]>,
-    skip: &dyn Fn(&str) -> bool,
-    skips_nothing: bool,
+    skip: &HashSet<String>,
 ) -> Result<Vec<RecordBatch>> {
+    let skips_nothing = skip.is_empty();
     let sidecar_error = |source| Error::Segment {
         segment_id,
         path: path.to_path_buf(),
@@ -192,8 +194,21 @@ pub fn read_sidecar(
         let batch = match (skips_nothing, trace_position) {
             (false, Some(position)) => {
                 let traces = batch.column(position).as_string::<i32>();
+                // Rows come trace by trace: look each trace up once.
+                let mut last: Option<(&str, bool)> = None;
                 let mask: BooleanArray = (0..batch.num_rows())
-                    .map(|row| Some(traces.is_null(row) || !skip(traces.value(row))))
+                    .map(|row| {
+                        if traces.is_null(row) {
+                            return Some(true);
+                        }
+                        let trace = traces.value(row);
+                        let keep = match last {
+                            Some((previous, keep)) if previous == trace => keep,
+                            _ => !skip.contains(trace),
+                        };
+                        last = Some((trace, keep));
+                        Some(keep)
+                    })
                     .collect();
                 filter_record_batch(&batch, &mask)?
             }

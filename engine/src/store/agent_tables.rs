@@ -6,7 +6,7 @@
 //! any time, either
 //! - *owned*: `agent_owners` names the segment whose sidecars hold its rows derived from all
 //!   its spans (the seal that found it split read its earlier spans and derived it whole); its
-//!   rows in other sidecars are partial and skipped; or
+//!   rows in other sidecars are partial, listed per segment in `agent_partial`, and skipped; or
 //! - *dirty*: listed in `split_traces`, read by deriving from its spans.
 //!
 //! Invariants:
@@ -37,7 +37,8 @@ use crate::error::{Error, Result};
 use crate::scan::{ScanPlan, ScanRequest, SegmentRead};
 use crate::segment::{SegmentMeta, SegmentWriteOptions, write_segment};
 use crate::tables::{
-    AGENT_OWNERS, LATE_KEYS, META, META_AGENT_TABLES_VERSION, SPLIT_TRACES, TRACE_SEGMENTS,
+    AGENT_OWNERS, AGENT_PARTIAL, LATE_KEYS, META, META_AGENT_TABLES_VERSION, SPLIT_TRACES,
+    TRACE_SEGMENTS,
 };
 use crate::trace_keys::{RawTraceId, raw_trace_id, traces_in_batch};
 
@@ -126,6 +127,8 @@ pub(super) struct SplitTraces {
     pub(super) extra: Vec<Vec<RecordBatch>>,
     /// (trace, owner segment id) of every split trace.
     pub(super) owners: Vec<(RawTraceId, u64)>,
+    /// (segment id, trace): the segments whose rows of a split trace are now partial.
+    pub(super) partial: Vec<(u64, RawTraceId)>,
 }
 
 /// The traces of a seal that are split (spans in existing segments, or in more than one of the
@@ -153,6 +156,7 @@ pub(super) fn complete_split_traces(
     // Row runs of these traces in existing segments.
     let mut runs: BTreeMap<u64, Vec<Range<u64>>> = BTreeMap::new();
     let mut sealed_before: HashSet<RawTraceId> = HashSet::new();
+    let mut holders: HashMap<RawTraceId, HashSet<u64>> = HashMap::new();
     {
         let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
         let index = match txn.open_multimap_table(TRACE_SEGMENTS) {
@@ -170,6 +174,7 @@ pub(super) fn complete_split_traces(
                         run.map_err(store_error("read trace index"))?.value();
                     runs.entry(segment).or_default().push(first..first + count);
                     sealed_before.insert(*trace);
+                    holders.entry(*trace).or_default().insert(segment);
                 }
             }
         }
@@ -183,6 +188,7 @@ pub(super) fn complete_split_traces(
         return Ok(SplitTraces {
             extra,
             owners: Vec::new(),
+            partial: Vec::new(),
         });
     }
     // Their spans sealed before, resolved (late keys applied), as a scan would return them.
@@ -242,7 +248,24 @@ pub(super) fn complete_split_traces(
         .iter()
         .map(|trace| (*trace, first_id + owner_of[trace] as u64))
         .collect();
-    Ok(SplitTraces { extra, owners })
+    // Every other segment holding a split trace now holds partial rows of it.
+    let mut partial = Vec::new();
+    for trace in &split {
+        let owner = owner_of[trace];
+        for segment in holders.get(trace).into_iter().flatten() {
+            partial.push((*segment, *trace));
+        }
+        for (index, traces) in per_part.iter().enumerate() {
+            if index != owner && traces.contains(trace) {
+                partial.push((first_id + index as u64, *trace));
+            }
+        }
+    }
+    Ok(SplitTraces {
+        extra,
+        owners,
+        partial,
+    })
 }
 
 /// The rows of `batch` whose trace `keep` accepts, or `None` when there are none.
@@ -266,11 +289,22 @@ fn rows_of(batch: &RecordBatch, keep: impl Fn(&RawTraceId) -> bool) -> Result<Op
     Ok(Some(arrow::compute::filter_record_batch(batch, &mask)?))
 }
 
-/// Records, in the seal's transaction, the owners of the split traces it derived whole; they
-/// are no longer dirty.
-pub(super) fn record_owners(txn: &WriteTransaction, owners: &[(RawTraceId, u64)]) -> Result<()> {
+/// Records, in the seal's transaction, the owners of the split traces it derived whole (they
+/// are no longer dirty) and the segments holding partial rows of them.
+pub(super) fn record_owners(txn: &WriteTransaction, split: &SplitTraces) -> Result<()> {
+    let owners = &split.owners;
     if owners.is_empty() {
         return Ok(());
+    }
+    {
+        let mut partial = txn
+            .open_multimap_table(AGENT_PARTIAL)
+            .map_err(store_error("open agent partial rows"))?;
+        for (segment, trace) in &split.partial {
+            partial
+                .insert(*segment, trace.as_slice())
+                .map_err(store_error("write agent partial rows"))?;
+        }
     }
     let mut table = txn
         .open_table(AGENT_OWNERS)
@@ -294,9 +328,14 @@ pub(super) fn record_owners(txn: &WriteTransaction, owners: &[(RawTraceId, u64)]
 /// no span left lose both entries.
 pub(super) fn disown(
     txn: &WriteTransaction,
+    segment: u64,
     traces: impl IntoIterator<Item = RawTraceId>,
     gone: &[RawTraceId],
 ) -> Result<()> {
+    txn.open_multimap_table(AGENT_PARTIAL)
+        .map_err(store_error("open agent partial rows"))?
+        .remove_all(segment)
+        .map_err(store_error("write agent partial rows"))?;
     let mut owners = txn
         .open_table(AGENT_OWNERS)
         .map_err(store_error("open agent owners"))?;
@@ -429,16 +468,9 @@ pub struct SidecarRead {
     pub segment_id: u64,
     /// The file.
     pub path: PathBuf,
-}
-
-/// Which traces a read takes from where: shared by every sidecar of one read.
-#[derive(Debug, Default)]
-pub struct AgentSkips {
-    /// Lowercase hex ids of the traces derived from spans (dirty, or in the memtable).
-    pub derived: HashSet<String>,
-    /// Owned split traces (lowercase hex) and their owner segments: only the owner's rows of
-    /// them are read.
-    pub owners: HashMap<String, u64>,
+    /// Lowercase hex ids of the traces whose rows here are not used (derived from spans, or
+    /// partial: owned by a later segment).
+    pub skip: Arc<HashSet<String>>,
 }
 
 /// A read of one stored agent table: sidecar rows of the traces each sidecar answers for,
@@ -447,11 +479,11 @@ pub struct AgentSkips {
 pub struct AgentRead {
     /// The table.
     pub table: AgentTable,
-    /// Sidecars to read.
+    /// Sidecars to read, each with the traces it skips.
     pub sidecars: Vec<SidecarRead>,
-    /// What each sidecar skips.
-    pub skips: Arc<AgentSkips>,
-    /// Every span of the traces in [`AgentSkips::derived`] (the derivation's input columns).
+    /// Lowercase hex ids of the traces derived from spans (dirty, or in the memtable).
+    pub derived: Arc<HashSet<String>>,
+    /// Every span of those traces (the derivation's input columns).
     pub derive: ScanPlan,
 }
 
@@ -462,23 +494,8 @@ impl SidecarRead {
         &self,
         table: AgentTable,
         projection: Option<&[usize]>,
-        skips: &AgentSkips,
     ) -> Result<Vec<RecordBatch>> {
-        let segment = self.segment_id;
-        read_sidecar(
-            &self.path,
-            segment,
-            table,
-            projection,
-            &|trace: &str| {
-                skips.derived.contains(trace)
-                    || skips
-                        .owners
-                        .get(trace)
-                        .is_some_and(|owner| *owner != segment)
-            },
-            skips.derived.is_empty() && skips.owners.is_empty(),
-        )
+        read_sidecar(&self.path, self.segment_id, table, projection, &self.skip)
     }
 }
 
@@ -492,39 +509,59 @@ impl Engine {
         start_time: (std::ops::Bound<i64>, std::ops::Bound<i64>),
     ) -> Result<AgentRead> {
         let shared = &self.shared;
-        let (segments, skips) = {
+        let (segments, derived, skips) = {
             let state = shared.state.read();
             let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
-            let mut skips = AgentSkips::default();
+            let mut derived: HashSet<RawTraceId> = HashSet::new();
             match txn.open_table(SPLIT_TRACES) {
                 Ok(split) => {
                     for entry in split.iter().map_err(store_error("read split traces"))? {
                         let (trace, _) = entry.map_err(store_error("read split traces"))?;
-                        skips.derived.insert(hex::encode(trace.value()));
+                        if let Ok(trace) = RawTraceId::try_from(trace.value()) {
+                            derived.insert(trace);
+                        }
                     }
                 }
                 Err(redb::TableError::TableDoesNotExist(_)) => {}
                 Err(error) => return Err(Error::store("open split traces", error)),
             }
-            match txn.open_table(AGENT_OWNERS) {
-                Ok(owners) => {
-                    for entry in owners.iter().map_err(store_error("read agent owners"))? {
-                        let (trace, segment) = entry.map_err(store_error("read agent owners"))?;
-                        skips
-                            .owners
-                            .insert(hex::encode(trace.value()), segment.value());
+            let frozen = state.frozen.iter().flat_map(|frozen| frozen.chunks.iter());
+            for chunk in state.active.chunks.iter().chain(frozen) {
+                derived.extend(traces_in_batch(chunk));
+            }
+            // Per segment: the derived traces it holds rows of, and its partial rows.
+            let mut skips: HashMap<u64, HashSet<String>> = HashMap::new();
+            if let Ok(index) = txn.open_multimap_table(TRACE_SEGMENTS) {
+                for trace in &derived {
+                    for run in index
+                        .get(trace.as_slice())
+                        .map_err(store_error("read trace index"))?
+                    {
+                        let (segment, _, _) = run.map_err(store_error("read trace index"))?.value();
+                        skips.entry(segment).or_default().insert(hex::encode(trace));
+                    }
+                }
+            }
+            match txn.open_multimap_table(AGENT_PARTIAL) {
+                Ok(partial) => {
+                    for meta in &state.segments {
+                        for trace in partial
+                            .get(meta.id)
+                            .map_err(store_error("read agent partial rows"))?
+                        {
+                            let trace = trace.map_err(store_error("read agent partial rows"))?;
+                            skips
+                                .entry(meta.id)
+                                .or_default()
+                                .insert(hex::encode(trace.value()));
+                        }
                     }
                 }
                 Err(redb::TableError::TableDoesNotExist(_)) => {}
-                Err(error) => return Err(Error::store("open agent owners", error)),
+                Err(error) => return Err(Error::store("open agent partial rows", error)),
             }
-            let frozen = state.frozen.iter().flat_map(|frozen| frozen.chunks.iter());
-            for chunk in state.active.chunks.iter().chain(frozen) {
-                skips
-                    .derived
-                    .extend(traces_in_batch(chunk).into_iter().map(hex::encode));
-            }
-            (state.segments.clone(), skips)
+            let derived: HashSet<String> = derived.iter().map(hex::encode).collect();
+            (state.segments.clone(), derived, skips)
         };
         let timed = matches!(
             table,
@@ -534,15 +571,23 @@ impl Engine {
             start_time,
             ..ScanRequest::default()
         };
+        let nothing = Arc::new(HashSet::new());
+        let mut skips: HashMap<u64, Arc<HashSet<String>>> = skips
+            .into_iter()
+            .map(|(segment, traces)| (segment, Arc::new(traces)))
+            .collect();
         let sidecars = segments
             .iter()
             .filter(|meta| !timed || probe.time_overlaps(meta.min_start, meta.max_start))
             .map(|meta| SidecarRead {
                 segment_id: meta.id,
                 path: shared.dir.join(sidecar_path(&meta.path, table)),
+                skip: skips
+                    .remove(&meta.id)
+                    .unwrap_or_else(|| Arc::clone(&nothing)),
             })
             .collect();
-        let mut ids: Vec<String> = skips.derived.iter().cloned().collect();
+        let mut ids: Vec<String> = derived.iter().cloned().collect();
         ids.sort_unstable();
         let request = ScanRequest {
             trace_ids: Some(ids),
@@ -553,7 +598,7 @@ impl Engine {
         Ok(AgentRead {
             table,
             sidecars,
-            skips: Arc::new(skips),
+            derived: Arc::new(derived),
             derive,
         })
     }

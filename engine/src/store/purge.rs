@@ -23,8 +23,9 @@ use super::{Engine, Memtable, store_error};
 use crate::error::Result;
 use crate::segment::SegmentMeta;
 use crate::tables::{
-    AGENT_OWNERS, CONTENT, CONTENT_BY_TIME, CONTENT_REFS, CONTENT_SEEN, CONVERSATION_ROWS, HOLDS,
-    LATE_KEYS, SEGMENTS, SESSION_ROWS, SPLIT_TRACES, TRACE_KEYS, TRACE_SEGMENTS, WAL,
+    AGENT_OWNERS, AGENT_PARTIAL, CONTENT, CONTENT_BY_TIME, CONTENT_REFS, CONTENT_SEEN,
+    CONVERSATION_ROWS, HOLDS, LATE_KEYS, SEGMENTS, SESSION_ROWS, SPLIT_TRACES, TRACE_KEYS,
+    TRACE_SEGMENTS, WAL,
 };
 
 /// What [`Engine::purge`] removed.
@@ -125,6 +126,7 @@ impl Engine {
             empty_multimap_table(&txn, LATE_KEYS)?;
             empty_table(&txn, SPLIT_TRACES)?;
             empty_table(&txn, AGENT_OWNERS)?;
+            empty_multimap_table(&txn, AGENT_PARTIAL)?;
             empty_multimap_table(&txn, CONTENT_BY_TIME)?;
             txn.commit().map_err(store_error("commit purge"))?;
 

@@ -486,6 +486,12 @@ impl SpanBatchBuilder {
             Arc::new(self.scope_otlp.finish()),
             Arc::new(self.span_otlp.finish()),
         ]);
+        // Set by the engine when it accepts the write.
+        let rows = self.rows;
+        columns.push(arrow::array::new_null_array(
+            &crate::schema::timestamp_type(),
+            rows,
+        ));
         self.rows = 0;
         // The columns are built to match span_schema() field for field; a mismatch is a bug in
         // this file, caught by the unit test below.

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// Column names of the span schema, in schema order.
@@ -131,6 +132,10 @@ pub mod columns {
     /// marker when the span had a status with default fields. Everything else comes from the
     /// columns.
     pub const SPAN_OTLP: &str = "span_otlp";
+    /// When the engine accepted the write that stored this row (ns, UTC), strictly increasing
+    /// from one write to the next, so two stored copies of one span (an export sent again)
+    /// differ here. NULL for rows stored before the column existed.
+    pub const ARRIVAL_TIME: &str = "arrival_time";
 
     /// Field names inside an `events` list element.
     pub mod event {
@@ -290,7 +295,37 @@ fn build_span_schema() -> Schema {
         Field::new(RESOURCE_OTLP, DataType::Binary, false),
         Field::new(SCOPE_OTLP, DataType::Binary, false),
         Field::new(SPAN_OTLP, DataType::Binary, false),
+        // Added after store format 2 shipped: files and WAL records written before it lack the
+        // column and read it as NULL (see `upgrade`).
+        Field::new(ARRIVAL_TIME, timestamp_type(), true),
     ])
+}
+
+/// Whether `fields` are the span schema as it was before `arrival_time` was added.
+pub(crate) fn is_before_arrival_time(fields: &arrow::datatypes::Fields) -> bool {
+    let current = span_schema();
+    let current = current.fields();
+    fields.len() + 1 == current.len() && fields.iter().zip(current.iter()).all(|(a, b)| a == b)
+}
+
+/// A batch of the span schema from one written before `arrival_time` existed (the column is
+/// added, NULL), or as it is when it already has the span schema.
+pub(crate) fn upgrade(batch: RecordBatch) -> crate::Result<RecordBatch> {
+    if batch.schema().fields() == span_schema().fields() {
+        return Ok(batch);
+    }
+    if !is_before_arrival_time(batch.schema().fields()) {
+        return Err(crate::Error::SchemaMismatch(format!(
+            "not the span schema: {:?}",
+            batch.schema()
+        )));
+    }
+    let mut columns = batch.columns().to_vec();
+    columns.push(arrow::array::new_null_array(
+        &timestamp_type(),
+        batch.num_rows(),
+    ));
+    Ok(RecordBatch::try_new(span_schema(), columns)?)
 }
 
 /// The stored span schema (all columns, hidden ones included).

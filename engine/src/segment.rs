@@ -215,17 +215,20 @@ fn read_all(meta: &SegmentMeta, path: &Path, columns: Option<&[usize]>) -> Resul
     };
     let file = File::open(path).map_err(|source| Error::io("open segment", path, source))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(segment_error)?;
-    if builder.schema().fields() != span_schema().fields() {
+    let legacy = crate::schema::is_before_arrival_time(builder.schema().fields());
+    if builder.schema().fields() != span_schema().fields() && !legacy {
         return Err(Error::Corrupt {
             location: path.display().to_string(),
             detail: "segment schema is not the span schema".to_owned(),
         });
     }
+    let file_schema = Arc::clone(builder.schema());
     let (mask, schema) = match columns {
         Some(columns) => (
             ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied()),
             Arc::new(span_schema().project(columns)?),
         ),
+        None if legacy => (ProjectionMask::all(), file_schema),
         None => (ProjectionMask::all(), span_schema()),
     };
     let batches = builder
@@ -238,7 +241,11 @@ fn read_all(meta: &SegmentMeta, path: &Path, columns: Option<&[usize]>) -> Resul
             location: path.display().to_string(),
             detail: error.to_string(),
         })?;
-    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    let batch = arrow::compute::concat_batches(&schema, &batches)?;
+    match columns {
+        None => crate::schema::upgrade(batch),
+        Some(_) => Ok(batch),
+    }
 }
 
 /// Writer settings for segment files.
@@ -460,12 +467,15 @@ pub(crate) fn read_segment(
         .with_page_index_policy(PageIndexPolicy::from(read.ranges.is_some()));
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
         .map_err(segment_error)?;
-    if builder.schema().fields() != span_schema().fields() {
+    // A file written before `arrival_time` existed reads it as NULL.
+    let legacy = crate::schema::is_before_arrival_time(builder.schema().fields());
+    if builder.schema().fields() != span_schema().fields() && !legacy {
         return Err(Error::Corrupt {
             location: path.display().to_string(),
             detail: "segment schema is not the span schema".to_owned(),
         });
     }
+    let arrival = column_index(columns::ARRIVAL_TIME);
     let parquet_metadata = Arc::clone(builder.metadata());
     let schema_descriptor = builder.parquet_schema().clone();
 
@@ -494,6 +504,9 @@ pub(crate) fn read_segment(
         ] {
             read_columns.insert(column_index(name));
         }
+    }
+    if legacy {
+        read_columns.remove(&arrival);
     }
     let mut wanted = read_columns.clone();
     wanted.extend(row_filter_columns.iter().copied());
@@ -611,10 +624,14 @@ pub(crate) fn read_segment(
     // order (dropping columns read only for key resolution).
     let read_order: Vec<usize> = read_columns.iter().copied().collect();
     let identity = read_order == projection;
-    let reorder: Vec<usize> = projection
+    // Per output column: its position among the read ones, or `None` for `arrival_time` of a
+    // file without it (NULL).
+    let reorder: Vec<Option<usize>> = projection
         .iter()
-        .filter_map(|index| read_order.binary_search(index).ok())
+        .filter(|index| read_order.binary_search(index).is_ok() || (legacy && **index == arrival))
+        .map(|index| read_order.binary_search(index).ok())
         .collect();
+    let output_schema = Arc::new(span_schema().project(&projection)?);
     Ok(Box::new(reader.map(move |batch| {
         let batch = batch.map_err(|error| Error::Corrupt {
             location: format!("segment {segment_id} ({})", path.display()),
@@ -635,8 +652,26 @@ pub(crate) fn read_segment(
         };
         if identity {
             Ok(batch)
+        } else if reorder.iter().all(Option::is_some) {
+            Ok(batch.project(&reorder.iter().flatten().copied().collect::<Vec<_>>())?)
         } else {
-            Ok(batch.project(&reorder)?)
+            let columns = reorder
+                .iter()
+                .map(|position| match position {
+                    Some(position) => Arc::clone(batch.column(*position)),
+                    None => arrow::array::new_null_array(
+                        &crate::schema::timestamp_type(),
+                        batch.num_rows(),
+                    ),
+                })
+                .collect();
+            let options =
+                arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            Ok(RecordBatch::try_new_with_options(
+                Arc::clone(&output_schema),
+                columns,
+                &options,
+            )?)
         }
     })))
 }
@@ -653,6 +688,81 @@ mod tests {
         assert_eq!(day_of(1_795_323_600_000_000_000), "2026-11-22");
         // 2024-02-29T12:00:00Z
         assert_eq!(day_of(1_709_208_000_000_000_000), "2024-02-29");
+    }
+
+    #[test]
+    fn a_file_written_before_arrival_time_reads_it_as_null() {
+        use crate::batch::{SpanBatchBuilder, SpanRecord};
+        use crate::ids::{SpanId, TraceId};
+        let mut builder = SpanBatchBuilder::new();
+        for span in 1..=3u8 {
+            builder.append(&SpanRecord {
+                trace_id: TraceId([7; 16]),
+                span_id: SpanId([span; 8]),
+                start_time_unix_nano: i64::from(span),
+                end_time_unix_nano: 10,
+                ..SpanRecord::default()
+            });
+        }
+        let current = builder.finish();
+        // The same rows as a store of format 2 wrote them: without the last column.
+        let fields = current.schema().fields().len();
+        let legacy = current
+            .project(&(0..fields - 1).collect::<Vec<_>>())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0000000000000001.parquet");
+        let mut writer =
+            ArrowWriter::try_new(File::create(&path).unwrap(), legacy.schema(), None).unwrap();
+        writer.write(&legacy).unwrap();
+        writer.close().unwrap();
+        let meta = SegmentMeta {
+            id: 1,
+            tier: "standard".into(),
+            day: "1970-01-01".into(),
+            path: "0000000000000001.parquet".into(),
+            rows: 3,
+            bytes: 0,
+            min_start: 1,
+            max_start: 3,
+            services: None,
+            has_null_service: true,
+            trace_runs: Vec::new(),
+            session_runs: Vec::new(),
+            conversation_runs: Vec::new(),
+        };
+        // Whole (the sidecar rebuild's read): the span schema, arrival_time NULL.
+        let whole = read_whole(&meta, &path).unwrap();
+        assert_eq!(whole.schema(), span_schema());
+        let arrival = column_index(columns::ARRIVAL_TIME);
+        assert_eq!(whole.column(arrival).null_count(), 3);
+        // A scan asking for arrival_time among other columns, out of schema order.
+        let request = crate::scan::ScanRequest {
+            projection: Some(vec![arrival, column_index(columns::SPAN_ID)]),
+            ..crate::scan::ScanRequest::default()
+        };
+        let predicate = Arc::new(RowPredicate::new(
+            &request,
+            Arc::new(crate::retention::RetentionPolicy::default()),
+        ));
+        let batches: Vec<RecordBatch> = read_segment(
+            &meta,
+            &path,
+            predicate,
+            Arc::new(ScanMetrics::default()),
+            SegmentRead::default(),
+        )
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
+        let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        assert_eq!(batch.num_rows(), 3);
+        assert_eq!(batch.schema().field(0).name(), columns::ARRIVAL_TIME);
+        assert_eq!(batch.column(0).null_count(), 3);
+        assert_eq!(
+            batch.column(1).as_string::<i32>().value(2),
+            hex::encode([3u8; 8])
+        );
     }
 
     #[test]

@@ -238,6 +238,8 @@ struct Shared {
     memtable_keys: Arc<RwLock<MemtableKeys>>,
     /// Generation of the active memtable; incremented when it is frozen.
     generation: AtomicU64,
+    /// The `arrival_time` given to the last write (ns).
+    last_arrival: std::sync::atomic::AtomicI64,
 }
 
 /// Counts describing the store now.
@@ -482,6 +484,7 @@ impl Engine {
             closing: AtomicBool::new(false),
             memtable_keys: Arc::new(RwLock::new(memtable_keys)),
             generation: AtomicU64::new(0),
+            last_arrival: std::sync::atomic::AtomicI64::new(0),
         });
 
         let segments_now = shared.state.read().segments.clone();
@@ -549,6 +552,7 @@ impl Engine {
                 retry_after_ms: 1000,
             });
         }
+        let batch = self.stamp_arrival(batch)?;
         let record = wal::encode(&batch)?;
         let size = record.len();
         let (reply, response) = bounded(1);
@@ -582,6 +586,31 @@ impl Engine {
 
     fn needs_seal(&self) -> bool {
         needs_seal(&self.shared)
+    }
+
+    /// Sets every row's `arrival_time` to this write's: the wall clock, or one nanosecond after
+    /// the previous write's when the clock has not moved past it, so no two writes share one.
+    fn stamp_arrival(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX)
+            });
+        let previous = self
+            .shared
+            .last_arrival
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last.saturating_add(1)))
+            })
+            .unwrap_or(now);
+        let arrival = now.max(previous.saturating_add(1));
+        let index = column_index(columns::ARRIVAL_TIME);
+        let mut columns = batch.columns().to_vec();
+        columns[index] = Arc::new(
+            arrow::array::TimestampNanosecondArray::from_value(arrival, batch.num_rows())
+                .with_timezone("UTC"),
+        );
+        Ok(RecordBatch::try_new(batch.schema(), columns)?)
     }
 
     /// Plans a scan over the memtable and the segments that may hold matching rows.

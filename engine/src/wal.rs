@@ -54,12 +54,14 @@ pub(crate) fn decode(sequence: u64, record: &[u8]) -> Result<Vec<RecordBatch>> {
         .map_err(|error| corrupt(format!("zstd: {error}")))?;
     let reader = StreamReader::try_new(Cursor::new(ipc), None)
         .map_err(|error| corrupt(format!("arrow ipc: {error}")))?;
-    if reader.schema() != span_schema() {
+    let schema = reader.schema();
+    if schema != span_schema() && !crate::schema::is_before_arrival_time(schema.fields()) {
         return Err(corrupt("schema is not the span schema".to_owned()));
     }
     let mut batches = Vec::new();
     for batch in reader {
-        batches.push(batch.map_err(|error| corrupt(format!("arrow ipc: {error}")))?);
+        let batch = batch.map_err(|error| corrupt(format!("arrow ipc: {error}")))?;
+        batches.push(crate::schema::upgrade(batch)?);
     }
     Ok(batches)
 }
@@ -69,6 +71,27 @@ mod tests {
     use super::*;
     use crate::batch::{SpanBatchBuilder, SpanRecord};
     use crate::ids::{SpanId, TraceId};
+
+    #[test]
+    fn records_written_before_arrival_time_decode_with_it_null() {
+        let mut builder = SpanBatchBuilder::new();
+        builder.append(&SpanRecord {
+            trace_id: TraceId([7; 16]),
+            span_id: SpanId([1; 8]),
+            ..SpanRecord::default()
+        });
+        let current = builder.finish();
+        let fields = current.schema().fields().len();
+        let legacy = current
+            .project(&(0..fields - 1).collect::<Vec<_>>())
+            .unwrap();
+        let decoded = decode(1, &encode(&legacy).unwrap()).unwrap();
+        assert_eq!(decoded[0].schema(), span_schema());
+        assert_eq!(decoded[0].column(fields - 1).null_count(), 1);
+        // Anything else is still refused.
+        let other = current.project(&[0, 1]).unwrap();
+        assert!(decode(2, &encode(&other).unwrap()).is_err());
+    }
 
     #[test]
     fn wal_records_round_trip_and_reject_damage() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use engine::Engine;
 use query::{Options, SqlEngine};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::fixture::Fixture;
 use crate::monitoring_fixture::MonitoringFixture;
@@ -182,6 +182,31 @@ async fn every_monitoring_query_answers_the_same_after_the_corpus_is_sent_twice(
     let stored_twice = rows(&twice.sql, count).await[0][0].as_i64().unwrap();
     // The raw table keeps every copy...
     assert_eq!(stored_twice, 2 * stored_once);
+    // ... and tells them apart: every stored row has its own write's arrival_time.
+    let apart = rows(
+        &twice.sql,
+        "SELECT count(*), sum(copies), sum(stamped), \
+            count(*) FILTER (WHERE copies <> arrivals) \
+         FROM (SELECT trace_id, span_id, count(*) AS copies, \
+                 count(arrival_time) AS stamped, \
+                 count(DISTINCT arrival_time) AS arrivals \
+               FROM spans GROUP BY trace_id, span_id)",
+    )
+    .await;
+    let groups = rows(
+        &twice.sql,
+        "SELECT count(*) FROM (SELECT DISTINCT trace_id, span_id FROM spans)",
+    )
+    .await[0][0]
+        .as_i64()
+        .unwrap();
+    assert_eq!(apart, vec![json!([groups, stored_twice, stored_twice, 0])]);
+    let arrived = rows(
+        &twice.sql,
+        "SELECT count(*) FROM spans WHERE arrival_time IS NULL OR arrival_time < now() - INTERVAL '1 hour'",
+    )
+    .await;
+    assert_eq!(arrived, vec![json!([0])]);
     // ... and every monitoring question counts each logical span once.
     let queries = sql_blocks("monitoring.md");
     assert_eq!(queries.len(), 9);

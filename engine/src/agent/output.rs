@@ -333,32 +333,60 @@ pub(super) fn build_session_parts(rows: &SpanRows) -> Result<RecordBatch> {
     let mut out = Out::with_schema(session_parts_schema());
     for spans in rows.logical_traces() {
         let facts = TraceFacts::derive(rows, spans, AgentTable::Sessions);
-        let mut order: Vec<&str> = Vec::new();
-        let mut totals: HashMap<&str, SessionTotals<'_>> = HashMap::new();
-        fold_sessions(rows, &facts, &mut order, &mut totals);
-        let Some(&first) = facts.spans.first() else {
-            continue;
-        };
-        let trace_id = rows.trace_id(first);
-        for session in order {
-            let part = &totals[session];
-            let mut conversations: Vec<&str> = part.conversations.iter().copied().collect();
-            conversations.sort_unstable();
-            out.text(Some(session))
-                .text(Some(trace_id))
-                .text(part.user_id)
-                .time(part.first_seen)
-                .time(part.last_seen)
-                .int(Some(part.runs))
-                .list(Some(conversations))
-                .int(Some(part.spans))
-                .int(Some(part.errors))
-                .int(Some(part.denials))
-                .int(part.input_tokens)
-                .int(part.output_tokens);
-        }
+        session_parts(&mut out, rows, &facts);
     }
     out.finish()
+}
+
+/// Every agent table in its stored form (`sessions` as session parts), in
+/// [`AgentTable::ALL`] order, from one derivation per trace.
+pub(super) fn build_all(rows: &SpanRows) -> Result<Vec<RecordBatch>> {
+    let mut llm = Out::new(AgentTable::LlmCalls);
+    let mut tools = Out::new(AgentTable::ToolCalls);
+    let mut gates = Out::new(AgentTable::Decisions);
+    let mut runs = Out::new(AgentTable::AgentRuns);
+    let mut parts = Out::with_schema(session_parts_schema());
+    for spans in rows.logical_traces() {
+        // The facts `agent_runs` needs are every table's.
+        let facts = TraceFacts::derive(rows, spans, AgentTable::AgentRuns);
+        llm_calls(&mut llm, rows, &facts);
+        tool_calls(&mut tools, rows, &facts);
+        decisions(&mut gates, rows, &facts);
+        agent_runs(&mut runs, rows, &facts);
+        session_parts(&mut parts, rows, &facts);
+    }
+    [llm, tools, gates, runs, parts]
+        .into_iter()
+        .map(Out::finish)
+        .collect()
+}
+
+/// The session parts of one trace.
+fn session_parts(out: &mut Out, rows: &SpanRows, facts: &TraceFacts<'_>) {
+    let mut order: Vec<&str> = Vec::new();
+    let mut totals: HashMap<&str, SessionTotals<'_>> = HashMap::new();
+    fold_sessions(rows, facts, &mut order, &mut totals);
+    let Some(&first) = facts.spans.first() else {
+        return;
+    };
+    let trace_id = rows.trace_id(first);
+    for session in order {
+        let part = &totals[session];
+        let mut conversations: Vec<&str> = part.conversations.iter().copied().collect();
+        conversations.sort_unstable();
+        out.text(Some(session))
+            .text(Some(trace_id))
+            .text(part.user_id)
+            .time(part.first_seen)
+            .time(part.last_seen)
+            .int(Some(part.runs))
+            .list(Some(conversations))
+            .int(Some(part.spans))
+            .int(Some(part.errors))
+            .int(Some(part.denials))
+            .int(part.input_tokens)
+            .int(part.output_tokens);
+    }
 }
 
 /// Folds session parts (any number of batches of [`session_parts_schema`], each (trace,

@@ -31,10 +31,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::AgentTable;
-use super::output::{build, build_session_parts, session_parts_schema};
+use super::output::{build, build_all, build_session_parts, session_parts_schema};
 use super::spans::SpanRows;
 use crate::error::{Error, Result};
 
@@ -94,11 +94,11 @@ pub(crate) fn write_sidecars(
     zstd_level: i32,
 ) -> Result<Vec<PathBuf>> {
     let rows = SpanRows::new(inputs, true)?;
+    let tables = build_all(&rows)?;
     let mut written = Vec::with_capacity(AgentTable::ALL.len());
-    for table in AgentTable::ALL {
-        let derived = stored_form(table, &rows)?;
+    for (table, derived) in AgentTable::ALL.into_iter().zip(&tables) {
         let path = data_dir.join(sidecar_path(segment_path, table));
-        let result = write_file(&path, segment_id, &derived, zstd_level);
+        let result = write_file(&path, segment_id, derived, zstd_level);
         if let Err(error) = result {
             for done in written {
                 let _ = std::fs::remove_file(done);
@@ -117,11 +117,16 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
         source,
     };
     let temporary = path.with_extension("parquet.tmp");
+    // Derived data, small next to the span file, written on the seal's path: the fastest
+    // zstd level (never more than the store's).
+    let level = zstd_level.min(1);
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(zstd_level).unwrap_or_default(),
+            ZstdLevel::try_new(level).unwrap_or_default(),
         ))
         .set_max_row_group_row_count(Some(SIDECAR_ROW_GROUP_ROWS))
+        // Whole files are read; only row-group statistics are ever looked at.
+        .set_statistics_enabled(EnabledStatistics::Chunk)
         .build();
     let file =
         File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;

@@ -27,7 +27,7 @@ use datafusion::physical_plan::metrics::{
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use engine::agent::{AgentTable, derive_stored, stored_schema};
+use engine::agent::{AgentTable, derive_stored, merge_session_parts, stored_schema};
 use engine::{AgentRead, Engine, ScanPlan, SidecarRead};
 
 use crate::blocking::{BatchSender, blocking_stream};
@@ -191,6 +191,20 @@ impl Source {
         counters: &Counters,
     ) -> DfResult<()> {
         let work = self.take_work(partition)?;
+        // Session parts are merged per partition (in parallel) before the final fold.
+        let merge =
+            self.table == AgentTable::Sessions && self.read.len() == self.schema.fields().len();
+        let mut held: Vec<RecordBatch> = Vec::new();
+        let mut emit = |batch: RecordBatch| -> DfResult<bool> {
+            if merge {
+                reservation.try_grow(batch.get_array_memory_size())?;
+                held.push(batch);
+                Ok(true)
+            } else {
+                counters.output_rows.add(batch.num_rows());
+                Ok(sender.blocking_send(Ok(batch)).is_ok())
+            }
+        };
         for sidecar in &work.sidecars {
             if sender.is_closed() {
                 return Ok(());
@@ -202,8 +216,7 @@ impl Source {
             {
                 let batch = self.to_output(&batch)?;
                 counters.stored_rows.add(batch.num_rows());
-                counters.output_rows.add(batch.num_rows());
-                if sender.blocking_send(Ok(batch)).is_err() {
+                if !emit(batch)? {
                     return Ok(());
                 }
             }
@@ -211,10 +224,12 @@ impl Source {
         if let Some(derive) = work.derive {
             counters.derived_traces.add(work.derived.len());
             let mut spans = Vec::new();
+            let mut bytes = 0;
             for unit in derive.into_units() {
                 for batch in unit.execute().map_err(engine_error)? {
                     let batch = batch.map_err(engine_error)?;
                     // The derivation holds every input row: count it against the budget.
+                    bytes += batch.get_array_memory_size();
                     reservation.try_grow(batch.get_array_memory_size())?;
                     spans.push(batch);
                 }
@@ -222,11 +237,19 @@ impl Source {
             if !spans.is_empty() {
                 let derived = derive_stored(self.table, &spans).map_err(engine_error)?;
                 drop(spans);
+                reservation.shrink(bytes);
                 let derived = self.to_output(&derived.project(&self.read)?)?;
                 counters.derived_rows.add(derived.num_rows());
-                counters.output_rows.add(derived.num_rows());
-                let _ = sender.blocking_send(Ok(derived));
+                if !emit(derived)? {
+                    return Ok(());
+                }
             }
+        }
+        if merge && !held.is_empty() {
+            let merged = merge_session_parts(&held).map_err(engine_error)?;
+            drop(held);
+            counters.output_rows.add(merged.num_rows());
+            let _ = sender.blocking_send(Ok(merged));
         }
         drop(reservation);
         Ok(())

@@ -28,7 +28,9 @@ use arrow::datatypes::SchemaRef;
 use crate::error::Result;
 use crate::schema::column_index;
 
-pub use output::{agent_table_schema, fold_session_parts, session_parts_schema};
+pub use output::{
+    agent_table_schema, fold_session_parts, merge_session_parts, session_parts_schema,
+};
 pub(crate) use stored::{SIDECAR_VERSION, sidecar_path, sidecar_paths, write_sidecars};
 pub use stored::{derive_stored, read_sidecar, stored_schema};
 

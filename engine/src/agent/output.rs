@@ -396,9 +396,63 @@ pub fn fold_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
         .iter()
         .map(PartColumns::of)
         .collect::<Result<Vec<_>>>()?;
+    let (order, totals) = fold_parts(parts, &columns);
+    let mut out = Out::new(AgentTable::Sessions);
+    for session in order {
+        let totals = &totals[session];
+        out.text(Some(session))
+            .text(totals.user_id)
+            .time(totals.first_seen)
+            .time(totals.last_seen)
+            .int(Some(totals.runs))
+            .int(Some(totals.conversations.len() as i64))
+            .int(Some(totals.spans))
+            .int(Some(totals.errors))
+            .int(Some(totals.denials))
+            .int(totals.input_tokens)
+            .int(totals.output_tokens);
+    }
+    out.finish()
+}
+
+/// Merges session parts into one part per session (`trace_id` empty): folding the merged
+/// parts gives the same `sessions` rows as folding the originals, so a read can merge each
+/// partition's parts in parallel before the final fold.
+pub fn merge_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
+    let columns = parts
+        .iter()
+        .map(PartColumns::of)
+        .collect::<Result<Vec<_>>>()?;
+    let (order, totals) = fold_parts(parts, &columns);
+    let mut out = Out::with_schema(session_parts_schema());
+    for session in order {
+        let part = &totals[session];
+        let mut conversations: Vec<&str> = part.conversations.iter().copied().collect();
+        conversations.sort_unstable();
+        out.text(Some(session))
+            .text(Some(""))
+            .text(part.user_id)
+            .time(part.first_seen)
+            .time(part.last_seen)
+            .int(Some(part.runs))
+            .list(Some(conversations))
+            .int(Some(part.spans))
+            .int(Some(part.errors))
+            .int(Some(part.denials))
+            .int(part.input_tokens)
+            .int(part.output_tokens);
+    }
+    out.finish()
+}
+
+/// Per-session totals of `parts`, sessions in order of first appearance.
+fn fold_parts<'a>(
+    parts: &'a [RecordBatch],
+    columns: &[PartColumns<'a>],
+) -> (Vec<&'a str>, HashMap<&'a str, SessionTotals<'a>>) {
     let mut order: Vec<&str> = Vec::new();
     let mut totals: HashMap<&str, SessionTotals<'_>> = HashMap::new();
-    for (batch, part) in parts.iter().zip(&columns) {
+    for (batch, part) in parts.iter().zip(columns) {
         for row in 0..batch.num_rows() {
             let session = part.session_id.value(row);
             let entry = totals.entry(session).or_insert_with(|| {
@@ -442,22 +496,7 @@ pub fn fold_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
             );
         }
     }
-    let mut out = Out::new(AgentTable::Sessions);
-    for session in order {
-        let totals = &totals[session];
-        out.text(Some(session))
-            .text(totals.user_id)
-            .time(totals.first_seen)
-            .time(totals.last_seen)
-            .int(Some(totals.runs))
-            .int(Some(totals.conversations.len() as i64))
-            .int(Some(totals.spans))
-            .int(Some(totals.errors))
-            .int(Some(totals.denials))
-            .int(totals.input_tokens)
-            .int(totals.output_tokens);
-    }
-    out.finish()
+    (order, totals)
 }
 
 /// Typed columns of a session-parts batch.

@@ -1293,6 +1293,8 @@ impl Engine {
                 .map_err(store_error("remove late keys"))?;
             drop((catalog, trace_index, session_index, conversation_index));
             for new in &new_metas {
+                // A rewrite does not complete split traces (a seal does): they are dirty.
+                agent_tables::mark_split_traces(&txn, new)?;
                 add_to_catalog(&txn, new)?;
             }
             let trace_index = txn
@@ -1942,7 +1944,6 @@ fn commit_segments(
 /// A new segment's catalog entry and its trace, session and conversation runs, written in
 /// `txn` (the seal's or a rewrite's transaction).
 fn add_to_catalog(txn: &WriteTransaction, meta: &SegmentMeta) -> Result<()> {
-    agent_tables::mark_split_traces(txn, meta)?;
     txn.open_table(SEGMENTS)
         .map_err(store_error("open catalog"))?
         .insert(meta.id, meta.encode().as_slice())

@@ -16,7 +16,7 @@
 //!   segment. The seal makes every trace it finds split owned (it holds the seal lock, so no
 //!   expiry or erasure changes the spans it read); a rewrite or removal of a segment makes every
 //!   trace of that segment with an owner dirty, and marks dirty every trace its new segments
-//!   find elsewhere. Both sets lose a trace only when it has no span left, or by a purge.
+//!   find elsewhere ([`mark_split_traces`]). Both sets lose a trace only when it has no span left, or by a purge.
 //! - [`Engine::plan_agent_read`] takes both sets and the memtable's traces under the state
 //!   lock, with the segment list of that moment: a trace is then read from exactly one
 //!   sidecar, or derived from its spans, never both.
@@ -88,7 +88,9 @@ pub(super) fn segment_files(dir: &Path, meta: &SegmentMeta) -> Vec<PathBuf> {
     files
 }
 
-/// Records, in `txn`, every trace of `meta` that already has spans in another segment.
+/// Records, in `txn`, every trace of `meta` (a rewrite's new segment, before its index entries
+/// are added) that already has spans in another segment: dirty, since a rewrite derives only
+/// its own rows.
 pub(super) fn mark_split_traces(txn: &WriteTransaction, meta: &SegmentMeta) -> Result<()> {
     let trace_index = txn
         .open_multimap_table(TRACE_SEGMENTS)

@@ -261,6 +261,35 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|source| Error::io("fsync directory", dir, source))
 }
 
+/// Writes `batch` as the Parquet file `path`: under a temporary name, fsync'd, then renamed
+/// into place (the caller fsyncs the directory). Returns the file's size.
+pub(crate) fn write_parquet_file(
+    path: &Path,
+    batch: &RecordBatch,
+    properties: WriterProperties,
+    parquet_error: impl Fn(parquet::errors::ParquetError) -> Error,
+) -> Result<u64> {
+    let temporary = path.with_extension("parquet.tmp");
+    let file =
+        File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;
+    let mut writer = ArrowWriter::try_new(BufWriter::new(file), batch.schema(), Some(properties))
+        .map_err(&parquet_error)?;
+    writer.write(batch).map_err(&parquet_error)?;
+    let buffered = writer.into_inner().map_err(&parquet_error)?;
+    let file = buffered
+        .into_inner()
+        .map_err(|error| Error::io("flush", &temporary, error.into_error()))?;
+    file.sync_all()
+        .map_err(|source| Error::io("fsync", &temporary, source))?;
+    let bytes = file
+        .metadata()
+        .map_err(|source| Error::io("stat", &temporary, source))?
+        .len();
+    drop(file);
+    fs::rename(&temporary, path).map_err(|source| Error::io("rename", &temporary, source))?;
+    Ok(bytes)
+}
+
 /// Writes one sorted batch as segment `id` and returns its catalog entry.
 pub(crate) fn write_segment(
     data_dir: &Path,
@@ -277,7 +306,6 @@ pub(crate) fn write_segment(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| data_dir.to_path_buf());
     fs::create_dir_all(&dir).map_err(|source| Error::io("create directory", &dir, source))?;
-    let temporary = path.with_extension("parquet.tmp");
     let segment_error = |source| Error::Segment {
         segment_id: id,
         path: path.clone(),
@@ -313,24 +341,7 @@ pub(crate) fn write_segment(
     ] {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(name), false);
     }
-    let properties = properties.build();
-    let file =
-        File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;
-    let mut writer = ArrowWriter::try_new(BufWriter::new(file), span_schema(), Some(properties))
-        .map_err(segment_error)?;
-    writer.write(batch).map_err(segment_error)?;
-    let buffered = writer.into_inner().map_err(segment_error)?;
-    let file = buffered
-        .into_inner()
-        .map_err(|error| Error::io("flush", &temporary, error.into_error()))?;
-    file.sync_all()
-        .map_err(|source| Error::io("fsync", &temporary, source))?;
-    let bytes = file
-        .metadata()
-        .map_err(|source| Error::io("stat", &temporary, source))?
-        .len();
-    drop(file);
-    fs::rename(&temporary, &path).map_err(|source| Error::io("rename", &temporary, source))?;
+    let bytes = write_parquet_file(&path, batch, properties.build(), segment_error)?;
     // The file's entry, and the entries of directories create_dir_all may have just made
     // (day, tier, segments), must be durable before the catalog references the file.
     let mut ancestor = Some(dir.as_path());

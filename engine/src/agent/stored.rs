@@ -21,13 +21,11 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -111,12 +109,6 @@ pub(crate) fn write_sidecars(
 }
 
 fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32) -> Result<()> {
-    let sidecar_error = |source| Error::Segment {
-        segment_id,
-        path: path.to_path_buf(),
-        source,
-    };
-    let temporary = path.with_extension("parquet.tmp");
     // Derived data, small next to the span file, written on the seal's path: the fastest
     // zstd level (never more than the store's).
     let level = zstd_level.min(1);
@@ -128,19 +120,12 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
         // Whole files are read; only row-group statistics are ever looked at.
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .build();
-    let file =
-        File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;
-    let mut writer = ArrowWriter::try_new(BufWriter::new(file), batch.schema(), Some(properties))
-        .map_err(sidecar_error)?;
-    writer.write(batch).map_err(sidecar_error)?;
-    let buffered = writer.into_inner().map_err(sidecar_error)?;
-    let file = buffered
-        .into_inner()
-        .map_err(|error| Error::io("flush", &temporary, error.into_error()))?;
-    file.sync_all()
-        .map_err(|source| Error::io("fsync", &temporary, source))?;
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(|source| Error::io("rename", &temporary, source))
+    crate::segment::write_parquet_file(path, batch, properties, |source| Error::Segment {
+        segment_id,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(())
 }
 
 /// Reads one sidecar of segment `segment_id`: the stored rows of `table` whose trace is not in

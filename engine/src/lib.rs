@@ -67,5 +67,6 @@ pub use segment::SegmentMeta;
 pub use store::verify_data_dir;
 pub use store::{
     AgentRead, Engine, EngineStats, EraseReport, ExpiredSegment, ExpiryReport, Options,
-    PurgeReport, RecoverySummary, SealSummary, SidecarRead, TierStatus,
+    PurgeReport, RecoverySummary, RollupLookup, SealSummary, SessionRollupKey, SidecarRead,
+    TierStatus,
 };

@@ -15,10 +15,12 @@
 mod agent_tables;
 mod compliance;
 mod purge;
+mod session_rollup;
 
 pub use agent_tables::{AgentRead, SidecarRead};
 pub use compliance::verify_data_dir;
 pub use purge::PurgeReport;
+pub use session_rollup::{RollupLookup, SessionRollupKey};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -240,6 +242,8 @@ struct Shared {
     generation: AtomicU64,
     /// The `arrival_time` given to the last write (ns).
     last_arrival: std::sync::atomic::AtomicI64,
+    /// The `sessions` rollup of the last whole-store read.
+    session_rollup: Mutex<session_rollup::SessionRollup>,
 }
 
 /// Counts describing the store now.
@@ -485,6 +489,7 @@ impl Engine {
             memtable_keys: Arc::new(RwLock::new(memtable_keys)),
             generation: AtomicU64::new(0),
             last_arrival: std::sync::atomic::AtomicI64::new(0),
+            session_rollup: Mutex::new(session_rollup::SessionRollup::default()),
         });
 
         let segments_now = shared.state.read().segments.clone();

@@ -7,6 +7,10 @@
 //! sidecars cannot answer (split across segments, or in the memtable) from their spans, with
 //! that input counted against the query's memory pool. Every trace comes from exactly one of
 //! the two, so every row is counted once.
+//!
+//! A full `sessions` read merges each partition's sidecar parts; the last partition to finish
+//! merges those into the engine's rollup ([`Engine::keep_session_rollup`]), and the next read
+//! of the same sidecars (same segments, same skipped traces) takes the rollup in their place.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -28,7 +32,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use engine::agent::{AgentTable, derive_stored, merge_session_parts, stored_schema};
-use engine::{AgentRead, Engine, ScanPlan, SidecarRead};
+use engine::{AgentRead, Engine, RollupLookup, ScanPlan, SessionRollupKey, SidecarRead};
 
 use crate::blocking::{BatchSender, blocking_stream};
 use crate::error::engine_error;
@@ -53,6 +57,8 @@ struct Source {
     schema: SchemaRef,
     partitions: usize,
     state: Mutex<Vec<Option<Work>>>,
+    /// A full `sessions` read building the rollup of its sidecars.
+    rollup: Mutex<Option<RollupBuild>>,
 }
 
 /// What one partition does in one run.
@@ -61,6 +67,18 @@ struct Work {
     derived: Arc<HashSet<String>>,
     sidecars: Vec<SidecarRead>,
     derive: Option<ScanPlan>,
+    /// The kept rollup, standing for every sidecar not read (partition 0 only).
+    rollup: Option<RecordBatch>,
+    /// Whether this partition's merged sidecar parts go into a new rollup.
+    builds_rollup: bool,
+}
+
+/// The partitions' merged sidecar parts, gathered into the rollup by the last one.
+#[derive(Debug)]
+struct RollupBuild {
+    key: SessionRollupKey,
+    pieces: Vec<RecordBatch>,
+    remaining: usize,
 }
 
 impl StoredAgentExec {
@@ -97,6 +115,7 @@ impl StoredAgentExec {
                 schema,
                 partitions,
                 state: Mutex::new(Vec::new()),
+                rollup: Mutex::new(None),
             }),
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -111,9 +130,15 @@ struct Counters {
     stored_rows: Count,
     derived_traces: Count,
     derived_rows: Count,
+    rollup_rows: Count,
 }
 
 impl Source {
+    /// Whether this read is a full `sessions` read, whose parts are merged.
+    fn merges_sessions(&self) -> bool {
+        self.table == AgentTable::Sessions && self.read.len() == self.schema.fields().len()
+    }
+
     /// This partition's work, planning a new engine read when its slot is empty.
     fn take_work(&self, partition: usize) -> DfResult<Work> {
         let mut slots = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -134,11 +159,44 @@ impl Source {
                 derived: Arc::clone(&derived),
                 sidecars: Vec::new(),
                 derive: None,
+                rollup: None,
+                builds_rollup: false,
             })
             .collect();
+        let mut sidecars = sidecars;
+        let mut kept = None;
+        if self.merges_sessions() {
+            let key = SessionRollupKey::of(&sidecars);
+            let build = match self.engine.session_rollup(&key) {
+                RollupLookup::Hit(rollup) => {
+                    sidecars.clear();
+                    kept = Some(rollup);
+                    None
+                }
+                RollupLookup::Extend { base, missing } => {
+                    sidecars.retain(|sidecar| missing.contains(&sidecar.segment_id));
+                    kept = Some(base.clone());
+                    Some(RollupBuild {
+                        key,
+                        pieces: vec![base],
+                        remaining: self.partitions,
+                    })
+                }
+                RollupLookup::Miss => Some(RollupBuild {
+                    key,
+                    pieces: Vec::new(),
+                    remaining: self.partitions,
+                }),
+            };
+            for slot in &mut work {
+                slot.builds_rollup = build.is_some();
+            }
+            *self.rollup.lock().unwrap_or_else(PoisonError::into_inner) = build;
+        }
         for (index, sidecar) in sidecars.into_iter().enumerate() {
             work[index % self.partitions].sidecars.push(sidecar);
         }
+        work[0].rollup = kept;
         work[0].derive = Some(derive);
         let mine = std::mem::replace(
             &mut work[partition],
@@ -146,6 +204,8 @@ impl Source {
                 derived,
                 sidecars: Vec::new(),
                 derive: None,
+                rollup: None,
+                builds_rollup: false,
             },
         );
         *slots = work.into_iter().map(Some).collect();
@@ -192,10 +252,9 @@ impl Source {
     ) -> DfResult<()> {
         let work = self.take_work(partition)?;
         // Session parts are merged per partition (in parallel) before the final fold.
-        let merge =
-            self.table == AgentTable::Sessions && self.read.len() == self.schema.fields().len();
+        let merge = self.merges_sessions();
         let mut held: Vec<RecordBatch> = Vec::new();
-        let mut emit = |batch: RecordBatch| -> DfResult<bool> {
+        let emit = |held: &mut Vec<RecordBatch>, batch: RecordBatch| -> DfResult<bool> {
             if merge {
                 reservation.try_grow(batch.get_array_memory_size())?;
                 held.push(batch);
@@ -216,9 +275,21 @@ impl Source {
             {
                 let batch = self.to_output(&batch)?;
                 counters.stored_rows.add(batch.num_rows());
-                if !emit(batch)? {
+                if !emit(&mut held, batch)? {
                     return Ok(());
                 }
+            }
+        }
+        if work.builds_rollup {
+            // This partition's sidecar parts, merged: its piece of the new rollup.
+            let piece = merge_session_parts(&held).map_err(engine_error)?;
+            self.add_rollup_piece(piece.clone())?;
+            held = vec![piece];
+        }
+        if let Some(rollup) = work.rollup {
+            counters.rollup_rows.add(rollup.num_rows());
+            if !emit(&mut held, rollup)? {
+                return Ok(());
             }
         }
         if let Some(derive) = work.derive {
@@ -240,18 +311,44 @@ impl Source {
                 reservation.shrink(bytes);
                 let derived = self.to_output(&derived.project(&self.read)?)?;
                 counters.derived_rows.add(derived.num_rows());
-                if !emit(derived)? {
+                if !emit(&mut held, derived)? {
                     return Ok(());
                 }
             }
         }
         if merge && !held.is_empty() {
-            let merged = merge_session_parts(&held).map_err(engine_error)?;
+            // One batch here is already merged (the rollup, or this partition's piece).
+            // (Unmerged sidecar parts are never alone: a full read merges them above.)
+            let merged = match held.as_slice() {
+                [merged] => merged.clone(),
+                _ => merge_session_parts(&held).map_err(engine_error)?,
+            };
             drop(held);
             counters.output_rows.add(merged.num_rows());
             let _ = sender.blocking_send(Ok(merged));
         }
         drop(reservation);
+        Ok(())
+    }
+
+    /// Adds one partition's merged sidecar parts to the rollup being built; the last
+    /// partition merges the pieces and hands the rollup to the engine.
+    fn add_rollup_piece(&self, piece: RecordBatch) -> DfResult<()> {
+        let mut build = self.rollup.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = match build.as_mut() {
+            Some(state) => {
+                state.pieces.push(piece);
+                state.remaining -= 1;
+                state.remaining == 0
+            }
+            None => false,
+        };
+        let Some(RollupBuild { key, pieces, .. }) = build.take_if(|_| last) else {
+            return Ok(());
+        };
+        drop(build);
+        let rollup = merge_session_parts(&pieces).map_err(engine_error)?;
+        self.engine.keep_session_rollup(key, rollup);
         Ok(())
     }
 }
@@ -323,6 +420,7 @@ impl ExecutionPlan for StoredAgentExec {
             stored_rows: MetricBuilder::new(metrics).counter("stored_rows", partition),
             derived_traces: MetricBuilder::new(metrics).counter("derived_traces", partition),
             derived_rows: MetricBuilder::new(metrics).counter("derived_rows", partition),
+            rollup_rows: MetricBuilder::new(metrics).counter("rollup_rows", partition),
         };
         let reservation =
             MemoryConsumer::new(format!("StoredAgentExec[{}]", self.source.table.name()))

@@ -271,11 +271,48 @@ struct SessionTotals<'a> {
     last_seen: i64,
     runs: i64,
     conversations: std::collections::HashSet<&'a str>,
+    /// The one part's conversation list folded so far (a part lists each conversation
+    /// once), kept as a slice until a second part of the session needs the set.
+    listed: Option<(&'a StringArray, std::ops::Range<usize>)>,
     spans: i64,
     errors: i64,
     denials: i64,
     input_tokens: Option<i64>,
     output_tokens: Option<i64>,
+}
+
+impl<'a> SessionTotals<'a> {
+    /// Adds a part's conversation list (`values[range]`, each conversation once).
+    fn add_listed(&mut self, values: &'a StringArray, range: std::ops::Range<usize>) {
+        if self.listed.is_none() && self.conversations.is_empty() {
+            self.listed = Some((values, range));
+            return;
+        }
+        if let Some((earlier, earlier_range)) = self.listed.take() {
+            self.conversations
+                .extend(earlier_range.map(|index| earlier.value(index)));
+        }
+        self.conversations
+            .extend(range.map(|index| values.value(index)));
+    }
+
+    /// The number of distinct conversations.
+    fn conversation_count(&self) -> usize {
+        match &self.listed {
+            Some((_, range)) => range.len(),
+            None => self.conversations.len(),
+        }
+    }
+
+    /// The distinct conversations, sorted.
+    fn sorted_conversations(&self) -> Vec<&'a str> {
+        let mut conversations: Vec<&str> = match &self.listed {
+            Some((values, range)) => range.clone().map(|index| values.value(index)).collect(),
+            None => self.conversations.iter().copied().collect(),
+        };
+        conversations.sort_unstable();
+        conversations
+    }
 }
 
 fn add(total: &mut Option<i64>, value: Option<i64>) {
@@ -405,7 +442,7 @@ pub fn fold_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
             .time(totals.first_seen)
             .time(totals.last_seen)
             .int(Some(totals.runs))
-            .int(Some(totals.conversations.len() as i64))
+            .int(Some(totals.conversation_count() as i64))
             .int(Some(totals.spans))
             .int(Some(totals.errors))
             .int(Some(totals.denials))
@@ -427,8 +464,7 @@ pub fn merge_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
     let mut out = Out::with_schema(session_parts_schema());
     for session in order {
         let part = &totals[session];
-        let mut conversations: Vec<&str> = part.conversations.iter().copied().collect();
-        conversations.sort_unstable();
+        let conversations = part.sorted_conversations();
         out.text(Some(session))
             .text(Some(""))
             .text(part.user_id)
@@ -474,11 +510,7 @@ fn fold_parts<'a>(
             entry.runs += part.runs.value(row);
             let offsets = part.conversations.value_offsets();
             let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
-            for index in from..to {
-                entry
-                    .conversations
-                    .insert(part.conversation_values.value(index));
-            }
+            entry.add_listed(part.conversation_values, from..to);
             entry.spans += part.spans.value(row);
             entry.errors += part.errors.value(row);
             entry.denials += part.denials.value(row);

@@ -2,7 +2,8 @@
 //! the store at once, through every change a store goes through: traces split across seals
 //! (completed and owned by the later segment), late roots carrying the session (trace-level key
 //! propagation), re-sent copies, rows still in the memtable, restarts, a lost sidecar file,
-//! erasure, expiry with tier promotion, expiry of an owned trace's older spans, purge.
+//! erasure, expiry with tier promotion, expiry of an owned trace's older spans, purge; and
+//! the `sessions` rollup kept between reads (reused, extended by a seal, rebuilt).
 //!
 //! The reference side reads every span with `Engine::scan` and runs the derivation once over
 //! all of them: it has no split set, no sidecars and no per-segment pieces, which is exactly
@@ -78,6 +79,11 @@ async fn assert_stored_equals_derived(store: &Store, context: &str) -> Vec<usize
         let output = store.sql.execute(&sql).await.unwrap();
         let got = lines(&output.batches);
         let want = lines(&[expected]);
+        if table == AgentTable::Sessions {
+            // The second read takes the rollup the first one kept.
+            let again = store.sql.execute(&sql).await.unwrap();
+            assert_eq!(lines(&again.batches), got, "{context}: sessions read again");
+        }
         if got != want {
             let extra: Vec<&String> = got.iter().filter(|row| !want.contains(row)).collect();
             let missing: Vec<&String> = want.iter().filter(|row| !got.contains(row)).collect();
@@ -334,4 +340,92 @@ async fn a_split_trace_whose_older_spans_expire_is_derived_from_what_is_left() {
         1,
         "trace 0 is dirty"
     );
+}
+
+/// Counters of a whole `sessions` read in `EXPLAIN ANALYZE`, summed over partitions.
+async fn sessions_read_metrics(store: &Store) -> (u64, u64) {
+    let output = store
+        .sql
+        .execute("EXPLAIN ANALYZE SELECT * FROM sessions")
+        .await
+        .unwrap();
+    let text = lines(&output.batches).join("\n");
+    let line = text
+        .lines()
+        .find(|line| line.contains("StoredAgentExec"))
+        .unwrap_or_else(|| panic!("no StoredAgentExec in\n{text}"));
+    let metric = |name: &str| -> u64 {
+        line.find(&format!("{name}="))
+            .map(|at| {
+                line[at + name.len() + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .unwrap()
+            })
+            .unwrap_or(0)
+    };
+    (metric("sidecars_read"), metric("rollup_rows"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sessions_rollup_is_reused_extended_by_a_seal_and_rebuilt_after_a_change() {
+    let config = testdata::AgentTraceConfig {
+        seed: 23,
+        traces: 30,
+        sessions: 4,
+        ..Default::default()
+    };
+    let traces: Vec<testdata::AgentTrace> = testdata::agent_trace_iter(&config).collect();
+    let dir: TempDir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for wave in 0..2 {
+        write(
+            &store,
+            &request_of(&traces, |index, _| index / 10 == wave),
+        );
+        store.engine.seal().unwrap();
+    }
+    let sessions = |store: &Store| {
+        let spans = store.engine.scan(&ScanRequest::default()).unwrap();
+        lines(&[derive_agent_table(AgentTable::Sessions, &spans).unwrap()])
+    };
+    let read = async |store: &Store| {
+        let output = store.sql.execute("SELECT * FROM sessions").await.unwrap();
+        lines(&output.batches)
+    };
+
+    // The first read reads both sidecars and keeps the rollup; the next reads none.
+    assert_eq!(read(&store).await, sessions(&store));
+    let (sidecars, rollup) = sessions_read_metrics(&store).await;
+    assert_eq!((sidecars, rollup > 0), (0, true), "reused");
+
+    // A seal of new traces of the same sessions adds a segment: only its sidecar is read,
+    // merged with the rollup, and the rows are those of the whole store.
+    write(&store, &request_of(&traces, |index, _| index >= 20));
+    assert_eq!(read(&store).await, sessions(&store), "memtable rows added");
+    store.engine.seal().unwrap();
+    let (sidecars, rollup) = sessions_read_metrics(&store).await;
+    assert_eq!((sidecars, rollup > 0), (1, true), "extended by the new segment");
+    assert_eq!(read(&store).await, sessions(&store), "after the extension");
+    assert_eq!(sessions_read_metrics(&store).await.0, 0);
+
+    // Re-sent spans of a sealed trace in the memtable change what its segment skips: the
+    // rollup is rebuilt from every sidecar, and the copies are counted once.
+    write(&store, &request_of(&traces, |index, _| index == 3));
+    assert_eq!(read(&store).await, sessions(&store), "a sealed trace re-sent");
+    assert_eq!(read(&store).await, sessions(&store), "read again");
+
+    // Erasing a session rewrites segments: nothing of the old rollup is used, and the
+    // session is gone.
+    let erased = traces[0].session_id.clone();
+    store.engine.seal().unwrap();
+    store.engine.erase_session(&erased).unwrap();
+    let (sidecars, _) = sessions_read_metrics(&store).await;
+    assert!(sidecars >= 1, "rebuilt after the erasure: {sidecars}");
+    let after = read(&store).await;
+    assert_eq!(after, sessions(&store), "after the erasure");
+    assert!(!after.iter().any(|row| row.contains(&erased)), "{after:?}");
+    assert!(!after.is_empty());
 }

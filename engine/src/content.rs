@@ -10,7 +10,10 @@
 //!   form (opaque to the engine), the tier and the pieces (literal text and blob hashes) whose
 //!   concatenation is the value, or "not captured" (digest only).
 //!
-//! Invariants: a blob is written in the same transaction as every reference that names it, and
+//! Invariants: base pointers never form a cycle. A reference takes a base only when nothing
+//! points at it: a new key, or a key whose pointing references were first given their own
+//! pieces ([`detach_dependents`]); the same value sent again keeps its stored pieces.
+//! A blob is written in the same transaction as every reference that names it, and
 //! [`Engine::put_content`] commits (fsync) before the span rows are written, so a span never
 //! points at content that was not stored. Expiry deletes blobs only; references stay, so a read
 //! after expiry answers [`ContentValue::Expired`] with the digest. A crash between the content and
@@ -224,6 +227,13 @@ fn encode_ref_with_base(
     stored: u64,
     base: Option<(&[u8], usize)>,
 ) -> Vec<u8> {
+    let mut out = encode_header(reference, stored);
+    encode_pieces(&mut out, reference.pieces.as_deref(), base);
+    out
+}
+
+/// The part of an encoded reference before its pieces.
+fn encode_header(reference: &ContentRef, stored: u64) -> Vec<u8> {
     let mut out = vec![CONTENT_VERSION];
     out.extend_from_slice(&stored.to_le_bytes());
     out.extend_from_slice(&reference.digest);
@@ -231,7 +241,24 @@ fn encode_ref_with_base(
     let tier = reference.tier.as_deref().unwrap_or("");
     out.extend_from_slice(&(tier.len() as u16).to_le_bytes());
     out.extend_from_slice(tier.as_bytes());
-    match &reference.pieces {
+    out
+}
+
+/// Length of the header of the encoded reference `bytes`.
+fn header_len(bytes: &[u8], location: &str) -> Result<usize> {
+    let mut reader = Reader { bytes, location };
+    reader.version()?;
+    reader.u64()?;
+    reader.hash()?;
+    reader.u8()?;
+    let tier_len = usize::from(reader.u16()?);
+    reader.take(tier_len)?;
+    Ok(bytes.len() - reader.bytes.len())
+}
+
+/// Appends the pieces section of a reference (see [`encode_ref_with_base`]).
+fn encode_pieces(out: &mut Vec<u8>, pieces: Option<&[ContentPiece]>, base: Option<(&[u8], usize)>) {
+    match pieces {
         None => out.push(0),
         Some(pieces) => {
             out.push(1);
@@ -262,7 +289,6 @@ fn encode_ref_with_base(
             }
         }
     }
-    out
 }
 
 /// A cursor over stored bytes that names the entry in its errors.
@@ -449,6 +475,45 @@ fn resolve_pieces(
         result = pieces;
     }
     Ok(result)
+}
+
+/// Rewrites every reference of `trace` whose pieces start with a pointer to `key` with its
+/// own pieces (resolved through the old value), so that `key` can take a new value.
+fn detach_dependents(
+    refs: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    trace: &TraceId,
+    key: &[u8],
+    memo: &mut std::collections::HashMap<Vec<u8>, Option<Vec<ContentPiece>>>,
+) -> Result<()> {
+    let start = trace.0.to_vec();
+    let mut dependents: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for entry in refs
+        .range::<&[u8]>(start.as_slice()..)
+        .map_err(store_error("read content refs"))?
+    {
+        let (stored_key, value) = entry.map_err(store_error("read content refs"))?;
+        if !stored_key.value().starts_with(&start) {
+            break;
+        }
+        let location = format!("content_refs {}", hex::encode(stored_key.value()));
+        let decoded = decode_ref(value.value(), &location)?;
+        let points_here = matches!(
+            decoded.pieces.as_deref().and_then(<[StoredPiece]>::first),
+            Some(StoredPiece::Base { key: base, .. }) if base.as_slice() == key
+        );
+        if points_here {
+            dependents.push((stored_key.value().to_vec(), value.value().to_vec()));
+        }
+    }
+    for (dependent, bytes) in dependents {
+        let location = format!("content_refs {}", hex::encode(&dependent));
+        let pieces = resolve_pieces(refs, &dependent, memo)?;
+        let mut encoded = bytes[..header_len(&bytes, &location)?].to_vec();
+        encode_pieces(&mut encoded, pieces.as_deref(), None);
+        refs.insert(dependent.as_slice(), encoded.as_slice())
+            .map_err(store_error("write content ref"))?;
+    }
+    Ok(())
 }
 
 /// Number of leading pieces `a` and `b` share.
@@ -739,6 +804,30 @@ impl Engine {
             let mut earlier: BTreeMap<(TraceId, String), Vec<Vec<u8>>> = BTreeMap::new();
             for reference in &batch.refs {
                 let key = ref_key(&reference.trace_id, &reference.span_id, &reference.key);
+                let location = format!("content_refs {}", hex::encode(&key));
+                let existing = refs
+                    .get(key.as_slice())
+                    .map_err(store_error("read content ref"))?
+                    .map(|value| value.value().to_vec());
+                if let Some(existing) = existing {
+                    let decoded = decode_ref(&existing, &location)?;
+                    if decoded.digest == reference.digest
+                        && decoded.form == reference.form
+                        && decoded.pieces.is_some() == reference.pieces.is_some()
+                    {
+                        // The same value again (a re-send): its pieces stay as they are, so
+                        // no reference that points at them changes, and no pointer cycle can
+                        // form. Only the header (stored time, tier) is the new one.
+                        let mut encoded = encode_header(reference, stored);
+                        encoded.extend_from_slice(&existing[header_len(&existing, &location)?..]);
+                        refs.insert(key.as_slice(), encoded.as_slice())
+                            .map_err(store_error("write content ref"))?;
+                        continue;
+                    }
+                    // A new value under the same key: the references that point at the old
+                    // one get their own pieces first, so that none points at this key.
+                    detach_dependents(&mut refs, &reference.trace_id, &key, &mut memo)?;
+                }
                 let mut base: Option<(Vec<u8>, usize)> = None;
                 if let Some(pieces) = &reference.pieces
                     && pieces.len() >= MIN_BASE_PIECES

@@ -298,3 +298,49 @@ async fn content_of_a_tier_with_a_longer_content_keep_outlives_the_default_keep(
     assert_eq!(rows, vec![json!([4])]);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_export_sent_twice_keeps_every_content_read_working() {
+    // Issue 11: two chat spans in one export, the second's input extending the first's, sent
+    // twice as an exporter does after a timeout, used to make every content read answer 500.
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut body = export(
+        1,
+        json!([{"key": "gen_ai.input.messages", "value": {"stringValue": messages(6)}}]),
+    );
+    let second = export(
+        2,
+        json!([{"key": "gen_ai.input.messages", "value": {"stringValue": messages(9)}}]),
+    );
+    let spans = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array_mut()
+        .unwrap();
+    spans.push(second["resourceSpans"][0]["scopeSpans"][0]["spans"][0].clone());
+    post(&server, &body).await;
+    post(&server, &body).await;
+
+    let (header, full) = get_trace(&server, true).await;
+    assert_eq!(header.as_deref(), Some("complete"));
+    assert_eq!(
+        attribute(&full, 1, "gen_ai.input.messages").unwrap(),
+        messages(6)
+    );
+    assert_eq!(
+        attribute(&full, 2, "gen_ai.input.messages").unwrap(),
+        messages(9)
+    );
+    let rows = server
+        .rows(&format!(
+            "SELECT span_id, value FROM content WHERE trace_id = '{TRACE}' AND status = 'present' ORDER BY span_id"
+        ))
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!([format!("{:016x}", 1), messages(6)]),
+            json!([format!("{:016x}", 2), messages(9)])
+        ]
+    );
+    server.stop().await;
+}

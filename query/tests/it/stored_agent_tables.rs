@@ -381,10 +381,7 @@ async fn the_sessions_rollup_is_reused_extended_by_a_seal_and_rebuilt_after_a_ch
     let dir: TempDir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     for wave in 0..2 {
-        write(
-            &store,
-            &request_of(&traces, |index, _| index / 10 == wave),
-        );
+        write(&store, &request_of(&traces, |index, _| index / 10 == wave));
         store.engine.seal().unwrap();
     }
     let sessions = |store: &Store| {
@@ -407,14 +404,22 @@ async fn the_sessions_rollup_is_reused_extended_by_a_seal_and_rebuilt_after_a_ch
     assert_eq!(read(&store).await, sessions(&store), "memtable rows added");
     store.engine.seal().unwrap();
     let (sidecars, rollup) = sessions_read_metrics(&store).await;
-    assert_eq!((sidecars, rollup > 0), (1, true), "extended by the new segment");
+    assert_eq!(
+        (sidecars, rollup > 0),
+        (1, true),
+        "extended by the new segment"
+    );
     assert_eq!(read(&store).await, sessions(&store), "after the extension");
     assert_eq!(sessions_read_metrics(&store).await.0, 0);
 
     // Re-sent spans of a sealed trace in the memtable change what its segment skips: the
     // rollup is rebuilt from every sidecar, and the copies are counted once.
     write(&store, &request_of(&traces, |index, _| index == 3));
-    assert_eq!(read(&store).await, sessions(&store), "a sealed trace re-sent");
+    assert_eq!(
+        read(&store).await,
+        sessions(&store),
+        "a sealed trace re-sent"
+    );
     assert_eq!(read(&store).await, sessions(&store), "read again");
 
     // Erasing a session rewrites segments: nothing of the old rollup is used, and the

@@ -56,6 +56,10 @@ struct TierSection {
     /// How long content of this tier's spans is kept (default: `[content] keep`).
     #[serde(default)]
     content_keep: Option<String>,
+    /// What the age counts from: `arrival` (the later of end time and arrival, the
+    /// default) or `span_time`.
+    #[serde(default)]
+    age_from: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,12 +160,22 @@ impl FileConfig {
                 )?;
                 tier_content_keep.insert(tier.name.clone(), keep);
             }
+            let age_from = match tier.age_from.as_deref() {
+                None => engine::AgeFrom::default(),
+                Some(text) => engine::AgeFrom::parse(text).ok_or_else(|| {
+                    ConfigError(format!(
+                        "{origin}: age_from of tier {:?} is {text:?}; expected \"arrival\" or \"span_time\"",
+                        tier.name
+                    ))
+                })?,
+            };
             tiers.push(engine::Tier {
                 name: tier.name.clone(),
                 keep: duration(
                     &format!("{origin}: keep of tier {:?}", tier.name),
                     &tier.keep,
                 )?,
+                age_from,
             });
         }
         let retention = engine::RetentionPolicy::new(tiers, &raw.retention.default_tier)
@@ -215,8 +229,12 @@ impl FileConfig {
                 Some(keep) => format!(", content keep {}", DurationArg(*keep)),
                 None => String::new(),
             };
+            let age_from = match tier.age_from {
+                engine::AgeFrom::Arrival => String::new(),
+                other => format!(", age from {}", other.name()),
+            };
             out.push_str(&format!(
-                "tier {:<12} keep {}{content}{default}\n",
+                "tier {:<12} keep {}{content}{age_from}{default}\n",
                 tier.name,
                 DurationArg(tier.keep)
             ));
@@ -260,6 +278,37 @@ mod tests {
         assert_eq!(config.rule_list.len(), 3);
         assert_eq!(config.content_keep, Duration::from_secs(7 * 86_400));
         assert!(config.tier_content_keep.is_empty());
+    }
+
+    #[test]
+    fn a_tier_may_count_its_age_from_span_time() {
+        let config = FileConfig::parse(TIERS, "test.toml").unwrap();
+        assert_eq!(
+            config.retention.age_from("standard"),
+            engine::AgeFrom::Arrival
+        );
+        let text = TIERS.replace("keep = \"14d\"", "keep = \"14d\"\nage_from = \"span_time\"");
+        let config = FileConfig::parse(&text, "test.toml").unwrap();
+        assert_eq!(
+            config.retention.age_from("standard"),
+            engine::AgeFrom::SpanTime
+        );
+        assert_eq!(
+            config.retention.age_from("decision"),
+            engine::AgeFrom::Arrival
+        );
+        let summary = config.summary();
+        assert!(
+            summary.contains("tier standard     keep 14d, age from span_time (default)\n"),
+            "{summary}"
+        );
+        let bad = TIERS.replace("keep = \"14d\"", "keep = \"14d\"\nage_from = \"start\"");
+        let message = error(&bad);
+        assert!(
+            message.contains("age_from of tier \"standard\" is \"start\"")
+                && message.contains("\"span_time\""),
+            "{message}"
+        );
     }
 
     #[test]

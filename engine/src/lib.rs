@@ -60,7 +60,7 @@ pub use content::{
 pub use error::{Error, ErrorKind, Result, StoreError};
 pub use holds::{HoldTarget, LegalHold};
 pub use ids::{IdError, SpanId, TraceId};
-pub use retention::{RetentionPolicy, Tier};
+pub use retention::{AgeFrom, RetentionPolicy, Tier};
 pub use scan::{BatchIter, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest, ScanUnit};
 pub use schema::span_schema;
 pub use segment::SegmentMeta;

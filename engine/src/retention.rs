@@ -1,19 +1,74 @@
-//! Retention tiers: named classes of data, each kept for its own age, measured from a span's
-//! start time. A trace lives in the highest tier (the longest kept) that any of its spans
-//! reached; expiry deletes whole segments whose every row is past its tier's age.
+//! Retention tiers: named classes of data, each kept for its own age. A trace lives in the
+//! highest tier (the longest kept) that any of its spans reached; expiry deletes whole
+//! segments whose every row is past its tier's age.
+//!
+//! A row's age counts, by default, from the later of its span's end time and its arrival
+//! (`arrival_time`, stamped by the engine when the write is acknowledged), so data sent late
+//! (a backfill, an exporter's retry days later) keeps its tier's full keep from when it
+//! arrived. A tier with `age_from = span_time` counts from the end time alone.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// What a row's age counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgeFrom {
+    /// The later of the span's end time and when the row arrived (the default).
+    #[default]
+    Arrival,
+    /// The span's end time.
+    SpanTime,
+}
+
+impl AgeFrom {
+    /// The configuration spelling: `arrival` or `span_time`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AgeFrom::Arrival => "arrival",
+            AgeFrom::SpanTime => "span_time",
+        }
+    }
+
+    /// Parses [`AgeFrom::name`].
+    pub fn parse(text: &str) -> Option<AgeFrom> {
+        match text {
+            "arrival" => Some(AgeFrom::Arrival),
+            "span_time" => Some(AgeFrom::SpanTime),
+            _ => None,
+        }
+    }
+
+    /// The time a row's age counts from, given its end and arrival times (ns).
+    pub fn basis(self, end: i64, arrival: Option<i64>) -> i64 {
+        match (self, arrival) {
+            (AgeFrom::Arrival, Some(arrival)) => end.max(arrival),
+            _ => end,
+        }
+    }
+}
+
 /// One retention tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tier {
     /// Tier name, as stored in the `retention_tier` column and in segment paths.
     pub name: String,
-    /// How long rows of this tier are kept, from their span's start time.
+    /// How long rows of this tier are kept, from [`Tier::age_from`].
     pub keep: Duration,
+    /// What the age counts from.
+    pub age_from: AgeFrom,
+}
+
+impl Tier {
+    /// A tier whose age counts from arrival (the default).
+    pub fn new(name: impl Into<String>, keep: Duration) -> Self {
+        Tier {
+            name: name.into(),
+            keep,
+            age_from: AgeFrom::default(),
+        }
+    }
 }
 
 /// The tiers and the tier of rows that no rule placed.
@@ -30,14 +85,8 @@ impl Default for RetentionPolicy {
         const DAY: u64 = 86_400;
         RetentionPolicy::new(
             vec![
-                Tier {
-                    name: "decision".to_owned(),
-                    keep: Duration::from_secs(400 * DAY),
-                },
-                Tier {
-                    name: "standard".to_owned(),
-                    keep: Duration::from_secs(14 * DAY),
-                },
+                Tier::new("decision", Duration::from_secs(400 * DAY)),
+                Tier::new("standard", Duration::from_secs(14 * DAY)),
             ],
             "standard",
         )
@@ -126,6 +175,13 @@ impl RetentionPolicy {
             .or_else(|| self.tier(&self.default_tier))
             .map_or(Duration::MAX, |tier| tier.keep)
     }
+
+    /// What the age of rows of tier `name` counts from (the default tier's for unknown names).
+    pub fn age_from(&self, name: &str) -> AgeFrom {
+        self.tier(name)
+            .or_else(|| self.tier(&self.default_tier))
+            .map_or(AgeFrom::default(), |tier| tier.age_from)
+    }
 }
 
 #[cfg(test)]
@@ -133,10 +189,7 @@ mod tests {
     use super::*;
 
     fn tier(name: &str, days: u64) -> Tier {
-        Tier {
-            name: name.to_owned(),
-            keep: Duration::from_secs(days * 86_400),
-        }
+        Tier::new(name, Duration::from_secs(days * 86_400))
     }
 
     #[test]

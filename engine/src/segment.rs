@@ -32,6 +32,7 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::retention::AgeFrom;
 use crate::scan::{BatchIter, Predicates, RowPredicate, ScanMetrics, SegmentRead};
 use crate::schema::{column_index, columns, span_schema};
 use crate::trace_keys::resolve_keys;
@@ -62,6 +63,12 @@ pub struct SegmentMeta {
     pub min_start: i64,
     /// Largest start_time (ns).
     pub max_start: i64,
+    /// Largest end_time (ns); `None` in catalog entries written before it was kept.
+    #[serde(default)]
+    pub max_end: Option<i64>,
+    /// Largest arrival_time (ns); `None` when no row has one (written before it existed).
+    #[serde(default)]
+    pub max_arrival: Option<i64>,
     /// Distinct service names, unless there were more than a few hundred.
     pub services: Option<BTreeSet<String>>,
     /// True when some row has a NULL service_name.
@@ -80,6 +87,17 @@ pub struct SegmentMeta {
 }
 
 impl SegmentMeta {
+    /// The time this segment's age counts from under `age_from`: the latest, over its rows,
+    /// of the end time, and with [`AgeFrom::Arrival`] also of the arrival time. Entries
+    /// written before the end time was kept use the latest start time.
+    pub fn age_basis(&self, age_from: AgeFrom) -> i64 {
+        let span_time = self.max_end.unwrap_or(self.max_start).max(self.max_start);
+        match age_from {
+            AgeFrom::SpanTime => span_time,
+            AgeFrom::Arrival => span_time.max(self.max_arrival.unwrap_or(i64::MIN)),
+        }
+    }
+
     /// Encodes the catalog entry: version byte + JSON.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = vec![META_VERSION];
@@ -369,6 +387,16 @@ fn describe(
         .as_primitive::<TimestampNanosecondType>();
     let min_start = arrow::compute::min(starts).unwrap_or(0);
     let max_start = arrow::compute::max(starts).unwrap_or(0);
+    let max_end = arrow::compute::max(
+        batch
+            .column(column_index(columns::END_TIME))
+            .as_primitive::<TimestampNanosecondType>(),
+    );
+    let max_arrival = arrow::compute::max(
+        batch
+            .column(column_index(columns::ARRIVAL_TIME))
+            .as_primitive::<TimestampNanosecondType>(),
+    );
     let services_column = batch
         .column(column_index(columns::SERVICE_NAME))
         .as_string::<i32>();
@@ -396,6 +424,8 @@ fn describe(
         bytes,
         min_start,
         max_start,
+        max_end,
+        max_arrival,
         services,
         has_null_service,
         trace_runs,
@@ -736,6 +766,8 @@ mod tests {
             bytes: 0,
             min_start: 1,
             max_start: 3,
+            max_end: None,
+            max_arrival: None,
             services: None,
             has_null_service: true,
             trace_runs: Vec::new(),
@@ -787,6 +819,8 @@ mod tests {
             bytes: 100,
             min_start: 1,
             max_start: 2,
+            max_end: None,
+            max_arrival: None,
             services: Some(["a".to_owned()].into()),
             has_null_service: false,
             trace_runs: Vec::new(),

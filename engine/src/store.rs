@@ -991,7 +991,7 @@ impl Engine {
                     oldest: mine.iter().map(|meta| meta.min_start).min(),
                     next_expiry: mine
                         .iter()
-                        .map(|meta| meta.max_start.saturating_add(keep))
+                        .map(|meta| meta.age_basis(tier.age_from).saturating_add(keep))
                         .min(),
                 }
             })
@@ -999,7 +999,8 @@ impl Engine {
     }
 
     /// Deletes every sealed segment whose rows are all older than their tier keeps at `as_of`
-    /// (ns since the epoch), whole segments at a time. Rows of traces promoted to a
+    /// (ns since the epoch), whole segments at a time. A row's age counts from its tier's
+    /// [`crate::AgeFrom`]: by default the later of its end time and its arrival. Rows of traces promoted to a
     /// longer-kept tier after the segment was sealed are first moved to a segment of that tier.
     /// With `dry_run`, reports what would be deleted and changes nothing.
     pub fn expire(&self, as_of: i64, dry_run: bool) -> Result<ExpiryReport> {
@@ -1017,9 +1018,12 @@ impl Engine {
             refused: Vec::new(),
         };
         let keep_ns = |tier: &str| i64::try_from(policy.keep(tier).as_nanos()).unwrap_or(i64::MAX);
+        // Deleted segments holding rows that arrived within the hour before `as_of`: rows,
+        // segments, and the tiers with why (a WARN says so).
+        let mut recent: (u64, usize, BTreeSet<String>) = (0, 0, BTreeSet::new());
         for meta in segments {
             let cutoff = as_of.saturating_sub(keep_ns(&meta.tier));
-            if meta.max_start >= cutoff {
+            if meta.age_basis(policy.age_from(&meta.tier)) >= cutoff {
                 continue;
             }
             // Rows of traces promoted above this segment's tier stay if their tier still keeps
@@ -1066,6 +1070,18 @@ impl Engine {
                 self.delete_segment(&meta, kept.unwrap_or_default(), Removal::Expire)
                     .map(|_| ())
             };
+            let hour_ago = as_of.saturating_sub(3_600_000_000_000);
+            if outcome.is_ok() && meta.max_arrival.is_some_and(|arrival| arrival > hour_ago) {
+                recent.0 += expired.rows;
+                recent.1 += 1;
+                let keep = policy.keep(&meta.tier);
+                recent.2.insert(format!(
+                    "{} (keep {}s, age from {})",
+                    meta.tier,
+                    keep.as_secs(),
+                    policy.age_from(&meta.tier).name()
+                ));
+            }
             match outcome {
                 Ok(()) => report.segments.push(expired),
                 Err(error @ Error::Held { .. }) => {
@@ -1076,6 +1092,17 @@ impl Engine {
                 }
                 Err(error) => return Err(error),
             }
+        }
+        if !dry_run && recent.1 > 0 {
+            warn!(
+                rows = recent.0,
+                segments = recent.1,
+                tiers = %recent.2.into_iter().collect::<Vec<_>>().join(", "),
+                as_of,
+                "retention deleted data that arrived less than an hour ago: these segments \
+                 held rows sent within the hour, and their tier's age (counted from the span's \
+                 end time, or from arrival when later) is past its keep"
+            );
         }
         if !dry_run && !report.segments.is_empty() {
             info!(
@@ -1123,14 +1150,19 @@ impl Engine {
             let tiers = batch
                 .column(column_index(columns::RETENTION_TIER))
                 .as_string::<i32>();
-            let starts = batch
-                .column(column_index(columns::START_TIME))
+            let ends = batch
+                .column(column_index(columns::END_TIME))
+                .as_primitive::<TimestampNanosecondType>();
+            let arrivals = batch
+                .column(column_index(columns::ARRIVAL_TIME))
                 .as_primitive::<TimestampNanosecondType>();
             let keep: BooleanArray = (0..batch.num_rows())
                 .map(|row| {
-                    let keep =
-                        i64::try_from(policy.keep(tiers.value(row)).as_nanos()).unwrap_or(i64::MAX);
-                    Some(starts.value(row) >= as_of.saturating_sub(keep))
+                    let tier = tiers.value(row);
+                    let keep = i64::try_from(policy.keep(tier).as_nanos()).unwrap_or(i64::MAX);
+                    let arrival = arrivals.is_valid(row).then(|| arrivals.value(row));
+                    let basis = policy.age_from(tier).basis(ends.value(row), arrival);
+                    Some(basis >= as_of.saturating_sub(keep))
                 })
                 .collect();
             let kept = filter_record_batch(&batch, &keep)?;

@@ -207,29 +207,36 @@ async fn retention_run_with_as_of_shows_then_deletes_what_is_past_its_age() {
         "{text}"
     );
 
-    // The generated spans start on 2026-11-01: by 2026-12-01 the standard tier (14d) is past
-    // its age, the decision tier (400d) is not.
+    // The generated spans start on 2026-11-01, weeks before they arrived (now): ages count
+    // from arrival, so a run now deletes nothing (the backfill keeps its full keep).
+    let now = sightline(&["retention", "run", "--data", data]);
+    let text = String::from_utf8_lossy(&now.stdout);
+    assert!(now.status.success(), "{text}");
+    assert!(!text.contains("deleted segment"), "{text}");
+
+    // Fifteen days after arrival the standard tier (14d) is past its age, the decision tier
+    // (400d) is not.
+    let later = api::retention_command::format_timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64
+            + 15 * 86_400_000_000_000,
+    );
     let dry = sightline(&[
         "retention",
         "run",
         "--data",
         data,
         "--as-of",
-        "2026-12-01T00:00:00Z",
+        &later,
         "--dry-run",
     ]);
     let text = String::from_utf8_lossy(&dry.stdout);
     assert!(dry.status.success(), "{text}");
     assert!(text.contains("would delete segment"), "{text}");
     assert!(!text.contains("tier=decision"), "{text}");
-    let run = sightline(&[
-        "retention",
-        "run",
-        "--data",
-        data,
-        "--as-of",
-        "2026-12-01T00:00:00Z",
-    ]);
+    let run = sightline(&["retention", "run", "--data", data, "--as-of", &later]);
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{text}");
     assert!(text.contains("deleted segment"), "{text}");
@@ -401,4 +408,42 @@ async fn erase_removes_a_sessions_spans_and_content_and_verify_shows_it() {
         1
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tier_counting_from_span_time_deletes_a_backfill_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    // Spans dated 2026-11-01 (past the standard keep by span time), arriving now.
+    export(&server, 20).await;
+    server.stop().await;
+    let data = dir.path().to_str().unwrap();
+    let config = dir.path().join("span-time.toml");
+    std::fs::write(
+        &config,
+        DEFAULT_CONFIG.replace("keep = \"14d\"", "keep = \"14d\"\nage_from = \"span_time\""),
+    )
+    .unwrap();
+    let run = sightline(&[
+        "retention",
+        "run",
+        "--data",
+        data,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("deleted segment"), "{stdout}");
+    assert!(stdout.contains("tier=standard"), "{stdout}");
+    assert!(!stdout.contains("tier=decision"), "{stdout}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("arrived less than an hour ago"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("standard (keep 1209600s, age from span_time)"),
+        "{stderr}"
+    );
 }

@@ -1,5 +1,7 @@
 //! Retention tiers: placement, trace-level promotion in both arrival orders, expiry by tier age
-//! with an injected clock (`as_of`), dry runs, and data that arrives already expired.
+//! with an injected clock (`as_of`), dry runs, and data that arrives already expired: kept a
+//! full keep from its arrival by default, gone at the next run when the tier counts from span
+//! time.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -7,7 +9,7 @@ use std::time::Duration;
 use arrow::array::{Array, AsArray, RecordBatch};
 use engine::schema::columns;
 use engine::{
-    AgentFields, Engine, Options, RetentionPolicy, ScanRequest, SpanBatchBuilder, SpanId,
+    AgeFrom, AgentFields, Engine, Options, RetentionPolicy, ScanRequest, SpanBatchBuilder, SpanId,
     SpanRecord, Tier, TraceId, with_retention_tiers,
 };
 
@@ -51,24 +53,32 @@ fn spans(trace: u32, first: u32, count: u32, start: i64, tier: Option<&str>) -> 
     with_retention_tiers(&batch, &tiers).unwrap()
 }
 
+/// Tiers whose age counts from span time: these tests move the clock (`as_of`) over spans
+/// dated 2026-11-01, which all arrive now.
 fn options() -> Options {
+    options_counting_from(AgeFrom::SpanTime)
+}
+
+fn options_counting_from(age_from: AgeFrom) -> Options {
+    let tier = |name: &str, days: u64| Tier {
+        age_from,
+        ..Tier::new(name, Duration::from_secs(days * 86_400))
+    };
     let policy = RetentionPolicy::new(
-        vec![
-            Tier {
-                name: "decision".to_owned(),
-                keep: Duration::from_secs(400 * 86_400),
-            },
-            Tier {
-                name: "standard".to_owned(),
-                keep: Duration::from_secs(14 * 86_400),
-            },
-        ],
+        vec![tier("decision", 400), tier("standard", 14)],
         "standard",
     )
     .unwrap();
     Options::default()
         .with_background_sealing(false)
         .with_retention(policy)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
 }
 
 /// (span_id, retention_tier) of every row, sorted.
@@ -219,12 +229,12 @@ fn expiry_deletes_whole_segments_past_their_age_and_a_dry_run_changes_nothing() 
     assert_eq!(status[1].tier, "standard");
     assert_eq!(status[1].spans, 8);
     assert_eq!(status[1].oldest, Some(BASE));
-    assert_eq!(status[1].next_expiry, Some(BASE + 3 + 14 * DAY));
+    assert_eq!(status[1].next_expiry, Some(BASE + 13 + 14 * DAY));
 
-    // Not yet: the newest row of the day-0 segment is BASE + 3 ns.
+    // Not yet: the latest end time in the day-0 segment is BASE + 13 ns.
     assert!(
         engine
-            .expire(BASE + 3 + 14 * DAY, false)
+            .expire(BASE + 13 + 14 * DAY, false)
             .unwrap()
             .segments
             .is_empty()
@@ -260,6 +270,56 @@ fn expiry_deletes_whole_segments_past_their_age_and_a_dry_run_changes_nothing() 
         ..ScanRequest::default()
     };
     assert!(engine.scan(&session).unwrap().is_empty());
+}
+
+#[test]
+fn a_backfill_keeps_its_tiers_full_keep_from_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options_counting_from(AgeFrom::Arrival)).unwrap();
+    let now = now_ns();
+    // Eighteen months old on arrival: the standard tier in one segment, a decision-tier
+    // trace in another.
+    let old = now - 540 * DAY;
+    engine.write(spans(1, 0, 3, old, None)).unwrap();
+    engine.write(spans(2, 0, 2, old, Some("decision"))).unwrap();
+    engine.seal().unwrap();
+    let arrived = engine
+        .segments()
+        .iter()
+        .filter_map(|meta| meta.max_arrival)
+        .min()
+        .unwrap();
+    assert!(arrived >= now, "the segments know when their rows arrived");
+
+    // The pass at arrival (a restart's) and one 13 days later keep everything.
+    for as_of in [now, now + 13 * DAY] {
+        let report = engine.expire(as_of, false).unwrap();
+        assert!(report.segments.is_empty(), "{report:?}");
+    }
+    assert_eq!(all(&engine).len(), 5);
+    // The standard keep counted from arrival: gone 15 days after it; the decision tier stays.
+    let report = engine.expire(now + 15 * DAY, false).unwrap();
+    assert_eq!(report.rows(), 3, "{report:?}");
+    assert!(all(&engine).iter().all(|(_, tier)| tier == "decision"));
+    assert_eq!(all(&engine).len(), 2);
+    // The status says when the decision tier's data goes: its keep after arrival.
+    let status = engine.retention_status();
+    let decision = status.iter().find(|tier| tier.tier == "decision").unwrap();
+    assert!(
+        decision.next_expiry.unwrap() >= arrived + 400 * DAY,
+        "{decision:?}"
+    );
+    drop(engine);
+    // Reopened: the catalog kept the arrival times.
+    let engine = Engine::open(dir.path(), options_counting_from(AgeFrom::Arrival)).unwrap();
+    assert!(
+        engine
+            .expire(now + 399 * DAY, false)
+            .unwrap()
+            .segments
+            .is_empty()
+    );
+    assert_eq!(engine.expire(now + 401 * DAY, false).unwrap().rows(), 2);
 }
 
 #[test]

@@ -28,10 +28,24 @@ struct Store {
 }
 
 fn open(dir: &Path) -> Store {
+    // Ages count from span time: the tests move expiry's clock over generated dates, while
+    // every span arrives now.
+    let default = engine::RetentionPolicy::default();
+    let tiers = default
+        .tiers()
+        .iter()
+        .map(|tier| engine::Tier {
+            age_from: engine::AgeFrom::SpanTime,
+            ..tier.clone()
+        })
+        .collect();
+    let policy = engine::RetentionPolicy::new(tiers, default.default_tier()).unwrap();
     let engine = Arc::new(
         Engine::open(
             dir,
-            engine::Options::default().with_background_sealing(false),
+            engine::Options::default()
+                .with_background_sealing(false)
+                .with_retention(policy),
         )
         .unwrap(),
     );

@@ -102,23 +102,15 @@ impl ServerConfig {
 }
 
 impl ServerConfig {
-    /// What a content retention pass at `now_unix_nanos` removes: content whose newest
-    /// reference is older than its tier's `content_keep`, or `[content] keep` for tiers without
-    /// one. References of default-tier spans carry no tier name, so they get the default tier's
-    /// `content_keep` when it has one.
+    /// What a content retention pass at `now_unix_nanos` removes
+    /// ([`crate::config_file::content_expiry_request`]).
     pub fn content_expiry_request(&self, now_unix_nanos: u64) -> engine::ContentExpiryRequest {
-        let cutoff = |keep: &Duration| {
-            now_unix_nanos.saturating_sub(u64::try_from(keep.as_nanos()).unwrap_or(u64::MAX))
-        };
-        let default_keep = self
-            .tier_content_keep
-            .get(self.engine.retention.default_tier())
-            .unwrap_or(&self.content_keep);
-        let mut request = engine::ContentExpiryRequest::new(cutoff(default_keep));
-        for (tier, keep) in &self.tier_content_keep {
-            request = request.with_tier(tier.clone(), cutoff(keep));
-        }
-        request
+        crate::config_file::content_expiry_request(
+            &self.engine.retention,
+            self.content_keep,
+            &self.tier_content_keep,
+            now_unix_nanos,
+        )
     }
 }
 

@@ -1,4 +1,5 @@
-//! `sightline check-config`, `sightline retention run` and `sightline retention status`.
+//! `sightline check-config`, `sightline retention run` (spans and content, each by its own
+//! keep) and `sightline retention status`.
 
 use std::io::Write;
 use std::path::Path;
@@ -122,6 +123,24 @@ pub fn run(args: &RetentionRunArgs, out: &mut impl Write) -> anyhow::Result<()> 
     }
     let report = engine.expire(as_of, args.dry_run)?;
     write_report(&report, out)?;
+    // Content by its own keep, as the server's content pass does.
+    let request = config
+        .content_expiry_request(u64::try_from(as_of).unwrap_or(0))
+        .with_dry_run(args.dry_run);
+    let content = engine
+        .expire_content_with(&request)
+        .context("expiring content")?;
+    writeln!(
+        out,
+        "content: {} {} message(s), {} bytes",
+        if args.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        },
+        content.messages,
+        content.bytes
+    )?;
     engine.close()?;
     Ok(())
 }

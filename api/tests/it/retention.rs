@@ -447,3 +447,62 @@ async fn a_tier_counting_from_span_time_deletes_a_backfill_and_warns() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_run_expires_content_by_its_own_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    export_session(&server, OLD_CONTENT_TRACE, "sess-content").await;
+    server.stop().await;
+    let data = dir.path().to_str().unwrap();
+    let days_from_now = |days: i64| {
+        api::retention_command::format_timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as i64
+                + days * 86_400_000_000_000,
+        )
+    };
+
+    // Six days on, the content (keep 7d) stays; eight days on it goes, while the spans
+    // (standard keep 14d from arrival) stay. A dry run only counts.
+    let run = |as_of: &str, dry: bool| {
+        let mut args = vec!["retention", "run", "--data", data, "--as-of", as_of];
+        if dry {
+            args.push("--dry-run");
+        }
+        let output = sightline(&args);
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let text = run(&days_from_now(6), false);
+    assert!(text.contains("content: deleted 0 message(s)"), "{text}");
+    let text = run(&days_from_now(8), true);
+    assert!(
+        text.contains("content: would delete 1 message(s)"),
+        "{text}"
+    );
+    let text = run(&days_from_now(8), false);
+    assert!(text.contains("content: deleted 1 message(s)"), "{text}");
+    assert!(!text.contains("deleted segment"), "{text}");
+
+    let server = TestServer::start_with(ServerConfig::ephemeral(dir.path())).await;
+    assert_eq!(
+        server
+            .rows(&format!(
+                "SELECT status FROM content WHERE trace_id = '{OLD_CONTENT_TRACE}'"
+            ))
+            .await,
+        vec![serde_json::json!(["expired"])]
+    );
+    assert_eq!(
+        server
+            .count(&format!(
+                "SELECT count(*) FROM spans WHERE trace_id = '{OLD_CONTENT_TRACE}'"
+            ))
+            .await,
+        2
+    );
+    server.stop().await;
+}

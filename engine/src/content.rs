@@ -27,7 +27,10 @@ use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable};
 use crate::error::{Error, Result};
 use crate::ids::{SpanId, TraceId};
 use crate::store::Engine;
-use crate::tables::{CONTENT, CONTENT_BY_TIME, CONTENT_META, CONTENT_REFS, CONTENT_SEEN};
+use crate::tables::{
+    CONTENT, CONTENT_BY_TIME, CONTENT_META, CONTENT_REFS, CONTENT_SEEN, TRACE_KEYS,
+};
+use crate::trace_keys::TraceKeys;
 
 /// SHA-256 of a content blob (its address).
 pub type ContentHash = [u8; 32];
@@ -363,6 +366,8 @@ enum StoredPiece {
 }
 
 struct DecodedRef {
+    /// When the reference was (last) stored, ns.
+    stored: u64,
     digest: ContentHash,
     form: u8,
     pieces: Option<Vec<StoredPiece>>,
@@ -371,7 +376,7 @@ struct DecodedRef {
 fn decode_ref(bytes: &[u8], location: &str) -> Result<DecodedRef> {
     let mut reader = Reader { bytes, location };
     reader.version()?;
-    let _stored = reader.u64()?;
+    let stored = reader.u64()?;
     let digest = reader.hash()?;
     let form = reader.u8()?;
     let tier_len = usize::from(reader.u16()?);
@@ -403,6 +408,7 @@ fn decode_ref(bytes: &[u8], location: &str) -> Result<DecodedRef> {
         }
     };
     Ok(DecodedRef {
+        stored,
         digest,
         form,
         pieces,
@@ -598,6 +604,80 @@ impl Seen {
     }
 }
 
+/// Content follows its trace's tier: when `trace` reaches `tier` (a rule placed a span of it
+/// there), every blob its references name is marked as referenced by `tier` as of each
+/// reference's stored time, so the tier's content keep applies to content that arrived before
+/// the promotion too. Runs in the caller's transaction (the write that promoted the trace).
+pub(crate) fn promote_trace_content(
+    txn: &redb::WriteTransaction,
+    trace: &[u8; 16],
+    tier: &str,
+) -> Result<()> {
+    let refs = txn
+        .open_table(CONTENT_REFS)
+        .map_err(store_error("open content refs"))?;
+    // Blob -> the latest stored time of a reference of this trace naming it.
+    let mut blobs: BTreeMap<ContentHash, u64> = BTreeMap::new();
+    for entry in refs
+        .range::<&[u8]>(trace.as_slice()..)
+        .map_err(store_error("read content refs"))?
+    {
+        let (key, value) = entry.map_err(store_error("read content refs"))?;
+        if !key.value().starts_with(trace) {
+            break;
+        }
+        let location = format!("content_refs {}", hex::encode(key.value()));
+        let decoded = decode_ref(value.value(), &location)?;
+        for piece in decoded.pieces.iter().flatten() {
+            if let StoredPiece::Piece(ContentPiece::Blob(hash)) = piece {
+                let seen = blobs.entry(*hash).or_default();
+                *seen = (*seen).max(decoded.stored);
+            }
+        }
+    }
+    drop(refs);
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    let mut seen_table = txn
+        .open_table(CONTENT_SEEN)
+        .map_err(store_error("open content seen"))?;
+    let mut by_time = txn
+        .open_multimap_table(CONTENT_BY_TIME)
+        .map_err(store_error("open content by time"))?;
+    for (hash, stored) in blobs {
+        let location = location_of(&hash);
+        let Some(mut seen) = seen_table
+            .get(hash.as_slice())
+            .map_err(store_error("read content seen"))?
+            .map(|value| Seen::decode(value.value(), &location))
+            .transpose()?
+        else {
+            // Already expired: nothing to keep.
+            continue;
+        };
+        let before = seen.last();
+        let entry = seen.tiers.entry(tier.to_owned()).or_insert(0);
+        if *entry >= stored {
+            continue;
+        }
+        *entry = stored;
+        let after = seen.last();
+        if before != after {
+            by_time
+                .remove(before, hash.as_slice())
+                .map_err(store_error("update content by time"))?;
+            by_time
+                .insert(after, hash.as_slice())
+                .map_err(store_error("update content by time"))?;
+        }
+        seen_table
+            .insert(hash.as_slice(), seen.encode().as_slice())
+            .map_err(store_error("write content seen"))?;
+    }
+    Ok(())
+}
+
 /// Removes every content reference of `traces` (erasure), and the blobs no remaining reference
 /// names, inside the caller's transaction. Returns (references, blobs) removed.
 pub(crate) fn erase_traces(
@@ -720,8 +800,13 @@ impl Engine {
             return Ok(());
         }
         let stored = batch.stored_unix_nanos;
+        let txn = self
+            .database()
+            .begin_write()
+            .map_err(store_error("begin content write"))?;
+        let refs_in = self.with_trace_tiers(&txn, &batch.refs)?;
         let mut tiers_of: BTreeMap<ContentHash, HashSet<&str>> = BTreeMap::new();
-        for reference in &batch.refs {
+        for reference in &refs_in {
             if let Some(pieces) = &reference.pieces {
                 for piece in pieces {
                     if let ContentPiece::Blob(hash) = piece {
@@ -733,10 +818,6 @@ impl Engine {
                 }
             }
         }
-        let txn = self
-            .database()
-            .begin_write()
-            .map_err(store_error("begin content write"))?;
         {
             let mut content = txn
                 .open_table(CONTENT)
@@ -802,7 +883,7 @@ impl Engine {
             // the same trace and key (the previous turn's history).
             let mut memo = std::collections::HashMap::new();
             let mut earlier: BTreeMap<(TraceId, String), Vec<Vec<u8>>> = BTreeMap::new();
-            for reference in &batch.refs {
+            for reference in &refs_in {
                 let key = ref_key(&reference.trace_id, &reference.span_id, &reference.key);
                 let location = format!("content_refs {}", hex::encode(&key));
                 let existing = refs
@@ -881,6 +962,43 @@ impl Engine {
         }
         txn.commit().map_err(store_error("commit content"))?;
         Ok(())
+    }
+
+    /// `refs`, each with the tier of its trace when that ranks above its own: content of a
+    /// trace already promoted (a decision seen earlier) is kept as that tier's content.
+    fn with_trace_tiers(
+        &self,
+        txn: &redb::WriteTransaction,
+        refs: &[ContentRef],
+    ) -> Result<Vec<ContentRef>> {
+        let policy = self.retention();
+        let keys = txn
+            .open_table(TRACE_KEYS)
+            .map_err(store_error("open trace keys"))?;
+        let mut tiers: std::collections::HashMap<[u8; 16], Option<String>> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(refs.len());
+        for reference in refs {
+            let trace = reference.trace_id.0;
+            if !tiers.contains_key(&trace) {
+                let tier = keys
+                    .get(trace.as_slice())
+                    .map_err(store_error("read trace keys"))?
+                    .map(|value| TraceKeys::decode(value.value()))
+                    .transpose()?
+                    .and_then(|keys| keys.tier.map(|tier| tier.to_string()));
+                tiers.insert(trace, tier);
+            }
+            let mut reference = reference.clone();
+            if let Some(Some(trace_tier)) = tiers.get(&trace) {
+                let own = reference.tier.as_deref().unwrap_or(policy.default_tier());
+                if policy.rank(trace_tier) > policy.rank(own) {
+                    reference.tier = Some(trace_tier.clone());
+                }
+            }
+            out.push(reference);
+        }
+        Ok(out)
     }
 
     /// The content references of one trace with their values (or why they are gone), ordered by

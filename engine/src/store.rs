@@ -1639,6 +1639,14 @@ fn merge_trace_keys<'a>(
         };
         let mut merged = stored.clone().unwrap_or_default();
         merged.merge(own, policy);
+        let stored_tier = stored.as_ref().and_then(|keys| keys.tier.as_deref());
+        if let Some(tier) = merged.tier.as_deref()
+            && Some(tier) != stored_tier
+        {
+            // Content written before this write (earlier requests, or this request's own,
+            // stored first) follows the trace's new tier.
+            crate::content::promote_trace_content(txn, &trace, tier)?;
+        }
         if merged.adds_to(stored.as_ref(), policy) {
             keys_table
                 .insert(trace.as_slice(), merged.encode().as_slice())

@@ -290,3 +290,78 @@ mod resend {
         assert_eq!(got, want);
     }
 }
+
+mod promotion {
+    //! Content follows its trace's tier (issue 11): content stored before a rule placed a
+    //! span of the trace in a longer-kept tier, and content stored after, both get that
+    //! tier's content keep.
+
+    use engine::{ContentExpiryRequest, SpanBatchBuilder, SpanRecord, with_retention_tiers};
+
+    use super::*;
+
+    fn span(trace: u8, span: u8, tier: Option<&str>) -> arrow::array::RecordBatch {
+        let mut builder = SpanBatchBuilder::new();
+        builder.append(&SpanRecord {
+            trace_id: TraceId([trace; 16]),
+            span_id: SpanId([span; 8]),
+            name: "step",
+            kind: 1,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            ..SpanRecord::default()
+        });
+        with_retention_tiers(&builder.finish(), &[tier]).unwrap()
+    }
+
+    fn blob(n: u8) -> ([u8; 32], String) {
+        ([n; 32], format!("\"message {n}\""))
+    }
+
+    fn present(engine: &Engine, trace: u8) -> Vec<bool> {
+        engine
+            .content_for_trace(&TraceId([trace; 16]))
+            .unwrap()
+            .into_iter()
+            .map(|row| matches!(row.value, ContentValue::Present(_)))
+            .collect()
+    }
+
+    #[test]
+    fn content_stored_before_and_after_a_promotion_gets_the_promoted_tiers_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path());
+        // Traces 1 and 2 each store a prompt (default tier) with their first span.
+        for trace in [1u8, 2] {
+            engine
+                .put_content(&ContentBatch {
+                    blobs: vec![blob(trace)],
+                    refs: vec![reference(trace, 1, "input.value", &[blob(trace).0], None)],
+                    stored_unix_nanos: 10,
+                })
+                .unwrap();
+            engine.write(span(trace, 1, None)).unwrap();
+        }
+        // Trace 1's later span is a decision: the trace moves to the decision tier.
+        engine.write(span(1, 2, Some("decision"))).unwrap();
+        // Content of trace 1 stored after the promotion, by a default-tier span.
+        engine
+            .put_content(&ContentBatch {
+                blobs: vec![blob(3)],
+                refs: vec![reference(1, 3, "output.value", &[blob(3).0], None)],
+                stored_unix_nanos: 20,
+            })
+            .unwrap();
+
+        // Default content keep past everything; the decision tier's keep past nothing.
+        let request = ContentExpiryRequest::new(100).with_tier("decision", 5);
+        let expired = engine.expire_content_with(&request).unwrap();
+        assert_eq!(expired.messages, 1, "only trace 2's prompt");
+        assert_eq!(present(&engine, 1), vec![true, true]);
+        assert_eq!(present(&engine, 2), vec![false]);
+        // The decision tier's keep, once past, removes them.
+        let request = ContentExpiryRequest::new(100).with_tier("decision", 100);
+        assert_eq!(engine.expire_content_with(&request).unwrap().messages, 2);
+        assert_eq!(present(&engine, 1), vec![false, false]);
+    }
+}

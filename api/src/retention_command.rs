@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use engine::{Engine, ExpiryReport, TierStatus};
+use engine::{ContentStats, Engine, ExpiryReport, TierStatus};
 
 use crate::cli::{CheckConfigArgs, DurationArg, RetentionRunArgs, RetentionStatusArgs};
 use crate::config_file::FileConfig;
@@ -146,26 +146,43 @@ pub fn run(args: &RetentionRunArgs, out: &mut impl Write) -> anyhow::Result<()> 
 }
 
 /// Writes the per-tier status table.
-pub fn write_status(status: &[TierStatus], out: &mut impl Write) -> std::io::Result<()> {
+pub fn write_status(
+    status: &[TierStatus],
+    content: &ContentStats,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<12} {:>6} {:>10} {:>12} {:>14} {:<21} {:<21}",
-        "tier", "keep", "segments", "spans", "bytes", "oldest", "next_expiry"
+        "{:<12} {:>6} {:>10} {:>12} {:>10} {:>14} {:<21} {:<21}",
+        "tier", "keep", "segments", "spans", "unsealed", "bytes", "oldest", "next_expiry"
     )?;
+    let time = |value: Option<i64>| value.map_or_else(|| "-".to_owned(), format_timestamp);
     for tier in status {
-        let time = |value: Option<i64>| value.map_or_else(|| "-".to_owned(), format_timestamp);
         writeln!(
             out,
-            "{:<12} {:>6} {:>10} {:>12} {:>14} {:<21} {:<21}",
+            "{:<12} {:>6} {:>10} {:>12} {:>10} {:>14} {:<21} {:<21}",
             tier.tier,
             DurationArg(tier.keep).to_string(),
             tier.segments,
             tier.spans,
+            tier.unsealed,
             tier.bytes,
             time(tier.oldest),
             time(tier.next_expiry)
         )?;
     }
+    writeln!(
+        out,
+        "content: {} message(s), {} reference(s), {} bytes, oldest last referenced {}",
+        content.messages,
+        content.references,
+        content.bytes + content.reference_bytes,
+        time(
+            content
+                .oldest_seen
+                .and_then(|seen| i64::try_from(seen).ok())
+        )
+    )?;
     Ok(())
 }
 
@@ -173,11 +190,9 @@ pub fn write_status(status: &[TierStatus], out: &mut impl Write) -> std::io::Res
 pub fn status(args: &RetentionStatusArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let config = load(args.config.as_deref())?;
     let engine = open(&args.data_dir, &config)?;
-    write_status(&engine.retention_status(), out)?;
-    let unsealed = engine.stats().memtable_rows;
-    if unsealed > 0 {
-        writeln!(out, "({unsealed} spans not yet sealed into a tier)")?;
-    }
+    let status = engine.retention_status()?;
+    let content = engine.content_stats()?;
+    write_status(&status, &content, out)?;
     engine.close_without_sealing();
     Ok(())
 }

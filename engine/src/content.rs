@@ -197,6 +197,8 @@ pub struct ContentStats {
     pub bytes: u64,
     /// Stored bytes of references (keys and values).
     pub reference_bytes: u64,
+    /// When the least recently referenced blob was last referenced (ns), if any.
+    pub oldest_seen: Option<u64>,
 }
 
 fn store_error<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> Error {
@@ -1239,6 +1241,25 @@ impl Engine {
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(error) => return Err(Error::store("open content refs", error)),
+        }
+        match txn.open_multimap_table(CONTENT_BY_TIME) {
+            Ok(table) => {
+                stats.oldest_seen = match table
+                    .iter()
+                    .map_err(store_error("read content by time"))?
+                    .next()
+                {
+                    Some(entry) => Some(
+                        entry
+                            .map_err(store_error("read content by time"))?
+                            .0
+                            .value(),
+                    ),
+                    None => None,
+                };
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(error) => return Err(Error::store("open content by time", error)),
         }
         Ok(stats)
     }

@@ -952,11 +952,15 @@ pub struct TierStatus {
     pub keep: Duration,
     /// Sealed segments.
     pub segments: u64,
-    /// Rows in sealed segments.
+    /// Spans whose resolved tier this is (the higher of their own and their trace's), sealed
+    /// or not.
     pub spans: u64,
+    /// Of `spans`, those still in memory (not yet sealed).
+    pub unsealed: u64,
     /// Bytes of sealed segment files.
     pub bytes: u64,
-    /// Start time of the oldest sealed row (ns), if any.
+    /// Start time of the oldest row (ns), if any (for promoted sealed rows, of the oldest
+    /// segment holding some).
     pub oldest: Option<i64>,
     /// When the next segment of this tier expires (ns), if any.
     pub next_expiry: Option<i64>,
@@ -968,11 +972,93 @@ impl Engine {
         &self.shared.options.retention
     }
 
-    /// Per-tier counts of the sealed data, and when each tier next expires something.
-    pub fn retention_status(&self) -> Vec<TierStatus> {
-        let policy = &self.shared.options.retention;
-        let segments = self.segments();
-        policy
+    /// Per-tier counts of every span by its resolved tier (the higher of its own and its
+    /// trace's): sealed rows of traces promoted after their seal count in the promoted tier,
+    /// and rows still in memory count too (also shown apart as `unsealed`). Segments, bytes
+    /// and the next expiry are those of the tier's segment files.
+    pub fn retention_status(&self) -> Result<Vec<TierStatus>> {
+        let shared = &self.shared;
+        let policy = &shared.options.retention;
+        let (segments, late, chunks) = {
+            let state = shared.state.read();
+            let frozen = state.frozen.iter().flat_map(|frozen| frozen.chunks.iter());
+            let chunks: Vec<RecordBatch> =
+                state.active.chunks.iter().chain(frozen).cloned().collect();
+            (state.segments.clone(), state.late.clone(), chunks)
+        };
+        // Resolved rows per tier name: sealed, and in memory.
+        let mut sealed: HashMap<String, u64> = HashMap::new();
+        let mut unsealed: HashMap<String, u64> = HashMap::new();
+        let mut oldest: HashMap<String, i64> = HashMap::new();
+        let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
+        let index = match txn.open_multimap_table(TRACE_SEGMENTS) {
+            Ok(index) => Some(index),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(Error::store("open trace index", error)),
+        };
+        for meta in &segments {
+            let mut own = meta.rows;
+            for (trace, keys) in late.get(&meta.id).into_iter().flat_map(|late| late.iter()) {
+                let Some(tier) = keys.tier.as_deref() else {
+                    continue;
+                };
+                if policy.rank(tier) <= policy.rank(&meta.tier) {
+                    continue;
+                }
+                let mut rows = 0;
+                if let Some(index) = &index {
+                    for run in index
+                        .get(trace.as_slice())
+                        .map_err(store_error("read trace index"))?
+                    {
+                        let (segment, _, count) =
+                            run.map_err(store_error("read trace index"))?.value();
+                        if segment == meta.id {
+                            rows += count;
+                        }
+                    }
+                }
+                let rows = rows.min(own);
+                own -= rows;
+                *sealed.entry(tier.to_owned()).or_default() += rows;
+                let entry = oldest.entry(tier.to_owned()).or_insert(meta.min_start);
+                *entry = (*entry).min(meta.min_start);
+            }
+            *sealed.entry(meta.tier.clone()).or_default() += own;
+            if own > 0 {
+                let entry = oldest.entry(meta.tier.clone()).or_insert(meta.min_start);
+                *entry = (*entry).min(meta.min_start);
+            }
+        }
+        {
+            let keys = shared.memtable_keys.read();
+            for chunk in &chunks {
+                let traces = chunk
+                    .column(column_index(columns::TRACE_ID))
+                    .as_string::<i32>();
+                let tiers = chunk
+                    .column(column_index(columns::RETENTION_TIER))
+                    .as_string::<i32>();
+                let starts = chunk
+                    .column(column_index(columns::START_TIME))
+                    .as_primitive::<TimestampNanosecondType>();
+                for row in 0..chunk.num_rows() {
+                    let own = if tiers.is_null(row) {
+                        policy.default_tier()
+                    } else {
+                        tiers.value(row)
+                    };
+                    let trace_tier = crate::trace_keys::raw_trace_id(traces.value(row))
+                        .and_then(|trace| keys.get(&trace))
+                        .and_then(|entry| entry.keys.tier.as_deref());
+                    let tier = trace_tier.map_or(own, |trace_tier| policy.higher(own, trace_tier));
+                    *unsealed.entry(tier.to_owned()).or_default() += 1;
+                    let entry = oldest.entry(tier.to_owned()).or_insert(starts.value(row));
+                    *entry = (*entry).min(starts.value(row));
+                }
+            }
+        }
+        Ok(policy
             .tiers()
             .iter()
             .rev()
@@ -982,20 +1068,22 @@ impl Engine {
                     .iter()
                     .filter(|meta| meta.tier == tier.name)
                     .collect();
+                let in_memory = unsealed.get(&tier.name).copied().unwrap_or(0);
                 TierStatus {
                     tier: tier.name.clone(),
                     keep: tier.keep,
                     segments: mine.len() as u64,
-                    spans: mine.iter().map(|meta| meta.rows).sum(),
+                    spans: sealed.get(&tier.name).copied().unwrap_or(0) + in_memory,
+                    unsealed: in_memory,
                     bytes: mine.iter().map(|meta| meta.bytes).sum(),
-                    oldest: mine.iter().map(|meta| meta.min_start).min(),
+                    oldest: oldest.get(&tier.name).copied(),
                     next_expiry: mine
                         .iter()
                         .map(|meta| meta.age_basis(tier.age_from).saturating_add(keep))
                         .min(),
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// Deletes every sealed segment whose rows are all older than their tier keeps at `as_of`

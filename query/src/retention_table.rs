@@ -1,6 +1,7 @@
-//! `retention`: a system table with one row per retention tier (spans, bytes, oldest row, next
-//! expiry) and one row `content` for the content store (messages, references, bytes), read from
-//! the engine when the query runs.
+//! `retention`: a system table with one row per retention tier (spans by their resolved tier,
+//! sealed or not, of which unsealed; bytes, oldest row, next expiry) and one row `content` for
+//! the content store (messages, references, bytes, when the least recently referenced message
+//! was last referenced), read from the engine when the query runs.
 
 use std::sync::Arc;
 
@@ -39,12 +40,13 @@ impl RetentionTable {
             Field::new("next_expiry", timestamp_type(), true),
             Field::new("messages", DataType::UInt64, true),
             Field::new("references", DataType::UInt64, true),
+            Field::new("unsealed_spans", DataType::UInt64, true),
         ]));
         RetentionTable { engine, schema }
     }
 
     fn batch(&self) -> DfResult<RecordBatch> {
-        let tiers = self.engine.retention_status();
+        let tiers = self.engine.retention_status().map_err(engine_error)?;
         let content = self.engine.content_stats().map_err(engine_error)?;
         let mut name: Vec<String> = tiers.iter().map(|tier| tier.tier.clone()).collect();
         name.push("content".to_owned());
@@ -59,13 +61,20 @@ impl RetentionTable {
         let mut bytes: Vec<u64> = tiers.iter().map(|tier| tier.bytes).collect();
         bytes.push(content.bytes);
         let mut oldest: Vec<Option<i64>> = tiers.iter().map(|tier| tier.oldest).collect();
-        oldest.push(None);
+        // For content: when the least recently referenced message was last referenced.
+        oldest.push(
+            content
+                .oldest_seen
+                .and_then(|seen| i64::try_from(seen).ok()),
+        );
         let mut next: Vec<Option<i64>> = tiers.iter().map(|tier| tier.next_expiry).collect();
         next.push(None);
         let mut messages: Vec<Option<u64>> = vec![None; tiers.len()];
         messages.push(Some(content.messages));
         let mut references: Vec<Option<u64>> = vec![None; tiers.len()];
         references.push(Some(content.references));
+        let mut unsealed: Vec<Option<u64>> = tiers.iter().map(|tier| Some(tier.unsealed)).collect();
+        unsealed.push(None);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(name)),
             Arc::new(UInt64Array::from(keep)),
@@ -76,6 +85,7 @@ impl RetentionTable {
             Arc::new(TimestampNanosecondArray::from(next).with_timezone("UTC")),
             Arc::new(UInt64Array::from(messages)),
             Arc::new(UInt64Array::from(references)),
+            Arc::new(UInt64Array::from(unsealed)),
         ];
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }

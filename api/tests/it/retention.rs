@@ -203,7 +203,12 @@ async fn retention_run_with_as_of_shows_then_deletes_what_is_past_its_age() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{text}");
     assert!(
-        text.contains("decision") && text.contains("standard"),
+        text.contains("decision") && text.contains("standard") && text.contains("unsealed"),
+        "{text}"
+    );
+    // The content row: the one prompt of the content run.
+    assert!(
+        text.contains("content: 1 message(s), 1 reference(s)"),
         "{text}"
     );
 

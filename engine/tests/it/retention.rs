@@ -223,7 +223,7 @@ fn expiry_deletes_whole_segments_past_their_age_and_a_dry_run_changes_nothing() 
         .unwrap();
     engine.seal().unwrap();
     assert_eq!(engine.segments().len(), 3);
-    let status = engine.retention_status();
+    let status = engine.retention_status().unwrap();
     assert_eq!(status[0].tier, "decision");
     assert_eq!(status[0].spans, 4);
     assert_eq!(status[1].tier, "standard");
@@ -303,7 +303,7 @@ fn a_backfill_keeps_its_tiers_full_keep_from_arrival() {
     assert!(all(&engine).iter().all(|(_, tier)| tier == "decision"));
     assert_eq!(all(&engine).len(), 2);
     // The status says when the decision tier's data goes: its keep after arrival.
-    let status = engine.retention_status();
+    let status = engine.retention_status().unwrap();
     let decision = status.iter().find(|tier| tier.tier == "decision").unwrap();
     assert!(
         decision.next_expiry.unwrap() >= arrived + 400 * DAY,
@@ -372,4 +372,47 @@ fn a_held_tier_or_session_does_not_expire_and_the_run_says_so() {
     assert_eq!(left.len(), 2);
     assert!(left.iter().all(|(span, _)| span.starts_with("00000002")));
     assert!(engine.verify().unwrap().is_ok());
+}
+
+#[test]
+fn status_counts_every_span_by_its_resolved_tier_sealed_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    // Sealed: trace 1 (3 spans) and trace 2 (2 spans), standard.
+    engine.write(spans(1, 0, 3, BASE, None)).unwrap();
+    engine.write(spans(2, 0, 2, BASE, None)).unwrap();
+    engine.seal().unwrap();
+    // In memory: a decision span of trace 1 (promoting its 3 sealed spans), one standard span
+    // of trace 3.
+    engine
+        .write(spans(1, 3, 1, BASE, Some("decision")))
+        .unwrap();
+    engine.write(spans(3, 0, 1, BASE, None)).unwrap();
+    let counts = |engine: &Engine| -> Vec<(String, u64, u64)> {
+        engine
+            .retention_status()
+            .unwrap()
+            .into_iter()
+            .map(|tier| (tier.tier, tier.spans, tier.unsealed))
+            .collect()
+    };
+    // From the input: trace 1 is 4 decision spans (1 unsealed); traces 2 and 3 are 3
+    // standard spans (1 unsealed).
+    assert_eq!(
+        counts(&engine),
+        vec![("decision".to_owned(), 4, 1), ("standard".to_owned(), 3, 1)]
+    );
+    // The same as a read of every span's resolved tier.
+    let mut read: Vec<String> = all(&engine).into_iter().map(|(_, tier)| tier).collect();
+    read.sort();
+    assert_eq!(read.iter().filter(|tier| *tier == "decision").count(), 4);
+    assert_eq!(read.len(), 7);
+    engine.seal().unwrap();
+    assert_eq!(
+        counts(&engine),
+        vec![("decision".to_owned(), 4, 0), ("standard".to_owned(), 3, 0)]
+    );
+    drop(engine);
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    assert_eq!(counts(&engine)[0], ("decision".to_owned(), 4, 0));
 }

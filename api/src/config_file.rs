@@ -269,6 +269,29 @@ impl FileConfig {
     }
 }
 
+/// What a content retention pass at `now_unix_nanos` removes: content whose newest reference
+/// is older than its tier's `content_keep`, or `content_keep` for tiers without one.
+/// References of default-tier spans carry no tier name, so they get the default tier's
+/// `content_keep` when it has one.
+pub fn content_expiry_request(
+    retention: &engine::RetentionPolicy,
+    content_keep: Duration,
+    tier_content_keep: &BTreeMap<String, Duration>,
+    now_unix_nanos: u64,
+) -> engine::ContentExpiryRequest {
+    let cutoff = |keep: &Duration| {
+        now_unix_nanos.saturating_sub(u64::try_from(keep.as_nanos()).unwrap_or(u64::MAX))
+    };
+    let default_keep = tier_content_keep
+        .get(retention.default_tier())
+        .unwrap_or(&content_keep);
+    let mut request = engine::ContentExpiryRequest::new(cutoff(default_keep));
+    for (tier, keep) in tier_content_keep {
+        request = request.with_tier(tier.clone(), cutoff(keep));
+    }
+    request
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,27 +419,4 @@ keep = "400d"
             error("[retention]\ndefault_tier = \"a\"\nbogus = 1\ntiers = []").contains("bogus")
         );
     }
-}
-
-/// What a content retention pass at `now_unix_nanos` removes: content whose newest reference
-/// is older than its tier's `content_keep`, or `content_keep` for tiers without one.
-/// References of default-tier spans carry no tier name, so they get the default tier's
-/// `content_keep` when it has one.
-pub fn content_expiry_request(
-    retention: &engine::RetentionPolicy,
-    content_keep: Duration,
-    tier_content_keep: &BTreeMap<String, Duration>,
-    now_unix_nanos: u64,
-) -> engine::ContentExpiryRequest {
-    let cutoff = |keep: &Duration| {
-        now_unix_nanos.saturating_sub(u64::try_from(keep.as_nanos()).unwrap_or(u64::MAX))
-    };
-    let default_keep = tier_content_keep
-        .get(retention.default_tier())
-        .unwrap_or(&content_keep);
-    let mut request = engine::ContentExpiryRequest::new(cutoff(default_keep));
-    for (tier, keep) in tier_content_keep {
-        request = request.with_tier(tier.clone(), cutoff(keep));
-    }
-    request
 }

@@ -982,14 +982,14 @@ impl Engine {
         let mut out = Vec::with_capacity(refs.len());
         for reference in refs {
             let trace = reference.trace_id.0;
-            if !tiers.contains_key(&trace) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = tiers.entry(trace) {
                 let tier = keys
                     .get(trace.as_slice())
                     .map_err(store_error("read trace keys"))?
                     .map(|value| TraceKeys::decode(value.value()))
                     .transpose()?
                     .and_then(|keys| keys.tier.map(|tier| tier.to_string()));
-                tiers.insert(trace, tier);
+                slot.insert(tier);
             }
             let mut reference = reference.clone();
             if let Some(Some(trace_tier)) = tiers.get(&trace) {

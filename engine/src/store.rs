@@ -15,6 +15,7 @@
 mod agent_tables;
 mod compliance;
 mod purge;
+mod reaper;
 mod session_rollup;
 
 pub use agent_tables::{AgentRead, SidecarRead};
@@ -244,6 +245,8 @@ struct Shared {
     last_arrival: std::sync::atomic::AtomicI64,
     /// The `sessions` rollup of the last whole-store read.
     session_rollup: Mutex<session_rollup::SessionRollup>,
+    /// Files of removed segments, deleted when their last reader is done.
+    reaper: reaper::Reaper,
 }
 
 /// Counts describing the store now.
@@ -490,6 +493,7 @@ impl Engine {
             generation: AtomicU64::new(0),
             last_arrival: std::sync::atomic::AtomicI64::new(0),
             session_rollup: Mutex::new(session_rollup::SessionRollup::default()),
+            reaper: reaper::Reaper::default(),
         });
 
         let segments_now = shared.state.read().segments.clone();
@@ -629,6 +633,7 @@ impl Engine {
 
     /// [`Engine::plan_scan`], looking up at most `max_lookups` keys per index.
     fn plan_scan_with(&self, request: &ScanRequest, max_lookups: usize) -> Result<ScanPlan> {
+        self.shared.reaper.sweep();
         let (memtable, segments, late) = {
             let state = self.shared.state.read();
             let mut memtable = state.active.chunks.clone();
@@ -815,6 +820,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop_threads();
+        self.shared.reaper.sweep();
     }
 }
 
@@ -1192,6 +1198,8 @@ impl Engine {
                  end time, or from arrival when later) is past its keep"
             );
         }
+        // The expired segments' files go now, unless a running query still reads them.
+        shared.reaper.sweep();
         if !dry_run && !report.segments.is_empty() {
             info!(
                 segments = report.segments.len(),
@@ -1473,11 +1481,10 @@ impl Engine {
                 state.segments.push(Arc::new(new));
             }
         }
-        // Best effort: a file left behind is an orphan, removed at the next open.
-        if let Err(error) = fs::remove_file(&path) {
-            warn!(path = %path.display(), error = %error, "could not delete a removed segment file");
-        }
-        agent_tables::remove_sidecars(&shared.dir, meta);
+        // Deleted once no running query holds the segment (`reaper.rs`).
+        shared
+            .reaper
+            .retire(meta, agent_tables::segment_files(&shared.dir, meta));
         Ok(new_ids)
     }
 
@@ -1595,6 +1602,9 @@ impl Engine {
             segments = report.segments.len(),
             "erased session"
         );
+        // The rewritten segments' files go now, unless a running query still reads them.
+        drop(segments);
+        shared.reaper.sweep();
         Ok(report)
     }
 }

@@ -473,6 +473,8 @@ pub struct SidecarRead {
     /// Lowercase hex ids of the traces whose rows here are not used (derived from spans, or
     /// partial: owned by a later segment).
     pub skip: Arc<HashSet<String>>,
+    /// The segment, held so that its files stay until this read is done (`reaper.rs`).
+    pub segment: Arc<SegmentMeta>,
 }
 
 /// A read of one stored agent table: sidecar rows of the traces each sidecar answers for,
@@ -582,6 +584,7 @@ impl Engine {
             .iter()
             .filter(|meta| !timed || probe.time_overlaps(meta.min_start, meta.max_start))
             .map(|meta| SidecarRead {
+                segment: Arc::clone(meta),
                 segment_id: meta.id,
                 path: shared.dir.join(sidecar_path(&meta.path, table)),
                 skip: skips

@@ -416,3 +416,35 @@ fn status_counts_every_span_by_its_resolved_tier_sealed_or_not() {
     let engine = Engine::open(dir.path(), options()).unwrap();
     assert_eq!(counts(&engine)[0], ("decision".to_owned(), 4, 0));
 }
+
+#[test]
+fn expiry_during_a_read_leaves_the_read_whole_and_deletes_the_file_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), options()).unwrap();
+    engine.write(spans(1, 0, 5, BASE, None)).unwrap();
+    engine.seal().unwrap();
+    let file = dir.path().join(&engine.segments()[0].path);
+    let sidecars: Vec<std::path::PathBuf> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(sidecars.len() > 1, "span file and agent-table files");
+
+    // A query plans its read, then expiry removes the segment before the query reads it.
+    let plan = engine.plan_scan(&ScanRequest::default()).unwrap();
+    let report = engine.expire(BASE + 30 * DAY, false).unwrap();
+    assert_eq!(report.rows(), 5);
+    assert!(engine.segments().is_empty(), "out of the catalog at once");
+    assert!(file.exists(), "kept while the planned read holds it");
+    let rows: usize = plan
+        .collect()
+        .unwrap()
+        .iter()
+        .map(|batch| batch.num_rows())
+        .sum();
+    assert_eq!(rows, 5, "the read sees all of the segment");
+    // A new read sees none of it, and the files go once no reader holds them.
+    assert!(all(&engine).is_empty());
+    assert!(!file.exists());
+    assert!(sidecars.iter().all(|path| !path.exists()), "{sidecars:?}");
+}

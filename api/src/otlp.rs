@@ -1,6 +1,8 @@
 //! OTLP receivers: gRPC `TraceService/Export` and HTTP `POST /v1/traces` (protobuf and JSON,
-//! gzip). Both share one path: admission against the in-flight byte budget, then decode, map and
-//! a durable engine write on a blocking thread. A request is stored whole or not at all.
+//! gzip). Both share one path: admission against the in-flight byte budget, decode, then on a
+//! blocking thread the one write pipeline (`ingest::prepare`) and one durable engine write of
+//! its result (`Engine::write_batch`: spans and content in one transaction). A request is
+//! stored whole or not at all.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,8 +62,10 @@ impl From<engine::Error> for IngestError {
 fn from_ingest_error(error: ingest::Error) -> IngestError {
     if error.is_too_large() {
         IngestError::TooLarge(0)
-    } else {
+    } else if error.is_caller_error() {
         IngestError::Invalid(error.to_string())
+    } else {
+        IngestError::Internal(error.to_string())
     }
 }
 
@@ -91,20 +95,12 @@ async fn store(
     let policy = state.content.clone();
     let joined = tokio::task::spawn_blocking(move || -> Result<usize, IngestError> {
         let _permit = permit;
-        // Redaction and content extraction happen before anything is written, WAL included.
-        let ingest::Prepared { spans, mut content } =
-            ingest::prepare(request, &policy).map_err(from_ingest_error)?;
-        let count = spans.batch.num_rows();
+        // One pipeline (redaction and content extraction before anything is written, WAL
+        // included), one write: spans and content in one durable transaction.
+        let write = ingest::prepare(request, &policy, &rules).map_err(from_ingest_error)?;
+        let count = write.spans.num_rows();
         if count > 0 {
-            let batch = place_in_tiers(&rules, spans.batch)?;
-            // Content first, so a span never references content that was not stored. A crash
-            // between the two leaves content without spans, which content expiry removes.
-            if !content.is_empty() {
-                set_content_tiers(&batch, &mut content);
-                content.stored_unix_nanos = now_unix_nanos();
-                engine.put_content(&content)?;
-            }
-            engine.write(batch)?;
+            engine.write_batch(write)?;
         }
         Ok(count)
     })
@@ -123,58 +119,6 @@ pub(crate) fn now_unix_nanos() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// Gives each content reference the retention tier its span was placed in, so content of a
-/// longer-kept tier can be kept longer too.
-fn set_content_tiers(batch: &arrow::array::RecordBatch, content: &mut engine::ContentBatch) {
-    use arrow::array::{Array, AsArray};
-    use engine::schema::columns;
-    let (Some(traces), Some(spans), Some(tiers)) = (
-        batch.column_by_name(columns::TRACE_ID),
-        batch.column_by_name(columns::SPAN_ID),
-        batch.column_by_name(columns::RETENTION_TIER),
-    ) else {
-        return;
-    };
-    let (Some(traces), Some(spans), Some(tiers)) = (
-        traces.as_string_opt::<i32>(),
-        spans.as_string_opt::<i32>(),
-        tiers.as_string_opt::<i32>(),
-    ) else {
-        return;
-    };
-    let mut by_span = std::collections::HashMap::new();
-    for row in 0..batch.num_rows() {
-        if tiers.is_valid(row) {
-            by_span.insert((traces.value(row), spans.value(row)), tiers.value(row));
-        }
-    }
-    if by_span.is_empty() {
-        return;
-    }
-    for reference in &mut content.refs {
-        let trace = reference.trace_id.to_string();
-        let span = reference.span_id.to_string();
-        if let Some(tier) = by_span.get(&(trace.as_str(), span.as_str())) {
-            reference.tier = Some((*tier).to_owned());
-        }
-    }
-}
-
-/// Sets each row's retention tier from the first matching rule (NULL: the default tier).
-fn place_in_tiers(
-    rules: &query::RuleSet,
-    batch: arrow::array::RecordBatch,
-) -> Result<arrow::array::RecordBatch, IngestError> {
-    if rules.is_empty() {
-        return Ok(batch);
-    }
-    let tiers = rules
-        .assign(&batch)
-        .map_err(|error| IngestError::Internal(error.to_string()))?;
-    engine::with_retention_tiers(&batch, &tiers)
-        .map_err(|error| IngestError::Internal(error.to_string()))
 }
 
 /// The gRPC `TraceService`.

@@ -13,11 +13,11 @@
 //! Invariants: base pointers never form a cycle. A reference takes a base only when nothing
 //! points at it: a new key, or a key whose pointing references were first given their own
 //! pieces ([`detach_dependents`]); the same value sent again keeps its stored pieces.
-//! A blob is written in the same transaction as every reference that names it, and
-//! [`Engine::put_content`] commits (fsync) before the span rows are written, so a span never
-//! points at content that was not stored. Expiry deletes blobs only; references stay, so a read
-//! after expiry answers [`ContentValue::Expired`] with the digest. A crash between the content and
-//! the span write leaves blobs and references without spans; content expiry removes the blobs.
+//! A blob is written in the same transaction as every reference that names it, and a request's
+//! content in the same group-commit transaction as its span rows ([`Engine::write_batch`]), so
+//! a span never points at content that was not stored and no content outlives a refused write.
+//! Expiry deletes blobs only; references stay, so a read after expiry answers
+//! [`ContentValue::Expired`] with the digest.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
@@ -792,215 +792,226 @@ fn location_of(hash: &[u8]) -> String {
     hex::encode(hash)
 }
 
+/// `refs`, each with the tier of its trace when that ranks above its own: content of a
+/// trace already promoted (a decision seen earlier) is kept as that tier's content.
+fn with_trace_tiers(
+    txn: &redb::WriteTransaction,
+    refs: &[ContentRef],
+    policy: &crate::RetentionPolicy,
+) -> Result<Vec<ContentRef>> {
+    let keys = txn
+        .open_table(TRACE_KEYS)
+        .map_err(store_error("open trace keys"))?;
+    let mut tiers: std::collections::HashMap<[u8; 16], Option<String>> =
+        std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(refs.len());
+    for reference in refs {
+        let trace = reference.trace_id.0;
+        if let std::collections::hash_map::Entry::Vacant(slot) = tiers.entry(trace) {
+            let tier = keys
+                .get(trace.as_slice())
+                .map_err(store_error("read trace keys"))?
+                .map(|value| TraceKeys::decode(value.value()))
+                .transpose()?
+                .and_then(|keys| keys.tier.map(|tier| tier.to_string()));
+            slot.insert(tier);
+        }
+        let mut reference = reference.clone();
+        if let Some(Some(trace_tier)) = tiers.get(&trace) {
+            let own = reference.tier.as_deref().unwrap_or(policy.default_tier());
+            if policy.rank(trace_tier) > policy.rank(own) {
+                reference.tier = Some(trace_tier.clone());
+            }
+        }
+        out.push(reference);
+    }
+    Ok(out)
+}
+
+/// Writes the content of one export request inside the caller's transaction (see
+/// [`Engine::put_content`]); the group commit writes it with the request's spans.
+pub(crate) fn put_content_in(
+    txn: &redb::WriteTransaction,
+    batch: &ContentBatch,
+    policy: &crate::RetentionPolicy,
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let stored = batch.stored_unix_nanos;
+    let refs_in = with_trace_tiers(txn, &batch.refs, policy)?;
+    let mut tiers_of: BTreeMap<ContentHash, HashSet<&str>> = BTreeMap::new();
+    for reference in &refs_in {
+        if let Some(pieces) = &reference.pieces {
+            for piece in pieces {
+                if let ContentPiece::Blob(hash) = piece {
+                    tiers_of
+                        .entry(*hash)
+                        .or_default()
+                        .insert(reference.tier.as_deref().unwrap_or(""));
+                }
+            }
+        }
+    }
+    {
+        let mut content = txn
+            .open_table(CONTENT)
+            .map_err(store_error("open content"))?;
+        let mut seen_table = txn
+            .open_table(CONTENT_SEEN)
+            .map_err(store_error("open content seen"))?;
+        let mut by_time = txn
+            .open_multimap_table(CONTENT_BY_TIME)
+            .map_err(store_error("open content by time"))?;
+        let mut refs = txn
+            .open_table(CONTENT_REFS)
+            .map_err(store_error("open content refs"))?;
+        let mut written: HashSet<ContentHash> = HashSet::new();
+        for (hash, text) in &batch.blobs {
+            if !written.insert(*hash) {
+                continue;
+            }
+            let exists = content
+                .get(hash.as_slice())
+                .map_err(store_error("read content"))?
+                .is_some();
+            if !exists {
+                content
+                    .insert(hash.as_slice(), encode_blob(text).as_slice())
+                    .map_err(store_error("write content"))?;
+            }
+            let location = location_of(hash);
+            let mut seen = match seen_table
+                .get(hash.as_slice())
+                .map_err(store_error("read content seen"))?
+            {
+                Some(value) => Seen::decode(value.value(), &location)?,
+                None => Seen::default(),
+            };
+            let before = seen.last();
+            let tiers = tiers_of.get(hash);
+            let default_tier = [""];
+            let tiers: Vec<&str> = match tiers {
+                Some(tiers) => tiers.iter().copied().collect(),
+                None => default_tier.to_vec(),
+            };
+            for tier in tiers {
+                let entry = seen.tiers.entry(tier.to_owned()).or_insert(0);
+                *entry = (*entry).max(stored);
+            }
+            let after = seen.last();
+            if exists && before != after {
+                by_time
+                    .remove(before, hash.as_slice())
+                    .map_err(store_error("update content by time"))?;
+            }
+            if !exists || before != after {
+                by_time
+                    .insert(after, hash.as_slice())
+                    .map_err(store_error("update content by time"))?;
+            }
+            seen_table
+                .insert(hash.as_slice(), seen.encode().as_slice())
+                .map_err(store_error("write content seen"))?;
+        }
+        // Each reference may point at the longest shared prefix of an earlier reference of
+        // the same trace and key (the previous turn's history).
+        let mut memo = std::collections::HashMap::new();
+        let mut earlier: BTreeMap<(TraceId, String), Vec<Vec<u8>>> = BTreeMap::new();
+        for reference in &refs_in {
+            let key = ref_key(&reference.trace_id, &reference.span_id, &reference.key);
+            let location = format!("content_refs {}", hex::encode(&key));
+            let existing = refs
+                .get(key.as_slice())
+                .map_err(store_error("read content ref"))?
+                .map(|value| value.value().to_vec());
+            if let Some(existing) = existing {
+                let decoded = decode_ref(&existing, &location)?;
+                if decoded.digest == reference.digest
+                    && decoded.form == reference.form
+                    && decoded.pieces.is_some() == reference.pieces.is_some()
+                {
+                    // The same value again (a re-send): its pieces stay as they are, so
+                    // no reference that points at them changes, and no pointer cycle can
+                    // form. Only the header (stored time, tier) is the new one.
+                    let mut encoded = encode_header(reference, stored);
+                    encoded.extend_from_slice(&existing[header_len(&existing, &location)?..]);
+                    refs.insert(key.as_slice(), encoded.as_slice())
+                        .map_err(store_error("write content ref"))?;
+                    continue;
+                }
+                // A new value under the same key: the references that point at the old
+                // one get their own pieces first, so that none points at this key.
+                detach_dependents(&mut refs, &reference.trace_id, &key, &mut memo)?;
+            }
+            let mut base: Option<(Vec<u8>, usize)> = None;
+            if let Some(pieces) = &reference.pieces
+                && pieces.len() >= MIN_BASE_PIECES
+            {
+                let group = (reference.trace_id, reference.key.clone());
+                if !earlier.contains_key(&group) {
+                    // References of this trace and key stored by earlier requests.
+                    let start = reference.trace_id.0.to_vec();
+                    let mut found = Vec::new();
+                    for entry in refs
+                        .range::<&[u8]>(start.as_slice()..)
+                        .map_err(store_error("read content refs"))?
+                    {
+                        let (stored_key, _) = entry.map_err(store_error("read content refs"))?;
+                        let stored_key = stored_key.value();
+                        if !stored_key.starts_with(&start) {
+                            break;
+                        }
+                        if stored_key.get(24..) == Some(reference.key.as_bytes()) {
+                            found.push(stored_key.to_vec());
+                        }
+                    }
+                    earlier.insert(group.clone(), found);
+                }
+                for candidate in earlier.get(&group).into_iter().flatten() {
+                    if *candidate == key {
+                        continue;
+                    }
+                    if let Some(candidate_pieces) = resolve_pieces(&refs, candidate, &mut memo)? {
+                        let shared = common_prefix(&candidate_pieces, pieces);
+                        if shared >= MIN_BASE_PIECES
+                            && base.as_ref().is_none_or(|(_, best)| shared > *best)
+                        {
+                            base = Some((candidate.clone(), shared));
+                        }
+                    }
+                }
+                earlier.entry(group).or_default().push(key.clone());
+            }
+            let encoded = encode_ref_with_base(
+                reference,
+                stored,
+                base.as_ref().map(|(key, count)| (key.as_slice(), *count)),
+            );
+            refs.insert(key.as_slice(), encoded.as_slice())
+                .map_err(store_error("write content ref"))?;
+            memo.insert(key, reference.pieces.clone());
+        }
+    }
+    Ok(())
+}
+
 impl Engine {
-    /// Writes the content of one export request in one durable (fsync'd) transaction. Call it
-    /// before [`Engine::write`] of the same request's spans. A blob already stored is not stored
-    /// again; its last-seen time moves to `batch.stored_unix_nanos`, so retention counts from
-    /// the newest reference.
+    /// Writes the content of one export request alone, in one durable (fsync'd) transaction.
+    /// The server writes content with its spans instead ([`Engine::write_batch`]: one
+    /// transaction for both). A blob already stored is not stored again; its last-seen time
+    /// moves to `batch.stored_unix_nanos`, so retention counts from the newest reference.
     pub fn put_content(&self, batch: &ContentBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let stored = batch.stored_unix_nanos;
         let txn = self
             .database()
             .begin_write()
             .map_err(store_error("begin content write"))?;
-        let refs_in = self.with_trace_tiers(&txn, &batch.refs)?;
-        let mut tiers_of: BTreeMap<ContentHash, HashSet<&str>> = BTreeMap::new();
-        for reference in &refs_in {
-            if let Some(pieces) = &reference.pieces {
-                for piece in pieces {
-                    if let ContentPiece::Blob(hash) = piece {
-                        tiers_of
-                            .entry(*hash)
-                            .or_default()
-                            .insert(reference.tier.as_deref().unwrap_or(""));
-                    }
-                }
-            }
-        }
-        {
-            let mut content = txn
-                .open_table(CONTENT)
-                .map_err(store_error("open content"))?;
-            let mut seen_table = txn
-                .open_table(CONTENT_SEEN)
-                .map_err(store_error("open content seen"))?;
-            let mut by_time = txn
-                .open_multimap_table(CONTENT_BY_TIME)
-                .map_err(store_error("open content by time"))?;
-            let mut refs = txn
-                .open_table(CONTENT_REFS)
-                .map_err(store_error("open content refs"))?;
-            let mut written: HashSet<ContentHash> = HashSet::new();
-            for (hash, text) in &batch.blobs {
-                if !written.insert(*hash) {
-                    continue;
-                }
-                let exists = content
-                    .get(hash.as_slice())
-                    .map_err(store_error("read content"))?
-                    .is_some();
-                if !exists {
-                    content
-                        .insert(hash.as_slice(), encode_blob(text).as_slice())
-                        .map_err(store_error("write content"))?;
-                }
-                let location = location_of(hash);
-                let mut seen = match seen_table
-                    .get(hash.as_slice())
-                    .map_err(store_error("read content seen"))?
-                {
-                    Some(value) => Seen::decode(value.value(), &location)?,
-                    None => Seen::default(),
-                };
-                let before = seen.last();
-                let tiers = tiers_of.get(hash);
-                let default_tier = [""];
-                let tiers: Vec<&str> = match tiers {
-                    Some(tiers) => tiers.iter().copied().collect(),
-                    None => default_tier.to_vec(),
-                };
-                for tier in tiers {
-                    let entry = seen.tiers.entry(tier.to_owned()).or_insert(0);
-                    *entry = (*entry).max(stored);
-                }
-                let after = seen.last();
-                if exists && before != after {
-                    by_time
-                        .remove(before, hash.as_slice())
-                        .map_err(store_error("update content by time"))?;
-                }
-                if !exists || before != after {
-                    by_time
-                        .insert(after, hash.as_slice())
-                        .map_err(store_error("update content by time"))?;
-                }
-                seen_table
-                    .insert(hash.as_slice(), seen.encode().as_slice())
-                    .map_err(store_error("write content seen"))?;
-            }
-            // Each reference may point at the longest shared prefix of an earlier reference of
-            // the same trace and key (the previous turn's history).
-            let mut memo = std::collections::HashMap::new();
-            let mut earlier: BTreeMap<(TraceId, String), Vec<Vec<u8>>> = BTreeMap::new();
-            for reference in &refs_in {
-                let key = ref_key(&reference.trace_id, &reference.span_id, &reference.key);
-                let location = format!("content_refs {}", hex::encode(&key));
-                let existing = refs
-                    .get(key.as_slice())
-                    .map_err(store_error("read content ref"))?
-                    .map(|value| value.value().to_vec());
-                if let Some(existing) = existing {
-                    let decoded = decode_ref(&existing, &location)?;
-                    if decoded.digest == reference.digest
-                        && decoded.form == reference.form
-                        && decoded.pieces.is_some() == reference.pieces.is_some()
-                    {
-                        // The same value again (a re-send): its pieces stay as they are, so
-                        // no reference that points at them changes, and no pointer cycle can
-                        // form. Only the header (stored time, tier) is the new one.
-                        let mut encoded = encode_header(reference, stored);
-                        encoded.extend_from_slice(&existing[header_len(&existing, &location)?..]);
-                        refs.insert(key.as_slice(), encoded.as_slice())
-                            .map_err(store_error("write content ref"))?;
-                        continue;
-                    }
-                    // A new value under the same key: the references that point at the old
-                    // one get their own pieces first, so that none points at this key.
-                    detach_dependents(&mut refs, &reference.trace_id, &key, &mut memo)?;
-                }
-                let mut base: Option<(Vec<u8>, usize)> = None;
-                if let Some(pieces) = &reference.pieces
-                    && pieces.len() >= MIN_BASE_PIECES
-                {
-                    let group = (reference.trace_id, reference.key.clone());
-                    if !earlier.contains_key(&group) {
-                        // References of this trace and key stored by earlier requests.
-                        let start = reference.trace_id.0.to_vec();
-                        let mut found = Vec::new();
-                        for entry in refs
-                            .range::<&[u8]>(start.as_slice()..)
-                            .map_err(store_error("read content refs"))?
-                        {
-                            let (stored_key, _) =
-                                entry.map_err(store_error("read content refs"))?;
-                            let stored_key = stored_key.value();
-                            if !stored_key.starts_with(&start) {
-                                break;
-                            }
-                            if stored_key.get(24..) == Some(reference.key.as_bytes()) {
-                                found.push(stored_key.to_vec());
-                            }
-                        }
-                        earlier.insert(group.clone(), found);
-                    }
-                    for candidate in earlier.get(&group).into_iter().flatten() {
-                        if *candidate == key {
-                            continue;
-                        }
-                        if let Some(candidate_pieces) = resolve_pieces(&refs, candidate, &mut memo)?
-                        {
-                            let shared = common_prefix(&candidate_pieces, pieces);
-                            if shared >= MIN_BASE_PIECES
-                                && base.as_ref().is_none_or(|(_, best)| shared > *best)
-                            {
-                                base = Some((candidate.clone(), shared));
-                            }
-                        }
-                    }
-                    earlier.entry(group).or_default().push(key.clone());
-                }
-                let encoded = encode_ref_with_base(
-                    reference,
-                    stored,
-                    base.as_ref().map(|(key, count)| (key.as_slice(), *count)),
-                );
-                refs.insert(key.as_slice(), encoded.as_slice())
-                    .map_err(store_error("write content ref"))?;
-                memo.insert(key, reference.pieces.clone());
-            }
-        }
+        put_content_in(&txn, batch, self.retention())?;
         txn.commit().map_err(store_error("commit content"))?;
         Ok(())
-    }
-
-    /// `refs`, each with the tier of its trace when that ranks above its own: content of a
-    /// trace already promoted (a decision seen earlier) is kept as that tier's content.
-    fn with_trace_tiers(
-        &self,
-        txn: &redb::WriteTransaction,
-        refs: &[ContentRef],
-    ) -> Result<Vec<ContentRef>> {
-        let policy = self.retention();
-        let keys = txn
-            .open_table(TRACE_KEYS)
-            .map_err(store_error("open trace keys"))?;
-        let mut tiers: std::collections::HashMap<[u8; 16], Option<String>> =
-            std::collections::HashMap::new();
-        let mut out = Vec::with_capacity(refs.len());
-        for reference in refs {
-            let trace = reference.trace_id.0;
-            if let std::collections::hash_map::Entry::Vacant(slot) = tiers.entry(trace) {
-                let tier = keys
-                    .get(trace.as_slice())
-                    .map_err(store_error("read trace keys"))?
-                    .map(|value| TraceKeys::decode(value.value()))
-                    .transpose()?
-                    .and_then(|keys| keys.tier.map(|tier| tier.to_string()));
-                slot.insert(tier);
-            }
-            let mut reference = reference.clone();
-            if let Some(Some(trace_tier)) = tiers.get(&trace) {
-                let own = reference.tier.as_deref().unwrap_or(policy.default_tier());
-                if policy.rank(trace_tier) > policy.rank(own) {
-                    reference.tier = Some(trace_tier.clone());
-                }
-            }
-            out.push(reference);
-        }
-        Ok(out)
     }
 
     /// The content references of one trace with their values (or why they are gone), ordered by

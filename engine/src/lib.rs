@@ -60,7 +60,7 @@ pub use content::{
 pub use error::{Error, ErrorKind, Result, StoreError};
 pub use holds::{HoldTarget, LegalHold};
 pub use ids::{IdError, SpanId, TraceId};
-pub use retention::{AgeFrom, RetentionPolicy, Tier};
+pub use retention::{AgeFrom, NoTierRules, RetentionPolicy, Tier, TierRules};
 pub use scan::{BatchIter, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest, ScanUnit};
 pub use schema::span_schema;
 pub use segment::SegmentMeta;
@@ -68,5 +68,5 @@ pub use store::verify_data_dir;
 pub use store::{
     AgentRead, Engine, EngineStats, EraseReport, ExpiredSegment, ExpiryReport, Options,
     PurgeReport, RecoverySummary, RollupLookup, SealSummary, SessionRollupKey, SidecarRead,
-    TierStatus,
+    TierStatus, WriteBatch,
 };

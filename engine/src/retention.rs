@@ -49,6 +49,30 @@ impl AgeFrom {
     }
 }
 
+/// Places span rows in retention tiers: the configured rules. The query crate's rule set
+/// implements it (the rules are SQL expressions); the write pipeline calls it.
+pub trait TierRules: Send + Sync {
+    /// One tier per row of `spans` (`None`: the default tier), or why the rules could not be
+    /// evaluated.
+    fn assign_tiers(
+        &self,
+        spans: &arrow::array::RecordBatch,
+    ) -> std::result::Result<Vec<Option<&str>>, String>;
+}
+
+/// No rules: every row in the default tier.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTierRules;
+
+impl TierRules for NoTierRules {
+    fn assign_tiers(
+        &self,
+        spans: &arrow::array::RecordBatch,
+    ) -> std::result::Result<Vec<Option<&str>>, String> {
+        Ok(vec![None; spans.num_rows()])
+    }
+}
+
 /// One retention tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tier {

@@ -220,7 +220,43 @@ struct State {
 struct PendingWrite {
     batch: RecordBatch,
     record: Vec<u8>,
+    /// The content its spans reference, committed in the same transaction.
+    content: crate::ContentBatch,
     reply: Sender<Result<u64>>,
+}
+
+impl PendingWrite {
+    /// Bytes it adds to the pending total (WAL record and content text).
+    fn size(&self) -> usize {
+        self.record.len()
+            + self
+                .content
+                .blobs
+                .iter()
+                .map(|(_, text)| text.len())
+                .sum::<usize>()
+    }
+}
+
+/// What one export request stores: its span rows and the content they reference, committed
+/// together (one group-commit transaction, all or nothing) by [`Engine::write_batch`].
+#[derive(Debug, Clone)]
+pub struct WriteBatch {
+    /// Span rows in [`span_schema`].
+    pub spans: RecordBatch,
+    /// The content the rows reference (`stored_unix_nanos` is set by the engine to the
+    /// write's arrival time).
+    pub content: crate::ContentBatch,
+}
+
+impl WriteBatch {
+    /// Span rows without content.
+    pub fn spans(spans: RecordBatch) -> Self {
+        WriteBatch {
+            spans,
+            content: crate::ContentBatch::default(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -541,6 +577,17 @@ impl Engine {
     /// Writes span rows durably. Returns the WAL sequence number once the rows are fsync'd and
     /// visible to scans. Concurrent calls share one commit.
     pub fn write(&self, batch: RecordBatch) -> Result<u64> {
+        self.write_batch(WriteBatch::spans(batch))
+    }
+
+    /// Writes span rows and the content they reference in one durable group-commit
+    /// transaction: both are stored, or neither (see [`Engine::write`]). The content's
+    /// retention clock is the write's arrival time.
+    pub fn write_batch(&self, write: WriteBatch) -> Result<u64> {
+        let WriteBatch {
+            spans: batch,
+            mut content,
+        } = write;
         if batch.schema().fields() != span_schema().fields() {
             return Err(Error::SchemaMismatch(format!("{:?}", batch.schema())));
         }
@@ -561,9 +608,11 @@ impl Engine {
                 retry_after_ms: 1000,
             });
         }
-        let batch = self.stamp_arrival(batch)?;
+        let (batch, arrival) = self.stamp_arrival(batch)?;
+        content.stored_unix_nanos = u64::try_from(arrival).unwrap_or(0);
         let record = wal::encode(&batch)?;
-        let size = record.len();
+        let content_bytes: usize = content.blobs.iter().map(|(_, text)| text.len()).sum();
+        let size = record.len() + content_bytes;
         let (reply, response) = bounded(1);
         {
             let sender = self.writer_tx.lock();
@@ -575,6 +624,7 @@ impl Engine {
                 .send(PendingWrite {
                     batch,
                     record,
+                    content,
                     reply,
                 })
                 .is_err()
@@ -599,7 +649,7 @@ impl Engine {
 
     /// Sets every row's `arrival_time` to this write's: the wall clock, or one nanosecond after
     /// the previous write's when the clock has not moved past it, so no two writes share one.
-    fn stamp_arrival(&self, batch: RecordBatch) -> Result<RecordBatch> {
+    fn stamp_arrival(&self, batch: RecordBatch) -> Result<(RecordBatch, i64)> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| {
@@ -619,7 +669,7 @@ impl Engine {
             arrow::array::TimestampNanosecondArray::from_value(arrival, batch.num_rows())
                 .with_timezone("UTC"),
         );
-        Ok(RecordBatch::try_new(batch.schema(), columns)?)
+        Ok((RecordBatch::try_new(batch.schema(), columns)?, arrival))
     }
 
     /// Plans a scan over the memtable and the segments that may hold matching rows.
@@ -858,11 +908,11 @@ fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
     const MAX_GROUP_BYTES: usize = 64 << 20;
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
-        let mut bytes = group[0].record.len();
+        let mut bytes = group[0].size();
         while bytes < MAX_GROUP_BYTES {
             match receiver.try_recv() {
                 Ok(next) => {
-                    bytes += next.record.len();
+                    bytes += next.size();
                     group.push(next);
                 }
                 Err(_) => break,
@@ -1689,6 +1739,11 @@ fn commit_group(
                 .insert(first + offset as u64, write.record.as_slice())
                 .map_err(store_error("append wal"))?;
         }
+    }
+    // Content before the keys: a write that promotes a trace also promotes the content this
+    // group stored for it.
+    for write in group {
+        crate::content::put_content_in(&txn, &write.content, &shared.options.retention)?;
     }
     let updates = merge_trace_keys(
         &txn,

@@ -78,6 +78,12 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// The retention rules could not place the spans (a rule that compiled failed to run).
+    #[error("retention rules failed: {detail}")]
+    Placement {
+        /// What failed.
+        detail: String,
+    },
     /// Protobuf encoding into memory failed (a broken invariant: buffers grow on demand).
     #[error("protobuf encoding failed")]
     Encode(#[from] prost::EncodeError),
@@ -144,6 +150,7 @@ impl Error {
             Error::CorruptRows { .. }
             | Error::ColumnMismatch { .. }
             | Error::CorruptContent { .. }
+            | Error::Placement { .. }
             | Error::Encode(_) => ErrorKind::Corruption,
         }
     }

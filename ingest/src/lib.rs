@@ -3,8 +3,8 @@
 //! - Bodies: [`decompress_gzip`] (bounded), [`decode_traces_protobuf`] and
 //!   [`decode_traces_json`] (the OTLP/JSON mapping, written by hand and lenient about spelling)
 //!   turn OTLP/HTTP bodies into an `ExportTraceServiceRequest`; gRPC hands one over directly.
-//! - Storing: [`prepare`] is the write pipeline (redaction, content extraction, mapping) from a
-//!   decoded request to span rows plus content.
+//! - Storing: [`prepare`] is the write pipeline (redaction, content extraction, mapping,
+//!   tier placement) from a decoded request to the one `engine::WriteBatch` it stores.
 //! - Rows: [`to_span_batch`] validates a request as a whole and maps it to one Arrow
 //!   `RecordBatch` in [`engine::span_schema`], built with [`engine::SpanBatchBuilder`];
 //!   [`batches_to_otlp`] is the exact inverse, reading the hidden protobuf columns.
@@ -62,7 +62,7 @@ pub use error::{Error, Result, SpanProblem};
 pub use json_decode::decode_traces_json;
 pub use json_encode::{encode_export_response_json, encode_traces_json};
 pub use mapping::{SpanBatch, to_span_batch};
-pub use pipeline::{Prepared, prepare};
+pub use pipeline::prepare;
 pub use reconstruct::batches_to_otlp;
 pub use redact::{Detector, RedactionRule, RedactionRuleConfig};
 pub use string_form::string_form;

@@ -1,30 +1,89 @@
-//! The write pipeline: one call from a decoded export request to what the engine stores.
+//! The write pipeline: one call from a decoded export request to the one engine write batch it
+//! becomes.
 //!
-//! [`prepare`] redacts and extracts content ([`crate::extract`]), then validates and maps the
-//! spans ([`crate::to_span_batch`]), handing mapping what extraction read from the values it
-//! removed (finish reasons inside output messages). The request is stored whole or not at all:
-//! an invalid span fails the call before anything is returned.
+//! [`prepare`] redacts and extracts content ([`crate::extract`]), validates, maps and
+//! normalizes the spans ([`crate::to_span_batch`]), handing mapping what extraction read from
+//! the values it removed (finish reasons inside output messages), places each span in its
+//! retention tier (the configured [`TierRules`]) and gives each content reference its span's
+//! tier. The engine commits the result in one transaction ([`engine::Engine::write_batch`]).
+//! The request is stored whole or not at all: an invalid span fails the call before anything
+//! is returned, and nothing is written before it returns.
 
-use engine::ContentBatch;
+use std::collections::HashMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use engine::schema::columns;
+use engine::{ContentBatch, TierRules, WriteBatch};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::content::{ContentPolicy, extract_with_finish_reasons};
-use crate::error::Result;
-use crate::mapping::{SpanBatch, map_request};
+use crate::error::{Error, Result};
+use crate::mapping::map_request;
 
-/// What one export request becomes: span rows (content replaced by references) and the content
-/// they reference.
-#[derive(Debug)]
-pub struct Prepared {
-    /// One row per span, in [`engine::span_schema`].
-    pub spans: SpanBatch,
-    /// The extracted content (`stored_unix_nanos` left 0 for the caller to set).
-    pub content: ContentBatch,
+/// Redacts, extracts content, maps and places `request` in tiers (see the module docs). The
+/// content's `stored_unix_nanos` is left for the engine to set.
+pub fn prepare(
+    mut request: ExportTraceServiceRequest,
+    policy: &ContentPolicy,
+    rules: &dyn TierRules,
+) -> Result<WriteBatch> {
+    let (mut content, finish_reasons) = extract_with_finish_reasons(&mut request, policy);
+    let spans = map_request(&request, &finish_reasons)?.batch;
+    let spans = place_in_tiers(rules, spans)?;
+    set_content_tiers(&spans, &mut content);
+    Ok(WriteBatch { spans, content })
 }
 
-/// Redacts, extracts content and maps `request` (see the module docs).
-pub fn prepare(mut request: ExportTraceServiceRequest, policy: &ContentPolicy) -> Result<Prepared> {
-    let (content, finish_reasons) = extract_with_finish_reasons(&mut request, policy);
-    let spans = map_request(&request, &finish_reasons)?;
-    Ok(Prepared { spans, content })
+/// Sets each row's retention tier from the rules (NULL: the default tier).
+fn place_in_tiers(rules: &dyn TierRules, batch: RecordBatch) -> Result<RecordBatch> {
+    if batch.num_rows() == 0 {
+        return Ok(batch);
+    }
+    let tiers = rules
+        .assign_tiers(&batch)
+        .map_err(|detail| Error::Placement { detail })?;
+    if tiers.iter().all(Option::is_none) {
+        return Ok(batch);
+    }
+    engine::with_retention_tiers(&batch, &tiers).map_err(|error| Error::Placement {
+        detail: error.to_string(),
+    })
+}
+
+/// Gives each content reference the retention tier its span was placed in, so content of a
+/// longer-kept tier is kept longer too (the engine raises it to the trace's tier).
+fn set_content_tiers(batch: &RecordBatch, content: &mut ContentBatch) {
+    if content.refs.is_empty() {
+        return;
+    }
+    let (Some(traces), Some(spans), Some(tiers)) = (
+        batch.column_by_name(columns::TRACE_ID),
+        batch.column_by_name(columns::SPAN_ID),
+        batch.column_by_name(columns::RETENTION_TIER),
+    ) else {
+        return;
+    };
+    let (Some(traces), Some(spans), Some(tiers)) = (
+        traces.as_string_opt::<i32>(),
+        spans.as_string_opt::<i32>(),
+        tiers.as_string_opt::<i32>(),
+    ) else {
+        return;
+    };
+    let mut by_span = HashMap::new();
+    for row in 0..batch.num_rows() {
+        if tiers.is_valid(row) {
+            by_span.insert((traces.value(row), spans.value(row)), tiers.value(row));
+        }
+    }
+    if by_span.is_empty() {
+        return;
+    }
+    for reference in &mut content.refs {
+        let trace = reference.trace_id.to_string();
+        let span = reference.span_id.to_string();
+        if let Some(tier) = by_span.get(&(trace.as_str(), span.as_str())) {
+            reference.tier = Some((*tier).to_owned());
+        }
+    }
 }

@@ -112,3 +112,9 @@ impl RuleSet {
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or(text).to_owned()
 }
+
+impl engine::TierRules for RuleSet {
+    fn assign_tiers(&self, spans: &RecordBatch) -> std::result::Result<Vec<Option<&str>>, String> {
+        self.assign(spans).map_err(|error| error.to_string())
+    }
+}

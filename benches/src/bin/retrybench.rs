@@ -8,7 +8,7 @@
 //!    (new call id, same arguments). Ground truth: `agent.retry.attempt > 0`.
 //! 2. Strip every `agent.retry.*` attribute from every span.
 //! 3. Ingest the stripped requests into a fresh embedded store as `sightline serve` does
-//!    (`ingest::prepare` with content capture on, then `put_content` and `write`; no retention
+//!    (`ingest::prepare` with content capture on, then `write_batch`; no retention
 //!    rules), seal, and read
 //!    `SELECT trace_id, span_id, is_retry, retry_source, attempt FROM tool_calls`.
 //! 4. Compare: recall = true retries found / true retries; false-positive rate = non-retries
@@ -230,15 +230,11 @@ fn ingest_and_query(
     );
     let policy = ingest::ContentPolicy::new(true, &[], engine.content_digest_key()?)?;
     for request in &corpus.requests {
-        let ingest::Prepared { spans, mut content } = ingest::prepare(request.clone(), &policy)?;
-        if spans.batch.num_rows() == 0 {
+        let write = ingest::prepare(request.clone(), &policy, &engine::NoTierRules)?;
+        if write.spans.num_rows() == 0 {
             continue;
         }
-        if !content.is_empty() {
-            content.stored_unix_nanos = testdata::DEFAULT_BASE_TIME_UNIX_NANO;
-            engine.put_content(&content)?;
-        }
-        engine.write(spans.batch)?;
+        engine.write_batch(write)?;
     }
     engine.seal()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

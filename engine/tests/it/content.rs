@@ -365,3 +365,80 @@ mod promotion {
         assert_eq!(present(&engine, 1), vec![false, false]);
     }
 }
+
+mod one_write {
+    //! Spans and their content are one write (issue 11): committed in the same transaction,
+    //! or not at all.
+
+    use engine::{SpanBatchBuilder, SpanRecord, WriteBatch};
+
+    use super::*;
+
+    fn write_of(trace: u8, blob: ([u8; 32], String)) -> WriteBatch {
+        let mut builder = SpanBatchBuilder::new();
+        builder.append(&SpanRecord {
+            trace_id: TraceId([trace; 16]),
+            span_id: SpanId([1; 8]),
+            name: "chat",
+            kind: 3,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            ..SpanRecord::default()
+        });
+        WriteBatch {
+            spans: builder.finish(),
+            content: ContentBatch {
+                blobs: vec![blob.clone()],
+                refs: vec![reference(trace, 1, "input.value", &[blob.0], None)],
+                stored_unix_nanos: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn spans_and_content_are_stored_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path());
+        engine
+            .write_batch(write_of(1, ([1; 32], "\"hello\"".to_owned())))
+            .unwrap();
+        let rows = engine.content_for_trace(&TraceId([1; 16])).unwrap();
+        assert_eq!(rows[0].value, ContentValue::Present("[\"hello\"]".into()));
+        // The content's retention clock is the write's arrival time.
+        let stats = engine.content_stats().unwrap();
+        let arrival = engine
+            .scan(&engine::ScanRequest::default())
+            .unwrap()
+            .iter()
+            .map(|batch| {
+                use arrow::array::AsArray;
+                batch
+                    .column_by_name("arrival_time")
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+                    .value(0)
+            })
+            .next()
+            .unwrap();
+        assert_eq!(stats.oldest_seen, Some(arrival as u64));
+        drop(engine);
+
+        // Reopened: both there. A write refused (the memtable is over its bound) leaves
+        // neither its spans nor its content.
+        let engine = Engine::open(
+            dir.path(),
+            Options::default()
+                .with_background_sealing(false)
+                .with_max_memtable_bytes(1),
+        )
+        .unwrap();
+        assert_eq!(engine.scan(&engine::ScanRequest::default()).unwrap().len(), 1);
+        let refused = engine.write_batch(write_of(2, ([2; 32], "\"refused\"".to_owned())));
+        assert!(
+            matches!(refused, Err(engine::Error::Overloaded { .. })),
+            "{refused:?}"
+        );
+        assert!(engine.content_for_trace(&TraceId([2; 16])).unwrap().is_empty());
+        assert_eq!(engine.content_stats().unwrap().messages, 1);
+    }
+}

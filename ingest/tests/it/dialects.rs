@@ -121,10 +121,12 @@ fn check(name: &str) {
 
     for capture in [true, false] {
         // Redaction, extraction and mapping in one pipeline call, as the server does.
-        let rows = prepare(request.clone(), &policy(capture)).unwrap().spans;
+        let rows = prepare(request.clone(), &policy(capture), &engine::NoTierRules)
+            .unwrap()
+            .spans;
         compare(
             &format!("{name} (content extracted, capture {capture})"),
-            &rows.batch,
+            &rows,
             &expected,
         );
     }
@@ -205,7 +207,9 @@ fn finish_reasons_in_output_messages_survive_content_extraction() {
         assert_eq!(reference.pieces.is_some(), capture);
 
         // The pipeline maps the extracted request with what extraction read.
-        let rows = prepare(original.clone(), &policy(capture)).unwrap().spans;
+        let rows = prepare(original.clone(), &policy(capture), &engine::NoTierRules)
+            .unwrap()
+            .spans;
         // Mapping the extracted request alone cannot see inside the reference.
         assert_eq!(
             cell(
@@ -217,14 +221,14 @@ fn finish_reasons_in_output_messages_survive_content_extraction() {
             "capture {capture}"
         );
         assert_eq!(
-            cell(&rows.batch, columns::FINISH_REASONS, row),
+            cell(&rows, columns::FINISH_REASONS, row),
             json!(["stop", "length"]),
             "capture {capture}"
         );
-        assert_eq!(cell(&rows.batch, columns::DIALECT, row), json!("gen_ai"));
+        assert_eq!(cell(&rows, columns::DIALECT, row), json!("gen_ai"));
         // The next span's attribute still wins over its (extracted) messages.
         assert_eq!(
-            cell(&rows.batch, columns::FINISH_REASONS, row + 1),
+            cell(&rows, columns::FINISH_REASONS, row + 1),
             json!(["length"]),
             "capture {capture}"
         );

@@ -283,14 +283,17 @@ fn store(corpus: &Corpus, dir: &Path, deduplicate: bool) -> anyhow::Result<Store
     let mut stored = Stored::default();
     let started = Instant::now();
     for request in &corpus.requests {
-        let mut request = request.clone();
         if deduplicate {
-            let mut content = ingest::extract(&mut request, &policy);
-            content.stored_unix_nanos = 1_767_225_600_000_000_000;
-            engine.put_content(&content)?;
+            // As the server stores a request: one pipeline call, one write (spans and content
+            // in one transaction).
+            engine.write_batch(ingest::prepare(
+                request.clone(),
+                &policy,
+                &engine::NoTierRules,
+            )?)?;
+        } else {
+            engine.write(ingest::to_span_batch(request)?.batch)?;
         }
-        let spans = ingest::to_span_batch(&request)?;
-        engine.write(spans.batch)?;
     }
     engine.seal()?;
     stored.seconds = started.elapsed().as_secs_f64();

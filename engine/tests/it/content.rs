@@ -432,13 +432,21 @@ mod one_write {
                 .with_max_memtable_bytes(1),
         )
         .unwrap();
-        assert_eq!(engine.scan(&engine::ScanRequest::default()).unwrap().len(), 1);
+        assert_eq!(
+            engine.scan(&engine::ScanRequest::default()).unwrap().len(),
+            1
+        );
         let refused = engine.write_batch(write_of(2, ([2; 32], "\"refused\"".to_owned())));
         assert!(
             matches!(refused, Err(engine::Error::Overloaded { .. })),
             "{refused:?}"
         );
-        assert!(engine.content_for_trace(&TraceId([2; 16])).unwrap().is_empty());
+        assert!(
+            engine
+                .content_for_trace(&TraceId([2; 16]))
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(engine.content_stats().unwrap().messages, 1);
     }
 }

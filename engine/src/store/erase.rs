@@ -1,0 +1,153 @@
+//! Erasure of a session: its rows, in every tier, and the content of its traces; each
+//! rewritten segment is recorded in the chain.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray};
+use arrow::compute::filter_record_batch;
+use tracing::info;
+
+use crate::error::Result;
+use crate::scan::{ScanPlan, ScanRequest, SegmentRead};
+use crate::schema::{column_index, columns};
+use crate::tables::{SESSION_ROWS, TRACE_KEYS};
+use crate::trace_keys::RawTraceId;
+
+use super::*;
+
+/// What [`Engine::erase_session`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EraseReport {
+    /// The erased session.
+    pub session_id: String,
+    /// Spans removed.
+    pub rows: u64,
+    /// Traces whose spans (and content) were removed, raw ids.
+    pub traces: HashSet<[u8; 16]>,
+    /// Segments rewritten: (old id, ids of the rewrites; empty when nothing else was in it).
+    pub segments: Vec<(u64, Vec<u64>)>,
+}
+
+impl Engine {
+    /// Erases a session: every span whose (resolved) session is `session_id`, in every tier,
+    /// and the content of their traces. Only the segments holding the session are rewritten
+    /// (without its rows); each rewrite is recorded in the chain as an erasure, so `verify`
+    /// still passes and lists it. Refused while the session is under a legal hold.
+    pub fn erase_session(&self, session_id: &str) -> Result<EraseReport> {
+        // Everything the session has must be in segments.
+        self.seal()?;
+        let shared = &self.shared;
+        let _guard = shared.seal_lock.lock();
+        {
+            let txn = shared
+                .db
+                .begin_write()
+                .map_err(store_error("begin erase"))?;
+            let held = crate::holds::refuse_if_held(
+                &txn,
+                &crate::holds::HoldTarget::Session(session_id.to_owned()),
+            );
+            txn.abort().map_err(store_error("abort erase check"))?;
+            held?;
+        }
+        let holding = self.runs_of(&[session_id.to_owned()], |txn, key: &String| {
+            index_runs(txn, SESSION_ROWS, key.as_str())
+        })?;
+        let (segments, late) = {
+            let state = shared.state.read();
+            (state.segments.clone(), state.late.clone())
+        };
+        let mut report = EraseReport {
+            session_id: session_id.to_owned(),
+            ..EraseReport::default()
+        };
+        for meta in segments
+            .iter()
+            .filter(|meta| holding.contains_key(&meta.id))
+        {
+            // Every row of the segment, resolved, split into the session's and the rest.
+            let plan = ScanPlan::new(
+                &ScanRequest::default(),
+                Vec::new(),
+                Arc::clone(&shared.memtable_keys),
+                vec![(
+                    Arc::clone(meta),
+                    shared.dir.join(&meta.path),
+                    SegmentRead {
+                        ranges: None,
+                        late: late.get(&meta.id).cloned(),
+                    },
+                )],
+                1,
+                Arc::new(shared.options.retention.clone()),
+            )?;
+            let mut keep = Vec::new();
+            let mut traces: HashSet<RawTraceId> = HashSet::new();
+            let mut removed = 0u64;
+            for batch in plan.collect()? {
+                let sessions = batch
+                    .column(column_index(columns::SESSION_ID))
+                    .as_string::<i32>();
+                let trace_ids = batch
+                    .column(column_index(columns::TRACE_ID))
+                    .as_string::<i32>();
+                let mut mask = Vec::with_capacity(batch.num_rows());
+                for row in 0..batch.num_rows() {
+                    let erased = sessions.is_valid(row) && sessions.value(row) == session_id;
+                    if erased {
+                        removed += 1;
+                        if let Some(trace) = crate::trace_keys::raw_trace_id(trace_ids.value(row)) {
+                            traces.insert(trace);
+                        }
+                    }
+                    mask.push(!erased);
+                }
+                let kept = filter_record_batch(&batch, &BooleanArray::from(mask))?;
+                if kept.num_rows() > 0 {
+                    keep.push(kept);
+                }
+            }
+            if removed == 0 {
+                continue;
+            }
+            let new_ids = self.delete_segment(
+                meta,
+                keep,
+                Removal::Erase {
+                    session: session_id,
+                    traces: &traces,
+                },
+            )?;
+            report.rows += removed;
+            report.traces.extend(traces);
+            report.segments.push((meta.id, new_ids));
+        }
+        // Keys of the session's traces go with them (they are no longer in any segment).
+        let txn = shared
+            .db
+            .begin_write()
+            .map_err(store_error("begin erase"))?;
+        {
+            let mut keys = txn
+                .open_table(TRACE_KEYS)
+                .map_err(store_error("open trace keys"))?;
+            for trace in &report.traces {
+                keys.remove(trace.as_slice())
+                    .map_err(store_error("remove trace keys"))?;
+            }
+        }
+        txn.commit().map_err(store_error("commit erase"))?;
+        info!(
+            session = session_id,
+            rows = report.rows,
+            segments = report.segments.len(),
+            "erased session"
+        );
+        // The rewritten segments' files go now, unless a running query still reads them.
+        drop(segments);
+        shared.reaper.sweep();
+        Ok(report)
+    }
+}

@@ -1,0 +1,261 @@
+//! Removing a segment (expiry, erasure): catalog entry, index runs, late keys and keys of
+//! traces with no row left go in one transaction that first writes the rows to keep as new
+//! segments; the files go when no reader holds them (`reaper.rs`).
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+
+use arrow::compute::concat_batches;
+use redb::ReadableMultimapTable;
+
+use crate::error::Result;
+use crate::schema::span_schema;
+use crate::segment::{SegmentMeta, SegmentWriteOptions, sort_for_segment};
+use crate::tables::{
+    CONVERSATION_ROWS, LATE_KEYS, META, META_NEXT_SEGMENT_ID, SEGMENTS, SESSION_ROWS, TRACE_KEYS,
+    TRACE_SEGMENTS,
+};
+use crate::trace_keys::RawTraceId;
+
+use super::*;
+
+/// Why a segment leaves the catalog.
+pub(super) enum Removal<'a> {
+    /// Past its tier's age.
+    Expire,
+    /// Rewritten without an erased session's rows.
+    Erase {
+        session: &'a str,
+        traces: &'a HashSet<RawTraceId>,
+    },
+}
+
+/// The trace, session and conversation runs of a sealed segment, read from its key columns.
+pub(super) fn read_runs(meta: &Arc<SegmentMeta>, path: &Path) -> Result<SegmentMeta> {
+    crate::segment::read_runs(meta, path)
+}
+
+impl Engine {
+    /// Removes a segment from the catalog and its index entries in one transaction (writing
+    /// `keep` as new segments first), records why in the chain, then deletes its file.
+    pub(super) fn delete_segment(
+        &self,
+        meta: &Arc<SegmentMeta>,
+        keep: Vec<RecordBatch>,
+        removal: Removal<'_>,
+    ) -> Result<Vec<u64>> {
+        let shared = &self.shared;
+        let path = shared.dir.join(&meta.path);
+        let old = read_runs(meta, &path)?;
+        let mut new_metas = Vec::new();
+        let first_id = *shared.next_segment_id.lock();
+        if !keep.is_empty() {
+            let batch = concat_batches(&span_schema(), &keep)?;
+            let options = SegmentWriteOptions {
+                row_group_rows: shared.options.row_group_rows,
+                zstd_level: shared.options.zstd_level,
+            };
+            for (offset, ((tier, day), part)) in
+                split_by_tier_and_day(&batch)?.into_iter().enumerate()
+            {
+                let sorted = sort_for_segment(&part)?;
+                new_metas.push(agent_tables::write_segment_with_sidecars(
+                    shared,
+                    first_id + offset as u64,
+                    &tier,
+                    &day,
+                    &sorted,
+                    &[],
+                    options,
+                )?);
+            }
+        }
+        let mut digests = Vec::with_capacity(new_metas.len());
+        for new in &new_metas {
+            digests.push(crate::chain::file_digest(&shared.dir.join(&new.path))?);
+        }
+        let txn = shared
+            .db
+            .begin_write()
+            .map_err(store_error("begin expiry"))?;
+        let cleanup = |new_metas: &[SegmentMeta]| {
+            for new in new_metas {
+                let _ = fs::remove_file(shared.dir.join(&new.path));
+                agent_tables::remove_sidecars(&shared.dir, new);
+            }
+        };
+        let held = match &removal {
+            Removal::Expire => crate::holds::refuse_expiry_if_held(&txn, meta),
+            Removal::Erase { session, .. } => crate::holds::refuse_if_held(
+                &txn,
+                &crate::holds::HoldTarget::Session((*session).to_owned()),
+            ),
+        };
+        if let Err(error) = held {
+            cleanup(&new_metas);
+            return Err(error);
+        }
+        let mut new_segments = new_metas.iter().zip(digests);
+        match &removal {
+            Removal::Expire => {
+                crate::chain::append_expired(&txn, meta)?;
+            }
+            Removal::Erase { session, traces } => {
+                // One entry: the old segment replaced by its rewrite without the session.
+                let first = new_segments
+                    .next()
+                    .map(|(new, digest)| crate::chain::ChainSegment::of(new, digest));
+                crate::chain::append(
+                    &txn,
+                    crate::chain::EntryKind::Erased,
+                    first,
+                    Some(meta.id),
+                    session,
+                )?;
+                crate::content::erase_traces(&txn, traces)?;
+            }
+        }
+        for (new, digest) in new_segments {
+            let segment = crate::chain::ChainSegment::of(new, digest);
+            let why = match &removal {
+                Removal::Expire => {
+                    "moved from an expired segment: its trace was promoted to this tier"
+                }
+                Removal::Erase { .. } => "rows of a rewritten segment, after an erasure",
+            };
+            crate::chain::append(
+                &txn,
+                crate::chain::EntryKind::Sealed,
+                Some(segment),
+                None,
+                why,
+            )?;
+        }
+        {
+            let mut catalog = txn
+                .open_table(SEGMENTS)
+                .map_err(store_error("open catalog"))?;
+            catalog
+                .remove(meta.id)
+                .map_err(store_error("remove catalog entry"))?;
+            let mut trace_index = txn
+                .open_multimap_table(TRACE_SEGMENTS)
+                .map_err(store_error("open trace index"))?;
+            let mut session_index = txn
+                .open_multimap_table(SESSION_ROWS)
+                .map_err(store_error("open session index"))?;
+            let mut conversation_index = txn
+                .open_multimap_table(CONVERSATION_ROWS)
+                .map_err(store_error("open conversation index"))?;
+            for (trace, first, count) in &old.trace_runs {
+                trace_index
+                    .remove(trace.as_slice(), (meta.id, *first, *count))
+                    .map_err(store_error("remove trace index entry"))?;
+            }
+            for (session, first, count) in &old.session_runs {
+                session_index
+                    .remove(session.as_str(), (meta.id, *first, *count))
+                    .map_err(store_error("remove session index entry"))?;
+            }
+            for (conversation, first, count) in &old.conversation_runs {
+                conversation_index
+                    .remove(conversation.as_str(), (meta.id, *first, *count))
+                    .map_err(store_error("remove conversation index entry"))?;
+            }
+            // Late-keyed runs were added to the session and conversation indexes under the
+            // trace's keys; remove those too.
+            if let Some(late) = shared.state.read().late.get(&meta.id) {
+                for (trace, keys) in late.iter() {
+                    for (run_trace, first, count) in &old.trace_runs {
+                        if run_trace != trace {
+                            continue;
+                        }
+                        let run = (meta.id, *first, *count);
+                        for session in [&keys.session_id, &keys.conversation_id]
+                            .into_iter()
+                            .flatten()
+                        {
+                            session_index
+                                .remove(&**session, run)
+                                .map_err(store_error("remove session index entry"))?;
+                        }
+                        if let Some(conversation) = &keys.conversation_id {
+                            conversation_index
+                                .remove(&**conversation, run)
+                                .map_err(store_error("remove conversation index entry"))?;
+                        }
+                    }
+                }
+            }
+            txn.open_multimap_table(LATE_KEYS)
+                .map_err(store_error("open late keys"))?
+                .remove_all(meta.id)
+                .map_err(store_error("remove late keys"))?;
+            drop((catalog, trace_index, session_index, conversation_index));
+            for new in &new_metas {
+                // A rewrite does not complete split traces (a seal does): they are dirty.
+                agent_tables::mark_split_traces(&txn, new)?;
+                add_to_catalog(&txn, new)?;
+            }
+            let trace_index = txn
+                .open_multimap_table(TRACE_SEGMENTS)
+                .map_err(store_error("open trace index"))?;
+            // Keys of traces with no rows left anywhere are dropped (unless in the memtable).
+            let in_memtable = shared.memtable_keys.read();
+            let mut keys_table = txn
+                .open_table(TRACE_KEYS)
+                .map_err(store_error("open trace keys"))?;
+            let mut gone = Vec::new();
+            for (trace, _, _) in &old.trace_runs {
+                let left = trace_index
+                    .get(trace.as_slice())
+                    .map_err(store_error("read trace index"))?
+                    .next()
+                    .is_some();
+                if !left && !in_memtable.contains_key(trace) {
+                    keys_table
+                        .remove(trace.as_slice())
+                        .map_err(store_error("remove trace keys"))?;
+                    gone.push(*trace);
+                }
+            }
+            agent_tables::disown(
+                &txn,
+                meta.id,
+                old.trace_runs.iter().map(|(trace, _, _)| *trace),
+                &gone,
+            )?;
+            // Content references of traces with no span left go with them.
+            if matches!(removal, Removal::Expire) {
+                crate::content::remove_refs_of_traces(&txn, &gone)?;
+            }
+            let mut meta_table = txn.open_table(META).map_err(store_error("open meta"))?;
+            meta_table
+                .insert(META_NEXT_SEGMENT_ID, first_id + new_metas.len() as u64)
+                .map_err(store_error("write next segment id"))?;
+        }
+        txn.commit().map_err(store_error("commit expiry"))?;
+        *shared.next_segment_id.lock() = first_id + new_metas.len() as u64;
+        let new_ids: Vec<u64> = new_metas.iter().map(|new| new.id).collect();
+        {
+            let mut state = shared.state.write();
+            state.segments.retain(|segment| segment.id != meta.id);
+            state.late.remove(&meta.id);
+            for mut new in new_metas {
+                new.trace_runs = Vec::new();
+                new.session_runs = Vec::new();
+                new.conversation_runs = Vec::new();
+                state.segments.push(Arc::new(new));
+            }
+        }
+        // Deleted once no running query holds the segment (`reaper.rs`).
+        shared
+            .reaper
+            .retire(meta, agent_tables::segment_files(&shared.dir, meta));
+        Ok(new_ids)
+    }
+}

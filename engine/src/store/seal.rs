@@ -1,0 +1,324 @@
+//! Sealing: the memtable is frozen, split by (tier, UTC day), written as segments with their
+//! agent-table files, and published in one catalog transaction that also truncates the WAL.
+//!
+//! Invariants:
+//! - Segment files are fsync'd before the catalog references them.
+//! - The switch from the frozen memtable to the new segments happens under the state lock,
+//!   after the catalog transaction (entries, indexes, WAL truncation) committed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::array::{AsArray, BooleanArray};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::TimestampNanosecondType;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use redb::WriteTransaction;
+use tracing::{info, warn};
+
+use crate::error::Result;
+use crate::schema::{column_index, columns, span_schema};
+use crate::segment::{SegmentMeta, SegmentWriteOptions, day_of, sort_for_segment};
+use crate::tables::{
+    CONVERSATION_ROWS, META, META_NEXT_SEGMENT_ID, SEGMENTS, SESSION_ROWS, TRACE_KEYS,
+    TRACE_SEGMENTS, WAL,
+};
+use crate::trace_keys::{RawTraceId, TraceKeys, resolve_keys, traces_in_batch};
+
+use super::*;
+
+pub(super) fn needs_seal(shared: &Shared) -> bool {
+    let state = shared.state.read();
+    let active = &state.active;
+    active.bytes >= shared.options.seal_max_bytes
+        || active.rows >= shared.options.seal_max_rows
+        || active
+            .oldest
+            .is_some_and(|oldest| oldest.elapsed() >= shared.options.seal_max_age)
+        || state.frozen.is_some()
+}
+
+pub(super) fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
+    const MAX_BACKOFF: Duration = Duration::from_secs(60);
+    let mut backoff = Duration::ZERO;
+    loop {
+        match wake.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if shared.closing.load(Ordering::Acquire) {
+            return;
+        }
+        if !needs_seal(shared) {
+            continue;
+        }
+        match seal(shared) {
+            Ok(_) => backoff = Duration::ZERO,
+            Err(error) => {
+                backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                warn!(
+                    error = %error,
+                    retry_in_secs = backoff.as_secs(),
+                    "sealing failed; rows stay in the wal and memtable"
+                );
+                // Wait out the backoff unless the engine closes meanwhile.
+                if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(backoff) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Splits a resolved batch into one batch per (retention tier, UTC day of `start_time`).
+pub(super) fn split_by_tier_and_day(
+    batch: &RecordBatch,
+) -> Result<Vec<((String, String), RecordBatch)>> {
+    let starts = batch
+        .column(column_index(columns::START_TIME))
+        .as_primitive::<TimestampNanosecondType>();
+    let tiers = batch
+        .column(column_index(columns::RETENTION_TIER))
+        .as_string::<i32>();
+    let keys: Vec<(String, String)> = (0..batch.num_rows())
+        .map(|row| (tiers.value(row).to_owned(), day_of(starts.value(row))))
+        .collect();
+    let distinct: BTreeSet<&(String, String)> = keys.iter().collect();
+    if distinct.len() == 1 {
+        let key = keys.first().cloned().unwrap_or_default();
+        return Ok(vec![(key, batch.clone())]);
+    }
+    let mut out = Vec::new();
+    for key in distinct {
+        let mask = BooleanArray::from(
+            keys.iter()
+                .map(|candidate| candidate == key)
+                .collect::<Vec<_>>(),
+        );
+        out.push((key.clone(), filter_record_batch(batch, &mask)?));
+    }
+    Ok(out)
+}
+
+pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
+    let _guard = shared.seal_lock.lock();
+    let (frozen, generation) = {
+        let mut state = shared.state.write();
+        if state.frozen.is_none() {
+            if state.active.rows == 0 {
+                return Ok(SealSummary::default());
+            }
+            state.frozen = Some(std::mem::take(&mut state.active));
+            shared.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        // Everything written up to the switch belongs to generations <= this one.
+        let generation = shared.generation.load(Ordering::Acquire).saturating_sub(1);
+        (state.frozen.clone().unwrap_or_default(), generation)
+    };
+    let started = Instant::now();
+    let all = concat_batches(&span_schema(), &frozen.chunks)?;
+    // Resolve the trace keys known now, and remember them per trace, so the commit can catch
+    // keys (or a higher tier) that arrive while the files are written.
+    let (all, unresolved) = {
+        let keys = shared.memtable_keys.read();
+        let resolved = resolve_keys(
+            &all,
+            |trace| keys.get(trace).map(|entry| &entry.keys),
+            &shared.options.retention,
+        )?;
+        let snapshot = traces_in_batch(&resolved)
+            .into_iter()
+            .map(|trace| {
+                let known = keys.get(&trace).map(|entry| entry.keys.clone());
+                (trace, known.unwrap_or_default())
+            })
+            .collect::<HashMap<_, _>>();
+        (resolved, snapshot)
+    };
+    let options = SegmentWriteOptions {
+        row_group_rows: shared.options.row_group_rows,
+        zstd_level: shared.options.zstd_level,
+    };
+    let mut metas = Vec::new();
+    let mut written_paths = Vec::new();
+    let first_id = *shared.next_segment_id.lock();
+    let result = (|| -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
+        let mut parts = Vec::new();
+        for ((tier, day), batch) in split_by_tier_and_day(&all)? {
+            parts.push((tier, day, sort_for_segment(&batch)?));
+        }
+        let batches: Vec<RecordBatch> = parts.iter().map(|(_, _, batch)| batch.clone()).collect();
+        let mut split = agent_tables::complete_split_traces(shared, &batches, first_id)?;
+        let extra = std::mem::take(&mut split.extra);
+        for (offset, ((tier, day, sorted), extra)) in parts.into_iter().zip(extra).enumerate() {
+            let id = first_id + offset as u64;
+            let meta = agent_tables::write_segment_with_sidecars(
+                shared, id, &tier, &day, &sorted, &extra, options,
+            )?;
+            written_paths.extend(agent_tables::segment_files(&shared.dir, &meta));
+            metas.push(meta);
+        }
+        commit_segments(
+            shared,
+            &metas,
+            &split,
+            &unresolved,
+            frozen.max_sequence,
+            first_id + metas.len() as u64,
+        )
+    })();
+    let late = match result {
+        Ok(late) => late,
+        Err(error) => {
+            for path in written_paths {
+                // Best effort: leftovers are orphans and are removed at the next open.
+                let _ = fs::remove_file(path);
+            }
+            return Err(error);
+        }
+    };
+    *shared.next_segment_id.lock() = first_id + metas.len() as u64;
+    let summary = SealSummary {
+        segments: metas.len(),
+        rows: metas.iter().map(|meta| meta.rows).sum(),
+        bytes: metas.iter().map(|meta| meta.bytes).sum(),
+    };
+    {
+        let mut state = shared.state.write();
+        state.frozen = None;
+        for mut meta in metas {
+            meta.trace_runs = Vec::new();
+            meta.session_runs = Vec::new();
+            meta.conversation_runs = Vec::new();
+            state.segments.push(Arc::new(meta));
+        }
+        publish_keys(
+            shared,
+            &mut state,
+            KeyUpdates {
+                memtable: Vec::new(),
+                late,
+            },
+        );
+        // Keys of traces last written before the switch are no longer needed in memory.
+        shared
+            .memtable_keys
+            .write()
+            .retain(|_, entry| entry.generation > generation);
+    }
+    info!(
+        segments = summary.segments,
+        rows = summary.rows,
+        bytes = summary.bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "sealed memtable"
+    );
+    Ok(summary)
+}
+
+/// One transaction: catalog entries, trace/session/conversation indexes, WAL truncation, next
+/// segment id, and late keys for traces whose keys arrived while the segments were written.
+pub(super) fn commit_segments(
+    shared: &Shared,
+    metas: &[SegmentMeta],
+    split: &agent_tables::SplitTraces,
+    unresolved: &HashMap<RawTraceId, TraceKeys>,
+    max_sequence: u64,
+    next_segment_id: u64,
+) -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
+    // Digests for the chain before the transaction: hashing must not hold the write lock (the
+    // files are fsync'd already).
+    let mut digests = Vec::with_capacity(metas.len());
+    for meta in metas {
+        digests.push(crate::chain::file_digest(&shared.dir.join(&meta.path))?);
+    }
+    let txn = shared.db.begin_write().map_err(store_error("begin seal"))?;
+    let mut late = Vec::new();
+    {
+        for meta in metas {
+            add_to_catalog(&txn, meta)?;
+        }
+        agent_tables::record_owners(&txn, split)?;
+        for (meta, digest) in metas.iter().zip(digests) {
+            let segment = crate::chain::ChainSegment::of(meta, digest);
+            crate::chain::append(
+                &txn,
+                crate::chain::EntryKind::Sealed,
+                Some(segment),
+                None,
+                "",
+            )?;
+        }
+        if !unresolved.is_empty() {
+            let keys_table = txn
+                .open_table(TRACE_KEYS)
+                .map_err(store_error("open trace keys"))?;
+            for meta in metas {
+                for (trace, first, count) in &meta.trace_runs {
+                    let Some(snapshot) = unresolved.get(trace) else {
+                        continue;
+                    };
+                    let Some(current) = read_trace_keys(&keys_table, trace)? else {
+                        continue;
+                    };
+                    if current.adds_to(Some(snapshot), &shared.options.retention) {
+                        record_late_keys(
+                            &txn,
+                            trace,
+                            Some(snapshot),
+                            &current,
+                            &[(meta.id, *first, *count)],
+                        )?;
+                        late.push((meta.id, *trace, current));
+                    }
+                }
+            }
+        }
+        let mut wal = txn.open_table(WAL).map_err(store_error("open wal"))?;
+        wal.retain_in(..=max_sequence, |_, _| false)
+            .map_err(store_error("truncate wal"))?;
+        let mut meta = txn.open_table(META).map_err(store_error("open meta"))?;
+        meta.insert(META_NEXT_SEGMENT_ID, next_segment_id)
+            .map_err(store_error("write next segment id"))?;
+    }
+    txn.commit().map_err(store_error("commit seal"))?;
+    Ok(late)
+}
+
+/// A new segment's catalog entry and its trace, session and conversation runs, written in
+/// `txn` (the seal's or a rewrite's transaction).
+pub(super) fn add_to_catalog(txn: &WriteTransaction, meta: &SegmentMeta) -> Result<()> {
+    txn.open_table(SEGMENTS)
+        .map_err(store_error("open catalog"))?
+        .insert(meta.id, meta.encode().as_slice())
+        .map_err(store_error("write catalog"))?;
+    let mut trace_index = txn
+        .open_multimap_table(TRACE_SEGMENTS)
+        .map_err(store_error("open trace index"))?;
+    for (trace, first, count) in &meta.trace_runs {
+        trace_index
+            .insert(trace.as_slice(), (meta.id, *first, *count))
+            .map_err(store_error("write trace index"))?;
+    }
+    let mut session_index = txn
+        .open_multimap_table(SESSION_ROWS)
+        .map_err(store_error("open session index"))?;
+    for (session, first, count) in &meta.session_runs {
+        session_index
+            .insert(session.as_str(), (meta.id, *first, *count))
+            .map_err(store_error("write session index"))?;
+    }
+    let mut conversation_index = txn
+        .open_multimap_table(CONVERSATION_ROWS)
+        .map_err(store_error("open conversation index"))?;
+    for (conversation, first, count) in &meta.conversation_runs {
+        conversation_index
+            .insert(conversation.as_str(), (meta.id, *first, *count))
+            .map_err(store_error("write conversation index"))?;
+    }
+    Ok(())
+}

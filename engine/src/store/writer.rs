@@ -1,0 +1,428 @@
+//! The write path: [`Engine::write_batch`] stamps a write's arrival and queues it; the writer
+//! thread commits a group of writes (WAL records, their content, the trace keys they add) in
+//! one durable transaction and publishes the rows to the memtable.
+//!
+//! Invariants:
+//! - A write is acknowledged only after its group's transaction committed with immediate
+//!   durability (fsync), and after its rows are in the memtable (read-your-writes).
+//! - A write's spans and content are committed together or not at all.
+//! - The writer holds `next_sequence` from the start of a group's commit until the group is
+//!   published and acknowledged, so whoever else holds it sees every write entirely before or
+//!   after.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arrow::array::RecordBatch;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
+use tracing::{debug, warn};
+
+use crate::error::{Error, Result};
+use crate::retention::RetentionPolicy;
+use crate::scan::MemtableKeysEntry;
+use crate::schema::{column_index, columns, span_schema};
+use crate::tables::{
+    CONVERSATION_ROWS, LATE_KEYS, RowRun, SESSION_ROWS, TRACE_KEYS, TRACE_SEGMENTS, WAL,
+};
+use crate::trace_keys::{RawTraceId, TraceKeys, keys_in_batch, traces_in_batch};
+
+use super::*;
+
+/// A write waiting for the group commit.
+pub(super) struct PendingWrite {
+    batch: RecordBatch,
+    record: Vec<u8>,
+    /// The content its spans reference, committed in the same transaction.
+    content: crate::ContentBatch,
+    reply: Sender<Result<u64>>,
+}
+
+impl PendingWrite {
+    /// Bytes it adds to the pending total (WAL record and content text).
+    fn size(&self) -> usize {
+        self.record.len()
+            + self
+                .content
+                .blobs
+                .iter()
+                .map(|(_, text)| text.len())
+                .sum::<usize>()
+    }
+}
+
+/// What one export request stores: its span rows and the content they reference, committed
+/// together (one group-commit transaction, all or nothing) by [`Engine::write_batch`].
+#[derive(Debug, Clone)]
+pub struct WriteBatch {
+    /// Span rows in [`span_schema`].
+    pub spans: RecordBatch,
+    /// The content the rows reference (`stored_unix_nanos` is set by the engine to the
+    /// write's arrival time).
+    pub content: crate::ContentBatch,
+}
+
+impl WriteBatch {
+    /// Span rows without content.
+    pub fn spans(spans: RecordBatch) -> Self {
+        WriteBatch {
+            spans,
+            content: crate::ContentBatch::default(),
+        }
+    }
+}
+
+impl Engine {
+    /// Writes span rows durably. Returns the WAL sequence number once the rows are fsync'd and
+    /// visible to scans. Concurrent calls share one commit.
+    pub fn write(&self, batch: RecordBatch) -> Result<u64> {
+        self.write_batch(WriteBatch::spans(batch))
+    }
+
+    /// Writes span rows and the content they reference in one durable group-commit
+    /// transaction: both are stored, or neither (see [`Engine::write`]). The content's
+    /// retention clock is the write's arrival time.
+    pub fn write_batch(&self, write: WriteBatch) -> Result<u64> {
+        let WriteBatch {
+            spans: batch,
+            mut content,
+        } = write;
+        if batch.schema().fields() != span_schema().fields() {
+            return Err(Error::SchemaMismatch(format!("{:?}", batch.schema())));
+        }
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        let memtable_bytes = {
+            let state = self.shared.state.read();
+            state.active.bytes + state.frozen.as_ref().map_or(0, |frozen| frozen.bytes)
+        };
+        let pending = self.shared.pending_bytes.load(Ordering::Relaxed);
+        if memtable_bytes + pending > self.shared.options.max_memtable_bytes {
+            return Err(Error::Overloaded {
+                pending_bytes: memtable_bytes + pending,
+                retry_after_ms: 1000,
+            });
+        }
+        let (batch, arrival) = self.stamp_arrival(batch)?;
+        content.stored_unix_nanos = u64::try_from(arrival).unwrap_or(0);
+        let record = wal::encode(&batch)?;
+        let content_bytes: usize = content.blobs.iter().map(|(_, text)| text.len()).sum();
+        let size = record.len() + content_bytes;
+        let (reply, response) = bounded(1);
+        {
+            let sender = self.writer_tx.lock();
+            let Some(sender) = sender.as_ref() else {
+                return Err(Error::ShuttingDown);
+            };
+            self.shared.pending_bytes.fetch_add(size, Ordering::Relaxed);
+            if sender
+                .send(PendingWrite {
+                    batch,
+                    record,
+                    content,
+                    reply,
+                })
+                .is_err()
+            {
+                self.shared.pending_bytes.fetch_sub(size, Ordering::Relaxed);
+                return Err(Error::ShuttingDown);
+            }
+        }
+        let result = response.recv().unwrap_or(Err(Error::ShuttingDown));
+        if let Some(sealer) = self.sealer_tx.lock().as_ref()
+            && self.needs_seal()
+        {
+            // A full channel means a wake-up is already queued.
+            let _ = sealer.try_send(());
+        }
+        result
+    }
+
+    /// Sets every row's `arrival_time` to this write's: the wall clock, or one nanosecond after
+    /// the previous write's when the clock has not moved past it, so no two writes share one.
+    pub(super) fn stamp_arrival(&self, batch: RecordBatch) -> Result<(RecordBatch, i64)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX)
+            });
+        let previous = self
+            .shared
+            .last_arrival
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last.saturating_add(1)))
+            })
+            .unwrap_or(now);
+        let arrival = now.max(previous.saturating_add(1));
+        let index = column_index(columns::ARRIVAL_TIME);
+        let mut columns = batch.columns().to_vec();
+        columns[index] = Arc::new(
+            arrow::array::TimestampNanosecondArray::from_value(arrival, batch.num_rows())
+                .with_timezone("UTC"),
+        );
+        Ok((RecordBatch::try_new(batch.schema(), columns)?, arrival))
+    }
+}
+
+/// Group commit: take everything queued, write it in one durable transaction, then publish.
+pub(super) fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
+    const MAX_GROUP_BYTES: usize = 64 << 20;
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        let mut bytes = group[0].size();
+        while bytes < MAX_GROUP_BYTES {
+            match receiver.try_recv() {
+                Ok(next) => {
+                    bytes += next.size();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        // Held until the group is published and acknowledged (see `Shared::next_sequence`).
+        let mut next_sequence = shared.next_sequence.lock();
+        let result = commit_group(shared, &mut next_sequence, &group);
+        shared.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        match result {
+            Ok((first_sequence, keys)) => {
+                {
+                    let mut state = shared.state.write();
+                    publish_keys(shared, &mut state, keys);
+                    for (offset, write) in group.iter().enumerate() {
+                        state
+                            .active
+                            .push(write.batch.clone(), first_sequence + offset as u64);
+                    }
+                }
+                for (offset, write) in group.into_iter().enumerate() {
+                    let _ = write.reply.send(Ok(first_sequence + offset as u64));
+                }
+            }
+            Err(error) => {
+                warn!(error = %error, writes = group.len(), "wal commit failed");
+                let detail = error.to_string();
+                for write in group {
+                    let _ = write.reply.send(Err(Error::Io {
+                        operation: "commit wal",
+                        path: shared.dir.join(DATABASE_FILE),
+                        source: std::io::Error::other(detail.clone()),
+                    }));
+                }
+            }
+        }
+        drop(next_sequence);
+    }
+}
+
+/// Trace keys a commit learned, to publish once it is durable.
+#[derive(Debug, Default)]
+pub(super) struct KeyUpdates {
+    /// Keys of traces with rows in the memtable now.
+    pub(super) memtable: Vec<(RawTraceId, TraceKeys)>,
+    /// Late keys: (segment id, trace, keys).
+    pub(super) late: Vec<(u64, RawTraceId, TraceKeys)>,
+}
+
+/// Publishes what a commit learned about trace keys (under the state write lock, together with
+/// the rows, so scans never see rows without their keys).
+pub(super) fn publish_keys(shared: &Shared, state: &mut State, updates: KeyUpdates) {
+    if !updates.memtable.is_empty() {
+        let generation = shared.generation.load(Ordering::Acquire);
+        let mut keys = shared.memtable_keys.write();
+        for (trace, trace_keys) in updates.memtable {
+            keys.insert(
+                trace,
+                MemtableKeysEntry {
+                    keys: trace_keys,
+                    generation,
+                },
+            );
+        }
+    }
+    for (segment, trace, keys) in updates.late {
+        let entry = state.late.entry(segment).or_default();
+        Arc::make_mut(entry).insert(trace, keys);
+    }
+}
+
+/// Appends the group's WAL records and merges its trace keys, in one durable transaction.
+/// `next_sequence` is the writer's lock, held by the caller.
+pub(super) fn commit_group(
+    shared: &Shared,
+    next_sequence: &mut u64,
+    group: &[PendingWrite],
+) -> Result<(u64, KeyUpdates)> {
+    let first = *next_sequence;
+    let txn = shared
+        .db
+        .begin_write()
+        .map_err(store_error("begin wal write"))?;
+    {
+        let mut table = txn.open_table(WAL).map_err(store_error("open wal"))?;
+        for (offset, write) in group.iter().enumerate() {
+            table
+                .insert(first + offset as u64, write.record.as_slice())
+                .map_err(store_error("append wal"))?;
+        }
+    }
+    // Content before the keys: a write that promotes a trace also promotes the content this
+    // group stored for it.
+    for write in group {
+        crate::content::put_content_in(&txn, &write.content, &shared.options.retention)?;
+    }
+    let updates = merge_trace_keys(
+        &txn,
+        group.iter().map(|write| &write.batch),
+        &shared.options.retention,
+    )?;
+    txn.commit().map_err(store_error("commit wal"))?;
+    *next_sequence = first + group.len() as u64;
+    debug!(writes = group.len(), "wal group committed");
+    Ok((first, updates))
+}
+
+/// Merges the keys the batches' rows carry into `trace_keys`, and returns the keys of every
+/// trace of the batches that has some. When a trace gains a key while rows of it are already
+/// sealed, those segments get a late-keys entry and their runs are added to the session and
+/// conversation indexes.
+pub(super) fn merge_trace_keys<'a>(
+    txn: &WriteTransaction,
+    batches: impl Iterator<Item = &'a RecordBatch>,
+    policy: &RetentionPolicy,
+) -> Result<KeyUpdates> {
+    let mut carried: HashMap<RawTraceId, TraceKeys> = HashMap::new();
+    let mut traces: Vec<RawTraceId> = Vec::new();
+    let mut seen: HashSet<RawTraceId> = HashSet::new();
+    for batch in batches {
+        for (trace, keys) in keys_in_batch(batch, policy) {
+            carried.entry(trace).or_default().merge(&keys, policy);
+        }
+        for trace in traces_in_batch(batch) {
+            if seen.insert(trace) {
+                traces.push(trace);
+            }
+        }
+    }
+    let mut updates = KeyUpdates::default();
+    let mut keys_table = txn
+        .open_table(TRACE_KEYS)
+        .map_err(store_error("open trace keys"))?;
+    for trace in traces {
+        let stored = read_trace_keys(&keys_table, &trace)?;
+        let Some(own) = carried.get(&trace) else {
+            if let Some(stored) = stored {
+                updates.memtable.push((trace, stored));
+            }
+            continue;
+        };
+        let mut merged = stored.clone().unwrap_or_default();
+        merged.merge(own, policy);
+        let stored_tier = stored.as_ref().and_then(|keys| keys.tier.as_deref());
+        if let Some(tier) = merged.tier.as_deref()
+            && Some(tier) != stored_tier
+        {
+            // Content written before this write (earlier requests, or this request's own,
+            // stored first) follows the trace's new tier.
+            crate::content::promote_trace_content(txn, &trace, tier)?;
+        }
+        if merged.adds_to(stored.as_ref(), policy) {
+            keys_table
+                .insert(trace.as_slice(), merged.encode().as_slice())
+                .map_err(store_error("write trace keys"))?;
+            let runs = {
+                let index = txn
+                    .open_multimap_table(TRACE_SEGMENTS)
+                    .map_err(store_error("open trace index"))?;
+                let mut runs = Vec::new();
+                for run in index
+                    .get(trace.as_slice())
+                    .map_err(store_error("read trace index"))?
+                {
+                    runs.push(run.map_err(store_error("read trace index"))?.value());
+                }
+                runs
+            };
+            if !runs.is_empty() {
+                record_late_keys(txn, &trace, stored.as_ref(), &merged, &runs)?;
+                for segment in runs.iter().map(|run| run.0).collect::<BTreeSet<_>>() {
+                    updates.late.push((segment, trace, merged.clone()));
+                }
+            }
+        }
+        updates.memtable.push((trace, merged));
+    }
+    Ok(updates)
+}
+
+/// Records that sealed runs of `trace` gained keys: late-keys entries for their segments, and
+/// index entries for the new session and conversation.
+pub(super) fn record_late_keys(
+    txn: &WriteTransaction,
+    trace: &RawTraceId,
+    before: Option<&TraceKeys>,
+    after: &TraceKeys,
+    runs: &[RowRun],
+) -> Result<()> {
+    let before = before.cloned().unwrap_or_default();
+    let mut late = txn
+        .open_multimap_table(LATE_KEYS)
+        .map_err(store_error("open late keys"))?;
+    for segment in runs.iter().map(|run| run.0).collect::<BTreeSet<_>>() {
+        late.insert(segment, trace.as_slice())
+            .map_err(store_error("write late keys"))?;
+    }
+    // Rows without a session of their own fall back to the conversation, so a new
+    // conversation can also give the runs a session.
+    let mut sessions: Vec<&str> = Vec::new();
+    if before.session_id.is_none() {
+        sessions.extend(after.session_id.as_deref());
+        sessions.extend(after.conversation_id.as_deref());
+    }
+    if before.conversation_id.is_none() {
+        sessions.extend(after.conversation_id.as_deref());
+    }
+    sessions.sort_unstable();
+    sessions.dedup();
+    let mut session_index = txn
+        .open_multimap_table(SESSION_ROWS)
+        .map_err(store_error("open session index"))?;
+    for session in sessions {
+        for run in runs {
+            session_index
+                .insert(session, *run)
+                .map_err(store_error("write session index"))?;
+        }
+    }
+    if before.conversation_id.is_none()
+        && let Some(conversation) = after.conversation_id.as_deref()
+    {
+        let mut conversation_index = txn
+            .open_multimap_table(CONVERSATION_ROWS)
+            .map_err(store_error("open conversation index"))?;
+        for run in runs {
+            conversation_index
+                .insert(conversation, *run)
+                .map_err(store_error("write conversation index"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The keys stored for one trace.
+pub(super) fn read_trace_keys(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    trace: &RawTraceId,
+) -> Result<Option<TraceKeys>> {
+    match table
+        .get(trace.as_slice())
+        .map_err(store_error("read trace keys"))?
+    {
+        Some(value) => Ok(Some(TraceKeys::decode(value.value())?)),
+        None => Ok(None),
+    }
+}

@@ -97,7 +97,7 @@ impl Engine {
     }
 
     /// Keeps `parts`, the merged session parts of exactly the sidecars of `key`, in place of
-    /// any earlier rollup (unless larger than [`MAX_ROLLUP_BYTES`]).
+    /// any earlier rollup (unless larger than 256 MiB).
     pub fn keep_session_rollup(&self, key: SessionRollupKey, parts: RecordBatch) {
         if parts.get_array_memory_size() > MAX_ROLLUP_BYTES {
             return;

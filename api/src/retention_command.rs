@@ -28,6 +28,12 @@ fn load(config: Option<&Path>) -> anyhow::Result<FileConfig> {
 
 /// Opens the data directory for a retention command (no server may hold it).
 fn open(data_dir: &Path, config: &FileConfig) -> anyhow::Result<Engine> {
+    // Never create a store: a mistyped --data is an error, not an empty store.
+    anyhow::ensure!(
+        data_dir.join("sightline.redb").exists(),
+        "{} is not a sightline data directory (no sightline.redb); pass --data DIR",
+        data_dir.display()
+    );
     let options = engine::Options::default()
         .with_background_sealing(false)
         .with_retention(config.retention.clone());
@@ -87,7 +93,7 @@ pub fn write_report(report: &ExpiryReport, out: &mut impl Write) -> std::io::Res
         )?;
     }
     for refused in &report.refused {
-        writeln!(out, "kept (legal hold): {refused}")?;
+        writeln!(out, "kept: {refused}")?;
     }
     writeln!(
         out,
@@ -99,7 +105,10 @@ pub fn write_report(report: &ExpiryReport, out: &mut impl Write) -> std::io::Res
         if report.refused.is_empty() {
             String::new()
         } else {
-            format!("; {} segment(s) held", report.refused.len())
+            format!(
+                "; {} segment(s) kept (legal hold, or a tier this configuration does not define)",
+                report.refused.len()
+            )
         }
     )
 }
@@ -162,7 +171,11 @@ pub fn write_status(
             out,
             "{:<12} {:>6} {:>10} {:>12} {:>10} {:>14} {:<21} {:<21}",
             tier.tier,
-            DurationArg(tier.keep).to_string(),
+            if tier.configured {
+                DurationArg(tier.keep).to_string()
+            } else {
+                "?".to_owned()
+            },
             tier.segments,
             tier.spans,
             tier.unsealed,
@@ -171,12 +184,22 @@ pub fn write_status(
             time(tier.next_expiry)
         )?;
     }
+    for tier in status.iter().filter(|tier| !tier.configured) {
+        writeln!(
+            out,
+            "note: tier {:?} holds stored data but is not in this configuration; retention \
+             leaves it alone until run with the configuration that defines it",
+            tier.tier
+        )?;
+    }
     writeln!(
         out,
-        "content: {} message(s), {} reference(s), {} bytes, oldest last referenced {}",
+        "content: {} message(s) ({} bytes), {} reference(s) ({} bytes; a reference keeps its \
+         digest after its messages expire), oldest last referenced {}",
         content.messages,
+        content.bytes,
         content.references,
-        content.bytes + content.reference_bytes,
+        content.reference_bytes,
         time(
             content
                 .oldest_seen

@@ -51,8 +51,10 @@ impl RetentionTable {
         let mut name: Vec<String> = tiers.iter().map(|tier| tier.tier.clone()).collect();
         name.push("content".to_owned());
         // The content keep is the server's setting, not the engine's.
-        let mut keep: Vec<Option<u64>> =
-            tiers.iter().map(|tier| Some(tier.keep.as_secs())).collect();
+        let mut keep: Vec<Option<u64>> = tiers
+            .iter()
+            .map(|tier| tier.configured.then(|| tier.keep.as_secs()))
+            .collect();
         keep.push(None);
         let mut segments: Vec<Option<u64>> = tiers.iter().map(|tier| Some(tier.segments)).collect();
         segments.push(None);

@@ -208,7 +208,7 @@ async fn retention_run_with_as_of_shows_then_deletes_what_is_past_its_age() {
     );
     // The content row: the one prompt of the content run.
     assert!(
-        text.contains("content: 1 message(s), 1 reference(s)"),
+        text.contains("content: 1 message(s) (") && text.contains("), 1 reference(s) ("),
         "{text}"
     );
 
@@ -448,7 +448,9 @@ async fn a_tier_counting_from_span_time_deletes_a_backfill_and_warns() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("standard (keep 1209600s, age from span_time)"),
+        stderr.contains(
+            "standard (keep 1209600s, counted from the span's end time (age_from = span_time))"
+        ),
         "{stderr}"
     );
 }
@@ -510,4 +512,23 @@ async fn retention_run_expires_content_by_its_own_keep() {
         2
     );
     server.stop().await;
+}
+
+#[test]
+fn retention_commands_refuse_a_directory_that_is_not_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo");
+    for args in [
+        vec!["retention", "status", "--data"],
+        vec!["retention", "run", "--dry-run", "--data"],
+        vec!["retention", "run", "--data"],
+    ] {
+        let mut args = args.clone();
+        args.push(typo.to_str().unwrap());
+        let output = sightline(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains("is not a sightline data directory"), "{stderr}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
 }

@@ -13,7 +13,7 @@ use redb::ReadableDatabase;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
-use crate::retention::RetentionPolicy;
+use crate::retention::{AgeFrom, RetentionPolicy};
 use crate::scan::{ScanPlan, ScanRequest, SegmentRead};
 use crate::schema::{column_index, columns};
 use crate::segment::SegmentMeta;
@@ -89,6 +89,9 @@ pub struct TierStatus {
     pub oldest: Option<i64>,
     /// When the next segment of this tier expires (ns), if any.
     pub next_expiry: Option<i64>,
+    /// False for a tier of stored segments that this configuration does not define (written
+    /// under another one): its `keep` is unknown (zero here) and expiry leaves it alone.
+    pub configured: bool,
 }
 
 impl Engine {
@@ -183,7 +186,7 @@ impl Engine {
                 }
             }
         }
-        Ok(policy
+        let mut status: Vec<TierStatus> = policy
             .tiers()
             .iter()
             .rev()
@@ -206,9 +209,32 @@ impl Engine {
                         .iter()
                         .map(|meta| meta.age_basis(tier.age_from).saturating_add(keep))
                         .min(),
+                    configured: true,
                 }
             })
-            .collect())
+            .collect();
+        // Tiers of segments written under another configuration: shown, never expired here.
+        let unknown: BTreeSet<&str> = segments
+            .iter()
+            .map(|meta| meta.tier.as_str())
+            .filter(|tier| policy.tier(tier).is_none())
+            .collect();
+        for tier in unknown {
+            let mine: Vec<&Arc<SegmentMeta>> =
+                segments.iter().filter(|meta| meta.tier == tier).collect();
+            status.push(TierStatus {
+                tier: tier.to_owned(),
+                keep: Duration::ZERO,
+                segments: mine.len() as u64,
+                spans: sealed.get(tier).copied().unwrap_or(0),
+                unsealed: 0,
+                bytes: mine.iter().map(|meta| meta.bytes).sum(),
+                oldest: mine.iter().map(|meta| meta.min_start).min(),
+                next_expiry: None,
+                configured: false,
+            });
+        }
+        Ok(status)
     }
 
     /// Deletes every sealed segment whose rows are all older than their tier keeps at `as_of`
@@ -235,6 +261,18 @@ impl Engine {
         // segments, and the tiers with why (a WARN says so).
         let mut recent: (u64, usize, BTreeSet<String>) = (0, 0, BTreeSet::new());
         for meta in segments {
+            if policy.tier(&meta.tier).is_none() {
+                // Written under a configuration with this tier: its keep is unknown here, so
+                // nothing of it is deleted (it would otherwise take the default tier's keep).
+                let problem = format!(
+                    "segment {} ({}): tier {:?} is not in this configuration; run with the \
+                     configuration that defines it",
+                    meta.id, meta.path, meta.tier
+                );
+                warn!(segment = meta.id, tier = %meta.tier, "retention skipped a segment of an unknown tier");
+                report.refused.push(problem);
+                continue;
+            }
             let cutoff = as_of.saturating_sub(keep_ns(&meta.tier));
             if meta.age_basis(policy.age_from(&meta.tier)) >= cutoff {
                 continue;
@@ -288,12 +326,13 @@ impl Engine {
                 recent.0 += expired.rows;
                 recent.1 += 1;
                 let keep = policy.keep(&meta.tier);
-                recent.2.insert(format!(
-                    "{} (keep {}s, age from {})",
-                    meta.tier,
-                    keep.as_secs(),
-                    policy.age_from(&meta.tier).name()
-                ));
+                let rule = match policy.age_from(&meta.tier) {
+                    AgeFrom::SpanTime => "counted from the span's end time (age_from = span_time)",
+                    AgeFrom::Arrival => "counted from the later of end time and arrival",
+                };
+                recent
+                    .2
+                    .insert(format!("{} (keep {}s, {rule})", meta.tier, keep.as_secs()));
             }
             match outcome {
                 Ok(()) => report.segments.push(expired),
@@ -313,8 +352,8 @@ impl Engine {
                 tiers = %recent.2.into_iter().collect::<Vec<_>>().join(", "),
                 as_of,
                 "retention deleted data that arrived less than an hour ago: these segments \
-                 held rows sent within the hour, and their tier's age (counted from the span's \
-                 end time, or from arrival when later) is past its keep"
+                 held rows sent within the hour, and by their tier's age rule (shown per tier) \
+                 they are past its keep"
             );
         }
         // The expired segments' files go now, unless a running query still reads them.

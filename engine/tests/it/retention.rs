@@ -448,3 +448,44 @@ fn expiry_during_a_read_leaves_the_read_whole_and_deletes_the_file_after_it() {
     assert!(!file.exists());
     assert!(sidecars.iter().all(|path| !path.exists()), "{sidecars:?}");
 }
+
+#[test]
+fn a_tier_the_configuration_does_not_define_is_shown_and_never_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_audit = || {
+        let policy = RetentionPolicy::new(
+            vec![
+                Tier::new("audit", Duration::from_secs(30 * 86_400)),
+                Tier::new("short", Duration::from_secs(86_400)),
+            ],
+            "short",
+        )
+        .unwrap();
+        Options::default()
+            .with_background_sealing(false)
+            .with_retention(policy)
+    };
+    let engine = Engine::open(dir.path(), with_audit()).unwrap();
+    engine.write(spans(1, 0, 2, BASE, Some("audit"))).unwrap();
+    engine.seal().unwrap();
+    drop(engine);
+
+    // Opened with the default tiers (no "audit"): 20 days on, the 30-day data stays.
+    let engine = Engine::open(dir.path(), options_counting_from(AgeFrom::Arrival)).unwrap();
+    let report = engine.expire(now_ns() + 20 * DAY, false).unwrap();
+    assert!(report.segments.is_empty(), "{report:?}");
+    assert_eq!(report.refused.len(), 1);
+    assert!(
+        report.refused[0].contains("tier \"audit\" is not in this configuration"),
+        "{report:?}"
+    );
+    assert_eq!(all(&engine).len(), 2);
+    let status = engine.retention_status().unwrap();
+    let audit = status.iter().find(|tier| tier.tier == "audit").unwrap();
+    assert_eq!((audit.spans, audit.configured, audit.next_expiry), (2, false, None));
+    drop(engine);
+    // With its configuration again, it goes after its own keep.
+    let engine = Engine::open(dir.path(), with_audit()).unwrap();
+    assert!(engine.expire(now_ns() + 29 * DAY, false).unwrap().segments.is_empty());
+    assert_eq!(engine.expire(now_ns() + 31 * DAY, false).unwrap().rows(), 2);
+}

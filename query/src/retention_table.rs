@@ -53,7 +53,7 @@ impl RetentionTable {
         // The content keep is the server's setting, not the engine's.
         let mut keep: Vec<Option<u64>> = tiers
             .iter()
-            .map(|tier| tier.configured.then(|| tier.keep.as_secs()))
+            .map(|tier| tier.configured.then_some(tier.keep.as_secs()))
             .collect();
         keep.push(None);
         let mut segments: Vec<Option<u64>> = tiers.iter().map(|tier| Some(tier.segments)).collect();

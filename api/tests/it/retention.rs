@@ -528,7 +528,10 @@ fn retention_commands_refuse_a_directory_that_is_not_a_store() {
         let output = sightline(&args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?}");
-        assert!(stderr.contains("is not a sightline data directory"), "{stderr}");
+        assert!(
+            stderr.contains("is not a sightline data directory"),
+            "{stderr}"
+        );
         assert!(!typo.exists(), "{args:?} created {}", typo.display());
     }
 }

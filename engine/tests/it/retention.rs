@@ -482,10 +482,19 @@ fn a_tier_the_configuration_does_not_define_is_shown_and_never_expired() {
     assert_eq!(all(&engine).len(), 2);
     let status = engine.retention_status().unwrap();
     let audit = status.iter().find(|tier| tier.tier == "audit").unwrap();
-    assert_eq!((audit.spans, audit.configured, audit.next_expiry), (2, false, None));
+    assert_eq!(
+        (audit.spans, audit.configured, audit.next_expiry),
+        (2, false, None)
+    );
     drop(engine);
     // With its configuration again, it goes after its own keep.
     let engine = Engine::open(dir.path(), with_audit()).unwrap();
-    assert!(engine.expire(now_ns() + 29 * DAY, false).unwrap().segments.is_empty());
+    assert!(
+        engine
+            .expire(now_ns() + 29 * DAY, false)
+            .unwrap()
+            .segments
+            .is_empty()
+    );
     assert_eq!(engine.expire(now_ns() + 31 * DAY, false).unwrap().rows(), 2);
 }

@@ -80,8 +80,10 @@ pub struct ContentSection {
     /// Store content at all (`false`: only digests are kept).
     #[serde(default = "default_capture")]
     pub capture: bool,
-    /// Redaction rules, applied before anything is written.
-    #[serde(default)]
+    /// Redaction rules, applied before anything is written. Left out (or with no
+    /// `[content]` section at all), e-mail addresses are redacted on every key, as in the
+    /// default configuration; `redaction = []` turns redaction off.
+    #[serde(default = "default_redaction")]
     pub redaction: Vec<RedactionSection>,
 }
 
@@ -90,9 +92,20 @@ impl Default for ContentSection {
         ContentSection {
             keep: default_content_keep(),
             capture: true,
-            redaction: Vec::new(),
+            redaction: default_redaction(),
         }
     }
+}
+
+/// Redaction when a configuration names none: e-mail addresses, on every key.
+fn default_redaction() -> Vec<RedactionSection> {
+    vec![RedactionSection {
+        name: "email".to_owned(),
+        keys: vec!["*".to_owned()],
+        detectors: vec!["email".to_owned()],
+        regexes: Vec::new(),
+        drop: false,
+    }]
 }
 
 /// `[[content.redaction]]`.
@@ -312,6 +325,24 @@ mod tests {
         assert_eq!(config.rule_list.len(), 3);
         assert_eq!(config.content_keep, Duration::from_secs(7 * 86_400));
         assert!(config.tier_content_keep.is_empty());
+    }
+
+    #[test]
+    fn a_configuration_without_redaction_rules_redacts_e_mail_addresses() {
+        // No `[content]` section, and one without `redaction`: the default e-mail rule.
+        for text in [
+            TIERS.to_owned(),
+            format!("{TIERS}\n[content]\nkeep = \"30d\"\n"),
+        ] {
+            let config = FileConfig::parse(&text, "test.toml").unwrap();
+            let rules = &config.content.redaction;
+            assert_eq!(rules.len(), 1, "{text}");
+            assert_eq!(rules[0].detectors, vec!["email".to_owned()]);
+        }
+        // Turned off on purpose.
+        let text = format!("{TIERS}\n[content]\nredaction = []\n");
+        let config = FileConfig::parse(&text, "test.toml").unwrap();
+        assert!(config.content.redaction.is_empty());
     }
 
     #[test]

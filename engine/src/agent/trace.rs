@@ -140,6 +140,8 @@ pub(crate) struct TraceFacts<'a> {
     pub(crate) decisions: Vec<GatedDecision<'a>>,
     /// Top-level runs with their totals.
     pub(crate) runs: Vec<(Row, Run)>,
+    /// The top-level run each span descends from by parent links, when it does.
+    owners: HashMap<Row, Row>,
     /// Agent name of each `invoke_agent` span, by (session, span id).
     agents: HashMap<(Option<&'a str>, &'a str), &'a str>,
 }
@@ -178,8 +180,9 @@ impl<'a> TraceFacts<'a> {
         } else {
             Vec::new()
         };
+        let owners = run_owners(rows, &spans, &run_rows);
         let tool_calls = if with_tool_calls {
-            tool_calls(rows, &spans, &run_rows)
+            tool_calls(rows, &spans, &run_rows, &owners)
         } else {
             Vec::new()
         };
@@ -194,6 +197,7 @@ impl<'a> TraceFacts<'a> {
             tool_calls,
             decisions,
             runs: Vec::new(),
+            owners,
             agents,
         };
         if with_runs {
@@ -216,8 +220,13 @@ impl<'a> TraceFacts<'a> {
     fn run_totals(&self, rows: &SpanRows, run: Row) -> Run {
         let session = rows.session_id(run);
         let (start, end) = (rows.start_time(run), rows.end_time(run));
-        let inside =
-            |row: Row, time: i64| rows.session_id(row) == session && time >= start && time <= end;
+        // A span of a run's subtree belongs to that run, whatever its clock says (spans from
+        // other services are skewed); a span outside every run's subtree, to the runs whose
+        // time range holds it.
+        let inside = |row: Row, time: i64| match self.owners.get(&row) {
+            Some(&owner) => owner == run,
+            None => rows.session_id(row) == session && time >= start && time <= end,
+        };
         let mut totals = Run::default();
         for &call in &self.llm_calls {
             let time = rows.start_time(call);
@@ -314,8 +323,51 @@ fn top_level_runs(rows: &SpanRows, spans: &[Row]) -> Vec<Row> {
     runs
 }
 
-/// The first top-level run of the call's session whose time range holds `time`.
-fn run_of(rows: &SpanRows, runs: &[Row], row: Row, time: i64) -> Option<Row> {
+/// The top-level run each span descends from by parent links (itself for a run span), for
+/// the spans below some run.
+fn run_owners(rows: &SpanRows, spans: &[Row], runs: &[Row]) -> HashMap<Row, Row> {
+    /// Longest parent chain followed (a cycle of parent ids ends there).
+    const MAX_DEPTH: usize = 256;
+    if runs.is_empty() {
+        return HashMap::new();
+    }
+    let by_id: HashMap<(Option<&str>, &str), Row> = spans
+        .iter()
+        .map(|&row| ((rows.session_id(row), rows.span_id(row)), row))
+        .collect();
+    let run_set: std::collections::HashSet<Row> = runs.iter().copied().collect();
+    let mut owners = HashMap::new();
+    for &row in spans {
+        let mut current = row;
+        for _ in 0..MAX_DEPTH {
+            if run_set.contains(&current) {
+                owners.insert(row, current);
+                break;
+            }
+            let Some(parent) = rows.parent_span_id(current) else {
+                break;
+            };
+            match by_id.get(&(rows.session_id(current), parent)) {
+                Some(&next) => current = next,
+                None => break,
+            }
+        }
+    }
+    owners
+}
+
+/// The call's run: the one it descends from, else the first top-level run of its session
+/// whose time range holds `time`.
+fn run_of(
+    rows: &SpanRows,
+    runs: &[Row],
+    owners: &HashMap<Row, Row>,
+    row: Row,
+    time: i64,
+) -> Option<Row> {
+    if let Some(&owner) = owners.get(&row) {
+        return Some(owner);
+    }
     let session = rows.session_id(row);
     runs.iter().copied().find(|&run| {
         rows.session_id(run) == session
@@ -330,7 +382,12 @@ fn arguments(rows: &SpanRows, row: Row) -> Option<&str> {
 }
 
 /// Tool executions with their attempts and retry sources (docs/sql.md, `tool_calls`).
-fn tool_calls(rows: &SpanRows, spans: &[Row], runs: &[Row]) -> Vec<ToolCall> {
+fn tool_calls(
+    rows: &SpanRows,
+    spans: &[Row],
+    runs: &[Row],
+    owners: &HashMap<Row, Row>,
+) -> Vec<ToolCall> {
     let mut calls: Vec<Row> = spans
         .iter()
         .copied()
@@ -365,7 +422,7 @@ fn tool_calls(rows: &SpanRows, spans: &[Row], runs: &[Row]) -> Vec<ToolCall> {
         .collect();
     let call_runs: Vec<Option<Row>> = calls
         .iter()
-        .map(|&row| run_of(rows, runs, row, rows.start_time(row)))
+        .map(|&row| run_of(rows, runs, owners, row, rows.start_time(row)))
         .collect();
     let call_arguments: Vec<Option<&str>> = calls.iter().map(|&row| arguments(rows, row)).collect();
     let mut out: Vec<ToolCall> = Vec::with_capacity(calls.len());

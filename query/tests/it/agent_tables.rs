@@ -253,6 +253,56 @@ async fn one_decision_in_several_forms_is_one_row() {
     }
 }
 
+const SKEWED: u8 = 0x13;
+
+/// Two runs of one session (root 1 over [0, 10 s], root 20 over [30 s, 40 s]). Children of
+/// root 1 come from a service whose clock is 12 s ahead: a tool call at 11 s and a denial at
+/// 31.5 s (inside root 20's time range). By parent links both are root 1's.
+fn skewed_request() -> ExportTraceServiceRequest {
+    request(vec![trace(
+        SKEWED,
+        BASE_TIME,
+        "skew",
+        vec![
+            root(1, 0, 10_000, "sess_skew"),
+            tool(2, 11_000, 11_500, "lookup", vec![]),
+            tool(
+                3,
+                31_500,
+                31_800,
+                "wipe",
+                decision("deny", "policy", "p.skew", vec![]),
+            ),
+            root(20, 30_000, 40_000, "sess_skew"),
+            SpanSpec {
+                parent: Some(20),
+                ..tool(21, 32_000, 32_100, "lookup", vec![])
+            },
+        ],
+    )])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_count_in_the_run_they_descend_from_whatever_their_clock() {
+    let store = store(&[skewed_request()], 1);
+    // From the input: root 1 has tool calls 2 and 3 and the denial on 3; root 20 has call 21.
+    let runs = rows(
+        &store,
+        "SELECT span_id, tool_calls, denials FROM agent_runs ORDER BY start_time",
+    )
+    .await;
+    assert_eq!(
+        runs,
+        vec![
+            json!([span_hex(SKEWED, 1), 2, 1]),
+            json!([span_hex(SKEWED, 20), 1, 0]),
+        ]
+    );
+    // The runs' denials add up to the session's.
+    let session = rows(&store, "SELECT runs, denials FROM sessions").await;
+    assert_eq!(session, vec![json!([2, 1])]);
+}
+
 const RETRIES: u8 = 0x12;
 
 fn arguments(value: &str) -> KeyValue {

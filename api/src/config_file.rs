@@ -34,9 +34,18 @@ pub struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
+    /// Left out: the default configuration's tiers and rules.
+    #[serde(default = "default_retention")]
     retention: RetentionSection,
     #[serde(default)]
     content: ContentSection,
+}
+
+/// The `[retention]` section of [`DEFAULT_CONFIG`].
+fn default_retention() -> RetentionSection {
+    toml::from_str::<Raw>(DEFAULT_CONFIG)
+        .map(|raw| raw.retention)
+        .unwrap_or_else(|_| unreachable!("the default configuration parses (tested)"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -325,6 +334,15 @@ mod tests {
         assert_eq!(config.rule_list.len(), 3);
         assert_eq!(config.content_keep, Duration::from_secs(7 * 86_400));
         assert!(config.tier_content_keep.is_empty());
+    }
+
+    #[test]
+    fn a_configuration_without_retention_takes_the_default_tiers_and_rules() {
+        let config = FileConfig::parse("[content]\ncapture = false\n", "test.toml").unwrap();
+        let default = FileConfig::default_config().unwrap();
+        assert_eq!(config.retention, default.retention);
+        assert_eq!(config.rule_list.len(), default.rule_list.len());
+        assert!(!config.content.capture);
     }
 
     #[test]

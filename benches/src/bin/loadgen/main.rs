@@ -93,6 +93,12 @@ struct Args {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 30)]
     timeout_secs: u64,
+
+    /// Give every chat span its conversation so far as `gen_ai.input.messages` (content): each
+    /// chat turn of a trace adds one user message of about this many bytes, and every turn
+    /// re-sends the whole history, as agents do. 0: no content.
+    #[arg(long, default_value_t = 0)]
+    history_message_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -152,9 +158,12 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let build_threads = std::thread::available_parallelism().map_or(1, usize::from);
     let payloads = payloads::build(
         &config,
-        args.traces_per_request,
-        encoding,
-        pre_gzip,
+        &payloads::Shape {
+            traces_per_request: args.traces_per_request,
+            encoding,
+            gzip: pre_gzip,
+            history_message_bytes: args.history_message_bytes,
+        },
         build_threads,
     );
     print_payloads(args, &payloads);
@@ -227,7 +236,7 @@ async fn run_network(
 fn print_payloads(args: &Args, payloads: &Payloads) {
     println!(
         "loadgen: target={} seed={} traces={} traces/request={} -> {} requests, {} spans, \
-         {:.1} MB {} ({:.0} B/span), {:.1} MB on the wire{} (built in {:.2}s)",
+         {:.1} MB {} ({:.0} B/span), {:.1} MB on the wire{}{} (built in {:.2}s)",
         args.target.name(),
         args.seed,
         args.traces,
@@ -239,6 +248,14 @@ fn print_payloads(args: &Args, payloads: &Payloads) {
         payloads.encoded_bytes as f64 / payloads.total_spans.max(1) as f64,
         payloads.wire_bytes as f64 / 1e6,
         if payloads.gzip { " (gzip)" } else { "" },
+        if args.history_message_bytes > 0 {
+            format!(
+                ", chat histories of {} B messages",
+                args.history_message_bytes
+            )
+        } else {
+            String::new()
+        },
         payloads.build_elapsed.as_secs_f64(),
     );
 }

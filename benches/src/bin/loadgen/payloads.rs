@@ -8,6 +8,10 @@ use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use prost::Message as _;
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use testdata::{AgentTraceConfig, export_request_iter, export_request_to_json, span_count};
 
 /// Wire encoding of the request bodies.
@@ -50,15 +54,25 @@ pub(crate) struct Payloads {
     pub(crate) build_elapsed: Duration,
 }
 
+/// How the generated traces become request bodies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub(crate) traces_per_request: usize,
+    pub(crate) encoding: Encoding,
+    pub(crate) gzip: bool,
+    /// See `--history-message-bytes` (0: no content).
+    pub(crate) history_message_bytes: usize,
+}
+
 /// Generates the traces of `config`, batches them `traces_per_request` per request and encodes
 /// every request, on `threads` threads. The result does not depend on `threads`.
-pub(crate) fn build(
-    config: &AgentTraceConfig,
-    traces_per_request: usize,
-    encoding: Encoding,
-    gzip: bool,
-    threads: usize,
-) -> Payloads {
+pub(crate) fn build(config: &AgentTraceConfig, shape: &Shape, threads: usize) -> Payloads {
+    let Shape {
+        traces_per_request,
+        encoding,
+        gzip,
+        history_message_bytes,
+    } = *shape;
     let started = Instant::now();
     let traces_per_request = traces_per_request.max(1);
     let requests = config.traces.div_ceil(traces_per_request);
@@ -73,7 +87,10 @@ pub(crate) fn build(
                     export_request_iter(config, traces_per_request)
                         .skip(part * per_thread)
                         .take(per_thread)
-                        .map(|request| {
+                        .map(|mut request| {
+                            if history_message_bytes > 0 {
+                                add_histories(&mut request, history_message_bytes);
+                            }
                             let spans = span_count(&request);
                             let encoded = match encoding {
                                 Encoding::Protobuf => request.encode_to_vec(),
@@ -118,6 +135,69 @@ pub(crate) fn build(
     payloads
 }
 
+/// Gives each chat span of `request` its trace's conversation so far: turn `k` (counted per
+/// trace, in request order) carries `k + 1` user messages of about `message_bytes` each, the
+/// earlier ones exactly as the previous turn sent them.
+fn add_histories(request: &mut ExportTraceServiceRequest, message_bytes: usize) {
+    let mut turns: HashMap<Vec<u8>, usize> = HashMap::new();
+    for resource in &mut request.resource_spans {
+        for scope in &mut resource.scope_spans {
+            for span in &mut scope.spans {
+                let chat = span.attributes.iter().any(|pair| {
+                    pair.key == "gen_ai.operation.name"
+                        && matches!(
+                            pair.value.as_ref().and_then(|value| value.value.as_ref()),
+                            Some(any_value::Value::StringValue(name)) if name == "chat"
+                        )
+                });
+                if !chat {
+                    continue;
+                }
+                let turn = turns.entry(span.trace_id.clone()).or_insert(0);
+                let messages: Vec<String> = (0..=*turn)
+                    .map(|index| message(&span.trace_id, index, message_bytes))
+                    .collect();
+                *turn += 1;
+                span.attributes.push(KeyValue {
+                    key: "gen_ai.input.messages".to_owned(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!(
+                            "[{}]",
+                            messages.join(", ")
+                        ))),
+                    }),
+                    ..KeyValue::default()
+                });
+            }
+        }
+    }
+}
+
+/// User message `index` of the trace's conversation: about `bytes` bytes of words that depend
+/// on the trace and the index only.
+fn message(trace_id: &[u8], index: usize, bytes: usize) -> String {
+    const WORDS: [&str; 16] = [
+        "order", "refund", "account", "invoice", "shipping", "policy", "customer", "status",
+        "payment", "delivery", "address", "ticket", "review", "balance", "escalate", "report",
+    ];
+    let mut state = trace_id
+        .iter()
+        .fold(index as u64 ^ 0x9e37_79b9_7f4a_7c15, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let mut text = String::with_capacity(bytes + 16);
+    while text.len() < bytes {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(WORDS[(state % 16) as usize]);
+    }
+    format!(r#"{{"role": "user", "parts": [{{"type": "text", "content": "{text}"}}]}}"#)
+}
+
 fn gzip_bytes(input: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::with_capacity(input.len() / 4), Compression::default());
     // Writing into a Vec cannot fail, so neither can the encoder.
@@ -137,8 +217,14 @@ mod tests {
             traces: 37,
             ..AgentTraceConfig::default()
         };
-        let one = build(&config, 4, Encoding::Protobuf, false, 1);
-        let three = build(&config, 4, Encoding::Protobuf, false, 3);
+        let shape = |history_message_bytes| Shape {
+            traces_per_request: 4,
+            encoding: Encoding::Protobuf,
+            gzip: false,
+            history_message_bytes,
+        };
+        let one = build(&config, &shape(0), 1);
+        let three = build(&config, &shape(0), 3);
         assert_eq!(one.bodies.len(), 10);
         assert_eq!(one.bodies, three.bodies);
         assert_eq!(one.spans, three.spans);
@@ -146,6 +232,21 @@ mod tests {
             .map(|trace| trace.spans)
             .sum();
         assert_eq!(one.total_spans, expected);
+        // With histories: the same spans, larger bodies, still independent of threads.
+        let with = build(&config, &shape(200), 1);
+        assert_eq!(with.spans, one.spans);
+        assert!(with.encoded_bytes > one.encoded_bytes + 200 * 10);
+        assert_eq!(with.bodies, build(&config, &shape(200), 3).bodies);
+    }
+
+    #[test]
+    fn each_chat_turn_resends_the_history_and_adds_a_message() {
+        let trace = [7u8; 16];
+        let first = message(&trace, 0, 100);
+        assert!(first.len() >= 100 && first.len() < 200, "{first}");
+        assert_eq!(first, message(&trace, 0, 100));
+        assert_ne!(first, message(&trace, 1, 100));
+        assert_ne!(first, message(&[8u8; 16], 0, 100));
     }
 
     #[test]
@@ -156,8 +257,14 @@ mod tests {
             traces: 5,
             ..AgentTraceConfig::default()
         };
-        let plain = build(&config, 5, Encoding::Json, false, 1);
-        let zipped = build(&config, 5, Encoding::Json, true, 1);
+        let shape = |gzip| Shape {
+            traces_per_request: 5,
+            encoding: Encoding::Json,
+            gzip,
+            history_message_bytes: 0,
+        };
+        let plain = build(&config, &shape(false), 1);
+        let zipped = build(&config, &shape(true), 1);
         assert!(zipped.wire_bytes < plain.wire_bytes);
         let mut unzipped = Vec::new();
         flate2::read::GzDecoder::new(&zipped.bodies[0][..])

@@ -125,6 +125,8 @@ pub struct ContentRow {
     pub key: String,
     /// See [`ContentRef::form`].
     pub form: u8,
+    /// Keyed digest of the value (as in the span's reference), whatever its status.
+    pub digest: ContentHash,
     /// The value or why it is gone.
     pub value: ContentValue,
 }
@@ -1098,6 +1100,7 @@ impl Engine {
                 span_id: SpanId(span),
                 key: name,
                 form: decoded.form,
+                digest: decoded.digest,
                 value,
             });
             Ok(())

@@ -56,14 +56,15 @@ impl ContentTable {
             trace_ids.push(row.trace_id.to_string());
             span_ids.push(row.span_id.to_string());
             keys.push(row.key);
-            let (value, status, digest) = match row.value {
-                ContentValue::Present(text) => (Some(text), "present", None),
-                ContentValue::Expired { digest } => (None, "expired", Some(digest)),
-                ContentValue::NotCaptured { digest } => (None, "not_captured", Some(digest)),
+            let (value, status) = match row.value {
+                ContentValue::Present(text) => (Some(text), "present"),
+                ContentValue::Expired { .. } => (None, "expired"),
+                ContentValue::NotCaptured { .. } => (None, "not_captured"),
             };
             values.push(value);
             statuses.push(status);
-            digests.push(digest.map(hex::encode).unwrap_or_default());
+            // The same digest as the span's reference, for every status.
+            digests.push(hex::encode(row.digest));
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(trace_ids)),

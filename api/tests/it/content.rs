@@ -342,5 +342,18 @@ async fn an_export_sent_twice_keeps_every_content_read_working() {
             json!([format!("{:016x}", 2), messages(9)])
         ]
     );
+    // Each present row's digest is the one in its span's reference.
+    let (_, skeleton) = get_trace(&server, false).await;
+    let digests = server
+        .rows(&format!(
+            "SELECT span_id, digest FROM content WHERE trace_id = '{TRACE}' ORDER BY span_id"
+        ))
+        .await;
+    for (index, span) in [1u8, 2].into_iter().enumerate() {
+        let reference = attribute(&skeleton, span, "gen_ai.input.messages").unwrap();
+        let digest = digests[index][1].as_str().unwrap();
+        assert_eq!(digest.len(), 64, "{digests:?}");
+        assert_eq!(reference, format!("sightline-content:v1:{digest}"));
+    }
     server.stop().await;
 }

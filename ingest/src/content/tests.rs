@@ -51,6 +51,7 @@ fn rows(batch: &ContentBatch) -> Vec<ContentRow> {
             span_id: reference.span_id,
             key: reference.key.clone(),
             form: reference.form,
+            digest: reference.digest,
             value: match &reference.pieces {
                 None => ContentValue::NotCaptured {
                     digest: reference.digest,

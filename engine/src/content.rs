@@ -95,6 +95,11 @@ impl ContentBatch {
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty() && self.refs.is_empty()
     }
+
+    /// Bytes of blob text (what a pending write counts against the memory bound).
+    pub fn text_bytes(&self) -> usize {
+        self.blobs.iter().map(|(_, text)| text.len()).sum()
+    }
 }
 
 /// A referenced value as read back.

@@ -408,22 +408,24 @@ fn session_parts(out: &mut Out, rows: &SpanRows, facts: &TraceFacts<'_>) {
     };
     let trace_id = rows.trace_id(first);
     for session in order {
-        let part = &totals[session];
-        let mut conversations: Vec<&str> = part.conversations.iter().copied().collect();
-        conversations.sort_unstable();
-        out.text(Some(session))
-            .text(Some(trace_id))
-            .text(part.user_id)
-            .time(part.first_seen)
-            .time(part.last_seen)
-            .int(Some(part.runs))
-            .list(Some(conversations))
-            .int(Some(part.spans))
-            .int(Some(part.errors))
-            .int(Some(part.denials))
-            .int(part.input_tokens)
-            .int(part.output_tokens);
+        push_part(out, session, trace_id, &totals[session]);
     }
+}
+
+/// Appends one session part (a row of [`session_parts_schema`]).
+fn push_part(out: &mut Out, session: &str, trace_id: &str, part: &SessionTotals<'_>) {
+    out.text(Some(session))
+        .text(Some(trace_id))
+        .text(part.user_id)
+        .time(part.first_seen)
+        .time(part.last_seen)
+        .int(Some(part.runs))
+        .list(Some(part.sorted_conversations()))
+        .int(Some(part.spans))
+        .int(Some(part.errors))
+        .int(Some(part.denials))
+        .int(part.input_tokens)
+        .int(part.output_tokens);
 }
 
 /// Folds session parts (any number of batches of [`session_parts_schema`], each (trace,
@@ -463,20 +465,7 @@ pub fn merge_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
     let (order, totals) = fold_parts(parts, &columns);
     let mut out = Out::with_schema(session_parts_schema());
     for session in order {
-        let part = &totals[session];
-        let conversations = part.sorted_conversations();
-        out.text(Some(session))
-            .text(Some(""))
-            .text(part.user_id)
-            .time(part.first_seen)
-            .time(part.last_seen)
-            .int(Some(part.runs))
-            .list(Some(conversations))
-            .int(Some(part.spans))
-            .int(Some(part.errors))
-            .int(Some(part.denials))
-            .int(part.input_tokens)
-            .int(part.output_tokens);
+        push_part(&mut out, session, "", &totals[session]);
     }
     out.finish()
 }

@@ -42,13 +42,7 @@ pub(super) struct PendingWrite {
 impl PendingWrite {
     /// Bytes it adds to the pending total (WAL record and content text).
     fn size(&self) -> usize {
-        self.record.len()
-            + self
-                .content
-                .blobs
-                .iter()
-                .map(|(_, text)| text.len())
-                .sum::<usize>()
+        self.record.len() + self.content.text_bytes()
     }
 }
 
@@ -111,8 +105,7 @@ impl Engine {
         let (batch, arrival) = self.stamp_arrival(batch)?;
         content.stored_unix_nanos = u64::try_from(arrival).unwrap_or(0);
         let record = wal::encode(&batch)?;
-        let content_bytes: usize = content.blobs.iter().map(|(_, text)| text.len()).sum();
-        let size = record.len() + content_bytes;
+        let size = record.len() + content.text_bytes();
         let (reply, response) = bounded(1);
         {
             let sender = self.writer_tx.lock();

@@ -36,6 +36,7 @@ pub mod agent;
 mod batch;
 mod chain;
 mod content;
+mod content_codec;
 mod error;
 mod holds;
 mod ids;
@@ -47,6 +48,7 @@ mod store;
 mod tables;
 mod trace_keys;
 mod wal;
+mod wal_log;
 
 pub use batch::{
     AgentFields, AttributePair, EventRecord, LinkRecord, SpanBatchBuilder, SpanRecord,

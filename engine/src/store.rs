@@ -6,14 +6,17 @@
 //! `purge`, `compliance`.
 //!
 //! Invariants:
-//! - A write is acknowledged only after its WAL record committed with immediate durability
-//!   (fsync), and after its rows are in the memtable (read-your-writes).
+//! - A write is acknowledged only after its WAL record is in a WAL file and fsync'd
+//!   (`wal_log.rs`), its content and trace keys committed to redb (a non-durable commit: a
+//!   crash loses it, and recovery applies the WAL records after `wal_applied` again), and its
+//!   rows are in the memtable (read-your-writes).
 //! - Every row is in exactly one of: the active memtable, the frozen memtable (being sealed), a
 //!   sealed segment. The switch from frozen to segment happens under the state lock, after the
-//!   catalog transaction (segment entries + trace index + WAL truncation) committed.
+//!   catalog transaction (segment entries + trace index + `wal_sealed_through`) committed
+//!   durably; the WAL files it covers are deleted after that.
 //! - Segment files are fsync'd before the catalog references them; files the catalog does not
 //!   reference are removed at open.
-//! - Lock order: `seal_lock`, `next_sequence` (the writer's lock), a redb write transaction,
+//! - Lock order: `seal_lock`, `wal` (the writer's lock), a redb write transaction,
 //!   `state`, `memtable_keys`: none is waited for while holding one later in the list.
 
 mod agent_tables;
@@ -53,9 +56,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use crossbeam_channel::{Sender, bounded, unbounded};
 use parking_lot::{Mutex, RwLock};
-use redb::{
-    Database, ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTableMetadata,
-};
+use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
@@ -65,7 +66,8 @@ use crate::schema::span_schema;
 use crate::segment::SegmentMeta;
 use crate::tables::{
     CONVERSATION_ROWS, FORMAT_VERSION, LATE_KEYS, META, META_FORMAT_VERSION, META_NEXT_SEGMENT_ID,
-    RowRun, SEGMENTS, SESSION_ROWS, TRACE_KEYS, TRACE_SEGMENTS, WAL,
+    META_WAL_APPLIED, META_WAL_SEALED_THROUGH, RowRun, SEGMENTS, SESSION_ROWS, TRACE_KEYS,
+    TRACE_SEGMENTS, WAL,
 };
 use crate::trace_keys::{RawTraceId, traces_in_batch};
 use crate::wal;
@@ -182,6 +184,9 @@ struct Memtable {
     rows: usize,
     bytes: usize,
     max_sequence: u64,
+    /// Set when frozen: the first WAL sequence number not in this memtable (the first record
+    /// of the WAL file started at the freeze).
+    wal_boundary: u64,
     oldest: Option<Instant>,
 }
 
@@ -240,7 +245,7 @@ struct Shared {
     /// The next WAL sequence number, and the writer's lock: the writer thread holds it from the
     /// start of a group's WAL commit until the group is in the memtable and acknowledged, so
     /// whoever else holds it ([`Engine::purge`]) sees every write entirely before or after.
-    next_sequence: Mutex<u64>,
+    wal: Mutex<writer::WalWriter>,
     next_segment_id: Mutex<u64>,
     pending_bytes: AtomicUsize,
     closing: AtomicBool,
@@ -294,6 +299,11 @@ pub struct RecoverySummary {
     pub wal_records: usize,
     /// Rows replayed.
     pub wal_rows: usize,
+    /// WAL records whose content and trace keys were applied to the index again (their
+    /// non-durable commit was lost in a crash).
+    pub wal_reapplied: usize,
+    /// Bytes of a torn WAL record (a write never acknowledged) cut off the newest WAL file.
+    pub wal_torn_bytes: u64,
     /// Files removed because the catalog does not reference them.
     pub orphans_removed: usize,
 }
@@ -339,7 +349,15 @@ impl Engine {
             crate::segment::fsync_dir(&dir)?;
         }
         let mut recovery = RecoverySummary::default();
-        let (segments, next_segment_id, next_sequence, memtable, memtable_keys, late) = {
+        let (
+            segments,
+            next_segment_id,
+            next_sequence,
+            sealed_through,
+            memtable,
+            memtable_keys,
+            late,
+        ) = {
             let txn = db.begin_write().map_err(store_error("begin recovery"))?;
             let next_segment_id;
             {
@@ -386,19 +404,60 @@ impl Engine {
                 }
             }
             let mut memtable = Memtable::default();
-            let mut next_sequence = 1;
+            let (sealed_through, applied) = {
+                let meta = txn.open_table(META).map_err(store_error("open meta"))?;
+                let read = |key: &str| -> Result<u64> {
+                    Ok(meta
+                        .get(key)
+                        .map_err(store_error("read wal position"))?
+                        .map(|value| value.value())
+                        .unwrap_or(0))
+                };
+                (read(META_WAL_SEALED_THROUGH)?, read(META_WAL_APPLIED)?)
+            };
+            let mut next_sequence = sealed_through + 1;
             {
+                // Stores written before WAL files: version 1 records, applied durably.
                 let table = txn.open_table(WAL).map_err(store_error("open wal"))?;
                 for entry in table.iter().map_err(store_error("read wal"))? {
                     let (sequence, record) = entry.map_err(store_error("read wal"))?;
                     let sequence = sequence.value();
-                    for batch in wal::decode(sequence, record.value())? {
+                    for batch in wal::decode(sequence, record.value())?.batches {
                         recovery.wal_rows += batch.num_rows();
                         memtable.push(batch, sequence);
                     }
                     recovery.wal_records += 1;
-                    next_sequence = sequence + 1;
+                    next_sequence = next_sequence.max(sequence + 1);
                 }
+            }
+            let files = crate::wal_log::read_all(&dir.join(crate::wal_log::WAL_DIR))?;
+            recovery.wal_torn_bytes = files.torn_bytes;
+            let mut last_applied = applied;
+            for (sequence, record) in files.records {
+                next_sequence = next_sequence.max(sequence + 1);
+                if sequence <= sealed_through {
+                    continue;
+                }
+                let record = wal::decode(sequence, &record)?;
+                if sequence > applied {
+                    // Its index commit was not durable: apply its content and keys again (both
+                    // are idempotent), in order.
+                    crate::content::put_content_in(&txn, &record.content, &options.retention)?;
+                    writer::merge_trace_keys(&txn, record.batches.iter(), &options.retention)?;
+                    recovery.wal_reapplied += 1;
+                    last_applied = sequence;
+                }
+                for batch in record.batches {
+                    recovery.wal_rows += batch.num_rows();
+                    memtable.push(batch, sequence);
+                }
+                recovery.wal_records += 1;
+            }
+            if last_applied != applied {
+                txn.open_table(META)
+                    .map_err(store_error("open meta"))?
+                    .insert(META_WAL_APPLIED, last_applied)
+                    .map_err(store_error("write wal position"))?;
             }
             let mut memtable_keys = MemtableKeys::new();
             let mut late: HashMap<u64, Arc<LateKeys>> = HashMap::new();
@@ -449,6 +508,7 @@ impl Engine {
                 segments,
                 next_segment_id,
                 next_sequence,
+                sealed_through,
                 memtable,
                 memtable_keys,
                 late,
@@ -477,10 +537,15 @@ impl Engine {
             segments = recovery.segments,
             wal_records = recovery.wal_records,
             wal_rows = recovery.wal_rows,
+            wal_reapplied = recovery.wal_reapplied,
             orphans_removed = recovery.orphans_removed,
             "store recovered"
         );
 
+        // New writes go to a new WAL file; files a seal covered but did not get to delete go now.
+        let wal_dir = dir.join(crate::wal_log::WAL_DIR);
+        let log = crate::wal_log::WalLog::create(&wal_dir, next_sequence)?;
+        crate::wal_log::remove_before(&wal_dir, next_sequence.min(sealed_through + 1))?;
         let shared = Arc::new(Shared {
             dir,
             db,
@@ -492,7 +557,7 @@ impl Engine {
                 late,
             }),
             seal_lock: Mutex::new(()),
-            next_sequence: Mutex::new(next_sequence),
+            wal: Mutex::new(writer::WalWriter::new(next_sequence, log)),
             next_segment_id: Mutex::new(next_segment_id),
             pending_bytes: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
@@ -538,6 +603,12 @@ impl Engine {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// Bytes of WAL files on disk: about what the memtable holds once a seal has deleted the
+    /// files it covered.
+    pub fn wal_bytes(&self) -> Result<u64> {
+        crate::wal_log::bytes(&self.shared.dir.join(crate::wal_log::WAL_DIR))
     }
 
     /// What recovery found when this engine opened.
@@ -828,11 +899,4 @@ fn intersect_ranges(left: &[Range<u64>], right: &[Range<u64>]) -> Vec<Range<u64>
         }
     }
     out
-}
-
-#[allow(dead_code)]
-fn wal_len(shared: &Shared) -> Result<u64> {
-    let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
-    let table = txn.open_table(WAL).map_err(store_error("open wal"))?;
-    table.len().map_err(store_error("count wal"))
 }

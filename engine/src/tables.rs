@@ -8,7 +8,9 @@ use redb::{MultimapTableDefinition, TableDefinition};
 /// Store-wide settings and counters: `format_version`, `next_segment_id`.
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
-/// Write-ahead log: sequence number -> WAL record (see [`crate::wal`]).
+/// The write-ahead log of stores written before WAL files (`wal_log.rs`): sequence number ->
+/// version 1 WAL record (see [`crate::wal`]). Read at open and emptied by the next seal; nothing
+/// new is written here.
 pub(crate) const WAL: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("wal");
 
 /// Catalog of sealed segments: segment id -> versioned JSON `SegmentMeta`.
@@ -68,6 +70,14 @@ pub(crate) const HOLDS: TableDefinition<'_, &str, u64> = TableDefinition::new("h
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 /// Key of the next segment id in [`META`].
 pub(crate) const META_NEXT_SEGMENT_ID: &str = "next_segment_id";
+
+/// Key, in [`META`], of the last WAL sequence number a seal (or purge) made unnecessary: WAL
+/// records up to it are not replayed.
+pub(crate) const META_WAL_SEALED_THROUGH: &str = "wal_sealed_through";
+/// Key, in [`META`], of the last WAL sequence number whose content and trace keys the writer
+/// applied. Written by non-durable commits: after a crash it is as of the last durable commit,
+/// and recovery applies the records after it again.
+pub(crate) const META_WAL_APPLIED: &str = "wal_applied";
 
 /// Key of the version of the stored agent tables in [`META`] (see `agent/stored.rs`).
 pub(crate) const META_AGENT_TABLES_VERSION: &str = "agent_tables_version";

@@ -1,9 +1,14 @@
-//! WAL records: one per acknowledged write, holding the span rows as a zstd-compressed Arrow IPC
-//! stream.
+//! WAL records: one per acknowledged write, holding its span rows (an Arrow IPC stream) and
+//! the content they reference (see `content_codec.rs`), zstd-compressed together.
 //!
-//! Layout: `b"SLW"` magic, format version byte (1), then zstd(Arrow IPC stream bytes).
+//! Layout: `b"SLW"` magic, format version byte, then zstd of
+//! - version 2 (written now): `[IPC length u32][Arrow IPC stream][content batch]`;
+//! - version 1 (read only, stores written before content moved into the record): the Arrow IPC
+//!   stream alone.
+//!
 //! A record is only ever read back by recovery, which rejects anything else with the entry's
-//! sequence number in the error.
+//! sequence number in the error. Records live in WAL files (`wal_log.rs`); version 1 records
+//! in the `wal` redb table of older stores.
 
 use std::io::Cursor;
 
@@ -11,47 +16,82 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 
+use crate::content::ContentBatch;
 use crate::error::{Error, Result};
 use crate::schema::span_schema;
 
 const MAGIC: &[u8; 3] = b"SLW";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_SPANS_ONLY: u8 = 1;
 /// A negative (fast) level: the WAL is on the ingest hot path and is deleted at the next seal.
 const ZSTD_LEVEL: i32 = -3;
 
-/// Encodes a batch as a WAL record.
-pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut ipc = Vec::with_capacity(batch.get_array_memory_size() / 2);
+/// A decoded WAL record.
+#[derive(Debug)]
+pub(crate) struct WalRecord {
+    /// The span rows.
+    pub(crate) batches: Vec<RecordBatch>,
+    /// The content they reference (empty for version 1 records).
+    pub(crate) content: ContentBatch,
+}
+
+/// Encodes a write (span rows and their content) as a WAL record.
+pub(crate) fn encode(batch: &RecordBatch, content: &ContentBatch) -> Result<Vec<u8>> {
+    let mut raw = Vec::with_capacity(batch.get_array_memory_size() / 2 + content.text_bytes());
+    raw.extend_from_slice(&[0; 4]);
     {
-        let mut writer = StreamWriter::try_new(&mut ipc, &batch.schema())?;
+        let mut writer = StreamWriter::try_new(&mut raw, &batch.schema())?;
         writer.write(batch)?;
         writer.finish()?;
     }
-    let mut out = Vec::with_capacity(ipc.len() / 3 + 8);
+    let ipc_len = u32::try_from(raw.len() - 4).map_err(|_| Error::Corrupt {
+        location: "wal record".to_owned(),
+        detail: "span rows over 4 GiB in one write".to_owned(),
+    })?;
+    raw[..4].copy_from_slice(&ipc_len.to_le_bytes());
+    crate::content_codec::encode(content, &mut raw);
+    let mut out = Vec::with_capacity(raw.len() / 3 + 8);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
-    zstd::stream::copy_encode(Cursor::new(ipc), &mut out, ZSTD_LEVEL)
+    zstd::stream::copy_encode(Cursor::new(raw), &mut out, ZSTD_LEVEL)
         .map_err(|source| Error::io("compress wal record", "wal", source))?;
     Ok(out)
 }
 
-/// Decodes a WAL record written by [`encode`].
-pub(crate) fn decode(sequence: u64, record: &[u8]) -> Result<Vec<RecordBatch>> {
+/// Decodes a WAL record written by [`encode`] (or a version 1 record).
+pub(crate) fn decode(sequence: u64, record: &[u8]) -> Result<WalRecord> {
+    let location = format!("wal entry {sequence}");
     let corrupt = |detail: String| Error::Corrupt {
-        location: format!("wal entry {sequence}"),
+        location: location.clone(),
         detail,
     };
     if record.len() < 4 || &record[..3] != MAGIC {
         return Err(corrupt("expected magic SLW".to_owned()));
     }
-    if record[3] != VERSION {
-        return Err(corrupt(format!(
-            "expected format version {VERSION}, found {}",
-            record[3]
-        )));
-    }
-    let ipc = zstd::stream::decode_all(&record[4..])
+    let raw = zstd::stream::decode_all(&record[4..])
         .map_err(|error| corrupt(format!("zstd: {error}")))?;
+    let (ipc, content) = match record[3] {
+        VERSION => {
+            let Some((len, rest)) = raw.split_first_chunk::<4>() else {
+                return Err(corrupt("record shorter than its header".to_owned()));
+            };
+            let len = u32::from_le_bytes(*len) as usize;
+            if rest.len() < len {
+                return Err(corrupt(format!(
+                    "span rows of {len} bytes, {} in the record",
+                    rest.len()
+                )));
+            }
+            let (ipc, content) = rest.split_at(len);
+            (ipc, crate::content_codec::decode(content, &location)?)
+        }
+        VERSION_SPANS_ONLY => (raw.as_slice(), ContentBatch::default()),
+        other => {
+            return Err(corrupt(format!(
+                "expected format version {VERSION} or {VERSION_SPANS_ONLY}, found {other}"
+            )));
+        }
+    };
     let reader = StreamReader::try_new(Cursor::new(ipc), None)
         .map_err(|error| corrupt(format!("arrow ipc: {error}")))?;
     let schema = reader.schema();
@@ -63,7 +103,7 @@ pub(crate) fn decode(sequence: u64, record: &[u8]) -> Result<Vec<RecordBatch>> {
         let batch = batch.map_err(|error| corrupt(format!("arrow ipc: {error}")))?;
         batches.push(crate::schema::upgrade(batch)?);
     }
-    Ok(batches)
+    Ok(WalRecord { batches, content })
 }
 
 #[cfg(test)]
@@ -85,12 +125,14 @@ mod tests {
         let legacy = current
             .project(&(0..fields - 1).collect::<Vec<_>>())
             .unwrap();
-        let decoded = decode(1, &encode(&legacy).unwrap()).unwrap();
+        let decoded = decode(1, &encode(&legacy, &ContentBatch::default()).unwrap())
+            .unwrap()
+            .batches;
         assert_eq!(decoded[0].schema(), span_schema());
         assert_eq!(decoded[0].column(fields - 1).null_count(), 1);
         // Anything else is still refused.
         let other = current.project(&[0, 1]).unwrap();
-        assert!(decode(2, &encode(&other).unwrap()).is_err());
+        assert!(decode(2, &encode(&other, &ContentBatch::default()).unwrap()).is_err());
     }
 
     #[test]
@@ -103,8 +145,29 @@ mod tests {
             ..SpanRecord::default()
         });
         let batch = builder.finish();
-        let record = encode(&batch).unwrap();
-        assert_eq!(decode(3, &record).unwrap(), vec![batch]);
+        let content = ContentBatch {
+            blobs: vec![([1; 32], "hello".into())],
+            refs: Vec::new(),
+            stored_unix_nanos: 42,
+        };
+        let record = encode(&batch, &content).unwrap();
+        let decoded = decode(3, &record).unwrap();
+        assert_eq!(decoded.batches, vec![batch.clone()]);
+        assert_eq!(decoded.content.blobs, content.blobs);
+        assert_eq!(decoded.content.stored_unix_nanos, 42);
+
+        // Version 1 (spans only, the redb `wal` table of older stores) still decodes.
+        let mut ipc = Vec::new();
+        {
+            let mut writer = StreamWriter::try_new(&mut ipc, &batch.schema()).unwrap();
+            writer.write(&batch).unwrap();
+            writer.finish().unwrap();
+        }
+        let mut v1 = b"SLW\x01".to_vec();
+        v1.extend(zstd::stream::encode_all(ipc.as_slice(), 1).unwrap());
+        let decoded = decode(5, &v1).unwrap();
+        assert_eq!(decoded.batches, vec![batch]);
+        assert!(decoded.content.is_empty());
 
         let mut damaged = record.clone();
         damaged[0] = b'X';

@@ -24,8 +24,8 @@ use crate::error::Result;
 use crate::segment::SegmentMeta;
 use crate::tables::{
     AGENT_OWNERS, AGENT_PARTIAL, CONTENT, CONTENT_BY_TIME, CONTENT_REFS, CONTENT_SEEN,
-    CONVERSATION_ROWS, HOLDS, LATE_KEYS, SEGMENTS, SESSION_ROWS, SPLIT_TRACES, TRACE_KEYS,
-    TRACE_SEGMENTS, WAL,
+    CONVERSATION_ROWS, HOLDS, LATE_KEYS, META, META_WAL_APPLIED, META_WAL_SEALED_THROUGH, SEGMENTS,
+    SESSION_ROWS, SPLIT_TRACES, TRACE_KEYS, TRACE_SEGMENTS, WAL,
 };
 
 /// What [`Engine::purge`] removed.
@@ -77,7 +77,7 @@ impl Engine {
         let _seal = shared.seal_lock.lock();
         let mut report = PurgeReport::default();
         let paths = {
-            let _writer = shared.next_sequence.lock();
+            let mut wal = shared.wal.lock();
             let (memtable_rows, in_memory) = {
                 let state = shared.state.read();
                 let frozen_rows = state.frozen.as_ref().map_or(0, |frozen| frozen.rows);
@@ -128,7 +128,27 @@ impl Engine {
             empty_table(&txn, AGENT_OWNERS)?;
             empty_multimap_table(&txn, AGENT_PARTIAL)?;
             empty_multimap_table(&txn, CONTENT_BY_TIME)?;
+            // Nothing written before the purge is replayed, even if a WAL file outlives it.
+            let purged_through = wal.next_sequence - 1;
+            {
+                let mut meta = txn.open_table(META).map_err(store_error("open meta"))?;
+                for key in [META_WAL_SEALED_THROUGH, META_WAL_APPLIED] {
+                    meta.insert(key, purged_through)
+                        .map_err(store_error("write wal position"))?;
+                }
+            }
             txn.commit().map_err(store_error("commit purge"))?;
+            let wal_dir = shared.dir.join(crate::wal_log::WAL_DIR);
+            match wal.rotate() {
+                Ok(boundary) => {
+                    if let Err(error) = crate::wal_log::remove_before(&wal_dir, boundary) {
+                        warn!(error = %error, "could not delete purged wal files; the next open does");
+                    }
+                }
+                Err(error) => {
+                    warn!(error = %error, "could not start a new wal file after the purge; its files stay until the next seal")
+                }
+            }
 
             report.segments = catalog.len() as u64;
             report.spans = memtable_rows;

@@ -24,8 +24,8 @@ use crate::error::Result;
 use crate::schema::{column_index, columns, span_schema};
 use crate::segment::{SegmentMeta, SegmentWriteOptions, day_of, sort_for_segment};
 use crate::tables::{
-    CONVERSATION_ROWS, META, META_NEXT_SEGMENT_ID, SEGMENTS, SESSION_ROWS, TRACE_KEYS,
-    TRACE_SEGMENTS, WAL,
+    CONVERSATION_ROWS, META, META_NEXT_SEGMENT_ID, META_WAL_SEALED_THROUGH, SEGMENTS, SESSION_ROWS,
+    TRACE_KEYS, TRACE_SEGMENTS, WAL,
 };
 use crate::trace_keys::{RawTraceId, TraceKeys, resolve_keys, traces_in_batch};
 
@@ -107,14 +107,21 @@ pub(super) fn split_by_tier_and_day(
 pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
     let _guard = shared.seal_lock.lock();
     let (frozen, generation) = {
+        // The writer's lock first (lock order), so no group is between its WAL append and the
+        // memtable while the WAL file is switched and the memtable frozen.
+        let mut wal = shared.wal.lock();
         let mut state = shared.state.write();
         if state.frozen.is_none() {
             if state.active.rows == 0 {
                 return Ok(SealSummary::default());
             }
-            state.frozen = Some(std::mem::take(&mut state.active));
+            let boundary = wal.rotate()?;
+            let mut frozen = std::mem::take(&mut state.active);
+            frozen.wal_boundary = boundary;
+            state.frozen = Some(frozen);
             shared.generation.fetch_add(1, Ordering::AcqRel);
         }
+        drop(wal);
         // Everything written up to the switch belongs to generations <= this one.
         let generation = shared.generation.load(Ordering::Acquire).saturating_sub(1);
         (state.frozen.clone().unwrap_or_default(), generation)
@@ -168,6 +175,7 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
             &split,
             &unresolved,
             frozen.max_sequence,
+            frozen.wal_boundary,
             first_id + metas.len() as u64,
         )
     })();
@@ -182,6 +190,15 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
         }
     };
     *shared.next_segment_id.lock() = first_id + metas.len() as u64;
+    // Durable now: the WAL files before the boundary hold nothing the store still needs.
+    let wal_freed = crate::wal_log::remove_before(
+        &shared.dir.join(crate::wal_log::WAL_DIR),
+        frozen.wal_boundary,
+    )
+    .unwrap_or_else(|error| {
+        warn!(error = %error, "could not delete sealed wal files; the next seal or open retries");
+        0
+    });
     let summary = SealSummary {
         segments: metas.len(),
         rows: metas.iter().map(|meta| meta.rows).sum(),
@@ -214,20 +231,25 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
         segments = summary.segments,
         rows = summary.rows,
         bytes = summary.bytes,
+        wal_freed,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "sealed memtable"
     );
     Ok(summary)
 }
 
-/// One transaction: catalog entries, trace/session/conversation indexes, WAL truncation, next
-/// segment id, and late keys for traces whose keys arrived while the segments were written.
+/// One durable transaction: catalog entries, trace/session/conversation indexes, the WAL
+/// position sealed through (`wal_boundary - 1`; older stores' `wal` table is truncated to
+/// `max_sequence`), next segment id, and late keys for traces whose keys arrived while the
+/// segments were written. Being durable, it also makes every earlier non-durable commit of
+/// the writer durable.
 pub(super) fn commit_segments(
     shared: &Shared,
     metas: &[SegmentMeta],
     split: &agent_tables::SplitTraces,
     unresolved: &HashMap<RawTraceId, TraceKeys>,
     max_sequence: u64,
+    wal_boundary: u64,
     next_segment_id: u64,
 ) -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
     // Digests for the chain before the transaction: hashing must not hold the write lock (the
@@ -284,6 +306,10 @@ pub(super) fn commit_segments(
         let mut meta = txn.open_table(META).map_err(store_error("open meta"))?;
         meta.insert(META_NEXT_SEGMENT_ID, next_segment_id)
             .map_err(store_error("write next segment id"))?;
+        if wal_boundary > 0 {
+            meta.insert(META_WAL_SEALED_THROUGH, wal_boundary - 1)
+                .map_err(store_error("write wal position"))?;
+        }
     }
     txn.commit().map_err(store_error("commit seal"))?;
     Ok(late)

@@ -1,14 +1,19 @@
-//! The write path: [`Engine::write_batch`] stamps a write's arrival and queues it; the writer
-//! thread commits a group of writes (WAL records, their content, the trace keys they add) in
-//! one durable transaction and publishes the rows to the memtable.
+//! The write path: [`Engine::write_batch`] stamps a write's arrival, encodes its WAL record
+//! (span rows and content together) and queues it; the writer thread appends a group of
+//! records to the WAL file with one fsync, applies their content and trace keys to redb in one
+//! non-durable transaction, and publishes the rows to the memtable.
 //!
 //! Invariants:
-//! - A write is acknowledged only after its group's transaction committed with immediate
-//!   durability (fsync), and after its rows are in the memtable (read-your-writes).
-//! - A write's spans and content are committed together or not at all.
-//! - The writer holds `next_sequence` from the start of a group's commit until the group is
-//!   published and acknowledged, so whoever else holds it sees every write entirely before or
-//!   after.
+//! - A write is acknowledged only after its WAL record is fsync'd, its content and keys are
+//!   committed (non-durably: the WAL record is what makes them durable, and recovery applies
+//!   records after `wal_applied` again), and its rows are in the memtable (read-your-writes).
+//! - A write's spans and content are one WAL record: stored together or not at all. When the
+//!   index commit fails after the append, the write is reported failed but its record stays
+//!   in the WAL: a restart before the next seal replays it (at least once, as an exporter's
+//!   retry would).
+//! - The writer holds `wal` from the start of a group's append until the group is published
+//!   and acknowledged, so whoever else holds it (a seal freezing the memtable, a purge) sees
+//!   every write entirely before or after.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -24,11 +29,31 @@ use crate::retention::RetentionPolicy;
 use crate::scan::MemtableKeysEntry;
 use crate::schema::{column_index, columns, span_schema};
 use crate::tables::{
-    CONVERSATION_ROWS, LATE_KEYS, RowRun, SESSION_ROWS, TRACE_KEYS, TRACE_SEGMENTS, WAL,
+    CONVERSATION_ROWS, LATE_KEYS, META, META_WAL_APPLIED, RowRun, SESSION_ROWS, TRACE_KEYS,
+    TRACE_SEGMENTS,
 };
 use crate::trace_keys::{RawTraceId, TraceKeys, keys_in_batch, traces_in_batch};
 
 use super::*;
+
+/// The WAL file being appended to and the next record's sequence number: the writer's lock.
+#[derive(Debug)]
+pub(super) struct WalWriter {
+    pub(super) next_sequence: u64,
+    pub(super) log: crate::wal_log::WalLog,
+}
+
+impl WalWriter {
+    pub(super) fn new(next_sequence: u64, log: crate::wal_log::WalLog) -> WalWriter {
+        WalWriter { next_sequence, log }
+    }
+
+    /// Starts a new WAL file at the next sequence number and returns that number: every
+    /// record before it is in older files.
+    pub(super) fn rotate(&mut self) -> Result<u64> {
+        self.log.rotate(self.next_sequence)
+    }
+}
 
 /// A write waiting for the group commit.
 pub(super) struct PendingWrite {
@@ -104,7 +129,7 @@ impl Engine {
         }
         let (batch, arrival) = self.stamp_arrival(batch)?;
         content.stored_unix_nanos = u64::try_from(arrival).unwrap_or(0);
-        let record = wal::encode(&batch)?;
+        let record = wal::encode(&batch, &content)?;
         let size = record.len() + content.text_bytes();
         let (reply, response) = bounded(1);
         {
@@ -178,8 +203,8 @@ pub(super) fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
             }
         }
         // Held until the group is published and acknowledged (see `Shared::next_sequence`).
-        let mut next_sequence = shared.next_sequence.lock();
-        let result = commit_group(shared, &mut next_sequence, &group);
+        let mut wal = shared.wal.lock();
+        let result = commit_group(shared, &mut wal, &group);
         shared.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
         match result {
             Ok((first_sequence, keys)) => {
@@ -208,7 +233,7 @@ pub(super) fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
                 }
             }
         }
-        drop(next_sequence);
+        drop(wal);
     }
 }
 
@@ -243,26 +268,28 @@ pub(super) fn publish_keys(shared: &Shared, state: &mut State, updates: KeyUpdat
     }
 }
 
-/// Appends the group's WAL records and merges its trace keys, in one durable transaction.
-/// `next_sequence` is the writer's lock, held by the caller.
+/// Appends the group's WAL records (one fsync), then applies their content and trace keys in
+/// one non-durable transaction. `wal` is the writer's lock, held by the caller.
 pub(super) fn commit_group(
     shared: &Shared,
-    next_sequence: &mut u64,
+    wal: &mut WalWriter,
     group: &[PendingWrite],
 ) -> Result<(u64, KeyUpdates)> {
-    let first = *next_sequence;
-    let txn = shared
+    let first = wal.next_sequence;
+    wal.log.append(
+        group
+            .iter()
+            .enumerate()
+            .map(|(offset, write)| (first + offset as u64, write.record.as_slice())),
+    )?;
+    // The records are in the file whatever happens next: their numbers are taken.
+    wal.next_sequence = first + group.len() as u64;
+    let mut txn = shared
         .db
         .begin_write()
         .map_err(store_error("begin wal write"))?;
-    {
-        let mut table = txn.open_table(WAL).map_err(store_error("open wal"))?;
-        for (offset, write) in group.iter().enumerate() {
-            table
-                .insert(first + offset as u64, write.record.as_slice())
-                .map_err(store_error("append wal"))?;
-        }
-    }
+    txn.set_durability(redb::Durability::None)
+        .map_err(|error| Error::store("set wal commit durability", redb::Error::from(error)))?;
     // Content before the keys: a write that promotes a trace also promotes the content this
     // group stored for it.
     for write in group {
@@ -273,8 +300,11 @@ pub(super) fn commit_group(
         group.iter().map(|write| &write.batch),
         &shared.options.retention,
     )?;
+    txn.open_table(META)
+        .map_err(store_error("open meta"))?
+        .insert(META_WAL_APPLIED, wal.next_sequence - 1)
+        .map_err(store_error("write wal position"))?;
     txn.commit().map_err(store_error("commit wal"))?;
-    *next_sequence = first + group.len() as u64;
     debug!(writes = group.len(), "wal group committed");
     Ok((first, updates))
 }

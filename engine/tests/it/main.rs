@@ -7,3 +7,4 @@ mod purge;
 mod retention;
 mod sessions;
 mod store;
+mod wal;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{
-    SortColumn, SortOptions, filter_record_batch, lexsort_to_indices, take_record_batch,
+    SortColumn, SortOptions, filter_record_batch, lexsort_to_indices,
 };
 use arrow::datatypes::TimestampNanosecondType;
 use parquet::arrow::ArrowWriter;
@@ -146,26 +146,84 @@ pub(crate) fn day_of(nanos: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
-/// Sorts rows by (session_id, conversation_id, trace_id, start_time), NULL keys last: the
-/// clustering every segment has, so that a session, a conversation and a trace each occupy few
-/// contiguous row runs.
-pub(crate) fn sort_for_segment(batch: &RecordBatch) -> Result<RecordBatch> {
+
+/// The rows of `chunks` (each in the span schema, keys resolved) as segment parts: one batch per
+/// (retention tier, UTC day of `start_time`), in (tier, day) order, each sorted by
+/// (session_id, conversation_id, trace_id, start_time), nulls last, so a session, a
+/// conversation or a trace occupies few row runs. Only the sort keys are concatenated; the rows are gathered from
+/// the chunks straight into their sorted order, so the whole memtable is copied once (a seal
+/// used to concatenate it, split it and sort each part: three copies alive at its peak).
+pub(crate) fn sorted_parts(chunks: &[RecordBatch]) -> Result<Vec<((String, String), RecordBatch)>> {
+    let chunks: Vec<&RecordBatch> = chunks.iter().filter(|chunk| chunk.num_rows() > 0).collect();
+    if chunks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = |name: &str| -> Result<Arc<dyn Array>> {
+        let arrays: Vec<&dyn Array> = chunks
+            .iter()
+            .map(|chunk| chunk.column(column_index(name)).as_ref())
+            .collect();
+        Ok(arrow::compute::concat(&arrays)?)
+    };
+    let starts = key(columns::START_TIME)?;
+    let days: Arc<dyn Array> = Arc::new(arrow::array::Int64Array::from_iter_values(
+        starts
+            .as_primitive::<TimestampNanosecondType>()
+            .values()
+            .iter()
+            .map(|nanos| nanos.div_euclid(86_400_000_000_000)),
+    ));
+    let tiers = key(columns::RETENTION_TIER)?;
     let nulls_last = Some(SortOptions {
         descending: false,
         nulls_first: false,
     });
     let sort_columns = [
-        columns::SESSION_ID,
-        columns::CONVERSATION_ID,
-        columns::TRACE_ID,
-        columns::START_TIME,
+        Arc::clone(&tiers),
+        Arc::clone(&days),
+        key(columns::SESSION_ID)?,
+        key(columns::CONVERSATION_ID)?,
+        key(columns::TRACE_ID)?,
+        Arc::clone(&starts),
     ]
-    .map(|name| SortColumn {
-        values: Arc::clone(batch.column(column_index(name))),
+    .map(|values| SortColumn {
+        values,
         options: nulls_last,
     });
-    let indices = lexsort_to_indices(&sort_columns, None)?;
-    Ok(take_record_batch(batch, &indices)?)
+    let order = lexsort_to_indices(&sort_columns, None)?;
+    // Global row -> (chunk, row in chunk).
+    let mut location = Vec::with_capacity(order.len());
+    let mut offsets = Vec::with_capacity(chunks.len());
+    let mut total = 0;
+    for chunk in &chunks {
+        offsets.push(total);
+        total += chunk.num_rows();
+    }
+    for &row in order.values() {
+        let row = row as usize;
+        let chunk = offsets.partition_point(|&offset| offset <= row) - 1;
+        location.push((chunk, row - offsets[chunk]));
+    }
+    let sorted = arrow::compute::interleave_record_batch(&chunks, &location)?;
+    drop(location);
+    let tiers = tiers.as_string::<i32>();
+    let days = days.as_primitive::<arrow::datatypes::Int64Type>();
+    let starts = starts.as_primitive::<TimestampNanosecondType>();
+    let mut parts: Vec<((String, String), RecordBatch)> = Vec::new();
+    let mut first = 0;
+    let part_of = |position: usize| {
+        let row = order.value(position) as usize;
+        (tiers.value(row), days.value(row))
+    };
+    for position in 1..=order.len() {
+        if position == order.len() || part_of(position) != part_of(first) {
+            let row = order.value(first) as usize;
+            let name = (tiers.value(row).to_owned(), day_of(starts.value(row)));
+            parts.push((name, sorted.slice(first, position - first)));
+            first = position;
+        }
+    }
+    Ok(parts)
 }
 
 /// Runs of equal non-null values in a sorted string column: (value, first row, row count).
@@ -720,6 +778,77 @@ pub(crate) fn read_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sorted_parts_group_by_tier_and_day_and_sort_each_part_across_chunks() {
+        use crate::batch::{AgentFields, SpanBatchBuilder, SpanRecord, with_retention_tiers};
+        use crate::ids::{SpanId, TraceId};
+        const DAY: i64 = 86_400_000_000_000;
+        let base = 1_795_323_600_000_000_000;
+        // (tier, day offset, session, trace byte, start offset, span byte) per row, two chunks.
+        let rows: [[(&str, i64, &str, u8, i64, u8); 4]; 2] = [
+            [
+                ("standard", 1, "b", 2, 5, 1),
+                ("decision", 0, "a", 1, 3, 2),
+                ("standard", 0, "b", 3, 1, 3),
+                ("standard", 1, "a", 4, 9, 4),
+            ],
+            [
+                ("standard", 1, "a", 4, 2, 5),
+                ("decision", 0, "a", 1, 1, 6),
+                ("standard", 0, "a", 5, 7, 7),
+                ("standard", 1, "b", 2, 4, 8),
+            ],
+        ];
+        let chunks: Vec<RecordBatch> = rows
+            .iter()
+            .map(|chunk| {
+                let mut builder = SpanBatchBuilder::new();
+                for (_, day, session, trace, start, span) in chunk {
+                    builder.append(&SpanRecord {
+                        trace_id: TraceId([*trace; 16]),
+                        span_id: SpanId([*span; 8]),
+                        start_time_unix_nano: base + day * DAY + start,
+                        agent: AgentFields {
+                            session_id: Some((*session).into()),
+                            ..AgentFields::default()
+                        },
+                        ..SpanRecord::default()
+                    });
+                }
+                let tiers: Vec<Option<&str>> = chunk.iter().map(|row| Some(row.0)).collect();
+                with_retention_tiers(&builder.finish(), &tiers).unwrap()
+            })
+            .collect();
+        // The expected order, computed from the tuples: (tier, day), then session, trace, start.
+        let mut expected: Vec<_> = rows.iter().flatten().copied().collect();
+        expected.sort_by_key(|(tier, day, session, trace, start, _)| {
+            (*tier, *day, *session, *trace, *start)
+        });
+        let parts = sorted_parts(&chunks).unwrap();
+        let names: Vec<(String, String)> = parts.iter().map(|(name, _)| name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                ("decision", "2026-11-22"),
+                ("standard", "2026-11-22"),
+                ("standard", "2026-11-23"),
+            ]
+            .map(|(tier, day)| (tier.to_owned(), day.to_owned()))
+        );
+        let spans: Vec<u8> = parts
+            .iter()
+            .flat_map(|(_, batch)| {
+                let ids = batch.column(column_index(columns::SPAN_ID)).as_string::<i32>();
+                (0..batch.num_rows())
+                    .map(|row| u8::from_str_radix(&ids.value(row)[..2], 16).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let want: Vec<u8> = expected.iter().map(|row| row.5).collect();
+        assert_eq!(spans, want);
+        assert!(sorted_parts(&[]).unwrap().is_empty());
+    }
 
     #[test]
     fn civil_days_are_right_around_known_dates() {

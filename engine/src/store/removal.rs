@@ -9,12 +9,10 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 
-use arrow::compute::concat_batches;
 use redb::ReadableMultimapTable;
 
 use crate::error::Result;
-use crate::schema::span_schema;
-use crate::segment::{SegmentMeta, SegmentWriteOptions, sort_for_segment};
+use crate::segment::{SegmentMeta, SegmentWriteOptions, sorted_parts};
 use crate::tables::{
     CONVERSATION_ROWS, LATE_KEYS, META, META_NEXT_SEGMENT_ID, SEGMENTS, SESSION_ROWS, TRACE_KEYS,
     TRACE_SEGMENTS,
@@ -54,15 +52,11 @@ impl Engine {
         let mut new_metas = Vec::new();
         let first_id = *shared.next_segment_id.lock();
         if !keep.is_empty() {
-            let batch = concat_batches(&span_schema(), &keep)?;
             let options = SegmentWriteOptions {
                 row_group_rows: shared.options.row_group_rows,
                 zstd_level: shared.options.zstd_level,
             };
-            for (offset, ((tier, day), part)) in
-                split_by_tier_and_day(&batch)?.into_iter().enumerate()
-            {
-                let sorted = sort_for_segment(&part)?;
+            for (offset, ((tier, day), sorted)) in sorted_parts(&keep)?.into_iter().enumerate() {
                 new_metas.push(agent_tables::write_segment_with_sidecars(
                     shared,
                     first_id + offset as u64,

@@ -6,23 +6,19 @@
 //! - The switch from the frozen memtable to the new segments happens under the state lock,
 //!   after the catalog transaction (entries, indexes, WAL truncation) committed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::array::{AsArray, BooleanArray};
-use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::TimestampNanosecondType;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redb::WriteTransaction;
 use tracing::{info, warn};
 
 use crate::error::Result;
-use crate::schema::{column_index, columns, span_schema};
-use crate::segment::{SegmentMeta, SegmentWriteOptions, day_of, sort_for_segment};
+use crate::segment::{SegmentMeta, SegmentWriteOptions, sorted_parts};
 use crate::tables::{
     CONVERSATION_ROWS, META, META_NEXT_SEGMENT_ID, META_WAL_SEALED_THROUGH, SEGMENTS, SESSION_ROWS,
     TRACE_KEYS, TRACE_SEGMENTS, WAL,
@@ -74,36 +70,6 @@ pub(super) fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
     }
 }
 
-/// Splits a resolved batch into one batch per (retention tier, UTC day of `start_time`).
-pub(super) fn split_by_tier_and_day(
-    batch: &RecordBatch,
-) -> Result<Vec<((String, String), RecordBatch)>> {
-    let starts = batch
-        .column(column_index(columns::START_TIME))
-        .as_primitive::<TimestampNanosecondType>();
-    let tiers = batch
-        .column(column_index(columns::RETENTION_TIER))
-        .as_string::<i32>();
-    let keys: Vec<(String, String)> = (0..batch.num_rows())
-        .map(|row| (tiers.value(row).to_owned(), day_of(starts.value(row))))
-        .collect();
-    let distinct: BTreeSet<&(String, String)> = keys.iter().collect();
-    if distinct.len() == 1 {
-        let key = keys.first().cloned().unwrap_or_default();
-        return Ok(vec![(key, batch.clone())]);
-    }
-    let mut out = Vec::new();
-    for key in distinct {
-        let mask = BooleanArray::from(
-            keys.iter()
-                .map(|candidate| candidate == key)
-                .collect::<Vec<_>>(),
-        );
-        out.push((key.clone(), filter_record_batch(batch, &mask)?));
-    }
-    Ok(out)
-}
-
 pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
     let _guard = shared.seal_lock.lock();
     let (frozen, generation) = {
@@ -127,18 +93,25 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
         (state.frozen.clone().unwrap_or_default(), generation)
     };
     let started = Instant::now();
-    let all = concat_batches(&span_schema(), &frozen.chunks)?;
     // Resolve the trace keys known now, and remember them per trace, so the commit can catch
-    // keys (or a higher tier) that arrive while the files are written.
-    let (all, unresolved) = {
+    // keys (or a higher tier) that arrive while the files are written. Chunk by chunk:
+    // resolving replaces only the key columns.
+    let (resolved, unresolved) = {
         let keys = shared.memtable_keys.read();
-        let resolved = resolve_keys(
-            &all,
-            |trace| keys.get(trace).map(|entry| &entry.keys),
-            &shared.options.retention,
-        )?;
-        let snapshot = traces_in_batch(&resolved)
-            .into_iter()
+        let resolved = frozen
+            .chunks
+            .iter()
+            .map(|chunk| {
+                resolve_keys(
+                    chunk,
+                    |trace| keys.get(trace).map(|entry| &entry.keys),
+                    &shared.options.retention,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let snapshot = resolved
+            .iter()
+            .flat_map(traces_in_batch)
             .map(|trace| {
                 let known = keys.get(&trace).map(|entry| entry.keys.clone());
                 (trace, known.unwrap_or_default())
@@ -153,11 +126,14 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
     let mut metas = Vec::new();
     let mut written_paths = Vec::new();
     let first_id = *shared.next_segment_id.lock();
+    let parts: Vec<(String, String, RecordBatch)> = sorted_parts(&resolved)?
+        .into_iter()
+        .map(|((tier, day), batch)| (tier, day, batch))
+        .collect();
+    // From here only the sorted parts (and the frozen memtable, readable until the switch) are
+    // needed.
+    drop(resolved);
     let result = (|| -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
-        let mut parts = Vec::new();
-        for ((tier, day), batch) in split_by_tier_and_day(&all)? {
-            parts.push((tier, day, sort_for_segment(&batch)?));
-        }
         let batches: Vec<RecordBatch> = parts.iter().map(|(_, _, batch)| batch.clone()).collect();
         let mut split = agent_tables::complete_split_traces(shared, &batches, first_id)?;
         let extra = std::mem::take(&mut split.extra);

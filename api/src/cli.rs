@@ -89,6 +89,10 @@ pub struct StorageArgs {
     /// Refuse ingest (429 / RESOURCE_EXHAUSTED) when unsealed data exceeds this size.
     #[arg(long, env = "SIGHTLINE_MAX_MEMTABLE_BYTES", default_value = "1GiB")]
     pub max_memtable_bytes: ByteSize,
+    /// Memory for caching pages of the index database (sightline.redb: indexes, trace keys,
+    /// content); the operating system's page cache holds the rest.
+    #[arg(long, env = "SIGHTLINE_INDEX_CACHE", default_value = "64MiB")]
+    pub index_cache: ByteSize,
 }
 
 /// OTLP receivers.

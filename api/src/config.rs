@@ -120,6 +120,7 @@ pub fn engine_options(args: &StorageArgs) -> engine::Options {
         .with_seal_max_bytes(args.seal_max_bytes.as_usize())
         .with_seal_max_age(args.seal_max_age.0)
         .with_max_memtable_bytes(args.max_memtable_bytes.as_usize())
+        .with_index_cache_bytes(args.index_cache.as_usize())
 }
 
 /// Query options from the query flags.

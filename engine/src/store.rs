@@ -101,6 +101,10 @@ pub struct Options {
     pub background_sealing: bool,
     /// Retention tiers: which tier rows without one go to, and how long each is kept.
     pub retention: RetentionPolicy,
+    /// Memory redb may use to cache pages of the database file (indexes, trace keys, content).
+    /// redb's own default is 1 GiB, which a store with content fills: the server's resident
+    /// memory grew with the database file.
+    pub index_cache_bytes: usize,
 }
 
 impl Default for Options {
@@ -114,6 +118,7 @@ impl Default for Options {
             max_memtable_bytes: 1 << 30,
             background_sealing: true,
             retention: RetentionPolicy::default(),
+            index_cache_bytes: 64 << 20,
         }
     }
 }
@@ -146,6 +151,12 @@ impl Options {
     /// Sets the memtable size past which writes are refused as overloaded.
     pub fn with_max_memtable_bytes(mut self, bytes: usize) -> Self {
         self.max_memtable_bytes = bytes;
+        self
+    }
+
+    /// Sets the memory redb may use to cache database pages.
+    pub fn with_index_cache_bytes(mut self, bytes: usize) -> Self {
+        self.index_cache_bytes = bytes;
         self
     }
 
@@ -336,7 +347,10 @@ impl Engine {
         fs::create_dir_all(&dir).map_err(|source| Error::io("create directory", &dir, source))?;
         let db_path = dir.join(DATABASE_FILE);
         let created = !db_path.exists();
-        let db = match Database::create(&db_path) {
+        let db = match Database::builder()
+            .set_cache_size(options.index_cache_bytes)
+            .create(&db_path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::Locked { path: dir });

@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{
-    SortColumn, SortOptions, filter_record_batch, lexsort_to_indices,
-};
+use arrow::compute::{SortColumn, SortOptions, filter_record_batch, lexsort_to_indices};
 use arrow::datatypes::TimestampNanosecondType;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
@@ -145,7 +143,6 @@ pub(crate) fn day_of(nanos: i64) -> String {
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
 }
-
 
 /// The rows of `chunks` (each in the span schema, keys resolved) as segment parts: one batch per
 /// (retention tier, UTC day of `start_time`), in (tier, day) order, each sorted by
@@ -839,7 +836,9 @@ mod tests {
         let spans: Vec<u8> = parts
             .iter()
             .flat_map(|(_, batch)| {
-                let ids = batch.column(column_index(columns::SPAN_ID)).as_string::<i32>();
+                let ids = batch
+                    .column(column_index(columns::SPAN_ID))
+                    .as_string::<i32>();
                 (0..batch.num_rows())
                     .map(|row| u8::from_str_radix(&ids.value(row)[..2], 16).unwrap())
                     .collect::<Vec<_>>()

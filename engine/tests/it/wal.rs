@@ -231,9 +231,8 @@ fn damage_inside_the_wal_is_an_error_not_lost_rows() {
     let mut bytes = std::fs::read(file).unwrap();
     bytes[20] ^= 0xff;
     std::fs::write(file, bytes).unwrap();
-    // The damaged record is in the newest file with records, but a new empty file follows it
-    // only after an open; here it is the newest, so recovery may treat it as torn only if
-    // nothing whole follows it. It does not: it refuses, or keeps every whole record.
+    // The damaged record has a whole record after it, so it is not a write torn by a crash:
+    // open must refuse rather than cut the file there and drop the acknowledged record after it.
     match Engine::open(crashed.path(), manual()) {
         Err(error) => assert!(error.to_string().contains("wal"), "{error}"),
         Ok(engine) => panic!(

@@ -782,8 +782,10 @@ mod tests {
         use crate::ids::{SpanId, TraceId};
         const DAY: i64 = 86_400_000_000_000;
         let base = 1_795_323_600_000_000_000;
-        // (tier, day offset, session, trace byte, start offset, span byte) per row, two chunks.
-        let rows: [[(&str, i64, &str, u8, i64, u8); 4]; 2] = [
+        /// (tier, day offset, session, trace byte, start offset, span byte).
+        type Row = (&'static str, i64, &'static str, u8, i64, u8);
+        // Two chunks of four rows.
+        let rows: [[Row; 4]; 2] = [
             [
                 ("standard", 1, "b", 2, 5, 1),
                 ("decision", 0, "a", 1, 3, 2),

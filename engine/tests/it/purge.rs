@@ -42,7 +42,7 @@ fn rows_by_trace(engine: &Engine, request: &ScanRequest) -> BTreeMap<String, usi
     out
 }
 
-fn count(engine: &Engine, request: &ScanRequest) -> usize {
+pub(crate) fn count(engine: &Engine, request: &ScanRequest) -> usize {
     engine
         .scan(request)
         .unwrap()
@@ -51,7 +51,7 @@ fn count(engine: &Engine, request: &ScanRequest) -> usize {
         .sum()
 }
 
-fn session(id: &str) -> ScanRequest {
+pub(crate) fn session(id: &str) -> ScanRequest {
     ScanRequest {
         session_ids: Some(vec![id.to_owned()]),
         ..ScanRequest::default()

@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use arrow::array::RecordBatch;
+
+use super::purge::{count, session};
 use engine::{
     AgentFields, ContentBatch, ContentPiece, ContentRef, ContentValue, Engine, Options,
     ScanRequest, SpanBatchBuilder, SpanId, SpanRecord, TraceId, WriteBatch,
@@ -50,22 +52,6 @@ fn spans(trace: u8, count: usize, session: &str, payload: usize) -> RecordBatch 
     builder.finish()
 }
 
-fn rows(engine: &Engine, request: &ScanRequest) -> usize {
-    engine
-        .scan(request)
-        .unwrap()
-        .iter()
-        .map(RecordBatch::num_rows)
-        .sum()
-}
-
-fn session(id: &str) -> ScanRequest {
-    ScanRequest {
-        session_ids: Some(vec![id.to_owned()]),
-        ..ScanRequest::default()
-    }
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -77,6 +63,25 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+/// A copy of a data directory (what a crash would leave) after two acknowledged writes of 3
+/// and 4 spans, and its WAL files that hold records, oldest first.
+fn crash_image_after_two_writes() -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), manual()).unwrap();
+    engine.write(spans(1, 3, "s", 64)).unwrap();
+    engine.write(spans(2, 4, "s", 64)).unwrap();
+    copy_dir(dir.path(), crashed.path());
+    engine.close().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(crashed.path().join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| file_len(path) > 0)
+        .collect();
+    files.sort();
+    (crashed, files)
 }
 
 fn file_len(path: &Path) -> u64 {
@@ -107,7 +112,7 @@ fn a_seal_deletes_the_wal_it_covers_and_the_database_file_does_not_keep_it() {
             "cycle {cycle}: WAL left after the seal"
         );
     }
-    assert_eq!(rows(&engine, &ScanRequest::default()), 4 * 8 * 50);
+    assert_eq!(count(&engine, &ScanRequest::default()), 4 * 8 * 50);
     // The redb file holds indexes, not the WAL: smaller than one memtable's WAL.
     let database = file_len(&dir.path().join("sightline.redb"));
     assert!(
@@ -159,9 +164,9 @@ fn a_crash_after_acknowledgement_keeps_rows_keys_and_content() {
     assert_eq!((recovery.wal_records, recovery.wal_rows), (1, 5));
     // Its index commit was not durable: the copy's database file does not have it.
     assert_eq!(recovery.wal_reapplied, 1);
-    assert_eq!(rows(&engine, &session("before")), 10);
+    assert_eq!(count(&engine, &session("before")), 10);
     // The session key of the unsealed trace, and its content, come back from the WAL record.
-    assert_eq!(rows(&engine, &session("after")), 5);
+    assert_eq!(count(&engine, &session("after")), 5);
     let content = engine.content_for_trace(&TraceId([2; 16])).unwrap();
     assert_eq!(content.len(), 1);
     assert_eq!(content[0].value, ContentValue::Present(format!("[{text}]")));
@@ -171,7 +176,7 @@ fn a_crash_after_acknowledgement_keeps_rows_keys_and_content() {
     let engine = Engine::open(crashed.path(), manual()).unwrap();
     assert_eq!(engine.recovery().wal_records, 0);
     assert_eq!(engine.wal_bytes().unwrap(), 0);
-    assert_eq!(rows(&engine, &ScanRequest::default()), 15);
+    assert_eq!(count(&engine, &ScanRequest::default()), 15);
     assert_eq!(
         engine.content_for_trace(&TraceId([2; 16])).unwrap()[0].value,
         ContentValue::Present(format!("[{text}]"))
@@ -181,20 +186,8 @@ fn a_crash_after_acknowledgement_keeps_rows_keys_and_content() {
 
 #[test]
 fn a_torn_record_at_the_end_of_the_wal_is_cut_off_and_the_rest_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let crashed = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), manual()).unwrap();
-    engine.write(spans(1, 3, "s", 64)).unwrap();
-    engine.write(spans(2, 4, "s", 64)).unwrap();
-    copy_dir(dir.path(), crashed.path());
-    engine.close().unwrap();
+    let (crashed, files) = crash_image_after_two_writes();
     // A crash in the middle of the next append: half a frame at the end of the newest file.
-    let wal_dir = crashed.path().join("wal");
-    let mut files: Vec<_> = std::fs::read_dir(&wal_dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
     let newest = files.last().unwrap();
     let mut bytes = std::fs::read(newest).unwrap();
     let whole = bytes.len() as u64;
@@ -204,29 +197,16 @@ fn a_torn_record_at_the_end_of_the_wal_is_cut_off_and_the_rest_replayed() {
     let engine = Engine::open(crashed.path(), manual()).unwrap();
     assert_eq!(engine.recovery().wal_torn_bytes, 7);
     assert_eq!(engine.recovery().wal_rows, 7);
-    assert_eq!(rows(&engine, &ScanRequest::default()), 7);
+    assert_eq!(count(&engine, &ScanRequest::default()), 7);
     assert_eq!(file_len(newest), whole);
     engine.close().unwrap();
 }
 
 #[test]
 fn damage_inside_the_wal_is_an_error_not_lost_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let crashed = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), manual()).unwrap();
-    engine.write(spans(1, 3, "s", 64)).unwrap();
-    engine.write(spans(2, 4, "s", 64)).unwrap();
-    copy_dir(dir.path(), crashed.path());
-    engine.close().unwrap();
+    let (crashed, files) = crash_image_after_two_writes();
     // Flip a byte of the first record's payload: its checksum no longer matches, and a
     // whole record follows it, so this is damage, not a torn write.
-    let wal_dir = crashed.path().join("wal");
-    let mut files: Vec<_> = std::fs::read_dir(&wal_dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| file_len(path) > 0)
-        .collect();
-    files.sort();
     let file = &files[0];
     let mut bytes = std::fs::read(file).unwrap();
     bytes[20] ^= 0xff;

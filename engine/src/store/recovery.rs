@@ -1,0 +1,189 @@
+//! Recovery at open, in one transaction: check the store format version, load the catalog,
+//! replay the WAL into the memtable (version 1 records of the legacy `wal` table, then the WAL
+//! files after `wal_sealed_through`), apply again the content and trace keys of the records after
+//! `wal_applied` (their non-durable commit was lost), and rebuild the in-memory trace keys of
+//! the memtable's traces and the late keys of sealed segments.
+//!
+//! Invariants: records are applied in sequence order, each at most once per open; nothing is
+//! written unless the transaction commits (a failed recovery leaves the store as it was).
+
+use super::*;
+
+/// What recovery read back, for [`Engine::open`] to start the engine from.
+pub(super) struct Recovered {
+    pub(super) segments: Vec<Arc<SegmentMeta>>,
+    pub(super) next_segment_id: u64,
+    /// The sequence number of the next WAL record.
+    pub(super) next_sequence: u64,
+    /// WAL records up to this one are covered by segments (or purged).
+    pub(super) sealed_through: u64,
+    pub(super) memtable: Memtable,
+    pub(super) memtable_keys: MemtableKeys,
+    pub(super) late: HashMap<u64, Arc<LateKeys>>,
+}
+
+/// Recovers the store of `db` (in `dir`, whose database file is `db_path`), counting what it
+/// replayed in `recovery`.
+pub(super) fn recover(
+    db: &Database,
+    dir: &Path,
+    db_path: &Path,
+    options: &Options,
+    recovery: &mut RecoverySummary,
+) -> Result<Recovered> {
+    let txn = db.begin_write().map_err(store_error("begin recovery"))?;
+    let next_segment_id;
+    {
+        let mut meta = txn.open_table(META).map_err(store_error("open meta"))?;
+        let version = meta
+            .get(META_FORMAT_VERSION)
+            .map_err(store_error("read format version"))?
+            .map(|value| value.value());
+        match version {
+            None => {
+                meta.insert(META_FORMAT_VERSION, FORMAT_VERSION)
+                    .map_err(store_error("write format version"))?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                return Err(Error::Corrupt {
+                    location: db_path.display().to_string(),
+                    detail: format!(
+                        "expected store format version {FORMAT_VERSION}, found {other}"
+                    ),
+                });
+            }
+        }
+        next_segment_id = meta
+            .get(META_NEXT_SEGMENT_ID)
+            .map_err(store_error("read next segment id"))?
+            .map(|value| value.value())
+            .unwrap_or(1);
+    }
+    txn.open_multimap_table(TRACE_SEGMENTS)
+        .map_err(store_error("open trace index"))?;
+    txn.open_multimap_table(SESSION_ROWS)
+        .map_err(store_error("open session index"))?;
+    txn.open_multimap_table(CONVERSATION_ROWS)
+        .map_err(store_error("open conversation index"))?;
+    let mut segments = Vec::new();
+    {
+        let table = txn
+            .open_table(SEGMENTS)
+            .map_err(store_error("open catalog"))?;
+        for entry in table.iter().map_err(store_error("read catalog"))? {
+            let (id, value) = entry.map_err(store_error("read catalog"))?;
+            segments.push(Arc::new(SegmentMeta::decode(id.value(), value.value())?));
+        }
+    }
+    let mut memtable = Memtable::default();
+    let (sealed_through, applied) = {
+        let meta = txn.open_table(META).map_err(store_error("open meta"))?;
+        let read = |key: &str| -> Result<u64> {
+            Ok(meta
+                .get(key)
+                .map_err(store_error("read wal position"))?
+                .map(|value| value.value())
+                .unwrap_or(0))
+        };
+        (read(META_WAL_SEALED_THROUGH)?, read(META_WAL_APPLIED)?)
+    };
+    let mut next_sequence = sealed_through + 1;
+    {
+        // Stores written before WAL files: version 1 records, applied durably.
+        let table = txn.open_table(WAL).map_err(store_error("open wal"))?;
+        for entry in table.iter().map_err(store_error("read wal"))? {
+            let (sequence, record) = entry.map_err(store_error("read wal"))?;
+            let sequence = sequence.value();
+            for batch in wal::decode(sequence, record.value())?.batches {
+                recovery.wal_rows += batch.num_rows();
+                memtable.push(batch, sequence);
+            }
+            recovery.wal_records += 1;
+            next_sequence = next_sequence.max(sequence + 1);
+        }
+    }
+    let files = crate::wal_log::read_all(&dir.join(crate::wal_log::WAL_DIR))?;
+    recovery.wal_torn_bytes = files.torn_bytes;
+    let mut last_applied = applied;
+    for (sequence, record) in files.records {
+        next_sequence = next_sequence.max(sequence + 1);
+        if sequence <= sealed_through {
+            continue;
+        }
+        let record = wal::decode(sequence, &record)?;
+        if sequence > applied {
+            // Its index commit was not durable: apply its content and keys again (both
+            // are idempotent), in order.
+            crate::content::put_content_in(&txn, &record.content, &options.retention)?;
+            writer::merge_trace_keys(&txn, record.batches.iter(), &options.retention)?;
+            recovery.wal_reapplied += 1;
+            last_applied = sequence;
+        }
+        for batch in record.batches {
+            recovery.wal_rows += batch.num_rows();
+            memtable.push(batch, sequence);
+        }
+        recovery.wal_records += 1;
+    }
+    if last_applied != applied {
+        txn.open_table(META)
+            .map_err(store_error("open meta"))?
+            .insert(META_WAL_APPLIED, last_applied)
+            .map_err(store_error("write wal position"))?;
+    }
+    let mut memtable_keys = MemtableKeys::new();
+    let mut late: HashMap<u64, Arc<LateKeys>> = HashMap::new();
+    {
+        let keys_table = txn
+            .open_table(TRACE_KEYS)
+            .map_err(store_error("open trace keys"))?;
+        for chunk in &memtable.chunks {
+            for trace in traces_in_batch(chunk) {
+                if let Some(keys) = read_trace_keys(&keys_table, &trace)? {
+                    memtable_keys.insert(
+                        trace,
+                        MemtableKeysEntry {
+                            keys,
+                            generation: 0,
+                        },
+                    );
+                }
+            }
+        }
+        let late_table = txn
+            .open_multimap_table(LATE_KEYS)
+            .map_err(store_error("open late keys"))?;
+        let mut by_segment: HashMap<u64, LateKeys> = HashMap::new();
+        for entry in late_table.iter().map_err(store_error("read late keys"))? {
+            let (segment, traces) = entry.map_err(store_error("read late keys"))?;
+            for trace in traces {
+                let trace = trace.map_err(store_error("read late keys"))?;
+                let Ok(raw) = RawTraceId::try_from(trace.value()) else {
+                    continue;
+                };
+                if let Some(keys) = read_trace_keys(&keys_table, &raw)? {
+                    by_segment
+                        .entry(segment.value())
+                        .or_default()
+                        .insert(raw, keys);
+                }
+            }
+        }
+        late.extend(
+            by_segment
+                .into_iter()
+                .map(|(segment, keys)| (segment, Arc::new(keys))),
+        );
+    }
+    txn.commit().map_err(store_error("commit recovery"))?;
+    Ok(Recovered {
+        segments,
+        next_segment_id,
+        next_sequence,
+        sealed_through,
+        memtable,
+        memtable_keys,
+        late,
+    })
+}

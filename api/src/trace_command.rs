@@ -168,7 +168,33 @@ async fn fetch_session(target: &SqlTarget, session_id: &str) -> anyhow::Result<V
         .map(run_row)
         .collect::<anyhow::Result<Vec<_>>>()?;
     if runs.is_empty() {
-        bail!("no runs of session {session_id:?} found in {target}");
+        // Say why: a session may hold spans but no run (an `invoke_agent` span).
+        let counts = target
+            .json(&format!(
+                "SELECT count(*) AS spans, count(DISTINCT trace_id) AS traces FROM spans \
+                 WHERE session_id = {}",
+                sql_string(session_id)
+            ))
+            .await?;
+        let rows = ResultRows::new(&counts)?;
+        let (spans, traces) = rows
+            .iter()
+            .next()
+            .map(|row| {
+                (
+                    row.integer("spans").unwrap_or(0),
+                    row.integer("traces").unwrap_or(0),
+                )
+            })
+            .unwrap_or((0, 0));
+        if spans == 0 {
+            bail!("no spans of session {session_id:?} found in {target}");
+        }
+        bail!(
+            "session {session_id:?} has {spans} spans in {traces} traces in {target}, but no agent \
+             runs (a run is an `invoke_agent` span; see docs/sql.md, agent_runs); \
+             `sightline trace <trace id>` draws one of its traces"
+        );
     }
     Ok(runs)
 }

@@ -678,13 +678,21 @@ pub(crate) fn trace(rows: &TraceRows, color: bool) -> String {
     if let Some(session) = spans.iter().find_map(|span| span.session_id.as_deref()) {
         key_value(&mut summary, "session", session, paint);
     }
-    let input: i64 = spans.iter().filter_map(|span| span.input_tokens).sum();
-    let output: i64 = spans.iter().filter_map(|span| span.output_tokens).sum();
-    if spans
-        .iter()
-        .any(|span| span.input_tokens.is_some() || span.output_tokens.is_some())
-    {
-        key_value(&mut summary, "tokens", &format!("{input}/{output}"), paint);
+    // A side no span reports is `-`, as on the span lines, not 0.
+    let total = |side: fn(&SpanRow) -> Option<i64>| {
+        spans
+            .iter()
+            .filter_map(side)
+            .fold(None, |sum: Option<i64>, count| {
+                Some(sum.unwrap_or(0) + count)
+            })
+    };
+    let (input, output) = (
+        total(|span| span.input_tokens),
+        total(|span| span.output_tokens),
+    );
+    if input.is_some() || output.is_some() {
+        key_value(&mut summary, "tokens", &tokens_text(input, output), paint);
     }
     let errors = spans.iter().filter(|span| is_error(span)).count();
     if errors > 0 {

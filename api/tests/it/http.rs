@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::support::TestServer;
 
-fn span(trace: u8, span: u8) -> Span {
+pub(crate) fn span(trace: u8, span: u8) -> Span {
     Span {
         trace_id: vec![trace; 16],
         span_id: vec![span; 8],
@@ -28,7 +28,7 @@ fn span(trace: u8, span: u8) -> Span {
     }
 }
 
-fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+pub(crate) fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {

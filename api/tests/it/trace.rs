@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::process::{Command, Output};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde_json::Value;
 
 use crate::support::TestServer;
@@ -355,7 +356,32 @@ async fn trace_shows_decisions_retries_models_and_session_runs() {
         ])
         .await,
     );
-    assert!(message.contains("no runs of session"), "{message}");
+    assert!(
+        message.contains("no spans of session \"no-such-session\""),
+        "{message}"
+    );
+    // A session with spans but no run (no `invoke_agent` span) says so.
+    let mut chat = crate::http::span(0xc7, 1);
+    chat.attributes.push(KeyValue {
+        key: "session.id".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("chat-only".into())),
+        }),
+        ..KeyValue::default()
+    });
+    TraceServiceClient::connect(server.otlp_grpc.clone())
+        .await
+        .unwrap()
+        .export(crate::http::request(vec![chat]))
+        .await
+        .expect("export acknowledged");
+    let message =
+        failure(&sightline(&["trace", "--session", "chat-only", "--url", &server.api]).await);
+    assert!(
+        message.contains("session \"chat-only\" has 1 spans in 1 traces")
+            && message.contains("no agent runs"),
+        "{message}"
+    );
 
     server.stop().await;
     let data = dir.path().to_str().unwrap();

@@ -266,6 +266,22 @@ fn a_trace_of_zero_length_and_negative_durations_draw() {
 }
 
 #[test]
+fn the_header_token_total_marks_a_side_no_span_reports() {
+    let mut chat = span("c", Some("r"), 10, 10);
+    chat.input_tokens = Some(101);
+    let mut other = span("d", Some("r"), 20, 10);
+    other.input_tokens = Some(9);
+    let text = trace(&rows(vec![span("r", None, 0, 100), chat, other]), false);
+    let header = text
+        .lines()
+        .find(|line| !line.starts_with('[') && line.contains("tokens="))
+        .unwrap_or_default();
+    assert!(header.contains("tokens=110/-"), "{header}");
+    let (_, line) = line_of(&text, "span c");
+    assert!(line.contains("tokens=101/-"), "{line}");
+}
+
+#[test]
 fn colors_only_when_asked() {
     let mut failed = span("f", Some("r"), 10, 10);
     failed.status_code = "error".to_owned();

@@ -101,6 +101,18 @@ impl RunningServer {
 /// Concurrent OTLP/gRPC exports one connection may have in flight.
 const MAX_CONCURRENT_EXPORTS_PER_CONNECTION: usize = 32;
 
+/// File in the data directory holding the running server's API address (`http://host:port`),
+/// written once it listens and removed when it stops; the CLI names it when it finds the
+/// directory in use.
+pub(crate) const API_ADDR_FILE: &str = "api.addr";
+
+/// The API address of the server running on `data_dir`, as it recorded it.
+pub(crate) fn running_api_url(data_dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join(API_ADDR_FILE)).ok()?;
+    let url = text.trim();
+    url.starts_with("http://").then(|| url.to_owned())
+}
+
 /// Bytes per permit of the ingest budget semaphore.
 pub(crate) const BUDGET_UNIT: usize = 1024;
 
@@ -217,6 +229,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.clone(),
         shutdown.clone(),
     ));
+    // Where this server answers, for a CLI that finds the data directory locked to point at.
+    let api_addr_file = config.data_dir.join(API_ADDR_FILE);
+    if let Err(error) = std::fs::write(&api_addr_file, format!("http://{api_addr}\n")) {
+        warn!(file = %api_addr_file.display(), error = %error, "could not record the API address");
+    }
     info!(
         otlp_grpc = %otlp_grpc_addr,
         otlp_http = %otlp_http_addr,
@@ -269,6 +286,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("engine close task failed")?
             .context("closing the store failed")?;
+        let _ = std::fs::remove_file(&api_addr_file);
         info!("store closed");
         match results.into_iter().next() {
             Some(error) => Err(error),

@@ -81,8 +81,10 @@ impl SqlTarget {
         let engine = match opened {
             Ok(engine) => Arc::new(engine),
             Err(engine::Error::Locked { path }) => bail!(
-                "data directory {} is in use by a running sightline server; query the server instead, e.g. --url http://127.0.0.1:7070",
-                path.display()
+                "data directory {} is in use by a running sightline server; query the server instead: --url {}",
+                path.display(),
+                crate::server::running_api_url(&path)
+                    .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned())
             ),
             Err(error) => {
                 return Err(anyhow::Error::new(error).context("cannot open the data directory"));

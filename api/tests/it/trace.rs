@@ -383,8 +383,18 @@ async fn trace_shows_decisions_retries_models_and_session_runs() {
         "{message}"
     );
 
-    server.stop().await;
+    // The directory is in use: the CLI points at the running server's own address.
     let data = dir.path().to_str().unwrap();
+    let message = failure(&sightline(&["sql", "--data", data, "SELECT 1"]).await);
+    assert!(
+        message.contains(&format!("query the server instead: --url {}", server.api)),
+        "{message}"
+    );
+    server.stop().await;
+    assert!(
+        !dir.path().join("api.addr").exists(),
+        "api.addr left after stop"
+    );
     let embedded = stdout(&sightline(&["trace", "--session", &session_id, "--data", data]).await);
     assert_eq!(embedded, output);
 }

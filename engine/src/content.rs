@@ -14,8 +14,9 @@
 //! points at it: a new key, or a key whose pointing references were first given their own
 //! pieces ([`detach_dependents`]); the same value sent again keeps its stored pieces.
 //! A blob is written in the same transaction as every reference that names it, and a request's
-//! content in the same group-commit transaction as its span rows ([`Engine::write_batch`]), so
-//! a span never points at content that was not stored and no content outlives a refused write.
+//! content in the same WAL record as its span rows, applied in the group's transaction
+//! ([`Engine::write_batch`]; re-applied from the WAL after a crash), so a span never points at
+//! content that was not stored and no content outlives a refused write.
 //! Expiry deletes blobs only; references stay, so a read after expiry answers
 //! [`ContentValue::Expired`] with the digest.
 

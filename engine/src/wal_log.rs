@@ -268,6 +268,23 @@ impl WalLog {
         }
     }
 
+    /// Length of the file up to its last whole frame (to [`WalLog::cut_to`] later).
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Cuts the file back to `len` (a length [`WalLog::len`] returned) and syncs it: the frames
+    /// after it are gone, as if never appended.
+    pub(crate) fn cut_to(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.seek(SeekFrom::Start(len)).map(|_| ()))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|source| Error::io("cut wal file", &self.path, source))?;
+        self.len = len;
+        Ok(())
+    }
+
     /// Starts a new file at `first` (the next record's sequence) and returns it; the old file
     /// stays until [`remove_before`] deletes it.
     pub(crate) fn rotate(&mut self, first: u64) -> Result<u64> {
@@ -351,6 +368,21 @@ mod tests {
         );
         // The newest file is never deleted.
         assert_eq!(remove_before(dir.path(), 100).unwrap(), 0);
+    }
+
+    #[test]
+    fn frames_cut_off_after_an_append_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = write(dir.path(), 1, &[b"kept"]);
+        let before = log.len();
+        log.append([(2, b"withdrawn".as_slice())]).unwrap();
+        assert!(log.len() > before);
+        log.cut_to(before).unwrap();
+        log.append([(2, b"again".as_slice())]).unwrap();
+        assert_eq!(
+            read_all(dir.path()).unwrap().records,
+            vec![(1, b"kept".to_vec()), (2, b"again".to_vec())]
+        );
     }
 
     #[test]

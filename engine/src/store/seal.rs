@@ -1,10 +1,12 @@
-//! Sealing: the memtable is frozen, split by (tier, UTC day), written as segments with their
-//! agent-table files, and published in one catalog transaction that also truncates the WAL.
+//! Sealing: the memtable is frozen (and a new WAL file started), split by (tier, UTC day),
+//! written as segments with their agent-table files, and published in one durable catalog
+//! transaction that also records the WAL position it covers; the WAL files before it are then
+//! deleted.
 //!
 //! Invariants:
 //! - Segment files are fsync'd before the catalog references them.
 //! - The switch from the frozen memtable to the new segments happens under the state lock,
-//!   after the catalog transaction (entries, indexes, WAL truncation) committed.
+//!   after the catalog transaction (entries, indexes, `wal_sealed_through`) committed.
 
 use std::collections::HashMap;
 use std::fs;

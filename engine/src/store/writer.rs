@@ -8,9 +8,10 @@
 //!   committed (non-durably: the WAL record is what makes them durable, and recovery applies
 //!   records after `wal_applied` again), and its rows are in the memtable (read-your-writes).
 //! - A write's spans and content are one WAL record: stored together or not at all. When the
-//!   index commit fails after the append, the write is reported failed but its record stays
-//!   in the WAL: a restart before the next seal replays it (at least once, as an exporter's
-//!   retry would).
+//!   index commit fails after the append, the group's records are cut off the WAL file again
+//!   and the writes reported failed; if even that fails, the writer refuses every later write
+//!   (a record left behind that `wal_applied` then passed would be replayed without its
+//!   content and keys) until the engine is opened again, whose recovery applies it.
 //! - The writer holds `wal` from the start of a group's append until the group is published
 //!   and acknowledged, so whoever else holds it (a seal freezing the memtable, a purge) sees
 //!   every write entirely before or after.
@@ -41,11 +42,18 @@ use super::*;
 pub(super) struct WalWriter {
     pub(super) next_sequence: u64,
     pub(super) log: crate::wal_log::WalLog,
+    /// Set when a group's records could be neither indexed nor cut off the WAL: no later write
+    /// may be acknowledged before recovery has applied them.
+    broken: Option<String>,
 }
 
 impl WalWriter {
     pub(super) fn new(next_sequence: u64, log: crate::wal_log::WalLog) -> WalWriter {
-        WalWriter { next_sequence, log }
+        WalWriter {
+            next_sequence,
+            log,
+            broken: None,
+        }
     }
 
     /// Starts a new WAL file at the next sequence number and returns that number: every
@@ -275,15 +283,42 @@ pub(super) fn commit_group(
     wal: &mut WalWriter,
     group: &[PendingWrite],
 ) -> Result<(u64, KeyUpdates)> {
+    if let Some(cause) = &wal.broken {
+        return Err(Error::io(
+            "write wal",
+            shared.dir.join(crate::wal_log::WAL_DIR),
+            std::io::Error::other(format!(
+                "an earlier write failed and could not be withdrawn ({cause}); restart to recover"
+            )),
+        ));
+    }
     let first = wal.next_sequence;
+    let last = first + group.len() as u64 - 1;
+    let len_before = wal.log.len();
     wal.log.append(
         group
             .iter()
             .enumerate()
             .map(|(offset, write)| (first + offset as u64, write.record.as_slice())),
     )?;
-    // The records are in the file whatever happens next: their numbers are taken.
-    wal.next_sequence = first + group.len() as u64;
+    match apply_group(shared, group, last) {
+        Ok(updates) => {
+            wal.next_sequence = last + 1;
+            debug!(writes = group.len(), "wal group committed");
+            Ok((first, updates))
+        }
+        Err(error) => {
+            if let Err(cut) = wal.log.cut_to(len_before) {
+                wal.broken = Some(format!("{error}; {cut}"));
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Applies a group's content and trace keys in one non-durable transaction that records
+/// `last` as applied.
+fn apply_group(shared: &Shared, group: &[PendingWrite], last: u64) -> Result<KeyUpdates> {
     let mut txn = shared
         .db
         .begin_write()
@@ -302,11 +337,10 @@ pub(super) fn commit_group(
     )?;
     txn.open_table(META)
         .map_err(store_error("open meta"))?
-        .insert(META_WAL_APPLIED, wal.next_sequence - 1)
+        .insert(META_WAL_APPLIED, last)
         .map_err(store_error("write wal position"))?;
     txn.commit().map_err(store_error("commit wal"))?;
-    debug!(writes = group.len(), "wal group committed");
-    Ok((first, updates))
+    Ok(updates)
 }
 
 /// Merges the keys the batches' rows carry into `trace_keys`, and returns the keys of every

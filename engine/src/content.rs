@@ -20,17 +20,16 @@
 //! Expiry deletes blobs only; references stay, so a read after expiry answers
 //! [`ContentValue::Expired`] with the digest.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
 
-use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable};
+use redb::{ReadableDatabase, ReadableTable};
 
+use crate::content_memtable::{ContentStage, open_pins};
 use crate::error::{Error, Result};
 use crate::ids::{SpanId, TraceId};
 use crate::store::Engine;
-use crate::tables::{
-    CONTENT, CONTENT_BY_TIME, CONTENT_META, CONTENT_REFS, CONTENT_SEEN, TRACE_KEYS,
-};
+use crate::tables::{CONTENT_DIRTY, CONTENT_INDEX, CONTENT_META, CONTENT_REFS, TRACE_KEYS};
 use crate::trace_keys::TraceKeys;
 
 /// SHA-256 of a content blob (its address).
@@ -38,7 +37,9 @@ pub type ContentHash = [u8; 32];
 
 /// Format version of every content value.
 const CONTENT_VERSION: u8 = 1;
+#[cfg_attr(not(test), allow(dead_code))]
 const CODEC_RAW: u8 = 0;
+#[cfg_attr(not(test), allow(dead_code))]
 const CODEC_ZSTD: u8 = 1;
 pub(crate) const PIECE_LITERAL: u8 = 0;
 pub(crate) const PIECE_BLOB: u8 = 1;
@@ -50,8 +51,10 @@ const MAX_BASE_DEPTH: usize = 100_000;
 /// Key of the content digest key in `content_meta`.
 const DIGEST_KEY: &str = "digest_key";
 /// Blobs shorter than this are stored raw: a zstd frame would not pay for itself.
+#[cfg(test)]
 const COMPRESS_MIN_BYTES: usize = 64;
 /// zstd level of a stored blob.
+#[cfg(test)]
 const BLOB_ZSTD_LEVEL: i32 = 3;
 
 /// One piece of a referenced value: the value is the concatenation of its pieces.
@@ -173,7 +176,7 @@ impl ContentExpiryRequest {
         self
     }
 
-    fn cutoff_for(&self, tier: &str) -> u64 {
+    pub(crate) fn cutoff_for(&self, tier: &str) -> u64 {
         if tier.is_empty() {
             self.cutoff_unix_nanos
         } else {
@@ -222,7 +225,7 @@ pub(crate) fn corrupt(location: &str, detail: impl Into<String>) -> Error {
     }
 }
 
-fn ref_key(trace_id: &TraceId, span_id: &SpanId, key: &str) -> Vec<u8> {
+pub(crate) fn ref_key(trace_id: &TraceId, span_id: &SpanId, key: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + key.len());
     out.extend_from_slice(&trace_id.0);
     out.extend_from_slice(&span_id.0);
@@ -231,7 +234,7 @@ fn ref_key(trace_id: &TraceId, span_id: &SpanId, key: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-fn encode_ref(reference: &ContentRef, stored: u64) -> Vec<u8> {
+pub(crate) fn encode_ref(reference: &ContentRef, stored: u64) -> Vec<u8> {
     encode_ref_with_base(reference, stored, None)
 }
 
@@ -378,8 +381,6 @@ enum StoredPiece {
 }
 
 struct DecodedRef {
-    /// When the reference was (last) stored, ns.
-    stored: u64,
     digest: ContentHash,
     form: u8,
     pieces: Option<Vec<StoredPiece>>,
@@ -388,7 +389,8 @@ struct DecodedRef {
 fn decode_ref(bytes: &[u8], location: &str) -> Result<DecodedRef> {
     let mut reader = Reader { bytes, location };
     reader.version()?;
-    let stored = reader.u64()?;
+    // When the reference was (last) stored, ns: kept for older readers, not used.
+    reader.u64()?;
     let digest = reader.hash()?;
     let form = reader.u8()?;
     let tier_len = usize::from(reader.u16()?);
@@ -420,7 +422,6 @@ fn decode_ref(bytes: &[u8], location: &str) -> Result<DecodedRef> {
         }
     };
     Ok(DecodedRef {
-        stored,
         digest,
         form,
         pieces,
@@ -542,7 +543,9 @@ fn common_prefix(a: &[ContentPiece], b: &[ContentPiece]) -> usize {
 /// Below this many shared pieces a reference is stored in full.
 const MIN_BASE_PIECES: usize = 4;
 
-fn encode_blob(text: &str) -> Vec<u8> {
+/// Encodes a blob as stores before content segments kept it (tests of the migration).
+#[cfg(test)]
+pub(crate) fn encode_blob(text: &str) -> Vec<u8> {
     thread_local! {
         // One compression context per thread, reused: creating one per blob cost the writer
         // thread more than compressing (a 7% share of an ingest profile with content).
@@ -575,7 +578,8 @@ fn encode_blob(text: &str) -> Vec<u8> {
     out
 }
 
-fn decode_blob(bytes: &[u8], location: &str) -> Result<String> {
+/// Decodes a blob of the legacy `content` table.
+pub(crate) fn decode_blob(bytes: &[u8], location: &str) -> Result<String> {
     let mut reader = Reader { bytes, location };
     reader.version()?;
     let codec = reader.u8()?;
@@ -593,18 +597,19 @@ fn decode_blob(bytes: &[u8], location: &str) -> Result<String> {
     String::from_utf8(raw).map_err(|_| corrupt(location, "text is not UTF-8"))
 }
 
-/// When each tier last referenced a blob.
+/// When each tier last referenced a blob (the legacy `content_seen` table).
 #[derive(Debug, Default)]
-struct Seen {
-    tiers: BTreeMap<String, u64>,
+pub(crate) struct Seen {
+    pub(crate) tiers: BTreeMap<String, u64>,
 }
 
 impl Seen {
-    fn last(&self) -> u64 {
+    pub(crate) fn last(&self) -> u64 {
         self.tiers.values().copied().max().unwrap_or(0)
     }
 
-    fn encode(&self) -> Vec<u8> {
+    #[cfg(test)]
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = vec![CONTENT_VERSION];
         out.extend_from_slice(&self.last().to_le_bytes());
         out.extend_from_slice(&(self.tiers.len() as u16).to_le_bytes());
@@ -616,7 +621,7 @@ impl Seen {
         out
     }
 
-    fn decode(bytes: &[u8], location: &str) -> Result<Seen> {
+    pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<Seen> {
         let mut reader = Reader { bytes, location };
         reader.version()?;
         let _last = reader.u64()?;
@@ -632,19 +637,19 @@ impl Seen {
 }
 
 /// Content follows its trace's tier: when `trace` reaches `tier` (a rule placed a span of it
-/// there), every blob its references name is marked as referenced by `tier` as of each
-/// reference's stored time, so the tier's content keep applies to content that arrived before
-/// the promotion too. Runs in the caller's transaction (the write that promoted the trace).
+/// there), every blob its references name must be kept by that tier's content keep, including
+/// content that arrived before the promotion ([`ContentStage::promote_blob`]). Runs in the
+/// caller's transaction (the write that promoted the trace).
 pub(crate) fn promote_trace_content(
     txn: &redb::WriteTransaction,
     trace: &[u8; 16],
     tier: &str,
+    stage: &mut ContentStage<'_>,
 ) -> Result<()> {
     let refs = txn
         .open_table(CONTENT_REFS)
         .map_err(store_error("open content refs"))?;
-    // Blob -> the latest stored time of a reference of this trace naming it.
-    let mut blobs: BTreeMap<ContentHash, u64> = BTreeMap::new();
+    let mut blobs: BTreeSet<ContentHash> = BTreeSet::new();
     for entry in refs
         .range::<&[u8]>(trace.as_slice()..)
         .map_err(store_error("read content refs"))?
@@ -657,8 +662,7 @@ pub(crate) fn promote_trace_content(
         let decoded = decode_ref(value.value(), &location)?;
         for piece in decoded.pieces.iter().flatten() {
             if let StoredPiece::Piece(ContentPiece::Blob(hash)) = piece {
-                let seen = blobs.entry(*hash).or_default();
-                *seen = (*seen).max(decoded.stored);
+                blobs.insert(*hash);
             }
         }
     }
@@ -666,53 +670,27 @@ pub(crate) fn promote_trace_content(
     if blobs.is_empty() {
         return Ok(());
     }
-    let mut seen_table = txn
-        .open_table(CONTENT_SEEN)
-        .map_err(store_error("open content seen"))?;
-    let mut by_time = txn
-        .open_multimap_table(CONTENT_BY_TIME)
-        .map_err(store_error("open content by time"))?;
-    for (hash, stored) in blobs {
-        let location = location_of(&hash);
-        let Some(mut seen) = seen_table
-            .get(hash.as_slice())
-            .map_err(store_error("read content seen"))?
-            .map(|value| Seen::decode(value.value(), &location))
-            .transpose()?
-        else {
-            // Already expired: nothing to keep.
-            continue;
-        };
-        let before = seen.last();
-        let entry = seen.tiers.entry(tier.to_owned()).or_insert(0);
-        if *entry >= stored {
-            continue;
-        }
-        *entry = stored;
-        let after = seen.last();
-        if before != after {
-            by_time
-                .remove(before, hash.as_slice())
-                .map_err(store_error("update content by time"))?;
-            by_time
-                .insert(after, hash.as_slice())
-                .map_err(store_error("update content by time"))?;
-        }
-        seen_table
-            .insert(hash.as_slice(), seen.encode().as_slice())
-            .map_err(store_error("write content seen"))?;
+    let index = txn
+        .open_table(CONTENT_INDEX)
+        .map_err(store_error("open content index"))?;
+    let mut pins = open_pins(txn)?;
+    for hash in blobs {
+        stage.promote_blob(&index, &mut pins, &hash, tier)?;
     }
     Ok(())
 }
 
-/// Removes every content reference of `traces` (erasure), and the blobs no remaining reference
-/// names, inside the caller's transaction. Returns (references, blobs) removed.
+/// Removes every content reference of `traces` (erasure), inside the caller's transaction,
+/// and takes the blobs no remaining reference names out of the content index; the segments
+/// that held them are marked for a rewrite without them (`content_dirty`, see
+/// `store/content_seal.rs`). Returns the references removed and the blobs no longer named
+/// (the caller removes them from the memtable too).
 pub(crate) fn erase_traces(
     txn: &redb::WriteTransaction,
     traces: &HashSet<[u8; 16]>,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, Vec<ContentHash>)> {
     if traces.is_empty() {
-        return Ok((0, 0));
+        return Ok((0, Vec::new()));
     }
     let mut refs = txn
         .open_table(CONTENT_REFS)
@@ -748,38 +726,29 @@ pub(crate) fn erase_traces(
         refs.remove(key.as_slice())
             .map_err(store_error("remove content ref"))?;
     }
-    let mut content = txn
-        .open_table(CONTENT)
-        .map_err(store_error("open content"))?;
-    let mut seen_table = txn
-        .open_table(CONTENT_SEEN)
-        .map_err(store_error("open content seen"))?;
-    let mut by_time = txn
-        .open_multimap_table(CONTENT_BY_TIME)
-        .map_err(store_error("open content by time"))?;
-    let mut blobs = 0;
-    for hash in candidates.difference(&still_named) {
-        let seen = match seen_table
+    let mut index = txn
+        .open_table(CONTENT_INDEX)
+        .map_err(store_error("open content index"))?;
+    let mut dirty = txn
+        .open_table(CONTENT_DIRTY)
+        .map_err(store_error("open content dirty"))?;
+    let mut pins = open_pins(txn)?;
+    let dropped: Vec<ContentHash> = candidates.difference(&still_named).copied().collect();
+    for hash in &dropped {
+        let removed = index
             .remove(hash.as_slice())
-            .map_err(store_error("remove content seen"))?
-        {
-            Some(value) => Some(Seen::decode(value.value(), &location_of(hash))?),
-            None => None,
-        };
-        if let Some(seen) = seen {
-            by_time
-                .remove(seen.last(), hash.as_slice())
-                .map_err(store_error("remove content by time"))?;
+            .map_err(store_error("remove content index"))?
+            .map(|value| crate::content_segment::BlobLocation::decode(value.value()))
+            .transpose()?;
+        if let Some(location) = removed {
+            dirty
+                .insert(location.segment, ())
+                .map_err(store_error("write content dirty"))?;
         }
-        if content
-            .remove(hash.as_slice())
-            .map_err(store_error("remove content"))?
-            .is_some()
-        {
-            blobs += 1;
-        }
+        pins.remove(hash.as_slice())
+            .map_err(store_error("remove content pin"))?;
     }
-    Ok((removed_refs.len() as u64, blobs))
+    Ok((removed_refs.len() as u64, dropped))
 }
 
 /// Removes the content references of `traces` (their spans expired), by key prefix, inside the
@@ -811,10 +780,6 @@ pub(crate) fn remove_refs_of_traces(
         }
     }
     Ok(removed)
-}
-
-fn location_of(hash: &[u8]) -> String {
-    hex::encode(hash)
 }
 
 /// `refs`, each with the tier of its trace when that ranks above its own: content of a
@@ -853,97 +818,84 @@ fn with_trace_tiers(
     Ok(out)
 }
 
-/// Writes the content of one export request inside the caller's transaction (see
-/// [`Engine::put_content`]); the group commit writes it with the request's spans.
+/// Writes the references of one export request inside the caller's transaction, and stages
+/// its blobs (see [`ContentStage`]: new ones go to the memtable with the write's rows); the
+/// group commit writes them with the request's spans.
 pub(crate) fn put_content_in(
     txn: &redb::WriteTransaction,
     batch: &ContentBatch,
     policy: &crate::RetentionPolicy,
+    stage: &mut ContentStage<'_>,
 ) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    let stored = batch.stored_unix_nanos;
     let refs_in = with_trace_tiers(txn, &batch.refs, policy)?;
-    let mut tiers_of: BTreeMap<ContentHash, HashSet<&str>> = BTreeMap::new();
-    for reference in &refs_in {
-        if let Some(pieces) = &reference.pieces {
-            for piece in pieces {
-                if let ContentPiece::Blob(hash) = piece {
-                    tiers_of
-                        .entry(*hash)
-                        .or_default()
-                        .insert(reference.tier.as_deref().unwrap_or(""));
-                }
+    stage_blobs(txn, batch, &refs_in, stage)?;
+    write_refs(txn, &refs_in, batch.stored_unix_nanos)
+}
+
+/// Stages the blobs of a request whose references are stored already (recovery of a WAL
+/// record the index has), with the tiers their traces have now.
+pub(crate) fn stage_content(
+    txn: &redb::WriteTransaction,
+    batch: &ContentBatch,
+    policy: &crate::RetentionPolicy,
+    stage: &mut ContentStage<'_>,
+) -> Result<()> {
+    if batch.blobs.is_empty() {
+        return Ok(());
+    }
+    let refs_in = with_trace_tiers(txn, &batch.refs, policy)?;
+    stage_blobs(txn, batch, &refs_in, stage)
+}
+
+/// Stages each blob of `batch` with the highest tier of a reference in `refs_in` naming it.
+fn stage_blobs(
+    txn: &redb::WriteTransaction,
+    batch: &ContentBatch,
+    refs_in: &[ContentRef],
+    stage: &mut ContentStage<'_>,
+) -> Result<()> {
+    let policy = stage.policy;
+    let mut named: std::collections::HashMap<ContentHash, (&str, [u8; 16])> =
+        std::collections::HashMap::new();
+    for reference in refs_in {
+        let tier = reference.tier.as_deref().unwrap_or("");
+        for piece in reference.pieces.iter().flatten() {
+            if let ContentPiece::Blob(hash) = piece {
+                named
+                    .entry(*hash)
+                    .and_modify(|(kept, _)| {
+                        if policy.rank(tier) > policy.rank(kept) {
+                            *kept = tier;
+                        }
+                    })
+                    .or_insert((tier, reference.trace_id.0));
             }
         }
     }
+    let index = txn
+        .open_table(CONTENT_INDEX)
+        .map_err(store_error("open content index"))?;
+    for (hash, text) in &batch.blobs {
+        let (tier, trace) = named.get(hash).copied().unwrap_or(("", [0; 16]));
+        stage.stage_blob(&index, hash, text, tier, trace, batch.stored_unix_nanos)?;
+    }
+    Ok(())
+}
+
+/// Writes references (see [`put_content_in`]).
+fn write_refs(txn: &redb::WriteTransaction, refs_in: &[ContentRef], stored: u64) -> Result<()> {
     {
-        let mut content = txn
-            .open_table(CONTENT)
-            .map_err(store_error("open content"))?;
-        let mut seen_table = txn
-            .open_table(CONTENT_SEEN)
-            .map_err(store_error("open content seen"))?;
-        let mut by_time = txn
-            .open_multimap_table(CONTENT_BY_TIME)
-            .map_err(store_error("open content by time"))?;
         let mut refs = txn
             .open_table(CONTENT_REFS)
             .map_err(store_error("open content refs"))?;
-        let mut written: HashSet<ContentHash> = HashSet::new();
-        for (hash, text) in &batch.blobs {
-            if !written.insert(*hash) {
-                continue;
-            }
-            let exists = content
-                .get(hash.as_slice())
-                .map_err(store_error("read content"))?
-                .is_some();
-            if !exists {
-                content
-                    .insert(hash.as_slice(), encode_blob(text).as_slice())
-                    .map_err(store_error("write content"))?;
-            }
-            let location = location_of(hash);
-            let mut seen = match seen_table
-                .get(hash.as_slice())
-                .map_err(store_error("read content seen"))?
-            {
-                Some(value) => Seen::decode(value.value(), &location)?,
-                None => Seen::default(),
-            };
-            let before = seen.last();
-            let tiers = tiers_of.get(hash);
-            let default_tier = [""];
-            let tiers: Vec<&str> = match tiers {
-                Some(tiers) => tiers.iter().copied().collect(),
-                None => default_tier.to_vec(),
-            };
-            for tier in tiers {
-                let entry = seen.tiers.entry(tier.to_owned()).or_insert(0);
-                *entry = (*entry).max(stored);
-            }
-            let after = seen.last();
-            if exists && before != after {
-                by_time
-                    .remove(before, hash.as_slice())
-                    .map_err(store_error("update content by time"))?;
-            }
-            if !exists || before != after {
-                by_time
-                    .insert(after, hash.as_slice())
-                    .map_err(store_error("update content by time"))?;
-            }
-            seen_table
-                .insert(hash.as_slice(), seen.encode().as_slice())
-                .map_err(store_error("write content seen"))?;
-        }
         // Each reference may point at the longest shared prefix of an earlier reference of
         // the same trace and key (the previous turn's history).
         let mut memo = std::collections::HashMap::new();
         let mut earlier: BTreeMap<(TraceId, String), Vec<Vec<u8>>> = BTreeMap::new();
-        for reference in &refs_in {
+        for reference in refs_in {
             let key = ref_key(&reference.trace_id, &reference.span_id, &reference.key);
             let location = format!("content_refs {}", hex::encode(&key));
             let existing = refs
@@ -1021,22 +973,138 @@ pub(crate) fn put_content_in(
     Ok(())
 }
 
+/// References resolved per read step: their blobs are then looked up together.
+const READ_CHUNK_ROWS: usize = 4096;
+
+/// A content row whose value waits for its blobs.
+struct PendingRow {
+    row: ContentRow,
+    pieces: Option<Vec<ContentPiece>>,
+}
+
+/// Finds blob texts for a read: the memtable first, then the content index (read after the
+/// memtable, so a blob a seal moved meanwhile is found in its segment).
+struct BlobSource<'a> {
+    engine: &'a Engine,
+    reader: crate::content_segment::BlobReader,
+}
+
+impl<'a> BlobSource<'a> {
+    fn new(engine: &'a Engine) -> BlobSource<'a> {
+        BlobSource {
+            engine,
+            reader: crate::content_segment::BlobReader::new(engine.data_dir()),
+        }
+    }
+
+    /// Gives each pending row its value and moves it to `rows`.
+    fn fill(&mut self, pending: &mut Vec<PendingRow>, rows: &mut Vec<ContentRow>) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let wanted: HashSet<ContentHash> = pending
+            .iter()
+            .flat_map(|row| row.pieces.iter().flatten())
+            .filter_map(|piece| match piece {
+                ContentPiece::Blob(hash) => Some(*hash),
+                ContentPiece::Literal(_) => None,
+            })
+            .collect();
+        let mut texts = self.engine.memtable_blobs(&wanted);
+        let missing: Vec<ContentHash> = wanted
+            .into_iter()
+            .filter(|hash| !texts.contains_key(hash))
+            .collect();
+        if !missing.is_empty() {
+            self.read_stored(&missing, &mut texts)?;
+        }
+        for PendingRow { mut row, pieces } in pending.drain(..) {
+            if let Some(pieces) = pieces {
+                let mut text = String::new();
+                let mut expired = false;
+                for piece in pieces {
+                    match piece {
+                        ContentPiece::Literal(literal) => text.push_str(&literal),
+                        ContentPiece::Blob(hash) => match texts.get(&hash) {
+                            Some(blob) => text.push_str(blob),
+                            None => {
+                                expired = true;
+                                break;
+                            }
+                        },
+                    }
+                }
+                row.value = if expired {
+                    ContentValue::Expired { digest: row.digest }
+                } else {
+                    ContentValue::Present(text)
+                };
+            }
+            rows.push(row);
+        }
+        Ok(())
+    }
+
+    /// Reads `hashes` from their content segments into `texts`; a blob the index does not
+    /// hold (expired, erased) is left out. A segment file removed after the index was read
+    /// (expiry, or a rewrite that moved the blob) is looked up once more.
+    fn read_stored(
+        &mut self,
+        hashes: &[ContentHash],
+        texts: &mut std::collections::HashMap<ContentHash, std::sync::Arc<str>>,
+    ) -> Result<()> {
+        let mut todo: Vec<ContentHash> = hashes.to_vec();
+        for _attempt in 0..2 {
+            let txn = self
+                .engine
+                .database()
+                .begin_read()
+                .map_err(store_error("begin content read"))?;
+            let index = match txn.open_table(CONTENT_INDEX) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+                Err(error) => return Err(Error::store("open content index", error)),
+            };
+            let mut located = Vec::with_capacity(todo.len());
+            for hash in &todo {
+                if let Some(location) = crate::content_memtable::indexed(&index, hash)? {
+                    located.push((*hash, location));
+                }
+            }
+            drop(index);
+            drop(txn);
+            // In file order: blocks are read (and decompressed) once.
+            located.sort_by_key(|(_, location)| (location.segment, location.block_offset));
+            let mut gone = Vec::new();
+            for (hash, location) in located {
+                match self.reader.read(&location)? {
+                    Some(text) => {
+                        texts.insert(hash, std::sync::Arc::from(text));
+                    }
+                    None => gone.push(hash),
+                }
+            }
+            if gone.is_empty() {
+                break;
+            }
+            self.reader = crate::content_segment::BlobReader::new(self.engine.data_dir());
+            todo = gone;
+        }
+        Ok(())
+    }
+}
+
 impl Engine {
-    /// Writes the content of one export request alone, in one durable (fsync'd) transaction.
-    /// The server writes content with its spans instead ([`Engine::write_batch`]: one
-    /// transaction for both). A blob already stored is not stored again; its last-seen time
-    /// moves to `batch.stored_unix_nanos`, so retention counts from the newest reference.
+    /// Writes the content of one export request alone, as a write without span rows: one WAL
+    /// record, fsync'd before this returns. The server writes content with its spans instead
+    /// ([`Engine::write_batch`]). A blob already stored is not stored again; the last-seen
+    /// time of where it is moves to `batch.stored_unix_nanos`, so retention counts from the
+    /// newest reference.
     pub fn put_content(&self, batch: &ContentBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let txn = self
-            .database()
-            .begin_write()
-            .map_err(store_error("begin content write"))?;
-        put_content_in(&txn, batch, self.retention())?;
-        txn.commit().map_err(store_error("commit content"))?;
-        Ok(())
+        self.write_content(batch.clone()).map(|_| ())
     }
 
     /// The content references of one trace with their values (or why they are gone), ordered by
@@ -1056,14 +1124,11 @@ impl Engine {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(error) => return Err(Error::store("open content refs", error)),
         };
-        let content = match txn.open_table(CONTENT) {
-            Ok(table) => Some(table),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(error) => return Err(Error::store("open content", error)),
-        };
         let mut rows = Vec::new();
+        let mut pending: Vec<PendingRow> = Vec::new();
         let mut memo = std::collections::HashMap::new();
-        let mut visit = |key: &[u8], value: &[u8]| -> Result<()> {
+        let mut blobs = BlobSource::new(self);
+        let mut visit = |key: &[u8], value: &[u8], pending: &mut Vec<PendingRow>| -> Result<()> {
             if key.len() < 24 {
                 return Err(corrupt("content_refs", "key shorter than 24 bytes"));
             }
@@ -1079,52 +1144,18 @@ impl Engine {
                 None => None,
                 Some(_) => resolve_pieces(&refs, key, &mut memo)?,
             };
-            let value = match pieces {
-                None => ContentValue::NotCaptured {
+            pending.push(PendingRow {
+                row: ContentRow {
+                    trace_id: TraceId(trace),
+                    span_id: SpanId(span),
+                    key: name,
+                    form: decoded.form,
                     digest: decoded.digest,
+                    value: ContentValue::NotCaptured {
+                        digest: decoded.digest,
+                    },
                 },
-                Some(pieces) => {
-                    let mut text = String::new();
-                    let mut expired = false;
-                    for piece in pieces {
-                        match piece {
-                            ContentPiece::Literal(literal) => text.push_str(&literal),
-                            ContentPiece::Blob(hash) => {
-                                let stored = match &content {
-                                    Some(table) => table
-                                        .get(hash.as_slice())
-                                        .map_err(store_error("read content"))?,
-                                    None => None,
-                                };
-                                match stored {
-                                    Some(bytes) => text.push_str(&decode_blob(
-                                        bytes.value(),
-                                        &location_of(&hash),
-                                    )?),
-                                    None => {
-                                        expired = true;
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    if expired {
-                        ContentValue::Expired {
-                            digest: decoded.digest,
-                        }
-                    } else {
-                        ContentValue::Present(text)
-                    }
-                }
-            };
-            rows.push(ContentRow {
-                trace_id: TraceId(trace),
-                span_id: SpanId(span),
-                key: name,
-                form: decoded.form,
-                digest: decoded.digest,
-                value,
+                pieces,
             });
             Ok(())
         };
@@ -1132,7 +1163,10 @@ impl Engine {
             None => {
                 for entry in refs.iter().map_err(store_error("read content refs"))? {
                     let (key, value) = entry.map_err(store_error("read content refs"))?;
-                    visit(key.value(), value.value())?;
+                    visit(key.value(), value.value(), &mut pending)?;
+                    if pending.len() >= READ_CHUNK_ROWS {
+                        blobs.fill(&mut pending, &mut rows)?;
+                    }
                 }
             }
             Some(trace_ids) => {
@@ -1149,156 +1183,24 @@ impl Engine {
                         if !key.value().starts_with(start) {
                             break;
                         }
-                        visit(key.value(), value.value())?;
+                        visit(key.value(), value.value(), &mut pending)?;
+                        if pending.len() >= READ_CHUNK_ROWS {
+                            blobs.fill(&mut pending, &mut rows)?;
+                        }
                     }
                 }
             }
         }
+        blobs.fill(&mut pending, &mut rows)?;
         Ok(rows)
     }
 
-    /// Removes blobs whose newest reference is older than `cutoff_unix_nanos` (the default
+    /// Removes content whose newest reference is older than `cutoff_unix_nanos` (the default
     /// tier's cutoff). References keep their digests, so reads of them say "expired".
     pub fn expire_content(&self, cutoff_unix_nanos: u64, dry_run: bool) -> Result<ContentExpiry> {
         self.expire_content_with(
             &ContentExpiryRequest::new(cutoff_unix_nanos).with_dry_run(dry_run),
         )
-    }
-
-    /// Removes blobs no tier keeps any more: a blob goes when, for every tier that referenced
-    /// it, its last reference from that tier is older than that tier's cutoff.
-    pub fn expire_content_with(&self, request: &ContentExpiryRequest) -> Result<ContentExpiry> {
-        let horizon = request
-            .tier_cutoffs
-            .values()
-            .copied()
-            .chain([request.cutoff_unix_nanos])
-            .max()
-            .unwrap_or(0);
-        let txn = self
-            .database()
-            .begin_write()
-            .map_err(store_error("begin content expiry"))?;
-        let mut expiry = ContentExpiry::default();
-        {
-            let mut content = txn
-                .open_table(CONTENT)
-                .map_err(store_error("open content"))?;
-            let mut seen_table = txn
-                .open_table(CONTENT_SEEN)
-                .map_err(store_error("open content seen"))?;
-            let mut by_time = txn
-                .open_multimap_table(CONTENT_BY_TIME)
-                .map_err(store_error("open content by time"))?;
-            let mut doomed: Vec<(u64, ContentHash)> = Vec::new();
-            for entry in by_time
-                .range(..horizon)
-                .map_err(store_error("read content by time"))?
-            {
-                let (time, hashes) = entry.map_err(store_error("read content by time"))?;
-                for hash in hashes {
-                    let hash = hash.map_err(store_error("read content by time"))?;
-                    let raw: ContentHash = hash
-                        .value()
-                        .try_into()
-                        .map_err(|_| corrupt("content_by_time", "hash is not 32 bytes"))?;
-                    let location = location_of(&raw);
-                    let keep = match seen_table
-                        .get(raw.as_slice())
-                        .map_err(store_error("read content seen"))?
-                    {
-                        Some(value) => {
-                            let seen = Seen::decode(value.value(), &location)?;
-                            seen.tiers
-                                .iter()
-                                .any(|(tier, at)| *at >= request.cutoff_for(tier))
-                        }
-                        None => false,
-                    };
-                    if !keep {
-                        doomed.push((time.value(), raw));
-                    }
-                }
-            }
-            for (time, hash) in doomed {
-                let bytes = content
-                    .get(hash.as_slice())
-                    .map_err(store_error("read content"))?
-                    .map(|value| value.value().len() as u64)
-                    .unwrap_or(0);
-                expiry.messages += 1;
-                expiry.bytes += bytes;
-                if request.dry_run {
-                    continue;
-                }
-                content
-                    .remove(hash.as_slice())
-                    .map_err(store_error("expire content"))?;
-                seen_table
-                    .remove(hash.as_slice())
-                    .map_err(store_error("expire content"))?;
-                by_time
-                    .remove(time, hash.as_slice())
-                    .map_err(store_error("expire content"))?;
-            }
-        }
-        if request.dry_run {
-            txn.abort().map_err(store_error("abort content expiry"))?;
-        } else {
-            txn.commit().map_err(store_error("commit content expiry"))?;
-        }
-        Ok(expiry)
-    }
-
-    /// Counts of the content store.
-    pub fn content_stats(&self) -> Result<ContentStats> {
-        let txn = self
-            .database()
-            .begin_read()
-            .map_err(store_error("begin content read"))?;
-        let mut stats = ContentStats::default();
-        match txn.open_table(CONTENT) {
-            Ok(table) => {
-                for entry in table.iter().map_err(store_error("read content"))? {
-                    let (_, value) = entry.map_err(store_error("read content"))?;
-                    stats.messages += 1;
-                    stats.bytes += value.value().len() as u64;
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(error) => return Err(Error::store("open content", error)),
-        }
-        match txn.open_table(CONTENT_REFS) {
-            Ok(table) => {
-                for entry in table.iter().map_err(store_error("read content refs"))? {
-                    let (key, value) = entry.map_err(store_error("read content refs"))?;
-                    stats.references += 1;
-                    stats.reference_bytes += (key.value().len() + value.value().len()) as u64;
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(error) => return Err(Error::store("open content refs", error)),
-        }
-        match txn.open_multimap_table(CONTENT_BY_TIME) {
-            Ok(table) => {
-                stats.oldest_seen = match table
-                    .iter()
-                    .map_err(store_error("read content by time"))?
-                    .next()
-                {
-                    Some(entry) => Some(
-                        entry
-                            .map_err(store_error("read content by time"))?
-                            .0
-                            .value(),
-                    ),
-                    None => None,
-                };
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(error) => return Err(Error::store("open content by time", error)),
-        }
-        Ok(stats)
     }
 
     /// The store's secret key for content digests: 32 random bytes made on first use and kept
@@ -1431,7 +1333,7 @@ mod tests {
         let txn = engine.database().begin_write().unwrap();
         let (refs, blobs) = erase_traces(&txn, &HashSet::from([trace.0])).unwrap();
         txn.commit().unwrap();
-        assert_eq!((refs, blobs), (12, 12));
+        assert_eq!((refs, blobs.len()), (12, 12));
         assert!(engine.content_for_trace(&trace).unwrap().is_empty());
     }
 

@@ -37,6 +37,8 @@ mod batch;
 mod chain;
 mod content;
 mod content_codec;
+mod content_memtable;
+mod content_segment;
 mod error;
 mod holds;
 mod ids;

@@ -21,6 +21,7 @@
 
 mod agent_tables;
 mod compliance;
+mod content_seal;
 mod erase;
 mod expiry;
 mod purge;
@@ -61,6 +62,8 @@ use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable};
 use tracing::{info, warn};
 
+use crate::content_memtable::{ContentDelta, ContentMemtable};
+use crate::content_segment::ContentSegmentMeta;
 use crate::error::{Error, Result};
 use crate::retention::RetentionPolicy;
 use crate::scan::{LateKeys, MemtableKeys, MemtableKeysEntry, ScanPlan, ScanRequest, SegmentRead};
@@ -201,6 +204,8 @@ struct Memtable {
     /// of the WAL file started at the freeze).
     wal_boundary: u64,
     oldest: Option<Instant>,
+    /// Blobs the memtable's writes stored (sealed into content segments with the rows).
+    content: Arc<ContentMemtable>,
 }
 
 impl Memtable {
@@ -211,6 +216,25 @@ impl Memtable {
         self.oldest.get_or_insert_with(Instant::now);
         self.chunks.push(batch);
         self.merge_small_tail();
+    }
+
+    /// Adds what staging a write's content decided (see `content_memtable.rs`).
+    fn push_content(&mut self, delta: ContentDelta, policy: &RetentionPolicy) {
+        if delta.new.is_empty() && delta.touched.is_empty() {
+            return;
+        }
+        self.oldest.get_or_insert_with(Instant::now);
+        Arc::make_mut(&mut self.content).apply(delta, policy);
+    }
+
+    /// True when it holds neither rows nor content.
+    fn is_empty(&self) -> bool {
+        self.rows == 0 && self.content.is_empty()
+    }
+
+    /// Memory of its rows and content.
+    fn total_bytes(&self) -> usize {
+        self.bytes + self.content.bytes()
     }
 
     /// Keeps the chunk count low: many tiny request batches are merged into one.
@@ -246,6 +270,10 @@ struct State {
     segments: Vec<Arc<SegmentMeta>>,
     /// Late trace keys per segment id (see `trace_keys.rs`).
     late: HashMap<u64, Arc<LateKeys>>,
+    /// Content segment catalog, with last-seen times raised by writes since the last seal.
+    content_catalog: HashMap<u64, ContentSegmentMeta>,
+    /// Content segments whose last-seen time rose since their catalog entry was written.
+    content_bumped: HashSet<u64>,
 }
 
 #[derive(Debug)]
@@ -260,6 +288,8 @@ struct Shared {
     /// whoever else holds it ([`Engine::purge`]) sees every write entirely before or after.
     wal: Mutex<writer::WalWriter>,
     next_segment_id: Mutex<u64>,
+    /// Next content segment id (only taken under `seal_lock`).
+    next_content_id: Mutex<u64>,
     pending_bytes: AtomicUsize,
     closing: AtomicBool,
     /// Trace keys of the traces with rows in the memtable.
@@ -373,6 +403,9 @@ impl Engine {
             memtable,
             memtable_keys,
             late,
+            content_catalog,
+            content_bumped,
+            next_content_id,
         } = recover(&db, &dir, &db_path, &options, &mut recovery)?;
 
         for meta in &segments {
@@ -391,7 +424,22 @@ impl Engine {
             .iter()
             .flat_map(|meta| agent_tables::segment_files(&dir, meta))
             .collect();
-        recovery.orphans_removed = remove_orphans(&dir.join("segments"), &referenced)?;
+        recovery.orphans_removed = remove_orphans(&dir.join("segments"), &referenced)?
+            + crate::content_segment::remove_orphans(
+                &dir,
+                &content_catalog.keys().copied().collect(),
+            )?;
+        for id in content_catalog.keys() {
+            let path = crate::content_segment::path_of(&dir, *id);
+            if !path.is_file() {
+                return Err(Error::Corrupt {
+                    location: path.display().to_string(),
+                    detail: format!(
+                        "content segment {id} is in the catalog but its file is missing"
+                    ),
+                });
+            }
+        }
         recovery.segments = segments.len();
         info!(
             segments = recovery.segments,
@@ -415,10 +463,13 @@ impl Engine {
                 frozen: None,
                 segments,
                 late,
+                content_catalog,
+                content_bumped,
             }),
             seal_lock: Mutex::new(()),
             wal: Mutex::new(writer::WalWriter::new(next_sequence, log)),
             next_segment_id: Mutex::new(next_segment_id),
+            next_content_id: Mutex::new(next_content_id),
             pending_bytes: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             memtable_keys: Arc::new(RwLock::new(memtable_keys)),
@@ -430,6 +481,10 @@ impl Engine {
 
         let segments_now = shared.state.read().segments.clone();
         agent_tables::prepare_sidecars(&shared, &segments_now)?;
+        // Content of stores from before content segments, and rewrites an erasure left
+        // unfinished.
+        content_seal::migrate_legacy_content(&shared)?;
+        content_seal::rewrite_dirty_content(&shared)?;
 
         let (writer_tx, writer_rx) = unbounded::<PendingWrite>();
         let writer_shared = Arc::clone(&shared);
@@ -474,6 +529,17 @@ impl Engine {
     /// What recovery found when this engine opened.
     pub fn recovery(&self) -> &RecoverySummary {
         &self.recovery
+    }
+
+    /// Bytes of content segment files.
+    pub fn content_segment_bytes(&self) -> u64 {
+        self.shared
+            .state
+            .read()
+            .content_catalog
+            .values()
+            .map(|meta| meta.file_bytes)
+            .sum()
     }
 
     fn needs_seal(&self) -> bool {

@@ -85,7 +85,8 @@ pub(crate) const META_AGENT_TABLES_VERSION: &str = "agent_tables_version";
 /// The store format this code writes and reads.
 pub(crate) const FORMAT_VERSION: u64 = 2;
 
-/// Content blobs: 32-byte SHA-256 of the text -> `[version][codec][bytes]` (see `content.rs`).
+/// Content blobs of stores written before content segments: 32-byte SHA-256 of the text ->
+/// `[version][codec][bytes]`. Moved into content segments at open.
 pub(crate) const CONTENT: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("content");
 
 /// When each blob was last referenced, per retention tier: hash -> versioned list.
@@ -95,6 +96,31 @@ pub(crate) const CONTENT_SEEN: TableDefinition<'_, &[u8], &[u8]> =
 /// Content expiry index: last-referenced time (ns) -> blob hashes.
 pub(crate) const CONTENT_BY_TIME: MultimapTableDefinition<'_, u64, &[u8]> =
     MultimapTableDefinition::new("content_by_time");
+
+/// Where each stored blob is: 32-byte SHA-256 of the text -> encoded `BlobLocation` (content
+/// segment, block, offset, length; see `content_segment.rs`). Blobs still in the memtable are
+/// not in it.
+pub(crate) const CONTENT_INDEX: TableDefinition<'_, &[u8], &[u8]> =
+    TableDefinition::new("content_index");
+
+/// Content segment catalog: id -> encoded `ContentSegmentMeta` (tier, first and last reference
+/// time, counts).
+pub(crate) const CONTENT_SEGMENTS: TableDefinition<'_, u64, &[u8]> =
+    TableDefinition::new("content_segments");
+
+/// Blobs in a content segment of a tier kept shorter than a trace that names them was promoted
+/// to: hash -> that tier. The next seal copies each into a segment of its tier; expiry spares
+/// the segments holding one until then.
+pub(crate) const CONTENT_PINS: TableDefinition<'_, &[u8], &str> =
+    TableDefinition::new("content_pins");
+
+/// Content segments holding blobs an erasure removed from the index: id -> (). They are
+/// rewritten without them (after the erasure, or at the next open after a crash).
+pub(crate) const CONTENT_DIRTY: TableDefinition<'_, u64, ()> =
+    TableDefinition::new("content_dirty");
+
+/// Key of the next content segment id in [`META`].
+pub(crate) const META_NEXT_CONTENT_SEGMENT_ID: &str = "next_content_segment_id";
 
 /// Content references: trace id (16) + span id (8) + key (UTF-8) -> versioned reference (digest,
 /// form, tier, pieces). Kept when the blobs expire.

@@ -139,7 +139,10 @@ impl Engine {
             }
         }
         txn.commit().map_err(store_error("commit erase"))?;
+        // The content segments that held the erased blobs are rewritten without them.
+        let rewritten = content_seal::rewrite_dirty_content(shared)?;
         info!(
+            content_segments_rewritten = rewritten,
             session = session_id,
             rows = report.rows,
             segments = report.segments.len(),

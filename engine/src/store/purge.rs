@@ -23,9 +23,10 @@ use super::{Engine, Memtable, store_error};
 use crate::error::Result;
 use crate::segment::SegmentMeta;
 use crate::tables::{
-    AGENT_OWNERS, AGENT_PARTIAL, CONTENT, CONTENT_BY_TIME, CONTENT_REFS, CONTENT_SEEN,
-    CONVERSATION_ROWS, HOLDS, LATE_KEYS, META, META_WAL_APPLIED, META_WAL_SEALED_THROUGH, SEGMENTS,
-    SESSION_ROWS, SPLIT_TRACES, TRACE_KEYS, TRACE_SEGMENTS, WAL,
+    AGENT_OWNERS, AGENT_PARTIAL, CONTENT, CONTENT_BY_TIME, CONTENT_DIRTY, CONTENT_INDEX,
+    CONTENT_PINS, CONTENT_REFS, CONTENT_SEEN, CONTENT_SEGMENTS, CONVERSATION_ROWS, HOLDS,
+    LATE_KEYS, META, META_WAL_APPLIED, META_WAL_SEALED_THROUGH, SEGMENTS, SESSION_ROWS,
+    SPLIT_TRACES, TRACE_KEYS, TRACE_SEGMENTS, WAL,
 };
 
 /// What [`Engine::purge`] removed.
@@ -76,6 +77,7 @@ impl Engine {
         let shared = &self.shared;
         let _seal = shared.seal_lock.lock();
         let mut report = PurgeReport::default();
+        let content_ids: Vec<u64>;
         let paths = {
             let mut wal = shared.wal.lock();
             let (memtable_rows, in_memory) = {
@@ -86,6 +88,12 @@ impl Engine {
                     .iter()
                     .map(|meta| (meta.id, Arc::clone(meta)))
                     .collect();
+                report.content_blobs += (state.active.content.len()
+                    + state
+                        .frozen
+                        .as_ref()
+                        .map_or(0, |frozen| frozen.content.len()))
+                    as u64;
                 ((state.active.rows + frozen_rows) as u64, in_memory)
             };
             let txn = shared
@@ -114,7 +122,10 @@ impl Engine {
                 crate::chain::append_purged(&txn, *id, meta.as_deref())?;
             }
             report.holds = empty_table(&txn, HOLDS)?;
-            report.content_blobs = empty_table(&txn, CONTENT)?;
+            report.content_blobs = empty_table(&txn, CONTENT)? + empty_table(&txn, CONTENT_INDEX)?;
+            empty_table(&txn, CONTENT_SEGMENTS)?;
+            empty_table(&txn, CONTENT_PINS)?;
+            empty_table(&txn, CONTENT_DIRTY)?;
             report.content_references = empty_table(&txn, CONTENT_REFS)?;
             empty_table(&txn, WAL)?;
             empty_table(&txn, SEGMENTS)?;
@@ -164,6 +175,8 @@ impl Engine {
                 state.frozen = None;
                 state.segments.clear();
                 state.late.clear();
+                content_ids = state.content_catalog.drain().map(|(id, _)| id).collect();
+                state.content_bumped.clear();
                 shared.memtable_keys.write().clear();
             }
             paths
@@ -172,6 +185,14 @@ impl Engine {
         let segments_root = shared.dir.join("segments");
         for path in &paths {
             remove_segment_file(path, &segments_root);
+        }
+        for id in content_ids {
+            let path = crate::content_segment::path_of(&shared.dir, id);
+            if let Err(error) = fs::remove_file(&path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!(path = %path.display(), error = %error, "could not delete a purged content segment");
+            }
         }
         info!(
             spans = report.spans,

@@ -8,6 +8,7 @@
 //! written unless the transaction commits (a failed recovery leaves the store as it was).
 
 use super::*;
+use crate::content_memtable::ContentStage;
 
 /// What recovery read back, for [`Engine::open`] to start the engine from.
 pub(super) struct Recovered {
@@ -20,6 +21,11 @@ pub(super) struct Recovered {
     pub(super) memtable: Memtable,
     pub(super) memtable_keys: MemtableKeys,
     pub(super) late: HashMap<u64, Arc<LateKeys>>,
+    /// Content segment catalog, last-seen times raised by the replayed records.
+    pub(super) content_catalog: HashMap<u64, ContentSegmentMeta>,
+    /// Content segments whose last-seen time the replay raised.
+    pub(super) content_bumped: HashSet<u64>,
+    pub(super) next_content_id: u64,
 }
 
 /// Recovers the store of `db` (in `dir`, whose database file is `db_path`), counting what it
@@ -103,6 +109,8 @@ pub(super) fn recover(
             next_sequence = next_sequence.max(sequence + 1);
         }
     }
+    let (mut content_catalog, next_content_id) = content_seal::load_catalog(&txn)?;
+    let mut content_bumped = HashSet::new();
     let files = crate::wal_log::read_all(&dir.join(crate::wal_log::WAL_DIR))?;
     recovery.wal_torn_bytes = files.torn_bytes;
     let mut last_applied = applied;
@@ -112,17 +120,38 @@ pub(super) fn recover(
             continue;
         }
         let record = wal::decode(sequence, &record)?;
+        // The memtable's content is staged again, as the writer did; a record whose index
+        // commit was not durable also gets its references and keys again (idempotent), in
+        // order.
+        let mut stage = ContentStage::new(
+            &memtable.content,
+            None,
+            &content_catalog,
+            &options.retention,
+        );
         if sequence > applied {
-            // Its index commit was not durable: apply its content and keys again (both
-            // are idempotent), in order.
-            crate::content::put_content_in(&txn, &record.content, &options.retention)?;
-            writer::merge_trace_keys(&txn, record.batches.iter(), &options.retention)?;
+            crate::content::put_content_in(&txn, &record.content, &options.retention, &mut stage)?;
+            writer::merge_trace_keys(&txn, record.batches.iter(), &options.retention, &mut stage)?;
             recovery.wal_reapplied += 1;
             last_applied = sequence;
+        } else {
+            crate::content::stage_content(&txn, &record.content, &options.retention, &mut stage)?;
         }
+        let delta = stage.finish();
+        for (segment, stored) in &delta.bumps {
+            if let Some(meta) = content_catalog.get_mut(segment)
+                && meta.last_seen < *stored
+            {
+                meta.last_seen = *stored;
+                content_bumped.insert(*segment);
+            }
+        }
+        memtable.push_content(delta, &options.retention);
         for batch in record.batches {
             recovery.wal_rows += batch.num_rows();
-            memtable.push(batch, sequence);
+            if batch.num_rows() > 0 {
+                memtable.push(batch, sequence);
+            }
         }
         recovery.wal_records += 1;
     }
@@ -185,5 +214,8 @@ pub(super) fn recover(
         memtable,
         memtable_keys,
         late,
+        content_catalog,
+        content_bumped,
+        next_content_id,
     })
 }

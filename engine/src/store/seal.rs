@@ -32,7 +32,7 @@ use super::*;
 pub(super) fn needs_seal(shared: &Shared) -> bool {
     let state = shared.state.read();
     let active = &state.active;
-    active.bytes >= shared.options.seal_max_bytes
+    active.total_bytes() >= shared.options.seal_max_bytes
         || active.rows >= shared.options.seal_max_rows
         || active
             .oldest
@@ -80,7 +80,7 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
         let mut wal = shared.wal.lock();
         let mut state = shared.state.write();
         if state.frozen.is_none() {
-            if state.active.rows == 0 {
+            if state.active.is_empty() {
                 return Ok(SealSummary::default());
             }
             let boundary = wal.rotate()?;
@@ -135,6 +135,7 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
     // From here only the sorted parts (and the frozen memtable, readable until the switch) are
     // needed.
     drop(resolved);
+    let content = content_seal::write_sealed_content(shared, &frozen.content)?;
     let result = (|| -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
         let batches: Vec<RecordBatch> = parts.iter().map(|(_, _, batch)| batch.clone()).collect();
         let mut split = agent_tables::complete_split_traces(shared, &batches, first_id)?;
@@ -152,14 +153,15 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
             &metas,
             &split,
             &unresolved,
-            frozen.max_sequence,
-            frozen.wal_boundary,
+            &frozen,
             first_id + metas.len() as u64,
+            &content,
         )
     })();
     let late = match result {
         Ok(late) => late,
         Err(error) => {
+            content.discard(&shared.dir);
             for path in written_paths {
                 // Best effort: leftovers are orphans and are removed at the next open.
                 let _ = fs::remove_file(path);
@@ -177,6 +179,7 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
         warn!(error = %error, "could not delete sealed wal files; the next seal or open retries");
         0
     });
+    let content_segments = content.segments.len();
     let summary = SealSummary {
         segments: metas.len(),
         rows: metas.iter().map(|meta| meta.rows).sum(),
@@ -185,6 +188,7 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
     {
         let mut state = shared.state.write();
         state.frozen = None;
+        content_seal::publish_sealed_content(shared, &mut state, content);
         for mut meta in metas {
             meta.trace_runs = Vec::new();
             meta.session_runs = Vec::new();
@@ -209,6 +213,7 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
         segments = summary.segments,
         rows = summary.rows,
         bytes = summary.bytes,
+        content_segments,
         wal_freed,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "sealed memtable"
@@ -217,7 +222,7 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
 }
 
 /// One durable transaction: catalog entries, trace/session/conversation indexes, the WAL
-/// position sealed through (`wal_boundary - 1`; older stores' `wal` table is truncated to
+/// position sealed through (the frozen memtable's `wal_boundary - 1`; older stores' `wal` table is truncated to
 /// `max_sequence`), next segment id, and late keys for traces whose keys arrived while the
 /// segments were written. Being durable, it also makes every earlier non-durable commit of
 /// the writer durable.
@@ -226,9 +231,9 @@ pub(super) fn commit_segments(
     metas: &[SegmentMeta],
     split: &agent_tables::SplitTraces,
     unresolved: &HashMap<RawTraceId, TraceKeys>,
-    max_sequence: u64,
-    wal_boundary: u64,
+    frozen: &Memtable,
     next_segment_id: u64,
+    content: &content_seal::SealedContent,
 ) -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
     // Digests for the chain before the transaction: hashing must not hold the write lock (the
     // files are fsync'd already).
@@ -278,14 +283,15 @@ pub(super) fn commit_segments(
                 }
             }
         }
+        content_seal::commit_sealed_content(&txn, content)?;
         let mut wal = txn.open_table(WAL).map_err(store_error("open wal"))?;
-        wal.retain_in(..=max_sequence, |_, _| false)
+        wal.retain_in(..=frozen.max_sequence, |_, _| false)
             .map_err(store_error("truncate wal"))?;
         let mut meta = txn.open_table(META).map_err(store_error("open meta"))?;
         meta.insert(META_NEXT_SEGMENT_ID, next_segment_id)
             .map_err(store_error("write next segment id"))?;
-        if wal_boundary > 0 {
-            meta.insert(META_WAL_SEALED_THROUGH, wal_boundary - 1)
+        if frozen.wal_boundary > 0 {
+            meta.insert(META_WAL_SEALED_THROUGH, frozen.wal_boundary - 1)
                 .map_err(store_error("write wal position"))?;
         }
     }

@@ -25,6 +25,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
 use tracing::{debug, warn};
 
+use crate::content_memtable::ContentStage;
 use crate::error::{Error, Result};
 use crate::retention::RetentionPolicy;
 use crate::scan::MemtableKeysEntry;
@@ -126,7 +127,7 @@ impl Engine {
         }
         let memtable_bytes = {
             let state = self.shared.state.read();
-            state.active.bytes + state.frozen.as_ref().map_or(0, |frozen| frozen.bytes)
+            state.active.total_bytes() + state.frozen.as_ref().map_or(0, Memtable::total_bytes)
         };
         let pending = self.shared.pending_bytes.load(Ordering::Relaxed);
         if memtable_bytes + pending > self.shared.options.max_memtable_bytes {
@@ -137,6 +138,20 @@ impl Engine {
         }
         let (batch, arrival) = self.stamp_arrival(batch)?;
         content.stored_unix_nanos = u64::try_from(arrival).unwrap_or(0);
+        self.submit(batch, content)
+    }
+
+    /// Writes content without span rows (see [`Engine::put_content`]), keeping its
+    /// `stored_unix_nanos`.
+    pub(crate) fn write_content(&self, content: crate::ContentBatch) -> Result<u64> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        self.submit(RecordBatch::new_empty(span_schema()), content)
+    }
+
+    /// Queues one write for the group commit and waits for it.
+    fn submit(&self, batch: RecordBatch, content: crate::ContentBatch) -> Result<u64> {
         let record = wal::encode(&batch, &content)?;
         let size = record.len() + content.text_bytes();
         let (reply, response) = bounded(1);
@@ -215,14 +230,17 @@ pub(super) fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
         let result = commit_group(shared, &mut wal, &group);
         shared.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
         match result {
-            Ok((first_sequence, keys)) => {
+            Ok((first_sequence, keys, content)) => {
                 {
                     let mut state = shared.state.write();
                     publish_keys(shared, &mut state, keys);
+                    publish_content(shared, &mut state, content);
                     for (offset, write) in group.iter().enumerate() {
-                        state
-                            .active
-                            .push(write.batch.clone(), first_sequence + offset as u64);
+                        if write.batch.num_rows() > 0 {
+                            state
+                                .active
+                                .push(write.batch.clone(), first_sequence + offset as u64);
+                        }
                     }
                 }
                 for (offset, write) in group.into_iter().enumerate() {
@@ -276,13 +294,27 @@ pub(super) fn publish_keys(shared: &Shared, state: &mut State, updates: KeyUpdat
     }
 }
 
+/// Publishes what staging a group's content decided: new blobs into the active memtable, and
+/// the raised last-seen times of content segments named again.
+pub(super) fn publish_content(shared: &Shared, state: &mut State, delta: ContentDelta) {
+    for (segment, stored) in &delta.bumps {
+        if let Some(meta) = state.content_catalog.get_mut(segment)
+            && meta.last_seen < *stored
+        {
+            meta.last_seen = *stored;
+            state.content_bumped.insert(*segment);
+        }
+    }
+    state.active.push_content(delta, &shared.options.retention);
+}
+
 /// Appends the group's WAL records (one fsync), then applies their content and trace keys in
 /// one non-durable transaction. `wal` is the writer's lock, held by the caller.
 pub(super) fn commit_group(
     shared: &Shared,
     wal: &mut WalWriter,
     group: &[PendingWrite],
-) -> Result<(u64, KeyUpdates)> {
+) -> Result<(u64, KeyUpdates, ContentDelta)> {
     if let Some(cause) = &wal.broken {
         return Err(Error::io(
             "write wal",
@@ -302,10 +334,10 @@ pub(super) fn commit_group(
             .map(|(offset, write)| (first + offset as u64, write.record.as_slice())),
     )?;
     match apply_group(shared, group, last) {
-        Ok(updates) => {
+        Ok((updates, content)) => {
             wal.next_sequence = last + 1;
             debug!(writes = group.len(), "wal group committed");
-            Ok((first, updates))
+            Ok((first, updates, content))
         }
         Err(error) => {
             if let Err(cut) = wal.log.cut_to(len_before) {
@@ -316,31 +348,52 @@ pub(super) fn commit_group(
     }
 }
 
-/// Applies a group's content and trace keys in one non-durable transaction that records
-/// `last` as applied.
-fn apply_group(shared: &Shared, group: &[PendingWrite], last: u64) -> Result<KeyUpdates> {
+/// Applies a group's content references and trace keys in one non-durable transaction that
+/// records `last` as applied, and stages its blobs (published with the rows).
+fn apply_group(
+    shared: &Shared,
+    group: &[PendingWrite],
+    last: u64,
+) -> Result<(KeyUpdates, ContentDelta)> {
     let mut txn = shared
         .db
         .begin_write()
         .map_err(store_error("begin wal write"))?;
     txn.set_durability(redb::Durability::None)
         .map_err(|error| Error::store("set wal commit durability", redb::Error::from(error)))?;
+    // Read-locked once for the whole group: the memtable does not change while the writer
+    // holds `wal`, and nothing here takes the lock again.
+    let state = shared.state.read();
+    let mut stage = ContentStage::new(
+        &state.active.content,
+        state.frozen.as_ref().map(|frozen| &*frozen.content),
+        &state.content_catalog,
+        &shared.options.retention,
+    );
     // Content before the keys: a write that promotes a trace also promotes the content this
     // group stored for it.
     for write in group {
-        crate::content::put_content_in(&txn, &write.content, &shared.options.retention)?;
+        crate::content::put_content_in(
+            &txn,
+            &write.content,
+            &shared.options.retention,
+            &mut stage,
+        )?;
     }
     let updates = merge_trace_keys(
         &txn,
         group.iter().map(|write| &write.batch),
         &shared.options.retention,
+        &mut stage,
     )?;
+    let delta = stage.finish();
+    drop(state);
     txn.open_table(META)
         .map_err(store_error("open meta"))?
         .insert(META_WAL_APPLIED, last)
         .map_err(store_error("write wal position"))?;
     txn.commit().map_err(store_error("commit wal"))?;
-    Ok(updates)
+    Ok((updates, delta))
 }
 
 /// Merges the keys the batches' rows carry into `trace_keys`, and returns the keys of every
@@ -351,6 +404,7 @@ pub(super) fn merge_trace_keys<'a>(
     txn: &WriteTransaction,
     batches: impl Iterator<Item = &'a RecordBatch>,
     policy: &RetentionPolicy,
+    stage: &mut ContentStage<'_>,
 ) -> Result<KeyUpdates> {
     let mut carried: HashMap<RawTraceId, TraceKeys> = HashMap::new();
     let mut traces: Vec<RawTraceId> = Vec::new();
@@ -385,7 +439,7 @@ pub(super) fn merge_trace_keys<'a>(
         {
             // Content written before this write (earlier requests, or this request's own,
             // stored first) follows the trace's new tier.
-            crate::content::promote_trace_content(txn, &trace, tier)?;
+            crate::content::promote_trace_content(txn, &trace, tier, stage)?;
         }
         if merged.adds_to(stored.as_ref(), policy) {
             keys_table

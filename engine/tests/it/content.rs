@@ -73,11 +73,12 @@ fn blobs_are_stored_once_and_values_read_back_in_order() {
 }
 
 #[test]
-fn expiry_counts_from_the_newest_reference_and_leaves_digests() {
+fn a_content_segment_expires_whole_once_its_newest_reference_is_past_the_keep() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path());
     let old = ([1; 32], "old".to_owned());
     let shared = ([2; 32], "shared".to_owned());
+    let later = ([3; 32], "later".to_owned());
     engine
         .put_content(&ContentBatch {
             blobs: vec![old.clone(), shared.clone()],
@@ -85,7 +86,12 @@ fn expiry_counts_from_the_newest_reference_and_leaves_digests() {
             stored_unix_nanos: 10,
         })
         .unwrap();
-    // The shared blob is referenced again later: it must outlive the cutoff at 15.
+    // A dry run counts memtable content as the segment a seal would write.
+    assert_eq!(engine.expire_content(u64::MAX, true).unwrap().messages, 2);
+    assert_eq!(engine.expire_content(5, false).unwrap().messages, 0);
+    engine.seal().unwrap();
+    // The shared blob is referenced again at 20: its segment is not stored again, it is kept
+    // until 20 is past the keep.
     engine
         .put_content(&ContentBatch {
             blobs: vec![shared.clone()],
@@ -93,18 +99,77 @@ fn expiry_counts_from_the_newest_reference_and_leaves_digests() {
             stored_unix_nanos: 20,
         })
         .unwrap();
-    let dry = engine.expire_content(15, true).unwrap();
-    assert_eq!(dry.messages, 1);
-    assert_eq!(engine.content_stats().unwrap().messages, 2);
-    let done = engine.expire_content(15, false).unwrap();
+    engine
+        .put_content(&ContentBatch {
+            blobs: vec![later.clone()],
+            refs: vec![reference(3, 1, "k", &[later.0], None)],
+            stored_unix_nanos: 30,
+        })
+        .unwrap();
+    engine.seal().unwrap();
+    assert_eq!(engine.content_stats().unwrap().messages, 3);
+    assert_eq!(engine.expire_content(15, false).unwrap().messages, 0);
+    let dry = engine.expire_content(25, true).unwrap();
+    assert_eq!(dry.messages, 2);
+    assert!(dry.bytes > 0);
+    assert_eq!(engine.content_stats().unwrap().messages, 3);
+    let done = engine.expire_content(25, false).unwrap();
     assert_eq!(done, dry);
     assert_eq!(engine.content_stats().unwrap().messages, 1);
     let first = engine.content_for_trace(&TraceId([1; 16])).unwrap();
     assert_eq!(first[0].value, ContentValue::Expired { digest: [0; 32] });
     let second = engine.content_for_trace(&TraceId([2; 16])).unwrap();
-    assert_eq!(second[0].value, ContentValue::Present("[shared]".into()));
-    assert_eq!(engine.expire_content(25, false).unwrap().messages, 1);
-    assert_eq!(engine.content_stats().unwrap().references, 2);
+    assert_eq!(second[0].value, ContentValue::Expired { digest: [3; 32] });
+    let third = engine.content_for_trace(&TraceId([3; 16])).unwrap();
+    assert_eq!(third[0].value, ContentValue::Present("[later]".into()));
+    // Expired segments' files are gone; reopening reads the same.
+    drop(engine);
+    let engine = open(dir.path());
+    assert_eq!(engine.content_stats().unwrap().messages, 1);
+    let third = engine.content_for_trace(&TraceId([3; 16])).unwrap();
+    assert_eq!(third[0].value, ContentValue::Present("[later]".into()));
+    assert_eq!(engine.expire_content(35, false).unwrap().messages, 1);
+    assert_eq!(engine.content_stats().unwrap().references, 3);
+    let files = std::fs::read_dir(dir.path().join("content"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 0);
+}
+
+#[test]
+fn a_blob_referenced_again_long_after_its_segment_is_stored_again() {
+    // One hot blob (a system prompt every run sends) must not keep a whole segment of
+    // otherwise expired content alive: past an hour it is stored again with the new reference.
+    const HOUR: u64 = 3_600 * 1_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let system = ([1; 32], "system prompt".to_owned());
+    let question = ([2; 32], "question".to_owned());
+    engine
+        .put_content(&ContentBatch {
+            blobs: vec![system.clone(), question.clone()],
+            refs: vec![reference(1, 1, "k", &[system.0, question.0], None)],
+            stored_unix_nanos: 10,
+        })
+        .unwrap();
+    engine.seal().unwrap();
+    engine
+        .put_content(&ContentBatch {
+            blobs: vec![system.clone()],
+            refs: vec![reference(2, 1, "k", &[system.0], None)],
+            stored_unix_nanos: 10 + 2 * HOUR,
+        })
+        .unwrap();
+    engine.seal().unwrap();
+    // The first segment's newest reference is at 10: it goes; the prompt stays readable.
+    assert_eq!(engine.expire_content(HOUR, false).unwrap().messages, 2);
+    let rows = engine.content_for_trace(&TraceId([2; 16])).unwrap();
+    assert_eq!(
+        rows[0].value,
+        ContentValue::Present("[system prompt]".into())
+    );
+    let rows = engine.content_for_trace(&TraceId([1; 16])).unwrap();
+    assert!(matches!(rows[0].value, ContentValue::Expired { .. }));
 }
 
 #[test]
@@ -123,6 +188,7 @@ fn a_longer_tier_keep_holds_blobs_its_spans_reference() {
             stored_unix_nanos: 10,
         })
         .unwrap();
+    engine.seal().unwrap();
     let request = ContentExpiryRequest::new(100).with_tier("decision", 5);
     assert_eq!(engine.expire_content_with(&request).unwrap().messages, 1);
     let rows = engine.content_for_trace(&TraceId([1; 16])).unwrap();
@@ -353,6 +419,7 @@ mod promotion {
             })
             .unwrap();
 
+        engine.seal().unwrap();
         // Default content keep past everything; the decision tier's keep past nothing.
         let request = ContentExpiryRequest::new(100).with_tier("decision", 5);
         let expired = engine.expire_content_with(&request).unwrap();
@@ -363,6 +430,39 @@ mod promotion {
         let request = ContentExpiryRequest::new(100).with_tier("decision", 100);
         assert_eq!(engine.expire_content_with(&request).unwrap().messages, 2);
         assert_eq!(present(&engine, 1), vec![false, false]);
+    }
+
+    #[test]
+    fn content_sealed_before_a_promotion_is_copied_into_the_promoted_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path());
+        for trace in [1u8, 2] {
+            engine
+                .put_content(&ContentBatch {
+                    blobs: vec![blob(trace)],
+                    refs: vec![reference(trace, 1, "input.value", &[blob(trace).0], None)],
+                    stored_unix_nanos: 10,
+                })
+                .unwrap();
+            engine.write(span(trace, 1, None)).unwrap();
+        }
+        // Both prompts are in one default-tier segment when trace 1 is promoted.
+        engine.seal().unwrap();
+        engine.write(span(1, 2, Some("decision"))).unwrap();
+        // Until a seal copies the pinned prompt, its segment is not expired.
+        let request = ContentExpiryRequest::new(100).with_tier("decision", 5);
+        assert_eq!(engine.expire_content_with(&request).unwrap().messages, 0);
+        engine.seal().unwrap();
+        assert_eq!(engine.expire_content_with(&request).unwrap().messages, 2);
+        assert_eq!(present(&engine, 1), vec![true]);
+        assert_eq!(present(&engine, 2), vec![false]);
+        // Across a restart too.
+        drop(engine);
+        let engine = open(dir.path());
+        assert_eq!(present(&engine, 1), vec![true]);
+        let request = ContentExpiryRequest::new(100).with_tier("decision", 100);
+        assert_eq!(engine.expire_content_with(&request).unwrap().messages, 1);
+        assert_eq!(present(&engine, 1), vec![false]);
     }
 }
 

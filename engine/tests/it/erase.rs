@@ -181,3 +181,109 @@ fn a_held_session_is_not_erased_and_an_unknown_one_erases_nothing() {
     assert_eq!(count(&engine, "kept"), 0);
     assert!(engine.verify().unwrap().is_ok());
 }
+
+/// Text no other test writes.
+fn unique_text(seed: u8) -> String {
+    use sha2::Digest;
+    let mut out = String::new();
+    let mut state = [seed; 32];
+    for _ in 0..8 {
+        state = sha2::Sha256::digest(state).into();
+        out.push_str(&hex::encode(state));
+    }
+    out
+}
+
+/// Whether any zstd frame in a content segment file decompresses to text holding `needle`
+/// (read independently of the engine: every frame the files hold, found by its magic).
+fn files_contain(dir: &std::path::Path, needle: &str) -> bool {
+    use std::io::Read;
+    const FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let Ok(entries) = std::fs::read_dir(dir.join("content")) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        (0..bytes.len().saturating_sub(4))
+            .filter(|&at| bytes[at..at + 4] == FRAME_MAGIC)
+            .any(|at| {
+                let mut text = Vec::new();
+                let decoded = zstd::stream::read::Decoder::new(&bytes[at..])
+                    .map(|decoder| decoder.single_frame())
+                    .and_then(|mut decoder| decoder.read_to_end(&mut text));
+                decoded.is_ok()
+                    && text
+                        .windows(needle.len())
+                        .any(|window| window == needle.as_bytes())
+            })
+    })
+}
+
+#[test]
+fn erasing_a_session_rewrites_its_content_out_of_the_content_segments() {
+    use engine::{ContentBatch, ContentPiece, ContentRef, ContentValue, WriteBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(
+        dir.path(),
+        Options::default().with_background_sealing(false),
+    )
+    .unwrap();
+    let system = ([7u8; 32], unique_text(7));
+    let write = |trace: u32, session: &str, own: ([u8; 32], String)| {
+        let trace_id = trace_id(trace);
+        let blobs = vec![system.clone(), own.clone()];
+        let refs = vec![ContentRef {
+            trace_id,
+            span_id: SpanId([1; 8]),
+            key: "gen_ai.input.messages".into(),
+            digest: [trace as u8; 32],
+            form: 0,
+            pieces: Some(vec![
+                ContentPiece::Blob(system.0),
+                ContentPiece::Literal(",".into()),
+                ContentPiece::Blob(own.0),
+            ]),
+            tier: None,
+        }];
+        engine
+            .write_batch(WriteBatch {
+                spans: run(trace, session),
+                content: ContentBatch {
+                    blobs,
+                    refs,
+                    stored_unix_nanos: 0,
+                },
+            })
+            .unwrap();
+    };
+    let secret = ([1u8; 32], unique_text(1));
+    let other = ([2u8; 32], unique_text(2));
+    write(1, "gone", secret.clone());
+    write(2, "stays", other.clone());
+    engine.seal().unwrap();
+    assert!(files_contain(dir.path(), &secret.1));
+    let report = engine.erase_session("gone").unwrap();
+    assert_eq!(report.rows, 4);
+    // The erased trace's own message is gone from the files; what another session still
+    // names (the shared system prompt, its own message) stays readable.
+    assert!(!files_contain(dir.path(), &secret.1));
+    assert!(files_contain(dir.path(), &system.1));
+    assert!(engine.content_for_trace(&trace_id(1)).unwrap().is_empty());
+    let rows = engine.content_for_trace(&trace_id(2)).unwrap();
+    assert_eq!(
+        rows[0].value,
+        ContentValue::Present(format!("{},{}", system.1, other.1))
+    );
+    assert_eq!(engine.content_stats().unwrap().messages, 2);
+    drop(engine);
+    let engine = Engine::open(
+        dir.path(),
+        Options::default().with_background_sealing(false),
+    )
+    .unwrap();
+    let rows = engine.content_for_trace(&trace_id(2)).unwrap();
+    assert_eq!(
+        rows[0].value,
+        ContentValue::Present(format!("{},{}", system.1, other.1))
+    );
+}

@@ -1,0 +1,928 @@
+//! Content segments over their life: written at a seal (one per tier, pins resolved), expired
+//! whole by their tier's content keep, rewritten without the blobs an erasure removed, loaded
+//! at open; and the content of older stores (one redb value per blob) moved into segments.
+//!
+//! Invariants:
+//! - A content segment file is fsync'd before the catalog transaction that names it; the
+//!   index points a blob at it in the same transaction. Files the catalog does not name are
+//!   removed at open.
+//! - Expiry, rewrites and seals hold `seal_lock`, so they never race each other. Expiry takes
+//!   doomed segments out of the in-memory catalog under the writer's lock first, so no write
+//!   staged after that counts on them (it stores the blob again instead).
+//! - A segment holding a pinned blob (see `content_memtable.rs`) is not expired before a seal
+//!   has copied the blob into a segment of its new tier.
+//! - A segment file is deleted only after the transaction that took it out of the catalog and
+//!   the index; a reader that looked the index up before finds the file gone and looks again.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use tracing::{info, warn};
+
+use crate::content::{ContentExpiry, ContentExpiryRequest, ContentHash, ContentStats, Seen};
+use crate::content_memtable::{ContentMemtable, indexed, rank};
+use crate::content_segment::{self, BlobLocation, BlobReader, ContentSegmentMeta};
+use crate::error::{Error, Result};
+use crate::tables::{
+    CONTENT, CONTENT_BY_TIME, CONTENT_DIRTY, CONTENT_INDEX, CONTENT_PINS, CONTENT_REFS,
+    CONTENT_SEEN, CONTENT_SEGMENTS, META, META_NEXT_CONTENT_SEGMENT_ID,
+};
+
+use super::*;
+
+/// Blobs moved from the legacy `content` table per segment written at open.
+const MIGRATE_BATCH_BLOBS: usize = 50_000;
+
+/// The content segment catalog and the next content segment id, read in `txn` (which creates
+/// the tables of a new store).
+pub(super) fn load_catalog(
+    txn: &WriteTransaction,
+) -> Result<(HashMap<u64, ContentSegmentMeta>, u64)> {
+    let mut catalog = HashMap::new();
+    {
+        let table = txn
+            .open_table(CONTENT_SEGMENTS)
+            .map_err(store_error("open content catalog"))?;
+        for entry in table.iter().map_err(store_error("read content catalog"))? {
+            let (id, value) = entry.map_err(store_error("read content catalog"))?;
+            let meta = ContentSegmentMeta::decode(id.value(), value.value())?;
+            catalog.insert(meta.id, meta);
+        }
+    }
+    txn.open_table(CONTENT_INDEX)
+        .map_err(store_error("open content index"))?;
+    txn.open_table(CONTENT_PINS)
+        .map_err(store_error("open content pins"))?;
+    txn.open_table(CONTENT_DIRTY)
+        .map_err(store_error("open content dirty"))?;
+    let stored_next = txn
+        .open_table(META)
+        .map_err(store_error("open meta"))?
+        .get(META_NEXT_CONTENT_SEGMENT_ID)
+        .map_err(store_error("read next content segment id"))?
+        .map(|value| value.value())
+        .unwrap_or(1);
+    let next = catalog
+        .keys()
+        .map(|id| id + 1)
+        .max()
+        .unwrap_or(1)
+        .max(stored_next);
+    Ok((catalog, next))
+}
+
+/// What a seal writes of the content memtable.
+#[derive(Debug, Default)]
+pub(super) struct SealedContent {
+    /// New segments and where each of their blobs is.
+    pub(super) segments: Vec<(ContentSegmentMeta, Vec<(ContentHash, BlobLocation)>)>,
+    /// Pins this seal satisfied: (hash, tier as read), removed if unchanged.
+    pub(super) resolved_pins: Vec<(ContentHash, String)>,
+    /// Catalog entries whose last-seen time rose since they were written.
+    pub(super) bumped: Vec<ContentSegmentMeta>,
+    /// The next content segment id after this seal.
+    pub(super) next_id: u64,
+}
+
+impl SealedContent {
+    /// Removes the files written (the seal failed).
+    pub(super) fn discard(&self, dir: &Path) {
+        for (meta, _) in &self.segments {
+            let _ = fs::remove_file(content_segment::path_of(dir, meta.id));
+        }
+    }
+}
+
+/// A blob to write: (hash, text, tier, trace, order, first stored, last stored).
+struct Outgoing<'a> {
+    hash: ContentHash,
+    text: Arc<str>,
+    tier: &'a str,
+    trace: [u8; 16],
+    order: u64,
+    first: u64,
+    last: u64,
+}
+
+/// Writes the frozen memtable's blobs as one content segment per tier, grouped by trace, plus
+/// copies of pinned blobs into segments of their new tier. Called by the seal (under
+/// `seal_lock`) before its catalog transaction.
+pub(super) fn write_sealed_content(
+    shared: &Shared,
+    frozen: &ContentMemtable,
+) -> Result<SealedContent> {
+    let policy = &shared.options.retention;
+    let pins: Vec<(ContentHash, String)> = {
+        let txn = shared
+            .db
+            .begin_read()
+            .map_err(store_error("begin content seal"))?;
+        let mut pins = Vec::new();
+        if let Ok(table) = txn.open_table(CONTENT_PINS) {
+            for entry in table.iter().map_err(store_error("read content pins"))? {
+                let (hash, tier) = entry.map_err(store_error("read content pins"))?;
+                if let Ok(hash) = ContentHash::try_from(hash.value()) {
+                    pins.push((hash, tier.value().to_owned()));
+                }
+            }
+        }
+        pins
+    };
+    let mut sealed = SealedContent::default();
+    let mut raised: HashMap<ContentHash, &str> = HashMap::new();
+    let mut copies: Vec<Outgoing<'_>> = Vec::new();
+    if !pins.is_empty() {
+        let (catalog, active_has) = {
+            let state = shared.state.read();
+            let active: HashSet<ContentHash> = pins
+                .iter()
+                .filter(|(hash, _)| state.active.content.get(hash).is_some())
+                .map(|(hash, _)| *hash)
+                .collect();
+            (state.content_catalog.clone(), active)
+        };
+        let txn = shared
+            .db
+            .begin_read()
+            .map_err(store_error("begin content seal"))?;
+        let index = txn
+            .open_table(CONTENT_INDEX)
+            .map_err(store_error("open content index"))?;
+        let mut reader = BlobReader::new(&shared.dir);
+        for (hash, tier) in &pins {
+            if let Some(blob) = frozen.get(hash) {
+                if rank(policy, tier) > rank(policy, &blob.tier) {
+                    raised.insert(*hash, tier.as_str());
+                }
+            } else if let Some(location) = indexed(&index, hash)?
+                && let Some(segment) = catalog.get(&location.segment)
+            {
+                if rank(policy, &segment.tier) < rank(policy, tier) {
+                    let Some(text) = reader.read(&location)? else {
+                        // Removed meanwhile: nothing left to keep.
+                        sealed.resolved_pins.push((*hash, tier.clone()));
+                        continue;
+                    };
+                    copies.push(Outgoing {
+                        hash: *hash,
+                        text: Arc::from(text),
+                        tier: tier.as_str(),
+                        trace: [0; 16],
+                        order: u64::MAX,
+                        first: segment.created,
+                        last: segment.last_seen,
+                    });
+                }
+            } else if active_has.contains(hash) {
+                // Sealed with the memtable it is in, by the next seal.
+                continue;
+            }
+            sealed.resolved_pins.push((*hash, tier.clone()));
+        }
+    }
+    let mut by_tier: HashMap<&str, Vec<Outgoing<'_>>> = HashMap::new();
+    for (hash, blob) in frozen.iter() {
+        let tier = raised.get(hash).copied().unwrap_or(&blob.tier);
+        by_tier.entry(tier).or_default().push(Outgoing {
+            hash: *hash,
+            text: Arc::clone(&blob.text),
+            tier,
+            trace: blob.trace,
+            order: blob.order,
+            first: blob.first_stored,
+            last: blob.last_stored,
+        });
+    }
+    for copy in copies {
+        by_tier.entry(copy.tier).or_default().push(copy);
+    }
+    let mut next_id = *shared.next_content_id.lock();
+    let mut tiers: Vec<&str> = by_tier.keys().copied().collect();
+    tiers.sort_unstable();
+    for tier in tiers {
+        let mut blobs = by_tier.remove(tier).unwrap_or_default();
+        // A conversation's messages together, in arrival order.
+        blobs.sort_by_key(|blob| (blob.trace, blob.order));
+        let id = next_id;
+        next_id += 1;
+        let written = content_segment::write(
+            &shared.dir,
+            id,
+            blobs.iter().map(|blob| (&blob.hash, &*blob.text)),
+            shared.options.zstd_level,
+        );
+        let (file_bytes, locations) = match written {
+            Ok(written) => written,
+            Err(error) => {
+                sealed.discard(&shared.dir);
+                let _ = fs::remove_file(content_segment::path_of(&shared.dir, id));
+                return Err(error);
+            }
+        };
+        let meta = ContentSegmentMeta {
+            id,
+            tier: tier.to_owned(),
+            created: blobs.iter().map(|blob| blob.first).min().unwrap_or(0),
+            last_seen: blobs.iter().map(|blob| blob.last).max().unwrap_or(0),
+            blobs: blobs.len() as u64,
+            text_bytes: blobs.iter().map(|blob| blob.text.len() as u64).sum(),
+            file_bytes,
+        };
+        sealed.segments.push((meta, locations));
+    }
+    sealed.next_id = next_id;
+    let state = shared.state.read();
+    sealed.bumped = state
+        .content_bumped
+        .iter()
+        .filter_map(|id| state.content_catalog.get(id).cloned())
+        .collect();
+    Ok(sealed)
+}
+
+/// Records a seal's content in its catalog transaction.
+pub(super) fn commit_sealed_content(txn: &WriteTransaction, sealed: &SealedContent) -> Result<()> {
+    {
+        let mut catalog = txn
+            .open_table(CONTENT_SEGMENTS)
+            .map_err(store_error("open content catalog"))?;
+        for (meta, _) in &sealed.segments {
+            catalog
+                .insert(meta.id, meta.encode().as_slice())
+                .map_err(store_error("write content catalog"))?;
+        }
+        for meta in &sealed.bumped {
+            catalog
+                .insert(meta.id, meta.encode().as_slice())
+                .map_err(store_error("write content catalog"))?;
+        }
+        let mut index = txn
+            .open_table(CONTENT_INDEX)
+            .map_err(store_error("open content index"))?;
+        for (_, locations) in &sealed.segments {
+            for (hash, location) in locations {
+                index
+                    .insert(hash.as_slice(), location.encode().as_slice())
+                    .map_err(store_error("write content index"))?;
+            }
+        }
+        let mut pins = txn
+            .open_table(CONTENT_PINS)
+            .map_err(store_error("open content pins"))?;
+        for (hash, tier) in &sealed.resolved_pins {
+            let current = pins
+                .get(hash.as_slice())
+                .map_err(store_error("read content pins"))?
+                .map(|value| value.value().to_owned());
+            if current.as_deref() == Some(tier.as_str()) {
+                pins.remove(hash.as_slice())
+                    .map_err(store_error("remove content pin"))?;
+            }
+        }
+    }
+    if !sealed.segments.is_empty() {
+        txn.open_table(META)
+            .map_err(store_error("open meta"))?
+            .insert(META_NEXT_CONTENT_SEGMENT_ID, sealed.next_id)
+            .map_err(store_error("write next content segment id"))?;
+    }
+    Ok(())
+}
+
+/// Publishes a committed seal's content segments (under the state lock, with the rows).
+pub(super) fn publish_sealed_content(shared: &Shared, state: &mut State, sealed: SealedContent) {
+    *shared.next_content_id.lock() = sealed.next_id;
+    for meta in sealed.bumped {
+        if state
+            .content_catalog
+            .get(&meta.id)
+            .is_some_and(|current| current.last_seen == meta.last_seen)
+        {
+            state.content_bumped.remove(&meta.id);
+        }
+    }
+    for (meta, _) in sealed.segments {
+        state.content_catalog.insert(meta.id, meta);
+    }
+}
+
+/// Removes content segments from the catalog and the index in one transaction, then their
+/// files. `index_entries` of each is read from its footer; a damaged footer leaves index
+/// entries that point nowhere, which reads treat as expired.
+fn remove_content_segments(shared: &Shared, doomed: &[ContentSegmentMeta]) -> Result<()> {
+    let mut footers = Vec::with_capacity(doomed.len());
+    for meta in doomed {
+        let path = content_segment::path_of(&shared.dir, meta.id);
+        match content_segment::read_footer(&path, meta.id) {
+            Ok(entries) => footers.push(entries),
+            Err(error) => {
+                warn!(error = %error, "content segment footer unreadable; its index entries stay, pointing nowhere");
+                footers.push(Vec::new());
+            }
+        }
+    }
+    let txn = shared
+        .db
+        .begin_write()
+        .map_err(store_error("begin content expiry"))?;
+    {
+        let mut catalog = txn
+            .open_table(CONTENT_SEGMENTS)
+            .map_err(store_error("open content catalog"))?;
+        let mut index = txn
+            .open_table(CONTENT_INDEX)
+            .map_err(store_error("open content index"))?;
+        let mut dirty = txn
+            .open_table(CONTENT_DIRTY)
+            .map_err(store_error("open content dirty"))?;
+        for (meta, entries) in doomed.iter().zip(&footers) {
+            catalog
+                .remove(meta.id)
+                .map_err(store_error("remove content catalog entry"))?;
+            dirty
+                .remove(meta.id)
+                .map_err(store_error("remove content dirty"))?;
+            for (hash, _) in entries {
+                if indexed(&index, hash)?.is_some_and(|location| location.segment == meta.id) {
+                    index
+                        .remove(hash.as_slice())
+                        .map_err(store_error("remove content index"))?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(store_error("commit content expiry"))?;
+    for meta in doomed {
+        let path = content_segment::path_of(&shared.dir, meta.id);
+        if let Err(error) = fs::remove_file(&path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %path.display(), error = %error, "could not delete a removed content segment; the next open does");
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the content segments an erasure marked (`content_dirty`) with only the blobs the
+/// index still points at in them. Called with `seal_lock` held.
+pub(super) fn rewrite_dirty_content(shared: &Shared) -> Result<usize> {
+    let dirty: Vec<u64> = {
+        let txn = shared
+            .db
+            .begin_read()
+            .map_err(store_error("begin content rewrite"))?;
+        match txn.open_table(CONTENT_DIRTY) {
+            Ok(table) => table
+                .iter()
+                .map_err(store_error("read content dirty"))?
+                .map(|entry| entry.map(|(id, _)| id.value()))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(store_error("read content dirty"))?,
+            Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+            Err(error) => return Err(Error::store("open content dirty", error)),
+        }
+    };
+    let mut rewritten = 0;
+    for id in dirty {
+        let meta = shared.state.read().content_catalog.get(&id).cloned();
+        let Some(meta) = meta else {
+            let txn = shared
+                .db
+                .begin_write()
+                .map_err(store_error("begin content rewrite"))?;
+            txn.open_table(CONTENT_DIRTY)
+                .map_err(store_error("open content dirty"))?
+                .remove(id)
+                .map_err(store_error("remove content dirty"))?;
+            txn.commit()
+                .map_err(store_error("commit content rewrite"))?;
+            continue;
+        };
+        let path = content_segment::path_of(&shared.dir, id);
+        let entries = content_segment::read_footer(&path, id)?;
+        let live: Vec<(ContentHash, BlobLocation)> = {
+            let txn = shared
+                .db
+                .begin_read()
+                .map_err(store_error("begin content rewrite"))?;
+            let index = txn
+                .open_table(CONTENT_INDEX)
+                .map_err(store_error("open content index"))?;
+            let mut live = Vec::new();
+            for (hash, location) in entries {
+                if indexed(&index, &hash)? == Some(location) {
+                    live.push((hash, location));
+                }
+            }
+            live
+        };
+        if live.is_empty() {
+            shared.state.write().content_catalog.remove(&id);
+            remove_content_segments(shared, std::slice::from_ref(&meta))?;
+            rewritten += 1;
+            continue;
+        }
+        let mut reader = BlobReader::new(&shared.dir);
+        let mut texts = Vec::with_capacity(live.len());
+        for (hash, location) in &live {
+            let text = reader.read(location)?.ok_or_else(|| Error::Corrupt {
+                location: path.display().to_string(),
+                detail: "content segment vanished during its rewrite".into(),
+            })?;
+            texts.push((*hash, text));
+        }
+        let new_id = *shared.next_content_id.lock();
+        let (file_bytes, locations) = content_segment::write(
+            &shared.dir,
+            new_id,
+            texts.iter().map(|(hash, text)| (hash, text.as_str())),
+            shared.options.zstd_level,
+        )?;
+        let latest = shared
+            .state
+            .read()
+            .content_catalog
+            .get(&id)
+            .map_or(meta.last_seen, |current| current.last_seen);
+        let new_meta = ContentSegmentMeta {
+            id: new_id,
+            tier: meta.tier.clone(),
+            created: meta.created,
+            last_seen: latest,
+            blobs: texts.len() as u64,
+            text_bytes: texts.iter().map(|(_, text)| text.len() as u64).sum(),
+            file_bytes,
+        };
+        let txn = shared
+            .db
+            .begin_write()
+            .map_err(store_error("begin content rewrite"))?;
+        {
+            let mut catalog = txn
+                .open_table(CONTENT_SEGMENTS)
+                .map_err(store_error("open content catalog"))?;
+            catalog
+                .insert(new_id, new_meta.encode().as_slice())
+                .map_err(store_error("write content catalog"))?;
+            catalog
+                .remove(id)
+                .map_err(store_error("remove content catalog entry"))?;
+            let mut index = txn
+                .open_table(CONTENT_INDEX)
+                .map_err(store_error("open content index"))?;
+            for ((hash, old), (_, new)) in live.iter().zip(&locations) {
+                // Only entries still pointing here (an erasure may have run meanwhile: it
+                // holds `seal_lock` too, so it cannot, but stay exact).
+                if indexed(&index, hash)? == Some(*old) {
+                    index
+                        .insert(hash.as_slice(), new.encode().as_slice())
+                        .map_err(store_error("write content index"))?;
+                }
+            }
+            txn.open_table(CONTENT_DIRTY)
+                .map_err(store_error("open content dirty"))?
+                .remove(id)
+                .map_err(store_error("remove content dirty"))?;
+            txn.open_table(META)
+                .map_err(store_error("open meta"))?
+                .insert(META_NEXT_CONTENT_SEGMENT_ID, new_id + 1)
+                .map_err(store_error("write next content segment id"))?;
+        }
+        if let Err(error) = txn.commit() {
+            let _ = fs::remove_file(content_segment::path_of(&shared.dir, new_id));
+            return Err(Error::store("commit content rewrite", error));
+        }
+        *shared.next_content_id.lock() = new_id + 1;
+        {
+            let mut state = shared.state.write();
+            state.content_catalog.remove(&id);
+            state.content_bumped.remove(&id);
+            state.content_catalog.insert(new_id, new_meta);
+        }
+        if let Err(error) = fs::remove_file(&path) {
+            warn!(path = %path.display(), error = %error, "could not delete a rewritten content segment; the next open does");
+        }
+        rewritten += 1;
+    }
+    Ok(rewritten)
+}
+
+/// Moves the blobs of the legacy `content` table (one redb value per blob, before content
+/// segments) into content segments, by tier, a batch at a time; each batch's segments, index
+/// entries and removal from the old tables commit together. Called at open, before the
+/// threads start.
+pub(super) fn migrate_legacy_content(shared: &Shared) -> Result<u64> {
+    let policy = &shared.options.retention;
+    let mut moved = 0u64;
+    loop {
+        let batch: Vec<(ContentHash, String, String, u64)> = {
+            let txn = shared
+                .db
+                .begin_read()
+                .map_err(store_error("begin content migration"))?;
+            let content = match txn.open_table(CONTENT) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(moved),
+                Err(error) => return Err(Error::store("open content", error)),
+            };
+            let seen = match txn.open_table(CONTENT_SEEN) {
+                Ok(table) => Some(table),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(error) => return Err(Error::store("open content seen", error)),
+            };
+            let mut batch = Vec::new();
+            for entry in content.iter().map_err(store_error("read content"))? {
+                let (hash, value) = entry.map_err(store_error("read content"))?;
+                let location = hex::encode(hash.value());
+                let Ok(raw) = ContentHash::try_from(hash.value()) else {
+                    return Err(crate::content::corrupt(&location, "hash is not 32 bytes"));
+                };
+                let text = crate::content::decode_blob(value.value(), &location)?;
+                let seen = match &seen {
+                    Some(table) => table
+                        .get(raw.as_slice())
+                        .map_err(store_error("read content seen"))?
+                        .map(|value| Seen::decode(value.value(), &location))
+                        .transpose()?,
+                    None => None,
+                }
+                .unwrap_or_default();
+                let tier = seen.tiers.keys().fold(String::new(), |best, tier| {
+                    if rank(policy, tier) > rank(policy, &best) {
+                        tier.clone()
+                    } else {
+                        best
+                    }
+                });
+                batch.push((raw, text, tier, seen.last()));
+                if batch.len() >= MIGRATE_BATCH_BLOBS {
+                    break;
+                }
+            }
+            batch
+        };
+        if batch.is_empty() {
+            if moved > 0 {
+                info!(blobs = moved, "moved legacy content into content segments");
+            }
+            return Ok(moved);
+        }
+        let mut by_tier: HashMap<&str, Vec<&(ContentHash, String, String, u64)>> = HashMap::new();
+        for entry in &batch {
+            by_tier.entry(entry.2.as_str()).or_default().push(entry);
+        }
+        let mut sealed = SealedContent::default();
+        let mut next_id = *shared.next_content_id.lock();
+        for (tier, blobs) in by_tier {
+            let id = next_id;
+            next_id += 1;
+            let (file_bytes, locations) = match content_segment::write(
+                &shared.dir,
+                id,
+                blobs.iter().map(|(hash, text, _, _)| (hash, text.as_str())),
+                shared.options.zstd_level,
+            ) {
+                Ok(written) => written,
+                Err(error) => {
+                    sealed.discard(&shared.dir);
+                    return Err(error);
+                }
+            };
+            sealed.segments.push((
+                ContentSegmentMeta {
+                    id,
+                    tier: tier.to_owned(),
+                    created: blobs.iter().map(|blob| blob.3).min().unwrap_or(0),
+                    last_seen: blobs.iter().map(|blob| blob.3).max().unwrap_or(0),
+                    blobs: blobs.len() as u64,
+                    text_bytes: blobs.iter().map(|blob| blob.1.len() as u64).sum(),
+                    file_bytes,
+                },
+                locations,
+            ));
+        }
+        sealed.next_id = next_id;
+        let txn = shared
+            .db
+            .begin_write()
+            .map_err(store_error("begin content migration"))?;
+        let committed = (|| -> Result<()> {
+            commit_sealed_content(&txn, &sealed)?;
+            let mut content = txn
+                .open_table(CONTENT)
+                .map_err(store_error("open content"))?;
+            let mut seen = txn
+                .open_table(CONTENT_SEEN)
+                .map_err(store_error("open content seen"))?;
+            let mut by_time = txn
+                .open_multimap_table(CONTENT_BY_TIME)
+                .map_err(store_error("open content by time"))?;
+            for (hash, _, _, last) in &batch {
+                content
+                    .remove(hash.as_slice())
+                    .map_err(store_error("remove legacy content"))?;
+                seen.remove(hash.as_slice())
+                    .map_err(store_error("remove legacy content"))?;
+                by_time
+                    .remove(*last, hash.as_slice())
+                    .map_err(store_error("remove legacy content"))?;
+            }
+            Ok(())
+        })();
+        if let Err(error) = committed.and_then(|()| {
+            txn.commit()
+                .map_err(store_error("commit content migration"))
+        }) {
+            sealed.discard(&shared.dir);
+            return Err(error);
+        }
+        moved += batch.len() as u64;
+        publish_sealed_content(shared, &mut shared.state.write(), sealed);
+    }
+}
+
+impl Engine {
+    /// Texts of the blobs in `hashes` that the memtable (active or frozen) holds.
+    pub(crate) fn memtable_blobs(
+        &self,
+        hashes: &HashSet<ContentHash>,
+    ) -> HashMap<ContentHash, Arc<str>> {
+        let state = self.shared.state.read();
+        let mut out = HashMap::new();
+        for hash in hashes {
+            let blob = state.active.content.get(hash).or_else(|| {
+                state
+                    .frozen
+                    .as_ref()
+                    .and_then(|frozen| frozen.content.get(hash))
+            });
+            if let Some(blob) = blob {
+                out.insert(*hash, Arc::clone(&blob.text));
+            }
+        }
+        out
+    }
+
+    /// Removes content no tier keeps any more, a whole content segment at a time: a segment
+    /// goes when the latest reference to any of its blobs is older than its tier's cutoff
+    /// (`request.cutoff_for`). Content still in the memtable is recent and is not expired.
+    /// References keep their digests, so reads of them say "expired".
+    pub fn expire_content_with(&self, request: &ContentExpiryRequest) -> Result<ContentExpiry> {
+        let shared = &self.shared;
+        // Memtable content past its keep (a backdated clock, or `--as-of` in the future) is
+        // sealed first, then expired with its segment; a dry run counts the segments the seal
+        // would write.
+        let (due_messages, due_bytes) = self.memtable_content_due(request);
+        if due_messages > 0 && !request.dry_run {
+            self.seal()?;
+        }
+        let _seal = shared.seal_lock.lock();
+        let pinned: HashSet<u64> = {
+            let txn = shared
+                .db
+                .begin_read()
+                .map_err(store_error("begin content expiry"))?;
+            let mut pinned = HashSet::new();
+            if let (Ok(pins), Ok(index)) =
+                (txn.open_table(CONTENT_PINS), txn.open_table(CONTENT_INDEX))
+            {
+                for entry in pins.iter().map_err(store_error("read content pins"))? {
+                    let (hash, _) = entry.map_err(store_error("read content pins"))?;
+                    if let Ok(hash) = ContentHash::try_from(hash.value())
+                        && let Some(location) = indexed(&index, &hash)?
+                    {
+                        pinned.insert(location.segment);
+                    }
+                }
+            }
+            pinned
+        };
+        let doomed: Vec<ContentSegmentMeta> = {
+            // The writer's lock: no write is between staging and publishing while the
+            // doomed segments leave the in-memory catalog.
+            let _wal = shared.wal.lock();
+            let mut state = shared.state.write();
+            let doomed: Vec<ContentSegmentMeta> = state
+                .content_catalog
+                .values()
+                .filter(|meta| {
+                    meta.last_seen < request.cutoff_for(&meta.tier) && !pinned.contains(&meta.id)
+                })
+                .cloned()
+                .collect();
+            if !request.dry_run {
+                for meta in &doomed {
+                    state.content_catalog.remove(&meta.id);
+                    state.content_bumped.remove(&meta.id);
+                }
+            }
+            doomed
+        };
+        let mut expiry = ContentExpiry {
+            messages: doomed.iter().map(|meta| meta.blobs).sum(),
+            bytes: doomed.iter().map(|meta| meta.file_bytes).sum(),
+        };
+        if request.dry_run {
+            expiry.messages += due_messages;
+            expiry.bytes += due_bytes;
+        }
+        if request.dry_run || doomed.is_empty() {
+            return Ok(expiry);
+        }
+        if let Err(error) = remove_content_segments(shared, &doomed) {
+            let mut state = shared.state.write();
+            for meta in doomed {
+                state.content_catalog.insert(meta.id, meta);
+            }
+            return Err(error);
+        }
+        info!(
+            segments = doomed.len(),
+            messages = expiry.messages,
+            bytes = expiry.bytes,
+            "expired content segments"
+        );
+        Ok(expiry)
+    }
+
+    /// Blobs and text bytes of the memtable that would form content segments already past
+    /// their keep: per memtable and tier, all blobs when the newest reference is before the
+    /// tier's cutoff.
+    fn memtable_content_due(&self, request: &ContentExpiryRequest) -> (u64, u64) {
+        let state = self.shared.state.read();
+        let mut due = (0, 0);
+        for memtable in std::iter::once(&state.active).chain(state.frozen.as_ref()) {
+            let mut tiers: HashMap<&str, (u64, u64, u64)> = HashMap::new();
+            for (_, blob) in memtable.content.iter() {
+                let entry = tiers.entry(&blob.tier).or_default();
+                entry.0 = entry.0.max(blob.last_stored);
+                entry.1 += 1;
+                entry.2 += blob.text.len() as u64;
+            }
+            for (tier, (newest, blobs, bytes)) in tiers {
+                if newest < request.cutoff_for(tier) {
+                    due.0 += blobs;
+                    due.1 += bytes;
+                }
+            }
+        }
+        due
+    }
+
+    /// Counts of the content store: sealed content segments plus the memtable's blobs.
+    pub fn content_stats(&self) -> Result<ContentStats> {
+        let mut stats = ContentStats::default();
+        {
+            let state = self.shared.state.read();
+            for meta in state.content_catalog.values() {
+                stats.messages += meta.blobs;
+                stats.bytes += meta.file_bytes;
+                stats.oldest_seen = Some(
+                    stats
+                        .oldest_seen
+                        .map_or(meta.last_seen, |oldest| oldest.min(meta.last_seen)),
+                );
+            }
+            let memtables = std::iter::once(&state.active).chain(state.frozen.as_ref());
+            for memtable in memtables {
+                stats.messages += memtable.content.len() as u64;
+                stats.bytes += memtable.content.text_bytes() as u64;
+                if let Some(seen) = memtable.content.oldest_seen() {
+                    stats.oldest_seen =
+                        Some(stats.oldest_seen.map_or(seen, |oldest| oldest.min(seen)));
+                }
+            }
+        }
+        let txn = self
+            .shared
+            .db
+            .begin_read()
+            .map_err(store_error("begin content read"))?;
+        match txn.open_table(CONTENT_REFS) {
+            Ok(table) => {
+                for entry in table.iter().map_err(store_error("read content refs"))? {
+                    let (key, value) = entry.map_err(store_error("read content refs"))?;
+                    stats.references += 1;
+                    stats.reference_bytes += (key.value().len() + value.value().len()) as u64;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(error) => return Err(Error::store("open content refs", error)),
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+    use crate::content::{
+        ContentPiece, ContentRef, ContentValue, encode_blob, encode_ref, ref_key,
+    };
+    use crate::ids::{SpanId, TraceId};
+
+    #[test]
+    fn content_of_a_store_from_before_content_segments_moves_into_them_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = || {
+            Options::default()
+                .with_background_sealing(false)
+                .with_retention(
+                    RetentionPolicy::new(
+                        vec![
+                            crate::Tier::new("standard", Duration::from_secs(86_400)),
+                            crate::Tier::new("decision", Duration::from_secs(400 * 86_400)),
+                        ],
+                        "standard",
+                    )
+                    .unwrap(),
+                )
+        };
+        drop(Engine::open(dir.path(), options()).unwrap());
+        // Write the old layout by hand: one redb value per blob, with its seen times.
+        let texts: Vec<(ContentHash, String)> = (0..300u32)
+            .map(|n| {
+                let mut hash = [0u8; 32];
+                hash[..4].copy_from_slice(&n.to_le_bytes());
+                (
+                    hash,
+                    format!("message {n} {}", "words ".repeat(n as usize % 40)),
+                )
+            })
+            .collect();
+        {
+            let db = Database::create(dir.path().join(DATABASE_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut content = txn.open_table(CONTENT).unwrap();
+                let mut seen = txn.open_table(CONTENT_SEEN).unwrap();
+                let mut by_time = txn.open_multimap_table(CONTENT_BY_TIME).unwrap();
+                let mut refs = txn.open_table(CONTENT_REFS).unwrap();
+                for (n, (hash, text)) in texts.iter().enumerate() {
+                    content
+                        .insert(hash.as_slice(), encode_blob(text).as_slice())
+                        .unwrap();
+                    let tier = if n % 3 == 0 { "decision" } else { "" };
+                    let mut tiers = std::collections::BTreeMap::new();
+                    tiers.insert(tier.to_owned(), 100 + n as u64);
+                    let record = Seen { tiers };
+                    seen.insert(hash.as_slice(), record.encode().as_slice())
+                        .unwrap();
+                    by_time.insert(record.last(), hash.as_slice()).unwrap();
+                    let reference = ContentRef {
+                        trace_id: TraceId([1; 16]),
+                        span_id: SpanId((n as u64).to_be_bytes()),
+                        key: "k".into(),
+                        digest: [0; 32],
+                        form: 0,
+                        pieces: Some(vec![ContentPiece::Blob(*hash)]),
+                        tier: (!tier.is_empty()).then(|| tier.to_owned()),
+                    };
+                    let key = ref_key(&reference.trace_id, &reference.span_id, "k");
+                    refs.insert(key.as_slice(), encode_ref(&reference, 100).as_slice())
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let engine = Engine::open(dir.path(), options()).unwrap();
+        let rows = engine.content_for_trace(&TraceId([1; 16])).unwrap();
+        assert_eq!(rows.len(), texts.len());
+        for (row, (_, text)) in rows.iter().zip(&texts) {
+            assert_eq!(row.value, ContentValue::Present(text.clone()));
+        }
+        assert_eq!(engine.content_stats().unwrap().messages, texts.len() as u64);
+        {
+            let txn = engine.shared.db.begin_read().unwrap();
+            assert!(txn.open_table(CONTENT).unwrap().is_empty().unwrap());
+            assert!(txn.open_table(CONTENT_SEEN).unwrap().is_empty().unwrap());
+        }
+        let tiers: Vec<(String, u64)> = {
+            let state = engine.shared.state.read();
+            let mut tiers: Vec<(String, u64)> = state
+                .content_catalog
+                .values()
+                .map(|meta| (meta.tier.clone(), meta.blobs))
+                .collect();
+            tiers.sort();
+            tiers
+        };
+        assert_eq!(tiers, vec![("".into(), 200), ("decision".into(), 100)]);
+        // The default keep past the newest default-tier reference removes only those.
+        let request = ContentExpiryRequest::new(1_000).with_tier("decision", 0);
+        assert_eq!(engine.expire_content_with(&request).unwrap().messages, 200);
+        drop(engine);
+        let engine = Engine::open(dir.path(), options()).unwrap();
+        let present = engine
+            .content_for_trace(&TraceId([1; 16]))
+            .unwrap()
+            .iter()
+            .filter(|row| matches!(row.value, ContentValue::Present(_)))
+            .count();
+        assert_eq!(present, 100);
+    }
+}

@@ -2,21 +2,34 @@
 //! apply a write's content again when the index transaction that applied it was not durable.
 //!
 //! Layout (little-endian): `[stored ns u64][blob count u32]` then per blob
-//! `[sha-256 32][len u32][text]`, then `[reference count u32]` and per reference
+//! `[sha-256 32][len u32][text]` (or `[sha-256 32][u32::MAX]` for a blob elided: it was in the
+//! memtable when the record was written, so an earlier record or a content segment has its
+//! text; a history re-sent every turn is not written to the WAL again), then `[reference count u32]` and per reference
 //! `[trace 16][span 8][key len u16][key][digest 32][form u8][tier: 0 | 1 + len u16 + text]`
 //! `[pieces: 0 | 1 + count u32 + (0 + len u32 + text | 1 + sha-256 32)*]`.
 //! The record around it carries the format version and the checksum.
 
-use crate::content::{ContentBatch, ContentPiece, ContentRef, PIECE_BLOB, PIECE_LITERAL, Reader};
+use std::collections::HashSet;
+
+use crate::content::{
+    ContentBatch, ContentHash, ContentPiece, ContentRef, PIECE_BLOB, PIECE_LITERAL, Reader,
+};
 use crate::error::Result;
 use crate::ids::{SpanId, TraceId};
 
-/// Appends `batch` to `out`.
-pub(crate) fn encode(batch: &ContentBatch, out: &mut Vec<u8>) {
+/// Length written for an elided blob.
+const ELIDED: u32 = u32::MAX;
+
+/// Appends `batch` to `out`, without the text of the blobs in `elided`.
+pub(crate) fn encode(batch: &ContentBatch, elided: &HashSet<ContentHash>, out: &mut Vec<u8>) {
     out.extend_from_slice(&batch.stored_unix_nanos.to_le_bytes());
     out.extend_from_slice(&(batch.blobs.len() as u32).to_le_bytes());
     for (hash, text) in &batch.blobs {
         out.extend_from_slice(hash);
+        if elided.contains(hash) {
+            out.extend_from_slice(&ELIDED.to_le_bytes());
+            continue;
+        }
         out.extend_from_slice(&(text.len() as u32).to_le_bytes());
         out.extend_from_slice(text.as_bytes());
     }
@@ -59,16 +72,22 @@ pub(crate) fn encode(batch: &ContentBatch, out: &mut Vec<u8>) {
     }
 }
 
-/// Decodes what [`encode`] wrote; `location` names the record in errors.
-pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<ContentBatch> {
+/// Decodes what [`encode`] wrote; `location` names the record in errors. The elided blobs are
+/// returned apart, without text.
+pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<(ContentBatch, Vec<ContentHash>)> {
     let mut reader = Reader { bytes, location };
     let stored_unix_nanos = reader.u64()?;
     let blob_count = reader.u32()? as usize;
     let mut blobs = Vec::with_capacity(blob_count.min(4096));
+    let mut elided = Vec::new();
     for _ in 0..blob_count {
         let hash = reader.hash()?;
-        let len = reader.u32()? as usize;
-        blobs.push((hash, reader.text(len)?));
+        let len = reader.u32()?;
+        if len == ELIDED {
+            elided.push(hash);
+            continue;
+        }
+        blobs.push((hash, reader.text(len as usize)?));
     }
     let ref_count = reader.u32()? as usize;
     let mut refs = Vec::with_capacity(ref_count.min(4096));
@@ -127,11 +146,14 @@ pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<ContentBatch> {
             format!("{} bytes after the last reference", reader.bytes.len()),
         ));
     }
-    Ok(ContentBatch {
-        blobs,
-        refs,
-        stored_unix_nanos,
-    })
+    Ok((
+        ContentBatch {
+            blobs,
+            refs,
+            stored_unix_nanos,
+        },
+        elided,
+    ))
 }
 
 #[cfg(test)]
@@ -172,11 +194,21 @@ mod tests {
             stored_unix_nanos: 1_700_000_000_000_000_000,
         };
         let mut bytes = Vec::new();
-        encode(&batch, &mut bytes);
-        let back = decode(&bytes, "wal entry 7").unwrap();
+        encode(&batch, &HashSet::new(), &mut bytes);
+        let (back, elided) = decode(&bytes, "wal entry 7").unwrap();
+        assert!(elided.is_empty());
         assert_eq!(back.blobs, batch.blobs);
         assert_eq!(back.refs, batch.refs);
         assert_eq!(back.stored_unix_nanos, batch.stored_unix_nanos);
+
+        // A blob the memtable held is written without its text.
+        let mut short = Vec::new();
+        encode(&batch, &HashSet::from([[3; 32]]), &mut short);
+        assert!(short.len() < bytes.len());
+        let (back, elided) = decode(&short, "wal entry 7").unwrap();
+        assert_eq!(elided, vec![[3; 32]]);
+        assert_eq!(back.blobs, batch.blobs[1..]);
+        assert_eq!(back.refs, batch.refs);
 
         let error = decode(&bytes[..bytes.len() - 3], "wal entry 7")
             .unwrap_err()

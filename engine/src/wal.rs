@@ -33,10 +33,17 @@ pub(crate) struct WalRecord {
     pub(crate) batches: Vec<RecordBatch>,
     /// The content they reference (empty for version 1 records).
     pub(crate) content: ContentBatch,
+    /// Blobs the record names without their text (see `content_codec.rs`).
+    pub(crate) elided: Vec<crate::content::ContentHash>,
 }
 
-/// Encodes a write (span rows and their content) as a WAL record.
-pub(crate) fn encode(batch: &RecordBatch, content: &ContentBatch) -> Result<Vec<u8>> {
+/// Encodes a write (span rows and their content, without the text of the blobs in `elided`)
+/// as a WAL record.
+pub(crate) fn encode(
+    batch: &RecordBatch,
+    content: &ContentBatch,
+    elided: &std::collections::HashSet<crate::content::ContentHash>,
+) -> Result<Vec<u8>> {
     let mut raw = Vec::with_capacity(batch.get_array_memory_size() / 2 + content.text_bytes());
     raw.extend_from_slice(&[0; 4]);
     {
@@ -49,7 +56,7 @@ pub(crate) fn encode(batch: &RecordBatch, content: &ContentBatch) -> Result<Vec<
         detail: "span rows over 4 GiB in one write".to_owned(),
     })?;
     raw[..4].copy_from_slice(&ipc_len.to_le_bytes());
-    crate::content_codec::encode(content, &mut raw);
+    crate::content_codec::encode(content, elided, &mut raw);
     let mut out = Vec::with_capacity(raw.len() / 3 + 8);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
@@ -70,7 +77,7 @@ pub(crate) fn decode(sequence: u64, record: &[u8]) -> Result<WalRecord> {
     }
     let raw = zstd::stream::decode_all(&record[4..])
         .map_err(|error| corrupt(format!("zstd: {error}")))?;
-    let (ipc, content) = match record[3] {
+    let (ipc, (content, elided)) = match record[3] {
         VERSION => {
             let Some((len, rest)) = raw.split_first_chunk::<4>() else {
                 return Err(corrupt("record shorter than its header".to_owned()));
@@ -85,7 +92,7 @@ pub(crate) fn decode(sequence: u64, record: &[u8]) -> Result<WalRecord> {
             let (ipc, content) = rest.split_at(len);
             (ipc, crate::content_codec::decode(content, &location)?)
         }
-        VERSION_SPANS_ONLY => (raw.as_slice(), ContentBatch::default()),
+        VERSION_SPANS_ONLY => (raw.as_slice(), (ContentBatch::default(), Vec::new())),
         other => {
             return Err(corrupt(format!(
                 "expected format version {VERSION} or {VERSION_SPANS_ONLY}, found {other}"
@@ -103,7 +110,11 @@ pub(crate) fn decode(sequence: u64, record: &[u8]) -> Result<WalRecord> {
         let batch = batch.map_err(|error| corrupt(format!("arrow ipc: {error}")))?;
         batches.push(crate::schema::upgrade(batch)?);
     }
-    Ok(WalRecord { batches, content })
+    Ok(WalRecord {
+        batches,
+        content,
+        elided,
+    })
 }
 
 #[cfg(test)]
@@ -125,14 +136,23 @@ mod tests {
         let legacy = current
             .project(&(0..fields - 1).collect::<Vec<_>>())
             .unwrap();
-        let decoded = decode(1, &encode(&legacy, &ContentBatch::default()).unwrap())
-            .unwrap()
-            .batches;
+        let decoded = decode(
+            1,
+            &encode(&legacy, &ContentBatch::default(), &Default::default()).unwrap(),
+        )
+        .unwrap()
+        .batches;
         assert_eq!(decoded[0].schema(), span_schema());
         assert_eq!(decoded[0].column(fields - 1).null_count(), 1);
         // Anything else is still refused.
         let other = current.project(&[0, 1]).unwrap();
-        assert!(decode(2, &encode(&other, &ContentBatch::default()).unwrap()).is_err());
+        assert!(
+            decode(
+                2,
+                &encode(&other, &ContentBatch::default(), &Default::default()).unwrap()
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -150,7 +170,7 @@ mod tests {
             refs: Vec::new(),
             stored_unix_nanos: 42,
         };
-        let record = encode(&batch, &content).unwrap();
+        let record = encode(&batch, &content, &Default::default()).unwrap();
         let decoded = decode(3, &record).unwrap();
         assert_eq!(decoded.batches, vec![batch.clone()]);
         assert_eq!(decoded.content.blobs, content.blobs);

@@ -119,7 +119,10 @@ pub(super) fn recover(
         if sequence <= sealed_through {
             continue;
         }
-        let record = wal::decode(sequence, &record)?;
+        let mut record = wal::decode(sequence, &record)?;
+        if !record.elided.is_empty() {
+            restore_elided(&txn, dir, &memtable, &mut record)?;
+        }
         // The memtable's content is staged again, as the writer did; a record whose index
         // commit was not durable also gets its references and keys again (idempotent), in
         // order.
@@ -218,4 +221,38 @@ pub(super) fn recover(
         content_bumped,
         next_content_id,
     })
+}
+
+/// Gives the blobs a record names without text (see `content_codec.rs`) their text again:
+/// from the memtable being rebuilt (an earlier record), or from the content segment that
+/// holds it (sealed since). A blob found in neither (removed by a purge or an erasure that
+/// ran between the write's encoding and its commit) is left out with a WARN.
+fn restore_elided(
+    txn: &redb::WriteTransaction,
+    dir: &Path,
+    memtable: &Memtable,
+    record: &mut wal::WalRecord,
+) -> Result<()> {
+    let index = txn
+        .open_table(crate::tables::CONTENT_INDEX)
+        .map_err(store_error("open content index"))?;
+    let mut reader = crate::content_segment::BlobReader::new(dir);
+    for hash in std::mem::take(&mut record.elided) {
+        if let Some(blob) = memtable.content.get(&hash) {
+            record.content.blobs.push((hash, blob.text.to_string()));
+            continue;
+        }
+        let text = match crate::content_memtable::indexed(&index, &hash)? {
+            Some(location) => reader.read(&location)?,
+            None => None,
+        };
+        match text {
+            Some(text) => record.content.blobs.push((hash, text)),
+            None => warn!(
+                blob = %hex::encode(hash),
+                "a replayed write names a blob no longer stored; its content reads as expired"
+            ),
+        }
+    }
+    Ok(())
 }

@@ -150,9 +150,22 @@ impl Engine {
         self.submit(RecordBatch::new_empty(span_schema()), content)
     }
 
-    /// Queues one write for the group commit and waits for it.
+    /// Queues one write for the group commit and waits for it. Blobs the active memtable
+    /// holds are written to the WAL without their text (an earlier record of the same WAL
+    /// generation, or the segment a seal wrote, has it).
     fn submit(&self, batch: RecordBatch, content: crate::ContentBatch) -> Result<u64> {
-        let record = wal::encode(&batch, &content)?;
+        let elided: HashSet<crate::ContentHash> = if content.blobs.is_empty() {
+            HashSet::new()
+        } else {
+            let state = self.shared.state.read();
+            content
+                .blobs
+                .iter()
+                .filter(|(hash, _)| state.active.content.get(hash).is_some())
+                .map(|(hash, _)| *hash)
+                .collect()
+        };
+        let record = wal::encode(&batch, &content, &elided)?;
         let size = record.len() + content.text_bytes();
         let (reply, response) = bounded(1);
         {

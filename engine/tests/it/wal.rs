@@ -221,3 +221,72 @@ fn damage_inside_the_wal_is_an_error_not_lost_rows() {
         ),
     }
 }
+
+#[test]
+fn a_history_resent_every_turn_is_written_to_the_wal_once_and_replays_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), manual()).unwrap();
+    // Each turn re-sends every earlier message (random text, so compression cannot hide it).
+    let messages: Vec<([u8; 32], String)> = (1..=4u8)
+        .map(|n| {
+            let mut state = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let text: String = (0..4000)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    char::from(b'a' + (state % 26) as u8)
+                })
+                .collect();
+            ([n; 32], text)
+        })
+        .collect();
+    let turn = |n: usize| {
+        let pieces = messages[..n]
+            .iter()
+            .map(|(hash, _)| ContentPiece::Blob(*hash))
+            .collect();
+        WriteBatch {
+            spans: spans(3, 1, "chat", 8),
+            content: ContentBatch {
+                blobs: messages[..n].to_vec(),
+                refs: vec![ContentRef {
+                    trace_id: TraceId([3; 16]),
+                    span_id: SpanId([n as u8; 8]),
+                    key: "gen_ai.input.messages".into(),
+                    digest: [n as u8; 32],
+                    form: 0,
+                    pieces: Some(pieces),
+                    tier: None,
+                }],
+                stored_unix_nanos: 0,
+            },
+        }
+    };
+    let mut growth = Vec::new();
+    for n in 1..=4 {
+        let before = engine.wal_bytes().unwrap();
+        engine.write_batch(turn(n)).unwrap();
+        growth.push(engine.wal_bytes().unwrap() - before);
+    }
+    // Every turn adds one message: the WAL grows by the same amount each turn, not by the
+    // history (three more messages of over 2 KB each, compressed, by the fourth turn).
+    assert!(growth[3] < growth[0] + 1000, "{growth:?}");
+    copy_dir(dir.path(), crashed.path());
+    engine.close().unwrap();
+    drop(engine);
+
+    let engine = Engine::open(crashed.path(), manual()).unwrap();
+    assert_eq!(engine.recovery().wal_records, 4);
+    let rows = engine.content_for_trace(&TraceId([3; 16])).unwrap();
+    assert_eq!(rows.len(), 4);
+    for (n, row) in rows.iter().enumerate() {
+        let expected: String = messages[..=n]
+            .iter()
+            .map(|(_, text)| text.as_str())
+            .collect();
+        assert_eq!(row.value, ContentValue::Present(expected));
+    }
+    engine.close().unwrap();
+}

@@ -1,23 +1,24 @@
 //! The content store: message and payload text split from span rows at ingest, stored once per
 //! distinct blob (content-addressed by SHA-256), with its own retention.
 //!
-//! Four redb tables (see `tables.rs` and `docs/content.md`):
-//! - `content`: blob hash -> `[version 1][codec 0 raw | 1 zstd][bytes]`;
-//! - `content_seen`: blob hash -> `[version 1][last seen ns u64][count u16][(tier len u16, tier, seen ns u64)*]`,
-//!   when a reference last pointed at the blob, per retention tier (`""` = default tier);
-//! - `content_by_time`: last seen ns (the largest over tiers) -> blob hash, the expiry index;
+//! Blob text lives in the content memtable until a seal writes it into content segments
+//! (`content_memtable.rs`, `content_segment.rs`, `store/content_seal.rs`); redb keeps the
+//! indexes (see `tables.rs` and `docs/content.md`):
 //! - `content_refs`: (trace id, span id, key) -> the reference: its keyed digest, the value's
 //!   form (opaque to the engine), the tier and the pieces (literal text and blob hashes) whose
-//!   concatenation is the value, or "not captured" (digest only).
+//!   concatenation is the value, or "not captured" (digest only);
+//! - `content_index`: blob hash -> where it is in a content segment;
+//! - `content_segments`, `content_pins`, `content_dirty`: the content segment catalog, blobs a
+//!   promotion needs copied into a longer-kept tier, segments an erasure needs rewritten.
 //!
 //! Invariants: base pointers never form a cycle. A reference takes a base only when nothing
 //! points at it: a new key, or a key whose pointing references were first given their own
 //! pieces ([`detach_dependents`]); the same value sent again keeps its stored pieces.
-//! A blob is written in the same transaction as every reference that names it, and a request's
-//! content in the same WAL record as its span rows, applied in the group's transaction
-//! ([`Engine::write_batch`]; re-applied from the WAL after a crash), so a span never points at
+//! A request's content is in the same WAL record as its span rows; its references are applied
+//! in the group's transaction and its blobs staged into the memtable with the rows
+//! ([`Engine::write_batch`]; both redone from the WAL after a crash), so a span never points at
 //! content that was not stored and no content outlives a refused write.
-//! Expiry deletes blobs only; references stay, so a read after expiry answers
+//! Expiry deletes whole content segments only; references stay, so a read after expiry answers
 //! [`ContentValue::Expired`] with the digest.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};

@@ -492,6 +492,11 @@ impl SpanBatchBuilder {
             &crate::schema::timestamp_type(),
             rows,
         ));
+        // Set by the engine from the write's content references.
+        columns.push(arrow::array::new_null_array(
+            &arrow::datatypes::DataType::Binary,
+            rows,
+        ));
         self.rows = 0;
         // The columns are built to match span_schema() field for field; a mismatch is a bug in
         // this file, caught by the unit test below.

@@ -1,25 +1,25 @@
 //! The content store: message and payload text split from span rows at ingest, stored once per
 //! distinct blob (content-addressed by SHA-256), with its own retention.
 //!
-//! Blob text lives in the content memtable until a seal writes it into content segments
-//! (`content_memtable.rs`, `content_segment.rs`, `store/content_seal.rs`); redb keeps the
-//! indexes (see `tables.rs` and `docs/content.md`):
-//! - `content_refs`: (trace id, span id, key) -> the reference: its keyed digest, the value's
-//!   form (opaque to the engine), the tier and the pieces (literal text and blob hashes) whose
-//!   concatenation is the value, or "not captured" (digest only);
+//! A span's references (per content attribute: key, keyed digest, form, and the pieces, literal
+//! text and blob hashes, whose concatenation is the value) ride in its row, in the hidden
+//! `content_refs` column (`content_refs.rs`): sealed, expired, moved to a promoted tier and
+//! erased with it. Blob text lives in the content memtable until a seal writes it into content
+//! segments (`content_memtable.rs`, `content_segment.rs`, `store/content_seal.rs`); redb keeps
+//! only indexes (see `tables.rs` and `docs/content.md`):
 //! - `content_index`: blob hash -> where it is in a content segment;
-//! - `content_segments`, `content_pins`, `content_dirty`: the content segment catalog, blobs a
-//!   promotion needs copied into a longer-kept tier, segments an erasure needs rewritten.
+//! - `content_segments`, `content_pins`, `content_trace_pins`, `content_dirty`: the content
+//!   segment catalog, blobs and traces a promotion needs copied into a longer-kept tier,
+//!   segments an erasure needs rewritten;
+//! - `content_refs`: references of stores written before they moved into the rows (read,
+//!   expired and erased, never written).
 //!
-//! Invariants: base pointers never form a cycle. A reference takes a base only when nothing
-//! points at it: a new key, or a key whose pointing references were first given their own
-//! pieces ([`detach_dependents`]); the same value sent again keeps its stored pieces.
-//! A request's content is in the same WAL record as its span rows; its references are applied
-//! in the group's transaction and its blobs staged into the memtable with the rows
-//! ([`Engine::write_batch`]; both redone from the WAL after a crash), so a span never points at
-//! content that was not stored and no content outlives a refused write.
-//! Expiry deletes whole content segments only; references stay, so a read after expiry answers
-//! [`ContentValue::Expired`] with the digest.
+//! Invariants: a request's content is in the same WAL record as its span rows (the references
+//! in the rows); its blobs are staged into the memtable with the rows ([`Engine::write_batch`];
+//! redone from the WAL after a crash), so a span never points at content that was not stored
+//! and no content outlives a refused write. Legacy base pointers never form a cycle (reads
+//! refuse one). Expiry deletes whole content segments only; references stay with their rows, so
+//! a read after expiry answers [`ContentValue::Expired`] with the digest.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
@@ -86,7 +86,7 @@ pub struct ContentRef {
     pub tier: Option<String>,
 }
 
-/// Content of one export request, written by [`Engine::put_content`].
+/// Content of one export request, written with its spans by [`Engine::write_batch`].
 #[derive(Debug, Clone, Default)]
 pub struct ContentBatch {
     /// Blobs by hash. The engine trusts the caller that the hash is SHA-256 of the text.
@@ -226,6 +226,7 @@ pub(crate) fn corrupt(location: &str, detail: impl Into<String>) -> Error {
     }
 }
 
+#[cfg(test)]
 pub(crate) fn ref_key(trace_id: &TraceId, span_id: &SpanId, key: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + key.len());
     out.extend_from_slice(&trace_id.0);
@@ -234,24 +235,16 @@ pub(crate) fn ref_key(trace_id: &TraceId, span_id: &SpanId, key: &str) -> Vec<u8
     out
 }
 
+/// Encodes a reference as the legacy `content_refs` table held it (tests of older stores).
 #[cfg(test)]
 pub(crate) fn encode_ref(reference: &ContentRef, stored: u64) -> Vec<u8> {
-    encode_ref_with_base(reference, stored, None)
-}
-
-/// Encodes a reference; with `base = (key, count)` its first `count` pieces are stored as a
-/// pointer to the reference under `key` (same trace) instead of being listed.
-fn encode_ref_with_base(
-    reference: &ContentRef,
-    stored: u64,
-    base: Option<(&[u8], usize)>,
-) -> Vec<u8> {
     let mut out = encode_header(reference, stored);
-    encode_pieces(&mut out, reference.pieces.as_deref(), base);
+    encode_pieces(&mut out, reference.pieces.as_deref());
     out
 }
 
 /// The part of an encoded reference before its pieces.
+#[cfg(test)]
 fn encode_header(reference: &ContentRef, stored: u64) -> Vec<u8> {
     let mut out = vec![CONTENT_VERSION];
     out.extend_from_slice(&stored.to_le_bytes());
@@ -263,37 +256,15 @@ fn encode_header(reference: &ContentRef, stored: u64) -> Vec<u8> {
     out
 }
 
-/// Length of the header of the encoded reference `bytes`.
-fn header_len(bytes: &[u8], location: &str) -> Result<usize> {
-    let mut reader = Reader { bytes, location };
-    reader.version()?;
-    reader.u64()?;
-    reader.hash()?;
-    reader.u8()?;
-    let tier_len = usize::from(reader.u16()?);
-    reader.take(tier_len)?;
-    Ok(bytes.len() - reader.bytes.len())
-}
-
-/// Appends the pieces section of a reference (see [`encode_ref_with_base`]).
-fn encode_pieces(out: &mut Vec<u8>, pieces: Option<&[ContentPiece]>, base: Option<(&[u8], usize)>) {
+/// Appends the pieces section of a legacy reference.
+#[cfg(test)]
+fn encode_pieces(out: &mut Vec<u8>, pieces: Option<&[ContentPiece]>) {
     match pieces {
         None => out.push(0),
         Some(pieces) => {
             out.push(1);
-            let (skip, base_piece) = match base {
-                Some((key, count)) if count > 0 && count <= pieces.len() => (count, Some(key)),
-                _ => (0, None),
-            };
-            let stored_pieces = pieces.len() - skip + usize::from(base_piece.is_some());
-            out.extend_from_slice(&(stored_pieces as u32).to_le_bytes());
-            if let Some(key) = base_piece {
-                out.push(PIECE_BASE);
-                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                out.extend_from_slice(key);
-                out.extend_from_slice(&(skip as u32).to_le_bytes());
-            }
-            for piece in &pieces[skip..] {
+            out.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
+            for piece in pieces {
                 match piece {
                     ContentPiece::Literal(text) => {
                         out.push(PIECE_LITERAL);
@@ -497,53 +468,6 @@ fn resolve_pieces(
     Ok(result)
 }
 
-/// Rewrites every reference of `trace` whose pieces start with a pointer to `key` with its
-/// own pieces (resolved through the old value), so that `key` can take a new value.
-fn detach_dependents(
-    refs: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-    trace: &TraceId,
-    key: &[u8],
-    memo: &mut std::collections::HashMap<Vec<u8>, Option<Vec<ContentPiece>>>,
-) -> Result<()> {
-    let start = trace.0.to_vec();
-    let mut dependents: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for entry in refs
-        .range::<&[u8]>(start.as_slice()..)
-        .map_err(store_error("read content refs"))?
-    {
-        let (stored_key, value) = entry.map_err(store_error("read content refs"))?;
-        if !stored_key.value().starts_with(&start) {
-            break;
-        }
-        let location = format!("content_refs {}", hex::encode(stored_key.value()));
-        let decoded = decode_ref(value.value(), &location)?;
-        let points_here = matches!(
-            decoded.pieces.as_deref().and_then(<[StoredPiece]>::first),
-            Some(StoredPiece::Base { key: base, .. }) if base.as_slice() == key
-        );
-        if points_here {
-            dependents.push((stored_key.value().to_vec(), value.value().to_vec()));
-        }
-    }
-    for (dependent, bytes) in dependents {
-        let location = format!("content_refs {}", hex::encode(&dependent));
-        let pieces = resolve_pieces(refs, &dependent, memo)?;
-        let mut encoded = bytes[..header_len(&bytes, &location)?].to_vec();
-        encode_pieces(&mut encoded, pieces.as_deref(), None);
-        refs.insert(dependent.as_slice(), encoded.as_slice())
-            .map_err(store_error("write content ref"))?;
-    }
-    Ok(())
-}
-
-/// Number of leading pieces `a` and `b` share.
-fn common_prefix(a: &[ContentPiece], b: &[ContentPiece]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// Below this many shared pieces a reference is stored in full.
-const MIN_BASE_PIECES: usize = 4;
-
 /// Encodes a blob as stores before content segments kept it (tests of the migration).
 #[cfg(test)]
 pub(crate) fn encode_blob(text: &str) -> Vec<u8> {
@@ -639,8 +563,10 @@ impl Seen {
 
 /// Content follows its trace's tier: when `trace` reaches `tier` (a rule placed a span of it
 /// there), every blob its references name must be kept by that tier's content keep, including
-/// content that arrived before the promotion ([`ContentStage::promote_blob`]). Runs in the
-/// caller's transaction (the write that promoted the trace).
+/// content that arrived before the promotion. Runs in the caller's transaction (the write that
+/// promoted the trace): the references of older stores (redb) are promoted at once
+/// ([`ContentStage::promote_blob`]); those in the trace's rows get a trace pin
+/// (`content_trace_pins`), which the next seal or content expiry resolves.
 pub(crate) fn promote_trace_content(
     txn: &redb::WriteTransaction,
     trace: &[u8; 16],
@@ -668,6 +594,21 @@ pub(crate) fn promote_trace_content(
         }
     }
     drop(refs);
+    // The blobs its span rows name are found by a scan: the next seal or expiry does it.
+    {
+        let mut trace_pins = txn
+            .open_table(crate::tables::CONTENT_TRACE_PINS)
+            .map_err(store_error("open content trace pins"))?;
+        let pinned = trace_pins
+            .get(trace.as_slice())
+            .map_err(store_error("read content trace pins"))?
+            .map(|value| value.value().to_owned());
+        if pinned.is_none_or(|pinned| stage.policy.rank(&pinned) < stage.policy.rank(tier)) {
+            trace_pins
+                .insert(trace.as_slice(), tier)
+                .map_err(store_error("write content trace pin"))?;
+        }
+    }
     if blobs.is_empty() {
         return Ok(());
     }
@@ -681,14 +622,18 @@ pub(crate) fn promote_trace_content(
     Ok(())
 }
 
-/// Removes every content reference of `traces` (erasure), inside the caller's transaction,
-/// and takes the blobs no remaining reference names out of the content index; the segments
-/// that held them are marked for a rewrite without them (`content_dirty`, see
-/// `store/content_seal.rs`). Returns the references removed and the blobs no longer named
-/// (the caller removes them from the memtable too).
+/// Erasure of `traces`' content, inside the caller's transaction: removes their references
+/// of older stores (the `content_refs` table; those in span rows go with the rows), and takes
+/// the blobs no remaining reference names out of the content index; the segments that held them
+/// are marked for a rewrite without them (`content_dirty`, see `store/content_seal.rs`).
+/// `candidates` are the blobs the erased rows name, `still_named` those the other rows name.
+/// Returns the legacy references removed and the blobs no longer named (the caller removes them
+/// from the memtable too).
 pub(crate) fn erase_traces(
     txn: &redb::WriteTransaction,
     traces: &HashSet<[u8; 16]>,
+    mut candidates: HashSet<ContentHash>,
+    mut still_named: HashSet<ContentHash>,
 ) -> Result<(u64, Vec<ContentHash>)> {
     if traces.is_empty() {
         return Ok((0, Vec::new()));
@@ -697,8 +642,6 @@ pub(crate) fn erase_traces(
         .open_table(CONTENT_REFS)
         .map_err(store_error("open content refs"))?;
     let mut removed_refs: Vec<Vec<u8>> = Vec::new();
-    let mut candidates: HashSet<ContentHash> = HashSet::new();
-    let mut still_named: HashSet<ContentHash> = HashSet::new();
     for entry in refs.iter().map_err(store_error("read content refs"))? {
         let (key, value) = entry.map_err(store_error("read content refs"))?;
         let key = key.value();
@@ -819,25 +762,9 @@ fn with_trace_tiers(
     Ok(out)
 }
 
-/// Writes the references of one export request inside the caller's transaction, and stages
-/// its blobs (see [`ContentStage`]: new ones go to the memtable with the write's rows); the
-/// group commit writes them with the request's spans.
-pub(crate) fn put_content_in(
-    txn: &redb::WriteTransaction,
-    batch: &ContentBatch,
-    policy: &crate::RetentionPolicy,
-    stage: &mut ContentStage<'_>,
-) -> Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let refs_in = with_trace_tiers(txn, &batch.refs, policy)?;
-    stage_blobs(txn, batch, &refs_in, stage)?;
-    write_refs(txn, &refs_in, batch.stored_unix_nanos)
-}
-
-/// Stages the blobs of a request whose references are stored already (recovery of a WAL
-/// record the index has), with the tiers their traces have now.
+/// Stages the blobs of one write (see [`ContentStage`]: new ones go to the memtable with the
+/// write's rows), each with the highest tier of a reference naming it, raised to its trace's
+/// tier. The references themselves are in the write's span rows (`content_refs.rs`).
 pub(crate) fn stage_content(
     txn: &redb::WriteTransaction,
     batch: &ContentBatch,
@@ -882,94 +809,6 @@ fn stage_blobs(
     for (hash, text) in &batch.blobs {
         let (tier, trace) = named.get(hash).copied().unwrap_or(("", [0; 16]));
         stage.stage_blob(&index, hash, text, tier, trace, batch.stored_unix_nanos)?;
-    }
-    Ok(())
-}
-
-/// Writes references (see [`put_content_in`]).
-fn write_refs(txn: &redb::WriteTransaction, refs_in: &[ContentRef], stored: u64) -> Result<()> {
-    {
-        let mut refs = txn
-            .open_table(CONTENT_REFS)
-            .map_err(store_error("open content refs"))?;
-        // Each reference may point at the longest shared prefix of an earlier reference of
-        // the same trace and key (the previous turn's history).
-        let mut memo = std::collections::HashMap::new();
-        let mut earlier: BTreeMap<(TraceId, String), Vec<Vec<u8>>> = BTreeMap::new();
-        for reference in refs_in {
-            let key = ref_key(&reference.trace_id, &reference.span_id, &reference.key);
-            let location = format!("content_refs {}", hex::encode(&key));
-            let existing = refs
-                .get(key.as_slice())
-                .map_err(store_error("read content ref"))?
-                .map(|value| value.value().to_vec());
-            if let Some(existing) = existing {
-                let decoded = decode_ref(&existing, &location)?;
-                if decoded.digest == reference.digest
-                    && decoded.form == reference.form
-                    && decoded.pieces.is_some() == reference.pieces.is_some()
-                {
-                    // The same value again (a re-send): its pieces stay as they are, so
-                    // no reference that points at them changes, and no pointer cycle can
-                    // form. Only the header (stored time, tier) is the new one.
-                    let mut encoded = encode_header(reference, stored);
-                    encoded.extend_from_slice(&existing[header_len(&existing, &location)?..]);
-                    refs.insert(key.as_slice(), encoded.as_slice())
-                        .map_err(store_error("write content ref"))?;
-                    continue;
-                }
-                // A new value under the same key: the references that point at the old
-                // one get their own pieces first, so that none points at this key.
-                detach_dependents(&mut refs, &reference.trace_id, &key, &mut memo)?;
-            }
-            let mut base: Option<(Vec<u8>, usize)> = None;
-            if let Some(pieces) = &reference.pieces
-                && pieces.len() >= MIN_BASE_PIECES
-            {
-                let group = (reference.trace_id, reference.key.clone());
-                if !earlier.contains_key(&group) {
-                    // References of this trace and key stored by earlier requests.
-                    let start = reference.trace_id.0.to_vec();
-                    let mut found = Vec::new();
-                    for entry in refs
-                        .range::<&[u8]>(start.as_slice()..)
-                        .map_err(store_error("read content refs"))?
-                    {
-                        let (stored_key, _) = entry.map_err(store_error("read content refs"))?;
-                        let stored_key = stored_key.value();
-                        if !stored_key.starts_with(&start) {
-                            break;
-                        }
-                        if stored_key.get(24..) == Some(reference.key.as_bytes()) {
-                            found.push(stored_key.to_vec());
-                        }
-                    }
-                    earlier.insert(group.clone(), found);
-                }
-                for candidate in earlier.get(&group).into_iter().flatten() {
-                    if *candidate == key {
-                        continue;
-                    }
-                    if let Some(candidate_pieces) = resolve_pieces(&refs, candidate, &mut memo)? {
-                        let shared = common_prefix(&candidate_pieces, pieces);
-                        if shared >= MIN_BASE_PIECES
-                            && base.as_ref().is_none_or(|(_, best)| shared > *best)
-                        {
-                            base = Some((candidate.clone(), shared));
-                        }
-                    }
-                }
-                earlier.entry(group).or_default().push(key.clone());
-            }
-            let encoded = encode_ref_with_base(
-                reference,
-                stored,
-                base.as_ref().map(|(key, count)| (key.as_slice(), *count)),
-            );
-            refs.insert(key.as_slice(), encoded.as_slice())
-                .map_err(store_error("write content ref"))?;
-            memo.insert(key, reference.pieces.clone());
-        }
     }
     Ok(())
 }
@@ -1096,40 +935,78 @@ impl<'a> BlobSource<'a> {
 }
 
 impl Engine {
-    /// Writes the content of one export request alone, as a write without span rows: one WAL
-    /// record, fsync'd before this returns. The server writes content with its spans instead
-    /// ([`Engine::write_batch`]). A blob already stored is not stored again; the last-seen
-    /// time of where it is moves to `batch.stored_unix_nanos`, so retention counts from the
-    /// newest reference.
-    pub fn put_content(&self, batch: &ContentBatch) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.write_content(batch.clone()).map(|_| ())
-    }
-
     /// The content references of one trace with their values (or why they are gone), ordered by
     /// span id and key.
     pub fn content_for_trace(&self, trace_id: &TraceId) -> Result<Vec<ContentRow>> {
         self.scan_content(Some(std::slice::from_ref(trace_id)))
     }
 
-    /// Content rows of the given traces, or of every trace when `trace_ids` is `None`.
+    /// Content rows of the given traces, or of every trace when `trace_ids` is `None`, ordered
+    /// by trace, span and key. A span sent more than once (an exporter's re-send) gives one row
+    /// per key: the latest arrival's.
     pub fn scan_content(&self, trace_ids: Option<&[TraceId]>) -> Result<Vec<ContentRow>> {
+        let mut found: BTreeMap<([u8; 16], [u8; 8], String), PendingRow> = BTreeMap::new();
+        self.legacy_refs(trace_ids, &mut found)?;
+        // References in the span rows (newer than any legacy one of the same key).
+        let mut latest: std::collections::HashMap<([u8; 16], [u8; 8], String), i64> =
+            std::collections::HashMap::new();
+        for (arrival, reference) in self.row_refs(trace_ids)? {
+            let key = (
+                reference.trace_id.0,
+                reference.span_id.0,
+                reference.key.clone(),
+            );
+            if latest.get(&key).is_some_and(|seen| *seen > arrival) {
+                continue;
+            }
+            latest.insert(key.clone(), arrival);
+            found.insert(
+                key,
+                PendingRow {
+                    row: ContentRow {
+                        trace_id: reference.trace_id,
+                        span_id: reference.span_id,
+                        key: reference.key,
+                        form: reference.form,
+                        digest: reference.digest,
+                        value: ContentValue::NotCaptured {
+                            digest: reference.digest,
+                        },
+                    },
+                    pieces: reference.pieces,
+                },
+            );
+        }
+        let mut rows = Vec::with_capacity(found.len());
+        let mut blobs = BlobSource::new(self);
+        let mut pending = Vec::with_capacity(READ_CHUNK_ROWS);
+        for (_, row) in found {
+            pending.push(row);
+            if pending.len() >= READ_CHUNK_ROWS {
+                blobs.fill(&mut pending, &mut rows)?;
+            }
+        }
+        blobs.fill(&mut pending, &mut rows)?;
+        Ok(rows)
+    }
+
+    /// References of stores written before they moved into the span rows.
+    fn legacy_refs(
+        &self,
+        trace_ids: Option<&[TraceId]>,
+        found: &mut BTreeMap<([u8; 16], [u8; 8], String), PendingRow>,
+    ) -> Result<()> {
         let txn = self
             .database()
             .begin_read()
             .map_err(store_error("begin content read"))?;
         let refs = match txn.open_table(CONTENT_REFS) {
             Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
             Err(error) => return Err(Error::store("open content refs", error)),
         };
-        let mut rows = Vec::new();
-        let mut pending: Vec<PendingRow> = Vec::new();
         let mut memo = std::collections::HashMap::new();
-        let mut blobs = BlobSource::new(self);
-        let mut visit = |key: &[u8], value: &[u8], pending: &mut Vec<PendingRow>| -> Result<()> {
+        let mut visit = |key: &[u8], value: &[u8]| -> Result<()> {
             if key.len() < 24 {
                 return Err(corrupt("content_refs", "key shorter than 24 bytes"));
             }
@@ -1145,29 +1022,29 @@ impl Engine {
                 None => None,
                 Some(_) => resolve_pieces(&refs, key, &mut memo)?,
             };
-            pending.push(PendingRow {
-                row: ContentRow {
-                    trace_id: TraceId(trace),
-                    span_id: SpanId(span),
-                    key: name,
-                    form: decoded.form,
-                    digest: decoded.digest,
-                    value: ContentValue::NotCaptured {
+            found.insert(
+                (trace, span, name.clone()),
+                PendingRow {
+                    row: ContentRow {
+                        trace_id: TraceId(trace),
+                        span_id: SpanId(span),
+                        key: name,
+                        form: decoded.form,
                         digest: decoded.digest,
+                        value: ContentValue::NotCaptured {
+                            digest: decoded.digest,
+                        },
                     },
+                    pieces,
                 },
-                pieces,
-            });
+            );
             Ok(())
         };
         match trace_ids {
             None => {
                 for entry in refs.iter().map_err(store_error("read content refs"))? {
                     let (key, value) = entry.map_err(store_error("read content refs"))?;
-                    visit(key.value(), value.value(), &mut pending)?;
-                    if pending.len() >= READ_CHUNK_ROWS {
-                        blobs.fill(&mut pending, &mut rows)?;
-                    }
+                    visit(key.value(), value.value())?;
                 }
             }
             Some(trace_ids) => {
@@ -1184,16 +1061,12 @@ impl Engine {
                         if !key.value().starts_with(start) {
                             break;
                         }
-                        visit(key.value(), value.value(), &mut pending)?;
-                        if pending.len() >= READ_CHUNK_ROWS {
-                            blobs.fill(&mut pending, &mut rows)?;
-                        }
+                        visit(key.value(), value.value())?;
                     }
                 }
             }
         }
-        blobs.fill(&mut pending, &mut rows)?;
-        Ok(rows)
+        Ok(())
     }
 
     /// Removes content whose newest reference is older than `cutoff_unix_nanos` (the default
@@ -1271,71 +1144,6 @@ mod tests {
                 .map(|pieces| pieces.into_iter().map(StoredPiece::Piece).collect())
         );
         assert!(decode_ref(&encode_ref(&reference, 5)[..40], "test").is_err());
-    }
-
-    #[test]
-    fn a_history_resent_every_turn_is_stored_as_a_pointer_plus_the_new_messages() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(
-            dir.path(),
-            crate::Options::default().with_background_sealing(false),
-        )
-        .unwrap();
-        let trace = TraceId([3; 16]);
-        let blob = |turn: u8| ([turn; 32], format!("{{\"role\":\"user\",\"n\":{turn}}}"));
-        let mut sizes = Vec::new();
-        let mut expected = Vec::new();
-        for turn in 1..=12u8 {
-            // The history so far: [m1, m2, ..., m_turn].
-            let mut pieces = vec![ContentPiece::Literal("[".into())];
-            let mut text = "[".to_owned();
-            for message in 1..=turn {
-                if message > 1 {
-                    pieces.push(ContentPiece::Literal(",".into()));
-                    text.push(',');
-                }
-                pieces.push(ContentPiece::Blob(blob(message).0));
-                text.push_str(&blob(message).1);
-            }
-            pieces.push(ContentPiece::Literal("]".into()));
-            text.push(']');
-            let span = SpanId([turn; 8]);
-            engine
-                .put_content(&ContentBatch {
-                    blobs: (1..=turn).map(blob).collect(),
-                    refs: vec![ContentRef {
-                        trace_id: trace,
-                        span_id: span,
-                        key: "gen_ai.input.messages".into(),
-                        digest: [turn; 32],
-                        form: 0,
-                        pieces: Some(pieces),
-                        tier: None,
-                    }],
-                    stored_unix_nanos: u64::from(turn),
-                })
-                .unwrap();
-            let txn = engine.database().begin_read().unwrap();
-            let refs = txn.open_table(CONTENT_REFS).unwrap();
-            let key = ref_key(&trace, &span, "gen_ai.input.messages");
-            sizes.push(refs.get(key.as_slice()).unwrap().unwrap().value().len());
-            expected.push((span, text));
-        }
-        // Full listing grows by ~34 bytes a turn; with the pointer every later reference is
-        // about the same size.
-        assert!(sizes[11] < sizes[3] + 40, "{sizes:?}");
-        let rows = engine.content_for_trace(&trace).unwrap();
-        assert_eq!(rows.len(), 12);
-        for (span, text) in expected {
-            let row = rows.iter().find(|row| row.span_id == span).unwrap();
-            assert_eq!(row.value, ContentValue::Present(text));
-        }
-        // Erasing the trace removes every reference and blob.
-        let txn = engine.database().begin_write().unwrap();
-        let (refs, blobs) = erase_traces(&txn, &HashSet::from([trace.0])).unwrap();
-        txn.commit().unwrap();
-        assert_eq!((refs, blobs.len()), (12, 12));
-        assert!(engine.content_for_trace(&trace).unwrap().is_empty());
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod chain;
 mod content;
 mod content_codec;
 mod content_memtable;
+mod content_refs;
 mod content_segment;
 mod error;
 mod holds;

@@ -136,6 +136,10 @@ pub mod columns {
     /// from one write to the next, so two stored copies of one span (an export sent again)
     /// differ here. NULL for rows stored before the column existed.
     pub const ARRIVAL_TIME: &str = "arrival_time";
+    /// The span's content references (hidden): for each content attribute the ingest moved to
+    /// the content store, its key, keyed digest, form and pieces (see `content_refs.rs`).
+    /// NULL when the span has none.
+    pub const CONTENT_REFS: &str = "content_refs";
 
     /// Field names inside an `events` list element.
     pub mod event {
@@ -168,10 +172,11 @@ pub mod columns {
 
 /// Names of the columns that hold protobuf bytes for exact reconstruction. They are part of the
 /// stored schema but not of the SQL-facing `spans` table.
-pub const HIDDEN_COLUMNS: [&str; 3] = [
+pub const HIDDEN_COLUMNS: [&str; 4] = [
     columns::RESOURCE_OTLP,
     columns::SCOPE_OTLP,
     columns::SPAN_OTLP,
+    columns::CONTENT_REFS,
 ];
 
 /// The timestamp type used for every time column: nanoseconds, UTC.
@@ -298,34 +303,48 @@ fn build_span_schema() -> Schema {
         // Added after store format 2 shipped: files and WAL records written before it lack the
         // column and read it as NULL (see `upgrade`).
         Field::new(ARRIVAL_TIME, timestamp_type(), true),
+        // Added after `arrival_time`: older files and records read it as NULL (no references
+        // in the rows; theirs are in the `content_refs` redb table).
+        Field::new(CONTENT_REFS, DataType::Binary, true),
     ])
 }
 
-/// Whether `fields` are the span schema as it was before `arrival_time` was added.
-pub(crate) fn is_before_arrival_time(fields: &arrow::datatypes::Fields) -> bool {
+/// How many trailing columns of the span schema `fields` lack, when they are the span schema
+/// as an older version wrote it (without `arrival_time` and `content_refs`, or without
+/// `content_refs`); `None` when they are not a prefix of it. Columns added later are nullable
+/// and read as NULL.
+pub(crate) fn missing_columns(fields: &arrow::datatypes::Fields) -> Option<usize> {
     let current = span_schema();
     let current = current.fields();
-    fields.len() + 1 == current.len() && fields.iter().zip(current.iter()).all(|(a, b)| a == b)
+    let missing = current.len().checked_sub(fields.len())?;
+    (missing <= ADDED_COLUMNS && fields.iter().zip(current.iter()).all(|(a, b)| a == b))
+        .then_some(missing)
 }
 
-/// A batch of the span schema from one written before `arrival_time` existed (the column is
-/// added, NULL), or as it is when it already has the span schema.
+/// Columns added at the end of the span schema since store format 2 shipped.
+const ADDED_COLUMNS: usize = 2;
+
+/// A batch of the span schema from one an older version wrote (the later columns are added,
+/// NULL), or as it is when it already has the span schema.
 pub(crate) fn upgrade(batch: RecordBatch) -> crate::Result<RecordBatch> {
-    if batch.schema().fields() == span_schema().fields() {
-        return Ok(batch);
-    }
-    if !is_before_arrival_time(batch.schema().fields()) {
+    let Some(missing) = missing_columns(batch.schema().fields()) else {
         return Err(crate::Error::SchemaMismatch(format!(
             "not the span schema: {:?}",
             batch.schema()
         )));
+    };
+    if missing == 0 {
+        return Ok(batch);
     }
+    let schema = span_schema();
     let mut columns = batch.columns().to_vec();
-    columns.push(arrow::array::new_null_array(
-        &timestamp_type(),
-        batch.num_rows(),
-    ));
-    Ok(RecordBatch::try_new(span_schema(), columns)?)
+    for field in &schema.fields()[batch.num_columns()..] {
+        columns.push(arrow::array::new_null_array(
+            field.data_type(),
+            batch.num_rows(),
+        ));
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// The stored span schema (all columns, hidden ones included).

@@ -288,20 +288,28 @@ fn read_all(meta: &SegmentMeta, path: &Path, columns: Option<&[usize]>) -> Resul
     };
     let file = File::open(path).map_err(|source| Error::io("open segment", path, source))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(segment_error)?;
-    let legacy = crate::schema::is_before_arrival_time(builder.schema().fields());
-    if builder.schema().fields() != span_schema().fields() && !legacy {
+    let Some(missing) = crate::schema::missing_columns(builder.schema().fields()) else {
         return Err(Error::Corrupt {
             location: path.display().to_string(),
             detail: "segment schema is not the span schema".to_owned(),
         });
-    }
+    };
     let file_schema = Arc::clone(builder.schema());
+    let file_columns = file_schema.fields().len();
     let (mask, schema) = match columns {
-        Some(columns) => (
-            ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied()),
-            Arc::new(span_schema().project(columns)?),
-        ),
-        None if legacy => (ProjectionMask::all(), file_schema),
+        Some(columns) => {
+            // Columns the file predates are added as NULL below.
+            let present: Vec<usize> = columns
+                .iter()
+                .copied()
+                .filter(|column| *column < file_columns)
+                .collect();
+            (
+                ProjectionMask::roots(builder.parquet_schema(), present.iter().copied()),
+                Arc::new(span_schema().project(&present)?),
+            )
+        }
+        None if missing > 0 => (ProjectionMask::all(), file_schema),
         None => (ProjectionMask::all(), span_schema()),
     };
     let batches = builder
@@ -317,7 +325,28 @@ fn read_all(meta: &SegmentMeta, path: &Path, columns: Option<&[usize]>) -> Resul
     let batch = arrow::compute::concat_batches(&schema, &batches)?;
     match columns {
         None => crate::schema::upgrade(batch),
-        Some(_) => Ok(batch),
+        Some(columns) if columns.iter().all(|column| *column < file_columns) => Ok(batch),
+        Some(columns) => {
+            let mut out = Vec::with_capacity(columns.len());
+            let mut read = batch.columns().iter();
+            for column in columns {
+                if *column < file_columns {
+                    out.push(Arc::clone(read.next().ok_or_else(|| Error::Corrupt {
+                        location: path.display().to_string(),
+                        detail: "projection read fewer columns than asked".to_owned(),
+                    })?));
+                } else {
+                    out.push(arrow::array::new_null_array(
+                        span_schema().field(*column).data_type(),
+                        batch.num_rows(),
+                    ));
+                }
+            }
+            Ok(RecordBatch::try_new(
+                Arc::new(span_schema().project(columns)?),
+                out,
+            )?)
+        }
     }
 }
 
@@ -563,15 +592,14 @@ pub(crate) fn read_segment(
         .with_page_index_policy(PageIndexPolicy::from(read.ranges.is_some()));
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
         .map_err(segment_error)?;
-    // A file written before `arrival_time` existed reads it as NULL.
-    let legacy = crate::schema::is_before_arrival_time(builder.schema().fields());
-    if builder.schema().fields() != span_schema().fields() && !legacy {
+    // A file written before `arrival_time` or `content_refs` existed reads them as NULL.
+    if crate::schema::missing_columns(builder.schema().fields()).is_none() {
         return Err(Error::Corrupt {
             location: path.display().to_string(),
             detail: "segment schema is not the span schema".to_owned(),
         });
     }
-    let arrival = column_index(columns::ARRIVAL_TIME);
+    let file_columns = builder.schema().fields().len();
     let parquet_metadata = Arc::clone(builder.metadata());
     let schema_descriptor = builder.parquet_schema().clone();
 
@@ -601,9 +629,7 @@ pub(crate) fn read_segment(
             read_columns.insert(column_index(name));
         }
     }
-    if legacy {
-        read_columns.remove(&arrival);
-    }
+    read_columns.retain(|column| *column < file_columns);
     let mut wanted = read_columns.clone();
     wanted.extend(row_filter_columns.iter().copied());
 
@@ -720,12 +746,17 @@ pub(crate) fn read_segment(
     // order (dropping columns read only for key resolution).
     let read_order: Vec<usize> = read_columns.iter().copied().collect();
     let identity = read_order == projection;
-    // Per output column: its position among the read ones, or `None` for `arrival_time` of a
-    // file without it (NULL).
+    // Per output column: its position among the read ones, or `None` for a column the file
+    // predates (NULL).
     let reorder: Vec<Option<usize>> = projection
         .iter()
-        .filter(|index| read_order.binary_search(index).is_ok() || (legacy && **index == arrival))
+        .filter(|index| read_order.binary_search(index).is_ok() || **index >= file_columns)
         .map(|index| read_order.binary_search(index).ok())
+        .collect();
+    let null_types: Vec<arrow::datatypes::DataType> = projection
+        .iter()
+        .filter(|index| read_order.binary_search(index).is_ok() || **index >= file_columns)
+        .map(|index| span_schema().field(*index).data_type().clone())
         .collect();
     let output_schema = Arc::new(span_schema().project(&projection)?);
     Ok(Box::new(reader.map(move |batch| {
@@ -753,12 +784,10 @@ pub(crate) fn read_segment(
         } else {
             let columns = reorder
                 .iter()
-                .map(|position| match position {
+                .zip(&null_types)
+                .map(|(position, data_type)| match position {
                     Some(position) => Arc::clone(batch.column(*position)),
-                    None => arrow::array::new_null_array(
-                        &crate::schema::timestamp_type(),
-                        batch.num_rows(),
-                    ),
+                    None => arrow::array::new_null_array(data_type, batch.num_rows()),
                 })
                 .collect();
             let options =
@@ -862,7 +891,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_written_before_arrival_time_reads_it_as_null() {
+    fn a_file_written_before_arrival_time_and_content_refs_reads_them_as_null() {
         use crate::batch::{SpanBatchBuilder, SpanRecord};
         use crate::ids::{SpanId, TraceId};
         let mut builder = SpanBatchBuilder::new();
@@ -876,10 +905,10 @@ mod tests {
             });
         }
         let current = builder.finish();
-        // The same rows as a store of format 2 wrote them: without the last column.
+        // The same rows as a store of format 2 wrote them: without the last two columns.
         let fields = current.schema().fields().len();
         let legacy = current
-            .project(&(0..fields - 1).collect::<Vec<_>>())
+            .project(&(0..fields - 2).collect::<Vec<_>>())
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0000000000000001.parquet");
@@ -909,9 +938,11 @@ mod tests {
         assert_eq!(whole.schema(), span_schema());
         let arrival = column_index(columns::ARRIVAL_TIME);
         assert_eq!(whole.column(arrival).null_count(), 3);
-        // A scan asking for arrival_time among other columns, out of schema order.
+        let refs = column_index(columns::CONTENT_REFS);
+        assert_eq!(whole.column(refs).null_count(), 3);
+        // A scan asking for both among other columns, out of schema order.
         let request = crate::scan::ScanRequest {
-            projection: Some(vec![arrival, column_index(columns::SPAN_ID)]),
+            projection: Some(vec![arrival, refs, column_index(columns::SPAN_ID)]),
             ..crate::scan::ScanRequest::default()
         };
         let predicate = Arc::new(RowPredicate::new(
@@ -932,8 +963,10 @@ mod tests {
         assert_eq!(batch.num_rows(), 3);
         assert_eq!(batch.schema().field(0).name(), columns::ARRIVAL_TIME);
         assert_eq!(batch.column(0).null_count(), 3);
+        assert_eq!(batch.schema().field(1).name(), columns::CONTENT_REFS);
+        assert_eq!(batch.column(1).null_count(), 3);
         assert_eq!(
-            batch.column(1).as_string::<i32>().value(2),
+            batch.column(2).as_string::<i32>().value(2),
             hex::encode([3u8; 8])
         );
     }

@@ -557,105 +557,7 @@ impl Engine {
 
     /// [`Engine::plan_scan`], looking up at most `max_lookups` keys per index.
     fn plan_scan_with(&self, request: &ScanRequest, max_lookups: usize) -> Result<ScanPlan> {
-        self.shared.reaper.sweep();
-        let (memtable, segments, late) = {
-            let state = self.shared.state.read();
-            let mut memtable = state.active.chunks.clone();
-            if let Some(frozen) = &state.frozen {
-                memtable.extend(frozen.chunks.iter().cloned());
-            }
-            (memtable, state.segments.clone(), state.late.clone())
-        };
-        let total = segments.len();
-        let mut candidates: Vec<Arc<SegmentMeta>> = segments
-            .into_iter()
-            .filter(|meta| request.time_overlaps(meta.min_start, meta.max_start))
-            .filter(|meta| match (&request.service_names, &meta.services) {
-                (Some(names), Some(services)) => names.iter().any(|name| services.contains(name)),
-                _ => true,
-            })
-            .collect();
-        // Row ranges per segment: the intersection over every index consulted.
-        let mut ranges: Option<BTreeMap<u64, Vec<Range<u64>>>> = None;
-        let mut narrow = |found: BTreeMap<u64, Vec<Range<u64>>>| {
-            ranges = Some(match ranges.take() {
-                None => found,
-                Some(previous) => previous
-                    .into_iter()
-                    .filter_map(|(segment, mine)| {
-                        let theirs = found.get(&segment)?;
-                        let both = intersect_ranges(&mine, theirs);
-                        (!both.is_empty()).then_some((segment, both))
-                    })
-                    .collect(),
-            });
-        };
-        if let Some(trace_ids) = &request.trace_ids
-            && trace_ids.len() <= max_lookups
-        {
-            let raw: Vec<RawTraceId> = trace_ids
-                .iter()
-                .filter_map(|id| crate::trace_keys::raw_trace_id(id))
-                .collect();
-            narrow(self.runs_of(&raw, |txn, key: &RawTraceId| {
-                index_runs(txn, TRACE_SEGMENTS, key.as_slice())
-            })?);
-        }
-        if let Some(sessions) = &request.session_ids
-            && sessions.len() <= max_lookups
-        {
-            narrow(self.runs_of(sessions, |txn, key: &String| {
-                index_runs(txn, SESSION_ROWS, key.as_str())
-            })?);
-        }
-        if let Some(conversations) = &request.conversation_ids
-            && conversations.len() <= max_lookups
-        {
-            narrow(self.runs_of(conversations, |txn, key: &String| {
-                index_runs(txn, CONVERSATION_ROWS, key.as_str())
-            })?);
-        }
-        for (sessions, conversations) in &request.sessions_or_conversations {
-            if sessions.len() + conversations.len() > max_lookups {
-                continue;
-            }
-            // A row matches either key: the union of both indexes' runs.
-            let mut either = self.runs_of(sessions, |txn, key: &String| {
-                index_runs(txn, SESSION_ROWS, key.as_str())
-            })?;
-            for (segment, found) in self.runs_of(conversations, |txn, key: &String| {
-                index_runs(txn, CONVERSATION_ROWS, key.as_str())
-            })? {
-                let runs = either.entry(segment).or_default();
-                runs.extend(found);
-                *runs = merge_ranges(std::mem::take(runs));
-            }
-            narrow(either);
-        }
-        if let Some(ranges) = &ranges {
-            candidates.retain(|meta| ranges.contains_key(&meta.id));
-        }
-        let segments = candidates
-            .into_iter()
-            .map(|meta| {
-                let path = self.shared.dir.join(&meta.path);
-                let read = SegmentRead {
-                    ranges: ranges
-                        .as_ref()
-                        .and_then(|ranges| ranges.get(&meta.id).cloned()),
-                    late: late.get(&meta.id).cloned(),
-                };
-                (meta, path, read)
-            })
-            .collect();
-        ScanPlan::new(
-            request,
-            memtable,
-            Arc::clone(&self.shared.memtable_keys),
-            segments,
-            total,
-            Arc::new(self.shared.options.retention.clone()),
-        )
+        plan_scan_in(&self.shared, request, max_lookups)
     }
 
     /// Plans and runs a scan, collecting every batch (for small results such as one trace).
@@ -669,21 +571,7 @@ impl Engine {
         keys: &[K],
         lookup: impl Fn(&redb::ReadTransaction, &K) -> Result<Vec<RowRun>>,
     ) -> Result<BTreeMap<u64, Vec<Range<u64>>>> {
-        let txn = self
-            .shared
-            .db
-            .begin_read()
-            .map_err(store_error("begin read"))?;
-        let mut out: BTreeMap<u64, Vec<Range<u64>>> = BTreeMap::new();
-        for key in keys {
-            for (segment, first, count) in lookup(&txn, key)? {
-                out.entry(segment).or_default().push(first..first + count);
-            }
-        }
-        for ranges in out.values_mut() {
-            *ranges = merge_ranges(std::mem::take(ranges));
-        }
-        Ok(out)
+        runs_in(&self.shared, keys, lookup)
     }
 
     /// Seals the memtable into segments now (also done by size and age in the background, and
@@ -746,6 +634,129 @@ impl Drop for Engine {
         self.stop_threads();
         self.shared.reaper.sweep();
     }
+}
+
+/// Plans a scan over the memtable and the segments of `shared` (see [`Engine::plan_scan`]),
+/// looking up at most `max_lookups` keys per index.
+fn plan_scan_in(shared: &Shared, request: &ScanRequest, max_lookups: usize) -> Result<ScanPlan> {
+    shared.reaper.sweep();
+    let (memtable, segments, late) = {
+        let state = shared.state.read();
+        let mut memtable = state.active.chunks.clone();
+        if let Some(frozen) = &state.frozen {
+            memtable.extend(frozen.chunks.iter().cloned());
+        }
+        (memtable, state.segments.clone(), state.late.clone())
+    };
+    let total = segments.len();
+    let mut candidates: Vec<Arc<SegmentMeta>> = segments
+        .into_iter()
+        .filter(|meta| request.time_overlaps(meta.min_start, meta.max_start))
+        .filter(|meta| match (&request.service_names, &meta.services) {
+            (Some(names), Some(services)) => names.iter().any(|name| services.contains(name)),
+            _ => true,
+        })
+        .collect();
+    // Row ranges per segment: the intersection over every index consulted.
+    let mut ranges: Option<BTreeMap<u64, Vec<Range<u64>>>> = None;
+    let mut narrow = |found: BTreeMap<u64, Vec<Range<u64>>>| {
+        ranges = Some(match ranges.take() {
+            None => found,
+            Some(previous) => previous
+                .into_iter()
+                .filter_map(|(segment, mine)| {
+                    let theirs = found.get(&segment)?;
+                    let both = intersect_ranges(&mine, theirs);
+                    (!both.is_empty()).then_some((segment, both))
+                })
+                .collect(),
+        });
+    };
+    if let Some(trace_ids) = &request.trace_ids
+        && trace_ids.len() <= max_lookups
+    {
+        let raw: Vec<RawTraceId> = trace_ids
+            .iter()
+            .filter_map(|id| crate::trace_keys::raw_trace_id(id))
+            .collect();
+        narrow(runs_in(shared, &raw, |txn, key: &RawTraceId| {
+            index_runs(txn, TRACE_SEGMENTS, key.as_slice())
+        })?);
+    }
+    if let Some(sessions) = &request.session_ids
+        && sessions.len() <= max_lookups
+    {
+        narrow(runs_in(shared, sessions, |txn, key: &String| {
+            index_runs(txn, SESSION_ROWS, key.as_str())
+        })?);
+    }
+    if let Some(conversations) = &request.conversation_ids
+        && conversations.len() <= max_lookups
+    {
+        narrow(runs_in(shared, conversations, |txn, key: &String| {
+            index_runs(txn, CONVERSATION_ROWS, key.as_str())
+        })?);
+    }
+    for (sessions, conversations) in &request.sessions_or_conversations {
+        if sessions.len() + conversations.len() > max_lookups {
+            continue;
+        }
+        // A row matches either key: the union of both indexes' runs.
+        let mut either = runs_in(shared, sessions, |txn, key: &String| {
+            index_runs(txn, SESSION_ROWS, key.as_str())
+        })?;
+        for (segment, found) in runs_in(shared, conversations, |txn, key: &String| {
+            index_runs(txn, CONVERSATION_ROWS, key.as_str())
+        })? {
+            let runs = either.entry(segment).or_default();
+            runs.extend(found);
+            *runs = merge_ranges(std::mem::take(runs));
+        }
+        narrow(either);
+    }
+    if let Some(ranges) = &ranges {
+        candidates.retain(|meta| ranges.contains_key(&meta.id));
+    }
+    let segments = candidates
+        .into_iter()
+        .map(|meta| {
+            let path = shared.dir.join(&meta.path);
+            let read = SegmentRead {
+                ranges: ranges
+                    .as_ref()
+                    .and_then(|ranges| ranges.get(&meta.id).cloned()),
+                late: late.get(&meta.id).cloned(),
+            };
+            (meta, path, read)
+        })
+        .collect();
+    ScanPlan::new(
+        request,
+        memtable,
+        Arc::clone(&shared.memtable_keys),
+        segments,
+        total,
+        Arc::new(shared.options.retention.clone()),
+    )
+}
+
+/// The merged row ranges, per segment, that an index of `shared` holds for `keys`.
+fn runs_in<K>(
+    shared: &Shared,
+    keys: &[K],
+    lookup: impl Fn(&redb::ReadTransaction, &K) -> Result<Vec<RowRun>>,
+) -> Result<BTreeMap<u64, Vec<Range<u64>>>> {
+    let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
+    let mut out: BTreeMap<u64, Vec<Range<u64>>> = BTreeMap::new();
+    for key in keys {
+        for (segment, first, count) in lookup(&txn, key)? {
+            out.entry(segment).or_default().push(first..first + count);
+        }
+    }
+    for ranges in out.values_mut() {
+        *ranges = merge_ranges(std::mem::take(ranges));
+    }
+    Ok(out)
 }
 
 /// Removes files under `segments/` that the catalog does not reference (half-written segments

@@ -114,6 +114,11 @@ pub(crate) const CONTENT_SEGMENTS: TableDefinition<'_, u64, &[u8]> =
 pub(crate) const CONTENT_PINS: TableDefinition<'_, &[u8], &str> =
     TableDefinition::new("content_pins");
 
+/// Traces promoted to a tier kept longer than some content they name: raw trace id -> tier.
+/// The next seal (or content expiry) pins those blobs (`content_pins`) and removes the entry.
+pub(crate) const CONTENT_TRACE_PINS: TableDefinition<'_, &[u8], &str> =
+    TableDefinition::new("content_trace_pins");
+
 /// Content segments holding blobs an erasure removed from the index: id -> (). They are
 /// rewritten without them (after the erasure, or at the next open after a crash).
 pub(crate) const CONTENT_DIRTY: TableDefinition<'_, u64, ()> =

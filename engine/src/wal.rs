@@ -18,7 +18,6 @@ use arrow::record_batch::RecordBatch;
 
 use crate::content::ContentBatch;
 use crate::error::{Error, Result};
-use crate::schema::span_schema;
 
 const MAGIC: &[u8; 3] = b"SLW";
 const VERSION: u8 = 2;
@@ -102,7 +101,7 @@ pub(crate) fn decode(sequence: u64, record: &[u8]) -> Result<WalRecord> {
     let reader = StreamReader::try_new(Cursor::new(ipc), None)
         .map_err(|error| corrupt(format!("arrow ipc: {error}")))?;
     let schema = reader.schema();
-    if schema != span_schema() && !crate::schema::is_before_arrival_time(schema.fields()) {
+    if crate::schema::missing_columns(schema.fields()).is_none() {
         return Err(corrupt("schema is not the span schema".to_owned()));
     }
     let mut batches = Vec::new();
@@ -122,6 +121,7 @@ mod tests {
     use super::*;
     use crate::batch::{SpanBatchBuilder, SpanRecord};
     use crate::ids::{SpanId, TraceId};
+    use crate::schema::span_schema;
 
     #[test]
     fn records_written_before_arrival_time_decode_with_it_null() {
@@ -133,6 +133,22 @@ mod tests {
         });
         let current = builder.finish();
         let fields = current.schema().fields().len();
+        // Before `arrival_time` and `content_refs`, and before `content_refs` only.
+        for missing in [2, 1] {
+            let legacy = current
+                .project(&(0..fields - missing).collect::<Vec<_>>())
+                .unwrap();
+            let decoded = decode(
+                1,
+                &encode(&legacy, &ContentBatch::default(), &Default::default()).unwrap(),
+            )
+            .unwrap()
+            .batches;
+            assert_eq!(decoded[0].schema(), span_schema());
+            for column in fields - missing..fields {
+                assert_eq!(decoded[0].column(column).null_count(), 1);
+            }
+        }
         let legacy = current
             .project(&(0..fields - 1).collect::<Vec<_>>())
             .unwrap();

@@ -9,7 +9,7 @@
 //! - **naive**: content kept inline in the span rows (no extraction, what a store without a
 //!   content store does);
 //! - **deduplicated**: `ingest::extract` first (no redaction rules, so only extraction costs),
-//!   then `Engine::put_content` and `Engine::write`, as `sightline serve` does.
+//!   then `Engine::write_batch` (`ingest::prepare`), as `sightline serve` does.
 //!
 //! ```sh
 //! cargo run --release -p benches --bin contentbench -- --runs 200 --seed 42

@@ -25,9 +25,10 @@ use crate::content::{ContentExpiry, ContentExpiryRequest, ContentHash, ContentSt
 use crate::content_memtable::{ContentMemtable, indexed, rank};
 use crate::content_segment::{self, BlobLocation, BlobReader, ContentSegmentMeta};
 use crate::error::{Error, Result};
+use crate::ids::{SpanId, TraceId};
 use crate::tables::{
     CONTENT, CONTENT_BY_TIME, CONTENT_DIRTY, CONTENT_INDEX, CONTENT_PINS, CONTENT_REFS,
-    CONTENT_SEEN, CONTENT_SEGMENTS, META, META_NEXT_CONTENT_SEGMENT_ID,
+    CONTENT_SEEN, CONTENT_SEGMENTS, CONTENT_TRACE_PINS, META, META_NEXT_CONTENT_SEGMENT_ID,
 };
 
 use super::*;
@@ -55,6 +56,8 @@ pub(super) fn load_catalog(
         .map_err(store_error("open content index"))?;
     txn.open_table(CONTENT_PINS)
         .map_err(store_error("open content pins"))?;
+    txn.open_table(CONTENT_TRACE_PINS)
+        .map_err(store_error("open content trace pins"))?;
     txn.open_table(CONTENT_DIRTY)
         .map_err(store_error("open content dirty"))?;
     let stored_next = txn
@@ -643,7 +646,249 @@ pub(super) fn migrate_legacy_content(shared: &Shared) -> Result<u64> {
     }
 }
 
+/// The references the span rows of `trace_ids` (every trace: `None`) hold, each with its
+/// row's arrival time (ns; 0 when unknown).
+pub(super) fn row_refs_in(
+    shared: &Shared,
+    trace_ids: Option<&[TraceId]>,
+) -> Result<Vec<(i64, crate::ContentRef)>> {
+    use crate::schema::{column_index, columns};
+    use arrow::array::{Array, AsArray};
+    let projection = vec![
+        column_index(columns::TRACE_ID),
+        column_index(columns::SPAN_ID),
+        column_index(columns::ARRIVAL_TIME),
+        column_index(columns::CONTENT_REFS),
+    ];
+    let request = crate::ScanRequest {
+        trace_ids: trace_ids.map(|ids| ids.iter().map(TraceId::to_string).collect()),
+        projection: Some(projection),
+        ..crate::ScanRequest::default()
+    };
+    let mut out = Vec::new();
+    let batches = plan_scan_in(shared, &request, MAX_INDEX_LOOKUPS)?
+        .into_units()
+        .into_iter()
+        .map(|unit| unit.execute())
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten();
+    for batch in batches {
+        let batch = batch?;
+        let arrivals = batch.column_by_name(columns::ARRIVAL_TIME).map(|column| {
+            column
+                .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+                .clone()
+        });
+        let refs = batch
+            .column_by_name(columns::CONTENT_REFS)
+            .map(|column| column.as_binary::<i32>().clone());
+        let (Some(arrivals), Some(refs)) = (arrivals, refs) else {
+            continue;
+        };
+        if refs.null_count() == refs.len() {
+            continue;
+        }
+        let traces = batch
+            .column_by_name(columns::TRACE_ID)
+            .map(|column| column.as_string::<i32>().clone());
+        let spans = batch
+            .column_by_name(columns::SPAN_ID)
+            .map(|column| column.as_string::<i32>().clone());
+        let (Some(traces), Some(spans)) = (traces, spans) else {
+            continue;
+        };
+        for row in 0..batch.num_rows() {
+            if refs.is_null(row) {
+                continue;
+            }
+            let (Ok(trace), Ok(span)) = (
+                TraceId::from_hex(traces.value(row)),
+                SpanId::from_hex(spans.value(row)),
+            ) else {
+                return Err(crate::content::corrupt(
+                    "content_refs",
+                    "a row with references has no valid trace and span id",
+                ));
+            };
+            let arrival = if arrivals.is_null(row) {
+                0
+            } else {
+                arrivals.value(row)
+            };
+            for reference in crate::content_refs::decode(trace, span, refs.value(row))? {
+                out.push((arrival, reference));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How many references the span rows hold, and their encoded bytes (a scan of the
+/// `content_refs` column alone).
+pub(super) fn row_ref_counts(shared: &Shared) -> Result<(u64, u64)> {
+    use crate::schema::{column_index, columns};
+    use arrow::array::{Array, AsArray};
+    let request = crate::ScanRequest {
+        projection: Some(vec![column_index(columns::CONTENT_REFS)]),
+        ..crate::ScanRequest::default()
+    };
+    let (mut references, mut bytes) = (0u64, 0u64);
+    for unit in plan_scan_in(shared, &request, MAX_INDEX_LOOKUPS)?.into_units() {
+        for batch in unit.execute()? {
+            let batch = batch?;
+            let Some(column) = batch.column_by_name(columns::CONTENT_REFS) else {
+                continue;
+            };
+            let values = column.as_binary::<i32>();
+            for row in 0..values.len() {
+                if values.is_null(row) {
+                    continue;
+                }
+                let value = values.value(row);
+                bytes += value.len() as u64;
+                if let Some(count) = value.get(1..3) {
+                    references += u64::from(u16::from_le_bytes([count[0], count[1]]));
+                }
+            }
+        }
+    }
+    Ok((references, bytes))
+}
+
+/// Resolves the trace pins a promotion wrote (`content_trace_pins`): every blob the pinned
+/// traces' rows name (memtable and segments) that is kept by a shorter-kept tier than the
+/// trace's gets a blob pin, which the next seal copies into a segment of that tier. Called by
+/// the seal and by content expiry, with `seal_lock` held.
+pub(super) fn resolve_trace_pins(shared: &Shared) -> Result<usize> {
+    let policy = &shared.options.retention;
+    let pins: Vec<([u8; 16], String)> = {
+        let txn = shared
+            .db
+            .begin_read()
+            .map_err(store_error("begin content pins"))?;
+        let table = match txn.open_table(CONTENT_TRACE_PINS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(error) => return Err(Error::store("open content trace pins", error)),
+        };
+        let mut pins = Vec::new();
+        for entry in table
+            .iter()
+            .map_err(store_error("read content trace pins"))?
+        {
+            let (trace, tier) = entry.map_err(store_error("read content trace pins"))?;
+            if let Ok(trace) = <[u8; 16]>::try_from(trace.value()) {
+                pins.push((trace, tier.value().to_owned()));
+            }
+        }
+        pins
+    };
+    if pins.is_empty() {
+        return Ok(0);
+    }
+    let tiers: HashMap<[u8; 16], &str> = pins
+        .iter()
+        .map(|(trace, tier)| (*trace, tier.as_str()))
+        .collect();
+    let ids: Vec<TraceId> = pins.iter().map(|(trace, _)| TraceId(*trace)).collect();
+    let mut wanted: HashMap<ContentHash, &str> = HashMap::new();
+    for (_, reference) in row_refs_in(shared, Some(&ids))? {
+        let Some(tier) = tiers.get(&reference.trace_id.0) else {
+            continue;
+        };
+        for piece in reference.pieces.iter().flatten() {
+            if let crate::content::ContentPiece::Blob(hash) = piece {
+                #[allow(clippy::clone_on_copy)]
+                let entry = wanted.entry(hash.clone()).or_insert(tier);
+                if rank(policy, tier) > rank(policy, entry) {
+                    *entry = tier;
+                }
+            }
+        }
+    }
+    let (catalog, in_memory): (HashMap<u64, String>, HashMap<ContentHash, String>) = {
+        let state = shared.state.read();
+        let catalog = state
+            .content_catalog
+            .values()
+            .map(|meta| (meta.id, meta.tier.clone()))
+            .collect();
+        let mut in_memory = HashMap::new();
+        for hash in wanted.keys() {
+            let blob = state.active.content.get(hash).or_else(|| {
+                state
+                    .frozen
+                    .as_ref()
+                    .and_then(|frozen| frozen.content.get(hash))
+            });
+            if let Some(blob) = blob {
+                in_memory.insert(*hash, blob.tier.to_string());
+            }
+        }
+        (catalog, in_memory)
+    };
+    let txn = shared
+        .db
+        .begin_write()
+        .map_err(store_error("begin content pins"))?;
+    {
+        let index = txn
+            .open_table(CONTENT_INDEX)
+            .map_err(store_error("open content index"))?;
+        let mut blob_pins = txn
+            .open_table(CONTENT_PINS)
+            .map_err(store_error("open content pins"))?;
+        for (hash, tier) in &wanted {
+            let kept_by = match indexed(&index, hash)? {
+                Some(location) => catalog.get(&location.segment).cloned(),
+                None => None,
+            }
+            .or_else(|| in_memory.get(hash).cloned());
+            let Some(kept_by) = kept_by else {
+                continue;
+            };
+            if rank(policy, &kept_by) >= rank(policy, tier) {
+                continue;
+            }
+            let pinned = blob_pins
+                .get(hash.as_slice())
+                .map_err(store_error("read content pins"))?
+                .map(|value| value.value().to_owned());
+            if pinned.is_none_or(|pinned| rank(policy, &pinned) < rank(policy, tier)) {
+                blob_pins
+                    .insert(hash.as_slice(), *tier)
+                    .map_err(store_error("write content pins"))?;
+            }
+        }
+        let mut trace_pins = txn
+            .open_table(CONTENT_TRACE_PINS)
+            .map_err(store_error("open content trace pins"))?;
+        for (trace, tier) in &pins {
+            let current = trace_pins
+                .get(trace.as_slice())
+                .map_err(store_error("read content trace pins"))?
+                .map(|value| value.value().to_owned());
+            if current.as_deref() == Some(tier.as_str()) {
+                trace_pins
+                    .remove(trace.as_slice())
+                    .map_err(store_error("remove content trace pin"))?;
+            }
+        }
+    }
+    txn.commit().map_err(store_error("commit content pins"))?;
+    Ok(pins.len())
+}
+
 impl Engine {
+    /// See [`row_refs_in`].
+    pub(crate) fn row_refs(
+        &self,
+        trace_ids: Option<&[TraceId]>,
+    ) -> Result<Vec<(i64, crate::ContentRef)>> {
+        row_refs_in(&self.shared, trace_ids)
+    }
+
     /// Texts of the blobs in `hashes` that the memtable (active or frozen) holds.
     pub(crate) fn memtable_blobs(
         &self,
@@ -679,6 +924,9 @@ impl Engine {
             self.seal()?;
         }
         let _seal = shared.seal_lock.lock();
+        if !request.dry_run {
+            resolve_trace_pins(shared)?;
+        }
         let pinned: HashSet<u64> = {
             let txn = shared
                 .db
@@ -795,6 +1043,9 @@ impl Engine {
                 }
             }
         }
+        let (references, reference_bytes) = row_ref_counts(&self.shared)?;
+        stats.references += references;
+        stats.reference_bytes += reference_bytes;
         let txn = self
             .shared
             .db

@@ -31,6 +31,64 @@ pub struct EraseReport {
 }
 
 impl Engine {
+    /// The content part of an erasure, with `seal_lock` held: the blobs only the session's
+    /// traces name leave the content index (their segments are marked for a rewrite) and the
+    /// memtable; references of older stores go too. Returns how many blobs.
+    fn erase_session_content(&self, session_id: &str) -> Result<usize> {
+        use arrow::array::AsArray;
+        let projection = vec![
+            column_index(columns::TRACE_ID),
+            column_index(columns::SPAN_ID),
+            column_index(columns::CONTENT_REFS),
+        ];
+        let request = ScanRequest {
+            session_ids: Some(vec![session_id.to_owned()]),
+            projection: Some(projection),
+            ..ScanRequest::default()
+        };
+        let mut traces: HashSet<[u8; 16]> = HashSet::new();
+        for batch in self.scan(&request)? {
+            let ids = batch
+                .column_by_name(columns::TRACE_ID)
+                .map(|column| column.as_string::<i32>().clone());
+            for id in ids.iter().flat_map(|ids| ids.iter().flatten()) {
+                if let Some(trace) = crate::trace_keys::raw_trace_id(id) {
+                    traces.insert(trace);
+                }
+            }
+        }
+        if traces.is_empty() {
+            return Ok(0);
+        }
+        let mut candidates: HashSet<crate::ContentHash> = HashSet::new();
+        let mut still_named: HashSet<crate::ContentHash> = HashSet::new();
+        for (_, reference) in self.row_refs(None)? {
+            let named = if traces.contains(&reference.trace_id.0) {
+                &mut candidates
+            } else {
+                &mut still_named
+            };
+            for piece in reference.pieces.iter().flatten() {
+                if let crate::ContentPiece::Blob(hash) = piece {
+                    named.insert(*hash);
+                }
+            }
+        }
+        let shared = &self.shared;
+        let txn = shared
+            .db
+            .begin_write()
+            .map_err(store_error("begin erase"))?;
+        let (_, dropped) = crate::content::erase_traces(&txn, &traces, candidates, still_named)?;
+        txn.commit().map_err(store_error("commit erase"))?;
+        let mut state = shared.state.write();
+        let content = Arc::make_mut(&mut state.active.content);
+        for hash in &dropped {
+            content.remove(hash);
+        }
+        Ok(dropped.len())
+    }
+
     /// Erases a session: every span whose (resolved) session is `session_id`, in every tier,
     /// and the content of their traces. Only the segments holding the session are rewritten
     /// (without its rows); each rewrite is recorded in the chain as an erasure, so `verify`
@@ -52,6 +110,9 @@ impl Engine {
             txn.abort().map_err(store_error("abort erase check"))?;
             held?;
         }
+        // The content first: if the erasure stops half way, the rows (and their references)
+        // are still there to erase again, and no text outlives them.
+        let content_blobs = self.erase_session_content(session_id)?;
         let holding = self.runs_of(&[session_id.to_owned()], |txn, key: &String| {
             index_runs(txn, SESSION_ROWS, key.as_str())
         })?;
@@ -142,6 +203,7 @@ impl Engine {
         // The content segments that held the erased blobs are rewritten without them.
         let rewritten = content_seal::rewrite_dirty_content(shared)?;
         info!(
+            content_blobs,
             content_segments_rewritten = rewritten,
             session = session_id,
             rows = report.rows,

@@ -69,14 +69,18 @@ impl Engine {
     /// crash then is an orphan that [`Engine::open`] removes. Holds the writer's lock across
     /// that transaction and the memtable reset, so each concurrent [`Engine::write`] lands
     /// entirely before the purge (and is removed) or entirely after it (and is kept, also
-    /// across restarts); a write acknowledged after `purge` returns is never lost. The same
-    /// holds for each [`Engine::put_content`] and [`Engine::hold`] (one redb transaction each),
-    /// so content put before a purge whose spans are written after it is gone. A scan planned
+    /// across restarts), with its content; a write acknowledged after `purge` returns is never
+    /// lost. The same holds for each [`Engine::hold`] (one redb transaction). A scan planned
     /// before the purge may fail to read a segment file deleted under it, as with expiry.
     pub fn purge(&self) -> Result<PurgeReport> {
         let shared = &self.shared;
         let _seal = shared.seal_lock.lock();
-        let mut report = PurgeReport::default();
+        // References in span rows (counted before the locks: a concurrent write lands either
+        // side of the purge, so the count is as of its start).
+        let mut report = PurgeReport {
+            content_references: super::content_seal::row_ref_counts(shared)?.0,
+            ..PurgeReport::default()
+        };
         let content_ids: Vec<u64>;
         let paths = {
             let mut wal = shared.wal.lock();
@@ -125,8 +129,9 @@ impl Engine {
             report.content_blobs = empty_table(&txn, CONTENT)? + empty_table(&txn, CONTENT_INDEX)?;
             empty_table(&txn, CONTENT_SEGMENTS)?;
             empty_table(&txn, CONTENT_PINS)?;
+            empty_table(&txn, crate::tables::CONTENT_TRACE_PINS)?;
             empty_table(&txn, CONTENT_DIRTY)?;
-            report.content_references = empty_table(&txn, CONTENT_REFS)?;
+            report.content_references += empty_table(&txn, CONTENT_REFS)?;
             empty_table(&txn, WAL)?;
             empty_table(&txn, SEGMENTS)?;
             empty_table(&txn, TRACE_KEYS)?;

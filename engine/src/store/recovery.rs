@@ -123,22 +123,35 @@ pub(super) fn recover(
         if !record.elided.is_empty() {
             restore_elided(&txn, dir, &memtable, &mut record)?;
         }
+        if record.content.refs.is_empty() {
+            // The references are in the rows.
+            for batch in &record.batches {
+                record
+                    .content
+                    .refs
+                    .extend(crate::content_refs::refs_in_batch(batch)?);
+            }
+        } else {
+            // A record written before references moved into the rows: they go there now.
+            record.batches = record
+                .batches
+                .into_iter()
+                .map(|batch| crate::content_refs::attach(batch, &record.content.refs))
+                .collect::<Result<_>>()?;
+        }
         // The memtable's content is staged again, as the writer did; a record whose index
-        // commit was not durable also gets its references and keys again (idempotent), in
-        // order.
+        // commit was not durable also gets its trace keys again (idempotent), in order.
         let mut stage = ContentStage::new(
             &memtable.content,
             None,
             &content_catalog,
             &options.retention,
         );
+        crate::content::stage_content(&txn, &record.content, &options.retention, &mut stage)?;
         if sequence > applied {
-            crate::content::put_content_in(&txn, &record.content, &options.retention, &mut stage)?;
             writer::merge_trace_keys(&txn, record.batches.iter(), &options.retention, &mut stage)?;
             recovery.wal_reapplied += 1;
             last_applied = sequence;
-        } else {
-            crate::content::stage_content(&txn, &record.content, &options.retention, &mut stage)?;
         }
         let delta = stage.finish();
         for (segment, stored) in &delta.bumps {

@@ -94,7 +94,6 @@ impl Engine {
             return Err(error);
         }
         let mut new_segments = new_metas.iter().zip(digests);
-        let mut erased_blobs = Vec::new();
         match &removal {
             Removal::Expire => {
                 crate::chain::append_expired(&txn, meta)?;
@@ -111,7 +110,8 @@ impl Engine {
                     Some(meta.id),
                     session,
                 )?;
-                erased_blobs = crate::content::erase_traces(&txn, traces)?.1;
+                // Their content went before the rows (`Engine::erase_session`).
+                let _ = traces;
             }
         }
         for (new, digest) in new_segments {
@@ -238,12 +238,6 @@ impl Engine {
         let new_ids: Vec<u64> = new_metas.iter().map(|new| new.id).collect();
         {
             let mut state = shared.state.write();
-            if !erased_blobs.is_empty() {
-                let content = Arc::make_mut(&mut state.active.content);
-                for hash in &erased_blobs {
-                    content.remove(hash);
-                }
-            }
             state.segments.retain(|segment| segment.id != meta.id);
             state.late.remove(&meta.id);
             for mut new in new_metas {

@@ -135,6 +135,8 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
     // From here only the sorted parts (and the frozen memtable, readable until the switch) are
     // needed.
     drop(resolved);
+    // Blobs of traces promoted since the last seal get pins, so this seal copies them.
+    content_seal::resolve_trace_pins(shared)?;
     let content = content_seal::write_sealed_content(shared, &frozen.content)?;
     let result = (|| -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
         let batches: Vec<RecordBatch> = parts.iter().map(|(_, _, batch)| batch.clone()).collect();

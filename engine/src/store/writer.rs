@@ -109,8 +109,10 @@ impl Engine {
     }
 
     /// Writes span rows and the content they reference in one durable group-commit
-    /// transaction: both are stored, or neither (see [`Engine::write`]). The content's
-    /// retention clock is the write's arrival time.
+    /// transaction: both are stored, or neither (see [`Engine::write`]). Each reference is
+    /// stored in the row of its span (a reference naming no row of the batch is dropped). The
+    /// content's retention clock is the write's arrival time, unless
+    /// `content.stored_unix_nanos` is set (tools that import old content, tests).
     pub fn write_batch(&self, write: WriteBatch) -> Result<u64> {
         let WriteBatch {
             spans: batch,
@@ -137,23 +139,18 @@ impl Engine {
             });
         }
         let (batch, arrival) = self.stamp_arrival(batch)?;
-        content.stored_unix_nanos = u64::try_from(arrival).unwrap_or(0);
-        self.submit(batch, content)
-    }
-
-    /// Writes content without span rows (see [`Engine::put_content`]), keeping its
-    /// `stored_unix_nanos`.
-    pub(crate) fn write_content(&self, content: crate::ContentBatch) -> Result<u64> {
-        if self.shared.closing.load(Ordering::Acquire) {
-            return Err(Error::ShuttingDown);
+        if content.stored_unix_nanos == 0 {
+            content.stored_unix_nanos = u64::try_from(arrival).unwrap_or(0);
         }
-        self.submit(RecordBatch::new_empty(span_schema()), content)
+        // The references ride in their spans' rows (`content_refs.rs`).
+        let batch = crate::content_refs::attach(batch, &content.refs)?;
+        self.submit(batch, content)
     }
 
     /// Queues one write for the group commit and waits for it. Blobs the active memtable
     /// holds are written to the WAL without their text (an earlier record of the same WAL
     /// generation, or the segment a seal wrote, has it).
-    fn submit(&self, batch: RecordBatch, content: crate::ContentBatch) -> Result<u64> {
+    fn submit(&self, batch: RecordBatch, mut content: crate::ContentBatch) -> Result<u64> {
         let elided: HashSet<crate::ContentHash> = if content.blobs.is_empty() {
             HashSet::new()
         } else {
@@ -165,7 +162,11 @@ impl Engine {
                 .map(|(hash, _)| *hash)
                 .collect()
         };
-        let record = wal::encode(&batch, &content, &elided)?;
+        // The references are in the rows already: the record holds them once.
+        let refs = std::mem::take(&mut content.refs);
+        let record = wal::encode(&batch, &content, &elided);
+        content.refs = refs;
+        let record = record?;
         let size = record.len() + content.text_bytes();
         let (reply, response) = bounded(1);
         {
@@ -386,12 +387,7 @@ fn apply_group(
     // Content before the keys: a write that promotes a trace also promotes the content this
     // group stored for it.
     for write in group {
-        crate::content::put_content_in(
-            &txn,
-            &write.content,
-            &shared.options.retention,
-            &mut stage,
-        )?;
+        crate::content::stage_content(&txn, &write.content, &shared.options.retention, &mut stage)?;
     }
     let updates = merge_trace_keys(
         &txn,

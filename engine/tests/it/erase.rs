@@ -232,9 +232,13 @@ fn erasing_a_session_rewrites_its_content_out_of_the_content_segments() {
     let write = |trace: u32, session: &str, own: ([u8; 32], String)| {
         let trace_id = trace_id(trace);
         let blobs = vec![system.clone(), own.clone()];
+        // On the run's first span (see `run`).
+        let mut span = [0u8; 8];
+        span[..4].copy_from_slice(&trace.to_be_bytes());
+        span[4..].copy_from_slice(&1u32.to_be_bytes());
         let refs = vec![ContentRef {
             trace_id,
-            span_id: SpanId([1; 8]),
+            span_id: SpanId(span),
             key: "gen_ai.input.messages".into(),
             digest: [trace as u8; 32],
             form: 0,

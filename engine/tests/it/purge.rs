@@ -10,7 +10,7 @@ use arrow::array::{AsArray, RecordBatch};
 use engine::schema::columns;
 use engine::{
     ContentBatch, ContentPiece, ContentRef, Engine, EngineStats, HoldTarget, Options, ScanRequest,
-    SpanId, TraceId, verify_data_dir,
+    SpanId, TraceId, WriteBatch, verify_data_dir,
 };
 
 use crate::chain::manual;
@@ -83,12 +83,26 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn content(trace: u32, text: &str, blob: [u8; 32]) -> ContentBatch {
+/// `rows` (of one trace) with content: a reference on the first row's span to one blob.
+fn with_content(rows: RecordBatch, trace: u32, text: &str, blob: [u8; 32]) -> WriteBatch {
+    let span = rows
+        .column_by_name(columns::SPAN_ID)
+        .unwrap()
+        .as_string::<i32>()
+        .value(0)
+        .to_owned();
+    WriteBatch {
+        spans: rows,
+        content: content(trace, SpanId::from_hex(&span).unwrap(), text, blob),
+    }
+}
+
+fn content(trace: u32, span: SpanId, text: &str, blob: [u8; 32]) -> ContentBatch {
     ContentBatch {
         blobs: vec![(blob, text.to_owned())],
         refs: vec![ContentRef {
             trace_id: trace_id(trace),
-            span_id: SpanId([1; 8]),
+            span_id: span,
             key: "gen_ai.input.messages".to_owned(),
             digest: [9; 32],
             form: 0,
@@ -104,9 +118,13 @@ fn content(trace: u32, text: &str, blob: [u8; 32]) -> ContentBatch {
 /// Returns the rows written.
 fn fill(engine: &Engine) -> u64 {
     engine
-        .put_content(&content(1, "\"hello\"", [7; 32]))
+        .write_batch(with_content(
+            spans(1, 0, 5, Some("s1"), 0),
+            1,
+            "\"hello\"",
+            [7; 32],
+        ))
         .unwrap();
-    engine.write(spans(1, 0, 5, Some("s1"), 0)).unwrap();
     engine.write(spans(9, 0, 3, None, 1)).unwrap();
     engine.seal().unwrap();
     engine.write(spans(2, 0, 4, Some("s2"), 1)).unwrap();
@@ -201,7 +219,12 @@ fn purge_removes_every_span_index_key_blob_and_hold_and_the_chain_records_it() {
         "segment ids are not reused"
     );
     engine
-        .put_content(&content(1, "\"again\"", [8; 32]))
+        .write_batch(with_content(
+            spans(1, 0, 1, None, 0),
+            1,
+            "\"again\"",
+            [8; 32],
+        ))
         .unwrap();
     assert_eq!(engine.content_stats().unwrap().messages, 1);
     let verified = engine.verify().unwrap();

@@ -177,7 +177,10 @@ async fn catalog_statements_list_the_tables_and_columns() {
     }
     let columns = fixture.rows("DESCRIBE spans").await;
     let names: Vec<&str> = columns.iter().filter_map(|row| row[0].as_str()).collect();
-    assert_eq!(names.len(), engine::span_schema().fields().len() - 3);
+    assert_eq!(
+        names.len(),
+        engine::span_schema().fields().len() - engine::schema::HIDDEN_COLUMNS.len()
+    );
     assert!(
         !names.contains(&"span_otlp"),
         "hidden columns must not be visible: {names:?}"

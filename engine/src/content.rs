@@ -239,7 +239,7 @@ pub(crate) fn ref_key(trace_id: &TraceId, span_id: &SpanId, key: &str) -> Vec<u8
 #[cfg(test)]
 pub(crate) fn encode_ref(reference: &ContentRef, stored: u64) -> Vec<u8> {
     let mut out = encode_header(reference, stored);
-    encode_pieces(&mut out, reference.pieces.as_deref());
+    write_pieces(&mut out, reference.pieces.as_deref());
     out
 }
 
@@ -256,9 +256,9 @@ fn encode_header(reference: &ContentRef, stored: u64) -> Vec<u8> {
     out
 }
 
-/// Appends the pieces section of a legacy reference.
-#[cfg(test)]
-fn encode_pieces(out: &mut Vec<u8>, pieces: Option<&[ContentPiece]>) {
+/// Appends a value's pieces: `[0]` when capture was off, else `[1][count u32]` and each piece,
+/// `0 [len u32][literal text]` or `1 [sha-256 32]` (WAL records, span rows, legacy references).
+pub(crate) fn write_pieces(out: &mut Vec<u8>, pieces: Option<&[ContentPiece]>) {
     match pieces {
         None => out.push(0),
         Some(pieces) => {
@@ -279,6 +279,31 @@ fn encode_pieces(out: &mut Vec<u8>, pieces: Option<&[ContentPiece]>) {
             }
         }
     }
+}
+
+/// Reads what [`write_pieces`] wrote.
+pub(crate) fn read_pieces(reader: &mut Reader<'_>) -> Result<Option<Vec<ContentPiece>>> {
+    if reader.u8()? == 0 {
+        return Ok(None);
+    }
+    let count = reader.u32()? as usize;
+    let mut pieces = Vec::with_capacity(count.min(4096));
+    for _ in 0..count {
+        match reader.u8()? {
+            PIECE_LITERAL => {
+                let len = reader.u32()? as usize;
+                pieces.push(ContentPiece::Literal(reader.text(len)?));
+            }
+            PIECE_BLOB => pieces.push(ContentPiece::Blob(reader.hash()?)),
+            other => {
+                return Err(corrupt(
+                    reader.location,
+                    format!("unknown piece tag {other}"),
+                ));
+            }
+        }
+    }
+    Ok(Some(pieces))
 }
 
 /// A cursor over stored bytes that names the entry in its errors.

@@ -11,9 +11,7 @@
 
 use std::collections::HashSet;
 
-use crate::content::{
-    ContentBatch, ContentHash, ContentPiece, ContentRef, PIECE_BLOB, PIECE_LITERAL, Reader,
-};
+use crate::content::{ContentBatch, ContentHash, ContentRef, Reader};
 use crate::error::Result;
 use crate::ids::{SpanId, TraceId};
 
@@ -49,26 +47,7 @@ pub(crate) fn encode(batch: &ContentBatch, elided: &HashSet<ContentHash>, out: &
                 out.extend_from_slice(tier.as_bytes());
             }
         }
-        match &reference.pieces {
-            None => out.push(0),
-            Some(pieces) => {
-                out.push(1);
-                out.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
-                for piece in pieces {
-                    match piece {
-                        ContentPiece::Literal(text) => {
-                            out.push(PIECE_LITERAL);
-                            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-                            out.extend_from_slice(text.as_bytes());
-                        }
-                        ContentPiece::Blob(hash) => {
-                            out.push(PIECE_BLOB);
-                            out.extend_from_slice(hash);
-                        }
-                    }
-                }
-            }
-        }
+        crate::content::write_pieces(out, reference.pieces.as_deref());
     }
 }
 
@@ -107,29 +86,7 @@ pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<(ContentBatch, Vec<
                 Some(reader.text(len)?)
             }
         };
-        let pieces = match reader.u8()? {
-            0 => None,
-            _ => {
-                let count = reader.u32()? as usize;
-                let mut pieces = Vec::with_capacity(count.min(4096));
-                for _ in 0..count {
-                    match reader.u8()? {
-                        PIECE_LITERAL => {
-                            let len = reader.u32()? as usize;
-                            pieces.push(ContentPiece::Literal(reader.text(len)?));
-                        }
-                        PIECE_BLOB => pieces.push(ContentPiece::Blob(reader.hash()?)),
-                        other => {
-                            return Err(crate::content::corrupt(
-                                location,
-                                format!("unknown piece tag {other}"),
-                            ));
-                        }
-                    }
-                }
-                Some(pieces)
-            }
-        };
+        let pieces = crate::content::read_pieces(&mut reader)?;
         refs.push(ContentRef {
             trace_id: TraceId(trace),
             span_id: SpanId(span),
@@ -159,6 +116,7 @@ pub(crate) fn decode(bytes: &[u8], location: &str) -> Result<(ContentBatch, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::content::ContentPiece;
 
     #[test]
     fn content_batches_round_trip_and_refuse_damage() {

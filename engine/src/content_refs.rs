@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BinaryBuilder, RecordBatch};
 
-use crate::content::{ContentPiece, ContentRef, PIECE_BLOB, PIECE_LITERAL, Reader, corrupt};
+use crate::content::{ContentRef, Reader, corrupt};
 use crate::error::Result;
 use crate::ids::{SpanId, TraceId};
 use crate::schema::{column_index, columns};
@@ -32,26 +32,7 @@ pub(crate) fn encode(refs: &[&ContentRef]) -> Vec<u8> {
         out.extend_from_slice(reference.key.as_bytes());
         out.extend_from_slice(&reference.digest);
         out.push(reference.form);
-        match &reference.pieces {
-            None => out.push(0),
-            Some(pieces) => {
-                out.push(1);
-                out.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
-                for piece in pieces {
-                    match piece {
-                        ContentPiece::Literal(text) => {
-                            out.push(PIECE_LITERAL);
-                            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-                            out.extend_from_slice(text.as_bytes());
-                        }
-                        ContentPiece::Blob(hash) => {
-                            out.push(PIECE_BLOB);
-                            out.extend_from_slice(hash);
-                        }
-                    }
-                }
-            }
-        }
+        crate::content::write_pieces(&mut out, reference.pieces.as_deref());
     }
     out
 }
@@ -77,26 +58,7 @@ pub(crate) fn decode(trace: TraceId, span: SpanId, bytes: &[u8]) -> Result<Vec<C
         let key = reader.text(key_len)?;
         let digest = reader.hash()?;
         let form = reader.u8()?;
-        let pieces = match reader.u8()? {
-            0 => None,
-            _ => {
-                let pieces_count = reader.u32()? as usize;
-                let mut pieces = Vec::with_capacity(pieces_count.min(4096));
-                for _ in 0..pieces_count {
-                    match reader.u8()? {
-                        PIECE_LITERAL => {
-                            let len = reader.u32()? as usize;
-                            pieces.push(ContentPiece::Literal(reader.text(len)?));
-                        }
-                        PIECE_BLOB => pieces.push(ContentPiece::Blob(reader.hash()?)),
-                        other => {
-                            return Err(corrupt(&location, format!("unknown piece tag {other}")));
-                        }
-                    }
-                }
-                Some(pieces)
-            }
-        };
+        let pieces = crate::content::read_pieces(&mut reader)?;
         out.push(ContentRef {
             trace_id: trace,
             span_id: span,
@@ -160,6 +122,14 @@ pub(crate) fn attach(batch: RecordBatch, refs: &[ContentRef]) -> Result<RecordBa
 /// The references the rows of `batch` hold (`batch` has the span schema, or at least its
 /// trace id, span id and content references columns under their names).
 pub(crate) fn refs_in_batch(batch: &RecordBatch) -> Result<Vec<ContentRef>> {
+    Ok(rows_with_refs(batch)?
+        .into_iter()
+        .flat_map(|(_, refs)| refs)
+        .collect())
+}
+
+/// Each row of `batch` that holds references, by row number, with them.
+pub(crate) fn rows_with_refs(batch: &RecordBatch) -> Result<Vec<(usize, Vec<ContentRef>)>> {
     let (Some(traces), Some(spans), Some(refs)) = (
         batch.column_by_name(columns::TRACE_ID),
         batch.column_by_name(columns::SPAN_ID),
@@ -187,7 +157,7 @@ pub(crate) fn refs_in_batch(batch: &RecordBatch) -> Result<Vec<ContentRef>> {
                 format!("row {row} has references but no valid trace and span id"),
             ));
         };
-        out.extend(decode(trace, span, refs.value(row))?);
+        out.push((row, decode(trace, span, refs.value(row))?));
     }
     Ok(out)
 }
@@ -196,6 +166,7 @@ pub(crate) fn refs_in_batch(batch: &RecordBatch) -> Result<Vec<ContentRef>> {
 mod tests {
     use super::*;
     use crate::batch::{SpanBatchBuilder, SpanRecord};
+    use crate::content::ContentPiece;
 
     #[test]
     fn references_ride_in_their_spans_rows_and_read_back() {

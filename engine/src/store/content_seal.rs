@@ -25,7 +25,7 @@ use crate::content::{ContentExpiry, ContentExpiryRequest, ContentHash, ContentSt
 use crate::content_memtable::{ContentMemtable, indexed, rank};
 use crate::content_segment::{self, BlobLocation, BlobReader, ContentSegmentMeta};
 use crate::error::{Error, Result};
-use crate::ids::{SpanId, TraceId};
+use crate::ids::TraceId;
 use crate::tables::{
     CONTENT, CONTENT_BY_TIME, CONTENT_DIRTY, CONTENT_INDEX, CONTENT_PINS, CONTENT_REFS,
     CONTENT_SEEN, CONTENT_SEGMENTS, CONTENT_TRACE_PINS, META, META_NEXT_CONTENT_SEGMENT_ID,
@@ -680,45 +680,16 @@ pub(super) fn row_refs_in(
                 .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
                 .clone()
         });
-        let refs = batch
-            .column_by_name(columns::CONTENT_REFS)
-            .map(|column| column.as_binary::<i32>().clone());
-        let (Some(arrivals), Some(refs)) = (arrivals, refs) else {
+        let Some(arrivals) = arrivals else {
             continue;
         };
-        if refs.null_count() == refs.len() {
-            continue;
-        }
-        let traces = batch
-            .column_by_name(columns::TRACE_ID)
-            .map(|column| column.as_string::<i32>().clone());
-        let spans = batch
-            .column_by_name(columns::SPAN_ID)
-            .map(|column| column.as_string::<i32>().clone());
-        let (Some(traces), Some(spans)) = (traces, spans) else {
-            continue;
-        };
-        for row in 0..batch.num_rows() {
-            if refs.is_null(row) {
-                continue;
-            }
-            let (Ok(trace), Ok(span)) = (
-                TraceId::from_hex(traces.value(row)),
-                SpanId::from_hex(spans.value(row)),
-            ) else {
-                return Err(crate::content::corrupt(
-                    "content_refs",
-                    "a row with references has no valid trace and span id",
-                ));
-            };
+        for (row, refs) in crate::content_refs::rows_with_refs(&batch)? {
             let arrival = if arrivals.is_null(row) {
                 0
             } else {
                 arrivals.value(row)
             };
-            for reference in crate::content_refs::decode(trace, span, refs.value(row))? {
-                out.push((arrival, reference));
-            }
+            out.extend(refs.into_iter().map(|reference| (arrival, reference)));
         }
     }
     Ok(out)

@@ -149,17 +149,6 @@ mod tests {
                 assert_eq!(decoded[0].column(column).null_count(), 1);
             }
         }
-        let legacy = current
-            .project(&(0..fields - 1).collect::<Vec<_>>())
-            .unwrap();
-        let decoded = decode(
-            1,
-            &encode(&legacy, &ContentBatch::default(), &Default::default()).unwrap(),
-        )
-        .unwrap()
-        .batches;
-        assert_eq!(decoded[0].schema(), span_schema());
-        assert_eq!(decoded[0].column(fields - 1).null_count(), 1);
         // Anything else is still refused.
         let other = current.project(&[0, 1]).unwrap();
         assert!(

@@ -18,18 +18,23 @@ fn manual() -> Options {
 
 /// `count` spans of trace `trace` in session `session`, each with `payload` bytes of text that
 /// compresses poorly (so the WAL, not the indexes, dominates what a write stores).
+/// `len` lowercase letters from an xorshift generator (text zstd cannot shrink much).
+fn random_letters(state: &mut u64, len: usize) -> String {
+    (0..len)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            char::from(b'a' + (*state % 26) as u8)
+        })
+        .collect()
+}
+
 fn spans(trace: u8, count: usize, session: &str, payload: usize) -> RecordBatch {
     let mut builder = SpanBatchBuilder::new();
     let mut state = u64::from(trace).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     for index in 0..count {
-        let text: String = (0..payload)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                char::from(b'a' + (state % 26) as u8)
-            })
-            .collect();
+        let text = random_letters(&mut state, payload);
         let attrs = [("note", Cow::Owned(text))];
         let mut span = [0u8; 8];
         span[0] = trace;
@@ -231,14 +236,7 @@ fn a_history_resent_every_turn_is_written_to_the_wal_once_and_replays_whole() {
     let messages: Vec<([u8; 32], String)> = (1..=4u8)
         .map(|n| {
             let mut state = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let text: String = (0..4000)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    char::from(b'a' + (state % 26) as u8)
-                })
-                .collect();
+            let text = random_letters(&mut state, 4000);
             ([n; 32], text)
         })
         .collect();

@@ -841,6 +841,9 @@ fn stage_blobs(
 /// References resolved per read step: their blobs are then looked up together.
 const READ_CHUNK_ROWS: usize = 4096;
 
+/// Order and identity of a content row: trace, span, key, digest.
+type RowKey = ([u8; 16], [u8; 8], String, ContentHash);
+
 /// A content row whose value waits for its blobs.
 struct PendingRow {
     row: ContentRow,
@@ -967,24 +970,19 @@ impl Engine {
     }
 
     /// Content rows of the given traces, or of every trace when `trace_ids` is `None`, ordered
-    /// by trace, span and key. A span sent more than once (an exporter's re-send) gives one row
-    /// per key: the latest arrival's.
+    /// by trace, span, key and digest. A span sent more than once (an exporter's re-send) gives
+    /// one row per key and value: the same value re-sent is one row, a changed value another
+    /// (each copy of the span names its own by digest).
     pub fn scan_content(&self, trace_ids: Option<&[TraceId]>) -> Result<Vec<ContentRow>> {
-        let mut found: BTreeMap<([u8; 16], [u8; 8], String), PendingRow> = BTreeMap::new();
+        let mut found: BTreeMap<RowKey, PendingRow> = BTreeMap::new();
         self.legacy_refs(trace_ids, &mut found)?;
-        // References in the span rows (newer than any legacy one of the same key).
-        let mut latest: std::collections::HashMap<([u8; 16], [u8; 8], String), i64> =
-            std::collections::HashMap::new();
-        for (arrival, reference) in self.row_refs(trace_ids)? {
+        for (_, reference) in self.row_refs(trace_ids)? {
             let key = (
                 reference.trace_id.0,
                 reference.span_id.0,
                 reference.key.clone(),
+                reference.digest,
             );
-            if latest.get(&key).is_some_and(|seen| *seen > arrival) {
-                continue;
-            }
-            latest.insert(key.clone(), arrival);
             found.insert(
                 key,
                 PendingRow {
@@ -1019,7 +1017,7 @@ impl Engine {
     fn legacy_refs(
         &self,
         trace_ids: Option<&[TraceId]>,
-        found: &mut BTreeMap<([u8; 16], [u8; 8], String), PendingRow>,
+        found: &mut BTreeMap<RowKey, PendingRow>,
     ) -> Result<()> {
         let txn = self
             .database()
@@ -1048,7 +1046,7 @@ impl Engine {
                 Some(_) => resolve_pieces(&refs, key, &mut memo)?,
             };
             found.insert(
-                (trace, span, name.clone()),
+                (trace, span, name.clone(), decoded.digest),
                 PendingRow {
                     row: ContentRow {
                         trace_id: TraceId(trace),

@@ -7,6 +7,8 @@
 //! text; a history re-sent every turn is not written to the WAL again), then `[reference count u32]` and per reference
 //! `[trace 16][span 8][key len u16][key][digest 32][form u8][tier: 0 | 1 + len u16 + text]`
 //! `[pieces: 0 | 1 + count u32 + (0 + len u32 + text | 1 + sha-256 32)*]`.
+//! Records written since references moved into the span rows (`content_refs.rs`) carry none
+//! here; an older record's references are attached to its rows at replay.
 //! The record around it carries the format version and the checksum.
 
 use std::collections::HashSet;

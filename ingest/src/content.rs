@@ -473,12 +473,16 @@ pub fn restore_content(
     request: &mut ExportTraceServiceRequest,
     rows: &[ContentRow],
 ) -> Result<RestoredContent> {
-    let mut by_span: HashMap<(TraceId, SpanId), HashMap<&str, &ContentRow>> = HashMap::new();
+    // A span sent twice with a changed value has a row per value: each copy takes the one its
+    // own reference names (by digest).
+    let mut by_span: HashMap<(TraceId, SpanId), HashMap<&str, Vec<&ContentRow>>> = HashMap::new();
     for row in rows {
         by_span
             .entry((row.trace_id, row.span_id))
             .or_default()
-            .insert(row.key.as_str(), row);
+            .entry(row.key.as_str())
+            .or_default()
+            .push(row);
     }
     let mut restored = RestoredContent::default();
     for resource_spans in &mut request.resource_spans {
@@ -513,7 +517,7 @@ pub fn restore_content(
 fn restore_pair(
     pair: &mut KeyValue,
     key: String,
-    rows: &HashMap<&str, &ContentRow>,
+    rows: &HashMap<&str, Vec<&ContentRow>>,
     used: &mut HashMap<String, usize>,
     restored: &mut RestoredContent,
 ) -> Result<()> {
@@ -527,7 +531,22 @@ fn restore_pair(
     } else {
         format!("{key}#{count}")
     };
-    let Some(row) = rows.get(key.as_str()) else {
+    let digest = match &pair.value {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(text)),
+        }) => text
+            .strip_prefix(CONTENT_REF_PREFIX)
+            .and_then(|digest| hex::decode(digest).ok()),
+        _ => None,
+    };
+    let Some(candidates) = rows.get(key.as_str()) else {
+        return Ok(());
+    };
+    let Some(row) = candidates
+        .iter()
+        .find(|row| digest.as_deref() == Some(row.digest.as_slice()))
+        .or_else(|| candidates.last())
+    else {
         return Ok(());
     };
     let value = match &row.value {

@@ -357,3 +357,56 @@ async fn an_export_sent_twice_keeps_every_content_read_working() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_span_re_sent_with_a_changed_value_reads_each_copy_as_it_was_sent() {
+    // Outside tester: a span re-sent with a different `gen_ai.output.messages` showed the newest
+    // text in every copy, so a copy's text no longer matched its own digest.
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let first = r#"[{"role":"assistant","parts":[{"type":"text","content":"first answer"}]}]"#;
+    let changed =
+        r#"[{"role":"assistant","parts":[{"type":"text","content":"changed on resend"}]}]"#;
+    for value in [first, changed] {
+        post(
+            &server,
+            &export(
+                1,
+                json!([{"key": "gen_ai.output.messages", "value": {"stringValue": value}}]),
+            ),
+        )
+        .await;
+    }
+    let (header, full) = get_trace(&server, true).await;
+    assert_eq!(header.as_deref(), Some("complete"));
+    let copies: Vec<String> = full["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|resource| resource["scopeSpans"].as_array().unwrap().iter())
+        .flat_map(|scope| scope["spans"].as_array().unwrap().iter())
+        .map(|span| {
+            span["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|pair| pair["key"] == "gen_ai.output.messages")
+                .and_then(|pair| pair["value"]["stringValue"].as_str())
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut sorted = copies.clone();
+    sorted.sort();
+    let mut expected = vec![first.to_owned(), changed.to_owned()];
+    expected.sort();
+    assert_eq!(sorted, expected, "{copies:?}");
+    // The content table has one row per value, each with its own digest.
+    let rows = server
+        .rows(&format!(
+            "SELECT value FROM content WHERE trace_id = '{TRACE}' ORDER BY value"
+        ))
+        .await;
+    assert_eq!(rows, vec![json!([changed]), json!([first])]);
+    server.stop().await;
+}

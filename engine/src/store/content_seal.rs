@@ -311,21 +311,50 @@ pub(super) fn publish_sealed_content(shared: &Shared, state: &mut State, sealed:
     }
 }
 
-/// Removes content segments from the catalog and the index in one transaction, then their
-/// files. `index_entries` of each is read from its footer; a damaged footer leaves index
-/// entries that point nowhere, which reads treat as expired.
-fn remove_content_segments(shared: &Shared, doomed: &[ContentSegmentMeta]) -> Result<()> {
-    let mut footers = Vec::with_capacity(doomed.len());
-    for meta in doomed {
-        let path = content_segment::path_of(&shared.dir, meta.id);
-        match content_segment::read_footer(&path, meta.id) {
-            Ok(entries) => footers.push(entries),
-            Err(error) => {
+/// Each segment's blobs from its footer; a damaged footer gives none (a WARN): its index
+/// entries then stay, pointing nowhere, and reads treat them as expired.
+fn footers(
+    shared: &Shared,
+    segments: &[ContentSegmentMeta],
+) -> Vec<Vec<(ContentHash, BlobLocation)>> {
+    segments
+        .iter()
+        .map(|meta| {
+            let path = content_segment::path_of(&shared.dir, meta.id);
+            content_segment::read_footer(&path, meta.id).unwrap_or_else(|error| {
                 warn!(error = %error, "content segment footer unreadable; its index entries stay, pointing nowhere");
-                footers.push(Vec::new());
+                Vec::new()
+            })
+        })
+        .collect()
+}
+
+/// How many blobs of `segments` are readable only there (the index points at them): the
+/// messages their removal takes away.
+fn messages_only_in(shared: &Shared, segments: &[ContentSegmentMeta]) -> Result<u64> {
+    let txn = shared
+        .db
+        .begin_read()
+        .map_err(store_error("begin content expiry"))?;
+    let index = txn
+        .open_table(CONTENT_INDEX)
+        .map_err(store_error("open content index"))?;
+    let mut count = 0;
+    for (meta, entries) in segments.iter().zip(footers(shared, segments)) {
+        for (hash, _) in entries {
+            if indexed(&index, &hash)?.is_some_and(|location| location.segment == meta.id) {
+                count += 1;
             }
         }
     }
+    Ok(count)
+}
+
+/// Removes content segments from the catalog and the index in one transaction, then their
+/// files. Returns how many index entries went (the messages no longer readable).
+fn remove_content_segments(shared: &Shared, doomed: &[ContentSegmentMeta]) -> Result<u64> {
+    let footers = footers(shared, doomed);
+    let mut removed = 0;
     let txn = shared
         .db
         .begin_write()
@@ -352,6 +381,7 @@ fn remove_content_segments(shared: &Shared, doomed: &[ContentSegmentMeta]) -> Re
                     index
                         .remove(hash.as_slice())
                         .map_err(store_error("remove content index"))?;
+                    removed += 1;
                 }
             }
         }
@@ -365,7 +395,7 @@ fn remove_content_segments(shared: &Shared, doomed: &[ContentSegmentMeta]) -> Re
             warn!(path = %path.display(), error = %error, "could not delete a removed content segment; the next open does");
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Rewrites the content segments an erasure marked (`content_dirty`) with only the blobs the
@@ -851,6 +881,20 @@ pub(super) fn resolve_trace_pins(shared: &Shared) -> Result<usize> {
     Ok(pins.len())
 }
 
+/// Entries of the content index (distinct blobs in content segments).
+fn content_index_len(shared: &Shared) -> Result<u64> {
+    use redb::ReadableTableMetadata;
+    let txn = shared
+        .db
+        .begin_read()
+        .map_err(store_error("begin content read"))?;
+    match txn.open_table(CONTENT_INDEX) {
+        Ok(table) => table.len().map_err(store_error("count content index")),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(error) => Err(Error::store("open content index", error)),
+    }
+}
+
 impl Engine {
     /// See [`row_refs_in`].
     pub(crate) fn row_refs(
@@ -939,23 +983,29 @@ impl Engine {
             }
             doomed
         };
+        // Messages: blobs no longer readable (a copy kept in another segment, by a promotion
+        // or a refresh, does not count).
         let mut expiry = ContentExpiry {
-            messages: doomed.iter().map(|meta| meta.blobs).sum(),
+            messages: 0,
             bytes: doomed.iter().map(|meta| meta.file_bytes).sum(),
         };
         if request.dry_run {
-            expiry.messages += due_messages;
+            expiry.messages = messages_only_in(shared, &doomed)? + due_messages;
             expiry.bytes += due_bytes;
-        }
-        if request.dry_run || doomed.is_empty() {
             return Ok(expiry);
         }
-        if let Err(error) = remove_content_segments(shared, &doomed) {
-            let mut state = shared.state.write();
-            for meta in doomed {
-                state.content_catalog.insert(meta.id, meta);
+        if doomed.is_empty() {
+            return Ok(expiry);
+        }
+        match remove_content_segments(shared, &doomed) {
+            Ok(removed) => expiry.messages = removed,
+            Err(error) => {
+                let mut state = shared.state.write();
+                for meta in doomed {
+                    state.content_catalog.insert(meta.id, meta);
+                }
+                return Err(error);
             }
-            return Err(error);
         }
         info!(
             segments = doomed.len(),
@@ -996,7 +1046,6 @@ impl Engine {
         {
             let state = self.shared.state.read();
             for meta in state.content_catalog.values() {
-                stats.messages += meta.blobs;
                 stats.bytes += meta.file_bytes;
                 stats.oldest_seen = Some(
                     stats
@@ -1014,6 +1063,9 @@ impl Engine {
                 }
             }
         }
+        // Distinct messages in segments: the index has one entry per blob (copies a promotion
+        // or a refresh made are one message).
+        stats.messages += content_index_len(&self.shared)?;
         let (references, reference_bytes) = row_ref_counts(&self.shared)?;
         stats.references += references;
         stats.reference_bytes += reference_bytes;

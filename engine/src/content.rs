@@ -705,10 +705,9 @@ pub(crate) fn erase_traces(
     let dropped: Vec<ContentHash> = candidates.difference(&still_named).copied().collect();
     for hash in &dropped {
         let removed = index
-            .remove(hash.as_slice())
+            .remove(crate::content_segment::index_key(hash))
             .map_err(store_error("remove content index"))?
-            .map(|value| crate::content_segment::BlobLocation::decode(value.value()))
-            .transpose()?;
+            .map(|value| crate::content_segment::BlobLocation::decode(&value.value()));
         if let Some(location) = removed {
             dirty
                 .insert(location.segment, ())

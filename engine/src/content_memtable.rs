@@ -166,14 +166,13 @@ fn store_error<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) 
 
 /// The location the index holds for `hash`, if any.
 pub(crate) fn indexed(
-    index: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    index: &impl ReadableTable<[u8; 16], [u8; 24]>,
     hash: &ContentHash,
 ) -> Result<Option<BlobLocation>> {
-    index
-        .get(hash.as_slice())
+    Ok(index
+        .get(crate::content_segment::index_key(hash))
         .map_err(store_error("read content index"))?
-        .map(|value| BlobLocation::decode(value.value()))
-        .transpose()
+        .map(|value| BlobLocation::decode(&value.value())))
 }
 
 impl<'a> ContentStage<'a> {
@@ -207,7 +206,7 @@ impl<'a> ContentStage<'a> {
     /// `tier`, stored at `stored`.
     pub(crate) fn stage_blob(
         &mut self,
-        index: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        index: &impl ReadableTable<[u8; 16], [u8; 24]>,
         hash: &ContentHash,
         text: &str,
         tier: &str,
@@ -262,7 +261,7 @@ impl<'a> ContentStage<'a> {
     /// memtable) it is pinned, and the next seal copies it into a segment of `tier`.
     pub(crate) fn promote_blob(
         &mut self,
-        index: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        index: &impl ReadableTable<[u8; 16], [u8; 24]>,
         pins: &mut redb::Table<'_, &'static [u8], &'static str>,
         hash: &ContentHash,
         tier: &str,

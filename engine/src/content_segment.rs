@@ -49,38 +49,45 @@ pub(crate) struct BlobLocation {
 }
 
 impl BlobLocation {
-    /// The value of a `content_index` entry.
-    pub(crate) fn encode(&self) -> [u8; 29] {
-        let mut out = [0u8; 29];
-        out[0] = META_VERSION;
-        out[1..9].copy_from_slice(&self.segment.to_le_bytes());
-        out[9..17].copy_from_slice(&self.block_offset.to_le_bytes());
-        out[17..21].copy_from_slice(&self.block_len.to_le_bytes());
-        out[21..25].copy_from_slice(&self.offset.to_le_bytes());
-        out[25..29].copy_from_slice(&self.len.to_le_bytes());
-        out
+    /// The value of a `content_index` entry: `[segment u32][block offset u64][block length
+    /// u32][offset in block u32][length u32]`. Content segment ids above `u32::MAX` are refused.
+    pub(crate) fn encode(&self) -> Result<[u8; 24]> {
+        let segment = u32::try_from(self.segment).map_err(|_| {
+            crate::content::corrupt(
+                "content_index",
+                format!("content segment id {} beyond u32", self.segment),
+            )
+        })?;
+        let mut out = [0u8; 24];
+        out[0..4].copy_from_slice(&segment.to_le_bytes());
+        out[4..12].copy_from_slice(&self.block_offset.to_le_bytes());
+        out[12..16].copy_from_slice(&self.block_len.to_le_bytes());
+        out[16..20].copy_from_slice(&self.offset.to_le_bytes());
+        out[20..24].copy_from_slice(&self.len.to_le_bytes());
+        Ok(out)
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<BlobLocation> {
-        let mut reader = Reader {
-            bytes,
-            location: "content_index",
+    pub(crate) fn decode(bytes: &[u8; 24]) -> BlobLocation {
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
         };
-        let version = reader.u8()?;
-        if version != META_VERSION {
-            return Err(crate::content::corrupt(
-                "content_index",
-                format!("expected version {META_VERSION}, found {version}"),
-            ));
+        let mut offset = [0u8; 8];
+        offset.copy_from_slice(&bytes[4..12]);
+        BlobLocation {
+            segment: u64::from(u32_at(0)),
+            block_offset: u64::from_le_bytes(offset),
+            block_len: u32_at(12),
+            offset: u32_at(16),
+            len: u32_at(20),
         }
-        Ok(BlobLocation {
-            segment: reader.u64()?,
-            block_offset: reader.u64()?,
-            block_len: reader.u32()?,
-            offset: reader.u32()?,
-            len: reader.u32()?,
-        })
     }
+}
+
+/// The `content_index` key of a blob: the first 16 bytes of its hash.
+pub(crate) fn index_key(hash: &ContentHash) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&hash[..16]);
+    key
 }
 
 /// A content segment's catalog entry (`content_segments`).
@@ -496,7 +503,7 @@ mod tests {
         let mut reader = BlobReader::new(dir.path());
         for ((hash, text), (located, location)) in texts.iter().zip(&locations) {
             assert_eq!(hash, located);
-            assert_eq!(BlobLocation::decode(&location.encode()).unwrap(), *location);
+            assert_eq!(BlobLocation::decode(&location.encode().unwrap()), *location);
             assert_eq!(
                 reader.read(location).unwrap().as_deref(),
                 Some(text.as_str())

@@ -97,10 +97,11 @@ pub(crate) const CONTENT_SEEN: TableDefinition<'_, &[u8], &[u8]> =
 pub(crate) const CONTENT_BY_TIME: MultimapTableDefinition<'_, u64, &[u8]> =
     MultimapTableDefinition::new("content_by_time");
 
-/// Where each stored blob is: 32-byte SHA-256 of the text -> encoded `BlobLocation` (content
-/// segment, block, offset, length; see `content_segment.rs`). Blobs still in the memtable are
-/// not in it.
-pub(crate) const CONTENT_INDEX: TableDefinition<'_, &[u8], &[u8]> =
+/// Where each stored blob is: the first 16 bytes of the SHA-256 of its text -> the fixed-width
+/// `BlobLocation` (content segment, block, offset, length; see `content_segment.rs`). Fixed
+/// width on both sides keeps an entry at 40 bytes (128 bits of SHA-256 leave a collision to
+/// 2^64 work). Blobs still in the memtable are not in it.
+pub(crate) const CONTENT_INDEX: TableDefinition<'_, [u8; 16], [u8; 24]> =
     TableDefinition::new("content_index");
 
 /// Content segment catalog: id -> encoded `ContentSegmentMeta` (tier, first and last reference

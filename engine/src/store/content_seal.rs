@@ -267,7 +267,7 @@ pub(super) fn commit_sealed_content(txn: &WriteTransaction, sealed: &SealedConte
         for (_, locations) in &sealed.segments {
             for (hash, location) in locations {
                 index
-                    .insert(hash.as_slice(), location.encode().as_slice())
+                    .insert(content_segment::index_key(hash), location.encode()?)
                     .map_err(store_error("write content index"))?;
             }
         }
@@ -379,7 +379,7 @@ fn remove_content_segments(shared: &Shared, doomed: &[ContentSegmentMeta]) -> Re
             for (hash, _) in entries {
                 if indexed(&index, hash)?.is_some_and(|location| location.segment == meta.id) {
                     index
-                        .remove(hash.as_slice())
+                        .remove(content_segment::index_key(hash))
                         .map_err(store_error("remove content index"))?;
                     removed += 1;
                 }
@@ -510,7 +510,7 @@ pub(super) fn rewrite_dirty_content(shared: &Shared) -> Result<usize> {
                 // holds `seal_lock` too, so it cannot, but stay exact).
                 if indexed(&index, hash)? == Some(*old) {
                     index
-                        .insert(hash.as_slice(), new.encode().as_slice())
+                        .insert(content_segment::index_key(hash), new.encode()?)
                         .map_err(store_error("write content index"))?;
                 }
             }

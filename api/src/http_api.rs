@@ -158,8 +158,15 @@ struct TraceQuery {
 async fn trace(
     State(state): State<Arc<AppState>>,
     Path(trace_id): Path<String>,
-    Query(options): Query<TraceQuery>,
+    options: Result<Query<TraceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    // A bad query string gets the API's JSON error, like every other 400 here.
+    let Query(options) = options.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "{}; use ?content=true or ?content=false",
+            rejection.body_text()
+        ))
+    })?;
     let parsed = TraceId::from_hex(&trace_id)
         .map_err(|error| ApiError::BadRequest(format!("invalid trace id {trace_id:?}: {error}")))?;
     let engine = Arc::clone(&state.engine);

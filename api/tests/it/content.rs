@@ -408,5 +408,16 @@ async fn a_span_re_sent_with_a_changed_value_reads_each_copy_as_it_was_sent() {
         ))
         .await;
     assert_eq!(rows, vec![json!([changed]), json!([first])]);
+    // A bad `content` value gets the API's JSON 400 naming the accepted values (outside tester:
+    // it was axum's plain-text rejection).
+    let response = reqwest::get(format!("{}/api/v1/traces/{TRACE}?content=yes", server.api))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body.to_string().contains("?content=true or ?content=false"),
+        "{body}"
+    );
     server.stop().await;
 }

@@ -34,6 +34,10 @@ struct Args {
     /// Distinct sessions the traces are spread over.
     #[arg(long, default_value_t = 10_000)]
     sessions: usize,
+    /// Seal the memtable at this many MiB while filling (the server's `--seal-max-bytes`;
+    /// smaller seals make more, smaller segments).
+    #[arg(long, default_value_t = 256)]
+    seal_max_mib: usize,
     /// Run only the queries whose name contains this (e.g. `monitoring`).
     #[arg(long)]
     only: Option<String>,
@@ -85,8 +89,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let engine = Arc::new(
-        engine::Engine::open(&args.data, engine::Options::default())
-            .with_context(|| format!("open {}", args.data.display()))?,
+        engine::Engine::open(
+            &args.data,
+            engine::Options::default().with_seal_max_bytes(args.seal_max_mib << 20),
+        )
+        .with_context(|| format!("open {}", args.data.display()))?,
     );
     let stats = engine.stats();
     let held = stats.memtable_rows as u64 + stats.segment_rows;

@@ -135,8 +135,13 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
     // From here only the sorted parts (and the frozen memtable, readable until the switch) are
     // needed.
     drop(resolved);
-    // Blobs of traces promoted since the last seal get pins, so this seal copies them.
-    content_seal::resolve_trace_pins(shared)?;
+    // Blobs of traces promoted since the last seal get pins, so this seal copies them. A
+    // failure (an unreadable segment of such a trace) must not stop sealing: the trace pins
+    // stay for the next seal, and content expiry, which resolves them first, refuses to run
+    // until they resolve.
+    if let Err(error) = content_seal::resolve_trace_pins(shared) {
+        warn!(error = %error, "could not pin the content of promoted traces; retried at the next seal");
+    }
     let content = content_seal::write_sealed_content(shared, &frozen.content)?;
     let result = (|| -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
         let batches: Vec<RecordBatch> = parts.iter().map(|(_, _, batch)| batch.clone()).collect();

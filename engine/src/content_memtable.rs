@@ -123,17 +123,12 @@ impl ContentMemtable {
 
 impl MemBlob {
     fn absorb(&mut self, tier: &Arc<str>, stored: u64, policy: &RetentionPolicy) {
-        if rank(policy, tier) > rank(policy, &self.tier) {
+        if policy.rank(tier) > policy.rank(&self.tier) {
             self.tier = Arc::clone(tier);
         }
         self.last_stored = self.last_stored.max(stored);
         self.first_stored = self.first_stored.min(stored);
     }
-}
-
-/// Rank of a content tier (`""` ranks as the default tier).
-pub(crate) fn rank(policy: &RetentionPolicy, tier: &str) -> usize {
-    policy.rank(tier)
 }
 
 /// What staging one group of writes decided, applied with their rows.
@@ -231,13 +226,13 @@ impl<'a> ContentStage<'a> {
             && let Some(location) = indexed(index, hash)?
             && let Some(segment) = self.catalog.get(&location.segment)
         {
-            if rank(self.policy, &segment.tier) >= rank(self.policy, &tier)
+            if self.policy.rank(&segment.tier) >= self.policy.rank(&tier)
                 && stored.saturating_sub(segment.created) < REFRESH_NANOS
             {
                 self.delta.bumps.push((segment.id, stored));
                 return Ok(());
             }
-            if rank(self.policy, &segment.tier) > rank(self.policy, &tier) {
+            if self.policy.rank(&segment.tier) > self.policy.rank(&tier) {
                 tier = self.tier(&segment.tier.clone());
             }
         }
@@ -293,14 +288,14 @@ impl<'a> ContentStage<'a> {
             // Not stored (expired, or never captured): nothing to keep.
             return Ok(());
         };
-        if rank(self.policy, &kept_by) >= rank(self.policy, &tier) {
+        if self.policy.rank(&kept_by) >= self.policy.rank(&tier) {
             return Ok(());
         }
         let pinned = pins
             .get(hash.as_slice())
             .map_err(store_error("read content pins"))?
             .map(|value| value.value().to_owned());
-        if pinned.is_none_or(|pinned| rank(self.policy, &pinned) < rank(self.policy, &tier)) {
+        if pinned.is_none_or(|pinned| self.policy.rank(&pinned) < self.policy.rank(&tier)) {
             pins.insert(hash.as_slice(), &*tier)
                 .map_err(store_error("write content pins"))?;
         }

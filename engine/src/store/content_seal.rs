@@ -22,7 +22,7 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use tracing::{info, warn};
 
 use crate::content::{ContentExpiry, ContentExpiryRequest, ContentHash, ContentStats, Seen};
-use crate::content_memtable::{ContentMemtable, indexed, rank};
+use crate::content_memtable::{ContentMemtable, indexed};
 use crate::content_segment::{self, BlobLocation, BlobReader, ContentSegmentMeta};
 use crate::error::{Error, Result};
 use crate::ids::TraceId;
@@ -161,13 +161,13 @@ pub(super) fn write_sealed_content(
         let mut reader = BlobReader::new(&shared.dir);
         for (hash, tier) in &pins {
             if let Some(blob) = frozen.get(hash) {
-                if rank(policy, tier) > rank(policy, &blob.tier) {
+                if policy.rank(tier) > policy.rank(&blob.tier) {
                     raised.insert(*hash, tier.as_str());
                 }
             } else if let Some(location) = indexed(&index, hash)?
                 && let Some(segment) = catalog.get(&location.segment)
             {
-                if rank(policy, &segment.tier) < rank(policy, tier) {
+                if policy.rank(&segment.tier) < policy.rank(tier) {
                     let Some(text) = reader.read(&location)? else {
                         // Removed meanwhile: nothing left to keep.
                         sealed.resolved_pins.push((*hash, tier.clone()));
@@ -588,7 +588,7 @@ pub(super) fn migrate_legacy_content(shared: &Shared) -> Result<u64> {
                 }
                 .unwrap_or_default();
                 let tier = seen.tiers.keys().fold(String::new(), |best, tier| {
-                    if rank(policy, tier) > rank(policy, &best) {
+                    if policy.rank(tier) > policy.rank(&best) {
                         tier.clone()
                     } else {
                         best
@@ -807,7 +807,7 @@ pub(super) fn resolve_trace_pins(shared: &Shared) -> Result<usize> {
             if let crate::content::ContentPiece::Blob(hash) = piece {
                 #[allow(clippy::clone_on_copy)]
                 let entry = wanted.entry(hash.clone()).or_insert(tier);
-                if rank(policy, tier) > rank(policy, entry) {
+                if policy.rank(tier) > policy.rank(entry) {
                     *entry = tier;
                 }
             }
@@ -854,14 +854,14 @@ pub(super) fn resolve_trace_pins(shared: &Shared) -> Result<usize> {
             let Some(kept_by) = kept_by else {
                 continue;
             };
-            if rank(policy, &kept_by) >= rank(policy, tier) {
+            if policy.rank(&kept_by) >= policy.rank(tier) {
                 continue;
             }
             let pinned = blob_pins
                 .get(hash.as_slice())
                 .map_err(store_error("read content pins"))?
                 .map(|value| value.value().to_owned());
-            if pinned.is_none_or(|pinned| rank(policy, &pinned) < rank(policy, tier)) {
+            if pinned.is_none_or(|pinned| policy.rank(&pinned) < policy.rank(tier)) {
                 blob_pins
                     .insert(hash.as_slice(), *tier)
                     .map_err(store_error("write content pins"))?;

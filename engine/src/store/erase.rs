@@ -178,7 +178,6 @@ impl Engine {
                 keep,
                 Removal::Erase {
                     session: session_id,
-                    traces: &traces,
                 },
             )?;
             report.rows += removed;

@@ -2,7 +2,6 @@
 //! traces with no row left go in one transaction that first writes the rows to keep as new
 //! segments; the files go when no reader holds them (`reaper.rs`).
 
-use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +16,6 @@ use crate::tables::{
     CONVERSATION_ROWS, LATE_KEYS, META, META_NEXT_SEGMENT_ID, SEGMENTS, SESSION_ROWS, TRACE_KEYS,
     TRACE_SEGMENTS,
 };
-use crate::trace_keys::RawTraceId;
 
 use super::*;
 
@@ -25,11 +23,9 @@ use super::*;
 pub(super) enum Removal<'a> {
     /// Past its tier's age.
     Expire,
-    /// Rewritten without an erased session's rows.
-    Erase {
-        session: &'a str,
-        traces: &'a HashSet<RawTraceId>,
-    },
+    /// Rewritten without an erased session's rows (its content went before, in
+    /// `Engine::erase_session`).
+    Erase { session: &'a str },
 }
 
 /// The trace, session and conversation runs of a sealed segment, read from its key columns.
@@ -98,7 +94,7 @@ impl Engine {
             Removal::Expire => {
                 crate::chain::append_expired(&txn, meta)?;
             }
-            Removal::Erase { session, traces } => {
+            Removal::Erase { session } => {
                 // One entry: the old segment replaced by its rewrite without the session.
                 let first = new_segments
                     .next()
@@ -110,8 +106,6 @@ impl Engine {
                     Some(meta.id),
                     session,
                 )?;
-                // Their content went before the rows (`Engine::erase_session`).
-                let _ = traces;
             }
         }
         for (new, digest) in new_segments {

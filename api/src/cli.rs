@@ -156,6 +156,16 @@ pub struct QueryArgs {
     /// Most rows a query may return.
     #[arg(long, env = "SIGHTLINE_QUERY_MAX_ROWS", default_value_t = 1_000_000)]
     pub query_max_rows: usize,
+    /// Most bytes a query's result may take, in memory and as a response.
+    #[arg(
+        long,
+        env = "SIGHTLINE_QUERY_MAX_RESULT_BYTES",
+        default_value = "256MiB"
+    )]
+    pub query_max_result_bytes: ByteSize,
+    /// Queries that run at once; more wait for a slot within their timeout.
+    #[arg(long, env = "SIGHTLINE_QUERY_MAX_CONCURRENT", default_value_t = 4)]
+    pub query_max_concurrent: usize,
 }
 
 /// `sightline sql`.

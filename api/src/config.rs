@@ -129,6 +129,8 @@ pub fn query_options(args: &QueryArgs) -> query::Options {
         .with_memory_limit(args.query_memory_limit.as_usize())
         .with_timeout(args.query_timeout.0)
         .with_max_result_rows(args.query_max_rows)
+        .with_max_result_bytes(args.query_max_result_bytes.as_usize())
+        .with_max_concurrent(args.query_max_concurrent)
 }
 
 #[cfg(test)]

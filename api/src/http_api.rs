@@ -13,61 +13,9 @@ use axum::{Json, Router};
 use engine::{ScanRequest, TraceId};
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
-use tracing::error;
 
+use crate::edge_error::EdgeError;
 use crate::server::AppState;
-
-/// The one error type of the HTTP API. 4xx carry their message; 5xx are logged once here and
-/// answer a generic message.
-#[derive(Debug)]
-pub enum ApiError {
-    /// 400 with a message.
-    BadRequest(String),
-    /// 404 with a message.
-    NotFound(String),
-    /// 503 with a message (retry later).
-    Unavailable(String),
-    /// 500; the message is logged, not returned.
-    Internal(String),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
-            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
-            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message),
-            ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
-            ApiError::Internal(message) => {
-                error!(error = %message, "request failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error".to_owned(),
-                )
-            }
-        };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
-    }
-}
-
-impl From<query::Error> for ApiError {
-    fn from(error: query::Error) -> Self {
-        match error.kind() {
-            query::ErrorKind::Caller => ApiError::BadRequest(error.to_string()),
-            query::ErrorKind::Transient => ApiError::Unavailable(error.to_string()),
-            _ => ApiError::Internal(format!("{error:#}")),
-        }
-    }
-}
-
-impl From<engine::Error> for ApiError {
-    fn from(error: engine::Error) -> Self {
-        match error.kind() {
-            engine::ErrorKind::Caller => ApiError::BadRequest(error.to_string()),
-            engine::ErrorKind::Transient => ApiError::Unavailable(error.to_string()),
-            _ => ApiError::Internal(format!("{error:#}")),
-        }
-    }
-}
 
 async fn healthz(State(_state): State<Arc<AppState>>) -> &'static str {
     // The router only serves once the store is open and recovery finished.
@@ -92,21 +40,23 @@ enum SqlFormat {
     Arrow,
 }
 
-async fn sql(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+async fn sql(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, EdgeError> {
     // The body is JSON whatever the content type says: `curl -d '{"sql": ...}'` sends it as a
     // form, and a user should not need to know that.
     let request: SqlRequest = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::BadRequest(format!(
+        EdgeError::Invalid(format!(
             "expected a JSON body {{\"sql\": \"...\", \"format\": \"json\" | \"csv\" | \"arrow\"}}: {error}"
         ))
     })?;
     let output = state.sql.execute(&request.sql).await?;
     let scan = output.scan_metrics;
     let format = request.format;
+    let max_bytes = state.sql.options().max_result_bytes;
     // Formatting a large result is CPU work: keep it off the async workers.
-    let (content_type, bytes) = tokio::task::spawn_blocking(move || format_output(&output, format))
-        .await
-        .map_err(|error| ApiError::Internal(format!("format task failed: {error}")))??;
+    let (content_type, bytes) =
+        tokio::task::spawn_blocking(move || format_output(&output, format, max_bytes))
+            .await
+            .map_err(|error| EdgeError::internal(format!("format task failed: {error}")))??;
     let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -122,20 +72,21 @@ async fn sql(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response
     Ok(response)
 }
 
+/// The response body, at most `max_bytes` long (else 400: the result is too large).
 fn format_output(
     output: &query::QueryOutput,
     format: SqlFormat,
-) -> Result<(&'static str, Vec<u8>), ApiError> {
+    max_bytes: usize,
+) -> Result<(&'static str, Vec<u8>), EdgeError> {
     Ok(match format {
         SqlFormat::Json => (
             "application/json",
-            serde_json::to_vec(&query::format::to_json(output))
-                .map_err(|error| ApiError::Internal(error.to_string()))?,
+            query::format::to_json_bytes(output, max_bytes)?,
         ),
-        SqlFormat::Csv => ("text/csv", query::format::to_csv(output)?),
+        SqlFormat::Csv => ("text/csv", query::format::to_csv(output, max_bytes)?),
         SqlFormat::Arrow => (
             "application/vnd.apache.arrow.stream",
-            query::format::to_arrow_ipc(output)?,
+            query::format::to_arrow_ipc(output, max_bytes)?,
         ),
     })
 }
@@ -159,30 +110,30 @@ async fn trace(
     State(state): State<Arc<AppState>>,
     Path(trace_id): Path<String>,
     options: Result<Query<TraceQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, EdgeError> {
     // A bad query string gets the API's JSON error, like every other 400 here.
     let Query(options) = options.map_err(|rejection| {
-        ApiError::BadRequest(format!(
+        EdgeError::Invalid(format!(
             "{}; use ?content=true or ?content=false",
             rejection.body_text()
         ))
     })?;
     let parsed = TraceId::from_hex(&trace_id)
-        .map_err(|error| ApiError::BadRequest(format!("invalid trace id {trace_id:?}: {error}")))?;
+        .map_err(|error| EdgeError::Invalid(format!("invalid trace id {trace_id:?}: {error}")))?;
     let engine = Arc::clone(&state.engine);
     // Reading and rebuilding a trace is blocking I/O and CPU work.
-    let rebuilt = tokio::task::spawn_blocking(move || -> Result<Option<TraceBody>, ApiError> {
+    let rebuilt = tokio::task::spawn_blocking(move || -> Result<Option<TraceBody>, EdgeError> {
         let batches = engine.scan(&ScanRequest::for_trace(&parsed.to_string()))?;
         if batches.iter().all(|batch| batch.num_rows() == 0) {
             return Ok(None);
         }
         let mut request = ingest::batches_to_otlp(&batches)
-            .map_err(|error| ApiError::Internal(format!("rebuilding trace {parsed}: {error}")))?;
+            .map_err(|error| EdgeError::internal(format!("rebuilding trace {parsed}: {error}")))?;
         let mut status = None;
         if options.content {
             let rows = engine.content_for_trace(&parsed)?;
             let restored = ingest::restore_content(&mut request, &rows).map_err(|error| {
-                ApiError::Internal(format!("restoring content of trace {parsed}: {error}"))
+                EdgeError::internal(format!("restoring content of trace {parsed}: {error}"))
             })?;
             status = Some(if restored.expired > 0 {
                 "expired"
@@ -194,12 +145,12 @@ async fn trace(
         }
         serde_json::to_vec(&ingest::encode_traces_json(&request))
             .map(|body| Some((body, status)))
-            .map_err(|error| ApiError::Internal(error.to_string()))
+            .map_err(|error| EdgeError::internal(error.to_string()))
     })
     .await
-    .map_err(|error| ApiError::Internal(format!("trace read task failed: {error}")))??;
+    .map_err(|error| EdgeError::internal(format!("trace read task failed: {error}")))??;
     let Some((body, content_status)) = rebuilt else {
-        return Err(ApiError::NotFound(format!("trace {parsed} not found")));
+        return Err(EdgeError::NotFound(format!("trace {parsed} not found")));
     };
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
@@ -217,11 +168,11 @@ async fn trace(
 
 /// `POST /purge` (only with `--enable-purge`): deletes every stored span, segment and content
 /// blob, for test suites that need an empty store between tests (Jaeger's end-to-end suite).
-async fn purge(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+async fn purge(State(state): State<Arc<AppState>>) -> Result<Response, EdgeError> {
     let engine = Arc::clone(&state.engine);
     let report = tokio::task::spawn_blocking(move || engine.purge())
         .await
-        .map_err(|error| ApiError::Internal(format!("purge task failed: {error}")))??;
+        .map_err(|error| EdgeError::internal(format!("purge task failed: {error}")))??;
     tracing::warn!(
         spans = report.spans,
         segments = report.segments,

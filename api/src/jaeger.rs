@@ -19,8 +19,8 @@ use prost::Message as _;
 use query::trace_search::{self, TraceSearch};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
-use tracing::error;
 
+use crate::edge_error::EdgeError;
 use crate::server::AppState;
 
 /// Code generated from api/proto/jaeger/storage/v2 (messages, servers and clients).
@@ -90,25 +90,16 @@ impl JaegerStorage {
 type MessageStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn query_status(error: query::Error) -> Status {
-    match error.kind() {
-        query::ErrorKind::Caller => Status::invalid_argument(error.to_string()),
-        query::ErrorKind::Transient => Status::unavailable(error.to_string()),
-        _ => internal(format!("{error:#}")),
-    }
+    EdgeError::from(error).into_status()
 }
 
 fn engine_status(error: engine::Error) -> Status {
-    match error.kind() {
-        engine::ErrorKind::Caller => Status::invalid_argument(error.to_string()),
-        engine::ErrorKind::Transient => Status::unavailable(error.to_string()),
-        _ => internal(format!("{error:#}")),
-    }
+    EdgeError::from(error).into_status()
 }
 
-/// INTERNAL, logged once here; the client gets a generic message.
-fn internal(message: String) -> Status {
-    error!(error = %message, "jaeger storage request failed");
-    Status::internal("internal error while reading traces")
+/// INTERNAL, logged once with `cause`; the client gets a generic message.
+fn internal(cause: String) -> Status {
+    EdgeError::internal(cause).into_status()
 }
 
 /// Runs blocking engine work off the async workers.

@@ -1,11 +1,11 @@
-//! OTLP receivers: gRPC `TraceService/Export` and HTTP `POST /v1/traces` (protobuf and JSON,
-//! gzip). Both share one path: admission against the in-flight byte budget, decode, then on a
-//! blocking thread the one write pipeline (`ingest::prepare`) and one durable engine write of
-//! its result (`Engine::write_batch`: spans and content in one transaction). A request is
-//! stored whole or not at all.
+//! OTLP receivers: HTTP `POST /v1/traces` (protobuf and JSON, gzip) here, gRPC
+//! `TraceService/Export` in `otlp_grpc` (raw bytes, budgeted before decoding). Both share one
+//! path: admission against the in-flight byte budget, decode, then on a blocking thread the one
+//! write pipeline (`ingest::prepare`) and one durable engine write of its result
+//! (`Engine::write_batch`: spans and content in one transaction). A request is stored whole or
+//! not at all.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -13,69 +13,48 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 use tokio::sync::OwnedSemaphorePermit;
-use tonic_types::{ErrorDetails, StatusExt};
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
+use crate::edge_error::{EdgeError, RETRY_AFTER_SECS};
 use crate::server::{AppState, BUDGET_UNIT};
 
 /// How many times its size a JSON body takes while decoded (budgeting estimate).
 const JSON_EXPANSION: usize = 4;
 
-/// Seconds a client is told to wait after an overload answer.
-const RETRY_AFTER_SECS: u64 = 1;
+/// How many times its size a protobuf message takes while decoded (budgeting estimate: the
+/// decoded structs hold a `String` or `Vec` header, 24 bytes, for values that take a few bytes
+/// on the wire).
+pub(crate) const PROTOBUF_EXPANSION: usize = 3;
 
-/// Why an export was not stored.
-#[derive(Debug)]
-pub(crate) enum IngestError {
-    /// The request is malformed (400 / INVALID_ARGUMENT).
-    Invalid(String),
-    /// The body is larger than allowed (413 / RESOURCE_EXHAUSTED without retry).
-    TooLarge(usize),
-    /// Too much in flight (429 / RESOURCE_EXHAUSTED with retry info).
-    Overloaded(String),
-    /// Temporarily unable (503 / UNAVAILABLE).
-    Unavailable(String),
-    /// A bug or damaged store (500 / INTERNAL). Logged once here.
-    Internal(String),
-}
-
-impl From<engine::Error> for IngestError {
-    fn from(error: engine::Error) -> Self {
-        match &error {
-            engine::Error::Overloaded { .. } => IngestError::Overloaded(error.to_string()),
-            engine::Error::SchemaMismatch(_) => IngestError::Internal(error.to_string()),
-            _ => match error.kind() {
-                engine::ErrorKind::Caller => IngestError::Invalid(error.to_string()),
-                engine::ErrorKind::Transient => IngestError::Unavailable(error.to_string()),
-                _ => IngestError::Internal(format!("{error:#}")),
-            },
-        }
-    }
-}
-
-fn from_ingest_error(error: ingest::Error) -> IngestError {
+fn from_ingest_error(error: ingest::Error) -> EdgeError {
     if error.is_too_large() {
-        IngestError::TooLarge(0)
+        EdgeError::TooLarge(error.to_string())
     } else if error.is_caller_error() {
-        IngestError::Invalid(error.to_string())
+        EdgeError::Invalid(error.to_string())
     } else {
-        IngestError::Internal(error.to_string())
+        EdgeError::internal(crate::edge_error::cause_chain(&error))
     }
+}
+
+/// The answer to a request over `limit` bytes.
+fn too_large(limit: usize) -> EdgeError {
+    EdgeError::TooLarge(format!(
+        "request body is larger than the {limit} byte limit"
+    ))
 }
 
 /// Reserves budget for `bytes` of request, or says the server is overloaded.
-fn admit(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, IngestError> {
+pub(crate) fn admit(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, EdgeError> {
     let permits = u32::try_from(bytes / BUDGET_UNIT + 1).unwrap_or(u32::MAX);
     Arc::clone(&state.ingest_budget)
         .try_acquire_many_owned(permits)
         .map_err(|_| {
-            IngestError::Overloaded(format!(
+            EdgeError::Overloaded(format!(
                 "too many export bytes in flight; retry in {RETRY_AFTER_SECS} s"
             ))
         })
@@ -85,15 +64,15 @@ fn admit(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePermit, IngestE
 ///
 /// The permit moves into the blocking task, so the budget covers the work until it is done even
 /// if the client goes away.
-async fn store(
+pub(crate) async fn store(
     state: &Arc<AppState>,
     request: ExportTraceServiceRequest,
     permit: OwnedSemaphorePermit,
-) -> Result<usize, IngestError> {
+) -> Result<usize, EdgeError> {
     let engine = Arc::clone(&state.engine);
     let rules = state.rules.clone();
     let policy = state.content.clone();
-    let joined = tokio::task::spawn_blocking(move || -> Result<usize, IngestError> {
+    let joined = tokio::task::spawn_blocking(move || -> Result<usize, EdgeError> {
         let _permit = permit;
         // One pipeline (redaction and content extraction before anything is written, WAL
         // included), one write: spans and content in one durable transaction.
@@ -107,7 +86,7 @@ async fn store(
     .await;
     match joined {
         Ok(result) => result,
-        Err(join_error) => Err(IngestError::Internal(format!(
+        Err(join_error) => Err(EdgeError::internal(format!(
             "ingest task failed: {join_error}"
         ))),
     }
@@ -119,56 +98,6 @@ pub(crate) fn now_unix_nanos() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// The gRPC `TraceService`.
-#[derive(Debug, Clone)]
-pub struct IngestService {
-    state: Arc<AppState>,
-}
-
-impl IngestService {
-    /// A service writing into `state.engine`.
-    pub fn new(state: Arc<AppState>) -> Self {
-        IngestService { state }
-    }
-}
-
-fn grpc_status(error: IngestError) -> tonic::Status {
-    match error {
-        IngestError::Invalid(message) => tonic::Status::invalid_argument(message),
-        IngestError::TooLarge(limit) => tonic::Status::resource_exhausted(format!(
-            "request is larger than the {limit} byte limit"
-        )),
-        IngestError::Overloaded(message) => tonic::Status::with_error_details(
-            tonic::Code::ResourceExhausted,
-            message,
-            ErrorDetails::with_retry_info(Some(Duration::from_secs(RETRY_AFTER_SECS))),
-        ),
-        IngestError::Unavailable(message) => tonic::Status::unavailable(message),
-        IngestError::Internal(message) => {
-            error!(error = %message, "export failed");
-            tonic::Status::internal("internal error while storing spans")
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for IngestService {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let request = request.into_inner();
-        let permit = admit(&self.state, request.encoded_len()).map_err(grpc_status)?;
-        let spans = store(&self.state, request, permit)
-            .await
-            .map_err(grpc_status)?;
-        debug!(spans, "grpc export stored");
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
 }
 
 /// Body encodings of OTLP/HTTP.
@@ -196,63 +125,17 @@ struct RpcStatus {
     message: String,
 }
 
-fn http_error(encoding: Encoding, error: IngestError) -> Response {
-    let (status, code, message, retry) = match error {
-        IngestError::Invalid(message) => (
-            StatusCode::BAD_REQUEST,
-            tonic::Code::InvalidArgument,
-            message,
-            false,
-        ),
-        IngestError::TooLarge(limit) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            tonic::Code::ResourceExhausted,
-            format!("request body is larger than the {limit} byte limit"),
-            false,
-        ),
-        IngestError::Overloaded(message) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            tonic::Code::ResourceExhausted,
-            message,
-            true,
-        ),
-        IngestError::Unavailable(message) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            tonic::Code::Unavailable,
-            message,
-            true,
-        ),
-        IngestError::Internal(message) => {
-            error!(error = %message, "export failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                tonic::Code::Internal,
-                "internal error while storing spans".to_owned(),
-                false,
-            )
-        }
-    };
+/// The OTLP/HTTP error answer: a `google.rpc.Status` in the request's encoding.
+fn http_error(encoding: Encoding, error: EdgeError) -> Response {
+    let code = error.grpc_code() as i32;
+    let message = error.message().to_owned();
     let body = match encoding {
-        Encoding::Protobuf => RpcStatus {
-            code: code as i32,
-            message,
-        }
-        .encode_to_vec(),
-        Encoding::Json => serde_json::json!({ "code": code as i32, "message": message })
+        Encoding::Protobuf => RpcStatus { code, message }.encode_to_vec(),
+        Encoding::Json => serde_json::json!({ "code": code, "message": message })
             .to_string()
             .into_bytes(),
     };
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(encoding.content_type()),
-    );
-    if retry {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    }
-    response
+    error.into_response_with(encoding.content_type(), body)
 }
 
 fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
@@ -294,7 +177,7 @@ async fn export_http(
             } else {
                 Encoding::Protobuf
             };
-            return http_error(reply_as, IngestError::Invalid(message));
+            return http_error(reply_as, EdgeError::Invalid(message));
         }
     };
     let gzip = match headers.get(header::CONTENT_ENCODING).map(|value| {
@@ -310,7 +193,7 @@ async fn export_http(
         Some(value) => {
             return http_error(
                 encoding,
-                IngestError::Invalid(format!(
+                EdgeError::Invalid(format!(
                     "unsupported content-encoding {value:?}: use gzip or none"
                 )),
             );
@@ -321,7 +204,7 @@ async fn export_http(
     let expected = match (gzip, encoding) {
         (true, _) => state.max_request_bytes,
         (false, Encoding::Json) => body.len().saturating_mul(JSON_EXPANSION),
-        (false, Encoding::Protobuf) => body.len(),
+        (false, Encoding::Protobuf) => body.len().saturating_mul(PROTOBUF_EXPANSION),
     };
     let permit = match admit(&state, expected.min(state.max_request_bytes)) {
         Ok(permit) => permit,
@@ -329,14 +212,14 @@ async fn export_http(
     };
     let limit = state.max_request_bytes;
     let decoded =
-        tokio::task::spawn_blocking(move || -> Result<ExportTraceServiceRequest, IngestError> {
+        tokio::task::spawn_blocking(move || -> Result<ExportTraceServiceRequest, EdgeError> {
             let decompressed;
             let bytes: &[u8] = if gzip {
                 decompressed = ingest::decompress_gzip(&body, limit).map_err(|error| {
                     if error.is_too_large() {
-                        IngestError::TooLarge(limit)
+                        too_large(limit)
                     } else {
-                        IngestError::Invalid(error.to_string())
+                        EdgeError::Invalid(error.to_string())
                     }
                 })?;
                 &decompressed
@@ -356,7 +239,7 @@ async fn export_http(
         Err(join_error) => {
             return http_error(
                 encoding,
-                IngestError::Internal(format!("decode task failed: {join_error}")),
+                EdgeError::internal(format!("decode task failed: {join_error}")),
             );
         }
     };
@@ -381,7 +264,7 @@ async fn export_http(
             response
         }
         Err(error) => {
-            if matches!(error, IngestError::Overloaded(_)) {
+            if matches!(error, EdgeError::Overloaded(_)) {
                 warn!("export refused: overloaded");
             }
             http_error(encoding, error)
@@ -391,7 +274,7 @@ async fn export_http(
 
 async fn body_too_large(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let encoding = request_encoding(&headers).unwrap_or(Encoding::Protobuf);
-    http_error(encoding, IngestError::TooLarge(state.max_request_bytes))
+    http_error(encoding, too_large(state.max_request_bytes))
 }
 
 /// The OTLP/HTTP router: `POST /v1/traces`.
@@ -428,7 +311,7 @@ pub fn http_router(state: Arc<AppState>) -> Router {
                         })
                 {
                     // A streamed body went over the limit while being read.
-                    return http_error(Encoding::Protobuf, IngestError::TooLarge(limit));
+                    return http_error(Encoding::Protobuf, too_large(limit));
                 }
                 response
             },

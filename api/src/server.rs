@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use engine::Engine;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use query::SqlEngine;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -19,7 +18,8 @@ use tracing::{info, warn};
 use crate::config::ServerConfig;
 use crate::http_api;
 use crate::jaeger::JaegerStorage;
-use crate::otlp::{self, IngestService};
+use crate::otlp;
+use crate::otlp_grpc::OtlpTraceServer;
 
 /// Shared state of every handler.
 #[derive(Debug)]
@@ -169,7 +169,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let grpc_service = otlp_grpc_service(&state, &config);
     let grpc_token = shutdown.clone();
     let grpc = tokio::spawn(async move {
-        // tonic decodes a message before the handler can budget it: bound concurrent streams.
+        // A message is read whole before the handler budgets it: bound concurrent streams.
         tonic::transport::Server::builder()
             .concurrency_limit_per_connection(MAX_CONCURRENT_EXPORTS_PER_CONNECTION)
             .add_service(grpc_service)
@@ -339,15 +339,8 @@ async fn content_expiry(
 }
 
 /// The OTLP `TraceService` as served on the OTLP/gRPC and the Jaeger addresses.
-fn otlp_grpc_service(
-    state: &Arc<AppState>,
-    config: &ServerConfig,
-) -> TraceServiceServer<IngestService> {
-    TraceServiceServer::new(IngestService::new(Arc::clone(state)))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(config.max_request_bytes)
-        .max_encoding_message_size(config.max_request_bytes)
+fn otlp_grpc_service(state: &Arc<AppState>, config: &ServerConfig) -> OtlpTraceServer {
+    OtlpTraceServer::new(Arc::clone(state), config.max_request_bytes)
 }
 
 /// Accepted gRPC connections, with Nagle's algorithm off: a small streamed answer (one trace)

@@ -116,7 +116,7 @@ impl SqlTarget {
                 let output = engine.execute(sql).await?;
                 Ok(match format {
                     OutputFormat::Table => table_text(&output)?,
-                    OutputFormat::Csv => query::format::to_csv(&output)?,
+                    OutputFormat::Csv => query::format::to_csv(&output, usize::MAX)?,
                     OutputFormat::Json => {
                         let mut bytes = serde_json::to_vec(&query::format::to_json(&output))?;
                         bytes.push(b'\n');

@@ -11,7 +11,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Which family an error belongs to; decides how the edge reports it.
 ///
 /// A query that needs more than its budget (memory, time, result rows) is the caller's to
-/// narrow: retrying it unchanged gives the same answer, so those are [`ErrorKind::Caller`].
+/// narrow: retrying it unchanged gives the same answer, so those are [`ErrorKind::Caller`],
+/// except running out of time, [`ErrorKind::Timeout`], which gateways and clients know as 504.
 /// Storage trouble (I/O, overload, shutdown) is [`ErrorKind::Transient`]; damaged data and
 /// broken invariants are [`ErrorKind::Internal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub enum ErrorKind {
     Transient,
     /// A bug or damaged data (500).
     Internal,
+    /// The query ran out of time (504, gRPC `DEADLINE_EXCEEDED`): narrow it or raise the
+    /// timeout.
+    Timeout,
 }
 
 /// Everything that can go wrong running SQL.
@@ -49,6 +53,18 @@ pub enum Error {
     /// The query did not finish within `Options::timeout`.
     #[error("query did not finish within {0:?}")]
     Timeout(Duration),
+    /// The SQL text is too large or has too many operators to plan safely.
+    #[error("query too complex: {0}")]
+    TooComplex(String),
+    /// The query panicked (a bug); the message says where.
+    #[error("query panicked: {0}")]
+    Panicked(String),
+    /// The result would take more than `Options::max_result_bytes` to send.
+    #[error("query result exceeds {limit} bytes; select fewer columns or rows")]
+    TooLarge {
+        /// The configured maximum.
+        limit: usize,
+    },
     /// The result has more rows than `Options::max_result_rows`.
     #[error("query returned more than {limit} rows; add a LIMIT or narrow the filters")]
     TooManyRows {
@@ -78,15 +94,17 @@ impl Error {
             | Error::Rejected { .. }
             | Error::Execution(_)
             | Error::ResourcesExhausted(_)
-            | Error::Timeout(_)
+            | Error::TooComplex(_)
+            | Error::TooLarge { .. }
             | Error::TooManyRows { .. }
             | Error::InvalidRule(_) => ErrorKind::Caller,
+            Error::Timeout(_) => ErrorKind::Timeout,
             Error::Engine(error) => match error.kind() {
                 engine::ErrorKind::Caller => ErrorKind::Caller,
                 engine::ErrorKind::Transient => ErrorKind::Transient,
                 _ => ErrorKind::Internal,
             },
-            Error::Format(_) | Error::Internal(_) => ErrorKind::Internal,
+            Error::Format(_) | Error::Internal(_) | Error::Panicked(_) => ErrorKind::Internal,
         }
     }
 

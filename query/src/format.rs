@@ -68,9 +68,57 @@ pub fn to_json(output: &QueryOutput) -> Value {
     Value::Object(out)
 }
 
+/// [`to_json`] written straight to bytes, one batch at a time, failing with
+/// [`Error::TooLarge`] once the text passes `max_bytes`: memory stays at the text plus one
+/// batch of values, however many rows.
+pub fn to_json_bytes(output: &QueryOutput, max_bytes: usize) -> Result<Vec<u8>> {
+    let too_large = || Error::TooLarge { limit: max_bytes };
+    let json_error = |error: serde_json::Error| Error::Internal(format!("writing JSON: {error}"));
+    let columns: Vec<Value> = output
+        .schema
+        .fields()
+        .iter()
+        .map(|field| {
+            serde_json::json!({"name": field.name(), "type": field.data_type().to_string()})
+        })
+        .collect();
+    let mut out = b"{\"columns\":".to_vec();
+    serde_json::to_writer(&mut out, &columns).map_err(json_error)?;
+    out.extend_from_slice(b",\"rows\":[");
+    let mut first = true;
+    for batch in &output.batches {
+        let mut columns: Vec<std::vec::IntoIter<Value>> = batch
+            .columns()
+            .iter()
+            .map(|column| column_values(column.as_ref()).into_iter())
+            .collect();
+        for _ in 0..batch.num_rows() {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let row: Vec<Value> = columns
+                .iter_mut()
+                .map(|values| values.next().unwrap_or(Value::Null))
+                .collect();
+            serde_json::to_writer(&mut out, &row).map_err(json_error)?;
+        }
+        if out.len() > max_bytes {
+            return Err(too_large());
+        }
+    }
+    out.extend_from_slice(b"]}");
+    if out.len() > max_bytes {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
 /// CSV with a header row. Nested values (lists, maps, structs) are written as their JSON
 /// text, timestamps as RFC 3339 and binary as base64 (the JSON rules), NULL as an empty cell.
-pub fn to_csv(output: &QueryOutput) -> Result<Vec<u8>> {
+///
+/// Fails with [`Error::TooLarge`] once the text passes `max_bytes`.
+pub fn to_csv(output: &QueryOutput, max_bytes: usize) -> Result<Vec<u8>> {
     let schema = Arc::new(Schema::new(
         output
             .schema
@@ -85,11 +133,11 @@ pub fn to_csv(output: &QueryOutput) -> Result<Vec<u8>> {
             })
             .collect::<Vec<_>>(),
     ));
-    let mut writer = arrow::csv::WriterBuilder::new()
+    let mut out = Vec::new();
+    // An empty batch still writes the header; later writers continue the same text.
+    arrow::csv::WriterBuilder::new()
         .with_header(true)
-        .build(Vec::new());
-    // An empty batch still writes the header.
-    writer
+        .build(&mut out)
         .write(&RecordBatch::new_empty(Arc::clone(&schema)))
         .map_err(Error::Format)?;
     for batch in &output.batches {
@@ -109,17 +157,29 @@ pub fn to_csv(output: &QueryOutput) -> Result<Vec<u8>> {
             })
             .collect();
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(Error::Format)?;
-        writer.write(&batch).map_err(Error::Format)?;
+        arrow::csv::WriterBuilder::new()
+            .with_header(false)
+            .build(&mut out)
+            .write(&batch)
+            .map_err(Error::Format)?;
+        if out.len() > max_bytes {
+            return Err(Error::TooLarge { limit: max_bytes });
+        }
     }
-    Ok(writer.into_inner())
+    Ok(out)
 }
 
 /// The result as an Arrow IPC *stream* (schema message, then one message per batch).
-pub fn to_arrow_ipc(output: &QueryOutput) -> Result<Vec<u8>> {
+///
+/// Fails with [`Error::TooLarge`] once the stream passes `max_bytes`.
+pub fn to_arrow_ipc(output: &QueryOutput, max_bytes: usize) -> Result<Vec<u8>> {
     let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &output.schema)
         .map_err(Error::Format)?;
     for batch in &output.batches {
         writer.write(batch).map_err(Error::Format)?;
+        if writer.get_ref().len() > max_bytes {
+            return Err(Error::TooLarge { limit: max_bytes });
+        }
     }
     writer.finish().map_err(Error::Format)?;
     writer.into_inner().map_err(Error::Format)

@@ -62,12 +62,15 @@
 
 mod agent_tables;
 mod blocking;
+mod bounded_functions;
+mod complexity;
 mod content_table;
 mod error;
 mod explode;
 pub mod format;
 mod guard;
 mod options;
+mod pool;
 mod pushdown;
 mod retention_table;
 mod rules;
@@ -78,6 +81,7 @@ mod tables;
 mod timestamp;
 pub mod trace_search;
 
+pub use complexity::{MAX_OPERATORS, MAX_SQL_BYTES};
 pub use error::{Error, ErrorKind, Result};
 pub use options::Options;
 pub use rules::{RetentionRule, RuleSet};

@@ -13,8 +13,15 @@ pub struct Options {
     pub timeout: Duration,
     /// Rows one result may hold (`Error::TooManyRows`).
     pub max_result_rows: usize,
+    /// Bytes one result may hold in memory (`Error::TooLarge`), also the cap on the bytes of
+    /// its response once formatted.
+    pub max_result_bytes: usize,
     /// Partitions a scan is split into (and DataFusion's `target_partitions`).
     pub target_partitions: usize,
+    /// Threads queries run on, apart from the caller's runtime.
+    pub threads: usize,
+    /// Queries that run at once; more wait for a slot within their timeout.
+    pub max_concurrent: usize,
 }
 
 impl Default for Options {
@@ -23,7 +30,10 @@ impl Default for Options {
             memory_limit: 1 << 30,
             timeout: Duration::from_secs(60),
             max_result_rows: 1_000_000,
+            max_result_bytes: 256 << 20,
             target_partitions: 2,
+            threads: std::thread::available_parallelism().map_or(2, usize::from),
+            max_concurrent: 4,
         }
     }
 }
@@ -44,6 +54,24 @@ impl Options {
     /// Sets the maximum number of rows of one result.
     pub fn with_max_result_rows(mut self, rows: usize) -> Self {
         self.max_result_rows = rows;
+        self
+    }
+
+    /// Sets the maximum bytes of one result (in memory, and once formatted).
+    pub fn with_max_result_bytes(mut self, bytes: usize) -> Self {
+        self.max_result_bytes = bytes;
+        self
+    }
+
+    /// Sets how many queries run at once (at least 1).
+    pub fn with_max_concurrent(mut self, queries: usize) -> Self {
+        self.max_concurrent = queries.max(1);
+        self
+    }
+
+    /// Sets how many threads run queries (at least 1).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
         self
     }
 

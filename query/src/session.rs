@@ -10,7 +10,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -22,8 +22,10 @@ use crate::agent_tables::AgentTableProvider;
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::options::Options;
+use crate::pool::QueryPool;
 use crate::scan::{SpansScanExec, add_metrics};
 use crate::tables::{NestedKind, NestedTable, SPAN_EVENTS, SPAN_LINKS, SPANS, SpansTable};
+use crate::{bounded_functions, complexity};
 
 /// Memory consumers named in a memory-limit error (3).
 const REPORTED_CONSUMERS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(2);
@@ -62,6 +64,7 @@ impl QueryOutput {
 pub struct SqlEngine {
     context: SessionContext,
     options: Options,
+    pool: QueryPool,
 }
 
 impl fmt::Debug for SqlEngine {
@@ -130,7 +133,12 @@ impl SqlEngine {
                 )
                 .map_err(Error::from_datafusion)?;
         }
-        Ok(SqlEngine { context, options })
+        let pool = QueryPool::new(options.threads, options.max_concurrent)?;
+        Ok(SqlEngine {
+            context,
+            options,
+            pool,
+        })
     }
 
     /// The options this engine was built with.
@@ -141,66 +149,93 @@ impl SqlEngine {
     /// Runs one read-only statement and collects its result.
     ///
     /// Fails with [`Error::Rejected`] for anything but a query, `EXPLAIN`, `SHOW TABLES`,
-    /// `SHOW COLUMNS` or `DESCRIBE`; with [`Error::Timeout`], [`Error::ResourcesExhausted`] or
-    /// [`Error::TooManyRows`] when the query exceeds its [`Options`] bounds.
+    /// `SHOW COLUMNS` or `DESCRIBE`; with [`Error::TooComplex`] for text too large or deep to
+    /// plan; with [`Error::Timeout`], [`Error::ResourcesExhausted`], [`Error::TooManyRows`] or
+    /// [`Error::TooLarge`] when the query exceeds its [`Options`] bounds; with
+    /// [`Error::Panicked`] if DataFusion panics. The query runs on the engine's own threads.
     pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
-        let timeout = self.options.timeout;
-        match tokio::time::timeout(timeout, self.run(sql)).await {
-            Ok(result) => result,
-            // Dropping the query future drops its streams; scan threads stop at their next send.
-            Err(_) => Err(Error::Timeout(timeout)),
-        }
-    }
-
-    async fn run(&self, sql: &str) -> Result<QueryOutput> {
+        complexity::check(sql)?;
         let state = self.query_state()?;
-        let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
-        let statement = guard::parse_allowed(sql, recursion_limit)?;
-        let plan = state
-            .statement_to_plan(statement)
+        let sql = sql.to_owned();
+        let limits = ResultLimits {
+            rows: self.options.max_result_rows,
+            bytes: self.options.max_result_bytes,
+        };
+        self.pool
+            .run(self.options.timeout, run(state, sql, limits))
             .await
-            .map_err(Error::from_datafusion)?;
-        guard::verify_plan(&plan)?;
-        let physical = state
-            .create_physical_plan(&plan)
-            .await
-            .map_err(Error::from_datafusion)?;
-        let mut stream = execute_stream(Arc::clone(&physical), state.task_ctx())
-            .map_err(Error::from_datafusion)?;
-        let limit = self.options.max_result_rows;
-        let mut batches = Vec::new();
-        let mut rows = 0usize;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(Error::from_datafusion)?;
-            rows = rows.saturating_add(batch.num_rows());
-            if rows > limit {
-                return Err(Error::TooManyRows { limit });
-            }
-            if batch.num_rows() > 0 {
-                batches.push(batch);
-            }
-        }
-        drop(stream);
-        let scan_metrics = scan_metrics(&physical);
-        debug!(
-            rows,
-            segments_selected = scan_metrics.segments_selected,
-            bytes_read = scan_metrics.bytes_read,
-            "query finished"
-        );
-        Ok(QueryOutput {
-            schema: physical.schema(),
-            batches,
-            scan_metrics,
-        })
     }
 
     /// The shared session with a fresh runtime, so every query gets its own memory budget.
     fn query_state(&self) -> Result<SessionState> {
-        Ok(SessionStateBuilder::new_from_existing(self.context.state())
-            .with_runtime_env(runtime_env(&self.options)?)
-            .build())
+        let runtime = runtime_env(&self.options)?;
+        let pool = Arc::clone(&runtime.memory_pool);
+        let mut state = SessionStateBuilder::new_from_existing(self.context.state())
+            .with_runtime_env(runtime)
+            .build();
+        bounded_functions::install(&mut state, &pool).map_err(Error::from_datafusion)?;
+        Ok(state)
     }
+}
+
+/// What one result may hold.
+#[derive(Debug, Clone, Copy)]
+struct ResultLimits {
+    rows: usize,
+    bytes: usize,
+}
+
+/// Parses, plans and runs `sql` on `state`, collecting the result within `limits` and the
+/// query's memory budget (the result's batches are reserved from it like any operator's).
+async fn run(state: SessionState, sql: String, limits: ResultLimits) -> Result<QueryOutput> {
+    let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
+    let statement = guard::parse_allowed(&sql, recursion_limit)?;
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(Error::from_datafusion)?;
+    guard::verify_plan(&plan)?;
+    let physical = state
+        .create_physical_plan(&plan)
+        .await
+        .map_err(Error::from_datafusion)?;
+    let mut stream =
+        execute_stream(Arc::clone(&physical), state.task_ctx()).map_err(Error::from_datafusion)?;
+    let reservation =
+        MemoryConsumer::new("query result").register(&state.runtime_env().memory_pool);
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(Error::from_datafusion)?;
+        rows = rows.saturating_add(batch.num_rows());
+        if rows > limits.rows {
+            return Err(Error::TooManyRows { limit: limits.rows });
+        }
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let size = batch.get_array_memory_size();
+        if reservation.size().saturating_add(size) > limits.bytes {
+            return Err(Error::TooLarge {
+                limit: limits.bytes,
+            });
+        }
+        reservation.try_grow(size).map_err(Error::from_datafusion)?;
+        batches.push(batch);
+    }
+    drop(stream);
+    let scan_metrics = scan_metrics(&physical);
+    debug!(
+        rows,
+        segments_selected = scan_metrics.segments_selected,
+        bytes_read = scan_metrics.bytes_read,
+        "query finished"
+    );
+    Ok(QueryOutput {
+        schema: physical.schema(),
+        batches,
+        scan_metrics,
+    })
 }
 
 /// A memory pool of `memory_limit` bytes and no disk manager: nothing spills to files.

@@ -542,3 +542,174 @@ async fn spans_with_duplicate_ids_are_all_kept() {
     assert_eq!(spans, 4);
     server.stop().await;
 }
+
+/// Sends raw bytes as a `TraceService/Export` message, as a broken client would.
+async fn export_raw_grpc(endpoint: &str, message: Vec<u8>) -> tonic::Status {
+    #[derive(Debug, Clone, Copy)]
+    struct Raw;
+    impl tonic::codec::Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = ();
+        type Encoder = Raw;
+        type Decoder = Raw;
+        fn encoder(&mut self) -> Raw {
+            Raw
+        }
+        fn decoder(&mut self) -> Raw {
+            Raw
+        }
+    }
+    impl tonic::codec::Encoder for Raw {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(
+            &mut self,
+            item: Vec<u8>,
+            dst: &mut tonic::codec::EncodeBuf<'_>,
+        ) -> Result<(), tonic::Status> {
+            use bytes::BufMut as _;
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl tonic::codec::Decoder for Raw {
+        type Item = ();
+        type Error = tonic::Status;
+        fn decode(
+            &mut self,
+            _src: &mut tonic::codec::DecodeBuf<'_>,
+        ) -> Result<Option<()>, tonic::Status> {
+            Ok(Some(()))
+        }
+    }
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    client
+        .unary(tonic::Request::new(message), path, Raw)
+        .await
+        .expect_err("the export must be refused")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_exports_that_cannot_succeed_get_codes_clients_do_not_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.max_request_bytes = 64 << 10;
+    let server = TestServer::start_with(config).await;
+    use tonic_types::StatusExt as _;
+    // Not protobuf: INVALID_ARGUMENT (was INTERNAL), saying what was wrong.
+    for garbage in [vec![0xff; 64], b"{\"resourceSpans\": []}".to_vec()] {
+        let status = export_raw_grpc(&server.otlp_grpc, garbage).await;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("ExportTraceServiceRequest"),
+            "{}",
+            status.message()
+        );
+    }
+    // Over the size limit: RESOURCE_EXHAUSTED (was OUT_OF_RANGE), without retry advice, plain
+    // and gzip-compressed.
+    let spans: Vec<Span> = (0..2_000u32)
+        .map(|n| {
+            let mut span = span(12, 1);
+            span.span_id = u64::from(n + 1).to_be_bytes().to_vec();
+            span.name = format!("a long enough span name to pass the limit {n}");
+            span
+        })
+        .collect();
+    let big = request(spans);
+    assert!(big.encoded_len() > 64 << 10);
+    for gzip in [false, true] {
+        let mut client = TraceServiceClient::connect(server.otlp_grpc.clone())
+            .await
+            .unwrap();
+        if gzip {
+            client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        }
+        let status = client.export(big.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(status.get_details_retry_info().is_none(), "{status:?}");
+    }
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, 0);
+    // A valid export still goes through on the same server.
+    let mut client = TraceServiceClient::connect(server.otlp_grpc.clone())
+        .await
+        .unwrap();
+    client.export(request(vec![span(12, 1)])).await.unwrap();
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_query_gets_504_while_health_and_ingest_stay_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.query = query::Options::default().with_timeout(std::time::Duration::from_secs(3));
+    let server = TestServer::start_with(config).await;
+    let client = reqwest::Client::new();
+    let sql_url = format!("{}/api/v1/sql", server.api);
+    let runaway = {
+        let client = client.clone();
+        let url = sql_url.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(
+                    &json!({"sql": "SELECT count(*) FROM range(1000000000000) a \
+                                     CROSS JOIN range(1000000) b"}),
+                )
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // While it runs: health answers and an export is stored, every time.
+    let mut served = 0;
+    while !runaway.is_finished() && served < 20 {
+        let health = client
+            .get(format!("{}/healthz", server.api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        served += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!runaway.is_finished(), "the runaway query ended early");
+    let stored = post(
+        &server.otlp_http,
+        "application/x-protobuf",
+        false,
+        request(vec![span(13, 1)]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(stored.status(), StatusCode::OK);
+    let response = runaway.await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("3s"), "{body}");
+    // Refused before planning: too many operators, and the server still answers.
+    let chain = vec!["1"; 100_000].join(" + ");
+    let response = client
+        .post(&sql_url)
+        .json(&json!({ "sql": format!("SELECT {chain}") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("operators"),
+        "{body}"
+    );
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, 1);
+    server.stop().await;
+}

@@ -80,7 +80,7 @@ async fn csv_has_a_header_and_renders_nested_values_as_json() {
             root_span(1)
         ))
         .await;
-    let csv = String::from_utf8(query::format::to_csv(&output).unwrap()).unwrap();
+    let csv = String::from_utf8(query::format::to_csv(&output, usize::MAX).unwrap()).unwrap();
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
@@ -98,7 +98,10 @@ async fn csv_has_a_header_and_renders_nested_values_as_json() {
     );
     assert_eq!(lines.next(), None);
     let empty = fixture.query("SELECT span_id FROM spans WHERE false").await;
-    assert_eq!(query::format::to_csv(&empty).unwrap(), b"span_id\n");
+    assert_eq!(
+        query::format::to_csv(&empty, usize::MAX).unwrap(),
+        b"span_id\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -107,7 +110,7 @@ async fn arrow_ipc_is_a_readable_stream() {
     let output = fixture
         .query("SELECT trace_id, span_id, attributes, events, links FROM spans ORDER BY span_id")
         .await;
-    let bytes = query::format::to_arrow_ipc(&output).unwrap();
+    let bytes = query::format::to_arrow_ipc(&output, usize::MAX).unwrap();
     let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
     assert_eq!(reader.schema(), output.schema);
     let batches: Vec<_> = reader.map(Result::unwrap).collect();
@@ -132,4 +135,27 @@ async fn table_is_boxed_text() {
          | tools        | 9     |\n\
          +--------------+-------+"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn written_json_equals_the_json_value_and_stops_at_its_byte_cap() {
+    let fixture = Fixture::new();
+    let output = fixture.query("SELECT * FROM spans ORDER BY span_id").await;
+    let bytes = query::format::to_json_bytes(&output, usize::MAX).unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(parsed, query::format::to_json(&output));
+    let empty = fixture.query("SELECT * FROM spans WHERE false").await;
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&query::format::to_json_bytes(&empty, usize::MAX).unwrap()).unwrap();
+    assert_eq!(parsed, query::format::to_json(&empty));
+    // One byte under the full text: refused, in every format.
+    let limit = bytes.len() - 1;
+    assert!(matches!(
+        query::format::to_json_bytes(&output, limit),
+        Err(query::Error::TooLarge { limit: l }) if l == limit
+    ));
+    let csv = query::format::to_csv(&output, usize::MAX).unwrap();
+    assert!(query::format::to_csv(&output, csv.len() - 1).is_err());
+    let ipc = query::format::to_arrow_ipc(&output, usize::MAX).unwrap();
+    assert!(query::format::to_arrow_ipc(&output, ipc.len() / 2).is_err());
 }

@@ -1,4 +1,4 @@
-//! Per-query bounds: memory, time, result rows.
+//! Per-query bounds: memory, time, result rows and bytes, SQL size and depth.
 
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ async fn a_query_over_the_time_budget_is_cancelled() {
         "SELECT count(*) FROM spans a CROSS JOIN spans b CROSS JOIN generate_series(1, 100000000)";
     match fixture.sql.execute(sql).await {
         Err(error @ Error::Timeout(_)) => {
-            assert_eq!(error.kind(), ErrorKind::Caller);
+            assert_eq!(error.kind(), ErrorKind::Timeout);
             assert!(error.to_string().contains("200ms"), "{error}");
         }
         other => panic!("expected a timeout, got {other:?}"),
@@ -84,5 +84,190 @@ async fn results_over_max_result_rows_are_refused() {
     assert_eq!(
         fixture.query("SELECT count(*) FROM spans").await.num_rows(),
         1
+    );
+}
+
+/// `SELECT <term> <op> <term> ... FROM spans LIMIT 1` with `operators` operators.
+fn chain(term: &str, operator: &str, operators: usize) -> String {
+    let mut sql = format!("SELECT {term}");
+    for _ in 0..operators {
+        sql.push_str(operator);
+        sql.push_str(term);
+    }
+    sql.push_str(" AS v FROM spans LIMIT 1");
+    sql
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_sql_text_overflows_the_stack() {
+    let fixture = Fixture::new();
+    // Chains as long as allowed plan, run and answer right, on every operator kind that
+    // builds one tree level per term.
+    let limit = query::MAX_OPERATORS;
+    let cases = [
+        ("1", " + ", serde_json::json!(limit + 1)),
+        (
+            "starts_with(span_name, 'zzz')",
+            " OR ",
+            serde_json::json!(false),
+        ),
+        (
+            "starts_with(span_name, '')",
+            " AND ",
+            serde_json::json!(true),
+        ),
+        ("'a'", " || ", serde_json::json!("a".repeat(limit + 1))),
+    ];
+    for (term, operator, expected) in cases {
+        let rows = fixture.rows(&chain(term, operator, limit)).await;
+        assert_eq!(rows, vec![serde_json::json!([expected])], "{operator}");
+    }
+    // 100,000 terms: refused with a message, the server (this process) still standing.
+    for (term, operator) in [
+        ("1", " + "),
+        ("true", " OR "),
+        ("true", " AND "),
+        ("'a'", " || "),
+    ] {
+        match fixture.sql.execute(&chain(term, operator, 100_000)).await {
+            Err(error @ Error::TooComplex(_)) => {
+                assert_eq!(error.kind(), ErrorKind::Caller);
+                assert!(error.to_string().contains("operators"), "{error}");
+            }
+            other => panic!("{operator}: expected too complex, got {other:?}"),
+        }
+    }
+    // Nesting is bounded by the parser's recursion limit, also at 100,000 levels.
+    let nested = [
+        format!("SELECT {}1{}", "(".repeat(100_000), ")".repeat(100_000)),
+        format!("SELECT {}1{}", "abs(".repeat(100_000), ")".repeat(100_000)),
+        format!("SELECT {}1", "NOT ".repeat(100_000)),
+        format!("SELECT {}1", "- ".repeat(100_000)),
+        format!(
+            "SELECT * FROM {}spans{}",
+            "(SELECT * FROM ".repeat(100_000),
+            ")".repeat(100_000)
+        ),
+    ];
+    for sql in &nested {
+        let error = fixture.sql.execute(sql).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Caller, "{error}");
+    }
+    // Set operations and joins chain too.
+    let unions = vec!["SELECT 1"; 100_000].join(" UNION ALL ");
+    let joins = format!(
+        "SELECT count(*) FROM spans{}",
+        " JOIN spans USING (span_id)".repeat(100_000)
+    );
+    for sql in [unions, joins] {
+        assert!(matches!(
+            fixture.sql.execute(&sql).await,
+            Err(Error::TooComplex(_))
+        ));
+    }
+    let unions = vec!["SELECT 1 AS one"; 500].join(" UNION ALL ");
+    let total = fixture
+        .rows(&format!("SELECT sum(one) FROM ({unions})"))
+        .await;
+    assert_eq!(total, vec![serde_json::json!([500])]);
+    assert_eq!(
+        fixture.query("SELECT count(*) FROM spans").await.num_rows(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_out_query_frees_its_slot() {
+    let options = Options::default()
+        .with_timeout(Duration::from_millis(300))
+        .with_max_concurrent(1);
+    let fixture = Fixture::with_options(options);
+    let runaway =
+        "SELECT count(*) FROM spans a CROSS JOIN spans b CROSS JOIN generate_series(1, 100000000)";
+    for _ in 0..3 {
+        assert!(matches!(
+            fixture.sql.execute(runaway).await,
+            Err(Error::Timeout(_))
+        ));
+        // With one slot, this only runs if the aborted query let go of it.
+        assert_eq!(
+            fixture.query("SELECT count(*) FROM spans").await.num_rows(),
+            1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn results_over_max_result_bytes_are_refused() {
+    let fixture = Fixture::with_options(Options::default().with_max_result_bytes(64 << 10));
+    match fixture
+        .sql
+        .execute("SELECT repeat('x', 1000) FROM generate_series(1, 1000)")
+        .await
+    {
+        Err(error @ Error::TooLarge { limit }) => {
+            assert_eq!(limit, 64 << 10);
+            assert_eq!(error.kind(), ErrorKind::Caller);
+        }
+        other => panic!("expected too large, got {:?}", other.map(|o| o.num_rows())),
+    }
+    assert_eq!(
+        fixture
+            .query("SELECT repeat('x', 10) FROM generate_series(1, 100)")
+            .await
+            .num_rows(),
+        100
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn functions_that_generate_values_stay_within_the_memory_budget() {
+    let fixture = Fixture::with_options(Options::default().with_memory_limit(64 << 20));
+    let runaways = [
+        "SELECT repeat('x', 10000000000)",
+        "SELECT length(repeat('x', value)) FROM generate_series(100000, 110000)",
+        "SELECT lpad('x', 2000000000, 'ab')",
+        "SELECT rpad(span_name, 100000000) FROM spans",
+        "SELECT cardinality(range(1000000000000))",
+        "SELECT cardinality(generate_series(1, 100000000, 1))",
+        "SELECT cardinality(range(TIMESTAMP '1970-01-01', TIMESTAMP '2200-01-01', INTERVAL '1 second'))",
+        "SELECT cardinality(array_repeat('abc', 100000000))",
+        "SELECT length(replace(repeat('x', 100000), 'x', repeat('y', 10000)))",
+        "SELECT length(regexp_replace(repeat('x', 100000), '', repeat('y', 1000), 'g'))",
+    ];
+    for sql in runaways {
+        match fixture.sql.execute(sql).await {
+            Err(error @ Error::ResourcesExhausted(_)) => {
+                assert_eq!(error.kind(), ErrorKind::Caller, "{sql}");
+            }
+            other => panic!(
+                "{sql}: expected resources exhausted, got {:?}",
+                other.map(|o| o.num_rows())
+            ),
+        }
+    }
+    // The same functions at sane sizes answer as before.
+    let rows = fixture
+        .rows(
+            "SELECT repeat('ab', 3), lpad('x', 3, '0'), rpad('x', 3, '-'), \
+             cardinality(range(1, 4)), cardinality(generate_series(1, 4)), \
+             replace('a-b-c', '-', '+'), regexp_replace('a1b22', '[0-9]+', '#', 'g'), \
+             cardinality(array_repeat(7, 5)), \
+             cardinality(range(DATE '2026-01-01', DATE '2026-01-08', INTERVAL '1 day')), \
+             length(repeat('x', 1000000))",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![serde_json::json!([
+            "ababab", "00x", "x--", 3, 4, "a+b+c", "a#b#", 5, 7, 1_000_000
+        ])]
+    );
+    assert_eq!(
+        fixture
+            .query("SELECT repeat(span_name, 2) FROM spans")
+            .await
+            .num_rows(),
+        21
     );
 }

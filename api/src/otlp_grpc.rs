@@ -1,0 +1,207 @@
+//! The OTLP/gRPC `TraceService/Export` server, budgeting a request's bytes before decoding
+//! them.
+//!
+//! tonic's generated server decodes the protobuf message before the handler runs, so a burst
+//! of large exports is decoded (several times its wire size) before any budget can refuse it,
+//! and an undecodable message is answered INTERNAL. This server takes the message as raw bytes
+//! instead (tonic still does the gRPC framing, gzip and the size limit), then:
+//! 1. reserves the in-flight budget for the decoded size, or answers RESOURCE_EXHAUSTED with
+//!    retry advice, before decoding;
+//! 2. decodes on a blocking thread, answering INVALID_ARGUMENT for bytes that are not an
+//!    `ExportTraceServiceRequest`;
+//! 3. stores through the same path as OTLP/HTTP.
+//!
+//! tonic answers a message over the limit OUT_OF_RANGE, which OTLP exporters retry; the
+//! server rewrites that answer to RESOURCE_EXHAUSTED without retry advice (retrying cannot
+//! help), and a protocol error in the framing to INVALID_ARGUMENT.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::body::Body;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::{self, HeaderValue};
+use tonic::codegen::{Body as HttpBody, BoxFuture, StdError};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Code, Status};
+use tracing::debug;
+
+use crate::edge_error::EdgeError;
+use crate::otlp::{PROTOBUF_EXPANSION, admit, store};
+use crate::server::AppState;
+
+/// The full gRPC service name.
+const SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+/// The path of `Export`.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// `TraceService` over raw message bytes; see the module doc.
+#[derive(Debug, Clone)]
+pub struct OtlpTraceServer {
+    state: Arc<AppState>,
+    max_request_bytes: usize,
+}
+
+impl OtlpTraceServer {
+    /// A server writing into `state`, refusing messages over `max_request_bytes` (after gzip).
+    pub fn new(state: Arc<AppState>, max_request_bytes: usize) -> Self {
+        OtlpTraceServer {
+            state,
+            max_request_bytes,
+        }
+    }
+}
+
+impl NamedService for OtlpTraceServer {
+    const NAME: &'static str = SERVICE;
+}
+
+impl<B> tower::Service<http::Request<B>> for OtlpTraceServer
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != EXPORT_PATH {
+            return Box::pin(async {
+                Ok(Status::unimplemented("only TraceService/Export is served here").into_http())
+            });
+        }
+        let export = Export(Arc::clone(&self.state));
+        let limit = self.max_request_bytes;
+        Box::pin(async move {
+            let mut grpc = Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit);
+            let mut response = grpc.unary(export, request).await;
+            recode_framing_errors(&mut response);
+            Ok(response)
+        })
+    }
+}
+
+/// Rewrites tonic's own answers about the request's framing (trailers-only, so the status is
+/// in the headers): over the size limit → RESOURCE_EXHAUSTED, bad framing → INVALID_ARGUMENT.
+fn recode_framing_errors(response: &mut http::Response<Body>) {
+    let headers = response.headers_mut();
+    let code = headers
+        .get(Status::GRPC_STATUS)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map(Code::from_i32);
+    let message = headers
+        .get("grpc-message")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let recoded = match code {
+        Some(Code::OutOfRange) => Code::ResourceExhausted,
+        Some(Code::Internal)
+            if message.starts_with("protocol%20error")
+                || message.starts_with("Error%20decompressing") =>
+        {
+            Code::InvalidArgument
+        }
+        _ => return,
+    };
+    headers.insert(Status::GRPC_STATUS, HeaderValue::from(recoded as i32));
+}
+
+/// The `Export` handler over raw bytes.
+struct Export(Arc<AppState>);
+
+impl UnaryService<Bytes> for Export {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<tonic::Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let state = Arc::clone(&self.0);
+        Box::pin(async move {
+            let bytes = request.into_inner();
+            // Budget what decoding will hold, before decoding (at most a request's limit, as
+            // for OTLP/HTTP, so one request within the limit always fits the budget).
+            let expected = bytes
+                .len()
+                .saturating_mul(PROTOBUF_EXPANSION)
+                .min(state.max_request_bytes);
+            let permit = admit(&state, expected).map_err(EdgeError::into_status)?;
+            let decoded = tokio::task::spawn_blocking(move || {
+                ExportTraceServiceRequest::decode(bytes).map_err(|error| {
+                    EdgeError::Invalid(format!(
+                        "the message is not an OTLP ExportTraceServiceRequest: {error}"
+                    ))
+                })
+            })
+            .await
+            .map_err(|error| EdgeError::from(error).into_status())?
+            .map_err(EdgeError::into_status)?;
+            let spans = store(&state, decoded, permit)
+                .await
+                .map_err(EdgeError::into_status)?;
+            debug!(spans, "grpc export stored");
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        })
+    }
+}
+
+/// Messages in as raw bytes, responses out as protobuf.
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ResponseEncoder;
+    type Decoder = BytesDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ResponseEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesDecoder
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ResponseEncoder;
+
+impl Encoder for ResponseEncoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        item.encode(dst)
+            .map_err(|error| Status::internal(format!("encoding the response: {error}")))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BytesDecoder;
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        let remaining = src.remaining();
+        Ok(Some(src.copy_to_bytes(remaining)))
+    }
+}

@@ -166,8 +166,23 @@ pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
     chain
 }
 
+/// A 500 for damaged stored data: unlike other 500s, the answer names what is damaged (the
+/// file and where), since the operator must act on it.
+fn damaged(error: &(dyn std::error::Error + 'static)) -> EdgeError {
+    let chain = cause_chain(error);
+    EdgeError::Internal {
+        public: format!("damaged data: {chain}"),
+        cause: chain,
+    }
+}
+
 impl From<query::Error> for EdgeError {
     fn from(error: query::Error) -> Self {
+        if let query::Error::Engine(engine) = &error
+            && engine.kind() == engine::ErrorKind::Corruption
+        {
+            return damaged(&error);
+        }
         match (error.kind(), &error) {
             (_, query::Error::Panicked(_)) => EdgeError::Internal {
                 public: error.to_string(),
@@ -189,6 +204,7 @@ impl From<engine::Error> for EdgeError {
         match (&error, error.kind()) {
             (engine::Error::Overloaded { .. }, _) => EdgeError::Overloaded(error.to_string()),
             (engine::Error::SchemaMismatch(_), _) => EdgeError::internal(cause_chain(&error)),
+            (_, engine::ErrorKind::Corruption) => damaged(&error),
             (_, engine::ErrorKind::Caller) => EdgeError::Invalid(error.to_string()),
             (_, engine::ErrorKind::Transient) => EdgeError::Unavailable(cause_chain(&error)),
             _ => EdgeError::internal(cause_chain(&error)),
@@ -265,6 +281,11 @@ mod tests {
         let panicked = EdgeError::from(query::Error::Panicked("index out of bounds".into()));
         assert_eq!(panicked.http_status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(panicked.message().contains("index out of bounds"));
+        let damaged = EdgeError::from(engine::Error::Corrupt {
+            location: "segments/standard/2026-12-01/0001.parquet".into(),
+            detail: "checksum mismatch".into(),
+        });
+        assert!(damaged.message().contains("0001.parquet"), "{damaged:?}");
         let timeout = EdgeError::from(query::Error::Timeout(Duration::from_secs(2)));
         assert_eq!(timeout.http_status(), StatusCode::GATEWAY_TIMEOUT);
     }

@@ -35,6 +35,7 @@
 pub mod agent;
 mod batch;
 mod chain;
+mod checked_file;
 mod content;
 mod content_codec;
 mod content_memtable;
@@ -58,6 +59,7 @@ pub use batch::{
     with_retention_tiers,
 };
 pub use chain::{ChainErasure, ChainProblem, ProblemKind, VerifyReport};
+pub use checked_file::Integrity;
 pub use content::{
     ContentBatch, ContentExpiry, ContentExpiryRequest, ContentHash, ContentPiece, ContentRef,
     ContentRow, ContentStats, ContentValue,

@@ -17,6 +17,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{SortColumn, SortOptions, filter_record_batch, lexsort_to_indices};
 use arrow::datatypes::TimestampNanosecondType;
 use parquet::arrow::ArrowWriter;
+
+use crate::checked_file::Integrity;
+use crate::checked_file::{CrcSink, open_for_arrow};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
@@ -71,6 +74,10 @@ pub struct SegmentMeta {
     pub services: Option<BTreeSet<String>>,
     /// True when some row has a NULL service_name.
     pub has_null_service: bool,
+    /// How to check the file's bytes (`checked_file`); `None` for files written before
+    /// checksums, which read unchecked.
+    #[serde(default)]
+    pub integrity: Option<Integrity>,
     /// Row runs of each trace (raw id, first row, row count), for the trace index. Not stored
     /// in the catalog entry.
     #[serde(skip)]
@@ -286,8 +293,13 @@ fn read_all(meta: &SegmentMeta, path: &Path, columns: Option<&[usize]>) -> Resul
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(|source| Error::io("open segment", path, source))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(segment_error)?;
+    let (file, metadata) = open_for_arrow(
+        path,
+        meta.integrity,
+        ArrowReaderOptions::new(),
+        PageIndexPolicy::Skip,
+    )?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
     let Some(missing) = crate::schema::missing_columns(builder.schema().fields()) else {
         return Err(Error::Corrupt {
             location: path.display().to_string(),
@@ -364,20 +376,32 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes `batch` as the Parquet file `path`: under a temporary name, fsync'd, then renamed
-/// into place (the caller fsyncs the directory). Returns the file's size.
+/// into place (the caller fsyncs the directory), with block checksums in its footer
+/// (`checked_file`). Returns the file's size and what checks its tail.
 pub(crate) fn write_parquet_file(
     path: &Path,
     batch: &RecordBatch,
     properties: WriterProperties,
     parquet_error: impl Fn(parquet::errors::ParquetError) -> Error,
-) -> Result<u64> {
+) -> Result<(u64, Integrity)> {
     let temporary = path.with_extension("parquet.tmp");
     let file =
         File::create(&temporary).map_err(|source| Error::io("create", &temporary, source))?;
-    let mut writer = ArrowWriter::try_new(BufWriter::new(file), batch.schema(), Some(properties))
-        .map_err(&parquet_error)?;
+    let mut writer = ArrowWriter::try_new(
+        CrcSink::new(BufWriter::new(file)),
+        batch.schema(),
+        Some(properties),
+    )
+    .map_err(&parquet_error)?;
     writer.write(batch).map_err(&parquet_error)?;
-    let buffered = writer.into_inner().map_err(&parquet_error)?;
+    writer.flush().map_err(&parquet_error)?;
+    // Everything of the row groups has reached the sink: the data region ends here.
+    writer
+        .sync()
+        .map_err(|source| Error::io("write", &temporary, source))?;
+    let blocks = writer.inner_mut().mark_tail();
+    writer.append_key_value_metadata(blocks);
+    let (integrity, buffered) = writer.into_inner().map_err(&parquet_error)?.finish();
     let file = buffered
         .into_inner()
         .map_err(|error| Error::io("flush", &temporary, error.into_error()))?;
@@ -389,7 +413,7 @@ pub(crate) fn write_parquet_file(
         .len();
     drop(file);
     fs::rename(&temporary, path).map_err(|source| Error::io("rename", &temporary, source))?;
-    Ok(bytes)
+    Ok((bytes, integrity))
 }
 
 /// Writes one sorted batch as segment `id` and returns its catalog entry.
@@ -443,7 +467,7 @@ pub(crate) fn write_segment(
     ] {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(name), false);
     }
-    let bytes = write_parquet_file(&path, batch, properties.build(), segment_error)?;
+    let (bytes, integrity) = write_parquet_file(&path, batch, properties.build(), segment_error)?;
     // The file's entry, and the entries of directories create_dir_all may have just made
     // (day, tier, segments), must be durable before the catalog references the file.
     let mut ancestor = Some(dir.as_path());
@@ -455,7 +479,9 @@ pub(crate) fn write_segment(
         ancestor = current.parent();
     }
 
-    Ok(describe(id, tier, day, relative, bytes, batch))
+    let mut meta = describe(id, tier, day, relative, bytes, batch);
+    meta.integrity = Some(integrity);
+    Ok(meta)
 }
 
 fn describe(
@@ -512,6 +538,7 @@ fn describe(
         max_arrival,
         services,
         has_null_service,
+        integrity: None,
         trace_runs,
         session_runs: string_runs(batch, columns::SESSION_ID),
         conversation_runs: string_runs(batch, columns::CONVERSATION_ID),
@@ -586,12 +613,14 @@ pub(crate) fn read_segment(
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(|source| Error::io("open segment", path, source))?;
     // The page index lets a row selection skip pages instead of decoding them.
-    let options = ArrowReaderOptions::new()
-        .with_page_index_policy(PageIndexPolicy::from(read.ranges.is_some()));
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .map_err(segment_error)?;
+    let (file, metadata) = open_for_arrow(
+        path,
+        meta.integrity,
+        ArrowReaderOptions::new(),
+        PageIndexPolicy::from(read.ranges.is_some()),
+    )?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
     // A file written before `arrival_time` or `content_refs` existed reads them as NULL.
     if crate::schema::missing_columns(builder.schema().fields()).is_none() {
         return Err(Error::Corrupt {
@@ -929,6 +958,7 @@ mod tests {
             max_arrival: None,
             services: None,
             has_null_service: true,
+            integrity: None,
             trace_runs: Vec::new(),
             session_runs: Vec::new(),
             conversation_runs: Vec::new(),
@@ -986,6 +1016,7 @@ mod tests {
             max_arrival: None,
             services: Some(["a".to_owned()].into()),
             has_null_service: false,
+            integrity: None,
             trace_runs: Vec::new(),
             session_runs: Vec::new(),
             conversation_runs: Vec::new(),

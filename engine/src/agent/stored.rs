@@ -120,6 +120,7 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
         // Whole files are read; only row-group statistics are ever looked at.
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .build();
+    // Derived data, rebuilt from the span rows: no catalog entry keeps its tail's checksum.
     crate::segment::write_parquet_file(path, batch, properties, |source| Error::Segment {
         segment_id,
         path: path.to_path_buf(),

@@ -1,0 +1,531 @@
+//! Checksummed Parquet files: every byte a read returns was verified against a CRC-32C
+//! written with the file, so damage is an error, never different rows.
+//!
+//! Parquet's own page checksums are optional and the writer we use does not write them, and a
+//! flipped bit in a page, a statistic or an offset can decode into plausible wrong values. So
+//! a segment file carries two checks:
+//! - the **data region** `[0, tail_start)` (the magic and every row group's pages) is cut into
+//!   [`BLOCK_BYTES`] blocks, whose CRC-32 list is stored in the footer's key-value metadata
+//!   under [`BLOCK_CRC_KEY`];
+//! - the **tail** `[tail_start, len)` (page indexes and the footer, which holds that list) has
+//!   one CRC-32, kept outside the file in the segment's catalog entry ([`Integrity`]).
+//!
+//! [`CheckedFile`] is the `ChunkReader` scans read through: it checks the tail once when
+//! opened, then reads whole blocks of the data region and checks each before handing out any
+//! byte of it.
+//!
+//! Invariants: a file written by [`CrcSink`] + [`finish_checked`] reads back through
+//! [`CheckedFile`] with no error; changing any byte of it makes every read that covers the
+//! byte fail with an error naming the file and offset. Files without an [`Integrity`] (written
+//! before checksums existed) are read unchecked.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::reader::{ChunkReader, Length};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Bytes per checked block of the data region.
+pub(crate) const BLOCK_BYTES: u64 = 32 << 10;
+/// Footer key-value entry holding the data region's block CRCs (hex, 8 digits per block).
+pub(crate) const BLOCK_CRC_KEY: &str = "sightline.block_crc32.v1";
+
+/// What the catalog keeps to check a file's tail (and through it, the block list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Integrity {
+    /// Where the tail (page indexes, footer) starts: the end of the data region.
+    pub tail_start: u64,
+    /// CRC-32 of `[tail_start, file length)`.
+    pub tail_crc32: u32,
+}
+
+/// A writer that checksums what passes through it: blocks of [`BLOCK_BYTES`] until
+/// [`CrcSink::mark_tail`], then one checksum for the rest.
+#[derive(Debug)]
+pub(crate) struct CrcSink<W: Write> {
+    inner: W,
+    written: u64,
+    blocks: Vec<u32>,
+    block: crc32fast::Hasher,
+    in_block: u64,
+    tail: Option<(u64, crc32fast::Hasher)>,
+}
+
+impl<W: Write> CrcSink<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        CrcSink {
+            inner,
+            written: 0,
+            blocks: Vec::new(),
+            block: crc32fast::Hasher::new(),
+            in_block: 0,
+            tail: None,
+        }
+    }
+
+    /// Ends the data region here and returns its block list as the footer entry; every later
+    /// byte belongs to the tail.
+    pub(crate) fn mark_tail(&mut self) -> KeyValue {
+        let mut blocks = std::mem::take(&mut self.blocks);
+        if self.in_block > 0 {
+            blocks.push(std::mem::take(&mut self.block).finalize());
+            self.in_block = 0;
+        }
+        self.tail = Some((self.written, crc32fast::Hasher::new()));
+        let mut text = String::with_capacity(blocks.len() * 8);
+        for crc in blocks {
+            text.push_str(&format!("{crc:08x}"));
+        }
+        KeyValue::new(BLOCK_CRC_KEY.to_owned(), text)
+    }
+
+    /// The integrity record and the inner writer, once everything is written.
+    pub(crate) fn finish(self) -> (Integrity, W) {
+        let (tail_start, hasher) = self
+            .tail
+            .unwrap_or_else(|| (self.written, crc32fast::Hasher::new()));
+        (
+            Integrity {
+                tail_start,
+                tail_crc32: hasher.finalize(),
+            },
+            self.inner,
+        )
+    }
+}
+
+impl<W: Write> Write for CrcSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        let mut rest = &buf[..written];
+        self.written += written as u64;
+        if let Some((_, tail)) = &mut self.tail {
+            tail.update(rest);
+            return Ok(written);
+        }
+        while !rest.is_empty() {
+            let room = usize::try_from(BLOCK_BYTES - self.in_block).unwrap_or(usize::MAX);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.block.update(now);
+            self.in_block += now.len() as u64;
+            if self.in_block == BLOCK_BYTES {
+                self.blocks.push(std::mem::take(&mut self.block).finalize());
+                self.in_block = 0;
+            }
+            rest = later;
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A segment file opened for checked reads.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedFile {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    /// `None`: a file written before checksums, read unchecked.
+    check: Option<Check>,
+}
+
+#[derive(Debug)]
+struct Check {
+    tail_start: u64,
+    tail: Bytes,
+    blocks: Vec<u32>,
+}
+
+impl CheckedFile {
+    /// Opens `path`; with `integrity`, checks its tail now and its blocks as they are read,
+    /// and returns the footer's metadata (without page indexes) it decoded doing so.
+    pub(crate) fn open(
+        path: &Path,
+        integrity: Option<Integrity>,
+    ) -> crate::Result<(Self, Option<ParquetMetaData>)> {
+        let file = File::open(path).map_err(|source| Error::io("open segment", path, source))?;
+        let len = file
+            .metadata()
+            .map_err(|source| Error::io("stat segment", path, source))?
+            .len();
+        let damaged = |detail: String| Error::Corrupt {
+            location: path.display().to_string(),
+            detail: format!("damaged file: {detail}"),
+        };
+        let Some(integrity) = integrity else {
+            let inner = Inner {
+                file,
+                path: path.to_path_buf(),
+                len,
+                check: None,
+            };
+            return Ok((
+                CheckedFile {
+                    inner: Arc::new(inner),
+                },
+                None,
+            ));
+        };
+        if integrity.tail_start.saturating_add(8) > len {
+            return Err(damaged(format!(
+                "{len} bytes, shorter than its recorded tail at {}",
+                integrity.tail_start
+            )));
+        }
+        let tail_len = usize::try_from(len - integrity.tail_start)
+            .map_err(|_| damaged("tail too large".to_owned()))?;
+        let mut tail = vec![0; tail_len];
+        file.read_exact_at(&mut tail, integrity.tail_start)
+            .map_err(|source| Error::io("read segment footer", path, source))?;
+        let crc = crc32fast::hash(&tail);
+        if crc != integrity.tail_crc32 {
+            return Err(damaged(format!(
+                "footer checksum {crc:08x} at offset {}, expected {:08x}",
+                integrity.tail_start, integrity.tail_crc32
+            )));
+        }
+        // The last 8 bytes: footer length (LE u32) and the magic.
+        let footer_len = u32::from_le_bytes([
+            tail[tail_len - 8],
+            tail[tail_len - 7],
+            tail[tail_len - 6],
+            tail[tail_len - 5],
+        ]) as usize;
+        let footer_start = (tail_len - 8)
+            .checked_sub(footer_len)
+            .ok_or_else(|| damaged("footer longer than the tail".to_owned()))?;
+        let metadata = ParquetMetaDataReader::decode_metadata(&tail[footer_start..tail_len - 8])
+            .map_err(|error| damaged(error.to_string()))?;
+        let blocks = block_list(&metadata)
+            .ok_or_else(|| damaged(format!("no valid {BLOCK_CRC_KEY} entry")))?;
+        let expected_blocks = integrity.tail_start.div_ceil(BLOCK_BYTES);
+        if blocks.len() as u64 != expected_blocks {
+            return Err(damaged(format!(
+                "{} block checksums for {expected_blocks} blocks",
+                blocks.len()
+            )));
+        }
+        let inner = Inner {
+            file,
+            path: path.to_path_buf(),
+            len,
+            check: Some(Check {
+                tail_start: integrity.tail_start,
+                tail: Bytes::from(tail),
+                blocks,
+            }),
+        };
+        Ok((
+            CheckedFile {
+                inner: Arc::new(inner),
+            },
+            Some(metadata),
+        ))
+    }
+
+    fn read_checked(&self, start: u64, length: usize) -> Result<Bytes, ParquetError> {
+        let inner = &self.inner;
+        let end = start.saturating_add(length as u64);
+        if end > inner.len {
+            return Err(ParquetError::EOF(format!(
+                "{}: read of {length} bytes at {start} past the end ({})",
+                inner.path.display(),
+                inner.len
+            )));
+        }
+        let Some(check) = &inner.check else {
+            let mut buffer = vec![0; length];
+            inner
+                .file
+                .read_exact_at(&mut buffer, start)
+                .map_err(|error| io_error(&inner.path, error))?;
+            return Ok(Bytes::from(buffer));
+        };
+        let mut out = BytesMut::with_capacity(length);
+        // The data region's part: whole blocks, each checked.
+        if start < check.tail_start {
+            let first = start / BLOCK_BYTES;
+            let data_end = end.min(check.tail_start);
+            let last = (data_end - 1) / BLOCK_BYTES;
+            let from = first * BLOCK_BYTES;
+            let to = ((last + 1) * BLOCK_BYTES).min(check.tail_start);
+            let mut buffer = vec![0; usize::try_from(to - from).unwrap_or(usize::MAX)];
+            inner
+                .file
+                .read_exact_at(&mut buffer, from)
+                .map_err(|error| io_error(&inner.path, error))?;
+            for (index, chunk) in buffer
+                .chunks(usize::try_from(BLOCK_BYTES).unwrap_or(usize::MAX))
+                .enumerate()
+            {
+                let block = first + index as u64;
+                let expected = check.blocks.get(block as usize).copied();
+                let found = crc32fast::hash(chunk);
+                if expected != Some(found) {
+                    return Err(ParquetError::General(format!(
+                        "damaged file {}: checksum of bytes {}..{} is {found:08x}, expected {}",
+                        inner.path.display(),
+                        block * BLOCK_BYTES,
+                        block * BLOCK_BYTES + chunk.len() as u64,
+                        expected.map_or("none".to_owned(), |crc| format!("{crc:08x}")),
+                    )));
+                }
+            }
+            let skip = usize::try_from(start - from).unwrap_or(usize::MAX);
+            let take = usize::try_from(data_end - start).unwrap_or(usize::MAX);
+            out.extend_from_slice(&buffer[skip..skip + take]);
+        }
+        // The tail's part: checked when the file was opened.
+        if end > check.tail_start {
+            let from = usize::try_from(start.max(check.tail_start) - check.tail_start)
+                .unwrap_or(usize::MAX);
+            let to = usize::try_from(end - check.tail_start).unwrap_or(usize::MAX);
+            out.extend_from_slice(&check.tail[from..to]);
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// Opens `path` for checked reads (unchecked without `integrity`) with the reader metadata
+/// `options` ask for (page indexes included, read through the check).
+///
+/// Fails with `Error::Io` when the file cannot be opened or read, `Error::Corrupt` (naming
+/// the file) when a check fails or the metadata does not decode.
+pub(crate) fn open_for_arrow(
+    path: &Path,
+    integrity: Option<Integrity>,
+    options: ArrowReaderOptions,
+    page_index: PageIndexPolicy,
+) -> crate::Result<(CheckedFile, ArrowReaderMetadata)> {
+    let (file, metadata) = CheckedFile::open(path, integrity)?;
+    let metadata = (|| -> Result<ArrowReaderMetadata, ParquetError> {
+        Ok(match metadata {
+            Some(metadata) => {
+                let mut reader = ParquetMetaDataReader::new_with_metadata(metadata)
+                    .with_page_index_policy(page_index);
+                if page_index != PageIndexPolicy::Skip {
+                    reader.read_page_indexes(&file)?;
+                }
+                ArrowReaderMetadata::try_new(Arc::new(reader.finish()?), options)?
+            }
+            None => ArrowReaderMetadata::load(&file, options.with_page_index_policy(page_index))?,
+        })
+    })()
+    .map_err(|error| Error::Corrupt {
+        location: path.display().to_string(),
+        detail: error.to_string(),
+    })?;
+    Ok((file, metadata))
+}
+
+fn io_error(path: &Path, error: io::Error) -> ParquetError {
+    ParquetError::General(format!("reading {}: {error}", path.display()))
+}
+
+/// The block list of a checked file's footer.
+fn block_list(metadata: &ParquetMetaData) -> Option<Vec<u32>> {
+    let text = metadata
+        .file_metadata()
+        .key_value_metadata()?
+        .iter()
+        .find(|entry| entry.key == BLOCK_CRC_KEY)?
+        .value
+        .as_deref()?;
+    if !text.len().is_multiple_of(8) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(8)
+        .map(|at| u32::from_str_radix(text.get(at..at + 8)?, 16).ok())
+        .collect()
+}
+
+impl Length for CheckedFile {
+    fn len(&self) -> u64 {
+        self.inner.len
+    }
+}
+
+impl ChunkReader for CheckedFile {
+    type T = CheckedRead;
+
+    fn get_read(&self, start: u64) -> Result<Self::T, ParquetError> {
+        Ok(CheckedRead {
+            file: self.clone(),
+            position: start,
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes, ParquetError> {
+        self.read_checked(start, length)
+    }
+}
+
+/// A sequential reader over a [`CheckedFile`], checking block by block.
+#[derive(Debug)]
+pub(crate) struct CheckedRead {
+    file: CheckedFile,
+    position: u64,
+}
+
+impl Read for CheckedRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.file.inner.len.saturating_sub(self.position);
+        // At most to the end of the current block, so each call checks one block.
+        let in_block = BLOCK_BYTES - self.position % BLOCK_BYTES;
+        let take = (buf.len() as u64).min(left).min(in_block);
+        if take == 0 {
+            return Ok(0);
+        }
+        let take = usize::try_from(take).unwrap_or(usize::MAX);
+        let bytes = self
+            .file
+            .read_checked(self.position, take)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
+        buf[..take].copy_from_slice(&bytes);
+        self.position += take as u64;
+        Ok(take)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::properties::WriterProperties;
+
+    use super::*;
+
+    fn sample(rows: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|n| format!("row-{n}-{}", n * 7919 % 1013)),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn write(path: &Path, batch: &RecordBatch) -> Integrity {
+        let properties = WriterProperties::builder()
+            .set_data_page_row_count_limit(512)
+            .set_write_batch_size(512)
+            .build();
+        let mut writer = ArrowWriter::try_new(
+            CrcSink::new(File::create(path).unwrap()),
+            batch.schema(),
+            Some(properties),
+        )
+        .unwrap();
+        writer.write(batch).unwrap();
+        writer.flush().unwrap();
+        writer.sync().unwrap();
+        let entry = writer.inner_mut().mark_tail();
+        writer.append_key_value_metadata(entry);
+        let sink = writer.into_inner().unwrap();
+        sink.finish().0
+    }
+
+    fn read(path: &Path, integrity: Option<Integrity>) -> Result<Vec<RecordBatch>, String> {
+        let (file, metadata) = open_for_arrow(
+            path,
+            integrity,
+            ArrowReaderOptions::new(),
+            PageIndexPolicy::Optional,
+        )
+        .map_err(|e| e.to_string())?;
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+            .build()
+            .map_err(|e| e.to_string())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_checked_file_reads_back_and_any_flipped_bit_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        let batch = sample(50_000);
+        let integrity = write(&path, &batch);
+        let clean = std::fs::read(&path).unwrap();
+        assert!(clean.len() as u64 > 4 * BLOCK_BYTES, "{}", clean.len());
+        let rows = read(&path, Some(integrity)).unwrap();
+        assert_eq!(
+            arrow::compute::concat_batches(&batch.schema(), &rows).unwrap(),
+            batch
+        );
+        // Flip one bit at spread positions over the whole file: each read fails, naming it.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..100 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let at = (state % clean.len() as u64) as usize;
+            let mut damaged = clean.clone();
+            damaged[at] ^= 1 << (state >> 61);
+            std::fs::write(&path, &damaged).unwrap();
+            match read(&path, Some(integrity)) {
+                Err(error) => assert!(error.contains("f.parquet"), "{error}"),
+                Ok(_) => panic!("bit flip at {at} of {} read as data", clean.len()),
+            }
+        }
+        // Truncated: an error too.
+        std::fs::write(&path, &clean[..clean.len() - 100]).unwrap();
+        assert!(read(&path, Some(integrity)).is_err());
+        // Without an integrity record (an old file), it reads unchecked.
+        std::fs::write(&path, &clean).unwrap();
+        assert_eq!(
+            read(&path, None)
+                .unwrap()
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>(),
+            50_000
+        );
+    }
+
+    #[test]
+    fn sequential_reads_check_each_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.parquet");
+        let integrity = write(&path, &sample(20_000));
+        let (file, _) = CheckedFile::open(&path, Some(integrity)).unwrap();
+        let mut all = Vec::new();
+        file.get_read(0).unwrap().read_to_end(&mut all).unwrap();
+        assert_eq!(all, std::fs::read(&path).unwrap());
+        let mut damaged = all.clone();
+        damaged[100] ^= 4;
+        std::fs::write(&path, &damaged).unwrap();
+        let (file, _) = CheckedFile::open(&path, Some(integrity)).unwrap();
+        let mut out = Vec::new();
+        assert!(file.get_read(0).unwrap().read_to_end(&mut out).is_err());
+    }
+}

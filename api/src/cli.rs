@@ -20,6 +20,8 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the serve variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server: OTLP ingest over gRPC and HTTP, the SQL and trace HTTP API.
     Serve(ServeArgs),
@@ -41,6 +43,20 @@ pub enum Command {
     /// Place, release or list legal holds (a held session cannot be erased, a held tier or
     /// session cannot expire).
     Hold(HoldArgs),
+    /// Make a new API token: prints the token (give it to the client) and the
+    /// `[[auth.tokens]]` entry (its SHA-256) to put in the configuration file.
+    Token(TokenArgs),
+}
+
+/// `sightline token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Who will hold it (written into the entry; logged, never secret).
+    #[arg(long)]
+    pub name: String,
+    /// What it may do: ingest, query, content, admin (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub scopes: Vec<crate::auth::Scope>,
 }
 
 /// `sightline serve`.
@@ -53,6 +69,18 @@ pub struct ServeArgs {
     /// How often expired data is deleted in the background (0s: never).
     #[arg(long, env = "SIGHTLINE_RETENTION_INTERVAL", default_value = "1h")]
     pub retention_interval: DurationArg,
+    /// Allow listening on a non-loopback address without tokens and TLS (anyone who reaches
+    /// the port can then read and write everything).
+    #[arg(long, env = "SIGHTLINE_INSECURE")]
+    pub insecure: bool,
+    /// A host name the HTTP listeners answer to, besides localhost and IP addresses (repeat
+    /// for several). Requests naming another host get 403 (DNS rebinding).
+    #[arg(long, value_name = "HOST")]
+    pub allowed_host: Vec<String>,
+    /// An origin (`https://grafana.example:3000`) whose browser pages may call the HTTP
+    /// listeners (repeat for several); other sites get 403.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allowed_origin: Vec<String>,
     /// Storage settings.
     #[command(flatten)]
     pub storage: StorageArgs,
@@ -179,7 +207,8 @@ pub struct SqlArgs {
         conflicts_with = "url"
     )]
     pub data_dir: PathBuf,
-    /// Query a running server instead, e.g. http://127.0.0.1:7070.
+    /// Query a running server instead, e.g. http://127.0.0.1:7070 (with the token in
+    /// `SIGHTLINE_TOKEN` when the server has tokens).
     #[arg(long, env = "SIGHTLINE_URL")]
     pub url: Option<String>,
     /// Output format.

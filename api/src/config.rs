@@ -44,6 +44,14 @@ pub struct ServerConfig {
     pub content_keep: Duration,
     /// `content_keep` of the tiers that set one.
     pub tier_content_keep: BTreeMap<String, Duration>,
+    /// API tokens (none: everything allowed, loopback only).
+    pub tokens: std::sync::Arc<crate::auth::Tokens>,
+    /// Allow listening beyond loopback without tokens and TLS.
+    pub insecure: bool,
+    /// Host names the HTTP listeners answer to besides loopback names and IP addresses.
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed to call the HTTP listeners from a browser, besides their own.
+    pub allowed_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -70,6 +78,10 @@ impl ServerConfig {
             content: file.content,
             content_keep: file.content_keep,
             tier_content_keep: file.tier_content_keep,
+            tokens: std::sync::Arc::new(file.tokens),
+            insecure: false,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 
@@ -97,6 +109,10 @@ impl ServerConfig {
             content: file.content,
             content_keep: file.content_keep,
             tier_content_keep: file.tier_content_keep,
+            tokens: std::sync::Arc::new(file.tokens),
+            insecure: args.insecure,
+            allowed_hosts: args.allowed_host.clone(),
+            allowed_origins: args.allowed_origin.clone(),
         })
     }
 }

@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub tier_content_keep: BTreeMap<String, Duration>,
     /// Content settings as written, for the content pipeline.
     pub content: ContentSection,
+    /// The API tokens (`[[auth.tokens]]`); none: everything allowed, loopback only.
+    pub tokens: crate::auth::Tokens,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +41,16 @@ struct Raw {
     retention: RetentionSection,
     #[serde(default)]
     content: ContentSection,
+    #[serde(default)]
+    auth: AuthSection,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    #[serde(default)]
+    tokens: Vec<crate::auth::TokenSection>,
 }
 
 /// The `[retention]` section of [`DEFAULT_CONFIG`].
@@ -235,6 +247,8 @@ impl FileConfig {
             content_keep,
             tier_content_keep,
             content: raw.content,
+            tokens: crate::auth::Tokens::from_sections(&raw.auth.tokens)
+                .map_err(|error| ConfigError(format!("{origin}: [auth] {error}")))?,
         })
     }
 

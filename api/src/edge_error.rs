@@ -26,6 +26,11 @@ pub const RETRY_AFTER_SECS: u64 = 1;
 pub enum EdgeError {
     /// The request is malformed or asks for something invalid (400 / INVALID_ARGUMENT).
     Invalid(String),
+    /// No token, or an unknown one (401 / UNAUTHENTICATED).
+    Unauthenticated(String),
+    /// The token lacks the scope, or the request's Host or Origin is not allowed (403 /
+    /// PERMISSION_DENIED).
+    Forbidden(String),
     /// What was asked for does not exist (404 / NOT_FOUND).
     NotFound(String),
     /// The request is larger than allowed (413 / RESOURCE_EXHAUSTED, no retry advice).
@@ -58,6 +63,8 @@ impl EdgeError {
     pub fn http_status(&self) -> StatusCode {
         match self {
             EdgeError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EdgeError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
             EdgeError::NotFound(_) => StatusCode::NOT_FOUND,
             EdgeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -71,6 +78,8 @@ impl EdgeError {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             EdgeError::Invalid(_) => tonic::Code::InvalidArgument,
+            EdgeError::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            EdgeError::Forbidden(_) => tonic::Code::PermissionDenied,
             EdgeError::NotFound(_) => tonic::Code::NotFound,
             EdgeError::TooLarge(_) | EdgeError::Overloaded(_) => tonic::Code::ResourceExhausted,
             EdgeError::Unavailable(_) => tonic::Code::Unavailable,
@@ -83,6 +92,8 @@ impl EdgeError {
     pub fn message(&self) -> &str {
         match self {
             EdgeError::Invalid(message)
+            | EdgeError::Unauthenticated(message)
+            | EdgeError::Forbidden(message)
             | EdgeError::NotFound(message)
             | EdgeError::TooLarge(message)
             | EdgeError::Overloaded(message)
@@ -133,6 +144,9 @@ impl EdgeError {
         let mut response = (self.http_status(), body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if matches!(self, EdgeError::Unauthenticated(_)) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(seconds) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -191,6 +205,7 @@ impl From<query::Error> for EdgeError {
             (query::ErrorKind::Caller, query::Error::TooLarge { .. }) => {
                 EdgeError::TooLarge(error.to_string())
             }
+            (_, query::Error::Forbidden(_)) => EdgeError::Forbidden(error.to_string()),
             (query::ErrorKind::Caller, _) => EdgeError::Invalid(error.to_string()),
             (query::ErrorKind::Transient, _) => EdgeError::Unavailable(cause_chain(&error)),
             (query::ErrorKind::Timeout, _) => EdgeError::Timeout(error.to_string()),
@@ -231,6 +246,16 @@ mod tests {
                 tonic::Code::InvalidArgument,
             ),
             (EdgeError::NotFound("x".into()), 404, tonic::Code::NotFound),
+            (
+                EdgeError::Unauthenticated("x".into()),
+                401,
+                tonic::Code::Unauthenticated,
+            ),
+            (
+                EdgeError::Forbidden("x".into()),
+                403,
+                tonic::Code::PermissionDenied,
+            ),
             (
                 EdgeError::TooLarge("x".into()),
                 413,

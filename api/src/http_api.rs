@@ -9,13 +9,20 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use engine::{ScanRequest, TraceId};
 use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::auth::{Grant, Scope};
 use crate::edge_error::EdgeError;
 use crate::server::AppState;
+
+/// Whether the request's grant (set by `auth::http_middleware`; absent when the router runs
+/// without it, as in unit tests) holds `scope`.
+fn allows(grant: Option<&Extension<Grant>>, scope: Scope) -> bool {
+    grant.is_none_or(|Extension(grant)| grant.allows(scope))
+}
 
 async fn healthz(State(_state): State<Arc<AppState>>) -> &'static str {
     // The router only serves once the store is open and recovery finished.
@@ -40,7 +47,11 @@ enum SqlFormat {
     Arrow,
 }
 
-async fn sql(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, EdgeError> {
+async fn sql(
+    State(state): State<Arc<AppState>>,
+    grant: Option<Extension<Grant>>,
+    body: Bytes,
+) -> Result<Response, EdgeError> {
     // The body is JSON whatever the content type says: `curl -d '{"sql": ...}'` sends it as a
     // form, and a user should not need to know that.
     let request: SqlRequest = serde_json::from_slice(&body).map_err(|error| {
@@ -48,7 +59,10 @@ async fn sql(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response
             "expected a JSON body {{\"sql\": \"...\", \"format\": \"json\" | \"csv\" | \"arrow\"}}: {error}"
         ))
     })?;
-    let output = state.sql.execute(&request.sql).await?;
+    let access = query::Access {
+        content: allows(grant.as_ref(), Scope::Content),
+    };
+    let output = state.sql.execute_with(&request.sql, access).await?;
     let scan = output.scan_metrics;
     let format = request.format;
     let max_bytes = state.sql.options().max_result_bytes;
@@ -109,6 +123,7 @@ struct TraceQuery {
 async fn trace(
     State(state): State<Arc<AppState>>,
     Path(trace_id): Path<String>,
+    grant: Option<Extension<Grant>>,
     options: Result<Query<TraceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, EdgeError> {
     // A bad query string gets the API's JSON error, like every other 400 here.
@@ -118,6 +133,13 @@ async fn trace(
             rejection.body_text()
         ))
     })?;
+    if options.content && !allows(grant.as_ref(), Scope::Content) {
+        return Err(EdgeError::Forbidden(
+            "?content=true returns prompt and completion text: it needs a token with the \
+             content scope"
+                .to_owned(),
+        ));
+    }
     let parsed = TraceId::from_hex(&trace_id)
         .map_err(|error| EdgeError::Invalid(format!("invalid trace id {trace_id:?}: {error}")))?;
     let engine = Arc::clone(&state.engine);

@@ -4,6 +4,7 @@
 //! Layering: `api` depends on `ingest` (OTLP decode and mapping) and `query` (SQL), both of which
 //! depend on `engine` (storage). Only this crate knows about sockets, axum, tonic and clap.
 
+pub mod auth;
 pub mod cli;
 pub mod compliance_command;
 pub mod config;

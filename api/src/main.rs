@@ -61,6 +61,7 @@ fn main() -> std::process::ExitCode {
             Command::Hold(args) => {
                 api::compliance_command::hold(&args, &mut std::io::stdout().lock()).await
             }
+            Command::Token(args) => api::auth::token_command(&args, &mut std::io::stdout().lock()),
         }
     });
     match result {

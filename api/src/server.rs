@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tracing::{info, warn};
 
+use crate::auth::{self, GrpcAuthLayer, HttpGuard};
 use crate::config::ServerConfig;
 use crate::http_api;
 use crate::jaeger::JaegerStorage;
@@ -157,6 +158,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     });
 
     let grpc_listener = bind(config.otlp_grpc_addr, "OTLP/gRPC").await?;
+    check_exposure(&config)?;
     let http_listener = bind(config.otlp_http_addr, "OTLP/HTTP").await?;
     let api_listener = bind(config.api_addr, "HTTP API").await?;
     let jaeger_listener = bind(config.jaeger_addr, "Jaeger remote storage (gRPC)").await?;
@@ -168,10 +170,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     let grpc_service = otlp_grpc_service(&state, &config);
     let grpc_token = shutdown.clone();
+    let grpc_tokens = Arc::clone(&config.tokens);
+    let jaeger_tokens = Arc::clone(&config.tokens);
+    let guard = Arc::new(HttpGuard {
+        tokens: Arc::clone(&config.tokens),
+        allowed_hosts: config.allowed_hosts.clone(),
+        allowed_origins: config.allowed_origins.clone(),
+    });
     let grpc = tokio::spawn(async move {
         // A message is read whole before the handler budgets it: bound concurrent streams.
         tonic::transport::Server::builder()
             .concurrency_limit_per_connection(MAX_CONCURRENT_EXPORTS_PER_CONNECTION)
+            .layer(GrpcAuthLayer::new(grpc_tokens))
             .add_service(grpc_service)
             .serve_with_incoming_shutdown(
                 grpc_incoming(grpc_listener),
@@ -187,6 +197,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let jaeger = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .concurrency_limit_per_connection(MAX_CONCURRENT_EXPORTS_PER_CONNECTION)
+            .layer(GrpcAuthLayer::new(jaeger_tokens))
             .add_service(
                 trace_reader
                     .accept_compressed(CompressionEncoding::Gzip)
@@ -202,7 +213,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("Jaeger remote-storage gRPC server failed")
     });
-    let http_router = otlp::http_router(Arc::clone(&state));
+    let http_router = otlp::http_router(Arc::clone(&state)).layer(
+        axum::middleware::from_fn_with_state(Arc::clone(&guard), auth::http_middleware),
+    );
     let http_token = shutdown.clone();
     let http = tokio::spawn(async move {
         axum::serve(http_listener, http_router)
@@ -210,7 +223,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("OTLP/HTTP server failed")
     });
-    let api_router = http_api::router(Arc::clone(&state), config.http_timeout, config.enable_purge);
+    let api_router =
+        http_api::router(Arc::clone(&state), config.http_timeout, config.enable_purge).layer(
+            axum::middleware::from_fn_with_state(Arc::clone(&guard), auth::http_middleware),
+        );
     let api_token = shutdown.clone();
     let api = tokio::spawn(async move {
         axum::serve(api_listener, api_router)
@@ -336,6 +352,45 @@ async fn content_expiry(
             Err(error) => warn!(error = %error, "content retention task failed"),
         }
     }
+}
+
+/// Refuses to listen beyond loopback unprotected: without `--insecure`, every listener must
+/// be on a loopback address unless tokens are configured (and TLS, which this build does not
+/// serve: put a TLS-terminating proxy in front and keep Sightline on loopback).
+fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
+    let exposed: Vec<String> = [
+        ("--otlp-grpc-addr", config.otlp_grpc_addr),
+        ("--otlp-http-addr", config.otlp_http_addr),
+        ("--api-addr", config.api_addr),
+        ("--jaeger-addr", config.jaeger_addr),
+    ]
+    .into_iter()
+    .filter(|(_, addr)| !addr.ip().is_loopback())
+    .map(|(flag, addr)| format!("{flag} {addr}"))
+    .collect();
+    if config.tokens.is_empty() {
+        info!("no API tokens configured: every request is allowed, so listeners stay on loopback");
+    }
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    if config.insecure {
+        warn!(
+            listeners = %exposed.join(", "),
+            tokens = !config.tokens.is_empty(),
+            "--insecure: listening beyond loopback without TLS"
+        );
+        return Ok(());
+    }
+    let missing = if config.tokens.is_empty() {
+        "API tokens ([[auth.tokens]] in the configuration file) and TLS"
+    } else {
+        "TLS (not served by this build: put a TLS-terminating proxy in front)"
+    };
+    anyhow::bail!(
+        "refusing to listen beyond loopback ({}) without {missing}; pass --insecure to do it anyway",
+        exposed.join(", ")
+    )
 }
 
 /// The OTLP `TraceService` as served on the OTLP/gRPC and the Jaeger addresses.

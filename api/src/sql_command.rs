@@ -31,10 +31,11 @@ pub(crate) enum SqlTarget {
         engine: Arc<Engine>,
         sql: query::SqlEngine,
     },
-    /// `POST {url}/api/v1/sql`.
+    /// `POST {url}/api/v1/sql`, with `SIGHTLINE_TOKEN` as the bearer token when set.
     Remote {
         url: String,
         client: reqwest::Client,
+        token: Option<String>,
     },
 }
 
@@ -63,9 +64,14 @@ impl SqlTarget {
         limits: &QueryArgs,
     ) -> anyhow::Result<SqlTarget> {
         if let Some(url) = url {
+            // From the environment, not a flag: a token on a command line shows in `ps`.
+            let token = std::env::var("SIGHTLINE_TOKEN")
+                .ok()
+                .filter(|token| !token.is_empty());
             return Ok(SqlTarget::Remote {
                 url: url.trim_end_matches('/').to_owned(),
                 client: reqwest::Client::new(),
+                token,
             });
         }
         let dir = data_dir.to_path_buf();
@@ -181,13 +187,17 @@ impl SqlTarget {
     }
 
     async fn post(&self, sql: &str, format: &str) -> anyhow::Result<bytes::Bytes> {
-        let SqlTarget::Remote { url, client } = self else {
+        let SqlTarget::Remote { url, client, token } = self else {
             bail!("not a remote target");
         };
         let endpoint = format!("{url}/api/v1/sql");
-        let response = client
+        let mut request = client
             .post(&endpoint)
-            .json(&serde_json::json!({ "sql": sql, "format": format }))
+            .json(&serde_json::json!({ "sql": sql, "format": format }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .send()
             .await
             .with_context(|| format!("cannot reach {endpoint}"))?;

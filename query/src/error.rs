@@ -53,6 +53,10 @@ pub enum Error {
     /// The query did not finish within `Options::timeout`.
     #[error("query did not finish within {0:?}")]
     Timeout(Duration),
+    /// The query reads something the caller may not (the `content` table without the
+    /// content permission).
+    #[error("not allowed: {0}")]
+    Forbidden(String),
     /// The SQL text is too large or has too many operators to plan safely.
     #[error("query too complex: {0}")]
     TooComplex(String),
@@ -95,6 +99,7 @@ impl Error {
             | Error::Execution(_)
             | Error::ResourcesExhausted(_)
             | Error::TooComplex(_)
+            | Error::Forbidden(_)
             | Error::TooLarge { .. }
             | Error::TooManyRows { .. }
             | Error::InvalidRule(_) => ErrorKind::Caller,

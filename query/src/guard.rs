@@ -106,6 +106,22 @@ pub(crate) fn verify_plan(plan: &LogicalPlan) -> Result<()> {
         })
 }
 
+/// Whether `plan` scans the table `name` anywhere, subqueries included.
+pub(crate) fn reads_table(plan: &LogicalPlan, name: &str) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && scan.table_name.table() == name
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
 fn plan_kind(error: &DataFusionError) -> String {
     let message = error.strip_backtrace();
     for kind in ["DDL", "DML", "Statement"] {

@@ -85,4 +85,4 @@ pub use complexity::{MAX_OPERATORS, MAX_SQL_BYTES};
 pub use error::{Error, ErrorKind, Result};
 pub use options::Options;
 pub use rules::{RetentionRule, RuleSet};
-pub use session::{QueryOutput, SqlEngine};
+pub use session::{Access, QueryOutput, SqlEngine};

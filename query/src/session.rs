@@ -154,6 +154,13 @@ impl SqlEngine {
     /// [`Error::TooLarge`] when the query exceeds its [`Options`] bounds; with
     /// [`Error::Panicked`] if DataFusion panics. The query runs on the engine's own threads.
     pub async fn execute(&self, sql: &str) -> Result<QueryOutput> {
+        self.execute_with(sql, Access::ALL).await
+    }
+
+    /// [`SqlEngine::execute`] for a caller with `access`: without content access, a query
+    /// that reads the `content` table (anywhere, subqueries included) fails with
+    /// [`Error::Forbidden`] before it runs.
+    pub async fn execute_with(&self, sql: &str, access: Access) -> Result<QueryOutput> {
         complexity::check(sql)?;
         let state = self.query_state()?;
         let sql = sql.to_owned();
@@ -162,7 +169,7 @@ impl SqlEngine {
             bytes: self.options.max_result_bytes,
         };
         self.pool
-            .run(self.options.timeout, run(state, sql, limits))
+            .run(self.options.timeout, run(state, sql, limits, access))
             .await
     }
 
@@ -178,6 +185,20 @@ impl SqlEngine {
     }
 }
 
+/// What a caller may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// May read prompt and completion text (the `content` table).
+    pub content: bool,
+}
+
+impl Access {
+    /// Everything (the CLI, a server without tokens).
+    pub const ALL: Access = Access { content: true };
+    /// Spans, agent tables and content references, not content text.
+    pub const NO_CONTENT: Access = Access { content: false };
+}
+
 /// What one result may hold.
 #[derive(Debug, Clone, Copy)]
 struct ResultLimits {
@@ -187,7 +208,12 @@ struct ResultLimits {
 
 /// Parses, plans and runs `sql` on `state`, collecting the result within `limits` and the
 /// query's memory budget (the result's batches are reserved from it like any operator's).
-async fn run(state: SessionState, sql: String, limits: ResultLimits) -> Result<QueryOutput> {
+async fn run(
+    state: SessionState,
+    sql: String,
+    limits: ResultLimits,
+    access: Access,
+) -> Result<QueryOutput> {
     let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
     let statement = guard::parse_allowed(&sql, recursion_limit)?;
     let plan = state
@@ -195,6 +221,12 @@ async fn run(state: SessionState, sql: String, limits: ResultLimits) -> Result<Q
         .await
         .map_err(Error::from_datafusion)?;
     guard::verify_plan(&plan)?;
+    if !access.content && guard::reads_table(&plan, crate::content_table::CONTENT) {
+        return Err(Error::Forbidden(
+            "the content table holds prompt and completion text: it needs content access"
+                .to_owned(),
+        ));
+    }
     let physical = state
         .create_physical_plan(&plan)
         .await

@@ -1,5 +1,6 @@
 //! End-to-end tests of the sightline server and binary.
 
+mod auth;
 mod binary;
 mod compliance;
 mod content;

@@ -133,3 +133,42 @@ async fn bad_sql_is_an_invalid_query() {
         other => panic!("expected an execution error, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_text_needs_content_access_wherever_the_query_reads_it() {
+    let fixture = crate::fixture::Fixture::new();
+    let no_content = query::Access::NO_CONTENT;
+    for sql in [
+        "SELECT * FROM content",
+        "SELECT count(*) FROM spans WHERE trace_id IN (SELECT trace_id FROM content)",
+        "WITH c AS (SELECT * FROM content) SELECT count(*) FROM c",
+        "SELECT (SELECT count(*) FROM content) AS n",
+        "EXPLAIN SELECT * FROM content",
+    ] {
+        match fixture.sql.execute_with(sql, no_content).await {
+            Err(error @ query::Error::Forbidden(_)) => {
+                assert_eq!(error.kind(), query::ErrorKind::Caller);
+                assert!(error.to_string().contains("content"), "{error}");
+            }
+            other => panic!(
+                "{sql}: expected forbidden, got {:?}",
+                other.map(|o| o.num_rows())
+            ),
+        }
+        assert!(
+            fixture
+                .sql
+                .execute_with(sql, query::Access::ALL)
+                .await
+                .is_ok(),
+            "{sql}"
+        );
+    }
+    // Everything else reads as before.
+    let spans = fixture
+        .sql
+        .execute_with("SELECT count(*) FROM spans", no_content)
+        .await
+        .unwrap();
+    assert_eq!(spans.num_rows(), 1);
+}

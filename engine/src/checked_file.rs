@@ -7,12 +7,13 @@
 //! - the **data region** `[0, tail_start)` (the magic and every row group's pages) is cut into
 //!   [`BLOCK_BYTES`] blocks, whose CRC-32 list is stored in the footer's key-value metadata
 //!   under [`BLOCK_CRC_KEY`];
-//! - the **tail** `[tail_start, len)` (page indexes and the footer, which holds that list) has
-//!   one CRC-32, kept outside the file in the segment's catalog entry ([`Integrity`]).
+//! - the **page indexes** `[index_start, footer_start)` and the **footer** `[footer_start,
+//!   len)` (which holds that list) have one CRC-32 each, kept outside the file in the segment's
+//!   catalog entry ([`Integrity`]).
 //!
-//! [`CheckedFile`] is the `ChunkReader` scans read through: it checks the tail once when
-//! opened, then reads whole blocks of the data region and checks each before handing out any
-//! byte of it.
+//! [`CheckedFile`] is the `ChunkReader` scans read through: it checks the footer when opened,
+//! the page indexes when a read first needs them, and reads whole blocks of the data region,
+//! checking each before handing out any byte of it.
 //!
 //! Invariants: a file written by [`CrcSink`] + [`finish_checked`] reads back through
 //! [`CheckedFile`] with no error; changing any byte of it makes every read that covers the
@@ -39,13 +40,18 @@ pub(crate) const BLOCK_BYTES: u64 = 32 << 10;
 /// Footer key-value entry holding the data region's block CRCs (hex, 8 digits per block).
 pub(crate) const BLOCK_CRC_KEY: &str = "sightline.block_crc32.v1";
 
-/// What the catalog keeps to check a file's tail (and through it, the block list).
+/// What the catalog keeps to check a file's page indexes and footer (and through the footer,
+/// the block list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Integrity {
-    /// Where the tail (page indexes, footer) starts: the end of the data region.
-    pub tail_start: u64,
-    /// CRC-32 of `[tail_start, file length)`.
-    pub tail_crc32: u32,
+    /// Where the page indexes start: the end of the data region.
+    pub index_start: u64,
+    /// Where the footer (its metadata, length and magic) starts.
+    pub footer_start: u64,
+    /// CRC-32 of `[index_start, footer_start)`.
+    pub index_crc32: u32,
+    /// CRC-32 of `[footer_start, file length)`.
+    pub footer_crc32: u32,
 }
 
 /// A writer that checksums what passes through it: blocks of [`BLOCK_BYTES`] until
@@ -57,7 +63,8 @@ pub(crate) struct CrcSink<W: Write> {
     blocks: Vec<u32>,
     block: crc32fast::Hasher,
     in_block: u64,
-    tail: Option<(u64, crc32fast::Hasher)>,
+    /// Bytes after the data region (page indexes and footer, a few MB at most).
+    tail: Option<(u64, Vec<u8>)>,
 }
 
 impl<W: Write> CrcSink<W> {
@@ -80,7 +87,7 @@ impl<W: Write> CrcSink<W> {
             blocks.push(std::mem::take(&mut self.block).finalize());
             self.in_block = 0;
         }
-        self.tail = Some((self.written, crc32fast::Hasher::new()));
+        self.tail = Some((self.written, Vec::new()));
         let mut text = String::with_capacity(blocks.len() * 8);
         for crc in blocks {
             text.push_str(&format!("{crc:08x}"));
@@ -88,15 +95,25 @@ impl<W: Write> CrcSink<W> {
         KeyValue::new(BLOCK_CRC_KEY.to_owned(), text)
     }
 
-    /// The integrity record and the inner writer, once everything is written.
+    /// The integrity record and the inner writer, once the whole file (footer included) is
+    /// written.
     pub(crate) fn finish(self) -> (Integrity, W) {
-        let (tail_start, hasher) = self
-            .tail
-            .unwrap_or_else(|| (self.written, crc32fast::Hasher::new()));
+        let (index_start, tail) = self.tail.unwrap_or_else(|| (self.written, Vec::new()));
+        // The last 8 bytes: the footer metadata's length (LE u32) and the magic.
+        let footer_len = tail
+            .len()
+            .checked_sub(8)
+            .and_then(|at| tail.get(at..at + 4))
+            .map_or(0, |bytes| {
+                u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize
+            });
+        let split = tail.len().saturating_sub(8 + footer_len);
         (
             Integrity {
-                tail_start,
-                tail_crc32: hasher.finalize(),
+                index_start,
+                footer_start: index_start + split as u64,
+                index_crc32: crc32fast::hash(&tail[..split]),
+                footer_crc32: crc32fast::hash(&tail[split..]),
             },
             self.inner,
         )
@@ -109,7 +126,7 @@ impl<W: Write> Write for CrcSink<W> {
         let mut rest = &buf[..written];
         self.written += written as u64;
         if let Some((_, tail)) = &mut self.tail {
-            tail.update(rest);
+            tail.extend_from_slice(rest);
             return Ok(written);
         }
         while !rest.is_empty() {
@@ -148,8 +165,11 @@ struct Inner {
 
 #[derive(Debug)]
 struct Check {
-    tail_start: u64,
-    tail: Bytes,
+    integrity: Integrity,
+    /// The footer, checked at open.
+    footer: Bytes,
+    /// The page indexes, read and checked by the first read that needs them.
+    index: std::sync::OnceLock<Result<Bytes, String>>,
     blocks: Vec<u32>,
 }
 
@@ -183,39 +203,31 @@ impl CheckedFile {
                 None,
             ));
         };
-        if integrity.tail_start.saturating_add(8) > len {
+        if integrity.index_start > integrity.footer_start
+            || integrity.footer_start.saturating_add(8) > len
+        {
             return Err(damaged(format!(
-                "{len} bytes, shorter than its recorded tail at {}",
-                integrity.tail_start
+                "{len} bytes, shorter than its recorded footer at {}",
+                integrity.footer_start
             )));
         }
-        let tail_len = usize::try_from(len - integrity.tail_start)
-            .map_err(|_| damaged("tail too large".to_owned()))?;
-        let mut tail = vec![0; tail_len];
-        file.read_exact_at(&mut tail, integrity.tail_start)
+        let footer_len = usize::try_from(len - integrity.footer_start)
+            .map_err(|_| damaged("footer too large".to_owned()))?;
+        let mut footer = vec![0; footer_len];
+        file.read_exact_at(&mut footer, integrity.footer_start)
             .map_err(|source| Error::io("read segment footer", path, source))?;
-        let crc = crc32fast::hash(&tail);
-        if crc != integrity.tail_crc32 {
+        let crc = crc32fast::hash(&footer);
+        if crc != integrity.footer_crc32 {
             return Err(damaged(format!(
                 "footer checksum {crc:08x} at offset {}, expected {:08x}",
-                integrity.tail_start, integrity.tail_crc32
+                integrity.footer_start, integrity.footer_crc32
             )));
         }
-        // The last 8 bytes: footer length (LE u32) and the magic.
-        let footer_len = u32::from_le_bytes([
-            tail[tail_len - 8],
-            tail[tail_len - 7],
-            tail[tail_len - 6],
-            tail[tail_len - 5],
-        ]) as usize;
-        let footer_start = (tail_len - 8)
-            .checked_sub(footer_len)
-            .ok_or_else(|| damaged("footer longer than the tail".to_owned()))?;
-        let metadata = ParquetMetaDataReader::decode_metadata(&tail[footer_start..tail_len - 8])
+        let metadata = ParquetMetaDataReader::decode_metadata(&footer[..footer_len - 8])
             .map_err(|error| damaged(error.to_string()))?;
         let blocks = block_list(&metadata)
             .ok_or_else(|| damaged(format!("no valid {BLOCK_CRC_KEY} entry")))?;
-        let expected_blocks = integrity.tail_start.div_ceil(BLOCK_BYTES);
+        let expected_blocks = integrity.index_start.div_ceil(BLOCK_BYTES);
         if blocks.len() as u64 != expected_blocks {
             return Err(damaged(format!(
                 "{} block checksums for {expected_blocks} blocks",
@@ -227,8 +239,9 @@ impl CheckedFile {
             path: path.to_path_buf(),
             len,
             check: Some(Check {
-                tail_start: integrity.tail_start,
-                tail: Bytes::from(tail),
+                integrity,
+                footer: Bytes::from(footer),
+                index: std::sync::OnceLock::new(),
                 blocks,
             }),
         };
@@ -258,49 +271,115 @@ impl CheckedFile {
                 .map_err(|error| io_error(&inner.path, error))?;
             return Ok(Bytes::from(buffer));
         };
-        let mut out = BytesMut::with_capacity(length);
-        // The data region's part: whole blocks, each checked.
-        if start < check.tail_start {
-            let first = start / BLOCK_BYTES;
-            let data_end = end.min(check.tail_start);
-            let last = (data_end - 1) / BLOCK_BYTES;
-            let from = first * BLOCK_BYTES;
-            let to = ((last + 1) * BLOCK_BYTES).min(check.tail_start);
-            let mut buffer = vec![0; usize::try_from(to - from).unwrap_or(usize::MAX)];
-            inner
-                .file
-                .read_exact_at(&mut buffer, from)
-                .map_err(|error| io_error(&inner.path, error))?;
-            for (index, chunk) in buffer
-                .chunks(usize::try_from(BLOCK_BYTES).unwrap_or(usize::MAX))
-                .enumerate()
-            {
-                let block = first + index as u64;
-                let expected = check.blocks.get(block as usize).copied();
-                let found = crc32fast::hash(chunk);
-                if expected != Some(found) {
-                    return Err(ParquetError::General(format!(
-                        "damaged file {}: checksum of bytes {}..{} is {found:08x}, expected {}",
-                        inner.path.display(),
-                        block * BLOCK_BYTES,
-                        block * BLOCK_BYTES + chunk.len() as u64,
-                        expected.map_or("none".to_owned(), |crc| format!("{crc:08x}")),
-                    )));
-                }
-            }
-            let skip = usize::try_from(start - from).unwrap_or(usize::MAX);
-            let take = usize::try_from(data_end - start).unwrap_or(usize::MAX);
-            out.extend_from_slice(&buffer[skip..skip + take]);
+        let data_end = check.integrity.index_start;
+        let footer_start = check.integrity.footer_start;
+        // Most reads fall in one region: answer those without copying.
+        if end <= data_end {
+            return self.read_blocks(check, start, end);
         }
-        // The tail's part: checked when the file was opened.
-        if end > check.tail_start {
-            let from = usize::try_from(start.max(check.tail_start) - check.tail_start)
-                .unwrap_or(usize::MAX);
-            let to = usize::try_from(end - check.tail_start).unwrap_or(usize::MAX);
-            out.extend_from_slice(&check.tail[from..to]);
+        if start >= footer_start {
+            return Ok(slice(
+                &check.footer,
+                start - footer_start,
+                end - footer_start,
+            ));
+        }
+        if start >= data_end && end <= footer_start {
+            return Ok(slice(self.index(check)?, start - data_end, end - data_end));
+        }
+        let mut out = BytesMut::with_capacity(length);
+        if start < data_end {
+            out.extend_from_slice(&self.read_blocks(check, start, data_end)?);
+        }
+        if end > data_end && start < footer_start {
+            let index = self.index(check)?;
+            out.extend_from_slice(&slice(
+                index,
+                start.max(data_end) - data_end,
+                end.min(footer_start) - data_end,
+            ));
+        }
+        if end > footer_start {
+            out.extend_from_slice(&slice(
+                &check.footer,
+                start.max(footer_start) - footer_start,
+                end - footer_start,
+            ));
         }
         Ok(out.freeze())
     }
+
+    /// `[start, end)` of the data region, from whole blocks each checked.
+    fn read_blocks(&self, check: &Check, start: u64, end: u64) -> Result<Bytes, ParquetError> {
+        let inner = &self.inner;
+        let data_end = check.integrity.index_start;
+        let first = start / BLOCK_BYTES;
+        let last = (end - 1) / BLOCK_BYTES;
+        let from = first * BLOCK_BYTES;
+        let to = ((last + 1) * BLOCK_BYTES).min(data_end);
+        let mut buffer = vec![0; usize::try_from(to - from).unwrap_or(usize::MAX)];
+        inner
+            .file
+            .read_exact_at(&mut buffer, from)
+            .map_err(|error| io_error(&inner.path, error))?;
+        for (index, chunk) in buffer
+            .chunks(usize::try_from(BLOCK_BYTES).unwrap_or(usize::MAX))
+            .enumerate()
+        {
+            let block = first + index as u64;
+            let expected = usize::try_from(block)
+                .ok()
+                .and_then(|block| check.blocks.get(block).copied());
+            let found = crc32fast::hash(chunk);
+            if expected != Some(found) {
+                return Err(ParquetError::General(format!(
+                    "damaged file {}: checksum of bytes {}..{} is {found:08x}, expected {}",
+                    inner.path.display(),
+                    block * BLOCK_BYTES,
+                    block * BLOCK_BYTES + chunk.len() as u64,
+                    expected.map_or("none".to_owned(), |crc| format!("{crc:08x}")),
+                )));
+            }
+        }
+        Ok(slice(&Bytes::from(buffer), start - from, end - from))
+    }
+
+    /// The page index region, read and checked once.
+    fn index<'a>(&self, check: &'a Check) -> Result<&'a Bytes, ParquetError> {
+        let loaded = check.index.get_or_init(|| {
+            let inner = &self.inner;
+            let integrity = check.integrity;
+            let len = usize::try_from(integrity.footer_start - integrity.index_start)
+                .map_err(|error| error.to_string())?;
+            let mut index = vec![0; len];
+            inner
+                .file
+                .read_exact_at(&mut index, integrity.index_start)
+                .map_err(|error| format!("reading {}: {error}", inner.path.display()))?;
+            let crc = crc32fast::hash(&index);
+            if crc != integrity.index_crc32 {
+                return Err(format!(
+                    "damaged file {}: page index checksum {crc:08x} at offset {}, expected {:08x}",
+                    inner.path.display(),
+                    integrity.index_start,
+                    integrity.index_crc32
+                ));
+            }
+            Ok(Bytes::from(index))
+        });
+        loaded
+            .as_ref()
+            .map_err(|message| ParquetError::General(message.clone()))
+    }
+}
+
+/// `bytes[from..to]` without copying.
+fn slice(bytes: &Bytes, from: u64, to: u64) -> Bytes {
+    let from = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
+    let to = usize::try_from(to)
+        .unwrap_or(usize::MAX)
+        .clamp(from, bytes.len());
+    bytes.slice(from..to)
 }
 
 /// Opens `path` for checked reads (unchecked without `integrity`) with the reader metadata
@@ -370,6 +449,7 @@ impl ChunkReader for CheckedFile {
         Ok(CheckedRead {
             file: self.clone(),
             position: start,
+            buffered: Bytes::new(),
         })
     }
 
@@ -378,28 +458,32 @@ impl ChunkReader for CheckedFile {
     }
 }
 
-/// A sequential reader over a [`CheckedFile`], checking block by block.
+/// A sequential reader over a [`CheckedFile`], checking block by block. Parquet reads page
+/// headers through it a few bytes at a time, so it keeps the rest of the current block.
 #[derive(Debug)]
 pub(crate) struct CheckedRead {
     file: CheckedFile,
     position: u64,
+    /// Checked bytes from `position` to the end of its block.
+    buffered: Bytes,
 }
 
 impl Read for CheckedRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.file.inner.len.saturating_sub(self.position);
-        // At most to the end of the current block, so each call checks one block.
-        let in_block = BLOCK_BYTES - self.position % BLOCK_BYTES;
-        let take = (buf.len() as u64).min(left).min(in_block);
-        if take == 0 {
-            return Ok(0);
+        if self.buffered.is_empty() {
+            let left = self.file.inner.len.saturating_sub(self.position);
+            let in_block = BLOCK_BYTES - self.position % BLOCK_BYTES;
+            let take = usize::try_from(left.min(in_block)).unwrap_or(usize::MAX);
+            if take == 0 {
+                return Ok(0);
+            }
+            self.buffered = self
+                .file
+                .read_checked(self.position, take)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
         }
-        let take = usize::try_from(take).unwrap_or(usize::MAX);
-        let bytes = self
-            .file
-            .read_checked(self.position, take)
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
-        buf[..take].copy_from_slice(&bytes);
+        let take = buf.len().min(self.buffered.len());
+        buf[..take].copy_from_slice(&self.buffered.split_to(take));
         self.position += take as u64;
         Ok(take)
     }

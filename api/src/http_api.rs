@@ -51,6 +51,32 @@ async fn sql(
     State(state): State<Arc<AppState>>,
     grant: Option<Extension<Grant>>,
     body: Bytes,
+) -> Response {
+    let started = std::time::Instant::now();
+    let response = sql_answer(Arc::clone(&state), grant, body)
+        .await
+        .into_response();
+    state
+        .metrics
+        .query(response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(&state.engine);
+    let mut response = (StatusCode::OK, text).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+async fn sql_answer(
+    state: Arc<AppState>,
+    grant: Option<Extension<Grant>>,
+    body: Bytes,
 ) -> Result<Response, EdgeError> {
     // The body is JSON whatever the content type says: `curl -d '{"sql": ...}'` sends it as a
     // form, and a user should not need to know that.
@@ -211,6 +237,7 @@ async fn purge(State(state): State<Arc<AppState>>) -> Result<Response, EdgeError
 pub fn router(state: Arc<AppState>, timeout: Duration, enable_purge: bool) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/traces/{trace_id}", get(trace));
     if enable_purge {

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal as _;
 
-use api::cli::{Cli, Command, RetentionCommand};
+use api::cli::{Cli, Command, LogFormat, RetentionCommand};
 use api::config::ServerConfig;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
@@ -14,13 +14,20 @@ fn main() -> std::process::ExitCode {
         Command::Trace(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

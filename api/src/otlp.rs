@@ -67,20 +67,26 @@ pub(crate) fn admit(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePerm
 pub(crate) async fn store(
     state: &Arc<AppState>,
     request: ExportTraceServiceRequest,
+    request_bytes: usize,
     permit: OwnedSemaphorePermit,
 ) -> Result<usize, EdgeError> {
     let engine = Arc::clone(&state.engine);
     let rules = state.rules.clone();
     let policy = state.content.clone();
+    let task_state = Arc::clone(state);
     let joined = tokio::task::spawn_blocking(move || -> Result<usize, EdgeError> {
         let _permit = permit;
         // One pipeline (redaction and content extraction before anything is written, WAL
         // included), one write: spans and content in one durable transaction.
         let write = ingest::prepare(request, &policy, &rules).map_err(from_ingest_error)?;
         let count = write.spans.num_rows();
+        let started = std::time::Instant::now();
         if count > 0 {
             engine.write_batch(write)?;
         }
+        task_state
+            .metrics
+            .stored(count, request_bytes, started.elapsed());
         Ok(count)
     })
     .await;
@@ -165,6 +171,14 @@ async fn export_http(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let response = export_http_counted(Arc::clone(&state), headers, body).await;
+    state
+        .metrics
+        .ingest_request("http", response.status().as_u16());
+    response
+}
+
+async fn export_http_counted(state: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let encoding = match request_encoding(&headers) {
         Ok(encoding) => encoding,
         Err(message) => {
@@ -211,6 +225,7 @@ async fn export_http(
         Err(error) => return http_error(encoding, error),
     };
     let limit = state.max_request_bytes;
+    let request_bytes = body.len();
     let decoded =
         tokio::task::spawn_blocking(move || -> Result<ExportTraceServiceRequest, EdgeError> {
             let decompressed;
@@ -243,7 +258,7 @@ async fn export_http(
             );
         }
     };
-    let result = store(&state, request, permit).await;
+    let result = store(&state, request, request_bytes, permit).await;
     match result {
         Ok(spans) => {
             debug!(spans, "http export stored");

@@ -132,14 +132,47 @@ impl UnaryService<Bytes> for Export {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let state = Arc::clone(&self.0);
         Box::pin(async move {
-            let bytes = request.into_inner();
+            let result = export(&state, request.into_inner()).await;
+            let status = match &result {
+                Ok(_) => 200,
+                Err(status) => http_status_of(status.code()),
+            };
+            state.metrics.ingest_request("grpc", status);
+            result
+        })
+    }
+}
+
+/// The HTTP status of the same meaning as a gRPC code (for counting answers alike).
+fn http_status_of(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::ResourceExhausted => 429,
+        Code::Unavailable => 503,
+        Code::DeadlineExceeded => 504,
+        _ => 500,
+    }
+}
+
+/// Budgets, decodes and stores one export.
+async fn export(
+    state: &Arc<AppState>,
+    bytes: Bytes,
+) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+    {
+        {
             // Budget what decoding will hold, before decoding (at most a request's limit, as
             // for OTLP/HTTP, so one request within the limit always fits the budget).
             let expected = bytes
                 .len()
                 .saturating_mul(PROTOBUF_EXPANSION)
                 .min(state.max_request_bytes);
-            let permit = admit(&state, expected).map_err(EdgeError::into_status)?;
+            let permit = admit(state, expected).map_err(EdgeError::into_status)?;
+            let request_bytes = bytes.len();
             let decoded = tokio::task::spawn_blocking(move || {
                 ExportTraceServiceRequest::decode(bytes).map_err(|error| {
                     EdgeError::Invalid(format!(
@@ -150,14 +183,14 @@ impl UnaryService<Bytes> for Export {
             .await
             .map_err(|error| EdgeError::from(error).into_status())?
             .map_err(EdgeError::into_status)?;
-            let spans = store(&state, decoded, permit)
+            let spans = store(state, decoded, request_bytes, permit)
                 .await
                 .map_err(EdgeError::into_status)?;
             debug!(spans, "grpc export stored");
             Ok(tonic::Response::new(ExportTraceServiceResponse {
                 partial_success: None,
             }))
-        })
+        }
     }
 }
 

@@ -37,6 +37,8 @@ pub struct AppState {
     pub rules: query::RuleSet,
     /// Redaction and content extraction applied to every export before it is written.
     pub content: ingest::ContentPolicy,
+    /// Counters served at `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The content policy from the configuration file's `[content]` section and the store's digest
@@ -155,10 +157,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         max_request_bytes: config.max_request_bytes,
         rules: config.rules.clone(),
         content,
+        metrics: crate::metrics::Metrics::default(),
     });
 
-    let grpc_listener = bind(config.otlp_grpc_addr, "OTLP/gRPC").await?;
     check_exposure(&config)?;
+    let grpc_listener = bind(config.otlp_grpc_addr, "OTLP/gRPC").await?;
     let http_listener = bind(config.otlp_http_addr, "OTLP/HTTP").await?;
     let api_listener = bind(config.api_addr, "HTTP API").await?;
     let jaeger_listener = bind(config.jaeger_addr, "Jaeger remote storage (gRPC)").await?;

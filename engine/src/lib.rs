@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+mod activity;
 pub mod agent;
 mod batch;
 mod chain;
@@ -54,6 +55,7 @@ mod trace_keys;
 mod wal;
 mod wal_log;
 
+pub use activity::ActivitySnapshot;
 pub use batch::{
     AgentFields, AttributePair, EventRecord, LinkRecord, SpanBatchBuilder, SpanRecord,
     with_retention_tiers,

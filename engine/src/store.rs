@@ -302,6 +302,8 @@ struct Shared {
     session_rollup: Mutex<session_rollup::SessionRollup>,
     /// Files of removed segments, deleted when their last reader is done.
     reaper: reaper::Reaper,
+    /// Counters of seals and expiry passes.
+    activity: crate::activity::Activity,
 }
 
 /// Counts describing the store now.
@@ -477,6 +479,7 @@ impl Engine {
             last_arrival: std::sync::atomic::AtomicI64::new(0),
             session_rollup: Mutex::new(session_rollup::SessionRollup::default()),
             reaper: reaper::Reaper::default(),
+            activity: crate::activity::Activity::default(),
         });
 
         let segments_now = shared.state.read().segments.clone();
@@ -583,6 +586,11 @@ impl Engine {
     /// Catalog entries of every sealed segment.
     pub fn segments(&self) -> Vec<Arc<SegmentMeta>> {
         self.shared.state.read().segments.clone()
+    }
+
+    /// Counters of seals and expiry passes since open.
+    pub fn activity(&self) -> crate::ActivitySnapshot {
+        self.shared.activity.snapshot()
     }
 
     /// Counts describing the store now.

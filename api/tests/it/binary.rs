@@ -282,3 +282,70 @@ fn serve_flags_can_come_from_the_environment() {
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("not-an-address"), "{message}");
 }
+
+#[test]
+fn token_prints_a_token_and_the_entry_holding_its_hash() {
+    let output = Command::new(BINARY)
+        .args(["token", "--name", "collector", "--scopes", "ingest,query"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let token = text
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("sl_"))
+        .expect("a token line");
+    let expected = api::auth::token_hash(token);
+    assert!(text.contains(&format!("sha256 = \"{expected}\"")), "{text}");
+    assert!(text.contains("scopes = [\"ingest\", \"query\"]"), "{text}");
+    assert!(
+        !text.contains(&format!("sha256 = \"{token}")),
+        "the token itself is not the hash"
+    );
+    // The printed entry is a valid configuration.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sightline.toml");
+    let entry = &text[text.find("[[auth.tokens]]").unwrap()..];
+    std::fs::write(&config, entry).unwrap();
+    let file = api::config_file::FileConfig::load(&config).unwrap();
+    assert!(!file.tokens.is_empty());
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    engine::Engine::open(
+        dir.path(),
+        engine::Options::default().with_background_sealing(false),
+    )
+    .unwrap()
+    .close()
+    .unwrap();
+    let output = Command::new(BINARY)
+        .args(["--log-format", "json", "retention", "status", "--data"])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().filter(|line| !line.is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}"));
+        assert!(
+            value["level"].is_string() && value["fields"].is_object(),
+            "{line}"
+        );
+    }
+}

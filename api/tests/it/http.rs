@@ -777,3 +777,105 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// `name{labels} value` lines of a Prometheus exposition, by series.
+fn series(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_was_sent_and_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let client = reqwest::Client::new();
+    // Two good HTTP exports (3 + 2 spans), one bad one, one gRPC export (4 spans).
+    let mut sent_bytes = 0;
+    for spans in [
+        vec![span(21, 1), span(21, 2), span(21, 3)],
+        vec![span(22, 1), span(22, 2)],
+    ] {
+        let body = request(spans).encode_to_vec();
+        sent_bytes += body.len();
+        let response = post(&server.otlp_http, "application/x-protobuf", false, body).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let bad = post(
+        &server.otlp_http,
+        "application/x-protobuf",
+        false,
+        vec![0xff; 9],
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let grpc_request = request((1..=4).map(|n| span(23, n)).collect());
+    sent_bytes += grpc_request.encoded_len();
+    TraceServiceClient::connect(server.otlp_grpc.clone())
+        .await
+        .unwrap()
+        .export(grpc_request)
+        .await
+        .unwrap();
+    // Two queries, one failing.
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, 9);
+    let failed = client
+        .post(format!("{}/api/v1/sql", server.api))
+        .json(&json!({"sql": "SELECT nope FROM spans"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), StatusCode::BAD_REQUEST);
+    let engine = std::sync::Arc::clone(server.server.as_ref().unwrap().engine());
+    tokio::task::spawn_blocking(move || engine.seal().unwrap())
+        .await
+        .unwrap();
+
+    let response = client
+        .get(format!("{}/metrics", server.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let metrics = series(&response.text().await.unwrap());
+    let get = |name: &str| {
+        metrics
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("no {name}: {metrics:?}"))
+    };
+    assert_eq!(get("sightline_ingest_spans_total"), 9.0);
+    assert_eq!(get("sightline_ingest_bytes_total"), sent_bytes as f64);
+    assert_eq!(
+        get("sightline_ingest_requests_total{protocol=\"http\",status=\"200\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("sightline_ingest_requests_total{protocol=\"http\",status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("sightline_ingest_requests_total{protocol=\"grpc\",status=\"200\"}"),
+        1.0
+    );
+    assert_eq!(get("sightline_commit_seconds_count"), 3.0);
+    assert_eq!(get("sightline_queries_total{status=\"200\"}"), 1.0);
+    assert_eq!(get("sightline_queries_total{status=\"400\"}"), 1.0);
+    assert_eq!(get("sightline_query_seconds_count"), 2.0);
+    assert_eq!(get("sightline_seals_total"), 1.0);
+    assert_eq!(get("sightline_seal_failures_total"), 0.0);
+    assert_eq!(get("sightline_segment_rows{tier=\"standard\"}"), 9.0);
+    assert_eq!(get("sightline_memtable_rows"), 0.0);
+    assert!(get("sightline_resident_memory_bytes") > 1e6);
+    server.stop().await;
+}

@@ -243,6 +243,16 @@ impl Engine {
     /// longer-kept tier after the segment was sealed are first moved to a segment of that tier.
     /// With `dry_run`, reports what would be deleted and changes nothing.
     pub fn expire(&self, as_of: i64, dry_run: bool) -> Result<ExpiryReport> {
+        let started = std::time::Instant::now();
+        let result = self.expire_locked(as_of, dry_run);
+        if !dry_run {
+            let expired = result.as_ref().ok().map(|report| report.segments.len());
+            self.shared.activity.expiry(started.elapsed(), expired);
+        }
+        result
+    }
+
+    fn expire_locked(&self, as_of: i64, dry_run: bool) -> Result<ExpiryReport> {
         let shared = &self.shared;
         let _guard = shared.seal_lock.lock();
         let policy = &shared.options.retention;

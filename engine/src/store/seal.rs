@@ -73,6 +73,13 @@ pub(super) fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
 }
 
 pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
+    let started = std::time::Instant::now();
+    let result = seal_locked(shared);
+    shared.activity.seal(started.elapsed(), result.is_ok());
+    result
+}
+
+fn seal_locked(shared: &Shared) -> Result<SealSummary> {
     let _guard = shared.seal_lock.lock();
     let (frozen, generation) = {
         // The writer's lock first (lock order), so no group is between its WAL append and the

@@ -1,0 +1,303 @@
+//! `GET /metrics`: Prometheus text exposition of ingest, queries, the engine's seals and
+//! expiry, storage per tier, and memory.
+//!
+//! Invariants: counters only grow; every ingest request and every SQL request is counted
+//! once, under the HTTP status it was answered with (gRPC codes are mapped to the HTTP status
+//! of the same meaning by `EdgeError`); histograms are cumulative (`le` buckets, `_sum`,
+//! `_count`), as Prometheus expects.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use std::sync::Mutex;
+
+/// Upper bounds of the latency histograms' buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A latency histogram with [`BUCKETS`].
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)).as_secs_f64();
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// The server's own counters (the engine keeps its own; see [`Metrics::render`]).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Ingest requests by (protocol, HTTP status).
+    ingest_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    ingest_spans: AtomicU64,
+    ingest_bytes: AtomicU64,
+    commit_latency: Histogram,
+    /// SQL requests by HTTP status.
+    queries: Mutex<BTreeMap<u16, u64>>,
+    query_latency: Histogram,
+}
+
+impl Metrics {
+    /// One ingest request over `protocol` (`grpc`, `http`), answered with `status`.
+    pub fn ingest_request(&self, protocol: &'static str, status: u16) {
+        *self
+            .ingest_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((protocol, status))
+            .or_default() += 1;
+    }
+
+    /// One stored export: its spans, its request bytes, and how long the durable write took.
+    pub fn stored(&self, spans: usize, bytes: usize, commit: Duration) {
+        self.ingest_spans.fetch_add(spans as u64, Ordering::Relaxed);
+        self.ingest_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.commit_latency.observe(commit);
+    }
+
+    /// One SQL request answered with `status` after `elapsed`.
+    pub fn query(&self, status: u16, elapsed: Duration) {
+        *self
+            .queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(status)
+            .or_default() += 1;
+        self.query_latency.observe(elapsed);
+    }
+
+    /// The exposition text: these counters, plus `engine`'s.
+    pub fn render(&self, engine: &engine::Engine) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP sightline_ingest_requests_total OTLP export requests by protocol and HTTP status.\n\
+             # TYPE sightline_ingest_requests_total counter"
+        );
+        for ((protocol, status), count) in self
+            .ingest_requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "sightline_ingest_requests_total{{protocol=\"{protocol}\",status=\"{status}\"}} {count}"
+            );
+        }
+        counter(
+            &mut out,
+            "sightline_ingest_spans_total",
+            "Spans stored.",
+            self.ingest_spans.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "sightline_ingest_bytes_total",
+            "Request bytes of stored exports (as received).",
+            self.ingest_bytes.load(Ordering::Relaxed),
+        );
+        self.commit_latency.render(
+            &mut out,
+            "sightline_commit_seconds",
+            "Time of the durable write of one export (WAL append and fsync).",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sightline_queries_total SQL requests by HTTP status.\n\
+             # TYPE sightline_queries_total counter"
+        );
+        for (status, count) in self
+            .queries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "sightline_queries_total{{status=\"{status}\"}} {count}"
+            );
+        }
+        self.query_latency.render(
+            &mut out,
+            "sightline_query_seconds",
+            "Time of one SQL request, errors included.",
+        );
+
+        let activity = engine.activity();
+        counter(
+            &mut out,
+            "sightline_seals_total",
+            "Seals run.",
+            activity.seals,
+        );
+        counter(
+            &mut out,
+            "sightline_seal_failures_total",
+            "Seals that failed.",
+            activity.seal_failures,
+        );
+        seconds(
+            &mut out,
+            "sightline_seal_seconds_total",
+            "Time spent sealing.",
+            activity.seal_time,
+        );
+        counter(
+            &mut out,
+            "sightline_expiry_passes_total",
+            "Expiry passes applied.",
+            activity.expiry_passes,
+        );
+        counter(
+            &mut out,
+            "sightline_expiry_failures_total",
+            "Expiry passes that failed.",
+            activity.expiry_failures,
+        );
+        seconds(
+            &mut out,
+            "sightline_expiry_seconds_total",
+            "Time spent in expiry passes.",
+            activity.expiry_time,
+        );
+        counter(
+            &mut out,
+            "sightline_expired_segments_total",
+            "Segments deleted by expiry.",
+            activity.expired_segments,
+        );
+
+        let mut tiers: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+        for segment in engine.segments() {
+            let entry = tiers.entry(segment.tier.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += segment.bytes;
+            entry.2 += segment.rows;
+        }
+        for (name, help, pick) in [
+            ("sightline_segments", "Sealed segments per tier.", 0),
+            (
+                "sightline_segment_bytes",
+                "Bytes of sealed segment files per tier.",
+                1,
+            ),
+            (
+                "sightline_segment_rows",
+                "Rows in sealed segments per tier.",
+                2,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (tier, values) in &tiers {
+                let value = [values.0, values.1, values.2][pick];
+                let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {value}");
+            }
+        }
+        let stats = engine.stats();
+        gauge(
+            &mut out,
+            "sightline_memtable_bytes",
+            "Bytes of unsealed rows in memory.",
+            stats.memtable_bytes as u64,
+        );
+        gauge(
+            &mut out,
+            "sightline_memtable_rows",
+            "Unsealed rows in memory.",
+            stats.memtable_rows as u64,
+        );
+        if let Some(rss) = resident_bytes() {
+            gauge(
+                &mut out,
+                "sightline_resident_memory_bytes",
+                "Resident memory of the server process.",
+                rss,
+            );
+        }
+        out
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+fn seconds(out: &mut String, name: &str, help: &str, value: Duration) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+        value.as_secs_f64()
+    );
+}
+
+/// Resident set size from `/proc/self/statm` (Linux; `None` elsewhere).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let histogram = Histogram::default();
+        for millis in [1, 3, 3, 40, 20_000] {
+            histogram.observe(Duration::from_millis(millis));
+        }
+        let mut out = String::new();
+        histogram.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.001\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.005\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.05\"} 4\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"10\"} 4\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 5\n"), "{out}");
+        assert!(out.contains("x_count 5\n"), "{out}");
+    }
+}

@@ -1,0 +1,80 @@
+//! [`Activity`]: counters of the engine's background and maintenance work, for monitoring.
+//!
+//! Invariant: counters only grow (monotonic, as Prometheus counters expect); each seal and
+//! each applied expiry pass is counted exactly once, successful or not.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Live counters, shared by the engine's threads.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    seals: AtomicU64,
+    seal_failures: AtomicU64,
+    seal_nanos: AtomicU64,
+    expiry_passes: AtomicU64,
+    expiry_failures: AtomicU64,
+    expiry_nanos: AtomicU64,
+    expired_segments: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ActivitySnapshot {
+    /// Seals run (background and explicit), failed ones included.
+    pub seals: u64,
+    /// Seals that failed.
+    pub seal_failures: u64,
+    /// Time spent sealing, in total.
+    pub seal_time: Duration,
+    /// Expiry passes applied (not dry runs), failed ones included.
+    pub expiry_passes: u64,
+    /// Expiry passes that failed.
+    pub expiry_failures: u64,
+    /// Time spent in expiry passes, in total.
+    pub expiry_time: Duration,
+    /// Segments deleted by expiry.
+    pub expired_segments: u64,
+}
+
+fn nanos(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Activity {
+    pub(crate) fn seal(&self, elapsed: Duration, ok: bool) {
+        self.seals.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.seal_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.seal_nanos.fetch_add(nanos(elapsed), Ordering::Relaxed);
+    }
+
+    pub(crate) fn expiry(&self, elapsed: Duration, expired_segments: Option<usize>) {
+        self.expiry_passes.fetch_add(1, Ordering::Relaxed);
+        match expired_segments {
+            Some(count) => {
+                self.expired_segments
+                    .fetch_add(count as u64, Ordering::Relaxed);
+            }
+            None => {
+                self.expiry_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.expiry_nanos
+            .fetch_add(nanos(elapsed), Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> ActivitySnapshot {
+        ActivitySnapshot {
+            seals: self.seals.load(Ordering::Relaxed),
+            seal_failures: self.seal_failures.load(Ordering::Relaxed),
+            seal_time: Duration::from_nanos(self.seal_nanos.load(Ordering::Relaxed)),
+            expiry_passes: self.expiry_passes.load(Ordering::Relaxed),
+            expiry_failures: self.expiry_failures.load(Ordering::Relaxed),
+            expiry_time: Duration::from_nanos(self.expiry_nanos.load(Ordering::Relaxed)),
+            expired_segments: self.expired_segments.load(Ordering::Relaxed),
+        }
+    }
+}

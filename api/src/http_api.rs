@@ -24,9 +24,17 @@ fn allows(grant: Option<&Extension<Grant>>, scope: Scope) -> bool {
     grant.is_none_or(|Extension(grant)| grant.allows(scope))
 }
 
-async fn healthz(State(_state): State<Arc<AppState>>) -> &'static str {
-    // The router only serves once the store is open and recovery finished.
-    "ok\n"
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    // The router only serves once the store is open and recovery finished; after that, the
+    // server is unhealthy while writes or seals fail (a full disk, a read-only file system).
+    match state.engine.trouble() {
+        None => "ok\n".into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unavailable", "reason": reason })),
+        )
+            .into_response(),
+    }
 }
 
 /// Body of `POST /api/v1/sql`.

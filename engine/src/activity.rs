@@ -1,4 +1,5 @@
-//! [`Activity`]: counters of the engine's background and maintenance work, for monitoring.
+//! [`Activity`]: counters of the engine's background and maintenance work, and whether writes
+//! and seals are failing now, for monitoring and health checks.
 //!
 //! Invariant: counters only grow (monotonic, as Prometheus counters expect); each seal and
 //! each applied expiry pass is counted exactly once, successful or not.
@@ -16,6 +17,10 @@ pub(crate) struct Activity {
     expiry_failures: AtomicU64,
     expiry_nanos: AtomicU64,
     expired_segments: AtomicU64,
+    /// Why the last write group failed, until one succeeds.
+    write_failure: parking_lot::Mutex<Option<String>>,
+    /// Why the last seal failed, until one succeeds.
+    seal_failure: parking_lot::Mutex<Option<String>>,
 }
 
 /// A copy of the counters at one moment.
@@ -38,17 +43,56 @@ pub struct ActivitySnapshot {
     pub expired_segments: u64,
 }
 
+/// `error` and its sources, joined by ": " (an I/O error's text, such as "No space left on
+/// device", is in a source).
+pub(crate) fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !chain.ends_with(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        source = cause.source();
+    }
+    chain
+}
+
 fn nanos(elapsed: Duration) -> u64 {
     u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Activity {
-    pub(crate) fn seal(&self, elapsed: Duration, ok: bool) {
+    pub(crate) fn seal(&self, elapsed: Duration, failure: Option<String>) {
         self.seals.fetch_add(1, Ordering::Relaxed);
-        if !ok {
+        if failure.is_some() {
             self.seal_failures.fetch_add(1, Ordering::Relaxed);
         }
+        *self.seal_failure.lock() = failure;
         self.seal_nanos.fetch_add(nanos(elapsed), Ordering::Relaxed);
+    }
+
+    /// Records how the last write group ended (`None`: durable).
+    pub(crate) fn write(&self, failure: Option<String>) {
+        let mut current = self.write_failure.lock();
+        if current.is_some() || failure.is_some() {
+            *current = failure;
+        }
+    }
+
+    /// Why writes or seals are failing now, if they are.
+    pub(crate) fn trouble(&self) -> Option<String> {
+        let write = self.write_failure.lock().clone();
+        let seal = self.seal_failure.lock().clone();
+        match (write, seal) {
+            (None, None) => None,
+            (Some(write), None) => Some(format!("writes are failing: {write}")),
+            (None, Some(seal)) => Some(format!("sealing is failing: {seal}")),
+            (Some(write), Some(seal)) => Some(format!(
+                "writes are failing: {write}; sealing is failing: {seal}"
+            )),
+        }
     }
 
     pub(crate) fn expiry(&self, elapsed: Duration, expired_segments: Option<usize>) {

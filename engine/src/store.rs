@@ -588,6 +588,12 @@ impl Engine {
         self.shared.state.read().segments.clone()
     }
 
+    /// Why writes or seals are failing now (the latest failure's cause chain, e.g. "No space
+    /// left on device"), or `None` when the last write and the last seal succeeded.
+    pub fn trouble(&self) -> Option<String> {
+        self.shared.activity.trouble()
+    }
+
     /// Counters of seals and expiry passes since open.
     pub fn activity(&self) -> crate::ActivitySnapshot {
         self.shared.activity.snapshot()

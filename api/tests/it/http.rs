@@ -879,3 +879,74 @@ async fn metrics_count_what_was_sent_and_stored() {
     assert!(get("sightline_resident_memory_bytes") > 1e6);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_seals_turn_health_503_keep_their_backoff_and_recover_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::ephemeral(dir.path());
+    // Every write makes the memtable due for sealing (and wakes the sealer).
+    config.engine = config.engine.clone().with_seal_max_bytes(1);
+    let server = TestServer::start_with(config).await;
+    // Where the first seal must create its tier directory, a file: every seal fails.
+    std::fs::create_dir_all(dir.path().join("segments")).unwrap();
+    let blocker = dir.path().join("segments").join("standard");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let engine = std::sync::Arc::clone(server.server.as_ref().unwrap().engine());
+    let client = reqwest::Client::new();
+    let health = |client: reqwest::Client, url: String| async move {
+        let response = client.get(url).send().await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    let health_url = format!("{}/healthz", server.api);
+    let seals_before = engine.activity().seals;
+    // Twenty writes over two seconds, each waking the sealer.
+    for n in 1..=20u8 {
+        let response = post(
+            &server.otlp_http,
+            "application/x-protobuf",
+            false,
+            request(vec![span(30, n)]).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "writes go on into the WAL"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let attempts = engine.activity().seals - seals_before;
+    assert!(
+        (1..=4).contains(&attempts),
+        "{attempts} seal attempts in ~2 s: the backoff (1 s, 2 s, ...) was not kept"
+    );
+    let (status, body) = health(client.clone(), health_url.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("sealing is failing"), "{body}");
+    // Freed: the next seal succeeds by itself (backoff at most 8 s here), health recovers,
+    // and every span is there.
+    std::fs::remove_file(&blocker).unwrap();
+    let mut recovered = false;
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if health(client.clone(), health_url.clone()).await.0 == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "health stayed 503 after the fault was removed");
+    // The sealer goes on sealing what queued up meanwhile.
+    for _ in 0..100 {
+        if engine.stats().memtable_rows == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        engine.stats().memtable_rows,
+        0,
+        "the retried seals sealed everything"
+    );
+    assert_eq!(server.count("SELECT count(*) FROM spans").await, 20);
+    server.stop().await;
+}

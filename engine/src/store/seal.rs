@@ -63,9 +63,20 @@ pub(super) fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
                     retry_in_secs = backoff.as_secs(),
                     "sealing failed; rows stay in the wal and memtable"
                 );
-                // Wait out the backoff unless the engine closes meanwhile.
-                if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(backoff) {
-                    return;
+                // Wait out the whole backoff, whatever wakes arrive meanwhile (every write
+                // sends one), unless the engine closes.
+                let until = std::time::Instant::now() + backoff;
+                loop {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    if let Err(RecvTimeoutError::Disconnected) = wake.recv_timeout(left) {
+                        return;
+                    }
+                    if shared.closing.load(Ordering::Acquire) {
+                        return;
+                    }
                 }
             }
         }
@@ -75,7 +86,11 @@ pub(super) fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
 pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
     let started = std::time::Instant::now();
     let result = seal_locked(shared);
-    shared.activity.seal(started.elapsed(), result.is_ok());
+    let failure = result
+        .as_ref()
+        .err()
+        .map(|error| crate::activity::cause_chain(error));
+    shared.activity.seal(started.elapsed(), failure);
     result
 }
 

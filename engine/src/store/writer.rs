@@ -243,6 +243,12 @@ pub(super) fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
         let mut wal = shared.wal.lock();
         let result = commit_group(shared, &mut wal, &group);
         shared.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        shared.activity.write(
+            result
+                .as_ref()
+                .err()
+                .map(|error| crate::activity::cause_chain(error)),
+        );
         match result {
             Ok((first_sequence, keys, content)) => {
                 {
@@ -262,8 +268,8 @@ pub(super) fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
                 }
             }
             Err(error) => {
-                warn!(error = %error, writes = group.len(), "wal commit failed");
-                let detail = error.to_string();
+                let detail = crate::activity::cause_chain(&error);
+                warn!(error = %detail, writes = group.len(), "wal commit failed");
                 for write in group {
                     let _ = write.reply.send(Err(Error::Io {
                         operation: "commit wal",

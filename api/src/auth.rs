@@ -238,7 +238,8 @@ impl HttpGuard {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
         let name = host_name(host);
-        let allowed = matches!(name, "localhost" | "127.0.0.1" | "::1")
+        let allowed = name.eq_ignore_ascii_case("localhost")
+            || matches!(name, "127.0.0.1" | "::1")
             || name.parse::<std::net::IpAddr>().is_ok()
             || self
                 .allowed_hosts
@@ -290,6 +291,11 @@ pub async fn http_middleware(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // Health answers probes that name the service as they see it (a load balancer, a
+    // container network); it reveals nothing, so neither Host nor token is checked there.
+    if http_scope(&request).is_none() {
+        return next.run(request).await;
+    }
     if let Err(error) = guard.check_host_and_origin(request.headers()) {
         return error.into_response();
     }
@@ -299,11 +305,6 @@ pub async fn http_middleware(
         .and_then(|value| value.to_str().ok());
     let grant = match guard.tokens.grant(authorization) {
         Ok(grant) => grant,
-        // Health stays open to load balancers that carry no token.
-        Err(_) if http_scope(&request).is_none() => Grant {
-            name: "anonymous".to_owned(),
-            scopes: BTreeSet::new(),
-        },
         Err(error) => return error.into_response(),
     };
     if let Some(scope) = http_scope(&request)
@@ -488,6 +489,7 @@ mod tests {
         };
         assert!(check("127.0.0.1:7070", None));
         assert!(check("localhost:7070", None));
+        assert!(check("LOCALHOST:7070", None));
         assert!(check("[::1]:7070", None));
         assert!(check("10.1.2.3:7070", None));
         assert!(check("sightline.internal:7070", None));

@@ -58,12 +58,24 @@ enum SqlFormat {
 async fn sql(
     State(state): State<Arc<AppState>>,
     grant: Option<Extension<Grant>>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let response = sql_answer(Arc::clone(&state), grant, body)
-        .await
-        .into_response();
+    let response = match body {
+        Ok(body) => sql_answer(Arc::clone(&state), grant, body)
+            .await
+            .into_response(),
+        // Over axum's body limit (2 MB; SQL text may be 1 MiB): the API's JSON error.
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            EdgeError::TooLarge(format!(
+                "{}; SQL text may be at most {} bytes",
+                rejection.body_text(),
+                query::MAX_SQL_BYTES
+            ))
+            .into_response()
+        }
+        Err(rejection) => EdgeError::Invalid(rejection.body_text()).into_response(),
+    };
     state
         .metrics
         .query(response.status().as_u16(), started.elapsed());

@@ -371,10 +371,12 @@ fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
     .filter(|(_, addr)| !addr.ip().is_loopback())
     .map(|(flag, addr)| format!("{flag} {addr}"))
     .collect();
-    if config.tokens.is_empty() {
-        info!("no API tokens configured: every request is allowed, so listeners stay on loopback");
-    }
     if exposed.is_empty() {
+        if config.tokens.is_empty() {
+            info!(
+                "no API tokens configured: every request is allowed, and listeners stay on loopback"
+            );
+        }
         return Ok(());
     }
     if config.insecure {

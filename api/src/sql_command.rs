@@ -67,6 +67,7 @@ impl SqlTarget {
             // From the environment, not a flag: a token on a command line shows in `ps`.
             let token = std::env::var("SIGHTLINE_TOKEN")
                 .ok()
+                .map(|token| token.trim().to_owned())
                 .filter(|token| !token.is_empty());
             return Ok(SqlTarget::Remote {
                 url: url.trim_end_matches('/').to_owned(),

@@ -4,14 +4,20 @@
 //! DataFusion's memory pool counts what operators hold (sorts, joins, aggregations), not the
 //! arrays that expressions produce. `repeat('x', 1e10)`, `lpad('', 1e10)`, `range(1e12)` or a
 //! global `regexp_replace` with a long replacement would allocate gigabytes in one call. Each
-//! such function is registered wrapped in [`Bounded`]: before calling the real function, it
-//! works out from the arguments an upper bound of what the call produces for the whole batch
-//! and reserves it from the query's pool (then lets go: the bytes are the result's, which the
-//! collector reserves again). A call that does not fit fails with `ResourcesExhausted`, before
-//! anything is allocated.
+//! such function (and `concat`, which joins what they made) is registered wrapped in
+//! [`Bounded`]: before calling the real function, it works out from the arguments an upper
+//! bound of what the call produces for the whole batch and checks that it fits the query's
+//! pool; after the call, it keeps the bytes it actually produced reserved until the query
+//! ends. A call that does not fit fails with `ResourcesExhausted`, before anything is
+//! allocated; and since what they produced stays counted, many calls (`concat(repeat(..),
+//! repeat(..), ...)`) cannot together go past the budget either.
 //!
-//! Invariant: every function here produces at most the bytes [`Bounded::estimate`] says; the
-//! estimates are upper bounds, never guesses that could be too low.
+//! Invariants: every function here produces at most the bytes [`Bounded::estimate`] says (the
+//! estimates are upper bounds, never guesses that could be too low); the bytes the wrapped
+//! functions produced over a query never exceed its memory budget.
+//!
+//! Not covered: the `||` operator is not a function; a chain of `||` over one generated value
+//! referenced many times can still build a value larger than the budget.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, 
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::logical_expr::udf_eq::UdfEq;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
@@ -31,7 +37,9 @@ use datafusion::logical_expr::{
 };
 
 /// The functions wrapped, by name.
-const BOUNDED: [&str; 8] = [
+const BOUNDED: [&str; 10] = [
+    "concat",
+    "concat_ws",
     "repeat",
     "lpad",
     "rpad",
@@ -51,6 +59,9 @@ pub(crate) fn install(state: &mut SessionState, pool: &Arc<dyn MemoryPool>) -> D
         let bounded = Bounded {
             inner: Arc::clone(inner.inner()).into(),
             pool: Arc::clone(pool),
+            produced: Arc::new(parking_lot::Mutex::new(
+                MemoryConsumer::new(format!("{name}() results")).register(pool),
+            )),
         };
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(bounded)))?;
     }
@@ -58,10 +69,20 @@ pub(crate) fn install(state: &mut SessionState, pool: &Arc<dyn MemoryPool>) -> D
 }
 
 /// A function whose output is reserved from `pool` before it is computed.
-#[derive(Debug)]
 struct Bounded {
     inner: UdfEq<Arc<dyn ScalarUDFImpl>>,
     pool: Arc<dyn MemoryPool>,
+    /// What the calls produced so far, reserved until the query (and its state) is dropped.
+    produced: Arc<parking_lot::Mutex<MemoryReservation>>,
+}
+
+impl std::fmt::Debug for Bounded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bounded")
+            .field("inner", &self.inner.name())
+            .field("produced", &self.produced.lock().size())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PartialEq for Bounded {
@@ -85,6 +106,23 @@ impl Bounded {
         let arg = |index: usize| args.args.get(index).map(|value| Values::new(value, rows));
         let mut total = 0u64;
         match self.inner.name() {
+            "concat" | "concat_ws" => {
+                // The joined text is at most all the arguments together, in every row.
+                let any_array = args
+                    .args
+                    .iter()
+                    .any(|value| matches!(value, ColumnarValue::Array(_)));
+                for value in &args.args {
+                    let size = match value {
+                        ColumnarValue::Array(array) => array.get_array_memory_size() as u64,
+                        ColumnarValue::Scalar(scalar) if any_array => {
+                            (scalar.size() as u64).saturating_mul(rows as u64)
+                        }
+                        ColumnarValue::Scalar(scalar) => scalar.size() as u64,
+                    };
+                    total = total.saturating_add(size);
+                }
+            }
             "repeat" => {
                 let (Some(text), Some(count)) = (arg(0), arg(1)) else {
                     return Ok(0);

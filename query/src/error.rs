@@ -50,6 +50,14 @@ pub enum Error {
     /// The query needed more memory than its budget (`Options::memory_limit`).
     #[error("query exceeded its memory budget: {0}")]
     ResourcesExhausted(String),
+    /// Every query slot stayed busy for the whole timeout: the query never started.
+    #[error("all {slots} query slots stayed busy for {waited:?}; retry later")]
+    Busy {
+        /// `Options::max_concurrent`.
+        slots: usize,
+        /// How long the query waited.
+        waited: Duration,
+    },
     /// The query did not finish within `Options::timeout`.
     #[error("query did not finish within {0:?}")]
     Timeout(Duration),
@@ -104,6 +112,7 @@ impl Error {
             | Error::TooManyRows { .. }
             | Error::InvalidRule(_) => ErrorKind::Caller,
             Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Busy { .. } => ErrorKind::Transient,
             Error::Engine(error) => match error.kind() {
                 engine::ErrorKind::Caller => ErrorKind::Caller,
                 engine::ErrorKind::Transient => ErrorKind::Transient,
@@ -135,6 +144,13 @@ impl Error {
             | DataFusionError::Configuration(_) => Error::InvalidQuery(message),
             DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => {
                 Error::Execution(message)
+            }
+            // A pattern the regex crate cannot parse is the query's mistake, wherever
+            // DataFusion met it (planning, simplification, execution).
+            DataFusionError::External(inner)
+                if inner.to_string().starts_with("regex parse error") =>
+            {
+                Error::InvalidQuery(message)
             }
             _ => Error::Internal(message),
         }

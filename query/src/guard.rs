@@ -35,6 +35,12 @@ pub(crate) fn parse_allowed(sql: &str, recursion_limit: usize) -> Result<Stateme
             Some(keyword) if REJECTED_KEYWORDS.contains(&keyword.as_str()) => {
                 rejected(keyword, READ_ONLY)
             }
+            _ if error.to_string().contains("RecursionLimitExceeded") => {
+                Error::TooComplex(format!(
+                    "the query nests deeper than {recursion_limit} levels (parentheses, function \
+                 calls, subqueries)"
+                ))
+            }
             _ => Error::InvalidQuery(error.strip_backtrace()),
         })?;
     if statements.len() > 1 {

@@ -7,7 +7,8 @@
 //!
 //! Invariants:
 //! - at most `max_concurrent` queries run at once; others wait for a slot within their own
-//!   deadline;
+//!   deadline, and one that never gets a slot fails with [`Error::Busy`] (retry later), not
+//!   as a timeout of its own;
 //! - when the deadline passes, the task is aborted: its streams are dropped at their next
 //!   yield, so scans stop and the CPU returns;
 //! - a panic in a query becomes [`Error::Panicked`] with its message, never a torn
@@ -30,6 +31,7 @@ const QUERY_THREAD_STACK: usize = 64 << 20;
 pub(crate) struct QueryPool {
     runtime: Option<Runtime>,
     slots: Arc<Semaphore>,
+    max_concurrent: usize,
 }
 
 impl std::fmt::Debug for QueryPool {
@@ -54,6 +56,7 @@ impl QueryPool {
         Ok(QueryPool {
             runtime: Some(runtime),
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            max_concurrent: max_concurrent.max(1),
         })
     }
 
@@ -74,7 +77,12 @@ impl QueryPool {
             Ok(Err(_closed)) => {
                 return Err(Error::Internal("the query pool is shut down".to_owned()));
             }
-            Err(_) => return Err(Error::Timeout(timeout)),
+            Err(_) => {
+                return Err(Error::Busy {
+                    slots: self.max_concurrent,
+                    waited: timeout,
+                });
+            }
         };
         let mut task = runtime.spawn(async move {
             let result = query.await;

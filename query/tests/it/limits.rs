@@ -271,3 +271,45 @@ async fn functions_that_generate_values_stay_within_the_memory_budget() {
         21
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_generated_values_are_joined_into_stays_within_the_budget() {
+    let fixture = Fixture::with_options(Options::default().with_memory_limit(64 << 20));
+    // Each repeat alone fits (16 MB of 64 MiB); eight of them joined do not.
+    let terms = ["repeat('x', 16000000)"; 8].join(", ");
+    for sql in [
+        format!("SELECT octet_length(concat({terms}))"),
+        format!("SELECT octet_length(concat_ws('-', {terms}))"),
+    ] {
+        match fixture.sql.execute(&sql).await {
+            Err(Error::ResourcesExhausted(_)) => {}
+            other => panic!(
+                "expected resources exhausted, got {:?}",
+                other.map(|o| o.num_rows())
+            ),
+        }
+    }
+    // Within the budget, the same shapes answer right.
+    let rows = fixture
+        .rows("SELECT octet_length(concat(repeat('ab', 1000), repeat('c', 10), 'd'))")
+        .await;
+    assert_eq!(rows, vec![serde_json::json!([2011])]);
+    let names = fixture
+        .rows("SELECT count(*) FROM spans WHERE concat(span_name, '/', span_id) LIKE '%/%'")
+        .await;
+    assert_eq!(names, vec![serde_json::json!([21])]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_regular_expression_is_the_callers_error() {
+    let fixture = Fixture::new();
+    for sql in [
+        "SELECT regexp_like('a', '[')",
+        "SELECT 'a' ~ '('",
+        "SELECT regexp_replace('a', '(', 'b')",
+        "SELECT count(*) FROM spans WHERE span_name ~ '('",
+    ] {
+        let error = fixture.sql.execute(sql).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Caller, "{sql}: {error:?}");
+    }
+}

@@ -265,6 +265,25 @@ impl HttpGuard {
     }
 }
 
+/// CORS for the origins given with `--allowed-origin` (none: no CORS headers, so browsers
+/// keep other sites' pages out). Outermost layer: it answers preflight requests itself, which
+/// carry no token.
+pub fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<axum::http::HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| axum::http::HeaderValue::from_str(origin).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+        ])
+}
+
 /// The host part of a Host header (`name`, `name:port`, `[v6]:port`).
 fn host_name(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {

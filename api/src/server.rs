@@ -216,9 +216,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("Jaeger remote-storage gRPC server failed")
     });
-    let http_router = otlp::http_router(Arc::clone(&state)).layer(
-        axum::middleware::from_fn_with_state(Arc::clone(&guard), auth::http_middleware),
-    );
+    let http_router = otlp::http_router(Arc::clone(&state))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&guard),
+            auth::http_middleware,
+        ))
+        .layer(auth::cors(&config.allowed_origins));
     let http_token = shutdown.clone();
     let http = tokio::spawn(async move {
         axum::serve(http_listener, http_router)
@@ -226,10 +229,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("OTLP/HTTP server failed")
     });
-    let api_router =
-        http_api::router(Arc::clone(&state), config.http_timeout, config.enable_purge).layer(
-            axum::middleware::from_fn_with_state(Arc::clone(&guard), auth::http_middleware),
-        );
+    let api_router = http_api::router(Arc::clone(&state), config.http_timeout, config.enable_purge)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&guard),
+            auth::http_middleware,
+        ))
+        .layer(auth::cors(&config.allowed_origins));
     let api_token = shutdown.clone();
     let api = tokio::spawn(async move {
         axum::serve(api_listener, api_router)

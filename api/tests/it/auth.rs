@@ -320,3 +320,60 @@ async fn listening_beyond_loopback_needs_insecure() {
     let server = TestServer::start_with(config).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_origin_gets_cors_and_its_preflight_needs_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.tokens = tokens();
+    config.allowed_origins = vec!["https://grafana.example:3000".to_owned()];
+    let server = TestServer::start_with(config).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/sql", server.api);
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://grafana.example:3000")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://grafana.example:3000"
+    );
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let answer = client
+        .post(&url)
+        .header("origin", "https://grafana.example:3000")
+        .bearer_auth(QUERY)
+        .json(&json!({"sql": "SELECT 1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "https://grafana.example:3000"
+    );
+    // Another site: no CORS headers, and the request itself is refused.
+    let other = client
+        .post(&url)
+        .header("origin", "https://other.example")
+        .bearer_auth(QUERY)
+        .json(&json!({"sql": "SELECT 1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    server.stop().await;
+}

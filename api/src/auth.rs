@@ -298,7 +298,7 @@ fn http_scope(request: &Request) -> Option<Scope> {
     match path {
         "/healthz" => None,
         "/v1/traces" => Some(Scope::Ingest),
-        "/purge" => Some(Scope::Admin),
+        "/purge" | "/api/v1/admin" => Some(Scope::Admin),
         _ => Some(Scope::Query),
     }
 }

@@ -255,6 +255,10 @@ pub enum RetentionCommand {
     sightline retention run --dry-run\n  \
     sightline retention run --as-of 2027-06-01T00:00:00Z --dry-run   (what would be gone then)")]
 pub struct RetentionRunArgs {
+    /// Run it on the server at this URL (its admin API; the token in `SIGHTLINE_TOKEN` needs
+    /// the admin scope) instead of on a stopped store's data directory.
+    #[arg(long, env = "SIGHTLINE_URL", conflicts_with = "data_dir")]
+    pub url: Option<String>,
     /// Data directory (no server may be running on it).
     #[arg(
         long = "data",
@@ -291,6 +295,10 @@ pub struct RetentionStatusArgs {
 /// `sightline verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    /// Run it on the server at this URL (its admin API; the token in `SIGHTLINE_TOKEN` needs
+    /// the admin scope) instead of on a stopped store's data directory.
+    #[arg(long, env = "SIGHTLINE_URL", conflicts_with = "data_dir")]
+    pub url: Option<String>,
     /// Data directory to verify (no server may be running on it).
     #[arg(
         long = "data",
@@ -303,6 +311,10 @@ pub struct VerifyArgs {
 /// `sightline erase`.
 #[derive(Debug, Args)]
 pub struct EraseArgs {
+    /// Run it on the server at this URL (its admin API; the token in `SIGHTLINE_TOKEN` needs
+    /// the admin scope) instead of on a stopped store's data directory.
+    #[arg(long, env = "SIGHTLINE_URL", conflicts_with = "data_dir")]
+    pub url: Option<String>,
     /// The session to erase.
     #[arg(long, value_name = "SESSION_ID")]
     pub session: String,
@@ -326,6 +338,10 @@ pub struct EraseArgs {
     sightline hold --release --session sess_0123\n  \
     sightline hold            (lists the holds in force)")]
 pub struct HoldArgs {
+    /// Run it on the server at this URL (its admin API; the token in `SIGHTLINE_TOKEN` needs
+    /// the admin scope) instead of on a stopped store's data directory.
+    #[arg(long, env = "SIGHTLINE_URL", conflicts_with = "data_dir")]
+    pub url: Option<String>,
     /// Hold (or with --release, release) this session.
     #[arg(long, value_name = "SESSION_ID", conflicts_with = "tier")]
     pub session: Option<String>,

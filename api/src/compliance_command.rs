@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use engine::{Engine, HoldTarget};
+use engine::Engine;
+
+use crate::maintenance::Operation;
 
 use crate::cli::{EraseArgs, HoldArgs, VerifyArgs};
 
@@ -33,6 +35,13 @@ fn require_store(dir: &Path) -> anyhow::Result<()> {
 /// Runs `sightline verify`: prints the report (with the chain head hash to keep elsewhere) and
 /// fails when it found problems.
 pub async fn verify(args: &VerifyArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    if let Some(url) = &args.url {
+        return finish(
+            crate::maintenance::remote(url, &Operation::Verify).await?,
+            out,
+            VERIFY_FAILED,
+        );
+    }
     require_store(&args.data_dir)?;
     let dir = args.data_dir.clone();
     let report = match tokio::task::spawn_blocking(move || engine::verify_data_dir(&dir)).await? {
@@ -66,59 +75,74 @@ pub(crate) async fn open_store(dir: &Path, what: &str) -> anyhow::Result<std::sy
 
 /// Runs `sightline hold`: places or releases one hold, or lists them.
 pub async fn hold(args: &HoldArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
-    let target = match (&args.session, &args.tier) {
-        (Some(session), _) => Some(HoldTarget::Session(session.clone())),
-        (None, Some(tier)) => Some(HoldTarget::Tier(tier.clone())),
-        (None, None) if args.release => bail!("--release needs --session ID or --tier NAME"),
-        (None, None) => None,
+    let operation = Operation::Hold {
+        session: args.session.clone(),
+        tier: args.tier.clone(),
+        release: args.release,
     };
+    if let Some(url) = &args.url {
+        return finish(
+            crate::maintenance::remote(url, &operation).await?,
+            out,
+            "hold failed",
+        );
+    }
+    if args.release && args.session.is_none() && args.tier.is_none() {
+        bail!("--release needs --session ID or --tier NAME");
+    }
     let engine = open_store(&args.data_dir, "change holds").await?;
-    let release = args.release;
     let worker = std::sync::Arc::clone(&engine);
-    let message = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let text = match target {
-            Some(target) if release => {
-                if worker.release(&target)? {
-                    format!("released the legal hold on {target}\n")
-                } else {
-                    format!("{target} was not under legal hold\n")
-                }
-            }
-            Some(target) => {
-                let placed = worker.hold(&target)?;
-                let hold = worker
-                    .holds()?
-                    .into_iter()
-                    .find(|hold| hold.target == target);
-                let verb = if placed { "placed" } else { "already in force" };
-                match hold {
-                    Some(hold) => format!("legal hold {verb}: {hold}\n"),
-                    None => bail!("the legal hold on {target} was not recorded"),
-                }
-            }
-            None => {
-                let holds = worker.holds()?;
-                if holds.is_empty() {
-                    "no legal holds\n".to_owned()
-                } else {
-                    holds.iter().map(|hold| format!("{hold}\n")).collect()
-                }
-            }
-        };
+    let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = crate::maintenance::run(&worker, &operation, &no_content_expiry);
         worker.close_without_sealing();
-        Ok(text)
+        outcome
     })
     .await
     .context("hold task failed")??;
     drop(engine);
-    out.write_all(message.as_bytes())?;
-    out.flush()?;
+    finish(outcome, out, "hold failed")
+}
+
+/// Prints an outcome's text; when it did not succeed, fails with `what` (a verify report is
+/// printed first, other refusals are the error's text).
+fn finish(
+    outcome: crate::maintenance::Outcome,
+    out: &mut impl std::io::Write,
+    what: &str,
+) -> anyhow::Result<()> {
+    if outcome.ok || what == VERIFY_FAILED {
+        out.write_all(outcome.text.as_bytes())?;
+        out.flush()?;
+    }
+    if !outcome.ok {
+        if what == VERIFY_FAILED {
+            bail!("{what}");
+        }
+        bail!("{}", outcome.text.trim_end());
+    }
     Ok(())
+}
+
+const VERIFY_FAILED: &str = "verification failed";
+
+/// Operations that never expire content have no content keep to ask for.
+fn no_content_expiry(_as_of: i64) -> engine::ContentExpiryRequest {
+    engine::ContentExpiryRequest::default()
 }
 
 /// Runs `sightline erase --session ID`: removes the session's spans and content across tiers,
 /// rewriting only the segments that hold it, and records the erasure in the chain.
 pub async fn erase(args: &EraseArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    let operation = Operation::Erase {
+        session: args.session.clone(),
+    };
+    if let Some(url) = &args.url {
+        return finish(
+            crate::maintenance::remote(url, &operation).await?,
+            out,
+            "erase failed",
+        );
+    }
     require_store(&args.data_dir)?;
     let config = match &args.config {
         Some(path) => crate::config_file::FileConfig::load(path)?,
@@ -135,47 +159,16 @@ pub async fn erase(args: &EraseArgs, out: &mut impl std::io::Write) -> anyhow::R
             return Err(anyhow::Error::new(error).context("cannot open the data directory"));
         }
     };
-    let session = args.session.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let result = engine.erase_session(&session);
+    let (outcome, closed) = tokio::task::spawn_blocking(move || {
+        let outcome = crate::maintenance::run(&engine, &operation, &no_content_expiry);
         let closed = engine.close();
-        (result, closed)
+        (outcome, closed)
     })
     .await
     .context("erase task failed")?;
-    let report = match result {
-        (Ok(report), closed) => {
-            closed?;
-            report
-        }
-        (Err(error @ engine::Error::Held { .. }), _) => bail!(
-            "{error}; nothing was erased. Release it first with: sightline hold --release --session {}",
-            args.session
-        ),
-        (Err(error), _) => return Err(anyhow::Error::new(error).context("erase failed")),
-    };
-    if report.rows == 0 {
-        writeln!(out, "session {} has no spans; nothing erased", args.session)?;
-        return Ok(());
+    let outcome = outcome?;
+    if outcome.ok {
+        closed?;
     }
-    for (old, new) in &report.segments {
-        let new = if new.is_empty() {
-            "nothing left".to_owned()
-        } else {
-            new.iter()
-                .map(|id| format!("segment {id}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        writeln!(out, "rewrote segment {old} -> {new}")?;
-    }
-    writeln!(
-        out,
-        "erased session {}: {} spans in {} traces from {} segment(s); recorded in the chain (see sightline verify)",
-        report.session_id,
-        report.rows,
-        report.traces.len(),
-        report.segments.len()
-    )?;
-    Ok(())
+    finish(outcome, out, "erase failed")
 }

@@ -82,6 +82,37 @@ async fn sql(
     response
 }
 
+/// `POST /api/v1/admin`: one maintenance operation (`crate::maintenance::Operation` as JSON,
+/// e.g. `{"operation": "verify"}`) on the running store; admin scope. Answers
+/// `{"ok": bool, "text": "..."}` as the CLI prints it.
+async fn admin(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Json<crate::maintenance::Outcome>, EdgeError> {
+    let operation: crate::maintenance::Operation =
+        serde_json::from_slice(&body).map_err(|error| {
+            EdgeError::Invalid(format!(
+                "expected {{\"operation\": \"verify\" | \"hold\" | \"erase\" | \
+                 \"retention_run\", ...}}: {error}"
+            ))
+        })?;
+    let engine = Arc::clone(&state.engine);
+    let config = Arc::clone(&state.config);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let expiry = |as_of: i64| config.content_expiry_request(u64::try_from(as_of).unwrap_or(0));
+        crate::maintenance::run(&engine, &operation, &expiry)
+    })
+    .await?
+    .map_err(|error| {
+        // Engine errors keep their family (a held session, a bad tier name are the caller's).
+        match error.downcast::<engine::Error>() {
+            Ok(engine) => EdgeError::from(engine),
+            Err(other) => EdgeError::Invalid(format!("{other:#}")),
+        }
+    })?;
+    Ok(Json(outcome))
+}
+
 /// `GET /metrics`: Prometheus text exposition.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state.metrics.render(&state.engine);
@@ -258,6 +289,7 @@ pub fn router(state: Arc<AppState>, timeout: Duration, enable_purge: bool) -> Ro
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/admin", post(admin))
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/traces/{trace_id}", get(trace));
     if enable_purge {

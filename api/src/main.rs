@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
                 api::retention_command::check_config(&args, &mut std::io::stdout().lock())
             }
             Command::Retention(RetentionCommand::Run(args)) => {
-                api::retention_command::run(&args, &mut std::io::stdout().lock())
+                api::retention_command::run(&args, &mut std::io::stdout().lock()).await
             }
             Command::Retention(RetentionCommand::Status(args)) => {
                 api::retention_command::status(&args, &mut std::io::stdout().lock())

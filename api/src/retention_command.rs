@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use engine::{ContentStats, Engine, ExpiryReport, TierStatus};
 
 use crate::cli::{CheckConfigArgs, DurationArg, RetentionRunArgs, RetentionStatusArgs};
@@ -47,7 +46,7 @@ fn open(data_dir: &Path, config: &FileConfig) -> anyhow::Result<Engine> {
 }
 
 /// Now, in ns since the epoch.
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {
@@ -113,44 +112,30 @@ pub fn write_report(report: &ExpiryReport, out: &mut impl Write) -> std::io::Res
     )
 }
 
-/// `retention run`: seals what the WAL holds (unless dry run) and deletes expired segments.
-pub fn run(args: &RetentionRunArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let config = load(args.config.as_deref())?;
+/// `retention run`: seals what the WAL holds (unless dry run) and deletes expired segments,
+/// on a stopped store or, with `--url`, through a running server's admin API.
+pub async fn run(args: &RetentionRunArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let as_of = match &args.as_of {
-        Some(text) => parse_timestamp(text)?,
-        None => now_ns(),
+        Some(text) => Some(parse_timestamp(text)?),
+        None => None,
     };
-    let engine = open(&args.data_dir, &config)?;
-    if !args.dry_run {
-        engine.seal().context("sealing before the retention run")?;
-    } else if engine.stats().memtable_rows > 0 {
-        writeln!(
-            out,
-            "note: {} unsealed rows are not considered by a dry run",
-            engine.stats().memtable_rows
-        )?;
-    }
-    let report = engine.expire(as_of, args.dry_run)?;
-    write_report(&report, out)?;
-    // Content by its own keep, as the server's content pass does.
-    let request = config
-        .content_expiry_request(u64::try_from(as_of).unwrap_or(0))
-        .with_dry_run(args.dry_run);
-    let content = engine
-        .expire_content_with(&request)
-        .context("expiring content")?;
-    writeln!(
-        out,
-        "content: {} {} message(s), {} bytes",
-        if args.dry_run {
-            "would delete"
-        } else {
-            "deleted"
-        },
-        content.messages,
-        content.bytes
-    )?;
-    engine.close()?;
+    let operation = crate::maintenance::Operation::RetentionRun {
+        as_of,
+        dry_run: args.dry_run,
+    };
+    let outcome = match &args.url {
+        Some(url) => crate::maintenance::remote(url, &operation).await?,
+        None => {
+            let config = load(args.config.as_deref())?;
+            let engine = open(&args.data_dir, &config)?;
+            let expiry =
+                |as_of: i64| config.content_expiry_request(u64::try_from(as_of).unwrap_or(0));
+            let outcome = crate::maintenance::run(&engine, &operation, &expiry)?;
+            engine.close()?;
+            outcome
+        }
+    };
+    out.write_all(outcome.text.as_bytes())?;
     Ok(())
 }
 

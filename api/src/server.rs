@@ -39,6 +39,8 @@ pub struct AppState {
     pub content: ingest::ContentPolicy,
     /// Counters served at `GET /metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// The configuration the server runs with (retention and content keeps for maintenance).
+    pub config: Arc<ServerConfig>,
 }
 
 /// The content policy from the configuration file's `[content]` section and the store's digest
@@ -158,6 +160,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         rules: config.rules.clone(),
         content,
         metrics: crate::metrics::Metrics::default(),
+        config: Arc::new(config.clone()),
     });
 
     check_exposure(&config)?;

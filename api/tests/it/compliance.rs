@@ -117,3 +117,104 @@ fn verify_of_a_directory_held_by_another_process_says_to_stop_it() {
     );
     drop(engine);
 }
+
+/// Runs the CLI against a running server's admin API.
+fn run_remote(args: &[&str], url: &str) -> Output {
+    Command::new(BINARY)
+        .args(args)
+        .arg("--url")
+        .arg(url)
+        .env("RUST_LOG", "warn")
+        .env_remove("SIGHTLINE_DATA")
+        .output()
+        .expect("run sightline")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_runs_against_a_running_server() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::TestServer::start(dir.path()).await;
+    let mut spans = Vec::new();
+    for n in 1..=3u8 {
+        let mut span = crate::http::span(40, n);
+        span.attributes
+            .push(opentelemetry_proto::tonic::common::v1::KeyValue {
+                key_strindex: 0,
+                key: "session.id".into(),
+                value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                    value: Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                            "s-online".into(),
+                        ),
+                    ),
+                }),
+            });
+        spans.push(span);
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/traces", server.otlp_http))
+        .header("content-type", "application/x-protobuf")
+        .body(crate::http::request(spans).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let count = "SELECT count(*) FROM spans WHERE session_id = 's-online'";
+    assert_eq!(server.count(count).await, 3);
+    let url = server.api.clone();
+    let cli = move |args: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || run_remote(args, &url))
+                .await
+                .unwrap()
+        }
+    };
+
+    let held = cli(&["hold", "--session", "s-online"]).await;
+    assert!(held.status.success(), "{}", text(&held.stderr));
+    assert!(
+        text(&held.stdout).contains("legal hold placed"),
+        "{}",
+        text(&held.stdout)
+    );
+    let refused = cli(&["erase", "--session", "s-online"]).await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("nothing was erased"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(server.count(count).await, 3);
+    let released = cli(&["hold", "--release", "--session", "s-online"]).await;
+    assert!(released.status.success(), "{}", text(&released.stderr));
+    let erased = cli(&["erase", "--session", "s-online"]).await;
+    assert!(erased.status.success(), "{}", text(&erased.stderr));
+    assert!(
+        text(&erased.stdout).contains("erased session s-online: 3 spans"),
+        "{}",
+        text(&erased.stdout)
+    );
+    assert_eq!(server.count(count).await, 0);
+    let verified = cli(&["verify"]).await;
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        text(&verified.stdout),
+        text(&verified.stderr)
+    );
+    assert!(
+        text(&verified.stdout).starts_with("OK"),
+        "{}",
+        text(&verified.stdout)
+    );
+    let retention = cli(&["retention", "run", "--dry-run"]).await;
+    assert!(retention.status.success(), "{}", text(&retention.stderr));
+    assert!(
+        text(&retention.stdout).contains("content: would delete"),
+        "{}",
+        text(&retention.stdout)
+    );
+    server.stop().await;
+}

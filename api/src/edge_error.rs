@@ -164,21 +164,7 @@ impl IntoResponse for EdgeError {
     }
 }
 
-/// `error` and each of its sources, joined by ": ".
-pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut chain = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // thiserror's transparent wrappers repeat their source's text.
-        if !chain.ends_with(&text) {
-            chain.push_str(": ");
-            chain.push_str(&text);
-        }
-        source = cause.source();
-    }
-    chain
-}
+pub use engine::cause_chain;
 
 /// A 500 for damaged stored data: unlike other 500s, the answer names what is damaged (the
 /// file and where), since the operator must act on it.

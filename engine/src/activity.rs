@@ -45,7 +45,7 @@ pub struct ActivitySnapshot {
 
 /// `error` and its sources, joined by ": " (an I/O error's text, such as "No space left on
 /// device", is in a source).
-pub(crate) fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut chain = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

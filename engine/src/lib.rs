@@ -55,7 +55,7 @@ mod trace_keys;
 mod wal;
 mod wal_log;
 
-pub use activity::ActivitySnapshot;
+pub use activity::{ActivitySnapshot, cause_chain};
 pub use batch::{
     AgentFields, AttributePair, EventRecord, LinkRecord, SpanBatchBuilder, SpanRecord,
     with_retention_tiers,

@@ -32,40 +32,41 @@ use crate::timestamp::format_timestamp;
 /// `{"columns": [{"name": ..., "type": ...}], "rows": [[value, ...], ...]}`, where `type` is
 /// the Arrow data type's display text and values follow the module rules.
 pub fn to_json(output: &QueryOutput) -> Value {
-    let columns: Vec<Value> = output
+    let mut rows = Vec::with_capacity(output.num_rows());
+    for batch in &output.batches {
+        rows.extend(batch_rows(batch).map(Value::Array));
+    }
+    let mut out = Map::new();
+    out.insert("columns".to_owned(), Value::Array(columns_json(output)));
+    out.insert("rows".to_owned(), Value::Array(rows));
+    Value::Object(out)
+}
+
+/// `{"name": ..., "type": ...}` of each result column.
+fn columns_json(output: &QueryOutput) -> Vec<Value> {
+    output
         .schema
         .fields()
         .iter()
         .map(|field| {
-            let mut column = Map::new();
-            column.insert("name".to_owned(), Value::String(field.name().clone()));
-            column.insert(
-                "type".to_owned(),
-                Value::String(field.data_type().to_string()),
-            );
-            Value::Object(column)
+            serde_json::json!({"name": field.name(), "type": field.data_type().to_string()})
         })
+        .collect()
+}
+
+/// The rows of `batch`, each as its values in column order.
+fn batch_rows(batch: &RecordBatch) -> impl Iterator<Item = Vec<Value>> {
+    let mut columns: Vec<std::vec::IntoIter<Value>> = batch
+        .columns()
+        .iter()
+        .map(|column| column_values(column.as_ref()).into_iter())
         .collect();
-    let mut rows = Vec::with_capacity(output.num_rows());
-    for batch in &output.batches {
-        let mut columns: Vec<std::vec::IntoIter<Value>> = batch
-            .columns()
-            .iter()
-            .map(|column| column_values(column.as_ref()).into_iter())
-            .collect();
-        for _ in 0..batch.num_rows() {
-            rows.push(Value::Array(
-                columns
-                    .iter_mut()
-                    .map(|values| values.next().unwrap_or(Value::Null))
-                    .collect(),
-            ));
-        }
-    }
-    let mut out = Map::new();
-    out.insert("columns".to_owned(), Value::Array(columns));
-    out.insert("rows".to_owned(), Value::Array(rows));
-    Value::Object(out)
+    (0..batch.num_rows()).map(move |_| {
+        columns
+            .iter_mut()
+            .map(|values| values.next().unwrap_or(Value::Null))
+            .collect()
+    })
 }
 
 /// [`to_json`] written straight to bytes, one batch at a time, failing with
@@ -74,33 +75,16 @@ pub fn to_json(output: &QueryOutput) -> Value {
 pub fn to_json_bytes(output: &QueryOutput, max_bytes: usize) -> Result<Vec<u8>> {
     let too_large = || Error::TooLarge { limit: max_bytes };
     let json_error = |error: serde_json::Error| Error::Internal(format!("writing JSON: {error}"));
-    let columns: Vec<Value> = output
-        .schema
-        .fields()
-        .iter()
-        .map(|field| {
-            serde_json::json!({"name": field.name(), "type": field.data_type().to_string()})
-        })
-        .collect();
     let mut out = b"{\"columns\":".to_vec();
-    serde_json::to_writer(&mut out, &columns).map_err(json_error)?;
+    serde_json::to_writer(&mut out, &columns_json(output)).map_err(json_error)?;
     out.extend_from_slice(b",\"rows\":[");
     let mut first = true;
     for batch in &output.batches {
-        let mut columns: Vec<std::vec::IntoIter<Value>> = batch
-            .columns()
-            .iter()
-            .map(|column| column_values(column.as_ref()).into_iter())
-            .collect();
-        for _ in 0..batch.num_rows() {
+        for row in batch_rows(batch) {
             if !first {
                 out.push(b',');
             }
             first = false;
-            let row: Vec<Value> = columns
-                .iter_mut()
-                .map(|values| values.next().unwrap_or(Value::Null))
-                .collect();
             serde_json::to_writer(&mut out, &row).map_err(json_error)?;
         }
         if out.len() > max_bytes {

@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - every 5xx (gRPC INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED) is logged exactly once, here,
-//!   with its full cause chain: [`EdgeError::log`] runs when the error is turned into a
+//!   with its full cause chain: `EdgeError::log` runs when the error is turned into a
 //!   response or a status, and nowhere else;
 //! - a 500 answers a public message only; its cause (which may name files or internals) goes
 //!   to the log;

@@ -123,3 +123,55 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "a panic without a message".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panicking_query_is_an_error_with_its_message_and_the_pool_goes_on() {
+        let pool = QueryPool::new(1, 1).unwrap();
+        let error = pool
+            .run(Duration::from_secs(5), async {
+                if std::hint::black_box(true) {
+                    panic!("index out of bounds: the len is 3 but the index is 7");
+                }
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Panicked(message) if message.contains("index out of bounds")),
+            "{error:?}"
+        );
+        assert_eq!(error.kind(), crate::ErrorKind::Internal);
+        // The one slot is free again.
+        let answer = pool
+            .run(Duration::from_secs(5), async { Ok(42) })
+            .await
+            .unwrap();
+        assert_eq!(answer, 42);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_query_that_never_gets_a_slot_is_busy_not_timed_out() {
+        let pool = Arc::new(QueryPool::new(1, 1).unwrap());
+        let holder = Arc::clone(&pool);
+        let blocker = tokio::spawn(async move {
+            holder
+                .run(Duration::from_secs(30), async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    Ok(())
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let error = pool
+            .run(Duration::from_millis(100), async { Ok(()) })
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Busy { slots: 1, .. }), "{error:?}");
+        assert_eq!(error.kind(), crate::ErrorKind::Transient);
+        blocker.await.unwrap().unwrap();
+    }
+}

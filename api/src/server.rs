@@ -106,6 +106,11 @@ impl RunningServer {
 /// Concurrent OTLP/gRPC exports one connection may have in flight.
 const MAX_CONCURRENT_EXPORTS_PER_CONNECTION: usize = 32;
 
+/// Concurrent OTLP/gRPC exports over all connections. tonic reads a message whole before the
+/// handler can budget it; beyond this many, streams wait unread (HTTP/2 flow control holds
+/// their bodies at the client), so many clients with large exports do not all sit in memory.
+const MAX_CONCURRENT_GRPC_EXPORTS: usize = 16;
+
 /// File in the data directory holding the running server's API address (`http://host:port`),
 /// written once it listens and removed when it stops; the CLI names it when it finds the
 /// directory in use.
@@ -187,6 +192,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         // A message is read whole before the handler budgets it: bound concurrent streams.
         tonic::transport::Server::builder()
             .concurrency_limit_per_connection(MAX_CONCURRENT_EXPORTS_PER_CONNECTION)
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                MAX_CONCURRENT_GRPC_EXPORTS,
+            ))
             .layer(GrpcAuthLayer::new(grpc_tokens))
             .add_service(grpc_service)
             .serve_with_incoming_shutdown(

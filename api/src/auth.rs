@@ -131,15 +131,42 @@ impl Tokens {
                     section.name
                 )
             })?;
+            let scopes: BTreeSet<Scope> = section.scopes.iter().copied().collect();
+            if scopes.is_empty() {
+                return Err(format!(
+                    "token {:?} has no scopes: give at least one of ingest, query, content, admin",
+                    section.name
+                ));
+            }
+            if scopes.contains(&Scope::Content) && !scopes.contains(&Scope::Query) {
+                return Err(format!(
+                    "token {:?} has the content scope without query: content only widens what \
+                     a query may read, so add \"query\"",
+                    section.name
+                ));
+            }
             let grant = Grant {
                 name: section.name.clone(),
-                scopes: section.scopes.iter().copied().collect(),
+                scopes,
             };
             if by_hash.insert(hash, grant).is_some() {
                 return Err(format!("token {:?} is listed twice", section.name));
             }
         }
         Ok(Tokens { by_hash })
+    }
+
+    /// One line per token for `check-config`: name and scopes (never the hash).
+    pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "no API tokens: every request allowed, listeners on loopback only\n".to_owned();
+        }
+        let mut grants: Vec<&Grant> = self.by_hash.values().collect();
+        grants.sort_by(|a, b| a.name.cmp(&b.name));
+        grants
+            .iter()
+            .map(|grant| format!("token {:?}: {}\n", grant.name, grant.scope_list()))
+            .collect()
     }
 
     /// True when no token is configured (everything allowed, loopback only).

@@ -301,6 +301,7 @@ impl FileConfig {
             if self.content.capture { "on" } else { "off" },
             self.content.redaction.len()
         ));
+        out.push_str(&self.tokens.summary());
         out
     }
 }

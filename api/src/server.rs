@@ -129,6 +129,8 @@ pub(crate) const BUDGET_UNIT: usize = 1024;
 /// Opens the store and starts all listeners. Returns once every listener is bound and recovery
 /// is done, so `/healthz` answers 200 from then on.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    // Before the store is opened (recovery can take a while): refuse an unprotected exposure.
+    check_exposure(&config)?;
     anyhow::ensure!(
         config.max_inflight_bytes >= config.max_request_bytes,
         "--max-inflight-bytes ({}) must be at least --max-request-bytes ({}), or the largest exports could never be admitted",
@@ -168,7 +170,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config: Arc::new(config.clone()),
     });
 
-    check_exposure(&config)?;
     let grpc_listener = bind(config.otlp_grpc_addr, "OTLP/gRPC").await?;
     let http_listener = bind(config.otlp_http_addr, "OTLP/HTTP").await?;
     let api_listener = bind(config.api_addr, "HTTP API").await?;

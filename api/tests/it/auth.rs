@@ -313,6 +313,10 @@ async fn listening_beyond_loopback_needs_insecure() {
         error.contains("--api-addr 0.0.0.0:0") && error.contains("--insecure"),
         "{error}"
     );
+    assert!(
+        !dir.path().join("sightline.redb").exists(),
+        "refused before the store was opened"
+    );
     config.tokens = tokens();
     let error = api::start(config.clone()).await.unwrap_err().to_string();
     assert!(error.contains("TLS"), "{error}");

@@ -163,35 +163,31 @@ async fn export(
     state: &Arc<AppState>,
     bytes: Bytes,
 ) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
-    {
-        {
-            // Budget what decoding will hold, before decoding (at most a request's limit, as
-            // for OTLP/HTTP, so one request within the limit always fits the budget).
-            let expected = bytes
-                .len()
-                .saturating_mul(PROTOBUF_EXPANSION)
-                .min(state.max_request_bytes);
-            let permit = admit(state, expected).map_err(EdgeError::into_status)?;
-            let request_bytes = bytes.len();
-            let decoded = tokio::task::spawn_blocking(move || {
-                ExportTraceServiceRequest::decode(bytes).map_err(|error| {
-                    EdgeError::Invalid(format!(
-                        "the message is not an OTLP ExportTraceServiceRequest: {error}"
-                    ))
-                })
-            })
-            .await
-            .map_err(|error| EdgeError::from(error).into_status())?
-            .map_err(EdgeError::into_status)?;
-            let spans = store(state, decoded, request_bytes, permit)
-                .await
-                .map_err(EdgeError::into_status)?;
-            debug!(spans, "grpc export stored");
-            Ok(tonic::Response::new(ExportTraceServiceResponse {
-                partial_success: None,
-            }))
-        }
-    }
+    // Budget what decoding will hold, before decoding (at most a request's limit, as
+    // for OTLP/HTTP, so one request within the limit always fits the budget).
+    let expected = bytes
+        .len()
+        .saturating_mul(PROTOBUF_EXPANSION)
+        .min(state.max_request_bytes);
+    let permit = admit(state, expected).map_err(EdgeError::into_status)?;
+    let request_bytes = bytes.len();
+    let decoded = tokio::task::spawn_blocking(move || {
+        ExportTraceServiceRequest::decode(bytes).map_err(|error| {
+            EdgeError::Invalid(format!(
+                "the message is not an OTLP ExportTraceServiceRequest: {error}"
+            ))
+        })
+    })
+    .await
+    .map_err(|error| EdgeError::from(error).into_status())?
+    .map_err(EdgeError::into_status)?;
+    let spans = store(state, decoded, request_bytes, permit)
+        .await
+        .map_err(EdgeError::into_status)?;
+    debug!(spans, "grpc export stored");
+    Ok(tonic::Response::new(ExportTraceServiceResponse {
+        partial_success: None,
+    }))
 }
 
 /// Messages in as raw bytes, responses out as protobuf.

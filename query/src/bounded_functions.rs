@@ -103,7 +103,7 @@ impl Bounded {
     /// An upper bound of the bytes this call produces, over all its rows.
     fn estimate(&self, args: &ScalarFunctionArgs) -> DfResult<u64> {
         let rows = args.number_rows;
-        let arg = |index: usize| args.args.get(index).map(|value| Values::new(value, rows));
+        let arg = |index: usize| args.args.get(index).map(Values::new);
         let mut total = 0u64;
         match self.inner.name() {
             "concat" | "concat_ws" => {
@@ -192,7 +192,7 @@ impl Bounded {
                 }
             }
             "range" | "generate_series" => {
-                let elements = range_lengths(&args.args, rows)?;
+                let elements = range_lengths(&args.args)?;
                 for row in 0..rows {
                     total = total.saturating_add(elements(row).saturating_mul(16));
                 }
@@ -217,7 +217,7 @@ type PerRow = Box<dyn Fn(usize) -> u64>;
 type PerRowInt = Box<dyn Fn(usize) -> i64>;
 
 impl<'a> Values<'a> {
-    fn new(value: &'a ColumnarValue, _rows: usize) -> Self {
+    fn new(value: &'a ColumnarValue) -> Self {
         match value {
             ColumnarValue::Scalar(scalar) => Values::Scalar(scalar),
             ColumnarValue::Array(array) => Values::Array(array),
@@ -315,8 +315,8 @@ impl<'a> Values<'a> {
 /// Elements of each row's `range(...)`/`generate_series(...)`, over integers, dates or
 /// timestamps (the step's interval counted at its shortest: a month as 28 days, less than a
 /// microsecond as one).
-fn range_lengths(args: &[ColumnarValue], rows: usize) -> DfResult<PerRow> {
-    let values: Vec<Values<'_>> = args.iter().map(|value| Values::new(value, rows)).collect();
+fn range_lengths(args: &[ColumnarValue]) -> DfResult<PerRow> {
+    let values: Vec<Values<'_>> = args.iter().map(Values::new).collect();
     let as_int = |value: &Values<'_>| -> DfResult<PerRowInt> {
         let array = value.one_row()?;
         let array: ArrayRef = match array.data_type() {

@@ -85,6 +85,22 @@ pub struct ServeArgs {
     /// the port can then read and write everything).
     #[arg(long, env = "SIGHTLINE_INSECURE")]
     pub insecure: bool,
+    /// PEM certificate chain every listener serves TLS with (overrides `[tls] cert`).
+    #[arg(
+        long,
+        env = "SIGHTLINE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert` (overrides `[tls] key`).
+    #[arg(
+        long,
+        env = "SIGHTLINE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// A host name the HTTP listeners answer to, besides localhost and IP addresses (repeat
     /// for several). Requests naming another host get 403 (DNS rebinding).
     #[arg(long, value_name = "HOST")]

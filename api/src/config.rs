@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub tier_content_keep: BTreeMap<String, Duration>,
     /// API tokens (none: everything allowed, loopback only).
     pub tokens: std::sync::Arc<crate::auth::Tokens>,
+    /// The certificate and key every listener serves TLS with (none: plain TCP).
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Allow listening beyond loopback without tokens and TLS.
     pub insecure: bool,
     /// Host names the HTTP listeners answer to besides loopback names and IP addresses.
@@ -79,6 +81,7 @@ impl ServerConfig {
             content_keep: file.content_keep,
             tier_content_keep: file.tier_content_keep,
             tokens: std::sync::Arc::new(file.tokens),
+            tls: None,
             insecure: false,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
@@ -110,10 +113,23 @@ impl ServerConfig {
             content_keep: file.content_keep,
             tier_content_keep: file.tier_content_keep,
             tokens: std::sync::Arc::new(file.tokens),
+            tls: tls_files(args, file.tls),
             insecure: args.insecure,
             allowed_hosts: args.allowed_host.clone(),
             allowed_origins: args.allowed_origin.clone(),
         })
+    }
+}
+
+/// The TLS files: `--tls-cert` and `--tls-key` (clap takes both or neither) over the file's
+/// `[tls]`.
+fn tls_files(args: &ServeArgs, file: Option<crate::tls::TlsFiles>) -> Option<crate::tls::TlsFiles> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => file,
     }
 }
 

@@ -31,6 +31,9 @@ pub struct FileConfig {
     pub content: ContentSection,
     /// The API tokens (`[[auth.tokens]]`); none: everything allowed, loopback only.
     pub tokens: crate::auth::Tokens,
+    /// `[tls]`: the certificate and key every listener serves (relative paths are taken from
+    /// the configuration file's directory).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +46,18 @@ struct Raw {
     content: ContentSection,
     #[serde(default)]
     auth: AuthSection,
+    #[serde(default)]
+    tls: Option<TlsSection>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    cert: std::path::PathBuf,
+    /// PEM private key.
+    key: std::path::PathBuf,
 }
 
 /// `[auth]`.
@@ -177,7 +192,12 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| ConfigError(format!("cannot read {}: {error}", path.display())))?;
-        FileConfig::parse(&text, &path.display().to_string())
+        let mut config = FileConfig::parse(&text, &path.display().to_string())?;
+        if let (Some(tls), Some(dir)) = (&mut config.tls, path.parent()) {
+            tls.cert = dir.join(&tls.cert);
+            tls.key = dir.join(&tls.key);
+        }
+        Ok(config)
     }
 
     /// Parses and checks configuration text; `origin` names it in errors.
@@ -249,6 +269,10 @@ impl FileConfig {
             content: raw.content,
             tokens: crate::auth::Tokens::from_sections(&raw.auth.tokens)
                 .map_err(|error| ConfigError(format!("{origin}: [auth] {error}")))?,
+            tls: raw.tls.map(|tls| crate::tls::TlsFiles {
+                cert: tls.cert,
+                key: tls.key,
+            }),
         })
     }
 
@@ -302,6 +326,14 @@ impl FileConfig {
             self.content.redaction.len()
         ));
         out.push_str(&self.tokens.summary());
+        match &self.tls {
+            Some(tls) => out.push_str(&format!(
+                "tls: certificate {}, key {}\n",
+                tls.cert.display(),
+                tls.key.display()
+            )),
+            None => out.push_str("tls: none (listeners stay on loopback unless --insecure)\n"),
+        }
         out
     }
 }
@@ -332,6 +364,23 @@ pub fn content_expiry_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_paths_are_taken_from_the_configuration_files_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sightline.toml");
+        std::fs::write(
+            &path,
+            "[tls]\ncert = \"certs/server.pem\"\nkey = \"/etc/keys/server.key\"\n",
+        )
+        .unwrap();
+        let tls = FileConfig::load(&path).unwrap().tls.unwrap();
+        assert_eq!(tls.cert, dir.path().join("certs/server.pem"));
+        assert_eq!(tls.key, std::path::PathBuf::from("/etc/keys/server.key"));
+        let error = FileConfig::parse("[tls]\ncert = \"a.pem\"\n", "f.toml").unwrap_err();
+        assert!(error.to_string().contains("missing field `key`"), "{error}");
+        assert!(FileConfig::default_config().unwrap().tls.is_none());
+    }
 
     #[test]
     fn the_default_is_the_readme_example_and_is_valid() {

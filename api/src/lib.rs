@@ -16,9 +16,11 @@ pub mod maintenance;
 pub mod metrics;
 pub mod otlp;
 pub mod otlp_grpc;
+pub mod remote;
 pub mod retention_command;
 pub mod server;
 pub mod sql_command;
+pub mod tls;
 pub mod trace_command;
 
 pub use config::ServerConfig;

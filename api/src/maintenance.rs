@@ -213,12 +213,8 @@ fn retention_run(
 /// Sends `operation` to the admin API of the server at `url` (with `SIGHTLINE_TOKEN`).
 pub async fn remote(url: &str, operation: &Operation) -> anyhow::Result<Outcome> {
     let endpoint = format!("{}/api/v1/admin", url.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().post(&endpoint).json(operation);
-    if let Some(token) = std::env::var("SIGHTLINE_TOKEN")
-        .ok()
-        .map(|token| token.trim().to_owned())
-        .filter(|token| !token.is_empty())
-    {
+    let mut request = crate::remote::client()?.post(&endpoint).json(operation);
+    if let Some(token) = crate::remote::token() {
         request = request.bearer_auth(token);
     }
     let response = request

@@ -13,6 +13,9 @@ use crate::config_file::FileConfig;
 /// `check-config FILE`: loads and checks the file, prints what it configures.
 pub fn check_config(args: &CheckConfigArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let config = FileConfig::load(&args.file)?;
+    if let Some(tls) = &config.tls {
+        crate::tls::Tls::load(tls)?;
+    }
     write!(out, "{}", config.summary())?;
     writeln!(out, "{}: OK", args.file.display())?;
     Ok(())

@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use engine::Engine;
 use query::SqlEngine;
 use tokio::net::TcpListener;
+
+use crate::tls::Protocol;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -131,6 +133,8 @@ pub(crate) const BUDGET_UNIT: usize = 1024;
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     // Before the store is opened (recovery can take a while): refuse an unprotected exposure.
     check_exposure(&config)?;
+    // Unreadable certificates fail here too, before recovery.
+    let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose()?;
     anyhow::ensure!(
         config.max_inflight_bytes >= config.max_request_bytes,
         "--max-inflight-bytes ({}) must be at least --max-request-bytes ({}), or the largest exports could never be admitted",
@@ -170,14 +174,29 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config: Arc::new(config.clone()),
     });
 
-    let grpc_listener = bind(config.otlp_grpc_addr, "OTLP/gRPC").await?;
-    let http_listener = bind(config.otlp_http_addr, "OTLP/HTTP").await?;
-    let api_listener = bind(config.api_addr, "HTTP API").await?;
-    let jaeger_listener = bind(config.jaeger_addr, "Jaeger remote storage (gRPC)").await?;
-    let otlp_grpc_addr = grpc_listener.local_addr()?;
-    let otlp_http_addr = http_listener.local_addr()?;
-    let api_addr = api_listener.local_addr()?;
-    let jaeger_addr = jaeger_listener.local_addr()?;
+    let (grpc_listener, otlp_grpc_addr) = bind(
+        config.otlp_grpc_addr,
+        "OTLP/gRPC",
+        tls.as_ref(),
+        Protocol::Grpc,
+    )
+    .await?;
+    let (http_listener, otlp_http_addr) = bind(
+        config.otlp_http_addr,
+        "OTLP/HTTP",
+        tls.as_ref(),
+        Protocol::Http1,
+    )
+    .await?;
+    let (api_listener, api_addr) =
+        bind(config.api_addr, "HTTP API", tls.as_ref(), Protocol::Http1).await?;
+    let (jaeger_listener, jaeger_addr) = bind(
+        config.jaeger_addr,
+        "Jaeger remote storage (gRPC)",
+        tls.as_ref(),
+        Protocol::Grpc,
+    )
+    .await?;
 
     let shutdown = CancellationToken::new();
     let grpc_service = otlp_grpc_service(&state, &config);
@@ -191,26 +210,34 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     });
     let grpc = tokio::spawn(async move {
         // A message is read whole before the handler budgets it: bound concurrent streams.
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(MAX_CONCURRENT_EXPORTS_PER_CONNECTION)
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 MAX_CONCURRENT_GRPC_EXPORTS,
             ))
             .layer(GrpcAuthLayer::new(grpc_tokens))
-            .add_service(grpc_service)
-            .serve_with_incoming_shutdown(
-                grpc_incoming(grpc_listener),
-                grpc_token.cancelled_owned(),
-            )
-            .await
-            .context("OTLP/gRPC server failed")
+            .add_service(grpc_service);
+        let stopped = grpc_token.cancelled_owned();
+        match grpc_listener {
+            Listening::Plain(listener) => {
+                router
+                    .serve_with_incoming_shutdown(grpc_incoming(listener), stopped)
+                    .await
+            }
+            Listening::Tls(listener) => {
+                router
+                    .serve_with_incoming_shutdown(listener.into_incoming(), stopped)
+                    .await
+            }
+        }
+        .context("OTLP/gRPC server failed")
     });
     let (trace_reader, dependency_reader, capabilities) =
         JaegerStorage::new(Arc::clone(&state)).services();
     let jaeger_otlp = otlp_grpc_service(&state, &config);
     let jaeger_token = shutdown.clone();
     let jaeger = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(MAX_CONCURRENT_EXPORTS_PER_CONNECTION)
             .layer(GrpcAuthLayer::new(jaeger_tokens))
             .add_service(
@@ -220,13 +247,21 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             )
             .add_service(dependency_reader)
             .add_service(capabilities)
-            .add_service(jaeger_otlp)
-            .serve_with_incoming_shutdown(
-                grpc_incoming(jaeger_listener),
-                jaeger_token.cancelled_owned(),
-            )
-            .await
-            .context("Jaeger remote-storage gRPC server failed")
+            .add_service(jaeger_otlp);
+        let stopped = jaeger_token.cancelled_owned();
+        match jaeger_listener {
+            Listening::Plain(listener) => {
+                router
+                    .serve_with_incoming_shutdown(grpc_incoming(listener), stopped)
+                    .await
+            }
+            Listening::Tls(listener) => {
+                router
+                    .serve_with_incoming_shutdown(listener.into_incoming(), stopped)
+                    .await
+            }
+        }
+        .context("Jaeger remote-storage gRPC server failed")
     });
     let http_router = otlp::http_router(Arc::clone(&state))
         .layer(axum::middleware::from_fn_with_state(
@@ -236,8 +271,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .layer(auth::cors(&config.allowed_origins));
     let http_token = shutdown.clone();
     let http = tokio::spawn(async move {
-        axum::serve(http_listener, http_router)
-            .with_graceful_shutdown(http_token.cancelled_owned())
+        serve_http(http_listener, http_router, http_token)
             .await
             .context("OTLP/HTTP server failed")
     });
@@ -249,8 +283,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .layer(auth::cors(&config.allowed_origins));
     let api_token = shutdown.clone();
     let api = tokio::spawn(async move {
-        axum::serve(api_listener, api_router)
-            .with_graceful_shutdown(api_token.cancelled_owned())
+        serve_http(api_listener, api_router, api_token)
             .await
             .context("HTTP API server failed")
     });
@@ -267,7 +300,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     ));
     // Where this server answers, for a CLI that finds the data directory locked to point at.
     let api_addr_file = config.data_dir.join(API_ADDR_FILE);
-    if let Err(error) = std::fs::write(&api_addr_file, format!("http://{api_addr}\n")) {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Err(error) = std::fs::write(&api_addr_file, format!("{scheme}://{api_addr}\n")) {
         warn!(file = %api_addr_file.display(), error = %error, "could not record the API address");
     }
     info!(
@@ -275,6 +309,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         otlp_http = %otlp_http_addr,
         api = %api_addr,
         jaeger = %jaeger_addr,
+        tls = tls.is_some(),
         purge = config.enable_purge,
         data = %config.data_dir.display(),
         "sightline listening"
@@ -375,8 +410,7 @@ async fn content_expiry(
 }
 
 /// Refuses to listen beyond loopback unprotected: without `--insecure`, every listener must
-/// be on a loopback address unless tokens are configured (and TLS, which this build does not
-/// serve: put a TLS-terminating proxy in front and keep Sightline on loopback).
+/// be on a loopback address unless both tokens and TLS are configured.
 fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
     let exposed: Vec<String> = [
         ("--otlp-grpc-addr", config.otlp_grpc_addr),
@@ -388,27 +422,28 @@ fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
     .filter(|(_, addr)| !addr.ip().is_loopback())
     .map(|(flag, addr)| format!("{flag} {addr}"))
     .collect();
+    if config.tokens.is_empty() {
+        info!("no API tokens configured: every request is allowed");
+    }
     if exposed.is_empty() {
         if config.tokens.is_empty() {
-            info!(
-                "no API tokens configured: every request is allowed, and listeners stay on loopback"
-            );
+            info!("listeners stay on loopback until tokens and TLS are configured");
         }
         return Ok(());
     }
+    let missing = match (config.tokens.is_empty(), config.tls.is_none()) {
+        (false, false) => return Ok(()),
+        (true, true) => "API tokens ([[auth.tokens]] in the configuration file) and TLS",
+        (true, false) => "API tokens ([[auth.tokens]] in the configuration file)",
+        (false, true) => "TLS ([tls] in the configuration file, or --tls-cert and --tls-key)",
+    };
     if config.insecure {
         warn!(
             listeners = %exposed.join(", "),
-            tokens = !config.tokens.is_empty(),
-            "--insecure: listening beyond loopback without TLS"
+            "--insecure: listening beyond loopback without {missing}"
         );
         return Ok(());
     }
-    let missing = if config.tokens.is_empty() {
-        "API tokens ([[auth.tokens]] in the configuration file) and TLS"
-    } else {
-        "TLS (not served by this build: put a TLS-terminating proxy in front)"
-    };
     anyhow::bail!(
         "refusing to listen beyond loopback ({}) without {missing}; pass --insecure to do it anyway",
         exposed.join(", ")
@@ -426,10 +461,49 @@ fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
+/// A bound listener: plain TCP, or TLS when the server has a certificate.
+#[derive(Debug)]
+enum Listening {
+    Plain(TcpListener),
+    Tls(crate::tls::TlsListener),
+}
+
+/// Binds `addr` and returns the listener with the address it got (port 0 picks one).
+async fn bind(
+    addr: SocketAddr,
+    what: &str,
+    tls: Option<&crate::tls::Tls>,
+    protocol: Protocol,
+) -> anyhow::Result<(Listening, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen for {what} on {addr}"))
+        .with_context(|| format!("cannot listen for {what} on {addr}"))?;
+    let local = listener.local_addr()?;
+    let listening = match tls {
+        None => Listening::Plain(listener),
+        Some(tls) => Listening::Tls(tls.listen(listener, protocol)?),
+    };
+    Ok((listening, local))
+}
+
+/// Serves an HTTP router on `listener` until `stop` is cancelled (in-flight requests finish).
+async fn serve_http(
+    listener: Listening,
+    router: axum::Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    match listener {
+        Listening::Plain(listener) => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+        Listening::Tls(listener) => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        }
+    }
 }
 
 /// Resolves when SIGTERM or ctrl-c arrives.

@@ -64,15 +64,10 @@ impl SqlTarget {
         limits: &QueryArgs,
     ) -> anyhow::Result<SqlTarget> {
         if let Some(url) = url {
-            // From the environment, not a flag: a token on a command line shows in `ps`.
-            let token = std::env::var("SIGHTLINE_TOKEN")
-                .ok()
-                .map(|token| token.trim().to_owned())
-                .filter(|token| !token.is_empty());
             return Ok(SqlTarget::Remote {
                 url: url.trim_end_matches('/').to_owned(),
-                client: reqwest::Client::new(),
-                token,
+                client: crate::remote::client()?,
+                token: crate::remote::token(),
             });
         }
         let dir = data_dir.to_path_buf();

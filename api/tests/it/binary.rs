@@ -13,13 +13,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_sightline");
+pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_sightline");
 
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
-    grpc: String,
-    api: String,
-    jaeger: String,
+    pub(crate) grpc: String,
+    pub(crate) api: String,
+    pub(crate) jaeger: String,
 }
 
 impl Drop for ServerProcess {
@@ -33,9 +33,14 @@ impl Drop for ServerProcess {
 }
 
 /// Starts `sightline serve` on ports chosen by the OS and reads the bound addresses from its log.
+fn spawn_server(dir: &Path) -> ServerProcess {
+    spawn_server_with(dir, &[])
+}
+
+/// [`spawn_server`] with more `serve` arguments.
 // The child is owned by the returned ServerProcess, whose Drop reaps it.
 #[allow(clippy::zombie_processes)]
-fn spawn_server(dir: &Path) -> ServerProcess {
+pub(crate) fn spawn_server_with(dir: &Path, extra: &[&std::ffi::OsStr]) -> ServerProcess {
     let mut child = Command::new(BINARY)
         .args(["serve", "--data"])
         .arg(dir)
@@ -49,6 +54,7 @@ fn spawn_server(dir: &Path) -> ServerProcess {
             "--jaeger-addr",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -13,7 +13,7 @@ use crate::support::TestServer;
 
 /// Emits one small agent run through `exporter` and returns its trace id (hex).
 /// Runs on a blocking thread: the SDK's simple processor exports synchronously.
-async fn emit_agent_run(
+pub(crate) async fn emit_agent_run(
     make_exporter: impl FnOnce() -> SpanExporter + Send + 'static,
     service: &'static str,
 ) -> String {
@@ -58,7 +58,7 @@ async fn emit_agent_run(
     .expect("exporter thread")
 }
 
-async fn check_run(server: &TestServer, trace_id: &str, service: &str) {
+pub(crate) async fn check_run(server: &TestServer, trace_id: &str, service: &str) {
     let where_trace = format!("WHERE trace_id = '{trace_id}'");
     assert_eq!(
         server

@@ -9,4 +9,5 @@ mod http;
 mod jaeger;
 mod retention;
 mod support;
+mod tls;
 mod trace;

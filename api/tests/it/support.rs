@@ -12,6 +12,8 @@ pub(crate) struct TestServer {
     pub(crate) otlp_grpc: String,
     /// `http://` address of the Jaeger remote-storage gRPC server.
     pub(crate) jaeger: String,
+    /// The client [`TestServer::sql`] uses.
+    pub(crate) client: reqwest::Client,
 }
 
 impl TestServer {
@@ -19,19 +21,28 @@ impl TestServer {
         Self::start_with(ServerConfig::ephemeral(dir)).await
     }
 
+    /// Starts a server; with TLS configured, its addresses are `https://`, and `client`
+    /// must trust its certificate.
     pub(crate) async fn start_with(config: ServerConfig) -> TestServer {
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let server = api::start(config).await.expect("server starts");
         TestServer {
-            api: format!("http://{}", server.api_addr),
-            otlp_http: format!("http://{}", server.otlp_http_addr),
-            otlp_grpc: format!("http://{}", server.otlp_grpc_addr),
-            jaeger: format!("http://{}", server.jaeger_addr),
+            api: format!("{scheme}://{}", server.api_addr),
+            otlp_http: format!("{scheme}://{}", server.otlp_http_addr),
+            otlp_grpc: format!("{scheme}://{}", server.otlp_grpc_addr),
+            jaeger: format!("{scheme}://{}", server.jaeger_addr),
             server: Some(server),
+            client: reqwest::Client::new(),
         }
     }
 
     pub(crate) async fn sql(&self, sql: &str) -> Value {
-        let response = reqwest::Client::new()
+        let response = self
+            .client
             .post(format!("{}/api/v1/sql", self.api))
             .json(&serde_json::json!({ "sql": sql, "format": "json" }))
             .send()

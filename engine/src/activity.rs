@@ -21,6 +21,10 @@ pub(crate) struct Activity {
     write_failure: parking_lot::Mutex<Option<String>>,
     /// Why the last seal failed, until one succeeds.
     seal_failure: parking_lot::Mutex<Option<String>>,
+    reopens: AtomicU64,
+    reopen_failures: AtomicU64,
+    /// Why the last reopen after a storage fault failed, until one succeeds.
+    reopen_failure: parking_lot::Mutex<Option<String>>,
 }
 
 /// A copy of the counters at one moment.
@@ -41,6 +45,10 @@ pub struct ActivitySnapshot {
     pub expiry_time: Duration,
     /// Segments deleted by expiry.
     pub expired_segments: u64,
+    /// Times the store was reopened after a storage fault (failed attempts included).
+    pub reopens: u64,
+    /// Reopens that failed.
+    pub reopen_failures: u64,
 }
 
 /// `error` and its sources, joined by ": " (an I/O error's text, such as "No space left on
@@ -81,18 +89,29 @@ impl Activity {
         }
     }
 
-    /// Why writes or seals are failing now, if they are.
-    pub(crate) fn trouble(&self) -> Option<String> {
-        let write = self.write_failure.lock().clone();
-        let seal = self.seal_failure.lock().clone();
-        match (write, seal) {
-            (None, None) => None,
-            (Some(write), None) => Some(format!("writes are failing: {write}")),
-            (None, Some(seal)) => Some(format!("sealing is failing: {seal}")),
-            (Some(write), Some(seal)) => Some(format!(
-                "writes are failing: {write}; sealing is failing: {seal}"
-            )),
+    /// Records how a reopen after a storage fault ended (`None`: reopened).
+    pub(crate) fn reopen(&self, failure: Option<String>) {
+        self.reopens.fetch_add(1, Ordering::Relaxed);
+        if failure.is_some() {
+            self.reopen_failures.fetch_add(1, Ordering::Relaxed);
         }
+        *self.reopen_failure.lock() = failure;
+    }
+
+    /// Why writes, seals or reopening the store are failing now, if they are.
+    pub(crate) fn trouble(&self) -> Option<String> {
+        let reasons: Vec<String> = [
+            ("writes are failing", self.write_failure.lock().clone()),
+            ("sealing is failing", self.seal_failure.lock().clone()),
+            (
+                "reopening the store after a storage fault is failing",
+                self.reopen_failure.lock().clone(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(what, why)| why.map(|why| format!("{what}: {why}")))
+        .collect();
+        (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
     pub(crate) fn expiry(&self, elapsed: Duration, expired_segments: Option<usize>) {
@@ -119,6 +138,8 @@ impl Activity {
             expiry_failures: self.expiry_failures.load(Ordering::Relaxed),
             expiry_time: Duration::from_nanos(self.expiry_nanos.load(Ordering::Relaxed)),
             expired_segments: self.expired_segments.load(Ordering::Relaxed),
+            reopens: self.reopens.load(Ordering::Relaxed),
+            reopen_failures: self.reopen_failures.load(Ordering::Relaxed),
         }
     }
 }

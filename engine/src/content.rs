@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Read;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use crate::content_memtable::{ContentStage, open_pins};
 use crate::error::{Error, Result};

@@ -43,6 +43,7 @@ mod content_memtable;
 mod content_refs;
 mod content_segment;
 mod error;
+mod faults;
 mod holds;
 mod ids;
 mod retention;
@@ -67,6 +68,7 @@ pub use content::{
     ContentRow, ContentStats, ContentValue,
 };
 pub use error::{Error, ErrorKind, Result, StoreError};
+pub use faults::{FaultInjector, StorageOp};
 pub use holds::{HoldTarget, LegalHold};
 pub use ids::{IdError, SpanId, TraceId};
 pub use retention::{AgeFrom, NoTierRules, RetentionPolicy, Tier, TierRules};

@@ -3,7 +3,8 @@
 //! open), `writer` (group commit of spans and content), `seal` (memtable to segments),
 //! `expiry` (retention status and expiry), `removal` (taking a segment out of the catalog),
 //! `erase` (erasure of a session), `reaper` (deleting removed files after their last reader),
-//! `agent_tables`, `session_rollup`, `purge`, `compliance`.
+//! `agent_tables`, `session_rollup`, `purge`, `compliance`, `db_slot` and `reopen` (opening
+//! the database again after a storage fault, without a restart).
 //!
 //! Invariants:
 //! - A write is acknowledged only after its WAL record is in a WAL file and fsync'd
@@ -22,12 +23,14 @@
 mod agent_tables;
 mod compliance;
 mod content_seal;
+mod db_slot;
 mod erase;
 mod expiry;
 mod purge;
 mod reaper;
 mod recovery;
 mod removal;
+mod reopen;
 mod seal;
 mod session_rollup;
 mod writer;
@@ -59,7 +62,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 use crossbeam_channel::{Sender, bounded, unbounded};
 use parking_lot::{Mutex, RwLock};
-use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable};
+use redb::{Database, ReadableMultimapTable, ReadableTable};
 use tracing::{info, warn};
 
 use crate::content_memtable::{ContentDelta, ContentMemtable};
@@ -110,6 +113,8 @@ pub struct Options {
     /// redb's own default is 1 GiB, which a store with content fills: the server's resident
     /// memory grew with the database file.
     pub index_cache_bytes: usize,
+    /// Storage faults to inject (tests of failure handling only).
+    pub faults: Option<Arc<crate::FaultInjector>>,
 }
 
 impl Default for Options {
@@ -124,11 +129,18 @@ impl Default for Options {
             background_sealing: true,
             retention: RetentionPolicy::default(),
             index_cache_bytes: 64 << 20,
+            faults: None,
         }
     }
 }
 
 impl Options {
+    /// Injects storage faults from `injector` (tests of failure handling).
+    pub fn with_faults(mut self, injector: Arc<crate::FaultInjector>) -> Self {
+        self.faults = Some(injector);
+        self
+    }
+
     /// Sets the memtable size at which it is sealed.
     pub fn with_seal_max_bytes(mut self, bytes: usize) -> Self {
         self.seal_max_bytes = bytes;
@@ -279,7 +291,7 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     dir: PathBuf,
-    db: Database,
+    db: db_slot::DbSlot,
     options: Options,
     state: RwLock<State>,
     seal_lock: Mutex<()>,
@@ -370,7 +382,7 @@ fn store_error<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) 
 
 impl Engine {
     /// The redb database (for the content store in `content.rs`).
-    pub(crate) fn database(&self) -> &Database {
+    pub(crate) fn database(&self) -> &db_slot::DbSlot {
         &self.shared.db
     }
 
@@ -381,10 +393,11 @@ impl Engine {
         fs::create_dir_all(&dir).map_err(|source| Error::io("create directory", &dir, source))?;
         let db_path = dir.join(DATABASE_FILE);
         let created = !db_path.exists();
-        let db = match Database::builder()
-            .set_cache_size(options.index_cache_bytes)
-            .create(&db_path)
-        {
+        let db = match db_slot::DbSlot::open(
+            &db_path,
+            options.index_cache_bytes,
+            options.faults.clone(),
+        ) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::Locked { path: dir });
@@ -408,7 +421,13 @@ impl Engine {
             content_catalog,
             content_bumped,
             next_content_id,
-        } = recover(&db, &dir, &db_path, &options, &mut recovery)?;
+        } = recover(
+            &*db.database().map_err(store_error("open database"))?,
+            &dir,
+            &db_path,
+            &options,
+            &mut recovery,
+        )?;
 
         for meta in &segments {
             let path = dir.join(&meta.path);
@@ -454,7 +473,8 @@ impl Engine {
 
         // New writes go to a new WAL file; files a seal covered but did not get to delete go now.
         let wal_dir = dir.join(crate::wal_log::WAL_DIR);
-        let log = crate::wal_log::WalLog::create(&wal_dir, next_sequence)?;
+        let log = crate::wal_log::WalLog::create(&wal_dir, next_sequence)?
+            .with_faults(options.faults.clone());
         crate::wal_log::remove_before(&wal_dir, next_sequence.min(sealed_through + 1))?;
         let shared = Arc::new(Shared {
             dir,
@@ -617,6 +637,7 @@ impl Engine {
     /// background threads.
     pub fn close(&self) -> Result<()> {
         self.stop_threads();
+        reopen::reopen_if_needed(&self.shared)?;
         seal(&self.shared).map(|_| ())
     }
 

@@ -12,6 +12,7 @@
 //!   end of the newest file, which recovery cuts off with a WARN. A bad frame anywhere else
 //!   (in an older file, or with bytes after it) is damage, and recovery refuses to open the
 //!   store rather than drop the records after it.
+//! - If even the cut fails, the file refuses appends until [`WalLog::repair`] has cut it.
 //! - A seal starts a new file at the first sequence it does not cover, then deletes the older
 //!   files once its catalog transaction is durable.
 
@@ -40,6 +41,11 @@ pub(crate) struct WalLog {
     first: u64,
     /// Length of the file up to its last whole frame.
     len: u64,
+    /// Set when a failed append could not be cut off: no frame may follow until
+    /// [`WalLog::repair`] cuts it.
+    damaged: Option<String>,
+    /// Faults to inject (tests).
+    faults: Option<std::sync::Arc<crate::FaultInjector>>,
 }
 
 /// What [`read_all`] found.
@@ -222,7 +228,32 @@ impl WalLog {
             path,
             first,
             len: 0,
+            damaged: None,
+            faults: None,
         })
+    }
+
+    /// Injects storage faults from `faults` into this file and the files after it.
+    pub(crate) fn with_faults(
+        mut self,
+        faults: Option<std::sync::Arc<crate::FaultInjector>>,
+    ) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Whether a failed append is still on the end of the file (see [`WalLog::repair`]).
+    pub(crate) fn is_damaged(&self) -> bool {
+        self.damaged.is_some()
+    }
+
+    /// Cuts off what a failed append left behind when it could not do so itself.
+    pub(crate) fn repair(&mut self) -> Result<()> {
+        if self.damaged.is_some() {
+            self.cut_to(self.len)?;
+            self.damaged = None;
+        }
+        Ok(())
     }
 
     /// Appends `records` (sequence numbers following the file's last) and syncs the file.
@@ -245,9 +276,20 @@ impl WalLog {
             frames.extend_from_slice(&sequence.to_le_bytes());
             frames.extend_from_slice(payload);
         }
-        let written = self
-            .file
-            .write_all(&frames)
+        if let Some(damage) = &self.damaged {
+            return Err(Error::io(
+                "append wal",
+                &self.path,
+                std::io::Error::other(format!(
+                    "a failed append could not be cut off yet ({damage})"
+                )),
+            ));
+        }
+        use crate::faults::{StorageOp, check};
+        let faults = self.faults.as_ref();
+        let written = check(faults, StorageOp::Write)
+            .and_then(|()| self.file.write_all(&frames))
+            .and_then(|()| check(faults, StorageOp::Sync))
             .and_then(|()| self.file.sync_data());
         match written {
             Ok(()) => {
@@ -262,6 +304,7 @@ impl WalLog {
                     .and_then(|()| self.file.seek(SeekFrom::Start(self.len)).map(|_| ()));
                 if let Err(cut) = restored {
                     warn!(file = %self.path.display(), error = %cut, "could not cut a failed wal append off");
+                    self.damaged = Some(cut.to_string());
                 }
                 Err(Error::io("append wal", &self.path, source))
             }
@@ -276,8 +319,8 @@ impl WalLog {
     /// Cuts the file back to `len` (a length [`WalLog::len`] returned) and syncs it: the frames
     /// after it are gone, as if never appended.
     pub(crate) fn cut_to(&mut self, len: u64) -> Result<()> {
-        self.file
-            .set_len(len)
+        crate::faults::check(self.faults.as_ref(), crate::faults::StorageOp::SetLen)
+            .and_then(|()| self.file.set_len(len))
             .and_then(|()| self.file.seek(SeekFrom::Start(len)).map(|_| ()))
             .and_then(|()| self.file.sync_data())
             .map_err(|source| Error::io("cut wal file", &self.path, source))?;
@@ -288,10 +331,19 @@ impl WalLog {
     /// Starts a new file at `first` (the next record's sequence) and returns it; the old file
     /// stays until [`remove_before`] deletes it.
     pub(crate) fn rotate(&mut self, first: u64) -> Result<u64> {
+        // An older file must never end in a damaged frame.
+        self.repair()?;
         if first == self.first && self.len == 0 {
             return Ok(first);
         }
-        *self = WalLog::create(&self.dir, first)?;
+        let faults = self.faults.take();
+        match WalLog::create(&self.dir, first) {
+            Ok(log) => *self = log.with_faults(faults),
+            Err(error) => {
+                self.faults = faults;
+                return Err(error);
+            }
+        }
         Ok(first)
     }
 }

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::sync::Arc;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use tracing::{info, warn};
 
 use crate::content::{ContentExpiry, ContentExpiryRequest, ContentHash, ContentStats, Seen};
@@ -100,6 +100,13 @@ impl SealedContent {
         for (meta, _) in &self.segments {
             let _ = fs::remove_file(content_segment::path_of(dir, meta.id));
         }
+    }
+
+    /// Keeps the files written (a catalog commit failed, but may have landed) and makes sure
+    /// their ids are never used again.
+    pub(super) fn keep_ids(&self, shared: &Shared) {
+        let mut next = shared.next_content_id.lock();
+        *next = (*next).max(self.next_id);
     }
 }
 
@@ -529,7 +536,9 @@ pub(super) fn rewrite_dirty_content(shared: &Shared) -> Result<usize> {
                 .map_err(store_error("write next content segment id"))?;
         }
         if let Err(error) = txn.commit() {
-            let _ = fs::remove_file(content_segment::path_of(&shared.dir, new_id));
+            // It may have landed (a failed fsync): keep the file, and its id taken.
+            let mut next = shared.next_content_id.lock();
+            *next = (*next).max(new_id + 1);
             return Err(Error::store("commit content rewrite", error));
         }
         *shared.next_content_id.lock() = new_id + 1;
@@ -669,12 +678,14 @@ pub(super) fn migrate_legacy_content(shared: &Shared) -> Result<u64> {
             }
             Ok(())
         })();
-        if let Err(error) = committed.and_then(|()| {
-            txn.commit()
-                .map_err(store_error("commit content migration"))
-        }) {
+        if let Err(error) = committed {
             sealed.discard(&shared.dir);
             return Err(error);
+        }
+        if let Err(error) = txn.commit() {
+            // It may have landed (a failed fsync): keep the files, and their ids taken.
+            sealed.keep_ids(shared);
+            return Err(Error::store("commit content migration", error));
         }
         moved += batch.len() as u64;
         publish_sealed_content(shared, &mut shared.state.write(), sealed);

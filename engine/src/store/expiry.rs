@@ -9,7 +9,6 @@ use arrow::array::RecordBatch;
 use arrow::array::{Array, AsArray, BooleanArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::TimestampNanosecondType;
-use redb::ReadableDatabase;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};

@@ -227,8 +227,11 @@ impl Engine {
                 .insert(META_NEXT_SEGMENT_ID, first_id + new_metas.len() as u64)
                 .map_err(store_error("write next segment id"))?;
         }
-        txn.commit().map_err(store_error("commit expiry"))?;
+        let committed = txn.commit();
+        // Taken either way: a failed commit may still have landed (a failed fsync), and its
+        // files then belong to the catalog.
         *shared.next_segment_id.lock() = first_id + new_metas.len() as u64;
+        committed.map_err(store_error("commit expiry"))?;
         let new_ids: Vec<u64> = new_metas.iter().map(|new| new.id).collect();
         {
             let mut state = shared.state.write();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redb::WriteTransaction;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::Result;
 use crate::segment::{SegmentMeta, SegmentWriteOptions, sorted_parts};
@@ -51,17 +51,26 @@ pub(super) fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
         if shared.closing.load(Ordering::Acquire) {
             return;
         }
-        if !needs_seal(shared) {
-            continue;
-        }
-        match seal(shared) {
-            Ok(_) => backoff = Duration::ZERO,
-            Err(error) => {
-                backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+        // A storage fault is repaired first (reopening the store), then sealing goes on.
+        let attempt = if reopen::needed(shared, &shared.wal.lock()) {
+            reopen::reopen_if_needed(shared).map(|_| ())
+        } else if needs_seal(shared) {
+            seal(shared).map(|_| ()).inspect_err(|error| {
                 warn!(
                     error = %error,
-                    retry_in_secs = backoff.as_secs(),
                     "sealing failed; rows stay in the wal and memtable"
+                );
+            })
+        } else {
+            continue;
+        };
+        match attempt {
+            Ok(()) => backoff = Duration::ZERO,
+            Err(_) => {
+                backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                debug!(
+                    retry_in_secs = backoff.as_secs(),
+                    "background work backs off"
                 );
                 // Wait out the whole backoff, whatever wakes arrive meanwhile (every write
                 // sends one), unless the engine closes.
@@ -165,6 +174,9 @@ fn seal_locked(shared: &Shared) -> Result<SealSummary> {
         warn!(error = %error, "could not pin the content of promoted traces; retried at the next seal");
     }
     let content = content_seal::write_sealed_content(shared, &frozen.content)?;
+    // Set once the catalog transaction is attempted: a failure after that may still have
+    // committed (an fsync that failed after the data reached the file), so the files stay.
+    let mut committing = false;
     let result = (|| -> Result<Vec<(u64, RawTraceId, TraceKeys)>> {
         let batches: Vec<RecordBatch> = parts.iter().map(|(_, _, batch)| batch.clone()).collect();
         let mut split = agent_tables::complete_split_traces(shared, &batches, first_id)?;
@@ -177,6 +189,7 @@ fn seal_locked(shared: &Shared) -> Result<SealSummary> {
             written_paths.extend(agent_tables::segment_files(&shared.dir, &meta));
             metas.push(meta);
         }
+        committing = true;
         commit_segments(
             shared,
             &metas,
@@ -189,6 +202,13 @@ fn seal_locked(shared: &Shared) -> Result<SealSummary> {
     })();
     let late = match result {
         Ok(late) => late,
+        Err(error) if committing => {
+            // The catalog may name these files now: keep them, and never reuse their ids. If
+            // it does not, they are orphans, removed at the next open.
+            *shared.next_segment_id.lock() = first_id + metas.len() as u64;
+            content.keep_ids(shared);
+            return Err(error);
+        }
         Err(error) => {
             content.discard(&shared.dir);
             for path in written_paths {

@@ -57,6 +57,12 @@ impl WalWriter {
         }
     }
 
+    /// Whether writes must wait for the store to be reopened: a group could be neither indexed
+    /// nor cut off the WAL, or a failed append is still on the end of the file.
+    pub(super) fn needs_reopen(&self) -> bool {
+        self.broken.is_some() || self.log.is_damaged()
+    }
+
     /// Starts a new WAL file at the next sequence number and returns that number: every
     /// record before it is in older files.
     pub(super) fn rotate(&mut self) -> Result<u64> {
@@ -239,9 +245,16 @@ pub(super) fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
                 Err(_) => break,
             }
         }
+        // After a storage fault, the store is reopened before anything is written again.
+        let must_reopen = reopen::needed(shared, &shared.wal.lock());
+        let reopened = if must_reopen {
+            reopen::reopen_if_needed(shared).map(|_| ())
+        } else {
+            Ok(())
+        };
         // Held until the group is published and acknowledged (see `Shared::next_sequence`).
         let mut wal = shared.wal.lock();
-        let result = commit_group(shared, &mut wal, &group);
+        let result = reopened.and_then(|()| commit_group(shared, &mut wal, &group));
         shared.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
         shared.activity.write(
             result

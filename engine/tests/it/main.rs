@@ -3,6 +3,7 @@
 mod chain;
 mod content;
 mod erase;
+mod faults;
 mod purge;
 mod retention;
 mod sessions;

@@ -1,0 +1,115 @@
+//! Reopening the store after a storage fault, without a restart.
+//!
+//! A failed write, fsync or read of the database file makes redb refuse everything after it,
+//! and a WAL append that could not be withdrawn makes the writer refuse writes. Both used to
+//! last until the process restarted. [`reopen_if_needed`] does what a restart would: closes
+//! the database and opens it again (redb repairs it to its last durable commit), then runs the
+//! same recovery as [`Engine::open`] (catalog, WAL replay, trace keys) and replaces the
+//! engine's in-memory state with what it found.
+//!
+//! Invariants:
+//! - runs with `seal_lock` and `wal` held (lock order), so no seal, expiry, erasure or write
+//!   is between its steps; scans keep the snapshots they took;
+//! - acknowledged writes are in the WAL and come back through the replay, exactly as after a
+//!   crash; a write whose records could not be withdrawn comes back whole (its client was told
+//!   it failed, as when a crash follows an fsync);
+//! - a failed attempt changes nothing but leaves the need in place: the next write or sealer
+//!   tick tries again (disk space may have been freed meanwhile).
+
+use super::*;
+
+/// How long a reopen waits for transactions on the old database to let go of it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Whether the store needs [`reopen_if_needed`] before it can write again.
+pub(super) fn needed(shared: &Shared, wal: &writer::WalWriter) -> bool {
+    shared.db.failed() || wal.needs_reopen()
+}
+
+/// Reopens the database and rebuilds the engine's state from it, if a storage fault requires
+/// it. Takes `seal_lock` and `wal`: call with neither held.
+pub(super) fn reopen_if_needed(shared: &Shared) -> Result<bool> {
+    let _seal = shared.seal_lock.lock();
+    let mut wal = shared.wal.lock();
+    if !needed(shared, &wal) {
+        return Ok(false);
+    }
+    let started = Instant::now();
+    let result = reopen_locked(shared, &mut wal);
+    match &result {
+        Ok(summary) => info!(
+            wal_records = summary.wal_records,
+            wal_rows = summary.wal_rows,
+            wal_reapplied = summary.wal_reapplied,
+            millis = started.elapsed().as_millis() as u64,
+            "store reopened after a storage fault"
+        ),
+        Err(error) => warn!(
+            error = %crate::activity::cause_chain(error),
+            "reopening the store after a storage fault failed; trying again later"
+        ),
+    }
+    shared.activity.reopen(
+        result
+            .as_ref()
+            .err()
+            .map(|error| crate::activity::cause_chain(error)),
+    );
+    result.map(|_| true)
+}
+
+fn reopen_locked(shared: &Shared, wal: &mut writer::WalWriter) -> Result<RecoverySummary> {
+    // What a failed append left on the WAL file goes first: recovery must not read it.
+    wal.log.repair()?;
+    let db_path = shared.dir.join(DATABASE_FILE);
+    let db = shared
+        .db
+        .reopen(PATIENCE)
+        .map_err(|error| Error::store("reopen database", error))?;
+    let mut summary = RecoverySummary::default();
+    let Recovered {
+        segments,
+        next_segment_id,
+        next_sequence,
+        sealed_through,
+        memtable,
+        memtable_keys,
+        late,
+        content_catalog,
+        content_bumped,
+        next_content_id,
+    } = recover(&db, &shared.dir, &db_path, &shared.options, &mut summary)?;
+    drop(db);
+
+    // New writes go to a new WAL file, as after open.
+    let wal_dir = shared.dir.join(crate::wal_log::WAL_DIR);
+    let log = crate::wal_log::WalLog::create(&wal_dir, next_sequence)?
+        .with_faults(shared.options.faults.clone());
+    *wal = writer::WalWriter::new(next_sequence, log);
+    crate::wal_log::remove_before(&wal_dir, next_sequence.min(sealed_through + 1))?;
+
+    let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    {
+        let mut state = shared.state.write();
+        state.active = memtable;
+        state.frozen = None;
+        state.segments = segments;
+        state.late = late;
+        state.content_catalog = content_catalog;
+        state.content_bumped = content_bumped;
+        let mut keys = shared.memtable_keys.write();
+        *keys = memtable_keys;
+        for entry in keys.values_mut() {
+            entry.generation = generation;
+        }
+    }
+    // Ids a failed seal took stay taken: its files may still be on disk.
+    let mut next_id = shared.next_segment_id.lock();
+    *next_id = (*next_id).max(next_segment_id);
+    drop(next_id);
+    let mut next_content = shared.next_content_id.lock();
+    *next_content = (*next_content).max(next_content_id);
+    drop(next_content);
+    *shared.session_rollup.lock() = session_rollup::SessionRollup::default();
+    Ok(summary)
+}

@@ -200,6 +200,18 @@ impl Metrics {
             "Segments deleted by expiry.",
             activity.expired_segments,
         );
+        counter(
+            &mut out,
+            "sightline_store_reopens_total",
+            "Times the store was reopened in place after a storage fault (failed attempts included).",
+            activity.reopens,
+        );
+        counter(
+            &mut out,
+            "sightline_store_reopen_failures_total",
+            "Reopens after a storage fault that failed (retried).",
+            activity.reopen_failures,
+        );
 
         let mut tiers: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
         for segment in engine.segments() {

@@ -874,6 +874,7 @@ async fn metrics_count_what_was_sent_and_stored() {
     assert_eq!(get("sightline_query_seconds_count"), 2.0);
     assert_eq!(get("sightline_seals_total"), 1.0);
     assert_eq!(get("sightline_seal_failures_total"), 0.0);
+    assert_eq!(get("sightline_store_reopens_total"), 0.0);
     assert_eq!(get("sightline_segment_rows{tier=\"standard\"}"), 9.0);
     assert_eq!(get("sightline_memtable_rows"), 0.0);
     assert!(get("sightline_resident_memory_bytes") > 1e6);

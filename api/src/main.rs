@@ -7,6 +7,11 @@ use api::config::ServerConfig;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, purging freed pages in background threads: under overload, glibc's per-thread
+/// arenas kept gigabytes of freed export buffers resident (`benches/BENCHMARKS.md`).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // `trace` draws for a person reading the terminal: store lifecycle lines would be noise.

@@ -102,8 +102,8 @@ pub struct Options {
     pub row_group_rows: usize,
     /// zstd level of segment files.
     pub zstd_level: i32,
-    /// Refuse writes (overloaded) when the memtable (active + frozen) exceeds this many bytes,
-    /// i.e. when sealing cannot keep up.
+    /// Refuse writes (overloaded) when the memtable (active + frozen, and the sorted copy of
+    /// the frozen rows a seal makes) exceeds this many bytes, i.e. when sealing cannot keep up.
     pub max_memtable_bytes: usize,
     /// Run the background sealer thread (tests turn it off and call `seal`).
     pub background_sealing: bool,

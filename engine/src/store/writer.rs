@@ -135,7 +135,13 @@ impl Engine {
         }
         let memtable_bytes = {
             let state = self.shared.state.read();
-            state.active.total_bytes() + state.frozen.as_ref().map_or(0, Memtable::total_bytes)
+            // A frozen memtable is being sealed: its rows are sorted into a copy as large as
+            // they are, which the cap covers too.
+            state.active.total_bytes()
+                + state
+                    .frozen
+                    .as_ref()
+                    .map_or(0, |frozen| frozen.total_bytes() + frozen.bytes)
         };
         let pending = self.shared.pending_bytes.load(Ordering::Relaxed);
         if memtable_bytes + pending > self.shared.options.max_memtable_bytes {

@@ -6,18 +6,15 @@
 //! global `regexp_replace` with a long replacement would allocate gigabytes in one call. Each
 //! such function (and `concat`, which joins what they made) is registered wrapped in
 //! [`Bounded`]: before calling the real function, it works out from the arguments an upper
-//! bound of what the call produces for the whole batch and checks that it fits the query's
-//! pool; after the call, it keeps the bytes it actually produced reserved until the query
-//! ends. A call that does not fit fails with `ResourcesExhausted`, before anything is
-//! allocated; and since what they produced stays counted, many calls (`concat(repeat(..),
-//! repeat(..), ...)`) cannot together go past the budget either.
+//! bound of what the call produces for the whole batch and checks that it fits what is left
+//! of the query's pool (reserved for the call, released after it: the result then belongs to
+//! whatever holds it, which operators and the result buffer count). A call that does not fit
+//! fails with `ResourcesExhausted`, before anything is allocated; `concat` counts its inputs,
+//! so joining what the others made (`concat(repeat(..), repeat(..), ...)`) is bounded too, and
+//! the `||` operator is rewritten into a bounded function (`bounded_concat.rs`).
 //!
-//! Invariants: every function here produces at most the bytes [`Bounded::estimate`] says (the
-//! estimates are upper bounds, never guesses that could be too low); the bytes the wrapped
-//! functions produced over a query never exceed its memory budget.
-//!
-//! Not covered: the `||` operator is not a function; a chain of `||` over one generated value
-//! referenced many times can still build a value larger than the budget.
+//! Invariant: every function here produces at most the bytes [`Bounded::estimate`] says (the
+//! estimates are upper bounds, never guesses that could be too low).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -29,7 +26,7 @@ use arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, 
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::logical_expr::udf_eq::UdfEq;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
@@ -59,9 +56,6 @@ pub(crate) fn install(state: &mut SessionState, pool: &Arc<dyn MemoryPool>) -> D
         let bounded = Bounded {
             inner: Arc::clone(inner.inner()).into(),
             pool: Arc::clone(pool),
-            produced: Arc::new(parking_lot::Mutex::new(
-                MemoryConsumer::new(format!("{name}() results")).register(pool),
-            )),
         };
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(bounded)))?;
     }
@@ -72,15 +66,12 @@ pub(crate) fn install(state: &mut SessionState, pool: &Arc<dyn MemoryPool>) -> D
 struct Bounded {
     inner: UdfEq<Arc<dyn ScalarUDFImpl>>,
     pool: Arc<dyn MemoryPool>,
-    /// What the calls produced so far, reserved until the query (and its state) is dropped.
-    produced: Arc<parking_lot::Mutex<MemoryReservation>>,
 }
 
 impl std::fmt::Debug for Bounded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bounded")
             .field("inner", &self.inner.name())
-            .field("produced", &self.produced.lock().size())
             .finish_non_exhaustive()
     }
 }

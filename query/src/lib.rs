@@ -62,6 +62,7 @@
 
 mod agent_tables;
 mod blocking;
+mod bounded_concat;
 mod bounded_functions;
 mod complexity;
 mod content_table;

@@ -181,6 +181,7 @@ impl SqlEngine {
             .with_runtime_env(runtime)
             .build();
         bounded_functions::install(&mut state, &pool).map_err(Error::from_datafusion)?;
+        crate::bounded_concat::install(&mut state, &pool);
         Ok(state)
     }
 }

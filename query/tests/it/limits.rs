@@ -301,6 +301,63 @@ async fn what_generated_values_are_joined_into_stays_within_the_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_concatenation_operator_stays_within_the_budget_and_keeps_its_meaning() {
+    let fixture = Fixture::with_options(Options::default().with_memory_limit(64 << 20));
+    // One 16 MB value referenced many times: each `||` doubles nothing by itself, but the
+    // chain reaches 16 MB x 40.
+    let chain = vec!["s"; 40].join(" || ");
+    for sql in [
+        format!("SELECT octet_length({chain}) FROM (SELECT repeat('x', 16000000) AS s)"),
+        format!(
+            "SELECT octet_length({chain}) FROM (SELECT repeat(span_name, 1000000) AS s FROM spans)"
+        ),
+    ] {
+        match fixture.sql.execute(&sql).await {
+            Err(error @ Error::ResourcesExhausted(_)) => {
+                assert_eq!(error.kind(), ErrorKind::Caller, "{sql}");
+            }
+            other => panic!(
+                "{sql}: expected resources exhausted, got {:?}",
+                other.map(|o| o.num_rows())
+            ),
+        }
+    }
+    // Within the budget: same values, NULLs and column names as the operator's.
+    let answer = fixture
+        .sql
+        .execute(
+            "SELECT 'a' || 'b', 'a' || NULL, NULL || 'b', octet_length(repeat('x', 1000) || 'y')",
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = answer
+        .schema
+        .fields()
+        .iter()
+        .map(|field| field.name().clone())
+        .collect();
+    assert_eq!(names[0], "Utf8(\"a\") || Utf8(\"b\")");
+    let rows = fixture
+        .rows("SELECT 'a' || 'b', 'a' || NULL, NULL || 'b', octet_length(repeat('x', 1000) || 'y')")
+        .await;
+    assert_eq!(rows, vec![serde_json::json!(["ab", null, null, 1001])]);
+    // Over a table, against the same text built in Rust from the rows.
+    let pairs = fixture
+        .rows("SELECT span_name, span_id, span_name || '/' || span_id FROM spans ORDER BY span_id")
+        .await;
+    assert_eq!(pairs.len(), 21);
+    for row in &pairs {
+        let expected = format!("{}/{}", row[0].as_str().unwrap(), row[1].as_str().unwrap());
+        assert_eq!(row[2], serde_json::json!(expected));
+    }
+    // Arrays keep their own `||`.
+    let arrays = fixture
+        .rows("SELECT make_array(1, 2) || make_array(3)")
+        .await;
+    assert_eq!(arrays, vec![serde_json::json!([[1, 2, 3]])]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_regular_expression_is_the_callers_error() {
     let fixture = Fixture::new();
     for sql in [

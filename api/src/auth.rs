@@ -342,8 +342,16 @@ pub async fn http_middleware(
     if http_scope(&request).is_none() {
         return next.run(request).await;
     }
+    // OTLP exporters read a refusal as a `google.rpc.Status` in their request's encoding.
+    let refuse = |request: &Request, error: EdgeError| {
+        if http_scope(request) == Some(Scope::Ingest) {
+            crate::otlp::http_error_for(request.headers(), error)
+        } else {
+            error.into_response()
+        }
+    };
     if let Err(error) = guard.check_host_and_origin(request.headers()) {
-        return error.into_response();
+        return refuse(&request, error);
     }
     let authorization = request
         .headers()
@@ -351,12 +359,12 @@ pub async fn http_middleware(
         .and_then(|value| value.to_str().ok());
     let grant = match guard.tokens.grant(authorization) {
         Ok(grant) => grant,
-        Err(error) => return error.into_response(),
+        Err(error) => return refuse(&request, error),
     };
     if let Some(scope) = http_scope(&request)
         && let Err(error) = grant.require(scope, request.uri().path())
     {
-        return error.into_response();
+        return refuse(&request, error);
     }
     request.extensions_mut().insert(grant);
     next.run(request).await

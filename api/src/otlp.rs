@@ -146,6 +146,12 @@ fn http_error(encoding: Encoding, error: EdgeError) -> Response {
     error.into_response_with(encoding.content_type(), body)
 }
 
+/// The OTLP/HTTP error answer to a request refused before its body was read: protobuf when
+/// it sent protobuf, JSON otherwise.
+pub(crate) fn http_error_for(headers: &HeaderMap, error: EdgeError) -> Response {
+    http_error(request_encoding(headers).unwrap_or(Encoding::Json), error)
+}
+
 fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Err(

@@ -17,6 +17,15 @@ use serde_json::{Value, json};
 use crate::http::{request, span};
 use crate::support::TestServer;
 
+/// `google.rpc.Status`, as OTLP/HTTP answers errors.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
 const INGEST: &str = "tok-ingest";
 const QUERY: &str = "tok-query";
 const CONTENT: &str = "tok-content";
@@ -78,6 +87,20 @@ async fn every_listener_wants_a_token_with_the_right_scope() {
 
     // OTLP/HTTP: 401 without or with an unknown token, 403 with a token of another scope.
     assert_eq!(post_otlp(&server, None, 1).await, StatusCode::UNAUTHORIZED);
+    // An OTLP exporter reads the refusal as a google.rpc.Status in its request's encoding.
+    let refused = reqwest::Client::new()
+        .post(format!("{}/v1/traces", server.otlp_http))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth(QUERY)
+        .body(request(vec![span(1, 1)]).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(refused.headers()["content-type"], "application/x-protobuf");
+    let status = RpcStatus::decode(refused.bytes().await.unwrap()).unwrap();
+    assert_eq!(status.code, tonic::Code::PermissionDenied as i32);
+    assert!(status.message.contains("ingest"), "{}", status.message);
     assert_eq!(
         post_otlp(&server, Some("guess"), 1).await,
         StatusCode::UNAUTHORIZED

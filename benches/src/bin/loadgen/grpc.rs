@@ -32,12 +32,21 @@ pub(crate) async fn connect(
     url: &str,
     gzip: bool,
     timeout: Duration,
+    ca_pem: Option<&[u8]>,
 ) -> anyhow::Result<GrpcTransport> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid gRPC endpoint {url}"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(timeout)
         .tcp_nodelay(true);
+    if let Some(pem) = ca_pem {
+        endpoint = endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            )
+            .context("TLS settings")?;
+    }
     let channel = endpoint.connect().await.map_err(|error| {
         anyhow::anyhow!(
             "cannot connect to the OTLP/gRPC endpoint {url}: {} (is `sightline serve` listening there?)",

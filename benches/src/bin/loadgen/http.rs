@@ -61,14 +61,19 @@ pub(crate) fn client(
     encoding: Encoding,
     gzip: bool,
     timeout: Duration,
+    ca_pem: Option<&[u8]>,
 ) -> anyhow::Result<HttpTransport> {
-    let client = Client::builder()
+    let mut builder = Client::builder()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout)
-        .build()
-        .context("build the HTTP client")?;
+        .timeout(timeout);
+    if let Some(pem) = ca_pem {
+        builder = builder.tls_certs_merge(
+            reqwest::Certificate::from_pem_bundle(pem).context("--ca-cert holds no certificate")?,
+        );
+    }
+    let client = builder.build().context("build the HTTP client")?;
     Ok(HttpTransport {
         client,
         url,

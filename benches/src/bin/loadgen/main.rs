@@ -47,6 +47,10 @@ struct Args {
     #[arg(long)]
     addr: Option<String>,
 
+    /// PEM CA certificate to trust for an `https://` address (a server with TLS).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
+
     /// Concurrent connections (one sending task each); for decode, the thread count of the
     /// multi-threaded run.
     #[arg(long, default_value_t = 8)]
@@ -194,6 +198,13 @@ async fn run_network(
     payloads: Arc<Payloads>,
 ) -> anyhow::Result<SendStats> {
     let timeout = Duration::from_secs(args.timeout_secs);
+    let ca = match &args.ca_cert {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --ca-cert {}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut transports = Vec::with_capacity(args.connections);
     match args.target {
         Target::Grpc => {
@@ -205,7 +216,7 @@ async fn run_network(
             };
             for _ in 0..args.connections {
                 transports.push(Transport::Grpc(
-                    grpc::connect(&url, args.gzip, timeout).await?,
+                    grpc::connect(&url, args.gzip, timeout, ca.as_deref()).await?,
                 ));
             }
         }
@@ -219,6 +230,7 @@ async fn run_network(
                     encoding,
                     args.gzip,
                     timeout,
+                    ca.as_deref(),
                 )?));
             }
         }

@@ -5,12 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::listener::Listening;
+use crate::tls::Protocol;
 use anyhow::Context as _;
 use engine::Engine;
 use query::SqlEngine;
-use tokio::net::TcpListener;
-
-use crate::tls::Protocol;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -174,29 +173,23 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config: Arc::new(config.clone()),
     });
 
-    let (grpc_listener, otlp_grpc_addr) = bind(
-        config.otlp_grpc_addr,
-        "OTLP/gRPC",
-        tls.as_ref(),
-        Protocol::Grpc,
-    )
-    .await?;
-    let (http_listener, otlp_http_addr) = bind(
-        config.otlp_http_addr,
-        "OTLP/HTTP",
-        tls.as_ref(),
-        Protocol::Http1,
-    )
-    .await?;
-    let (api_listener, api_addr) =
-        bind(config.api_addr, "HTTP API", tls.as_ref(), Protocol::Http1).await?;
-    let (jaeger_listener, jaeger_addr) = bind(
+    let tls = tls.as_ref();
+    let grpc_listener =
+        Listening::bind(config.otlp_grpc_addr, "OTLP/gRPC", tls, Protocol::Grpc).await?;
+    let http_listener =
+        Listening::bind(config.otlp_http_addr, "OTLP/HTTP", tls, Protocol::Http1).await?;
+    let api_listener = Listening::bind(config.api_addr, "HTTP API", tls, Protocol::Http1).await?;
+    let jaeger_listener = Listening::bind(
         config.jaeger_addr,
         "Jaeger remote storage (gRPC)",
-        tls.as_ref(),
+        tls,
         Protocol::Grpc,
     )
     .await?;
+    let otlp_grpc_addr = grpc_listener.local_addr()?;
+    let otlp_http_addr = http_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+    let jaeger_addr = jaeger_listener.local_addr()?;
 
     let shutdown = CancellationToken::new();
     let grpc_service = otlp_grpc_service(&state, &config);
@@ -217,20 +210,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             ))
             .layer(GrpcAuthLayer::new(grpc_tokens))
             .add_service(grpc_service);
-        let stopped = grpc_token.cancelled_owned();
-        match grpc_listener {
-            Listening::Plain(listener) => {
-                router
-                    .serve_with_incoming_shutdown(grpc_incoming(listener), stopped)
-                    .await
-            }
-            Listening::Tls(listener) => {
-                router
-                    .serve_with_incoming_shutdown(listener.into_incoming(), stopped)
-                    .await
-            }
-        }
-        .context("OTLP/gRPC server failed")
+        router
+            .serve_with_incoming_shutdown(
+                grpc_listener.into_incoming(),
+                grpc_token.cancelled_owned(),
+            )
+            .await
+            .context("OTLP/gRPC server failed")
     });
     let (trace_reader, dependency_reader, capabilities) =
         JaegerStorage::new(Arc::clone(&state)).services();
@@ -248,20 +234,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .add_service(dependency_reader)
             .add_service(capabilities)
             .add_service(jaeger_otlp);
-        let stopped = jaeger_token.cancelled_owned();
-        match jaeger_listener {
-            Listening::Plain(listener) => {
-                router
-                    .serve_with_incoming_shutdown(grpc_incoming(listener), stopped)
-                    .await
-            }
-            Listening::Tls(listener) => {
-                router
-                    .serve_with_incoming_shutdown(listener.into_incoming(), stopped)
-                    .await
-            }
-        }
-        .context("Jaeger remote-storage gRPC server failed")
+        router
+            .serve_with_incoming_shutdown(
+                jaeger_listener.into_incoming(),
+                jaeger_token.cancelled_owned(),
+            )
+            .await
+            .context("Jaeger remote-storage gRPC server failed")
     });
     let http_router = otlp::http_router(Arc::clone(&state))
         .layer(axum::middleware::from_fn_with_state(
@@ -271,7 +250,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .layer(auth::cors(&config.allowed_origins));
     let http_token = shutdown.clone();
     let http = tokio::spawn(async move {
-        serve_http(http_listener, http_router, http_token)
+        axum::serve(http_listener, http_router)
+            .with_graceful_shutdown(http_token.cancelled_owned())
             .await
             .context("OTLP/HTTP server failed")
     });
@@ -283,7 +263,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .layer(auth::cors(&config.allowed_origins));
     let api_token = shutdown.clone();
     let api = tokio::spawn(async move {
-        serve_http(api_listener, api_router, api_token)
+        axum::serve(api_listener, api_router)
+            .with_graceful_shutdown(api_token.cancelled_owned())
             .await
             .context("HTTP API server failed")
     });
@@ -453,57 +434,6 @@ fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
 /// The OTLP `TraceService` as served on the OTLP/gRPC and the Jaeger addresses.
 fn otlp_grpc_service(state: &Arc<AppState>, config: &ServerConfig) -> OtlpTraceServer {
     OtlpTraceServer::new(Arc::clone(state), config.max_request_bytes)
-}
-
-/// Accepted gRPC connections, with Nagle's algorithm off: a small streamed answer (one trace)
-/// must not wait for the client's delayed ACK (~40 ms).
-fn grpc_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
-/// A bound listener: plain TCP, or TLS when the server has a certificate.
-#[derive(Debug)]
-enum Listening {
-    Plain(TcpListener),
-    Tls(crate::tls::TlsListener),
-}
-
-/// Binds `addr` and returns the listener with the address it got (port 0 picks one).
-async fn bind(
-    addr: SocketAddr,
-    what: &str,
-    tls: Option<&crate::tls::Tls>,
-    protocol: Protocol,
-) -> anyhow::Result<(Listening, SocketAddr)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for {what} on {addr}"))?;
-    let local = listener.local_addr()?;
-    let listening = match tls {
-        None => Listening::Plain(listener),
-        Some(tls) => Listening::Tls(tls.listen(listener, protocol)?),
-    };
-    Ok((listening, local))
-}
-
-/// Serves an HTTP router on `listener` until `stop` is cancelled (in-flight requests finish).
-async fn serve_http(
-    listener: Listening,
-    router: axum::Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    match listener {
-        Listening::Plain(listener) => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
-        Listening::Tls(listener) => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
-    }
 }
 
 /// Resolves when SIGTERM or ctrl-c arrives.

@@ -116,22 +116,8 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// The accepted connections as the stream tonic serves.
-    pub fn into_incoming(
-        self,
-    ) -> impl futures::Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
-        futures::stream::unfold(self.receiver, |mut receiver| async move {
-            let (stream, _) = receiver.recv().await?;
-            Some((Ok(stream), receiver))
-        })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    /// The next connection whose handshake completed.
+    pub async fn accept(&mut self) -> (TlsStream<TcpStream>, SocketAddr) {
         match self.receiver.recv().await {
             Some(accepted) => accepted,
             // The accept loop only ends when this listener is dropped; until then, wait.
@@ -139,8 +125,9 @@ impl axum::serve::Listener for TlsListener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local_addr)
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 }
 

@@ -471,11 +471,7 @@ impl Engine {
             "store recovered"
         );
 
-        // New writes go to a new WAL file; files a seal covered but did not get to delete go now.
-        let wal_dir = dir.join(crate::wal_log::WAL_DIR);
-        let log = crate::wal_log::WalLog::create(&wal_dir, next_sequence)?
-            .with_faults(options.faults.clone());
-        crate::wal_log::remove_before(&wal_dir, next_sequence.min(sealed_through + 1))?;
+        let log = recovery::fresh_wal(&dir, &options, next_sequence, sealed_through)?;
         let shared = Arc::new(Shared {
             dir,
             db,

@@ -28,6 +28,21 @@ pub(super) struct Recovered {
     pub(super) next_content_id: u64,
 }
 
+/// The WAL file new writes go to after recovery (a new one, starting at `next_sequence`);
+/// files a seal covered but did not get to delete go now.
+pub(super) fn fresh_wal(
+    dir: &Path,
+    options: &Options,
+    next_sequence: u64,
+    sealed_through: u64,
+) -> Result<crate::wal_log::WalLog> {
+    let wal_dir = dir.join(crate::wal_log::WAL_DIR);
+    let log = crate::wal_log::WalLog::create(&wal_dir, next_sequence)?
+        .with_faults(options.faults.clone());
+    crate::wal_log::remove_before(&wal_dir, next_sequence.min(sealed_through + 1))?;
+    Ok(log)
+}
+
 /// Recovers the store of `db` (in `dir`, whose database file is `db_path`), counting what it
 /// replayed in `recovery`.
 pub(super) fn recover(

@@ -81,12 +81,8 @@ fn reopen_locked(shared: &Shared, wal: &mut writer::WalWriter) -> Result<Recover
     } = recover(&db, &shared.dir, &db_path, &shared.options, &mut summary)?;
     drop(db);
 
-    // New writes go to a new WAL file, as after open.
-    let wal_dir = shared.dir.join(crate::wal_log::WAL_DIR);
-    let log = crate::wal_log::WalLog::create(&wal_dir, next_sequence)?
-        .with_faults(shared.options.faults.clone());
+    let log = recovery::fresh_wal(&shared.dir, &shared.options, next_sequence, sealed_through)?;
     *wal = writer::WalWriter::new(next_sequence, log);
-    crate::wal_log::remove_before(&wal_dir, next_sequence.min(sealed_through + 1))?;
 
     let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
     {

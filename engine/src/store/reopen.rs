@@ -14,12 +14,16 @@
 //!   crash; a write whose records could not be withdrawn comes back whole (its client was told
 //!   it failed, as when a crash follows an fsync);
 //! - a failed attempt changes nothing but leaves the need in place: the next write or sealer
-//!   tick tries again (disk space may have been freed meanwhile).
+//!   tick tries again (disk space may have been freed meanwhile), at most once a second;
+//!   writes in between fail at once with the reason.
 
 use super::*;
 
 /// How long a reopen waits for transactions on the old database to let go of it.
 const PATIENCE: Duration = Duration::from_secs(30);
+
+/// After a failed reopen, writes meanwhile fail at once with its reason (no attempt per write).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Whether the store needs [`reopen_if_needed`] before it can write again.
 pub(super) fn needed(shared: &Shared, wal: &writer::WalWriter) -> bool {
@@ -33,6 +37,15 @@ pub(super) fn reopen_if_needed(shared: &Shared) -> Result<bool> {
     let mut wal = shared.wal.lock();
     if !needed(shared, &wal) {
         return Ok(false);
+    }
+    if let Some(reason) = shared.db.recent_failure(RETRY_AFTER) {
+        return Err(Error::io(
+            "reopen the store",
+            shared.dir.join(DATABASE_FILE),
+            std::io::Error::other(format!(
+                "a storage fault needs the store reopened, which failed just now ({reason}); retrying within a second"
+            )),
+        ));
     }
     let started = Instant::now();
     let result = reopen_locked(shared, &mut wal);
@@ -49,12 +62,12 @@ pub(super) fn reopen_if_needed(shared: &Shared) -> Result<bool> {
             "reopening the store after a storage fault failed; trying again later"
         ),
     }
-    shared.activity.reopen(
-        result
-            .as_ref()
-            .err()
-            .map(|error| crate::activity::cause_chain(error)),
-    );
+    let failure = result
+        .as_ref()
+        .err()
+        .map(|error| crate::activity::cause_chain(error));
+    shared.db.note_reopen(failure.clone());
+    shared.activity.reopen(failure);
     result.map(|_| true)
 }
 

@@ -184,10 +184,21 @@ fn run(seed: u64, parts_per_million: u32, concurrent: bool) {
     );
     assert!(failures > 0, "seed {seed}: no write failed");
 
-    // The store writes again without a restart (the first write reopens it if it must).
-    engine
-        .write_batch(write_of(WRITES))
-        .expect("a write succeeds once the faults stop");
+    // The store writes again without a restart: a write reopens it if it must (after a failed
+    // reopen, at most once a second, so writes within that second fail at once).
+    let resumed = std::time::Instant::now();
+    loop {
+        match engine.write_batch(write_of(WRITES)) {
+            Ok(_) => break,
+            Err(error) => {
+                assert!(
+                    resumed.elapsed() < std::time::Duration::from_secs(3),
+                    "writes did not resume within 3 s of the faults stopping: {error}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
     acked[WRITES as usize] = true;
     check(&engine, WRITES + 1, &acked, "after the faults");
     engine.seal().expect("a seal succeeds once the faults stop");

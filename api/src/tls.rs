@@ -2,8 +2,9 @@
 //! from PEM files once at startup, and every listener then accepts TLS only.
 //!
 //! Invariants:
-//! - a handshake never blocks the accept loop: each runs in its own task, at most
-//!   [`MAX_HANDSHAKES`] at once, and one that takes longer than [`HANDSHAKE_TIMEOUT`] is dropped;
+//! - a handshake never blocks the accept loop or another handshake: each runs in its own task,
+//!   one that takes longer than [`HANDSHAKE_TIMEOUT`] is dropped, and a connection arriving
+//!   while [`MAX_HANDSHAKES`] are in progress is closed at once;
 //! - a failed handshake closes that connection only (logged at debug: scanners and plain-text
 //!   clients are routine on an exposed port);
 //! - gRPC listeners offer ALPN `h2` (gRPC clients require it), HTTP listeners `http/1.1`.
@@ -25,8 +26,9 @@ use tracing::{debug, warn};
 /// Longest a client may take to complete its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Handshakes in progress at once per listener; further connections wait to be accepted.
-pub const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once per listener; a connection beyond them is closed at once
+/// (bounding memory; idle connections that never start TLS must not queue real clients).
+pub const MAX_HANDSHAKES: usize = 8192;
 
 /// The PEM files of the server's certificate chain and private key (`[tls]` in the
 /// configuration file, or `--tls-cert` and `--tls-key`).
@@ -138,9 +140,6 @@ async fn accept_loop(
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
-        let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = tokio::select! {
             () = sender.closed() => return,
             accepted = listener.accept() => match accepted {
@@ -152,6 +151,10 @@ async fn accept_loop(
                     continue;
                 }
             },
+        };
+        let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+            debug!(%peer, "too many TLS handshakes in progress; connection closed");
+            continue;
         };
         // Small streamed answers must not wait for the client's delayed ACK.
         let _ = stream.set_nodelay(true);

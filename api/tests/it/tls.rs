@@ -237,6 +237,32 @@ async fn curl_and_tonic_clients_need_the_ca_and_plain_text_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_that_never_start_tls_do_not_queue_real_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let server = start_tls(dir.path(), &pki).await;
+    let addr = server.api.trim_start_matches("https://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // The handshake timeout is 10 s: a client queued behind the idle ones would time out.
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap()])
+        .timeout(std::time::Duration::from_secs(8))
+        .build()
+        .unwrap();
+    let health = client
+        .get(format!("{}/healthz", server.api))
+        .send()
+        .await
+        .expect("served despite 400 idle connections");
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+    drop(idle);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_tls_together_allow_listening_beyond_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();

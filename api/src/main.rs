@@ -27,11 +27,23 @@ fn main() -> std::process::ExitCode {
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            // A panic (a bug, answered 500) is one JSON line too, not plain text and a
+            // backtrace that log shippers cannot parse.
+            std::panic::set_hook(Box::new(|info| {
+                let thread = std::thread::current();
+                tracing::error!(
+                    thread = thread.name().unwrap_or("unnamed"),
+                    panic = %info,
+                    "panic"
+                );
+            }));
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

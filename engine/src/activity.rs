@@ -89,6 +89,11 @@ impl Activity {
         }
     }
 
+    /// Whether the last write group failed.
+    pub(crate) fn writes_failing(&self) -> bool {
+        self.write_failure.lock().is_some()
+    }
+
     /// Records how a reopen after a storage fault ended (`None`: reopened).
     pub(crate) fn reopen(&self, failure: Option<String>) {
         self.reopens.fetch_add(1, Ordering::Relaxed);

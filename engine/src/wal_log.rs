@@ -348,6 +348,23 @@ impl WalLog {
     }
 }
 
+/// Whether a WAL append could succeed now: writes and fsyncs a 4 KiB probe file in `dir`
+/// (removed again). Used to notice that a full disk has space again without a write.
+pub(crate) fn probe(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(".probe");
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        file.write_all(&[0u8; 4096])?;
+        file.sync_data()
+    })();
+    let _ = fs::remove_file(&path);
+    result
+}
+
 /// Deletes the WAL files all of whose records come before `boundary` (a file is deleted when
 /// the file after it starts at or before `boundary`). Returns the bytes freed.
 pub(crate) fn remove_before(dir: &Path, boundary: u64) -> Result<u64> {

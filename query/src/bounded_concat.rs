@@ -2,18 +2,22 @@
 //! `bounded_functions.rs`: `s || s || s ...` over one generated value doubles what it holds at
 //! every step, and the operator is not a function those wrappers could catch.
 //!
-//! An analyzer rule, run after type coercion, rewrites every string `a || b` into the
-//! function `concat_op(a, b)`, which checks before concatenating that the result (at most both
-//! inputs together) fits the query's pool, and then concatenates with the same arrow kernel
-//! DataFusion's operator uses (NULL in, NULL out; same types out as in).
+//! An analyzer rule, run after type coercion, rewrites every chain `a || b || c ...` into one
+//! call `concat_op(a, b, c, ...)` (`||` is associative, NULLs included), which checks before
+//! concatenating that the result (at most all inputs together) fits what is left of the query's
+//! pool, and then builds it in one pass: no intermediate results, NULL if any input is NULL,
+//! the widest input type out (as the operator's coercion gives).
 //!
 //! Invariants: names of rewritten expressions are preserved (output schemas do not change);
-//! the rule runs before the optimizer, so constant folding evaluates the bounded function, not
-//! the operator.
+//! the function is volatile, so the optimizer never folds a chain into a literal (which would
+//! then be broadcast to every row unchecked).
 
 use std::sync::Arc;
 
-use arrow::array::Array;
+use arrow::array::{
+    Array, ArrayRef, AsArray, LargeStringBuilder, StringBuilder, StringViewBuilder,
+};
+use arrow::compute::cast;
 use arrow::compute::kernels::concat_elements::concat_elements_dyn;
 use arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
@@ -37,13 +41,15 @@ pub(crate) fn install(
     pool: &Arc<dyn MemoryPool>,
 ) {
     let udf = Arc::new(ScalarUDF::new_from_impl(ConcatOp {
-        signature: Signature::any(2, Volatility::Immutable),
+        // Volatile: never folded into a literal at planning, which would then be broadcast to
+        // every row unchecked; at run time the estimate counts every row.
+        signature: Signature::variadic_any(Volatility::Volatile),
         pool: Arc::clone(pool),
     }));
     state.add_analyzer_rule(Arc::new(BoundConcat { udf }));
 }
 
-/// `a || b` on strings and binaries, checked against the query's pool first.
+/// `a || b || ...` on strings and binaries, checked against the query's pool first.
 #[derive(Debug)]
 struct ConcatOp {
     signature: Signature,
@@ -64,15 +70,11 @@ impl std::hash::Hash for ConcatOp {
     }
 }
 
-/// Bytes of `value` over `rows` rows (a scalar counts in every row when the other side is an
-/// array).
-fn size(value: &ColumnarValue, rows: usize, broadcast: bool) -> u64 {
+/// Bytes of `value` over `rows` rows (a scalar counts in every row: it is broadcast to them).
+fn size(value: &ColumnarValue, rows: usize) -> u64 {
     match value {
         ColumnarValue::Array(array) => array.get_array_memory_size() as u64,
-        ColumnarValue::Scalar(scalar) if broadcast => {
-            (scalar.size() as u64).saturating_mul(rows as u64)
-        }
-        ColumnarValue::Scalar(scalar) => scalar.size() as u64,
+        ColumnarValue::Scalar(scalar) => (scalar.size() as u64).saturating_mul(rows as u64),
     }
 }
 
@@ -86,34 +88,121 @@ impl ScalarUDFImpl for ConcatOp {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(arg_types.first().cloned().unwrap_or(DataType::Utf8))
+        Ok(widest(arg_types))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let rows = args.number_rows;
-        let [left, right] = <[ColumnarValue; 2]>::try_from(args.args).map_err(|_| {
-            datafusion::common::DataFusionError::Internal(format!("{NAME} takes two arguments"))
-        })?;
-        let broadcast =
-            matches!(left, ColumnarValue::Array(_)) || matches!(right, ColumnarValue::Array(_));
-        // The result is at most both inputs together, in every row.
-        let estimate = size(&left, rows, broadcast).saturating_add(size(&right, rows, broadcast));
+        let out_type = args.return_field.data_type().clone();
+        let broadcast = args
+            .args
+            .iter()
+            .any(|value| matches!(value, ColumnarValue::Array(_)));
+        // The result is at most all inputs together, in every row.
+        let estimate = args
+            .args
+            .iter()
+            .fold(0u64, |total, value| total.saturating_add(size(value, rows)));
         let reservation = MemoryConsumer::new("|| results").register(&self.pool);
         reservation.try_grow(usize::try_from(estimate).unwrap_or(usize::MAX))?;
-        let result = if broadcast {
-            let (left, right) = (left.into_array(rows)?, right.into_array(rows)?);
-            ColumnarValue::Array(concat_elements_dyn(&left, &right)?)
-        } else {
-            let (left, right) = (left.into_array(1)?, right.into_array(1)?);
-            let joined = concat_elements_dyn(&left, &right)?;
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&joined, 0)?)
-        };
+        let len = if broadcast { rows } else { 1 };
+        let inputs = args
+            .args
+            .into_iter()
+            .map(|value| {
+                let array = value.into_array(len)?;
+                Ok(cast(&array, &out_type)?)
+            })
+            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        let joined = join(&inputs, len, &out_type, estimate)?;
         reservation.free();
-        Ok(result)
+        Ok(if broadcast {
+            ColumnarValue::Array(joined)
+        } else {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&joined, 0)?)
+        })
     }
 }
 
-/// Rewrites `a || b` on strings and binaries into [`ConcatOp`].
+/// The type `a || b || ...` has: the widest of its inputs (a view over a large string over a
+/// string; binaries likewise).
+fn widest(types: &[DataType]) -> DataType {
+    let has = |wanted: &DataType| types.iter().any(|t| t == wanted);
+    for wanted in [
+        DataType::Utf8View,
+        DataType::LargeUtf8,
+        DataType::Utf8,
+        DataType::BinaryView,
+        DataType::LargeBinary,
+        DataType::Binary,
+    ] {
+        if has(&wanted) {
+            return wanted;
+        }
+    }
+    types.first().cloned().unwrap_or(DataType::Utf8)
+}
+
+/// Row by row, every input's value joined (NULL when any is NULL); `bytes` is an upper bound
+/// of the text, for the builder's capacity.
+fn join(inputs: &[ArrayRef], rows: usize, out_type: &DataType, bytes: u64) -> DfResult<ArrayRef> {
+    let capacity = usize::try_from(bytes).unwrap_or(usize::MAX).min(1 << 30);
+    let mut text = String::new();
+    let mut each_row = |append: &mut dyn FnMut(Option<&str>)| -> DfResult<()> {
+        for row in 0..rows {
+            if inputs.iter().any(|input| input.is_null(row)) {
+                append(None);
+                continue;
+            }
+            text.clear();
+            for input in inputs {
+                text.push_str(string_at(input, row)?);
+            }
+            append(Some(&text));
+        }
+        Ok(())
+    };
+    Ok(match out_type {
+        DataType::Utf8 => {
+            let mut builder = StringBuilder::with_capacity(rows, capacity);
+            each_row(&mut |value| builder.append_option(value))?;
+            std::sync::Arc::new(builder.finish())
+        }
+        DataType::LargeUtf8 => {
+            let mut builder = LargeStringBuilder::with_capacity(rows, capacity);
+            each_row(&mut |value| builder.append_option(value))?;
+            std::sync::Arc::new(builder.finish())
+        }
+        DataType::Utf8View => {
+            let mut builder = StringViewBuilder::with_capacity(rows);
+            each_row(&mut |value| builder.append_option(value))?;
+            std::sync::Arc::new(builder.finish())
+        }
+        // Binaries (rare): pairwise, with the operator's own kernel.
+        _ => {
+            let mut joined = Arc::clone(&inputs[0]);
+            for input in &inputs[1..] {
+                joined = concat_elements_dyn(&joined, input)?;
+            }
+            joined
+        }
+    })
+}
+
+fn string_at(array: &ArrayRef, row: usize) -> DfResult<&str> {
+    Ok(match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().value(row),
+        DataType::LargeUtf8 => array.as_string::<i64>().value(row),
+        DataType::Utf8View => array.as_string_view().value(row),
+        other => {
+            return Err(datafusion::common::DataFusionError::Internal(format!(
+                "{NAME} cannot join {other} values as text"
+            )));
+        }
+    })
+}
+
+/// Rewrites `||` chains on strings and binaries into one [`ConcatOp`] call each.
 #[derive(Debug)]
 struct BoundConcat {
     udf: Arc<ScalarUDF>,

@@ -30,7 +30,7 @@ use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool};
 use datafusion::logical_expr::udf_eq::UdfEq;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature,
+    Signature, Volatility,
 };
 
 /// The functions wrapped, by name.
@@ -53,9 +53,17 @@ pub(crate) fn install(state: &mut SessionState, pool: &Arc<dyn MemoryPool>) -> D
         let Ok(inner) = state.udf(name) else {
             continue;
         };
+        // Volatile, so the planner never folds a call into a literal: a folded value is
+        // broadcast to every row of a batch unchecked (`repeat('ab', 1e6)` over 2,000 rows
+        // is 4 GB, and past 2 GiB arrow panics). At run time the estimate counts every row.
+        let signature = Signature {
+            volatility: Volatility::Volatile,
+            ..inner.signature().clone()
+        };
         let bounded = Bounded {
             inner: Arc::clone(inner.inner()).into(),
             pool: Arc::clone(pool),
+            signature,
         };
         state.register_udf(Arc::new(ScalarUDF::new_from_impl(bounded)))?;
     }
@@ -66,6 +74,8 @@ pub(crate) fn install(state: &mut SessionState, pool: &Arc<dyn MemoryPool>) -> D
 struct Bounded {
     inner: UdfEq<Arc<dyn ScalarUDFImpl>>,
     pool: Arc<dyn MemoryPool>,
+    /// The inner function's signature, volatile.
+    signature: Signature,
 }
 
 impl std::fmt::Debug for Bounded {
@@ -391,7 +401,7 @@ impl ScalarUDFImpl for Bounded {
     }
 
     fn signature(&self) -> &Signature {
-        self.inner.signature()
+        &self.signature
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {

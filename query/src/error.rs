@@ -130,10 +130,24 @@ impl Error {
             if let Some(engine) = current.downcast_ref::<Arc<engine::Error>>() {
                 return Error::Engine(Arc::clone(engine));
             }
+            // A panic in a task DataFusion spawned (repartitioning) comes back as its join
+            // error: a bug, reported with its message.
+            let join = current
+                .downcast_ref::<Arc<tokio::task::JoinError>>()
+                .map(AsRef::as_ref)
+                .or_else(|| current.downcast_ref::<tokio::task::JoinError>());
+            if let Some(join) = join
+                && join.is_panic()
+            {
+                return Error::Panicked(join.to_string());
+            }
             level = current.source();
         }
         let message = error.strip_backtrace();
         match error.find_root() {
+            DataFusionError::ExecutionJoin(join) if join.is_panic() => {
+                Error::Panicked(join.to_string())
+            }
             DataFusionError::ResourcesExhausted(detail) => {
                 Error::ResourcesExhausted(detail.clone())
             }
@@ -191,5 +205,24 @@ mod tests {
         ));
         let internal = Error::from_datafusion(DataFusionError::Internal("bug".into()));
         assert_eq!(internal.kind(), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn a_panic_in_a_task_datafusion_spawned_keeps_its_message() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let join = runtime
+            .block_on(async { tokio::spawn(async { panic!("offset overflow") }).await })
+            .unwrap_err();
+        // As RepartitionExec reports it.
+        let wrapped = DataFusionError::Context(
+            "Join Error".into(),
+            Box::new(DataFusionError::External(Box::new(Arc::new(join)))),
+        );
+        match Error::from_datafusion(wrapped) {
+            Error::Panicked(message) => assert!(message.contains("offset overflow"), "{message}"),
+            other => panic!("expected a panic, got {other:?}"),
+        }
     }
 }

@@ -51,6 +51,14 @@ pub(super) fn run_sealer(shared: &Shared, wake: &Receiver<()>) {
         if shared.closing.load(Ordering::Acquire) {
             return;
         }
+        // Writes failed (a full disk, say) and none came since: once the WAL directory takes
+        // a write again, health need not wait for the next export to say so.
+        if shared.activity.writes_failing()
+            && !reopen::needed(shared, &shared.wal.lock())
+            && crate::wal_log::probe(&shared.dir.join(crate::wal_log::WAL_DIR)).is_ok()
+        {
+            shared.activity.write(None);
+        }
         // A storage fault is repaired first (reopening the store), then sealing goes on.
         let attempt = if reopen::needed(shared, &shared.wal.lock()) {
             reopen::reopen_if_needed(shared).map(|_| ())

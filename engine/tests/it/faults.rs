@@ -255,3 +255,32 @@ fn the_same_with_concurrent_writers_and_the_background_sealer() {
         run(seed, 20_000, true);
     }
 }
+
+#[test]
+fn health_recovers_without_a_write_once_storage_works_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let injector = Arc::new(FaultInjector::new(5));
+    let engine = Engine::open(
+        dir.path(),
+        Options::default().with_faults(Arc::clone(&injector)),
+    )
+    .unwrap();
+    engine.write_batch(write_of(0)).unwrap();
+    injector.arm(1_000_000);
+    assert!(engine.write_batch(write_of(1)).is_err());
+    let trouble = engine.trouble().expect("a failed write shows in health");
+    assert!(trouble.contains("injected"), "{trouble}");
+    injector.disarm();
+    // No write comes: the background sealer notices the storage works again.
+    let waited = std::time::Instant::now();
+    while let Some(trouble) = engine.trouble() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "health still failing without writes: {trouble}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (per_trace, _) = spans_per_trace(&engine).unwrap();
+    assert_eq!(per_trace.get(&trace_of(0).to_string()), Some(&spans_of(0)));
+    assert_eq!(per_trace.get(&trace_of(1).to_string()), None);
+}

@@ -311,6 +311,9 @@ async fn the_concatenation_operator_stays_within_the_budget_and_keeps_its_meanin
         format!(
             "SELECT octet_length({chain}) FROM (SELECT repeat(span_name, 1000000) AS s FROM spans)"
         ),
+        // Found by an outside tester: many rows of a generated value (an offset overflow panic).
+        "SELECT length(s||s||s||s||s||s||s||s) FROM (SELECT repeat('ab', 1000000) AS s FROM unnest(range(2000)))".to_owned(),
+        format!("WITH a AS (SELECT repeat('x', 8000000) AS s) SELECT length({}) FROM a", ["s"; 16].join("||")),
     ] {
         match fixture.sql.execute(&sql).await {
             Err(error @ Error::ResourcesExhausted(_)) => {

@@ -227,16 +227,56 @@ impl AnalyzerRule for BoundConcat {
 }
 
 impl BoundConcat {
+    /// `a || b` into `concat_op(a, b)`; chains (already rewritten below) into one call.
     fn rewrite(&self, expr: Expr) -> DfResult<Transformed<Expr>> {
         match expr {
             Expr::BinaryExpr(BinaryExpr {
                 left,
                 op: Operator::StringConcat,
                 right,
-            }) => Ok(Transformed::yes(Expr::ScalarFunction(
-                ScalarFunction::new_udf(Arc::clone(&self.udf), vec![*left, *right]),
-            ))),
+            }) => {
+                let mut args = operands(*left);
+                args.extend(operands(*right));
+                Ok(Transformed::yes(Expr::ScalarFunction(
+                    ScalarFunction::new_udf(Arc::clone(&self.udf), args),
+                )))
+            }
             other => Ok(Transformed::no(other)),
         }
+    }
+}
+
+/// The operands `expr` contributes to a chain: its own if it is a chain already.
+fn operands(expr: Expr) -> Vec<Expr> {
+    match expr {
+        Expr::ScalarFunction(call) if call.func.name() == NAME => call.args,
+        other => vec![other],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn chains_become_one_call() {
+        let pool: Arc<dyn MemoryPool> =
+            Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default());
+        let udf = Arc::new(ScalarUDF::new_from_impl(ConcatOp {
+            signature: Signature::variadic_any(Volatility::Volatile),
+            pool,
+        }));
+        let rule = BoundConcat { udf };
+        let concat = |left: Expr, right: Expr| {
+            Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(left),
+                Operator::StringConcat,
+                Box::new(right),
+            ))
+        };
+        let chain = concat(concat(col("a"), col("b")), lit("c"));
+        let rewritten = chain.transform_up(|expr| rule.rewrite(expr)).unwrap().data;
+        assert_eq!(rewritten.to_string(), "concat_op(a, b, Utf8(\"c\"))");
     }
 }

@@ -255,6 +255,8 @@ pub struct HttpGuard {
     pub allowed_hosts: Vec<String>,
     /// Origins (`scheme://host[:port]`) accepted besides the server's own.
     pub allowed_origins: Vec<String>,
+    /// Where refusals are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl HttpGuard {
@@ -344,6 +346,7 @@ pub async fn http_middleware(
     }
     // OTLP exporters read a refusal as a `google.rpc.Status` in their request's encoding.
     let refuse = |request: &Request, error: EdgeError| {
+        guard.metrics.refused("http", error.http_status().as_u16());
         if http_scope(request) == Some(Scope::Ingest) {
             crate::otlp::http_error_for(request.headers(), error)
         } else {
@@ -375,12 +378,13 @@ pub async fn http_middleware(
 #[derive(Debug, Clone)]
 pub struct GrpcAuthLayer {
     tokens: Arc<Tokens>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl GrpcAuthLayer {
-    /// A layer over `tokens`.
-    pub fn new(tokens: Arc<Tokens>) -> Self {
-        GrpcAuthLayer { tokens }
+    /// A layer over `tokens`, counting refusals in `metrics`.
+    pub fn new(tokens: Arc<Tokens>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        GrpcAuthLayer { tokens, metrics }
     }
 }
 
@@ -391,6 +395,7 @@ impl<S> tower::Layer<S> for GrpcAuthLayer {
         GrpcAuth {
             inner,
             tokens: Arc::clone(&self.tokens),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -400,6 +405,7 @@ impl<S> tower::Layer<S> for GrpcAuthLayer {
 pub struct GrpcAuth<S> {
     inner: S,
     tokens: Arc<Tokens>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for GrpcAuth<S>
@@ -441,6 +447,7 @@ where
             .grant(authorization)
             .and_then(|grant| grant.require(scope, request.uri().path()));
         if let Err(error) = checked {
+            self.metrics.refused("grpc", error.http_status().as_u16());
             let response = error.into_status().into_http();
             return Box::pin(async move { Ok(response) });
         }

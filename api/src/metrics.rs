@@ -68,6 +68,8 @@ pub struct Metrics {
     /// SQL requests by HTTP status.
     queries: Mutex<BTreeMap<u16, u64>>,
     query_latency: Histogram,
+    /// Requests refused before any handler (Host, Origin, token, scope) by (listener, status).
+    refusals: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
 
 impl Metrics {
@@ -78,6 +80,17 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry((protocol, status))
+            .or_default() += 1;
+    }
+
+    /// One request refused on `listener` (`http`, `grpc`) before reaching its handler, with
+    /// `status` (401, 403).
+    pub fn refused(&self, listener: &'static str, status: u16) {
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((listener, status))
             .or_default() += 1;
     }
 
@@ -116,6 +129,22 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "sightline_ingest_requests_total{{protocol=\"{protocol}\",status=\"{status}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sightline_auth_refusals_total Requests refused before their handler (Host, Origin, token, scope) by listener kind and HTTP status.\n\
+             # TYPE sightline_auth_refusals_total counter"
+        );
+        for ((listener, status), count) in self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "sightline_auth_refusals_total{{listener=\"{listener}\",status=\"{status}\"}} {count}"
             );
         }
         counter(

@@ -39,7 +39,7 @@ pub struct AppState {
     /// Redaction and content extraction applied to every export before it is written.
     pub content: ingest::ContentPolicy,
     /// Counters served at `GET /metrics`.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The configuration the server runs with (retention and content keeps for maintenance).
     pub config: Arc<ServerConfig>,
 }
@@ -169,7 +169,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         max_request_bytes: config.max_request_bytes,
         rules: config.rules.clone(),
         content,
-        metrics: crate::metrics::Metrics::default(),
+        metrics: Arc::new(crate::metrics::Metrics::default()),
         config: Arc::new(config.clone()),
     });
 
@@ -196,10 +196,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let grpc_token = shutdown.clone();
     let grpc_tokens = Arc::clone(&config.tokens);
     let jaeger_tokens = Arc::clone(&config.tokens);
+    let grpc_metrics = Arc::clone(&state.metrics);
+    let jaeger_metrics = Arc::clone(&state.metrics);
     let guard = Arc::new(HttpGuard {
         tokens: Arc::clone(&config.tokens),
         allowed_hosts: config.allowed_hosts.clone(),
         allowed_origins: config.allowed_origins.clone(),
+        metrics: Arc::clone(&state.metrics),
     });
     let grpc = tokio::spawn(async move {
         // A message is read whole before the handler budgets it: bound concurrent streams.
@@ -208,7 +211,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                 MAX_CONCURRENT_GRPC_EXPORTS,
             ))
-            .layer(GrpcAuthLayer::new(grpc_tokens))
+            .layer(GrpcAuthLayer::new(grpc_tokens, grpc_metrics))
             .add_service(grpc_service);
         router
             .serve_with_incoming_shutdown(
@@ -225,7 +228,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let jaeger = tokio::spawn(async move {
         let router = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(MAX_CONCURRENT_EXPORTS_PER_CONNECTION)
-            .layer(GrpcAuthLayer::new(jaeger_tokens))
+            .layer(GrpcAuthLayer::new(jaeger_tokens, jaeger_metrics))
             .add_service(
                 trace_reader
                     .accept_compressed(CompressionEncoding::Gzip)

@@ -404,3 +404,56 @@ async fn an_allowed_origin_gets_cors_and_its_preflight_needs_no_token() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_on_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    assert_eq!(post_otlp(&server, None, 1).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post_otlp(&server, Some("guess"), 1).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post_otlp(&server, Some(QUERY), 1).await,
+        StatusCode::FORBIDDEN
+    );
+    let channel = tonic::transport::Channel::from_shared(server.otlp_grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let denied = TraceServiceClient::new(channel)
+        .export(request(vec![span(3, 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", server.api))
+        .bearer_auth(QUERY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|rest| rest.trim().parse().ok())
+    };
+    assert_eq!(
+        value("sightline_auth_refusals_total{listener=\"http\",status=\"401\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("sightline_auth_refusals_total{listener=\"http\",status=\"403\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("sightline_auth_refusals_total{listener=\"grpc\",status=\"401\"}"),
+        Some(1.0)
+    );
+    server.stop().await;
+}

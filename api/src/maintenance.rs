@@ -220,7 +220,7 @@ pub async fn remote(url: &str, operation: &Operation) -> anyhow::Result<Outcome>
     let response = request
         .send()
         .await
-        .map_err(|error| anyhow::anyhow!("cannot reach {endpoint}: {error}"))?;
+        .map_err(|error| crate::remote::unreachable(&endpoint, &error))?;
     let status = response.status();
     let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
     if !status.is_success() {

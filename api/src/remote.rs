@@ -45,3 +45,16 @@ pub fn token() -> Option<String> {
         .map(|token| token.trim().to_owned())
         .filter(|token| !token.is_empty())
 }
+
+/// Why `endpoint` could not be reached, with a hint when plain HTTP met a TLS server.
+pub fn unreachable(endpoint: &str, error: &reqwest::Error) -> anyhow::Error {
+    let chain = engine::cause_chain(error);
+    let hint = if endpoint.starts_with("http://")
+        && (chain.contains("invalid HTTP version") || chain.contains("connection closed"))
+    {
+        " (does the server serve TLS? then use https:// and trust its CA with SIGHTLINE_CA_CERT)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("cannot reach {endpoint}: {chain}{hint}")
+}

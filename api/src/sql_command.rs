@@ -196,7 +196,7 @@ impl SqlTarget {
         let response = request
             .send()
             .await
-            .with_context(|| format!("cannot reach {endpoint}"))?;
+            .map_err(|error| crate::remote::unreachable(&endpoint, &error))?;
         let status = response.status();
         let body = response.bytes().await?;
         if !status.is_success() {

@@ -370,6 +370,14 @@ fn the_cli_reaches_a_tls_server_with_its_ca() {
         String::from_utf8_lossy(&trusted.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&trusted.stdout), "n\n0\n");
+    // Plain HTTP to the TLS port: the error says to use https.
+    let plain = Command::new(BINARY)
+        .args(["sql", "--url", &server.api, "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(stderr.contains("use https://"), "{stderr}");
     let untrusted = sql(None);
     assert!(!untrusted.status.success());
     let stderr = String::from_utf8_lossy(&untrusted.stderr);

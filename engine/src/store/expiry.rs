@@ -330,7 +330,16 @@ impl Engine {
                 self.delete_segment(&meta, kept.unwrap_or_default(), Removal::Expire)
                     .map(|_| ())
             };
-            let hour_ago = as_of.saturating_sub(3_600_000_000_000);
+            // Fresh by the wall clock, not by `as_of`: a pass run "as of" a later date that
+            // deletes what arrived minutes ago is exactly the surprise to warn about.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| {
+                    i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX)
+                });
+            let hour_ago = now
+                .saturating_sub(3_600_000_000_000)
+                .min(as_of.saturating_sub(3_600_000_000_000));
             if outcome.is_ok() && meta.max_arrival.is_some_and(|arrival| arrival > hour_ago) {
                 recent.0 += expired.rows;
                 recent.1 += 1;
@@ -346,7 +355,11 @@ impl Engine {
             match outcome {
                 Ok(()) => report.segments.push(expired),
                 Err(error @ Error::Held { .. }) => {
-                    warn!(segment = meta.id, error = %error, "retention refused to expire a held segment");
+                    if dry_run {
+                        info!(segment = meta.id, error = %error, "retention would refuse to expire a held segment (dry run)");
+                    } else {
+                        warn!(segment = meta.id, error = %error, "retention refused to expire a held segment");
+                    }
                     report
                         .refused
                         .push(format!("segment {} ({}): {error}", meta.id, meta.path));

@@ -87,6 +87,7 @@ async fn sql(
 /// `{"ok": bool, "text": "..."}` as the CLI prints it.
 async fn admin(
     State(state): State<Arc<AppState>>,
+    grant: Option<Extension<Grant>>,
     body: Bytes,
 ) -> Result<Json<crate::maintenance::Outcome>, EdgeError> {
     let operation: crate::maintenance::Operation =
@@ -96,6 +97,12 @@ async fn admin(
                  \"retention_run\", ...}}: {error}"
             ))
         })?;
+    // Who asked for it, for the audit trail (erasures and holds are decisions too).
+    tracing::info!(
+        token = grant.as_ref().map_or("local", |Extension(grant)| grant.name.as_str()),
+        operation = %serde_json::to_string(&operation).unwrap_or_default(),
+        "admin operation requested"
+    );
     let engine = Arc::clone(&state.engine);
     let config = Arc::clone(&state.config);
     let outcome = tokio::task::spawn_blocking(move || {

@@ -291,8 +291,8 @@ pub(super) fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
                 warn!(error = %detail, writes = group.len(), "wal commit failed");
                 for write in group {
                     let _ = write.reply.send(Err(Error::Io {
-                        operation: "commit wal",
-                        path: shared.dir.join(DATABASE_FILE),
+                        operation: "store the write in",
+                        path: shared.dir.clone(),
                         source: std::io::Error::other(detail.clone()),
                     }));
                 }

@@ -72,26 +72,43 @@ pub struct Metrics {
     refusals: Mutex<BTreeMap<(&'static str, u16), u64>>,
 }
 
+/// Adds one to `key`'s count.
+fn bump<K: Ord>(counts: &Mutex<BTreeMap<K, u64>>, key: K) {
+    *counts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(key)
+        .or_default() += 1;
+}
+
+/// A counter family: one `name{labels} count` line per key of `counts`.
+fn family<K>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    counts: &Mutex<BTreeMap<K, u64>>,
+    labels: impl Fn(&K) -> String,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (key, count) in counts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+    {
+        let _ = writeln!(out, "{name}{{{}}} {count}", labels(key));
+    }
+}
+
 impl Metrics {
     /// One ingest request over `protocol` (`grpc`, `http`), answered with `status`.
     pub fn ingest_request(&self, protocol: &'static str, status: u16) {
-        *self
-            .ingest_requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry((protocol, status))
-            .or_default() += 1;
+        bump(&self.ingest_requests, (protocol, status));
     }
 
     /// One request refused on `listener` (`http`, `grpc`) before reaching its handler, with
     /// `status` (401, 403).
     pub fn refused(&self, listener: &'static str, status: u16) {
-        *self
-            .refusals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry((listener, status))
-            .or_default() += 1;
+        bump(&self.refusals, (listener, status));
     }
 
     /// One stored export: its spans, its request bytes, and how long the durable write took.
@@ -103,50 +120,27 @@ impl Metrics {
 
     /// One SQL request answered with `status` after `elapsed`.
     pub fn query(&self, status: u16, elapsed: Duration) {
-        *self
-            .queries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(status)
-            .or_default() += 1;
+        bump(&self.queries, status);
         self.query_latency.observe(elapsed);
     }
 
     /// The exposition text: these counters, plus `engine`'s.
     pub fn render(&self, engine: &engine::Engine) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP sightline_ingest_requests_total OTLP export requests by protocol and HTTP status.\n\
-             # TYPE sightline_ingest_requests_total counter"
+        family(
+            &mut out,
+            "sightline_ingest_requests_total",
+            "OTLP export requests by protocol and HTTP status.",
+            &self.ingest_requests,
+            |(protocol, status)| format!("protocol=\"{protocol}\",status=\"{status}\""),
         );
-        for ((protocol, status), count) in self
-            .ingest_requests
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "sightline_ingest_requests_total{{protocol=\"{protocol}\",status=\"{status}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sightline_auth_refusals_total Requests refused before their handler (Host, Origin, token, scope) by listener kind and HTTP status.\n\
-             # TYPE sightline_auth_refusals_total counter"
+        family(
+            &mut out,
+            "sightline_auth_refusals_total",
+            "Requests refused before their handler (Host, Origin, token, scope) by listener kind and HTTP status.",
+            &self.refusals,
+            |(listener, status)| format!("listener=\"{listener}\",status=\"{status}\""),
         );
-        for ((listener, status), count) in self
-            .refusals
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "sightline_auth_refusals_total{{listener=\"{listener}\",status=\"{status}\"}} {count}"
-            );
-        }
         counter(
             &mut out,
             "sightline_ingest_spans_total",
@@ -164,22 +158,13 @@ impl Metrics {
             "sightline_commit_seconds",
             "Time of the durable write of one export (WAL append and fsync).",
         );
-        let _ = writeln!(
-            out,
-            "# HELP sightline_queries_total SQL requests by HTTP status.\n\
-             # TYPE sightline_queries_total counter"
+        family(
+            &mut out,
+            "sightline_queries_total",
+            "SQL requests by HTTP status.",
+            &self.queries,
+            |status| format!("status=\"{status}\""),
         );
-        for (status, count) in self
-            .queries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "sightline_queries_total{{status=\"{status}\"}} {count}"
-            );
-        }
         self.query_latency.render(
             &mut out,
             "sightline_query_seconds",

@@ -302,35 +302,24 @@ async fn unusable_certificate_files_are_named_before_the_store_opens() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
     let other = Pki::new();
-    let mut config = ServerConfig::ephemeral(dir.path());
-
-    config.tls = Some(TlsFiles {
-        cert: pki.dir.path().join("missing.pem"),
-        key: pki.files.key.clone(),
-    });
-    let error = format!("{:#}", api::start(config.clone()).await.unwrap_err());
+    let refusal = |cert: PathBuf, key: PathBuf| {
+        let mut config = ServerConfig::ephemeral(dir.path());
+        config.tls = Some(TlsFiles { cert, key });
+        async move { format!("{:#}", api::start(config).await.unwrap_err()) }
+    };
+    let error = refusal(pki.dir.path().join("missing.pem"), pki.files.key.clone()).await;
     assert!(
         error.contains("missing.pem") && error.contains("certificate"),
         "{error}"
     );
-
     // A key file holding a certificate, not a key.
-    config.tls = Some(TlsFiles {
-        cert: pki.files.cert.clone(),
-        key: pki.files.cert.clone(),
-    });
-    let error = format!("{:#}", api::start(config.clone()).await.unwrap_err());
+    let error = refusal(pki.files.cert.clone(), pki.files.cert.clone()).await;
     assert!(
         error.contains("private key") && error.contains("server.pem"),
         "{error}"
     );
-
     // Another certificate's key.
-    config.tls = Some(TlsFiles {
-        cert: pki.files.cert.clone(),
-        key: other.files.key.clone(),
-    });
-    let error = format!("{:#}", api::start(config.clone()).await.unwrap_err());
+    let error = refusal(pki.files.cert.clone(), other.files.key.clone()).await;
     assert!(error.contains("do not make a usable pair"), "{error}");
     assert!(
         !dir.path().join("sightline.redb").exists(),

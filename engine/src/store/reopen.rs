@@ -80,44 +80,38 @@ fn reopen_locked(shared: &Shared, wal: &mut writer::WalWriter) -> Result<Recover
         .reopen(PATIENCE)
         .map_err(|error| Error::store("reopen database", error))?;
     let mut summary = RecoverySummary::default();
-    let Recovered {
-        segments,
-        next_segment_id,
-        next_sequence,
-        sealed_through,
-        memtable,
-        memtable_keys,
-        late,
-        content_catalog,
-        content_bumped,
-        next_content_id,
-    } = recover(&db, &shared.dir, &db_path, &shared.options, &mut summary)?;
+    let recovered = recover(&db, &shared.dir, &db_path, &shared.options, &mut summary)?;
     drop(db);
 
-    let log = recovery::fresh_wal(&shared.dir, &shared.options, next_sequence, sealed_through)?;
-    *wal = writer::WalWriter::new(next_sequence, log);
+    let log = recovery::fresh_wal(
+        &shared.dir,
+        &shared.options,
+        recovered.next_sequence,
+        recovered.sealed_through,
+    )?;
+    *wal = writer::WalWriter::new(recovered.next_sequence, log);
 
     let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
     {
         let mut state = shared.state.write();
-        state.active = memtable;
+        state.active = recovered.memtable;
         state.frozen = None;
-        state.segments = segments;
-        state.late = late;
-        state.content_catalog = content_catalog;
-        state.content_bumped = content_bumped;
+        state.segments = recovered.segments;
+        state.late = recovered.late;
+        state.content_catalog = recovered.content_catalog;
+        state.content_bumped = recovered.content_bumped;
         let mut keys = shared.memtable_keys.write();
-        *keys = memtable_keys;
+        *keys = recovered.memtable_keys;
         for entry in keys.values_mut() {
             entry.generation = generation;
         }
     }
     // Ids a failed seal took stay taken: its files may still be on disk.
     let mut next_id = shared.next_segment_id.lock();
-    *next_id = (*next_id).max(next_segment_id);
+    *next_id = (*next_id).max(recovered.next_segment_id);
     drop(next_id);
     let mut next_content = shared.next_content_id.lock();
-    *next_content = (*next_content).max(next_content_id);
+    *next_content = (*next_content).max(recovered.next_content_id);
     drop(next_content);
     *shared.session_rollup.lock() = session_rollup::SessionRollup::default();
     Ok(summary)

@@ -25,6 +25,8 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 #[derive(Debug, Clone)]
 pub(crate) struct GrpcTransport {
     client: Grpc<Channel>,
+    /// `Bearer <token>`, when the server wants one.
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// Opens one HTTP/2 connection (one tonic `Channel`) to `url`.
@@ -33,7 +35,12 @@ pub(crate) async fn connect(
     gzip: bool,
     timeout: Duration,
     ca_pem: Option<&[u8]>,
+    token: Option<&str>,
 ) -> anyhow::Result<GrpcTransport> {
+    let authorization = token
+        .map(|token| format!("Bearer {}", token.trim()).parse())
+        .transpose()
+        .context("the token is not valid header text")?;
     let mut endpoint = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid gRPC endpoint {url}"))?
         .connect_timeout(Duration::from_secs(5))
@@ -57,7 +64,10 @@ pub(crate) async fn connect(
     if gzip {
         client = client.send_compressed(CompressionEncoding::Gzip);
     }
-    Ok(GrpcTransport { client })
+    Ok(GrpcTransport {
+        client,
+        authorization,
+    })
 }
 
 impl GrpcTransport {
@@ -69,10 +79,16 @@ impl GrpcTransport {
                 message: error_chain(&error),
             };
         }
+        let mut request = tonic::Request::new(body);
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
         let result = self
             .client
             .unary(
-                tonic::Request::new(body),
+                request,
                 PathAndQuery::from_static(EXPORT_PATH),
                 PreEncodedCodec,
             )

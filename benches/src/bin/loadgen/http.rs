@@ -19,6 +19,8 @@ pub(crate) struct HttpTransport {
     url: Url,
     encoding: Encoding,
     gzip: bool,
+    /// `Bearer <token>`, when the server wants one.
+    authorization: Option<String>,
 }
 
 /// `host:port` or a URL; `/v1/traces` is appended when the URL has no path.
@@ -62,6 +64,7 @@ pub(crate) fn client(
     gzip: bool,
     timeout: Duration,
     ca_pem: Option<&[u8]>,
+    token: Option<&str>,
 ) -> anyhow::Result<HttpTransport> {
     let mut builder = Client::builder()
         .pool_max_idle_per_host(1)
@@ -79,6 +82,7 @@ pub(crate) fn client(
         url,
         encoding,
         gzip,
+        authorization: token.map(|token| format!("Bearer {}", token.trim())),
     })
 }
 
@@ -91,6 +95,9 @@ impl HttpTransport {
             .body(body);
         if self.gzip {
             request = request.header(CONTENT_ENCODING, "gzip");
+        }
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
         let response = match request.send().await {
             Ok(response) => response,

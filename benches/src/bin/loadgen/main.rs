@@ -51,6 +51,10 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<std::path::PathBuf>,
 
+    /// API token sent as `Authorization: Bearer` (a server with tokens; ingest scope).
+    #[arg(long, env = "SIGHTLINE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
     /// Concurrent connections (one sending task each); for decode, the thread count of the
     /// multi-threaded run.
     #[arg(long, default_value_t = 8)]
@@ -216,7 +220,14 @@ async fn run_network(
             };
             for _ in 0..args.connections {
                 transports.push(Transport::Grpc(
-                    grpc::connect(&url, args.gzip, timeout, ca.as_deref()).await?,
+                    grpc::connect(
+                        &url,
+                        args.gzip,
+                        timeout,
+                        ca.as_deref(),
+                        args.token.as_deref(),
+                    )
+                    .await?,
                 ));
             }
         }
@@ -231,6 +242,7 @@ async fn run_network(
                     args.gzip,
                     timeout,
                     ca.as_deref(),
+                    args.token.as_deref(),
                 )?));
             }
         }

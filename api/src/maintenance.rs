@@ -213,14 +213,13 @@ fn retention_run(
 /// Sends `operation` to the admin API of the server at `url` (with `SIGHTLINE_TOKEN`).
 pub async fn remote(url: &str, operation: &Operation) -> anyhow::Result<Outcome> {
     let endpoint = format!("{}/api/v1/admin", url.trim_end_matches('/'));
-    let mut request = crate::remote::client()?.post(&endpoint).json(operation);
-    if let Some(token) = crate::remote::token() {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|error| crate::remote::unreachable(&endpoint, &error))?;
+    let response = crate::remote::post_json(
+        &crate::remote::client()?,
+        &endpoint,
+        operation,
+        crate::remote::token().as_deref(),
+    )
+    .await?;
     let status = response.status();
     let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
     if !status.is_success() {

@@ -46,6 +46,24 @@ pub fn token() -> Option<String> {
         .filter(|token| !token.is_empty())
 }
 
+/// POSTs `body` as JSON to `endpoint` with the token, if any; an unreachable server is an
+/// error saying why (see [`unreachable`]).
+pub async fn post_json(
+    client: &reqwest::Client,
+    endpoint: &str,
+    body: &impl serde::Serialize,
+    token: Option<&str>,
+) -> anyhow::Result<reqwest::Response> {
+    let mut request = client.post(endpoint).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .map_err(|error| unreachable(endpoint, &error))
+}
+
 /// Why `endpoint` could not be reached, with a hint when plain HTTP met a TLS server.
 pub fn unreachable(endpoint: &str, error: &reqwest::Error) -> anyhow::Error {
     let chain = engine::cause_chain(error);

@@ -187,16 +187,13 @@ impl SqlTarget {
             bail!("not a remote target");
         };
         let endpoint = format!("{url}/api/v1/sql");
-        let mut request = client
-            .post(&endpoint)
-            .json(&serde_json::json!({ "sql": sql, "format": format }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|error| crate::remote::unreachable(&endpoint, &error))?;
+        let response = crate::remote::post_json(
+            client,
+            &endpoint,
+            &serde_json::json!({ "sql": sql, "format": format }),
+            token.as_deref(),
+        )
+        .await?;
         let status = response.status();
         let body = response.bytes().await?;
         if !status.is_success() {

@@ -23,8 +23,8 @@ pub(crate) struct Activity {
     seal_failure: parking_lot::Mutex<Option<String>>,
     reopens: AtomicU64,
     reopen_failures: AtomicU64,
-    /// Why the last reopen after a storage fault failed, until one succeeds.
-    reopen_failure: parking_lot::Mutex<Option<String>>,
+    /// When and why the last reopen after a storage fault failed, until one succeeds.
+    reopen_failure: parking_lot::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// A copy of the counters at one moment.
@@ -100,7 +100,16 @@ impl Activity {
         if failure.is_some() {
             self.reopen_failures.fetch_add(1, Ordering::Relaxed);
         }
-        *self.reopen_failure.lock() = failure;
+        *self.reopen_failure.lock() = failure.map(|why| (std::time::Instant::now(), why));
+    }
+
+    /// Why the last reopen failed, if it failed less than `within` ago (reopens are paced).
+    pub(crate) fn recent_reopen_failure(&self, within: Duration) -> Option<String> {
+        self.reopen_failure
+            .lock()
+            .as_ref()
+            .filter(|(when, _)| when.elapsed() < within)
+            .map(|(_, why)| why.clone())
     }
 
     /// Why writes, seals or reopening the store are failing now, if they are.
@@ -110,7 +119,10 @@ impl Activity {
             ("sealing is failing", self.seal_failure.lock().clone()),
             (
                 "reopening the store after a storage fault is failing",
-                self.reopen_failure.lock().clone(),
+                self.reopen_failure
+                    .lock()
+                    .as_ref()
+                    .map(|(_, why)| why.clone()),
             ),
         ]
         .into_iter()

@@ -119,8 +119,6 @@ pub(crate) struct DbSlot {
     cache_bytes: usize,
     faults: Option<Arc<FaultInjector>>,
     current: RwLock<Option<(Arc<Database>, Arc<AtomicBool>)>>,
-    /// When and why the last attempt to reopen the store failed (cleared by a success).
-    last_failure: parking_lot::Mutex<Option<(Instant, String)>>,
 }
 
 impl DbSlot {
@@ -135,7 +133,6 @@ impl DbSlot {
             cache_bytes,
             faults,
             current: RwLock::new(None),
-            last_failure: parking_lot::Mutex::new(None),
         };
         let opened = slot.open_file()?;
         *slot.current.write() = Some(opened);
@@ -191,20 +188,6 @@ impl DbSlot {
             .read()
             .as_ref()
             .is_none_or(|(_, failed)| failed.load(Ordering::SeqCst))
-    }
-
-    /// Records how an attempt to reopen the store ended (`None`: it succeeded).
-    pub(crate) fn note_reopen(&self, failure: Option<String>) {
-        *self.last_failure.lock() = failure.map(|reason| (Instant::now(), reason));
-    }
-
-    /// Why the last attempt to reopen the store failed, if it failed less than `within` ago.
-    pub(crate) fn recent_failure(&self, within: Duration) -> Option<String> {
-        self.last_failure
-            .lock()
-            .as_ref()
-            .filter(|(when, _)| when.elapsed() < within)
-            .map(|(_, reason)| reason.clone())
     }
 
     /// Closes the database and opens its file again. Waits up to `patience` for the

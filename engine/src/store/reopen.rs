@@ -38,7 +38,7 @@ pub(super) fn reopen_if_needed(shared: &Shared) -> Result<bool> {
     if !needed(shared, &wal) {
         return Ok(false);
     }
-    if let Some(reason) = shared.db.recent_failure(RETRY_AFTER) {
+    if let Some(reason) = shared.activity.recent_reopen_failure(RETRY_AFTER) {
         return Err(Error::io(
             "reopen the store",
             shared.dir.join(DATABASE_FILE),
@@ -62,12 +62,12 @@ pub(super) fn reopen_if_needed(shared: &Shared) -> Result<bool> {
             "reopening the store after a storage fault failed; trying again later"
         ),
     }
-    let failure = result
-        .as_ref()
-        .err()
-        .map(|error| crate::activity::cause_chain(error));
-    shared.db.note_reopen(failure.clone());
-    shared.activity.reopen(failure);
+    shared.activity.reopen(
+        result
+            .as_ref()
+            .err()
+            .map(|error| crate::activity::cause_chain(error)),
+    );
     result.map(|_| true)
 }
 

@@ -251,15 +251,18 @@ pub(super) fn run_writer(shared: &Shared, receiver: &Receiver<PendingWrite>) {
                 Err(_) => break,
             }
         }
-        // After a storage fault, the store is reopened before anything is written again.
-        let must_reopen = reopen::needed(shared, &shared.wal.lock());
-        let reopened = if must_reopen {
-            reopen::reopen_if_needed(shared).map(|_| ())
+        // Held until the group is published and acknowledged (see `Shared::next_sequence`).
+        let mut wal = shared.wal.lock();
+        // After a storage fault, the store is reopened before anything is written again (the
+        // reopen takes `seal_lock` first, so `wal` is let go meanwhile).
+        let reopened = if reopen::needed(shared, &wal) {
+            drop(wal);
+            let reopened = reopen::reopen_if_needed(shared).map(|_| ());
+            wal = shared.wal.lock();
+            reopened
         } else {
             Ok(())
         };
-        // Held until the group is published and acknowledged (see `Shared::next_sequence`).
-        let mut wal = shared.wal.lock();
         let result = reopened.and_then(|()| commit_group(shared, &mut wal, &group));
         shared.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
         shared.activity.write(

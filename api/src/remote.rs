@@ -47,7 +47,7 @@ pub fn token() -> Option<String> {
 }
 
 /// POSTs `body` as JSON to `endpoint` with the token, if any; an unreachable server is an
-/// error saying why (see [`unreachable`]).
+/// error saying why (see [`unreachable()`]).
 pub async fn post_json(
     client: &reqwest::Client,
     endpoint: &str,

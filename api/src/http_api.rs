@@ -229,7 +229,7 @@ async fn trace(
     let engine = Arc::clone(&state.engine);
     // Reading and rebuilding a trace is blocking I/O and CPU work.
     let rebuilt = tokio::task::spawn_blocking(move || -> Result<Option<TraceBody>, EdgeError> {
-        let batches = engine.scan(&ScanRequest::for_trace(&parsed.to_string()))?;
+        let batches = engine.scan(&ScanRequest::for_trace(parsed))?;
         if batches.iter().all(|batch| batch.num_rows() == 0) {
             return Ok(None);
         }

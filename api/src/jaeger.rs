@@ -124,8 +124,7 @@ pub fn parse_trace_id(bytes: &[u8]) -> Result<TraceId, Status> {
     }
     let mut id = [0u8; 16];
     id[16 - bytes.len()..].copy_from_slice(bytes);
-    TraceId::from_hex(&hex::encode(id))
-        .map_err(|error| Status::invalid_argument(format!("invalid trace id: {error}")))
+    Ok(TraceId(id))
 }
 
 /// A time bound: unset, zero and Go's zero time all mean "no bound".
@@ -265,7 +264,7 @@ pub fn read_traces(
     let wanted: Vec<String> = trace_ids.iter().map(ToString::to_string).collect();
     let batches = engine
         .scan(&ScanRequest {
-            trace_ids: Some(wanted.clone()),
+            trace_ids: Some(trace_ids.to_vec()),
             ..ScanRequest::default()
         })
         .map_err(engine_status)?;
@@ -405,16 +404,6 @@ fn receiver_stream<T: Send + 'static>(
     }))
 }
 
-fn found_ids(found: &[trace_search::FoundTrace]) -> Result<Vec<TraceId>, Status> {
-    found
-        .iter()
-        .map(|trace| {
-            TraceId::from_hex(&trace.trace_id)
-                .map_err(|error| internal(format!("stored trace id {:?}: {error}", trace.trace_id)))
-        })
-        .collect()
-}
-
 /// A protobuf `Timestamp` of ns since the Unix epoch (negative ones too).
 pub fn timestamp(unix_nanos: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -426,10 +415,6 @@ pub fn timestamp(unix_nanos: i64) -> prost_types::Timestamp {
 
 fn count(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
-}
-
-fn trace_id_bytes(hex_id: &str) -> Result<Vec<u8>, Status> {
-    hex::decode(hex_id).map_err(|error| internal(format!("stored trace id {hex_id:?}: {error}")))
 }
 
 const SPAN_KINDS: [&str; 6] = ["", "internal", "server", "client", "producer", "consumer"];
@@ -510,7 +495,7 @@ impl TraceReader for JaegerStorage {
                 .await?;
         Ok(Response::new(stream_traces(
             Arc::clone(&self.state.engine),
-            found_ids(&found)?,
+            found.iter().map(|trace| trace.trace_id).collect(),
         )))
     }
 
@@ -527,7 +512,7 @@ impl TraceReader for JaegerStorage {
             .iter()
             .map(|trace| {
                 Ok(proto::FoundTraceId {
-                    trace_id: trace_id_bytes(&trace.trace_id)?,
+                    trace_id: trace.trace_id.0.to_vec(),
                     start: Some(timestamp(trace.start_unix_nanos)),
                     end: Some(timestamp(trace.end_unix_nanos)),
                 })
@@ -544,7 +529,7 @@ impl TraceReader for JaegerStorage {
         let engine = Arc::clone(&self.state.engine);
         let summaries = blocking(move || {
             let found = trace_search::find_traces(&engine, &search).map_err(query_status)?;
-            let ids: Vec<String> = found.into_iter().map(|trace| trace.trace_id).collect();
+            let ids: Vec<TraceId> = found.iter().map(|trace| trace.trace_id).collect();
             trace_search::summarize(&engine, &ids).map_err(query_status)
         })
         .await?;
@@ -554,7 +539,7 @@ impl TraceReader for JaegerStorage {
                 .iter()
                 .map(|summary| {
                     Ok(proto::TraceSummary {
-                        trace_id: trace_id_bytes(&summary.trace_id)?,
+                        trace_id: summary.trace_id.0.to_vec(),
                         root_service_name: summary.root_service_name.clone(),
                         root_operation_name: summary.root_operation_name.clone(),
                         min_start_time_unix_nano: u64::try_from(summary.min_start_unix_nanos)

@@ -22,7 +22,7 @@
 //!     ..SpanRecord::default()
 //! });
 //! engine.write(rows.finish())?;
-//! let found = engine.scan(&ScanRequest::for_trace(&TraceId([1; 16]).to_string()))?;
+//! let found = engine.scan(&ScanRequest::for_trace(TraceId([1; 16])))?;
 //! assert_eq!(found.iter().map(|batch| batch.num_rows()).sum::<usize>(), 1);
 //! engine.close()?;
 //! # std::fs::remove_dir_all(&dir).ok();

@@ -14,6 +14,7 @@ use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use parking_lot::RwLock;
 
 use crate::error::Result;
+use crate::ids::TraceId;
 use crate::retention::RetentionPolicy;
 use crate::schema::{column_index, columns, span_schema};
 use crate::segment::{SegmentMeta, read_segment};
@@ -24,9 +25,8 @@ use crate::trace_keys::{RawTraceId, TraceKeys, resolve_keys};
 pub struct ScanRequest {
     /// Bounds on `start_time` (ns since the epoch).
     pub start_time: (Bound<i64>, Bound<i64>),
-    /// Only rows whose `trace_id` is exactly one of these (stored ids are lowercase hex, so an
-    /// id with upper-case letters matches nothing).
-    pub trace_ids: Option<Vec<String>>,
+    /// Only rows of these traces.
+    pub trace_ids: Option<Vec<TraceId>>,
     /// Only rows whose `service_name` is one of these (NULL never matches).
     pub service_names: Option<Vec<String>>,
     /// Only rows whose (resolved) `session_id` is one of these (NULL never matches).
@@ -61,10 +61,10 @@ impl Default for ScanRequest {
 }
 
 impl ScanRequest {
-    /// A request for every span of one trace (lowercase hex id).
-    pub fn for_trace(trace_id: &str) -> Self {
+    /// A request for every span of one trace.
+    pub fn for_trace(trace_id: TraceId) -> Self {
         ScanRequest {
-            trace_ids: Some(vec![trace_id.to_ascii_lowercase()]),
+            trace_ids: Some(vec![trace_id]),
             ..ScanRequest::default()
         }
     }
@@ -155,6 +155,7 @@ pub(crate) struct RowPredicate {
     pub(crate) request: ScanRequest,
     /// Ranks tiers when trace keys are resolved.
     pub(crate) policy: Arc<RetentionPolicy>,
+    /// The trace ids in their stored form (lowercase hex).
     trace_ids: Option<HashSet<String>>,
     service_names: Option<HashSet<String>>,
     session_ids: Option<HashSet<String>>,
@@ -226,7 +227,10 @@ impl RowPredicate {
         RowPredicate {
             request: request.clone(),
             policy,
-            trace_ids: as_set(&request.trace_ids),
+            trace_ids: request
+                .trace_ids
+                .as_ref()
+                .map(|ids| ids.iter().map(TraceId::to_string).collect()),
             service_names: as_set(&request.service_names),
             session_ids: as_set(&request.session_ids),
             conversation_ids: as_set(&request.conversation_ids),

@@ -706,10 +706,7 @@ fn plan_scan_in(shared: &Shared, request: &ScanRequest, max_lookups: usize) -> R
     if let Some(trace_ids) = &request.trace_ids
         && trace_ids.len() <= max_lookups
     {
-        let raw: Vec<RawTraceId> = trace_ids
-            .iter()
-            .filter_map(|id| crate::trace_keys::raw_trace_id(id))
-            .collect();
+        let raw: Vec<RawTraceId> = trace_ids.iter().map(|id| id.0).collect();
         narrow(runs_in(shared, &raw, |txn, key: &RawTraceId| {
             index_runs(txn, TRACE_SEGMENTS, key.as_slice())
         })?);

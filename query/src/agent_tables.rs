@@ -35,7 +35,7 @@ use datafusion::physical_plan::{
 };
 use engine::agent::{AgentTable, derive_agent_table, fold_session_parts};
 use engine::schema::columns;
-use engine::{Engine, ScanRequest};
+use engine::{Engine, ScanRequest, TraceId};
 use futures::StreamExt as _;
 
 use crate::error::engine_error;
@@ -185,7 +185,7 @@ impl TableProvider for AgentTableProvider {
 fn matching_traces(
     engine: &Engine,
     mut request: ScanRequest,
-) -> DfResult<Option<BTreeSet<String>>> {
+) -> DfResult<Option<BTreeSet<TraceId>>> {
     if matches_nothing(&request) {
         return Ok(Some(BTreeSet::new()));
     }
@@ -205,7 +205,12 @@ fn matching_traces(
             let Some(ids) = ids else {
                 return internal_err!("trace_id column is not Utf8");
             };
-            traces.extend(ids.iter().flatten().map(str::to_owned));
+            for id in ids.iter().flatten() {
+                match TraceId::from_hex(id) {
+                    Ok(id) => traces.insert(id),
+                    Err(_) => return internal_err!("stored trace_id {id:?} is not 32 hex digits"),
+                };
+            }
             if traces.len() > MAX_TRACE_LOOKUP {
                 return Ok(None);
             }

@@ -37,7 +37,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use engine::ScanRequest;
+use engine::{ScanRequest, TraceId};
 
 use crate::timestamp::format_timestamp_ns;
 
@@ -147,7 +147,7 @@ impl ScanFilters {
         };
         ScanRequest {
             start_time: self.start_time,
-            trace_ids: list(&self.trace_ids),
+            trace_ids: self.trace_ids.as_ref().map(stored_trace_ids),
             service_names: list(&self.services),
             session_ids: list(&self.sessions),
             conversation_ids: list(&self.conversations),
@@ -180,11 +180,23 @@ impl fmt::Display for ScanFilters {
     }
 }
 
+/// The trace ids of SQL literals that can match a stored id: stored ids are lowercase hex, so
+/// a literal that is not exactly 32 lowercase hex digits matches nothing and is left out.
+fn stored_trace_ids(literals: &BTreeSet<String>) -> Vec<TraceId> {
+    literals
+        .iter()
+        .filter_map(|literal| {
+            let id = TraceId::from_hex(literal).ok()?;
+            (id.to_string() == *literal).then_some(id)
+        })
+        .collect()
+}
+
 /// True when `request` can match no row (an empty id, service or key set, or an empty time
 /// range), so a scan need not ask the engine at all.
 pub(crate) fn matches_nothing(request: &ScanRequest) -> bool {
     let empty = |values: &Option<Vec<String>>| values.as_ref().is_some_and(Vec::is_empty);
-    empty(&request.trace_ids)
+    request.trace_ids.as_ref().is_some_and(Vec::is_empty)
         || empty(&request.service_names)
         || empty(&request.session_ids)
         || empty(&request.conversation_ids)
@@ -201,6 +213,7 @@ pub(crate) fn matches_nothing(request: &ScanRequest) -> bool {
 pub(crate) fn describe(request: &ScanRequest) -> String {
     let mut parts = Vec::new();
     if let Some(ids) = &request.trace_ids {
+        let ids: Vec<String> = ids.iter().map(TraceId::to_string).collect();
         parts.push(format!("trace_ids=[{}]", ids.join(", ")));
     }
     if request.start_time != (Bound::Unbounded, Bound::Unbounded) {

@@ -29,7 +29,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Int64Type, TimestampNanosecondType};
 use engine::schema::{column_index, columns};
-use engine::{Engine, ScanRequest};
+use engine::{Engine, ScanRequest, TraceId};
 
 use crate::error::{Error, Result};
 
@@ -62,8 +62,8 @@ pub struct TraceSearch {
 /// A trace [`find_traces`] found, with its extent over all its spans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundTrace {
-    /// Lowercase hex trace id.
-    pub trace_id: String,
+    /// The trace.
+    pub trace_id: TraceId,
     /// Earliest span start of the trace (ns since the epoch).
     pub start_unix_nanos: i64,
     /// Latest span end of the trace.
@@ -96,8 +96,8 @@ pub struct ServiceSummary {
 /// Jaeger's summary of one trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceSummary {
-    /// Lowercase hex trace id.
-    pub trace_id: String,
+    /// The trace.
+    pub trace_id: TraceId,
     /// Service of the root span (`""` when there is no root, or it has no service).
     pub root_service_name: String,
     /// Name of the root span (`""` when there is no root).
@@ -142,7 +142,10 @@ pub fn find_traces(engine: &Engine, search: &TraceSearch) -> Result<Vec<FoundTra
     if candidates.len() > search.depth {
         candidates = rank_candidates(engine, candidates, search.depth)?;
     }
-    let winners: Vec<String> = candidates.into_keys().collect();
+    let winners = candidates
+        .into_keys()
+        .map(|id| stored_trace_id(&id))
+        .collect::<Result<Vec<_>>>()?;
     let mut found = trace_extents(engine, winners)?;
     found.sort_by(|a, b| {
         b.latest_start_unix_nanos
@@ -245,13 +248,12 @@ pub fn operations(
 }
 
 /// Summaries of the given traces, in the order given (an id given twice is summarized once,
-/// at its first place); ids with no stored span are skipped. Ids are matched as lowercase hex.
-pub fn summarize(engine: &Engine, trace_ids: &[String]) -> Result<Vec<TraceSummary>> {
-    let mut order: Vec<String> = Vec::with_capacity(trace_ids.len());
-    let mut seen: HashSet<String> = HashSet::with_capacity(trace_ids.len());
-    for id in trace_ids {
-        let id = id.to_ascii_lowercase();
-        if seen.insert(id.clone()) {
+/// at its first place); ids with no stored span are skipped.
+pub fn summarize(engine: &Engine, trace_ids: &[TraceId]) -> Result<Vec<TraceSummary>> {
+    let mut order: Vec<TraceId> = Vec::with_capacity(trace_ids.len());
+    let mut seen: HashSet<TraceId> = HashSet::with_capacity(trace_ids.len());
+    for &id in trace_ids {
+        if seen.insert(id) {
             order.push(id);
         }
     }
@@ -302,7 +304,7 @@ pub fn summarize(engine: &Engine, trace_ids: &[String]) -> Result<Vec<TraceSumma
     })?;
     let mut summaries = Vec::with_capacity(traces.len());
     for trace_id in order {
-        if let Some(builder) = traces.remove(&trace_id) {
+        if let Some(builder) = traces.remove(&trace_id.to_string()) {
             summaries.push(builder.finish(trace_id));
         }
     }
@@ -513,7 +515,7 @@ fn rank_candidates(
 
 /// Scan 3: start, end and latest start of each trace over all its spans; traces without spans
 /// (deleted since scan 1) are left out.
-fn trace_extents(engine: &Engine, trace_ids: Vec<String>) -> Result<Vec<FoundTrace>> {
+fn trace_extents(engine: &Engine, trace_ids: Vec<TraceId>) -> Result<Vec<FoundTrace>> {
     if trace_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -544,7 +546,7 @@ fn trace_extents(engine: &Engine, trace_ids: Vec<String>) -> Result<Vec<FoundTra
                     extents.insert(
                         trace_id.to_owned(),
                         FoundTrace {
-                            trace_id: trace_id.to_owned(),
+                            trace_id: stored_trace_id(trace_id)?,
                             start_unix_nanos: start,
                             end_unix_nanos: end,
                             latest_start_unix_nanos: start,
@@ -720,7 +722,7 @@ impl SummaryBuilder {
         counts.1 = counts.1.saturating_add(error);
     }
 
-    fn finish(self, trace_id: String) -> TraceSummary {
+    fn finish(self, trace_id: TraceId) -> TraceSummary {
         let orphans = self
             .parents
             .iter()
@@ -834,6 +836,11 @@ fn lists<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ListArray> {
 
 fn optional_value(array: &StringArray, row: usize) -> Option<&str> {
     array.is_valid(row).then(|| array.value(row))
+}
+
+fn stored_trace_id(hex: &str) -> Result<TraceId> {
+    TraceId::from_hex(hex)
+        .map_err(|_| Error::Internal(format!("stored trace id {hex:?} is not 32 hex digits")))
 }
 
 fn trace_number(hex: &str) -> Result<u128> {

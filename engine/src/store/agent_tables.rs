@@ -34,6 +34,7 @@ use tracing::info;
 use super::{Engine, MAX_AGENT_LOOKUPS, Shared, store_error};
 use crate::agent::{AgentTable, SIDECAR_VERSION, read_sidecar, sidecar_path, write_sidecars};
 use crate::error::{Error, Result};
+use crate::ids::TraceId;
 use crate::scan::{ScanPlan, ScanRequest, SegmentRead};
 use crate::segment::{SegmentMeta, SegmentWriteOptions, write_segment};
 use crate::tables::{
@@ -200,7 +201,7 @@ pub(super) fn complete_split_traces(
             (state.segments.clone(), state.late.clone())
         };
         let request = ScanRequest {
-            trace_ids: Some(sealed_before.iter().map(hex::encode).collect()),
+            trace_ids: Some(sealed_before.iter().copied().map(TraceId).collect()),
             projection: Some(AgentTable::Decisions.input_columns()),
             ..ScanRequest::default()
         };
@@ -513,7 +514,7 @@ impl Engine {
         start_time: (std::ops::Bound<i64>, std::ops::Bound<i64>),
     ) -> Result<AgentRead> {
         let shared = &self.shared;
-        let (segments, derived, skips) = {
+        let (segments, derived, ids, skips) = {
             let state = shared.state.read();
             let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
             let mut derived: HashSet<RawTraceId> = HashSet::new();
@@ -564,8 +565,10 @@ impl Engine {
                 Err(redb::TableError::TableDoesNotExist(_)) => {}
                 Err(error) => return Err(Error::store("open agent partial rows", error)),
             }
+            let mut ids: Vec<TraceId> = derived.iter().copied().map(TraceId).collect();
+            ids.sort_unstable();
             let derived: HashSet<String> = derived.iter().map(hex::encode).collect();
-            (state.segments.clone(), derived, skips)
+            (state.segments.clone(), derived, ids, skips)
         };
         let timed = matches!(
             table,
@@ -592,8 +595,6 @@ impl Engine {
                     .unwrap_or_else(|| Arc::clone(&nothing)),
             })
             .collect();
-        let mut ids: Vec<String> = derived.iter().cloned().collect();
-        ids.sort_unstable();
         let request = ScanRequest {
             trace_ids: Some(ids),
             projection: Some(table.input_columns()),

@@ -707,7 +707,7 @@ pub(super) fn row_refs_in(
         column_index(columns::CONTENT_REFS),
     ];
     let request = crate::ScanRequest {
-        trace_ids: trace_ids.map(|ids| ids.iter().map(TraceId::to_string).collect()),
+        trace_ids: trace_ids.map(<[TraceId]>::to_vec),
         projection: Some(projection),
         ..crate::ScanRequest::default()
     };

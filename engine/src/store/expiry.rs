@@ -12,6 +12,7 @@ use arrow::datatypes::TimestampNanosecondType;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::ids::TraceId;
 use crate::retention::{AgeFrom, RetentionPolicy};
 use crate::scan::{ScanPlan, ScanRequest, SegmentRead};
 use crate::schema::{column_index, columns};
@@ -402,7 +403,7 @@ impl Engine {
     ) -> Result<Vec<RecordBatch>> {
         let policy = &self.shared.options.retention;
         let request = ScanRequest {
-            trace_ids: Some(traces.iter().map(|(trace, _)| hex::encode(trace)).collect()),
+            trace_ids: Some(traces.iter().map(|(trace, _)| TraceId(*trace)).collect()),
             ..ScanRequest::default()
         };
         let late: HashMap<RawTraceId, TraceKeys> = traces.iter().cloned().collect();

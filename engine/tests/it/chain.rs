@@ -329,7 +329,9 @@ fn a_flipped_bit_anywhere_in_a_segment_is_an_error_never_different_rows() {
             ..engine::ScanRequest::default()
         },
         // Trace 7 of `session_spans`: 0x30, eleven zero bytes, then 7 big-endian.
-        engine::ScanRequest::for_trace(&format!("30{}{:08x}", "0".repeat(22), 7)),
+        engine::ScanRequest::for_trace(
+            engine::TraceId::from_hex(&format!("30{}{:08x}", "0".repeat(22), 7)).unwrap(),
+        ),
     ];
     let clean: Vec<RecordBatch> = requests
         .iter()

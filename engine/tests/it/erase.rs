@@ -109,7 +109,7 @@ fn erasing_a_session_rewrites_only_its_segments_and_the_chain_shows_it() {
     );
     assert!(
         engine
-            .scan(&ScanRequest::for_trace(&trace_id(1).to_string()))
+            .scan(&ScanRequest::for_trace(trace_id(1)))
             .unwrap()
             .is_empty()
     );

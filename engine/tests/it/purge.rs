@@ -59,7 +59,7 @@ pub(crate) fn session(id: &str) -> ScanRequest {
 }
 
 fn trace(n: u32) -> ScanRequest {
-    ScanRequest::for_trace(&trace_id(n).to_string())
+    ScanRequest::for_trace(trace_id(n))
 }
 
 /// Every file under `segments/`.

@@ -258,7 +258,7 @@ fn expiry_deletes_whole_segments_past_their_age_and_a_dry_run_changes_nothing() 
     let left = all(&engine);
     assert_eq!(left.len(), 8);
     assert!(left.iter().all(|(span, _)| !span.starts_with("00000001")));
-    let trace = ScanRequest::for_trace(&trace_id(1).to_string());
+    let trace = ScanRequest::for_trace(trace_id(1));
     assert!(engine.scan(&trace).unwrap().is_empty());
     drop(engine);
     // The deletion is durable and the index no longer names the segment.

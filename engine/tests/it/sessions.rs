@@ -350,7 +350,7 @@ fn a_session_query_reads_only_that_sessions_rows() {
     // Session and trace filters intersect.
     let both = ScanRequest {
         session_ids: Some(vec!["s042".to_owned()]),
-        trace_ids: Some(vec![trace_id(3042).to_string(), trace_id(3043).to_string()]),
+        trace_ids: Some(vec![trace_id(3042), trace_id(3043)]),
         ..ScanRequest::default()
     };
     assert_eq!(keys(&engine, &both).len(), 20);

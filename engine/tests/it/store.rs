@@ -121,7 +121,7 @@ fn trace_lookup_reads_only_the_segment_holding_the_trace() {
     }
     engine.write(spans(9, 2, "a", BASE)).unwrap();
     let plan = engine
-        .plan_scan(&ScanRequest::for_trace(&trace_id(3).to_string()))
+        .plan_scan(&ScanRequest::for_trace(trace_id(3)))
         .unwrap();
     let metrics = plan.metrics();
     let batches = plan.collect().unwrap();
@@ -141,7 +141,7 @@ fn trace_lookup_reads_only_the_segment_holding_the_trace() {
     }
     // A trace only in the memtable selects no segment.
     let plan = engine
-        .plan_scan(&ScanRequest::for_trace(&trace_id(9).to_string()))
+        .plan_scan(&ScanRequest::for_trace(trace_id(9)))
         .unwrap();
     assert_eq!(plan.metrics().snapshot().segments_selected, 0);
     assert_eq!(rows(&plan.collect().unwrap()), 2);
@@ -366,28 +366,4 @@ fn projections_come_back_in_the_requested_order_from_segments_and_memtable() {
             [columns::SERVICE_NAME, columns::TRACE_ID, columns::SPAN_NAME]
         );
     }
-}
-
-#[test]
-fn trace_ids_match_exactly_not_case_insensitively() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), manual()).unwrap();
-    engine.write(spans(0xab, 2, "a", BASE)).unwrap();
-    let lower = trace_id(0xab).to_string();
-    let upper = lower.to_ascii_uppercase();
-    let exact = ScanRequest {
-        trace_ids: Some(vec![lower.clone()]),
-        ..ScanRequest::default()
-    };
-    let shouting = ScanRequest {
-        trace_ids: Some(vec![upper.clone()]),
-        ..ScanRequest::default()
-    };
-    assert_eq!(count(&engine, &exact), 2);
-    assert_eq!(count(&engine, &shouting), 0);
-    engine.seal().unwrap();
-    assert_eq!(count(&engine, &exact), 2);
-    assert_eq!(count(&engine, &shouting), 0);
-    // The convenience constructor normalizes a user-typed id.
-    assert_eq!(count(&engine, &ScanRequest::for_trace(&upper)), 2);
 }

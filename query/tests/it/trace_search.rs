@@ -193,7 +193,7 @@ impl Store {
     fn find(&self, search: &TraceSearch) -> Vec<String> {
         self.found(search)
             .into_iter()
-            .map(|found| found.trace_id)
+            .map(|found| found.trace_id.to_string())
             .collect()
     }
 
@@ -433,19 +433,19 @@ fn time_bounds_are_inclusive_and_found_traces_are_whole() {
         store.found(&window),
         vec![
             FoundTrace {
-                trace_id: hex(1),
+                trace_id: trace_id(1),
                 start_unix_nanos: BASE + 50,
                 end_unix_nanos: BASE + 570,
                 latest_start_unix_nanos: BASE + 500,
             },
             FoundTrace {
-                trace_id: hex(5),
+                trace_id: trace_id(5),
                 start_unix_nanos: BASE + 300,
                 end_unix_nanos: BASE + 310,
                 latest_start_unix_nanos: BASE + 300,
             },
             FoundTrace {
-                trace_id: hex(2),
+                trace_id: trace_id(2),
                 start_unix_nanos: BASE + 200,
                 end_unix_nanos: BASE + 210,
                 latest_start_unix_nanos: BASE + 200,
@@ -694,7 +694,13 @@ fn summaries_count_spans_errors_orphans_and_services() {
     );
     let summaries = trace_search::summarize(
         &store.engine,
-        &[hex(3), hex(9), hex(1).to_ascii_uppercase(), hex(2), hex(3)],
+        &[
+            trace_id(3),
+            trace_id(9),
+            trace_id(1),
+            trace_id(2),
+            trace_id(3),
+        ],
     )
     .unwrap();
     let service = |name: &str, span_count, error_span_count| ServiceSummary {
@@ -706,7 +712,7 @@ fn summaries_count_spans_errors_orphans_and_services() {
         summaries,
         vec![
             TraceSummary {
-                trace_id: hex(3),
+                trace_id: trace_id(3),
                 root_service_name: "first".to_owned(),
                 root_operation_name: "first".to_owned(),
                 min_start_unix_nanos: BASE + 70,
@@ -717,7 +723,7 @@ fn summaries_count_spans_errors_orphans_and_services() {
                 services: vec![service("first", 1, 0), service("second", 1, 0)],
             },
             TraceSummary {
-                trace_id: hex(1),
+                trace_id: trace_id(1),
                 root_service_name: "front".to_owned(),
                 root_operation_name: "root".to_owned(),
                 min_start_unix_nanos: BASE + 5,
@@ -732,7 +738,7 @@ fn summaries_count_spans_errors_orphans_and_services() {
                 ],
             },
             TraceSummary {
-                trace_id: hex(2),
+                trace_id: trace_id(2),
                 root_service_name: String::new(),
                 root_operation_name: String::new(),
                 min_start_unix_nanos: BASE + 50,

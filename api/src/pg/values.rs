@@ -94,11 +94,12 @@ pub(crate) fn encode(output: &query::QueryOutput, format: &Format) -> PgWireResu
     let mut rows = Vec::with_capacity(output.num_rows());
     let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
     let mut row_number = 0usize;
+    let options = FormatOptions::default();
     for batch in &output.batches {
         let formatters = batch
             .columns()
             .iter()
-            .map(|column| ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default()))
+            .map(|column| ArrayFormatter::try_new(column.as_ref(), &options))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| PgWireError::ApiError(Box::new(error)))?;
         for row in 0..batch.num_rows() {

@@ -391,7 +391,7 @@ async fn grafana_catalog_queries_and_a_time_series_work() {
         )
         .await
         .unwrap();
-    assert_eq!(version.get::<_, i32>(0), 1500);
+    assert_eq!(version.get::<_, i64>(0), 1500);
 
     // showTables(schema) and showTables() without a schema (the search-path constraint).
     let tables = client

@@ -5,8 +5,8 @@
 //! same read-only guard, result limits, memory budget, timeout, query pool and metrics. This
 //! module only speaks the protocol (pgwire does the message codec and the simple and extended
 //! query flows) and answers what PostgreSQL clients send besides queries: session statements
-//! ([`mod@session`]), a few catalog spellings SQL cannot parse ([`mod@compat`]), and the
-//! conversion between Arrow and PostgreSQL values ([`mod@values`]).
+//! (`session.rs`), a few catalog spellings SQL cannot parse (`compat.rs`), and the
+//! conversion between Arrow and PostgreSQL values (`values.rs`).
 //!
 //! Invariants:
 //! - every failure is an `ErrorResponse` with a SQLSTATE; only authentication failures and
@@ -151,7 +151,9 @@ async fn refuse_busy(mut stream: TcpStream) {
     let error = ErrorInfo::new(
         "FATAL".to_owned(),
         "53300".to_owned(),
-        format!("too many connections: this server serves at most {MAX_CONNECTIONS} PostgreSQL connections at once; try again later"),
+        format!(
+            "too many connections: this server serves at most {MAX_CONNECTIONS} PostgreSQL connections at once; try again later"
+        ),
     );
     let mut buffer = BytesMut::new();
     if PgWireBackendMessage::ErrorResponse(error.into())
@@ -173,7 +175,8 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let startup_deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
-    let negotiated = tokio::time::timeout_at(startup_deadline, negotiate(stream, tls.as_ref())).await;
+    let negotiated =
+        tokio::time::timeout_at(startup_deadline, negotiate(stream, tls.as_ref())).await;
     let (conn, secure, read_buf) = match negotiated {
         Ok(Ok(Some(negotiated))) => negotiated,
         Ok(Ok(None)) => return,
@@ -262,12 +265,22 @@ async fn negotiate(
                 Some(acceptor) => {
                     stream.write_all(b"S").await?;
                     let tls_stream = acceptor.accept(stream).await?;
-                    return Ok(Some((Conn::Tls(Box::new(tls_stream)), true, BytesMut::new())));
+                    return Ok(Some((
+                        Conn::Tls(Box::new(tls_stream)),
+                        true,
+                        BytesMut::new(),
+                    )));
                 }
                 None => stream.write_all(b"N").await?,
             },
             (8, GSSENC_REQUEST_CODE) => stream.write_all(b"N").await?,
-            _ => return Ok(Some((Conn::Plain(stream), false, BytesMut::from(&head[..])))),
+            _ => {
+                return Ok(Some((
+                    Conn::Plain(stream),
+                    false,
+                    BytesMut::from(&head[..]),
+                )));
+            }
         }
     }
     Ok(None)
@@ -315,7 +328,11 @@ fn access_of<C: ClientInfo + ?Sized>(client: &C) -> query::Access {
 
 #[async_trait]
 impl StartupHandler for Backend {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -506,11 +523,7 @@ impl QueryParser for Parser {
             Statement::Query { prepared, .. } => prepared
                 .parameters
                 .iter()
-                .map(|data_type| {
-                    data_type
-                        .as_ref()
-                        .map_or(Type::TEXT, values::pg_type)
-                })
+                .map(|data_type| data_type.as_ref().map_or(Type::TEXT, values::pg_type))
                 .collect(),
         })
     }

@@ -196,7 +196,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen for PostgreSQL clients on {}", config.pg_addr))?;
     let pg_addr = pg_listener.local_addr()?;
-    let pg_tls = tls.map(|tls| tls.acceptor(Protocol::Postgres)).transpose()?;
+    let pg_tls = tls
+        .map(|tls| tls.acceptor(Protocol::Postgres))
+        .transpose()?;
 
     let shutdown = CancellationToken::new();
     let grpc_service = otlp_grpc_service(&state, &config);

@@ -11,8 +11,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, ListBuilder, RecordBatch, StringArray,
-    StringBuilder,
+    Array, ArrayRef, BooleanArray, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
@@ -56,7 +55,8 @@ pub(crate) fn install(context: &SessionContext, relations: &[(String, TableType)
     schema.register_table("pg_namespace".to_owned(), namespace_table()?)?;
     schema.register_table("pg_class".to_owned(), class_table(relations)?)?;
     schema.register_table("pg_am".to_owned(), access_method_table()?)?;
-    let Some(catalog) = context.catalog(&context.state().config().options().catalog.default_catalog)
+    let Some(catalog) =
+        context.catalog(&context.state().config().options().catalog.default_catalog)
     else {
         return exec_err!("the default catalog is missing");
     };
@@ -111,7 +111,9 @@ pub(crate) fn install(context: &SessionContext, relations: &[(String, TableType)
             DataType::Utf8,
             Volatility::Stable,
             Arc::new(move |_: &[ColumnarValue]| {
-                Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(value.to_owned()))))
+                Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                    value.to_owned(),
+                ))))
             }),
         ));
     }
@@ -145,7 +147,10 @@ pub fn setting(name: &str) -> Option<&'static str> {
 }
 
 fn memory_table(batch: RecordBatch) -> Result<Arc<MemTable>> {
-    Ok(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?))
+    Ok(Arc::new(MemTable::try_new(
+        batch.schema(),
+        vec![vec![batch]],
+    )?))
 }
 
 fn namespace_table() -> Result<Arc<MemTable>> {
@@ -282,9 +287,7 @@ fn map_strings(
     };
     let mapped: StringArray = strings.iter().map(|value| value.and_then(&map)).collect();
     Ok(match arg {
-        ColumnarValue::Scalar(_) => {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&mapped, 0)?)
-        }
+        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&mapped, 0)?),
         ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(mapped)),
     })
 }

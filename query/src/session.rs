@@ -8,12 +8,12 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use engine::{Engine, ScanMetricsSnapshot};
@@ -190,9 +190,7 @@ impl SqlEngine {
         };
         let mut values = Vec::with_capacity(parameters.len());
         for parameter in &parameters {
-            values.push(
-                ScalarValue::try_from_array(parameter, 0).map_err(Error::from_datafusion)?,
-            );
+            values.push(ScalarValue::try_from_array(parameter, 0).map_err(Error::from_datafusion)?);
         }
         self.pool
             .run(

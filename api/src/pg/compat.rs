@@ -39,7 +39,10 @@ pub(crate) fn rewrite(sql: &str) -> Cow<'_, str> {
     for (pattern, replacement) in [
         (&*OPERATOR, "$1"),
         (&*COLLATE_DEFAULT, ""),
-        (&*GRAFANA_SEARCH_PATH, "quote_ident(table_schema) IN ('public')"),
+        (
+            &*GRAFANA_SEARCH_PATH,
+            "quote_ident(table_schema) IN ('public')",
+        ),
     ] {
         if pattern.is_match(&text) {
             text = Cow::Owned(pattern.replace_all(&text, replacement).into_owned());
@@ -55,7 +58,9 @@ mod tests {
     #[test]
     fn psql_pattern_matches_lose_operator_and_collate() {
         assert_eq!(
-            rewrite("WHERE c.relname OPERATOR(pg_catalog.~) '^(spans)$' COLLATE pg_catalog.default AND x"),
+            rewrite(
+                "WHERE c.relname OPERATOR(pg_catalog.~) '^(spans)$' COLLATE pg_catalog.default AND x"
+            ),
             "WHERE c.relname ~ '^(spans)$' AND x"
         );
         assert_eq!(rewrite("SELECT 1"), "SELECT 1");

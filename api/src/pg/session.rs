@@ -37,7 +37,9 @@ impl Session {
     /// The session statement `sql` is, if it is one. Text with more than one statement never
     /// is (the guard refuses it), so nothing rides along unchecked.
     pub(crate) fn classify(sql: &str) -> Option<Session> {
-        let text = sql.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+        let text = sql
+            .trim()
+            .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
         if text.contains(';') {
             return None;
         }
@@ -120,7 +122,10 @@ mod tests {
     fn session_statements_are_recognised_and_queries_are_not() {
         assert_eq!(Session::classify("BEGIN READ ONLY;"), Some(Session::Begin));
         assert_eq!(Session::classify("start transaction"), Some(Session::Begin));
-        assert_eq!(Session::classify("SET extra_float_digits = 3"), Some(Session::Set));
+        assert_eq!(
+            Session::classify("SET extra_float_digits = 3"),
+            Some(Session::Set)
+        );
         assert_eq!(
             Session::classify("SHOW TimeZone"),
             Some(Session::Show("timezone".to_owned()))

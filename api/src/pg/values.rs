@@ -10,13 +10,12 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Float32Array,
-    Float64Array, Int16Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
-    new_null_array,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Float32Array, Float64Array,
+    Int16Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray, new_null_array,
 };
 use arrow::datatypes::{
-    DataType, Date32Type, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type,
-    Int32Type, Int64Type, Schema, TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Date32Type, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, Schema, TimeUnit, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime};
@@ -146,19 +145,19 @@ fn encode_cell(
         DataType::UInt64 => {
             let value = column.as_primitive::<UInt64Type>().value(row);
             let value = i64::try_from(value).map_err(|_| {
-                pg_error("ERROR", "22003", format!("value {value} is out of range for int8"))
+                pg_error(
+                    "ERROR",
+                    "22003",
+                    format!("value {value} is out of range for int8"),
+                )
             })?;
             encoder.encode_field(&value)
         }
         DataType::Float16 => {
             encoder.encode_field(&f32::from(column.as_primitive::<Float16Type>().value(row)))
         }
-        DataType::Float32 => {
-            encoder.encode_field(&column.as_primitive::<Float32Type>().value(row))
-        }
-        DataType::Float64 => {
-            encoder.encode_field(&column.as_primitive::<Float64Type>().value(row))
-        }
+        DataType::Float32 => encoder.encode_field(&column.as_primitive::<Float32Type>().value(row)),
+        DataType::Float64 => encoder.encode_field(&column.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => encoder.encode_field(&column.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => encoder.encode_field(&column.as_string::<i64>().value(row)),
         DataType::Utf8View => encoder.encode_field(&column.as_string_view().value(row)),
@@ -235,9 +234,7 @@ pub(crate) fn decode_parameters(
     }
     let mut arrays = Vec::with_capacity(expected);
     for index in 0..expected {
-        let target = prepared.parameters[index]
-            .clone()
-            .unwrap_or(DataType::Utf8);
+        let target = prepared.parameters[index].clone().unwrap_or(DataType::Utf8);
         let declared = portal
             .statement
             .parameter_types
@@ -254,7 +251,10 @@ pub(crate) fn decode_parameters(
                 pg_error(
                     "ERROR",
                     "22P02",
-                    format!("parameter ${}: cannot read it as {target}: {error}", index + 1),
+                    format!(
+                        "parameter ${}: cannot read it as {target}: {error}",
+                        index + 1
+                    ),
                 )
             })?,
         };
@@ -323,9 +323,9 @@ fn read_parameter(
             }),
         Type::DATE => match portal.parameter::<NaiveDate>(index, declared)? {
             None => None,
-            Some(date) => Some(Arc::new(Date32Array::from(vec![
-                Date32Type::from_naive_date(date),
-            ])) as ArrayRef),
+            Some(date) => Some(
+                Arc::new(Date32Array::from(vec![Date32Type::from_naive_date(date)])) as ArrayRef,
+            ),
         },
         _ => return Err(unsupported()),
     };

@@ -36,7 +36,10 @@ async fn seeded(config: ServerConfig) -> (TestServer, SocketAddr) {
     (server, addr)
 }
 
-async fn connect(addr: SocketAddr, password: Option<&str>) -> Result<Client, tokio_postgres::Error> {
+async fn connect(
+    addr: SocketAddr,
+    password: Option<&str>,
+) -> Result<Client, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(addr.ip().to_string())
@@ -96,7 +99,7 @@ fn same_value(text: Option<&str>, json: &Value) -> bool {
                     (Some(left), Some(right)) if left == right
                 )
         }
-        (Some(text), other) => text == other.to_string(),
+        (Some(text), other) => serde_json::to_string(other).is_ok_and(|json| json == text),
         (None, _) => false,
     }
 }
@@ -115,7 +118,15 @@ fn psql(addr: SocketAddr, password: Option<&str>, args: &[&str]) -> std::process
     let mut command = Command::new("psql");
     command
         .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-        .args(["-U", "grafana", "-d", "sightline", "-X", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-U",
+            "grafana",
+            "-d",
+            "sightline",
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
         .args(args)
         .env("PGSSLMODE", "prefer")
         .env("PGCONNECT_TIMEOUT", "10");
@@ -123,7 +134,9 @@ fn psql(addr: SocketAddr, password: Option<&str>, args: &[&str]) -> std::process
         Some(password) => command.env("PGPASSWORD", password),
         None => command.env_remove("PGPASSWORD"),
     };
-    command.output().expect("psql runs (install postgresql-client)")
+    command
+        .output()
+        .expect("psql runs (install postgresql-client)")
 }
 
 /// The tables and views the HTTP API's information_schema lists in `public`.
@@ -146,8 +159,18 @@ async fn psql_lists_the_tables_and_runs_the_monitoring_queries_as_http_does() {
 
     // `\dt` lists every table the SQL engine has, named as information_schema names them.
     let relations = public_relations(&server).await;
-    for expected in ["spans", "span_events", "span_links", "content", "llm_calls", "tool_calls"] {
-        assert!(relations.iter().any(|name| name == expected), "{relations:?}");
+    for expected in [
+        "spans",
+        "span_events",
+        "span_links",
+        "content",
+        "llm_calls",
+        "tool_calls",
+    ] {
+        assert!(
+            relations.iter().any(|name| name == expected),
+            "{relations:?}"
+        );
     }
     let listing = psql(addr, None, &["-A", "-t", "-c", r"\dt"]);
     assert!(
@@ -159,7 +182,12 @@ async fn psql_lists_the_tables_and_runs_the_monitoring_queries_as_http_does() {
         .lines()
         .map(|line| line.split('|').collect::<Vec<_>>())
         .filter(|fields| fields.len() == 4)
-        .inspect(|fields| assert_eq!((fields[0], fields[2], fields[3]), ("public", "table", "sightline")))
+        .inspect(|fields| {
+            assert_eq!(
+                (fields[0], fields[2], fields[3]),
+                ("public", "table", "sightline")
+            )
+        })
         .map(|fields| fields[1].to_owned())
         .collect();
     assert_eq!(listed, relations);
@@ -174,7 +202,18 @@ async fn psql_lists_the_tables_and_runs_the_monitoring_queries_as_http_does() {
         let output = psql(
             addr,
             None,
-            &["-A", "-t", "-F", "\x1f", "-R", "\x1e", "-P", "null=\x01", "-c", sql],
+            &[
+                "-A",
+                "-t",
+                "-F",
+                "\x1f",
+                "-R",
+                "\x1e",
+                "-P",
+                "null=\x01",
+                "-c",
+                sql,
+            ],
         );
         assert!(
             output.status.success(),
@@ -205,7 +244,11 @@ async fn psql_lists_the_tables_and_runs_the_monitoring_queries_as_http_does() {
         }
     }
     // The comparison means something only if the seed gives most questions an answer.
-    assert!(answered >= queries.len() / 2, "{answered} of {}", queries.len());
+    assert!(
+        answered >= queries.len() / 2,
+        "{answered} of {}",
+        queries.len()
+    );
     server.stop().await;
 }
 
@@ -213,7 +256,9 @@ async fn psql_lists_the_tables_and_runs_the_monitoring_queries_as_http_does() {
 async fn extended_queries_bind_parameters_and_return_typed_values() {
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = seeded(ServerConfig::ephemeral(dir.path())).await;
-    let client = connect(addr, None).await.expect("trust on loopback without tokens");
+    let client = connect(addr, None)
+        .await
+        .expect("trust on loopback without tokens");
 
     let traces = server
         .rows("SELECT trace_id, count(*) FROM spans GROUP BY trace_id ORDER BY trace_id")
@@ -223,10 +268,17 @@ async fn extended_queries_bind_parameters_and_return_typed_values() {
         let id = trace[0].as_str().expect("hex id");
         // A text parameter compared with a string column, the rows counted as int8.
         let row = client
-            .query_one("SELECT count(*) AS spans FROM spans WHERE trace_id = $1", &[&id])
+            .query_one(
+                "SELECT count(*) AS spans FROM spans WHERE trace_id = $1",
+                &[&id],
+            )
             .await
             .unwrap();
-        assert_eq!(row.get::<_, i64>("spans"), trace[1].as_i64().unwrap(), "{id}");
+        assert_eq!(
+            row.get::<_, i64>("spans"),
+            trace[1].as_i64().unwrap(),
+            "{id}"
+        );
     }
 
     // Typed results in binary format: timestamps, integers, floats, booleans, text.
@@ -249,7 +301,10 @@ async fn extended_queries_bind_parameters_and_return_typed_values() {
         .await;
     assert_eq!(rows.len(), expected.len());
     for (row, expected) in rows.iter().zip(&expected) {
-        assert_eq!(row.get::<_, String>("span_name"), expected[0].as_str().unwrap());
+        assert_eq!(
+            row.get::<_, String>("span_name"),
+            expected[0].as_str().unwrap()
+        );
         let start: DateTime<Utc> = row.get("start_time");
         let nanos: i64 = row.get("start_nanos");
         assert_eq!(start.timestamp_micros(), nanos.div_euclid(1000));
@@ -272,7 +327,10 @@ async fn extended_queries_bind_parameters_and_return_typed_values() {
     assert_eq!(later.get::<_, i64>(0), i64::try_from(rows.len()).unwrap());
 
     // Session statements drivers send, and a read-only transaction around a query.
-    client.batch_execute("SET extra_float_digits = 3").await.unwrap();
+    client
+        .batch_execute("SET extra_float_digits = 3")
+        .await
+        .unwrap();
     let transaction_client = connect(addr, None).await.unwrap();
     let mut transaction_client = transaction_client;
     let transaction = transaction_client.transaction().await.unwrap();
@@ -322,7 +380,10 @@ async fn errors_carry_a_sqlstate_and_leave_the_connection_usable() {
         let error = client.query(sql, &[]).await.expect_err(sql);
         assert_eq!(sqlstate(&error), code, "{sql}: {error:?}");
         // Still usable.
-        assert_eq!(simple_rows(&client, "SELECT 1").await, [[Some("1".to_owned())]]);
+        assert_eq!(
+            simple_rows(&client, "SELECT 1").await,
+            [[Some("1".to_owned())]]
+        );
     }
     // Within the limit, the same table answers.
     let rows = client
@@ -352,12 +413,21 @@ async fn with_tokens_the_password_is_a_query_token() {
     let server = TestServer::start_with(config).await;
     let addr = server.server.as_ref().unwrap().pg_addr;
 
-    let wrong = connect(addr, Some("not-a-token")).await.expect_err("refused");
+    let wrong = connect(addr, Some("not-a-token"))
+        .await
+        .expect_err("refused");
     assert_eq!(sqlstate(&wrong), "28P01");
-    let ingest_only = connect(addr, Some("ingest-token")).await.expect_err("refused");
+    let ingest_only = connect(addr, Some("ingest-token"))
+        .await
+        .expect_err("refused");
     assert_eq!(sqlstate(&ingest_only), "42501");
-    let client = connect(addr, Some("reader-token")).await.expect("a query token");
-    assert_eq!(simple_rows(&client, "SELECT 1 + 1").await, [[Some("2".to_owned())]]);
+    let client = connect(addr, Some("reader-token"))
+        .await
+        .expect("a query token");
+    assert_eq!(
+        simple_rows(&client, "SELECT 1 + 1").await,
+        [[Some("2".to_owned())]]
+    );
     // Refusals are counted like the other listeners'.
     let metrics = server
         .client
@@ -373,7 +443,10 @@ async fn with_tokens_the_password_is_a_query_token() {
         "sightline_auth_refusals_total{listener=\"pg\",status=\"401\"} 1",
         "sightline_auth_refusals_total{listener=\"pg\",status=\"403\"} 1",
     ] {
-        assert!(metrics.lines().any(|text| text == line), "{line} in {metrics}");
+        assert!(
+            metrics.lines().any(|text| text == line),
+            "{line} in {metrics}"
+        );
     }
     // The content table needs the content scope, as over HTTP.
     let error = client
@@ -383,7 +456,11 @@ async fn with_tokens_the_password_is_a_query_token() {
     assert_eq!(sqlstate(&error), "42501");
 
     // psql with PGPASSWORD, and without a password.
-    let ok = psql(addr, Some("reader-token"), &["-A", "-t", "-c", "SELECT 40 + 2"]);
+    let ok = psql(
+        addr,
+        Some("reader-token"),
+        &["-A", "-t", "-c", "SELECT 40 + 2"],
+    );
     assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "42");
     let refused = psql(addr, Some("nope"), &["-c", "SELECT 1"]);
     assert!(!refused.status.success());
@@ -525,7 +602,9 @@ async fn grafana_catalog_queries_and_a_time_series_work() {
     let mut expected: BTreeMap<i64, i64> = BTreeMap::new();
     for start in &starts {
         if (from_nanos..=to_nanos).contains(start) {
-            *expected.entry(start.div_euclid(60_000_000_000) * 60).or_default() += 1;
+            *expected
+                .entry(start.div_euclid(60_000_000_000) * 60)
+                .or_default() += 1;
         }
     }
     let got: BTreeMap<i64, i64> = series
@@ -536,7 +615,10 @@ async fn grafana_catalog_queries_and_a_time_series_work() {
         })
         .collect();
     assert_eq!(got, expected);
-    assert_eq!(got.values().sum::<i64>(), i64::try_from(starts.len()).unwrap());
+    assert_eq!(
+        got.values().sum::<i64>(),
+        i64::try_from(starts.len()).unwrap()
+    );
     server.stop().await;
 }
 
@@ -563,9 +645,15 @@ async fn connections_past_the_cap_are_refused_with_53300() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let client = reconnected.expect("a slot frees when a client leaves");
-    assert_eq!(simple_rows(&client, "SELECT 1").await, [[Some("1".to_owned())]]);
+    assert_eq!(
+        simple_rows(&client, "SELECT 1").await,
+        [[Some("1".to_owned())]]
+    );
     for client in &clients {
-        assert_eq!(simple_rows(client, "SELECT 2").await, [[Some("2".to_owned())]]);
+        assert_eq!(
+            simple_rows(client, "SELECT 2").await,
+            [[Some("2".to_owned())]]
+        );
     }
     server.stop().await;
 }

@@ -121,6 +121,9 @@ pub struct ServeArgs {
     /// Jaeger v2 remote storage settings.
     #[command(flatten)]
     pub jaeger: JaegerArgs,
+    /// PostgreSQL wire protocol settings.
+    #[command(flatten)]
+    pub pg: PgArgs,
     /// Query limits.
     #[command(flatten)]
     pub query: QueryArgs,
@@ -198,6 +201,15 @@ pub struct JaegerArgs {
     /// Capabilities and the OTLP TraceService for writes, on one server).
     #[arg(long, env = "SIGHTLINE_JAEGER_ADDR", default_value = "127.0.0.1:17271")]
     pub jaeger_addr: SocketAddr,
+}
+
+/// The PostgreSQL wire protocol listener (psql, Grafana, drivers).
+#[derive(Debug, Args, Clone)]
+pub struct PgArgs {
+    /// PostgreSQL wire protocol listen address (5433, not 5432: a local PostgreSQL keeps its
+    /// port).
+    #[arg(long, env = "SIGHTLINE_PG_ADDR", default_value = "127.0.0.1:5433")]
+    pub pg_addr: SocketAddr,
 }
 
 /// Limits applied to every SQL query.

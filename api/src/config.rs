@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub api_addr: SocketAddr,
     /// Jaeger v2 remote-storage gRPC listen address.
     pub jaeger_addr: SocketAddr,
+    /// PostgreSQL wire protocol listen address.
+    pub pg_addr: SocketAddr,
     /// Whether `POST /purge` (delete everything) is served on the API address.
     pub enable_purge: bool,
     /// Largest accepted export body (compressed and decompressed).
@@ -69,6 +71,7 @@ impl ServerConfig {
             otlp_http_addr: any,
             api_addr: any,
             jaeger_addr: any,
+            pg_addr: any,
             enable_purge: false,
             max_request_bytes: 64 << 20,
             max_inflight_bytes: 512 << 20,
@@ -101,6 +104,7 @@ impl ServerConfig {
             otlp_http_addr: args.otlp.otlp_http_addr,
             api_addr: args.api.api_addr,
             jaeger_addr: args.jaeger.jaeger_addr,
+            pg_addr: args.pg.pg_addr,
             enable_purge: args.api.enable_purge,
             max_request_bytes: args.otlp.max_request_bytes.as_usize(),
             max_inflight_bytes: args.otlp.max_inflight_bytes.as_usize(),

@@ -17,6 +17,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod otlp;
 pub mod otlp_grpc;
+pub mod pg;
 pub mod remote;
 pub mod retention_command;
 pub mod server;

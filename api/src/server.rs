@@ -1,5 +1,5 @@
 //! Startup and shutdown of `sightline serve`: open the engine (recovery), bind the four
-//! listeners (OTLP/gRPC, OTLP/HTTP, HTTP API, Jaeger remote storage), serve until cancelled, then drain requests, seal and close the engine.
+//! listeners (OTLP/gRPC, OTLP/HTTP, HTTP API, Jaeger remote storage, PostgreSQL wire protocol), serve until cancelled, then drain requests, seal and close the engine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,6 +76,8 @@ pub struct RunningServer {
     pub api_addr: SocketAddr,
     /// Bound Jaeger remote-storage gRPC address.
     pub jaeger_addr: SocketAddr,
+    /// Bound PostgreSQL wire protocol address.
+    pub pg_addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
     engine: Arc<Engine>,
@@ -190,6 +192,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let otlp_http_addr = http_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
     let jaeger_addr = jaeger_listener.local_addr()?;
+    let pg_listener = tokio::net::TcpListener::bind(config.pg_addr)
+        .await
+        .with_context(|| format!("cannot listen for PostgreSQL clients on {}", config.pg_addr))?;
+    let pg_addr = pg_listener.local_addr()?;
+    let pg_tls = tls
+        .map(|tls| tls.acceptor(Protocol::Postgres))
+        .transpose()?;
 
     let shutdown = CancellationToken::new();
     let grpc_service = otlp_grpc_service(&state, &config);
@@ -271,6 +280,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("HTTP API server failed")
     });
+    let pg = tokio::spawn(crate::pg::serve(
+        pg_listener,
+        Arc::clone(&state),
+        Arc::clone(&config.tokens),
+        pg_tls,
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::retention_command::background(
         Arc::clone(&engine),
         config.retention_interval,
@@ -293,6 +309,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         otlp_http = %otlp_http_addr,
         api = %api_addr,
         jaeger = %jaeger_addr,
+        pg = %pg_addr,
         tls = tls.is_some(),
         purge = config.enable_purge,
         data = %config.data_dir.display(),
@@ -309,6 +326,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             ("otlp-http", http),
             ("api", api),
             ("jaeger", jaeger),
+            ("pg", pg),
         ] {
             servers.spawn(async move { (name, handle.await) });
         }
@@ -354,6 +372,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         otlp_http_addr,
         api_addr,
         jaeger_addr,
+        pg_addr,
         shutdown,
         task,
         engine: running_engine,
@@ -401,6 +420,7 @@ fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
         ("--otlp-http-addr", config.otlp_http_addr),
         ("--api-addr", config.api_addr),
         ("--jaeger-addr", config.jaeger_addr),
+        ("--pg-addr", config.pg_addr),
     ]
     .into_iter()
     .filter(|(_, addr)| !addr.ip().is_loopback())

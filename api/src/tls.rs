@@ -47,6 +47,8 @@ pub enum Protocol {
     Grpc,
     /// HTTP/1.1 (OTLP/HTTP and the HTTP API).
     Http1,
+    /// The PostgreSQL protocol (TLS after an SSLRequest; no ALPN, as libpq before 17).
+    Postgres,
 }
 
 /// Loaded certificates, ready to build acceptors.
@@ -93,8 +95,15 @@ impl Tls {
         config.alpn_protocols = match protocol {
             Protocol::Grpc => vec![b"h2".to_vec()],
             Protocol::Http1 => vec![b"http/1.1".to_vec()],
+            Protocol::Postgres => Vec::new(),
         };
         Ok(Arc::new(config))
+    }
+
+    /// An acceptor for handshakes the caller starts itself (the PostgreSQL listener answers
+    /// an SSLRequest first).
+    pub fn acceptor(&self, protocol: Protocol) -> anyhow::Result<TlsAcceptor> {
+        Ok(TlsAcceptor::from(self.server_config(protocol)?))
     }
 
     /// Starts accepting TLS connections on `listener` (until the returned listener is dropped).

@@ -9,7 +9,7 @@ FS=${FS:-/tmp/smallfs}
 # A small filesystem to fill (needs root to mount; any small mount works).
 mountpoint -q $FS || { mkdir -p $FS && mount -t tmpfs -o size=40m tmpfs $FS; }
 rm -rf $FS/*
-$BIN/sightline serve --data $FS/data --otlp-grpc-addr 127.0.0.1:45317 --otlp-http-addr 127.0.0.1:45318 --api-addr 127.0.0.1:45070 --jaeger-addr 127.0.0.1:45271 --seal-max-bytes 4MiB --seal-max-age 2s > /tmp/diskfull.log 2>&1 &
+$BIN/sightline serve --data $FS/data --otlp-grpc-addr 127.0.0.1:45317 --otlp-http-addr 127.0.0.1:45318 --api-addr 127.0.0.1:45070 --jaeger-addr 127.0.0.1:45271 --pg-addr 127.0.0.1:45433 --seal-max-bytes 4MiB --seal-max-age 2s > /tmp/diskfull.log 2>&1 &
 PID=$!
 sleep 2
 # Fill the disk, leaving ~3 MB.

@@ -8,7 +8,7 @@ CPU (cores busy) every 100 ms for 3 s after the answer. Prints one JSON object."
 BIN = sys.argv[1]
 d = "/tmp/m3/data"; subprocess.run(["rm", "-rf", d]); os.makedirs("/tmp/m3", exist_ok=True)
 p = subprocess.Popen([BIN, "serve", "--data", d, "--otlp-grpc-addr", "127.0.0.1:44317", "--otlp-http-addr", "127.0.0.1:44318",
-                      "--api-addr", "127.0.0.1:44070", "--jaeger-addr", "127.0.0.1:44271", "--query-timeout", "5s"],
+                      "--api-addr", "127.0.0.1:44070", "--jaeger-addr", "127.0.0.1:44271", "--pg-addr", "127.0.0.1:44433", "--query-timeout", "5s"],
                      stderr=subprocess.DEVNULL)
 api = "http://127.0.0.1:44070"
 for _ in range(100):

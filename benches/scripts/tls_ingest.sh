@@ -19,7 +19,7 @@ for mode in plain tls; do
     extra=""; scheme=http; ca=""
     if [ $mode = tls ]; then extra="--tls-cert $W/server.pem --tls-key $W/server.key"; scheme=https; ca="--ca-cert $W/ca.pem"; fi
     $BIN serve --data $W/data --otlp-grpc-addr 127.0.0.1:48317 --otlp-http-addr 127.0.0.1:48318 \
-      --api-addr 127.0.0.1:48070 --jaeger-addr 127.0.0.1:48271 $extra 2>$W/log &
+      --api-addr 127.0.0.1:48070 --jaeger-addr 127.0.0.1:48271 --pg-addr 127.0.0.1:48433 $extra 2>$W/log &
     PID=$!; sleep 1.5
     port=48317; [ $target = http ] && port=48318
     $LG --target $target --addr $scheme://127.0.0.1:$port $ca --connections 8 --traces 40000 \

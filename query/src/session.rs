@@ -5,13 +5,15 @@ use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use engine::{Engine, ScanMetricsSnapshot};
@@ -89,6 +91,8 @@ impl SqlEngine {
             .with_table_factories(Default::default())
             .build();
         let context = SessionContext::new_with_state(state);
+        // Every relation registered below, for the `pg_catalog` tables that list them.
+        let mut relations = Vec::new();
         let tables: [(&str, Arc<dyn datafusion::catalog::TableProvider>); 3] = [
             (SPANS, Arc::new(SpansTable::new(Arc::clone(&engine)))),
             (
@@ -107,32 +111,36 @@ impl SqlEngine {
             ),
         ];
         for (name, table) in tables {
+            relations.push((name.to_owned(), table.table_type()));
             context
                 .register_table(name, table)
                 .map_err(Error::from_datafusion)?;
         }
-        context
-            .register_table(
+        let mut more: Vec<(&str, Arc<dyn datafusion::catalog::TableProvider>)> = vec![
+            (
                 crate::retention_table::RETENTION,
                 Arc::new(crate::retention_table::RetentionTable::new(Arc::clone(
                     &engine,
                 ))),
-            )
-            .map_err(Error::from_datafusion)?;
-        context
-            .register_table(
+            ),
+            (
                 crate::content_table::CONTENT,
                 Arc::new(crate::content_table::ContentTable::new(Arc::clone(&engine))),
-            )
-            .map_err(Error::from_datafusion)?;
+            ),
+        ];
         for table in engine::agent::AgentTable::ALL {
+            more.push((
+                table.name(),
+                Arc::new(AgentTableProvider::new(Arc::clone(&engine), table)),
+            ));
+        }
+        for (name, table) in more {
+            relations.push((name.to_owned(), table.table_type()));
             context
-                .register_table(
-                    table.name(),
-                    Arc::new(AgentTableProvider::new(Arc::clone(&engine), table)),
-                )
+                .register_table(name, table)
                 .map_err(Error::from_datafusion)?;
         }
+        crate::pg_catalog::install(&context, &relations).map_err(Error::from_datafusion)?;
         let pool = QueryPool::new(options.threads, options.max_concurrent)?;
         Ok(SqlEngine {
             context,
@@ -161,6 +169,18 @@ impl SqlEngine {
     /// that reads the `content` table (anywhere, subqueries included) fails with
     /// [`Error::Forbidden`] before it runs.
     pub async fn execute_with(&self, sql: &str, access: Access) -> Result<QueryOutput> {
+        self.execute_params(sql, access, Vec::new()).await
+    }
+
+    /// [`SqlEngine::execute_with`] for a statement with positional parameters (`$1`, `$2`,
+    /// ...): `parameters[i]` is a one-row array holding the value of `$(i+1)`, of the type
+    /// [`SqlEngine::prepare`] reported for it (or any type when it reported none).
+    pub async fn execute_params(
+        &self,
+        sql: &str,
+        access: Access,
+        parameters: Vec<ArrayRef>,
+    ) -> Result<QueryOutput> {
         complexity::check(sql)?;
         let state = self.query_state()?;
         let sql = sql.to_owned();
@@ -168,8 +188,52 @@ impl SqlEngine {
             rows: self.options.max_result_rows,
             bytes: self.options.max_result_bytes,
         };
+        let mut values = Vec::with_capacity(parameters.len());
+        for parameter in &parameters {
+            values.push(ScalarValue::try_from_array(parameter, 0).map_err(Error::from_datafusion)?);
+        }
         self.pool
-            .run(self.options.timeout, run(state, sql, limits, access))
+            .run(
+                self.options.timeout,
+                run(state, sql, limits, access, values),
+            )
+            .await
+    }
+
+    /// Checks and plans one statement without running it (through the same guard and access
+    /// check as [`SqlEngine::execute_with`]): the types of its parameters `$1`, `$2`, ... (in
+    /// order; `None` where nothing in the statement fixes a type) and the schema of its
+    /// result.
+    pub async fn prepare(&self, sql: &str, access: Access) -> Result<Prepared> {
+        complexity::check(sql)?;
+        let state = self.query_state()?;
+        let sql = sql.to_owned();
+        self.pool
+            .run(self.options.timeout, async move {
+                let plan = plan(&state, &sql, access).await?;
+                let types = plan.get_parameter_types().map_err(Error::from_datafusion)?;
+                let mut parameters = Vec::new();
+                for (name, data_type) in types {
+                    let index = name
+                        .strip_prefix('$')
+                        .and_then(|digits| digits.parse::<usize>().ok())
+                        .filter(|index| *index >= 1)
+                        .ok_or_else(|| {
+                            Error::InvalidQuery(format!(
+                                "parameter {name}: only positional parameters $1, $2, ... are \
+                                 supported"
+                            ))
+                        })?;
+                    if parameters.len() < index {
+                        parameters.resize(index, None);
+                    }
+                    parameters[index - 1] = data_type;
+                }
+                Ok(Prepared {
+                    parameters,
+                    schema: Arc::clone(plan.schema().inner()),
+                })
+            })
             .await
     }
 
@@ -184,6 +248,15 @@ impl SqlEngine {
         crate::bounded_concat::install(&mut state, &pool);
         Ok(state)
     }
+}
+
+/// A checked and planned statement ([`SqlEngine::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Types of `$1`, `$2`, ... in order; `None` where the statement does not fix one.
+    pub parameters: Vec<Option<DataType>>,
+    /// Schema of the result.
+    pub schema: SchemaRef,
 }
 
 /// What a caller may read.
@@ -214,19 +287,13 @@ async fn run(
     sql: String,
     limits: ResultLimits,
     access: Access,
+    parameters: Vec<ScalarValue>,
 ) -> Result<QueryOutput> {
-    let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
-    let statement = guard::parse_allowed(&sql, recursion_limit)?;
-    let plan = state
-        .statement_to_plan(statement)
-        .await
-        .map_err(Error::from_datafusion)?;
-    guard::verify_plan(&plan)?;
-    if !access.content && guard::reads_table(&plan, crate::content_table::CONTENT) {
-        return Err(Error::Forbidden(
-            "the content table holds prompt and completion text: it needs content access"
-                .to_owned(),
-        ));
+    let mut plan = plan(&state, &sql, access).await?;
+    if !parameters.is_empty() {
+        plan = plan
+            .with_param_values(parameters)
+            .map_err(Error::from_datafusion)?;
     }
     let physical = state
         .create_physical_plan(&plan)
@@ -269,6 +336,24 @@ async fn run(
         batches,
         scan_metrics,
     })
+}
+
+/// Parses `sql` through the guard, plans it, checks the plan and the caller's access.
+async fn plan(state: &SessionState, sql: &str, access: Access) -> Result<LogicalPlan> {
+    let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
+    let statement = guard::parse_allowed(sql, recursion_limit)?;
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(Error::from_datafusion)?;
+    guard::verify_plan(&plan)?;
+    if !access.content && guard::reads_table(&plan, crate::content_table::CONTENT) {
+        return Err(Error::Forbidden(
+            "the content table holds prompt and completion text: it needs content access"
+                .to_owned(),
+        ));
+    }
+    Ok(plan)
 }
 
 /// A memory pool of `memory_limit` bytes and no disk manager: nothing spills to files.

@@ -53,6 +53,8 @@ pub(crate) fn spawn_server_with(dir: &Path, extra: &[&std::ffi::OsStr]) -> Serve
             "127.0.0.1:0",
             "--jaeger-addr",
             "127.0.0.1:0",
+            "--pg-addr",
+            "127.0.0.1:0",
         ])
         .args(extra)
         .env("RUST_LOG", "info")
@@ -260,6 +262,7 @@ fn help_lists_every_serve_flag_with_its_env_var() {
         ("--otlp-http-addr", "SIGHTLINE_OTLP_HTTP_ADDR"),
         ("--api-addr", "SIGHTLINE_API_ADDR"),
         ("--jaeger-addr", "SIGHTLINE_JAEGER_ADDR"),
+        ("--pg-addr", "SIGHTLINE_PG_ADDR"),
         ("--enable-purge", "SIGHTLINE_ENABLE_PURGE"),
         ("--max-request-bytes", "SIGHTLINE_MAX_REQUEST_BYTES"),
         ("--query-timeout", "SIGHTLINE_QUERY_TIMEOUT"),
@@ -272,6 +275,7 @@ fn help_lists_every_serve_flag_with_its_env_var() {
     }
     assert!(help.contains("127.0.0.1:4317") && help.contains("./sightline-data"));
     assert!(help.contains("127.0.0.1:17271"), "{help}");
+    assert!(help.contains("127.0.0.1:5433"), "{help}");
 }
 
 #[test]

@@ -112,7 +112,7 @@ impl EdgeError {
     }
 
     /// Logs a server-side failure (5xx) once; client errors are not logged.
-    fn log(&self) {
+    pub(crate) fn log(&self) {
         match self {
             EdgeError::Internal { cause, .. } => error!(error = %cause, "request failed"),
             EdgeError::Unavailable(message) => {

@@ -40,6 +40,9 @@ pub struct QueryOutput {
     /// Engine counters of every table scan the query ran, summed (all zero for `EXPLAIN`
     /// without `ANALYZE`, which reads nothing).
     pub scan_metrics: ScanMetricsSnapshot,
+    /// The query had more rows than the cap of [`SqlEngine::execute_capped`], which kept the
+    /// first ones and stopped the query (always false for [`SqlEngine::execute`]).
+    pub truncated: bool,
 }
 
 impl QueryOutput {
@@ -49,6 +52,7 @@ impl QueryOutput {
             schema,
             batches,
             scan_metrics: ScanMetricsSnapshot::default(),
+            truncated: false,
         }
     }
 
@@ -161,12 +165,35 @@ impl SqlEngine {
     /// that reads the `content` table (anywhere, subqueries included) fails with
     /// [`Error::Forbidden`] before it runs.
     pub async fn execute_with(&self, sql: &str, access: Access) -> Result<QueryOutput> {
+        self.execute_bounded(sql, access, None).await
+    }
+
+    /// [`SqlEngine::execute_with`] keeping at most `max_rows` rows: past them the query is
+    /// stopped and the output says [`QueryOutput::truncated`] instead of failing with
+    /// [`Error::TooManyRows`] (for previews, such as an MCP tool's answer). A `max_rows` above
+    /// [`Options::max_result_rows`] is lowered to it.
+    pub async fn execute_capped(
+        &self,
+        sql: &str,
+        access: Access,
+        max_rows: usize,
+    ) -> Result<QueryOutput> {
+        self.execute_bounded(sql, access, Some(max_rows)).await
+    }
+
+    async fn execute_bounded(
+        &self,
+        sql: &str,
+        access: Access,
+        cap: Option<usize>,
+    ) -> Result<QueryOutput> {
         complexity::check(sql)?;
         let state = self.query_state()?;
         let sql = sql.to_owned();
         let limits = ResultLimits {
             rows: self.options.max_result_rows,
             bytes: self.options.max_result_bytes,
+            cap: cap.map(|cap| cap.min(self.options.max_result_rows)),
         };
         self.pool
             .run(self.options.timeout, run(state, sql, limits, access))
@@ -205,6 +232,8 @@ impl Access {
 struct ResultLimits {
     rows: usize,
     bytes: usize,
+    /// Keep this many rows and stop, instead of failing past `rows`.
+    cap: Option<usize>,
 }
 
 /// Parses, plans and runs `sql` on `state`, collecting the result within `limits` and the
@@ -238,23 +267,33 @@ async fn run(
         MemoryConsumer::new("query result").register(&state.runtime_env().memory_pool);
     let mut batches = Vec::new();
     let mut rows = 0usize;
+    let mut truncated = false;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(Error::from_datafusion)?;
+        let mut batch = batch.map_err(Error::from_datafusion)?;
+        if let Some(cap) = limits.cap
+            && rows.saturating_add(batch.num_rows()) > cap
+        {
+            // Keep what fits and stop: dropping the stream cancels the rest of the query.
+            batch = batch.slice(0, cap - rows);
+            truncated = true;
+        }
         rows = rows.saturating_add(batch.num_rows());
         if rows > limits.rows {
             return Err(Error::TooManyRows { limit: limits.rows });
         }
-        if batch.num_rows() == 0 {
-            continue;
+        if batch.num_rows() > 0 {
+            let size = batch.get_array_memory_size();
+            if reservation.size().saturating_add(size) > limits.bytes {
+                return Err(Error::TooLarge {
+                    limit: limits.bytes,
+                });
+            }
+            reservation.try_grow(size).map_err(Error::from_datafusion)?;
+            batches.push(batch);
         }
-        let size = batch.get_array_memory_size();
-        if reservation.size().saturating_add(size) > limits.bytes {
-            return Err(Error::TooLarge {
-                limit: limits.bytes,
-            });
+        if truncated {
+            break;
         }
-        reservation.try_grow(size).map_err(Error::from_datafusion)?;
-        batches.push(batch);
     }
     drop(stream);
     let scan_metrics = scan_metrics(&physical);
@@ -268,6 +307,7 @@ async fn run(
         schema: physical.schema(),
         batches,
         scan_metrics,
+        truncated,
     })
 }
 

@@ -7,6 +7,7 @@ mod content;
 mod exporters;
 mod http;
 mod jaeger;
+mod mcp;
 mod retention;
 mod support;
 mod tls;

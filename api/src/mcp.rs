@@ -37,7 +37,7 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -493,7 +493,8 @@ impl SightlineMcp {
         description = "Summarize one session: user, time span, runs by outcome, tokens \
             (input, output; cost is not recorded), failed model and tool calls, decisions by \
             verdict with the denials and escalations, tools used (calls, errors, retries), \
-            models used, and its runs. Answer: one JSON object; lists say when they were cut.",
+            models used, and its runs (run_list, newest first). Answer: one JSON object; each list \
+            says whether it was cut.",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn session_summary(
@@ -632,7 +633,7 @@ impl SightlineMcp {
             .await?;
         let lists = [
             (
-                "runs",
+                "run_list",
                 query::monitoring::find_runs_sql(
                     &{
                         let mut filter = RunFilter::default();
@@ -710,7 +711,7 @@ impl SightlineMcp {
                 "runs_by_outcome": counts(&outcomes),
                 "conversations": session[4],
                 "spans": session[5],
-                "failed_calls": session[6],
+                "errors": session[6],
                 "denials": session[7],
                 "decisions_by_verdict": counts(&verdicts),
                 "input_tokens": session[8],

@@ -9,8 +9,9 @@ use serde_json::Value;
 /// Query result rows as text, at most `max_bytes` long:
 ///
 /// ```text
-/// columns: trace_id (Utf8), runs (Int64)
-/// ["4bf9...", 3]
+/// columns: ["trace_id","runs"]
+/// types: ["Utf8","Int64"]
+/// ["4bf9...",3]
 /// rows: 1, truncated: false
 /// ```
 ///
@@ -18,21 +19,15 @@ use serde_json::Value;
 /// query had more than the row cap (`output.truncated`), or the text reached `max_bytes`.
 pub(crate) fn rows_text(output: &query::QueryOutput, max_rows: usize, max_bytes: usize) -> String {
     let json = query::format::to_json(output);
-    let columns: Vec<String> = json["columns"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|column| {
-            format!(
-                "{} ({})",
-                column["name"].as_str().unwrap_or_default(),
-                column["type"].as_str().unwrap_or_default()
-            )
-        })
-        .collect();
+    let columns = json["columns"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let names: Vec<&Value> = columns.iter().map(|column| &column["name"]).collect();
+    let types: Vec<&Value> = columns.iter().map(|column| &column["type"]).collect();
     let rows = json["rows"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let mut out = format!("columns: {}\n", columns.join(", "));
+    let mut out = format!(
+        "columns: {}\ntypes: {}\n",
+        serde_json::to_string(&names).unwrap_or_default(),
+        serde_json::to_string(&types).unwrap_or_default()
+    );
     // Room for the closing line, whatever it says.
     let budget = max_bytes.saturating_sub(160);
     let mut shown = 0usize;
@@ -155,7 +150,7 @@ mod tests {
         let text = rows_text(&output(2, false), 100, 65_536);
         assert_eq!(
             text,
-            "columns: name (Utf8), n (Int64)\n[\"row \\\"0\\\"\",0]\n[null,1]\nrows: 2, truncated: false\n"
+            "columns: [\"name\",\"n\"]\ntypes: [\"Utf8\",\"Int64\"]\n[\"row \\\"0\\\"\",0]\n[null,1]\nrows: 2, truncated: false\n"
         );
         let capped = rows_text(&output(3, true), 3, 65_536);
         assert!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use api::ServerConfig;
 use api::auth::{Scope, TokenSection, Tokens, token_hash};
 use prost::Message as _;
-use rmcp::model::{CallToolRequestParams, ClientInfo, ErrorCode};
+use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -26,7 +26,7 @@ const CONTENT: &str = "mcp-content";
 const PROMPT_TRACE: &str = "5af92f3577b34da6a3ce929d0e0e4736";
 const PROMPT: &str = "summarize the incident report for ticket 4471";
 
-type Client = RunningService<RoleClient, ClientInfo>;
+type Client = RunningService<RoleClient, ClientConfig>;
 
 fn generator() -> testdata::AgentTraceConfig {
     testdata::AgentTraceConfig {
@@ -117,7 +117,7 @@ async fn connect(server: &TestServer, token: Option<&str>) -> Result<Client, Str
         config = config.auth_header(token);
     }
     let transport = StreamableHttpClientTransport::from_config(config);
-    ClientInfo::default()
+    ClientConfig::default()
         .serve(transport)
         .await
         .map_err(|error| format!("{error:?}"))
@@ -163,11 +163,9 @@ struct Table {
 fn table(text: &str) -> Table {
     let mut lines = text.lines().skip_while(|line| !line.starts_with("columns: "));
     let header = lines.next().unwrap_or_else(|| panic!("no columns line in {text}"));
-    let columns = header["columns: ".len()..]
-        .split(", ")
-        .filter(|column| !column.is_empty())
-        .map(|column| column.split(" (").next().unwrap().to_owned())
-        .collect();
+    let columns: Vec<String> = serde_json::from_str(&header["columns: ".len()..]).unwrap();
+    let types = lines.next().unwrap();
+    assert!(types.starts_with("types: ["), "{text}");
     let mut rows = Vec::new();
     let mut last = String::new();
     for line in lines {
@@ -198,7 +196,7 @@ async fn tools_are_listed_with_schemas_and_sql_answers_as_the_sql_api() {
     let client = connect(&server, Some(QUERY)).await.unwrap();
 
     let info = client.peer_info().unwrap();
-    assert_eq!(info.server_info.name, "sightline");
+    assert_eq!(info.server_info.as_ref().unwrap().name, "sightline");
     let tools = client.list_all_tools().await.unwrap();
     let names: BTreeSet<String> = tools.iter().map(|tool| tool.name.to_string()).collect();
     let expected: BTreeSet<String> = ["find_runs", "get_trace", "monitoring", "session_summary", "sql"]
@@ -289,19 +287,18 @@ async fn tools_are_listed_with_schemas_and_sql_answers_as_the_sql_api() {
         .unwrap_err();
     assert_eq!(too_many, "max_rows must be between 1 and 1000, not 5000");
 
-    // Arguments that do not fit the schema: JSON-RPC invalid params, naming the problem.
+    // Arguments that do not fit the schema: a tool error naming the problem (rmcp answers
+    // them as `isError` results rather than JSON-RPC errors).
     for (arguments, problem) in [
         (json!({}), "missing field `sql`"),
-        (json!({ "sql": 1 }), "invalid type"),
+        (json!({ "sql": 1 }), "invalid type: integer `1`, expected a string"),
         (json!({ "sql": "SELECT 1", "limit": 3 }), "unknown field `limit`"),
     ] {
-        match call_raw(&client, "sql", arguments.clone()).await {
-            Err(ServiceError::McpError(error)) => {
-                assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{arguments}");
-                assert!(error.message.contains(problem), "{arguments}: {}", error.message);
-            }
-            other => panic!("{arguments}: {other:?}"),
-        }
+        let refused = call(&client, "sql", arguments.clone()).await.unwrap_err();
+        assert!(
+            refused.starts_with("failed to deserialize parameters: ") && refused.contains(problem),
+            "{arguments}: {refused}"
+        );
     }
     client.cancel().await.unwrap();
     server.stop().await;
@@ -498,6 +495,17 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
             .rows("SELECT tool_name FROM tool_calls GROUP BY tool_name ORDER BY count(*), tool_name LIMIT 1")
             .await[0][0],
     );
+    let outcome = text(
+        &server
+            .rows("SELECT outcome FROM agent_runs GROUP BY outcome ORDER BY count(*), outcome LIMIT 1")
+            .await[0][0],
+    );
+    // The rarest verdict (the generator draws allow and warn).
+    let verdict = text(
+        &server
+            .rows("SELECT verdict FROM decisions GROUP BY verdict ORDER BY count(*), verdict LIMIT 1")
+            .await[0][0],
+    );
     for (arguments, sql) in [
         (
             json!({ "tool": tool }),
@@ -508,12 +516,13 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
             ),
         ),
         (
-            json!({ "verdict": "deny", "outcome": "refused" }),
-            "SELECT DISTINCT r.trace_id, r.span_id, r.start_time FROM agent_runs r \
-             JOIN decisions d ON d.trace_id = r.trace_id \
-             WHERE d.verdict = 'deny' AND r.outcome = 'refused' \
-             ORDER BY r.start_time DESC, r.trace_id, r.span_id"
-                .to_owned(),
+            json!({ "verdict": verdict, "outcome": outcome }),
+            format!(
+                "SELECT DISTINCT r.trace_id, r.span_id, r.start_time FROM agent_runs r \
+                 JOIN decisions d ON d.trace_id = r.trace_id \
+                 WHERE d.verdict = '{verdict}' AND r.outcome = '{outcome}' \
+                 ORDER BY r.start_time DESC, r.trace_id, r.span_id"
+            ),
         ),
         (
             json!({ "since": "2026-11-02T00:00:00Z", "until": "2026-11-02T12:00:00Z" }),
@@ -545,13 +554,13 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
         .await
         .unwrap_err();
     assert!(bad_time.contains("since = \"last tuesday\""), "{bad_time}");
-    match call_raw(&client, "find_runs", json!({ "outcome": "crashed" })).await {
-        Err(ServiceError::McpError(error)) => {
-            assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
-            assert!(error.message.contains("unknown variant `crashed`"), "{}", error.message);
-        }
-        other => panic!("{other:?}"),
-    }
+    let crashed = call(&client, "find_runs", json!({ "outcome": "crashed" }))
+        .await
+        .unwrap_err();
+    assert!(
+        crashed.contains("unknown variant `crashed`, expected one of `success`, `error`, `refused`"),
+        "{crashed}"
+    );
 
     // Session summary: the sessions row, the group-bys, and the generated input.
     let summary: Value = serde_json::from_str(
@@ -578,7 +587,7 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
     for (key, index) in [
         ("runs", 0),
         ("spans", 1),
-        ("failed_calls", 2),
+        ("errors", 2),
         ("denials", 3),
         ("input_tokens", 4),
         ("output_tokens", 5),
@@ -620,6 +629,10 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
         summary["denials_and_escalations"]["entries"].as_array().unwrap().len(),
         usize::try_from(denials).unwrap()
     );
+    assert_eq!(
+        json!(summary["failed_calls"]["entries"].as_array().unwrap().len()),
+        summary["errors"]
+    );
     assert_eq!(summary["truncated"], false);
     let small: Value = serde_json::from_str(
         &call(
@@ -631,8 +644,8 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!(small["runs"]["entries"].as_array().unwrap().len(), 1);
-    assert_eq!(small["runs"]["truncated"], in_session.len() > 1);
+    assert_eq!(small["run_list"]["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(small["run_list"]["truncated"], in_session.len() > 1);
     assert_eq!(small["truncated"], true);
     let unknown = call(&client, "session_summary", json!({ "session_id": "no-such" }))
         .await
@@ -664,22 +677,37 @@ async fn monitoring_lists_and_runs_the_catalog_questions() {
         assert_eq!(answer.rows, server.rows(question.sql).await, "{}", question.name);
         assert!(answer.last.ends_with("truncated: false"), "{}", question.name);
     }
-    // Within a window: the same as the windowed SQL, and the second day's denials only.
-    let day = json!({
-        "question": "denials_by_policy_per_day",
-        "since": "2026-11-02T00:00:00Z",
-        "until": "2026-11-03T00:00:00Z",
-    });
-    let answer = table(&call(&client, "monitoring", day).await.unwrap());
-    let whole = server
-        .rows(query::monitoring::question("denials_by_policy_per_day").unwrap().sql)
+    // Within a window: tool executions by retry source add up to the executions that started
+    // in it (from the middle one on).
+    let question = query::monitoring::question("retries_by_source").unwrap();
+    let starts = server
+        .rows("SELECT start_time FROM tool_calls ORDER BY start_time")
         .await;
-    let second_day: Vec<Value> = whole
-        .into_iter()
-        .filter(|row| text(&row[0]).starts_with("2026-11-02"))
-        .collect();
-    assert!(!second_day.is_empty());
-    assert_eq!(answer.rows, second_day);
+    let since = text(&starts[starts.len() / 2][0]);
+    let expected = server
+        .count(&format!(
+            "SELECT count(*) FROM tool_calls WHERE start_time >= '{since}'"
+        ))
+        .await;
+    assert!(expected > 0 && expected < i64::try_from(starts.len()).unwrap());
+    let answer = call(
+        &client,
+        "monitoring",
+        json!({ "question": question.name, "since": since }),
+    )
+    .await
+    .unwrap();
+    let shown_since = &since[..19];
+    assert!(
+        answer.contains(&format!("\nwindow: since {shown_since}Z until open\n")),
+        "{answer}"
+    );
+    let counted: i64 = table(&answer)
+        .rows
+        .iter()
+        .map(|row| row[1].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, expected);
     let unknown = call(&client, "monitoring", json!({ "question": "happiness" }))
         .await
         .unwrap_err();

@@ -319,7 +319,12 @@ impl SightlineMcp {
         }
     }
 
-    async fn rows(&self, sql: &str, access: Access, max_rows: usize) -> Result<QueryOutput, CallToolResult> {
+    async fn rows(
+        &self,
+        sql: &str,
+        access: Access,
+        max_rows: usize,
+    ) -> Result<QueryOutput, CallToolResult> {
         self.state
             .sql
             .execute_capped(sql, access, max_rows)
@@ -729,7 +734,10 @@ impl SightlineMcp {
                     .iter()
                     .filter_map(|column| column["name"].as_str())
                     .collect();
-                let rows = json["rows"].as_array().map(Vec::as_slice).unwrap_or_default();
+                let rows = json["rows"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 let cut = output.truncated || rows.len() > cap;
                 truncated |= cut;
                 let entries: Vec<Value> = rows

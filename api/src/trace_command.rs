@@ -72,7 +72,10 @@ impl TraceSource for SqlTarget {
 /// The span tree of `trace_id` (any case; checked) as `sightline trace` draws it without
 /// colors: decisions under the spans they gate. Fails naming `source` when the trace has no
 /// spans there.
-pub(crate) async fn trace_text(source: &impl TraceSource, trace_id: &str) -> anyhow::Result<String> {
+pub(crate) async fn trace_text(
+    source: &impl TraceSource,
+    trace_id: &str,
+) -> anyhow::Result<String> {
     let trace_id = parse_trace_id(trace_id)?;
     let rows = fetch_trace(source, &trace_id).await?;
     Ok(render::trace(&rows, false))

@@ -218,7 +218,10 @@ pub const QUESTIONS: &[Question] = &[
         name: "retry_rate_by_tool",
         title: "Retry rate by tool",
         description: "Per tool with at least one retry: executions, retries and the attempt-level retry rate (share of executions that were retries); logical calls, retried calls and the operation-level rate (share of calls that needed a retry).",
-        window: Window::Column { table: "tool_calls", column: "start_time" },
+        window: Window::Column {
+            table: "tool_calls",
+            column: "start_time",
+        },
         sql: r#"WITH operations AS (
     SELECT tool_name, trace_id, operation_span_id, count(*) AS attempts,
         count(*) FILTER (WHERE is_retry) AS retries
@@ -241,7 +244,10 @@ ORDER BY attempt_retry_rate DESC, tool_name"#,
         name: "retries_by_source",
         title: "Tool retries by source",
         description: "Tool executions by retry source: explicit (the span says so), inferred (the tool called again after it failed) or none.",
-        window: Window::Column { table: "tool_calls", column: "start_time" },
+        window: Window::Column {
+            table: "tool_calls",
+            column: "start_time",
+        },
         sql: r#"SELECT coalesce(retry_source, 'none') AS source, count(*) FROM tool_calls
 GROUP BY 1 ORDER BY 1"#,
     },
@@ -249,7 +255,10 @@ GROUP BY 1 ORDER BY 1"#,
         name: "denials_by_policy_per_day",
         title: "Denials by policy per day",
         description: "Decisions with verdict deny per UTC day, decision kind and policy id.",
-        window: Window::Column { table: "decisions", column: "time" },
+        window: Window::Column {
+            table: "decisions",
+            column: "time",
+        },
         sql: r#"SELECT date_trunc('day', time) AS day, kind, policy_id, count(*) AS denials
 FROM decisions
 WHERE verdict = 'deny'
@@ -260,7 +269,10 @@ ORDER BY 1, 2, 3"#,
         name: "error_rate_by_agent",
         title: "Error rate by agent",
         description: "Per agent: top-level runs, runs that ended in error or were refused, the run error rate, failed model and tool calls, and all calls.",
-        window: Window::Column { table: "agent_runs", column: "start_time" },
+        window: Window::Column {
+            table: "agent_runs",
+            column: "start_time",
+        },
         sql: r#"SELECT agent_name,
     count(*) AS runs,
     count(*) FILTER (WHERE outcome = 'error') AS failed,
@@ -276,7 +288,10 @@ ORDER BY error_rate DESC, agent_name"#,
         name: "tokens_and_latency_by_model",
         title: "Tokens and p95 latency by model",
         description: "Per provider and requested model: model calls, input, output and cache-read tokens, and the 95th percentile call latency in milliseconds.",
-        window: Window::Column { table: "llm_calls", column: "start_time" },
+        window: Window::Column {
+            table: "llm_calls",
+            column: "start_time",
+        },
         sql: r#"SELECT provider, request_model,
     count(*) AS calls,
     sum(input_tokens) AS input_tokens,
@@ -291,7 +306,10 @@ ORDER BY provider, request_model"#,
         name: "unguarded_destructive_tools",
         title: "Destructive tools that ran without an allow or an approval",
         description: "Calls of destructive tools that no decision allowed, denied or escalated and no human approved: they ran unguarded.",
-        window: Window::Column { table: "tool_calls", column: "start_time" },
+        window: Window::Column {
+            table: "tool_calls",
+            column: "start_time",
+        },
         sql: r#"SELECT t.trace_id, t.span_id, t.agent_name, t.tool_name, t.verdict
 FROM tool_calls t
 LEFT JOIN decisions d ON d.trace_id = t.trace_id AND d.span_id = t.span_id
@@ -307,7 +325,11 @@ ORDER BY t.start_time"#,
         name: "top_sessions_by_tokens",
         title: "Top sessions by tokens",
         description: "The five sessions that used the most tokens (input plus output), with their user and number of runs.",
-        window: Window::Overlap { table: "sessions", first: "first_seen", last: "last_seen" },
+        window: Window::Overlap {
+            table: "sessions",
+            first: "first_seen",
+            last: "last_seen",
+        },
         sql: r#"SELECT session_id, user_id, runs, input_tokens + output_tokens AS tokens, input_tokens,
     output_tokens
 FROM sessions
@@ -365,7 +387,10 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), QUESTIONS.len());
-        assert_eq!(question("orphan_spans").map(|q| q.title), Some("Spans whose parent is missing"));
+        assert_eq!(
+            question("orphan_spans").map(|q| q.title),
+            Some("Spans whose parent is missing")
+        );
         assert_eq!(question("nope"), None);
     }
 

@@ -19,10 +19,16 @@ use serde_json::Value;
 /// query had more than the row cap (`output.truncated`), or the text reached `max_bytes`.
 pub(crate) fn rows_text(output: &query::QueryOutput, max_rows: usize, max_bytes: usize) -> String {
     let json = query::format::to_json(output);
-    let columns = json["columns"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let columns = json["columns"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let names: Vec<&Value> = columns.iter().map(|column| &column["name"]).collect();
     let types: Vec<&Value> = columns.iter().map(|column| &column["type"]).collect();
-    let rows = json["rows"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let rows = json["rows"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let mut out = format!(
         "columns: {}\ntypes: {}\n",
         serde_json::to_string(&names).unwrap_or_default(),

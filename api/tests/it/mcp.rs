@@ -9,11 +9,11 @@ use std::sync::Arc;
 use api::ServerConfig;
 use api::auth::{Scope, TokenSection, Tokens, token_hash};
 use prost::Message as _;
+use rmcp::ServiceExt as _;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::ServiceExt as _;
 use serde_json::{Value, json};
 
 use crate::support::TestServer;
@@ -161,8 +161,12 @@ struct Table {
 }
 
 fn table(text: &str) -> Table {
-    let mut lines = text.lines().skip_while(|line| !line.starts_with("columns: "));
-    let header = lines.next().unwrap_or_else(|| panic!("no columns line in {text}"));
+    let mut lines = text
+        .lines()
+        .skip_while(|line| !line.starts_with("columns: "));
+    let header = lines
+        .next()
+        .unwrap_or_else(|| panic!("no columns line in {text}"));
     let columns: Vec<String> = serde_json::from_str(&header["columns: ".len()..]).unwrap();
     let types = lines.next().unwrap();
     assert!(types.starts_with("types: ["), "{text}");
@@ -199,17 +203,25 @@ async fn tools_are_listed_with_schemas_and_sql_answers_as_the_sql_api() {
     assert_eq!(info.server_info.as_ref().unwrap().name, "sightline");
     let tools = client.list_all_tools().await.unwrap();
     let names: BTreeSet<String> = tools.iter().map(|tool| tool.name.to_string()).collect();
-    let expected: BTreeSet<String> = ["find_runs", "get_trace", "monitoring", "session_summary", "sql"]
-        .map(str::to_owned)
-        .into_iter()
-        .collect();
+    let expected: BTreeSet<String> = [
+        "find_runs",
+        "get_trace",
+        "monitoring",
+        "session_summary",
+        "sql",
+    ]
+    .map(str::to_owned)
+    .into_iter()
+    .collect();
     assert_eq!(names, expected);
     for tool in &tools {
         let schema = Value::Object((*tool.input_schema).clone());
         assert_eq!(schema["type"], "object", "{}: {schema}", tool.name);
         assert!(schema["properties"].is_object(), "{}: {schema}", tool.name);
         assert!(
-            tool.description.as_deref().is_some_and(|text| text.len() > 40),
+            tool.description
+                .as_deref()
+                .is_some_and(|text| text.len() > 40),
             "{}",
             tool.name
         );
@@ -221,14 +233,24 @@ async fn tools_are_listed_with_schemas_and_sql_answers_as_the_sql_api() {
     let query = "SELECT agent_name, outcome, count(*) AS runs, sum(llm_calls) AS llm_calls \
                  FROM agent_runs GROUP BY agent_name, outcome ORDER BY agent_name, outcome";
     let answer = table(&call(&client, "sql", json!({ "sql": query })).await.unwrap());
-    assert_eq!(answer.columns, ["agent_name", "outcome", "runs", "llm_calls"]);
+    assert_eq!(
+        answer.columns,
+        ["agent_name", "outcome", "runs", "llm_calls"]
+    );
     assert_eq!(answer.rows, server.rows(query).await);
     assert!(!answer.rows.is_empty());
-    assert_eq!(answer.last, format!("rows: {}, truncated: false", answer.rows.len()));
+    assert_eq!(
+        answer.last,
+        format!("rows: {}, truncated: false", answer.rows.len())
+    );
     let spans = table(
-        &call(&client, "sql", json!({ "sql": "SELECT count(*) AS spans FROM spans" }))
-            .await
-            .unwrap(),
+        &call(
+            &client,
+            "sql",
+            json!({ "sql": "SELECT count(*) AS spans FROM spans" }),
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(spans.rows, vec![json!([sent])]);
 
@@ -240,8 +262,16 @@ async fn tools_are_listed_with_schemas_and_sql_answers_as_the_sql_api() {
             .unwrap(),
     );
     assert_eq!(capped.rows, server.rows(ordered).await[..5].to_vec());
-    assert!(capped.last.starts_with("rows: 5, truncated: true"), "{}", capped.last);
-    let default_cap = table(&call(&client, "sql", json!({ "sql": ordered })).await.unwrap());
+    assert!(
+        capped.last.starts_with("rows: 5, truncated: true"),
+        "{}",
+        capped.last
+    );
+    let default_cap = table(
+        &call(&client, "sql", json!({ "sql": ordered }))
+            .await
+            .unwrap(),
+    );
     assert_eq!(default_cap.rows.len(), 100);
     assert!(default_cap.last.contains("truncated: true"));
 
@@ -271,28 +301,44 @@ async fn tools_are_listed_with_schemas_and_sql_answers_as_the_sql_api() {
         "INSERT INTO spans SELECT * FROM spans",
         "COPY spans TO '/tmp/out.csv'",
     ] {
-        let refused = call(&client, "sql", json!({ "sql": statement })).await.unwrap_err();
+        let refused = call(&client, "sql", json!({ "sql": statement }))
+            .await
+            .unwrap_err();
         assert!(refused.contains("not allowed"), "{statement}: {refused}");
     }
-    let withheld = call(&client, "sql", json!({ "sql": "SELECT value FROM content" }))
-        .await
-        .unwrap_err();
+    let withheld = call(
+        &client,
+        "sql",
+        json!({ "sql": "SELECT value FROM content" }),
+    )
+    .await
+    .unwrap_err();
     assert!(withheld.contains("content"), "{withheld}");
     let invalid = call(&client, "sql", json!({ "sql": "SELECT nope FROM spans" }))
         .await
         .unwrap_err();
     assert!(invalid.contains("nope"), "{invalid}");
-    let too_many = call(&client, "sql", json!({ "sql": "SELECT 1", "max_rows": 5000 }))
-        .await
-        .unwrap_err();
+    let too_many = call(
+        &client,
+        "sql",
+        json!({ "sql": "SELECT 1", "max_rows": 5000 }),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(too_many, "max_rows must be between 1 and 1000, not 5000");
 
     // Arguments that do not fit the schema: a tool error naming the problem (rmcp answers
     // them as `isError` results rather than JSON-RPC errors).
     for (arguments, problem) in [
         (json!({}), "missing field `sql`"),
-        (json!({ "sql": 1 }), "invalid type: integer `1`, expected a string"),
-        (json!({ "sql": "SELECT 1", "limit": 3 }), "unknown field `limit`"),
+        (
+            json!({ "sql": 1 }),
+            "invalid type: integer `1`, expected a string",
+        ),
+        (
+            json!({ "sql": "SELECT 1", "limit": 3 }),
+            "unknown field `limit`",
+        ),
     ] {
         let refused = call(&client, "sql", arguments.clone()).await.unwrap_err();
         assert!(
@@ -320,9 +366,13 @@ async fn get_trace_draws_what_sightline_trace_draws_and_content_needs_its_scope(
     let trace_id = text(&busiest[0][0]);
     let decisions = busiest[0][1].as_i64().unwrap();
     assert!(decisions > 0);
-    let drawn = call(&client, "get_trace", json!({ "trace_id": trace_id.to_uppercase() }))
-        .await
-        .unwrap();
+    let drawn = call(
+        &client,
+        "get_trace",
+        json!({ "trace_id": trace_id.to_uppercase() }),
+    )
+    .await
+    .unwrap();
     let spans = server
         .count(&format!(
             "SELECT count(DISTINCT span_id) FROM spans WHERE trace_id = '{trace_id}'"
@@ -349,7 +399,10 @@ async fn get_trace_draws_what_sightline_trace_draws_and_content_needs_its_scope(
         .await
     {
         if let Some(policy) = row[1].as_str() {
-            assert!(drawn.contains(&format!("policy={policy}")), "{policy}: {drawn}");
+            assert!(
+                drawn.contains(&format!("policy={policy}")),
+                "{policy}: {drawn}"
+            );
         }
     }
     // The very text `sightline trace` prints, without colors, and a note on content.
@@ -360,7 +413,11 @@ async fn get_trace_draws_what_sightline_trace_draws_and_content_needs_its_scope(
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
-    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
     let cli = String::from_utf8(cli.stdout).unwrap();
     assert_eq!(
         drawn,
@@ -371,9 +428,13 @@ async fn get_trace_draws_what_sightline_trace_draws_and_content_needs_its_scope(
     );
 
     // A line cap keeps the first lines and says how many were left out.
-    let short = call(&client, "get_trace", json!({ "trace_id": trace_id, "max_lines": 3 }))
-        .await
-        .unwrap();
+    let short = call(
+        &client,
+        "get_trace",
+        json!({ "trace_id": trace_id, "max_lines": 3 }),
+    )
+    .await
+    .unwrap();
     let total = drawn.lines().count();
     let kept: Vec<&str> = short.lines().collect();
     assert_eq!(kept[..3], drawn.lines().take(3).collect::<Vec<_>>()[..]);
@@ -401,7 +462,10 @@ async fn get_trace_draws_what_sightline_trace_draws_and_content_needs_its_scope(
     let malformed = call(&client, "get_trace", json!({ "trace_id": "42" }))
         .await
         .unwrap_err();
-    assert!(malformed.starts_with("invalid trace id \"42\""), "{malformed}");
+    assert!(
+        malformed.starts_with("invalid trace id \"42\""),
+        "{malformed}"
+    );
 
     // Content: withheld without the content scope, listed with it.
     let withheld = call(
@@ -468,7 +532,10 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
         )
         .await;
     assert_eq!(
-        all.rows.iter().map(|row| (text(&row[1]), text(&row[2]))).collect::<Vec<_>>(),
+        all.rows
+            .iter()
+            .map(|row| (text(&row[1]), text(&row[2])))
+            .collect::<Vec<_>>(),
         by_sql.iter().map(run_key).collect::<Vec<_>>()
     );
 
@@ -503,7 +570,9 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
     // The rarest verdict (the generator draws allow and warn).
     let verdict = text(
         &server
-            .rows("SELECT verdict FROM decisions GROUP BY verdict ORDER BY count(*), verdict LIMIT 1")
+            .rows(
+                "SELECT verdict FROM decisions GROUP BY verdict ORDER BY count(*), verdict LIMIT 1",
+            )
             .await[0][0],
     );
     for (arguments, sql) in [
@@ -536,18 +605,34 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
         let expected: Vec<(String, String)> = server.rows(&sql).await.iter().map(run_key).collect();
         assert!(!expected.is_empty(), "{arguments}");
         assert_eq!(
-            found.rows.iter().map(|row| (text(&row[1]), text(&row[2]))).collect::<Vec<_>>(),
+            found
+                .rows
+                .iter()
+                .map(|row| (text(&row[1]), text(&row[2])))
+                .collect::<Vec<_>>(),
             expected,
             "{arguments}"
         );
     }
-    let two = table(&call(&client, "find_runs", json!({ "max_rows": 2 })).await.unwrap());
-    assert_eq!(two.rows.len(), 2);
-    assert!(two.last.starts_with("rows: 2, truncated: true"), "{}", two.last);
-    let nothing = table(
-        &call(&client, "find_runs", json!({ "agent": "nobody' OR '1' = '1" }))
+    let two = table(
+        &call(&client, "find_runs", json!({ "max_rows": 2 }))
             .await
             .unwrap(),
+    );
+    assert_eq!(two.rows.len(), 2);
+    assert!(
+        two.last.starts_with("rows: 2, truncated: true"),
+        "{}",
+        two.last
+    );
+    let nothing = table(
+        &call(
+            &client,
+            "find_runs",
+            json!({ "agent": "nobody' OR '1' = '1" }),
+        )
+        .await
+        .unwrap(),
     );
     assert!(nothing.rows.is_empty());
     let bad_time = call(&client, "find_runs", json!({ "since": "last tuesday" }))
@@ -558,7 +643,8 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
         .await
         .unwrap_err();
     assert!(
-        crashed.contains("unknown variant `crashed`, expected one of `success`, `error`, `refused`"),
+        crashed
+            .contains("unknown variant `crashed`, expected one of `success`, `error`, `refused`"),
         "{crashed}"
     );
 
@@ -616,7 +702,14 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|entry| json!([entry["tool_name"], entry["calls"], entry["errors"], entry["retries"]]))
+        .map(|entry| {
+            json!([
+                entry["tool_name"],
+                entry["calls"],
+                entry["errors"],
+                entry["retries"]
+            ])
+        })
         .collect();
     assert_eq!(listed, tools);
     let denials = server
@@ -626,7 +719,10 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
         ))
         .await;
     assert_eq!(
-        summary["denials_and_escalations"]["entries"].as_array().unwrap().len(),
+        summary["denials_and_escalations"]["entries"]
+            .as_array()
+            .unwrap()
+            .len(),
         usize::try_from(denials).unwrap()
     );
     assert_eq!(
@@ -647,10 +743,17 @@ async fn find_runs_and_session_summary_match_sql_and_the_generated_input() {
     assert_eq!(small["run_list"]["entries"].as_array().unwrap().len(), 1);
     assert_eq!(small["run_list"]["truncated"], in_session.len() > 1);
     assert_eq!(small["truncated"], true);
-    let unknown = call(&client, "session_summary", json!({ "session_id": "no-such" }))
-        .await
-        .unwrap_err();
-    assert!(unknown.starts_with("session \"no-such\" not found"), "{unknown}");
+    let unknown = call(
+        &client,
+        "session_summary",
+        json!({ "session_id": "no-such" }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        unknown.starts_with("session \"no-such\" not found"),
+        "{unknown}"
+    );
     client.cancel().await.unwrap();
     server.stop().await;
 }
@@ -666,16 +769,29 @@ async fn monitoring_lists_and_runs_the_catalog_questions() {
             listing.contains(&format!("\n- {}: {}. ", question.name, question.title)),
             "{listing}"
         );
-        let answer = call(&client, "monitoring", json!({ "question": question.name, "max_rows": 1000 }))
-            .await
-            .unwrap();
+        let answer = call(
+            &client,
+            "monitoring",
+            json!({ "question": question.name, "max_rows": 1000 }),
+        )
+        .await
+        .unwrap();
         assert!(answer.starts_with(&format!(
             "question: {} ({})\nwindow: the whole store\nsql:\n{}\n",
             question.name, question.title, question.sql
         )));
         let answer = table(&answer);
-        assert_eq!(answer.rows, server.rows(question.sql).await, "{}", question.name);
-        assert!(answer.last.ends_with("truncated: false"), "{}", question.name);
+        assert_eq!(
+            answer.rows,
+            server.rows(question.sql).await,
+            "{}",
+            question.name
+        );
+        assert!(
+            answer.last.ends_with("truncated: false"),
+            "{}",
+            question.name
+        );
     }
     // Within a window: tool executions by retry source add up to the executions that started
     // in it (from the middle one on).
@@ -711,7 +827,12 @@ async fn monitoring_lists_and_runs_the_catalog_questions() {
     let unknown = call(&client, "monitoring", json!({ "question": "happiness" }))
         .await
         .unwrap_err();
-    assert!(unknown.starts_with("no monitoring question \"happiness\"; the questions are: retry_rate_by_tool, "), "{unknown}");
+    assert!(
+        unknown.starts_with(
+            "no monitoring question \"happiness\"; the questions are: retry_rate_by_tool, "
+        ),
+        "{unknown}"
+    );
     let backwards = call(
         &client,
         "monitoring",
@@ -751,6 +872,9 @@ async fn mcp_wants_a_query_token() {
     }
     // The rmcp client without a token cannot even initialize.
     let refused = connect(&server, None).await.unwrap_err();
-    assert!(refused.contains("401") || refused.to_lowercase().contains("auth"), "{refused}");
+    assert!(
+        refused.contains("401") || refused.to_lowercase().contains("auth"),
+        "{refused}"
+    );
     server.stop().await;
 }

@@ -29,8 +29,7 @@ fn base_ns() -> i64 {
 
 /// Nanoseconds of an RFC 3339 result value.
 fn nanos(value: &Value) -> i64 {
-    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(value.as_str().unwrap())
-        .unwrap()
+    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(value.as_str().unwrap()).unwrap()
 }
 
 #[test]
@@ -137,7 +136,11 @@ async fn string_literals_read_back_as_the_same_text() {
         "",
     ] {
         let answer = rows(&fixture.sql, &format!("SELECT {}", string_literal(text))).await;
-        assert_eq!(answer, vec![Value::from(vec![Value::from(text)])], "{text:?}");
+        assert_eq!(
+            answer,
+            vec![Value::from(vec![Value::from(text)])],
+            "{text:?}"
+        );
     }
 }
 
@@ -212,10 +215,7 @@ async fn run_search_keeps_exactly_the_matching_runs_newest_first() {
                 tool: Some(tool.to_owned()),
                 ..RunFilter::default()
             },
-            Box::new(|row| {
-                runs.traces_with_tool
-                    .contains(row[0].as_str().unwrap())
-            }),
+            Box::new(|row| runs.traces_with_tool.contains(row[0].as_str().unwrap())),
         ),
         (
             RunFilter {
@@ -227,8 +227,7 @@ async fn run_search_keeps_exactly_the_matching_runs_newest_first() {
                 ..RunFilter::default()
             },
             Box::new(|row| {
-                runs.traces_with_verdict
-                    .contains(row[0].as_str().unwrap())
+                runs.traces_with_verdict.contains(row[0].as_str().unwrap())
                     && nanos(&row[5]) >= since
             }),
         ),
@@ -254,18 +253,17 @@ async fn run_search_keeps_exactly_the_matching_runs_newest_first() {
             })
             .collect();
         expected.sort();
-        let found: Vec<(i64, String, String)> =
-            rows(&fixture.sql, &find_runs_sql(&filter, 10_000))
-                .await
-                .iter()
-                .map(|row| {
-                    (
-                        -nanos(&row[0]),
-                        row[1].as_str().unwrap().to_owned(),
-                        row[2].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect();
+        let found: Vec<(i64, String, String)> = rows(&fixture.sql, &find_runs_sql(&filter, 10_000))
+            .await
+            .iter()
+            .map(|row| {
+                (
+                    -nanos(&row[0]),
+                    row[1].as_str().unwrap().to_owned(),
+                    row[2].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
         assert_eq!(found, expected, "{filter:?}");
     }
 }
@@ -287,7 +285,11 @@ async fn a_capped_query_keeps_the_first_rows_and_says_it_stopped() {
             .unwrap();
         assert!(output.truncated, "cap {cap}");
         let kept = query::format::to_json(&output)["rows"].take();
-        assert_eq!(kept.as_array().unwrap().as_slice(), &all[..cap], "cap {cap}");
+        assert_eq!(
+            kept.as_array().unwrap().as_slice(),
+            &all[..cap],
+            "cap {cap}"
+        );
     }
     for cap in [total, total + 1] {
         let output = fixture

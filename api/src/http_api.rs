@@ -1,5 +1,5 @@
-//! The HTTP API: `GET /healthz`, `POST /api/v1/sql`, `GET /api/v1/traces/{trace_id}`, and with
-//! `--enable-purge` `POST /purge`.
+//! The HTTP API: `GET /healthz`, `POST /api/v1/sql`, `GET /api/v1/traces/{trace_id}`, the MCP
+//! endpoint `/mcp` ([`crate::mcp`]), and with `--enable-purge` `POST /purge`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -298,7 +298,9 @@ pub fn router(state: Arc<AppState>, timeout: Duration, enable_purge: bool) -> Ro
         .route("/metrics", get(metrics))
         .route("/api/v1/admin", post(admin))
         .route("/api/v1/sql", post(sql))
-        .route("/api/v1/traces/{trace_id}", get(trace));
+        .route("/api/v1/traces/{trace_id}", get(trace))
+        // MCP (streamable HTTP), behind the same auth middleware and timeout (crate::mcp).
+        .nest_service("/mcp", crate::mcp::service(Arc::clone(&state)));
     if enable_purge {
         router = router.route("/purge", post(purge));
     }

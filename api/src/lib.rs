@@ -14,6 +14,7 @@ pub mod http_api;
 pub mod jaeger;
 pub mod listener;
 pub mod maintenance;
+pub mod mcp;
 pub mod metrics;
 pub mod otlp;
 pub mod otlp_grpc;

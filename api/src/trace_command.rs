@@ -13,6 +13,7 @@ mod render;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
+use std::fmt;
 use std::io::Write;
 
 use anyhow::{Context as _, bail};
@@ -54,6 +55,32 @@ pub async fn run(
     Ok(())
 }
 
+/// Where a trace is read from: anything that runs SQL and answers rows in the shape of
+/// `query::format::to_json` (the CLI's [`SqlTarget`], the MCP server's own engine). Its
+/// `Display` names it in messages ("trace ... not found in {source}").
+pub(crate) trait TraceSource: fmt::Display + Sync {
+    /// Runs `sql`, answering `{"columns": [...], "rows": [...]}`.
+    fn query_json(&self, sql: &str) -> impl Future<Output = anyhow::Result<Value>> + Send;
+}
+
+impl TraceSource for SqlTarget {
+    fn query_json(&self, sql: &str) -> impl Future<Output = anyhow::Result<Value>> + Send {
+        self.json(sql)
+    }
+}
+
+/// The span tree of `trace_id` (any case; checked) as `sightline trace` draws it without
+/// colors: decisions under the spans they gate. Fails naming `source` when the trace has no
+/// spans there.
+pub(crate) async fn trace_text(
+    source: &impl TraceSource,
+    trace_id: &str,
+) -> anyhow::Result<String> {
+    let trace_id = parse_trace_id(trace_id)?;
+    let rows = fetch_trace(source, &trace_id).await?;
+    Ok(render::trace(&rows, false))
+}
+
 /// `--color auto` colors only a terminal, and only when `NO_COLOR` is unset or empty
 /// (<https://no-color.org>).
 fn color_enabled(choice: ColorChoice, stdout_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
@@ -74,15 +101,15 @@ fn parse_trace_id(text: &str) -> anyhow::Result<String> {
     Ok(id.to_string())
 }
 
-/// A SQL string literal.
+/// A SQL string literal (the query crate's one escaping rule).
 fn sql_string(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    query::monitoring::string_literal(text)
 }
 
 /// Which of the agent views this store has.
-async fn views(target: &SqlTarget) -> anyhow::Result<HashSet<String>> {
+async fn views(target: &impl TraceSource) -> anyhow::Result<HashSet<String>> {
     let result = target
-        .json(
+        .query_json(
             "SELECT table_name FROM information_schema.tables \
              WHERE table_name IN ('decisions', 'tool_calls', 'agent_runs')",
         )
@@ -94,10 +121,10 @@ async fn views(target: &SqlTarget) -> anyhow::Result<HashSet<String>> {
         .collect())
 }
 
-async fn fetch_trace(target: &SqlTarget, trace_id: &str) -> anyhow::Result<TraceRows> {
+async fn fetch_trace(target: &impl TraceSource, trace_id: &str) -> anyhow::Result<TraceRows> {
     let id = sql_string(trace_id);
     let spans = target
-        .json(&format!(
+        .query_json(&format!(
             // DISTINCT: copies of a re-sent span (the raw table keeps every one) draw once.
             "SELECT DISTINCT span_id, parent_span_id, span_name, \
              CAST(start_time AS BIGINT) AS start_ns, \
@@ -117,7 +144,7 @@ async fn fetch_trace(target: &SqlTarget, trace_id: &str) -> anyhow::Result<Trace
     let views = views(target).await?;
     let decisions = if views.contains("decisions") {
         let result = target
-            .json(&format!(
+            .query_json(&format!(
                 "SELECT span_id, CAST(\"time\" AS BIGINT) AS time_ns, kind, verdict, action, \
                  policy_id, risk, context_source, reasoning, approval_status, approval_latency_ms \
                  FROM decisions WHERE trace_id = {id} ORDER BY \"time\", decision_id"
@@ -129,7 +156,7 @@ async fn fetch_trace(target: &SqlTarget, trace_id: &str) -> anyhow::Result<Trace
     };
     let tool_calls = if views.contains("tool_calls") {
         let result = target
-            .json(&format!(
+            .query_json(&format!(
                 "SELECT span_id, attempt, is_retry, retry_source \
                  FROM tool_calls WHERE trace_id = {id}"
             ))

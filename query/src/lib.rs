@@ -21,6 +21,9 @@
 //! attributes, time and duration; services; operations; trace summaries; dependencies) with
 //! direct, synchronous engine scans, without DataFusion.
 //!
+//! [`monitoring`] holds the named questions of `docs/monitoring.md` (the catalog every surface
+//! lists and runs) and the SQL of the run search.
+//!
 //! Layering: `api -> query -> engine`. DataFusion types stay inside this crate; Arrow types
 //! are the currency of [`QueryOutput`].
 //!
@@ -70,6 +73,7 @@ mod error;
 mod explode;
 pub mod format;
 mod guard;
+pub mod monitoring;
 mod options;
 pub mod pg_catalog;
 mod pool;

@@ -42,6 +42,9 @@ pub struct QueryOutput {
     /// Engine counters of every table scan the query ran, summed (all zero for `EXPLAIN`
     /// without `ANALYZE`, which reads nothing).
     pub scan_metrics: ScanMetricsSnapshot,
+    /// The query had more rows than the cap of [`SqlEngine::execute_capped`], which kept the
+    /// first ones and stopped the query (always false for [`SqlEngine::execute`]).
+    pub truncated: bool,
 }
 
 impl QueryOutput {
@@ -51,6 +54,7 @@ impl QueryOutput {
             schema,
             batches,
             scan_metrics: ScanMetricsSnapshot::default(),
+            truncated: false,
         }
     }
 
@@ -169,7 +173,7 @@ impl SqlEngine {
     /// that reads the `content` table (anywhere, subqueries included) fails with
     /// [`Error::Forbidden`] before it runs.
     pub async fn execute_with(&self, sql: &str, access: Access) -> Result<QueryOutput> {
-        self.execute_params(sql, access, Vec::new()).await
+        self.execute_bounded(sql, access, Vec::new(), None).await
     }
 
     /// [`SqlEngine::execute_with`] for a statement with positional parameters (`$1`, `$2`,
@@ -181,12 +185,37 @@ impl SqlEngine {
         access: Access,
         parameters: Vec<ArrayRef>,
     ) -> Result<QueryOutput> {
+        self.execute_bounded(sql, access, parameters, None).await
+    }
+
+    /// [`SqlEngine::execute_with`] keeping at most `max_rows` rows: past them the query is
+    /// stopped and the output says [`QueryOutput::truncated`] instead of failing with
+    /// [`Error::TooManyRows`] (for previews, such as an MCP tool's answer). A `max_rows` above
+    /// [`Options::max_result_rows`] is lowered to it.
+    pub async fn execute_capped(
+        &self,
+        sql: &str,
+        access: Access,
+        max_rows: usize,
+    ) -> Result<QueryOutput> {
+        self.execute_bounded(sql, access, Vec::new(), Some(max_rows))
+            .await
+    }
+
+    async fn execute_bounded(
+        &self,
+        sql: &str,
+        access: Access,
+        parameters: Vec<ArrayRef>,
+        cap: Option<usize>,
+    ) -> Result<QueryOutput> {
         complexity::check(sql)?;
         let state = self.query_state()?;
         let sql = sql.to_owned();
         let limits = ResultLimits {
             rows: self.options.max_result_rows,
             bytes: self.options.max_result_bytes,
+            cap: cap.map(|cap| cap.min(self.options.max_result_rows)),
         };
         let mut values = Vec::with_capacity(parameters.len());
         for parameter in &parameters {
@@ -278,6 +307,8 @@ impl Access {
 struct ResultLimits {
     rows: usize,
     bytes: usize,
+    /// Keep this many rows and stop, instead of failing past `rows`.
+    cap: Option<usize>,
 }
 
 /// Parses, plans and runs `sql` on `state`, collecting the result within `limits` and the
@@ -305,23 +336,33 @@ async fn run(
         MemoryConsumer::new("query result").register(&state.runtime_env().memory_pool);
     let mut batches = Vec::new();
     let mut rows = 0usize;
+    let mut truncated = false;
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(Error::from_datafusion)?;
+        let mut batch = batch.map_err(Error::from_datafusion)?;
+        if let Some(cap) = limits.cap
+            && rows.saturating_add(batch.num_rows()) > cap
+        {
+            // Keep what fits and stop: dropping the stream cancels the rest of the query.
+            batch = batch.slice(0, cap - rows);
+            truncated = true;
+        }
         rows = rows.saturating_add(batch.num_rows());
         if rows > limits.rows {
             return Err(Error::TooManyRows { limit: limits.rows });
         }
-        if batch.num_rows() == 0 {
-            continue;
+        if batch.num_rows() > 0 {
+            let size = batch.get_array_memory_size();
+            if reservation.size().saturating_add(size) > limits.bytes {
+                return Err(Error::TooLarge {
+                    limit: limits.bytes,
+                });
+            }
+            reservation.try_grow(size).map_err(Error::from_datafusion)?;
+            batches.push(batch);
         }
-        let size = batch.get_array_memory_size();
-        if reservation.size().saturating_add(size) > limits.bytes {
-            return Err(Error::TooLarge {
-                limit: limits.bytes,
-            });
+        if truncated {
+            break;
         }
-        reservation.try_grow(size).map_err(Error::from_datafusion)?;
-        batches.push(batch);
     }
     drop(stream);
     let scan_metrics = scan_metrics(&physical);
@@ -335,6 +376,7 @@ async fn run(
         schema: physical.schema(),
         batches,
         scan_metrics,
+        truncated,
     })
 }
 

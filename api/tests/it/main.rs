@@ -8,6 +8,7 @@ mod exporters;
 mod http;
 mod jaeger;
 mod pg;
+mod mcp;
 mod retention;
 mod support;
 mod tls;

@@ -8,6 +8,7 @@ mod formats;
 mod guard;
 mod limits;
 mod monitoring;
+mod monitoring_catalog;
 mod monitoring_fixture;
 mod pushdown;
 mod sessions;

@@ -403,6 +403,11 @@ impl StartupHandler for Backend {
 }
 
 impl Backend {
+    /// The result byte limit of the SQL engine, also applied to the encoded rows.
+    fn max_result_bytes(&self) -> usize {
+        self.state.sql.options().max_result_bytes
+    }
+
     /// Runs `sql` through the SQL engine (guard, limits, pool) and counts it like an HTTP query.
     async fn run(
         &self,
@@ -475,10 +480,11 @@ impl SimpleQueryHandler for Backend {
             Err(PgWireError::UserError(info)) => return Ok(vec![Response::Error(info)]),
             Err(other) => return Err(other),
         };
-        Ok(vec![Response::Query(values::encode(
-            &output,
-            &Format::UnifiedText,
-        )?)])
+        match values::encode(&output, &Format::UnifiedText, self.max_result_bytes()) {
+            Ok(response) => Ok(vec![Response::Query(response)]),
+            Err(PgWireError::UserError(info)) => Ok(vec![Response::Error(info)]),
+            Err(other) => Err(other),
+        }
     }
 }
 
@@ -570,6 +576,7 @@ impl ExtendedQueryHandler for Backend {
                 Ok(Response::Query(values::encode(
                     &output,
                     &portal.result_column_format,
+                    self.max_result_bytes(),
                 )?))
             }
         }

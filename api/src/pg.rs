@@ -471,6 +471,9 @@ impl SimpleQueryHandler for Backend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if compat::is_blank(query) {
+            return Ok(vec![Response::EmptyQuery]);
+        }
         let sql = compat::rewrite(query);
         if let Some(session) = Session::classify(&sql) {
             return Ok(vec![session.respond(&Format::UnifiedText)?]);
@@ -507,6 +510,9 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if compat::is_blank(sql) {
+            return Ok(None);
+        }
         let sql = compat::rewrite(sql);
         if let Some(session) = Session::classify(&sql) {
             return Ok(Some(Statement::Session(session)));

@@ -403,6 +403,11 @@ impl StartupHandler for Backend {
 }
 
 impl Backend {
+    /// The result byte limit of the SQL engine, also applied to the encoded rows.
+    fn max_result_bytes(&self) -> usize {
+        self.state.sql.options().max_result_bytes
+    }
+
     /// Runs `sql` through the SQL engine (guard, limits, pool) and counts it like an HTTP query.
     async fn run(
         &self,
@@ -466,6 +471,9 @@ impl SimpleQueryHandler for Backend {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if compat::is_blank(query) {
+            return Ok(vec![Response::EmptyQuery]);
+        }
         let sql = compat::rewrite(query);
         if let Some(session) = Session::classify(&sql) {
             return Ok(vec![session.respond(&Format::UnifiedText)?]);
@@ -475,10 +483,11 @@ impl SimpleQueryHandler for Backend {
             Err(PgWireError::UserError(info)) => return Ok(vec![Response::Error(info)]),
             Err(other) => return Err(other),
         };
-        Ok(vec![Response::Query(values::encode(
-            &output,
-            &Format::UnifiedText,
-        )?)])
+        match values::encode(&output, &Format::UnifiedText, self.max_result_bytes()) {
+            Ok(response) => Ok(vec![Response::Query(response)]),
+            Err(PgWireError::UserError(info)) => Ok(vec![Response::Error(info)]),
+            Err(other) => Err(other),
+        }
     }
 }
 
@@ -501,6 +510,9 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if compat::is_blank(sql) {
+            return Ok(None);
+        }
         let sql = compat::rewrite(sql);
         if let Some(session) = Session::classify(&sql) {
             return Ok(Some(Statement::Session(session)));
@@ -570,6 +582,7 @@ impl ExtendedQueryHandler for Backend {
                 Ok(Response::Query(values::encode(
                     &output,
                     &portal.result_column_format,
+                    self.max_result_bytes(),
                 )?))
             }
         }

@@ -51,9 +51,38 @@ pub(crate) fn rewrite(sql: &str) -> Cow<'_, str> {
     text
 }
 
+/// Whether `sql` holds no statement: only whitespace, semicolons and comments (pgx's ping is
+/// `-- ping`); PostgreSQL answers such text with EmptyQueryResponse.
+pub(crate) fn is_blank(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c == ';' || c.is_whitespace());
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = comment.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            match comment.split_once("*/") {
+                Some((_, after)) => rest = after,
+                // An unclosed comment is a syntax error for the parser to report.
+                None => return false,
+            }
+        } else {
+            return rest.is_empty();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comments_and_semicolons_alone_are_blank() {
+        assert!(is_blank("-- ping"));
+        assert!(is_blank(" ; /* x */ ;\n-- y\n"));
+        assert!(!is_blank("-- ping\nSELECT 1"));
+        assert!(!is_blank("/* open"));
+        assert!(!is_blank("SELECT 1 -- one"));
+    }
 
     #[test]
     fn psql_pattern_matches_lose_operator_and_collate() {

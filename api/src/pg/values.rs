@@ -75,9 +75,14 @@ fn is_nested(data_type: &DataType) -> bool {
     pg_type(data_type) == Type::JSON
 }
 
-/// `output` as a query response (all rows encoded now: the result is already bounded by the
-/// engine's row and byte limits).
-pub(crate) fn encode(output: &query::QueryOutput, format: &Format) -> PgWireResult<QueryResponse> {
+/// `output` as a query response, all rows encoded now (the engine bounded the result's rows
+/// and Arrow bytes); SQLSTATE 54000 when the encoded rows exceed `max_bytes`, as the HTTP API
+/// bounds its formatted body.
+pub(crate) fn encode(
+    output: &query::QueryOutput,
+    format: &Format,
+    max_bytes: usize,
+) -> PgWireResult<QueryResponse> {
     let fields = Arc::new(fields(&output.schema, format));
     // Nested values go out as the HTTP API's JSON.
     let json = output
@@ -93,6 +98,7 @@ pub(crate) fn encode(output: &query::QueryOutput, format: &Format) -> PgWireResu
     let mut rows = Vec::with_capacity(output.num_rows());
     let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
     let mut row_number = 0usize;
+    let mut encoded_bytes = 0usize;
     let options = FormatOptions::default();
     for batch in &output.batches {
         let formatters = batch
@@ -108,7 +114,18 @@ pub(crate) fn encode(output: &query::QueryOutput, format: &Format) -> PgWireResu
                     .and_then(|cells| cells.get(index));
                 encode_cell(&mut encoder, column, row, json_cell, &formatters[index])?;
             }
-            rows.push(Ok(encoder.take_row()));
+            let data_row = encoder.take_row();
+            encoded_bytes = encoded_bytes.saturating_add(data_row.data.len());
+            if encoded_bytes > max_bytes {
+                return Err(pg_error(
+                    "ERROR",
+                    "54000",
+                    format!(
+                        "query result exceeds {max_bytes} bytes once encoded; select fewer columns or rows"
+                    ),
+                ));
+            }
+            rows.push(Ok(data_row));
             row_number += 1;
         }
     }

@@ -481,6 +481,22 @@ async fn grafana_catalog_queries_and_a_time_series_work() {
     let client = connect(addr, None).await.unwrap();
     let relations = public_relations(&server).await;
 
+    // The data source's health check: pgx pings with a comment alone.
+    let answer = client
+        .simple_query("-- ping")
+        .await
+        .expect("an empty query");
+    assert!(
+        answer
+            .iter()
+            .all(|message| !matches!(message, SimpleQueryMessage::Row(_))),
+        "no rows for a ping"
+    );
+    client
+        .batch_execute("-- ping")
+        .await
+        .expect("an empty query");
+
     // getVersion(): the version number Grafana keeps.
     let version = client
         .query_one(

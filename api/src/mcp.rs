@@ -475,13 +475,14 @@ impl SightlineMcp {
             Ok(window) => window,
             Err(refused) => return refused,
         };
-        let mut filter = RunFilter::default();
-        filter.agent = args.agent;
-        filter.outcome = args.outcome.map(|outcome| lowercase_name(&outcome));
-        filter.tool = args.tool;
-        filter.verdict = args.verdict.map(|verdict| lowercase_name(&verdict));
-        filter.session_id = args.session_id;
-        filter.window = window;
+        let filter = RunFilter {
+            agent: args.agent,
+            outcome: args.outcome.map(|outcome| lowercase_name(&outcome)),
+            tool: args.tool,
+            verdict: args.verdict.map(|verdict| lowercase_name(&verdict)),
+            session_id: args.session_id,
+            window,
+        };
         // One row past the cap tells a cut answer from an exact one.
         let sql = query::monitoring::find_runs_sql(&filter, max_rows + 1);
         match self.rows(&sql, access_of(&parts), max_rows).await {
@@ -640,10 +641,9 @@ impl SightlineMcp {
             (
                 "run_list",
                 query::monitoring::find_runs_sql(
-                    &{
-                        let mut filter = RunFilter::default();
-                        filter.session_id = Some(session_id.to_owned());
-                        filter
+                    &RunFilter {
+                        session_id: Some(session_id.to_owned()),
+                        ..RunFilter::default()
                     },
                     max_rows + 1,
                 ),

@@ -217,7 +217,9 @@ pub const QUESTIONS: &[Question] = &[
     Question {
         name: "retry_rate_by_tool",
         title: "Retry rate by tool",
-        description: "Per tool with at least one retry: executions, retries and the attempt-level retry rate (share of executions that were retries); logical calls, retried calls and the operation-level rate (share of calls that needed a retry).",
+        description: "Per tool with at least one retry: executions, retries and the \
+            attempt-level retry rate (share of executions that were retries); logical calls, \
+            retried calls and the operation-level rate (share of calls that needed a retry).",
         window: Window::Column {
             table: "tool_calls",
             column: "start_time",
@@ -243,7 +245,8 @@ ORDER BY attempt_retry_rate DESC, tool_name"#,
     Question {
         name: "retries_by_source",
         title: "Tool retries by source",
-        description: "Tool executions by retry source: explicit (the span says so), inferred (the tool called again after it failed) or none.",
+        description: "Tool executions by retry source: explicit (the span says so), inferred \
+            (the tool called again after it failed) or none.",
         window: Window::Column {
             table: "tool_calls",
             column: "start_time",
@@ -268,7 +271,8 @@ ORDER BY 1, 2, 3"#,
     Question {
         name: "error_rate_by_agent",
         title: "Error rate by agent",
-        description: "Per agent: top-level runs, runs that ended in error or were refused, the run error rate, failed model and tool calls, and all calls.",
+        description: "Per agent: top-level runs, runs that ended in error or were refused, the \
+            run error rate, failed model and tool calls, and all calls.",
         window: Window::Column {
             table: "agent_runs",
             column: "start_time",
@@ -287,7 +291,8 @@ ORDER BY error_rate DESC, agent_name"#,
     Question {
         name: "tokens_and_latency_by_model",
         title: "Tokens and p95 latency by model",
-        description: "Per provider and requested model: model calls, input, output and cache-read tokens, and the 95th percentile call latency in milliseconds.",
+        description: "Per provider and requested model: model calls, input, output and \
+            cache-read tokens, and the 95th percentile call latency in milliseconds.",
         window: Window::Column {
             table: "llm_calls",
             column: "start_time",
@@ -305,7 +310,8 @@ ORDER BY provider, request_model"#,
     Question {
         name: "unguarded_destructive_tools",
         title: "Destructive tools that ran without an allow or an approval",
-        description: "Calls of destructive tools that no decision allowed, denied or escalated and no human approved: they ran unguarded.",
+        description: "Calls of destructive tools that no decision allowed, denied or escalated \
+            and no human approved: they ran unguarded.",
         window: Window::Column {
             table: "tool_calls",
             column: "start_time",
@@ -324,7 +330,8 @@ ORDER BY t.start_time"#,
     Question {
         name: "top_sessions_by_tokens",
         title: "Top sessions by tokens",
-        description: "The five sessions that used the most tokens (input plus output), with their user and number of runs.",
+        description: "The five sessions that used the most tokens (input plus output), with \
+            their user and number of runs.",
         window: Window::Overlap {
             table: "sessions",
             first: "first_seen",
@@ -339,7 +346,8 @@ LIMIT 5"#,
     Question {
         name: "orphan_spans",
         title: "Spans whose parent is missing",
-        description: "Spans whose parent span is not in their trace: broken context propagation, a sampler that dropped the parent, or a parent not received yet.",
+        description: "Spans whose parent span is not in their trace: broken context propagation, \
+            a sampler that dropped the parent, or a parent not received yet.",
         window: Window::Traces,
         sql: r#"SELECT DISTINCT s.trace_id, s.span_id, s.span_name, s.parent_span_id, s.service_name
 FROM spans s
@@ -352,7 +360,8 @@ ORDER BY s.trace_id, s.span_id"#,
     Question {
         name: "mcp_servers_without_client_trace",
         title: "MCP server spans that started their own trace",
-        description: "MCP server spans with no parent (the client's trace context was not propagated), with the client call they most likely served.",
+        description: "MCP server spans with no parent (the client's trace context was not \
+            propagated), with the client call they most likely served.",
         window: Window::Traces,
         sql: r#"SELECT DISTINCT server.trace_id, server.span_id, server.service_name,
     server.attributes['gen_ai.tool.name'] AS tool,

@@ -51,7 +51,7 @@ fn the_catalog_is_the_sql_of_docs_monitoring_md_in_order_and_by_name() {
             question.name
         );
         assert!(
-            page.contains(question.title),
+            page.to_lowercase().contains(&question.title.to_lowercase()),
             "docs/monitoring.md has no heading or text {:?}",
             question.title
         );
@@ -144,6 +144,9 @@ async fn string_literals_read_back_as_the_same_text() {
     }
 }
 
+/// Which `agent_runs` rows a search must keep.
+type Keep<'a> = Box<dyn Fn(&Value) -> bool + 'a>;
+
 /// The `agent_runs` rows, with the trace sets of tools and verdicts, for recomputing searches.
 struct Runs {
     rows: Vec<Value>,
@@ -187,7 +190,7 @@ async fn run_search_keeps_exactly_the_matching_runs_newest_first() {
         .unwrap()
         .to_owned();
     let since = base_ns() + 12 * HOUR_NS;
-    let cases: Vec<(RunFilter, Box<dyn Fn(&Value) -> bool>)> = vec![
+    let cases: Vec<(RunFilter, Keep<'_>)> = vec![
         (RunFilter::default(), Box::new(|_| true)),
         (
             RunFilter {

@@ -13,6 +13,8 @@ port=${PORT:-47070}
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
 for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+# Another server on the port or the data directory would answer in this one's place.
+kill -0 $pid 2>/dev/null || { echo "binary_speed: $bin did not start (port or data directory in use?)" >&2; exit 1; }
 session=$(curl -sf "127.0.0.1:$port/api/v1/sql" -d '{"sql":"SELECT min(session_id) AS s FROM spans","format":"csv"}' | tail -1)
 trace=$(curl -sf "127.0.0.1:$port/api/v1/sql" -d '{"sql":"SELECT min(trace_id) AS t FROM spans","format":"csv"}' | tail -1)
 queries=(

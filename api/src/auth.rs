@@ -326,7 +326,7 @@ fn http_scope(request: &Request) -> Option<Scope> {
     let path = request.uri().path();
     match path {
         "/healthz" => None,
-        "/v1/traces" => Some(Scope::Ingest),
+        "/v1/traces" | "/v1/logs" => Some(Scope::Ingest),
         "/purge" | "/api/v1/admin" => Some(Scope::Admin),
         _ => Some(Scope::Query),
     }
@@ -373,7 +373,8 @@ pub async fn http_middleware(
     next.run(request).await
 }
 
-/// A tower layer checking tokens on a gRPC server: OTLP's `TraceService` needs `ingest`,
+/// A tower layer checking tokens on a gRPC server: OTLP's `TraceService` and `LogsService`
+/// need `ingest`,
 /// everything else (Jaeger storage) `query`.
 #[derive(Debug, Clone)]
 pub struct GrpcAuthLayer {
@@ -429,10 +430,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let scope = if request
-            .uri()
-            .path()
-            .starts_with("/opentelemetry.proto.collector.trace.v1.TraceService/")
+        let path = request.uri().path();
+        let scope = if path.starts_with("/opentelemetry.proto.collector.trace.v1.TraceService/")
+            || path.starts_with("/opentelemetry.proto.collector.logs.v1.LogsService/")
         {
             Scope::Ingest
         } else {

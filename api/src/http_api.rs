@@ -200,7 +200,9 @@ struct TraceQuery {
     content: bool,
 }
 
-/// `GET /api/v1/traces/{trace_id}[?content=true]`. With `content=true`, content attributes get
+/// `GET /api/v1/traces/{trace_id}[?content=true]`: the trace as OTLP/JSON, `resourceSpans`
+/// and, when the trace has log records (GenAI events sent as logs), `resourceLogs` beside
+/// them. With `content=true`, content attributes (and content event bodies) get
 /// their stored values back; expired ones read `[EXPIRED:<digest>]` and uncaptured ones
 /// `[NOT_CAPTURED:<digest>]`, and the header `x-sightline-content` says `complete`, `expired`
 /// (some content expired) or `not_captured` (some was never captured).
@@ -230,26 +232,46 @@ async fn trace(
     // Reading and rebuilding a trace is blocking I/O and CPU work.
     let rebuilt = tokio::task::spawn_blocking(move || -> Result<Option<TraceBody>, EdgeError> {
         let batches = engine.scan(&ScanRequest::for_trace(parsed))?;
-        if batches.iter().all(|batch| batch.num_rows() == 0) {
+        let log_batches = engine.scan(&ScanRequest {
+            family: engine::RowFamily::Logs,
+            ..ScanRequest::for_trace(parsed)
+        })?;
+        if batches
+            .iter()
+            .chain(&log_batches)
+            .all(|batch| batch.num_rows() == 0)
+        {
             return Ok(None);
         }
-        let mut request = ingest::batches_to_otlp(&batches)
-            .map_err(|error| EdgeError::internal(format!("rebuilding trace {parsed}: {error}")))?;
+        let rebuild_error = |error: ingest::Error| {
+            EdgeError::internal(format!("rebuilding trace {parsed}: {error}"))
+        };
+        let mut request = ingest::batches_to_otlp(&batches).map_err(rebuild_error)?;
+        let mut logs = ingest::rows_to_logs(&log_batches).map_err(rebuild_error)?;
         let mut status = None;
         if options.content {
             let rows = engine.content_for_trace(&parsed)?;
-            let restored = ingest::restore_content(&mut request, &rows).map_err(|error| {
+            let restore_error = |error: ingest::Error| {
                 EdgeError::internal(format!("restoring content of trace {parsed}: {error}"))
-            })?;
-            status = Some(if restored.expired > 0 {
+            };
+            let spans = ingest::restore_content(&mut request, &rows).map_err(restore_error)?;
+            let records = ingest::restore_log_content(&mut logs, &rows).map_err(restore_error)?;
+            status = Some(if spans.expired + records.expired > 0 {
                 "expired"
-            } else if restored.not_captured > 0 {
+            } else if spans.not_captured + records.not_captured > 0 {
                 "not_captured"
             } else {
                 "complete"
             });
         }
-        serde_json::to_vec(&ingest::encode_traces_json(&request))
+        // The trace's log records (GenAI events among them) beside its spans, in OTLP/JSON.
+        let mut body = ingest::encode_traces_json(&request);
+        if let (Some(body), serde_json::Value::Object(logs)) =
+            (body.as_object_mut(), ingest::encode_logs_json(&logs))
+        {
+            body.extend(logs);
+        }
+        serde_json::to_vec(&body)
             .map(|body| Some((body, status)))
             .map_err(|error| EdgeError::internal(error.to_string()))
     })

@@ -6,6 +6,7 @@
 //! of the same meaning by `EdgeError`); histograms are cumulative (`le` buckets, `_sum`,
 //! `_count`), as Prometheus expects.
 
+use crate::otlp::Signal;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +64,7 @@ pub struct Metrics {
     /// Ingest requests by (protocol, HTTP status).
     ingest_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     ingest_spans: AtomicU64,
+    ingest_logs: AtomicU64,
     ingest_bytes: AtomicU64,
     commit_latency: Histogram,
     /// SQL requests by HTTP status.
@@ -111,9 +113,14 @@ impl Metrics {
         bump(&self.refusals, (listener, status));
     }
 
-    /// One stored export: its spans, its request bytes, and how long the durable write took.
-    pub fn stored(&self, spans: usize, bytes: usize, commit: Duration) {
-        self.ingest_spans.fetch_add(spans as u64, Ordering::Relaxed);
+    /// One stored export: its spans or log records, its request bytes, and how long the durable
+    /// write took.
+    pub(crate) fn stored(&self, signal: Signal, rows: usize, bytes: usize, commit: Duration) {
+        let counter = match signal {
+            Signal::Traces => &self.ingest_spans,
+            Signal::Logs => &self.ingest_logs,
+        };
+        counter.fetch_add(rows as u64, Ordering::Relaxed);
         self.ingest_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.commit_latency.observe(commit);
     }
@@ -146,6 +153,12 @@ impl Metrics {
             "sightline_ingest_spans_total",
             "Spans stored.",
             self.ingest_spans.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "sightline_ingest_log_records_total",
+            "OTLP log records stored.",
+            self.ingest_logs.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

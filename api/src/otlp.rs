@@ -1,9 +1,9 @@
-//! OTLP receivers: HTTP `POST /v1/traces` (protobuf and JSON, gzip) here, gRPC
-//! `TraceService/Export` in `otlp_grpc` (raw bytes, budgeted before decoding). Both share one
-//! path: admission against the in-flight byte budget, decode, then on a blocking thread the one
-//! write pipeline (`ingest::prepare`) and one durable engine write of its result
-//! (`Engine::write_batch`: spans and content in one transaction). A request is stored whole or
-//! not at all.
+//! OTLP receivers: HTTP `POST /v1/traces` and `POST /v1/logs` (protobuf and JSON, gzip) here,
+//! gRPC `TraceService/Export` and `LogsService/Export` in `otlp_grpc` (raw bytes, budgeted
+//! before decoding). All share one path: admission against the in-flight byte budget, decode,
+//! then on a blocking thread the one write pipeline (`ingest::prepare` / `prepare_logs`) and
+//! one durable engine write of its result (`Engine::write_batch`: rows and content in one
+//! transaction). A request is stored whole or not at all.
 
 use std::sync::Arc;
 
@@ -13,6 +13,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -62,13 +65,72 @@ pub(crate) fn admit(state: &AppState, bytes: usize) -> Result<OwnedSemaphorePerm
         })
 }
 
-/// Maps and writes a decoded request on a blocking thread. Returns the number of spans stored.
+/// The two OTLP signals stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// `TraceService` / `/v1/traces`.
+    Traces,
+    /// `LogsService` / `/v1/logs`.
+    Logs,
+}
+
+impl Signal {
+    /// The protobuf message name of the export request.
+    pub(crate) fn request_name(self) -> &'static str {
+        match self {
+            Signal::Traces => "ExportTraceServiceRequest",
+            Signal::Logs => "ExportLogsServiceRequest",
+        }
+    }
+
+    /// Decodes a protobuf export request of this signal.
+    pub(crate) fn decode_protobuf(self, bytes: &[u8]) -> Result<Export, ingest::Error> {
+        Ok(match self {
+            Signal::Traces => Export::Traces(ingest::decode_traces_protobuf(bytes)?),
+            Signal::Logs => Export::Logs(ingest::decode_logs_protobuf(bytes)?),
+        })
+    }
+
+    fn decode_json(self, bytes: &[u8]) -> Result<Export, ingest::Error> {
+        Ok(match self {
+            Signal::Traces => Export::Traces(ingest::decode_traces_json(bytes)?),
+            Signal::Logs => Export::Logs(ingest::decode_logs_json(bytes)?),
+        })
+    }
+
+    /// The protobuf encoding of the export response accepting everything (empty for both
+    /// signals: no partial success).
+    pub(crate) fn accepted_response(self) -> Vec<u8> {
+        match self {
+            Signal::Traces => ExportTraceServiceResponse {
+                partial_success: None,
+            }
+            .encode_to_vec(),
+            Signal::Logs => ExportLogsServiceResponse {
+                partial_success: None,
+            }
+            .encode_to_vec(),
+        }
+    }
+}
+
+/// A decoded export request.
+#[derive(Debug)]
+pub(crate) enum Export {
+    /// Spans.
+    Traces(ExportTraceServiceRequest),
+    /// Log records.
+    Logs(ExportLogsServiceRequest),
+}
+
+/// Maps and writes a decoded request on a blocking thread. Returns the number of rows (spans
+/// or log records) stored.
 ///
 /// The permit moves into the blocking task, so the budget covers the work until it is done even
 /// if the client goes away.
 pub(crate) async fn store(
     state: &Arc<AppState>,
-    request: ExportTraceServiceRequest,
+    request: Export,
     request_bytes: usize,
     permit: OwnedSemaphorePermit,
 ) -> Result<usize, EdgeError> {
@@ -80,7 +142,11 @@ pub(crate) async fn store(
         let _permit = permit;
         // One pipeline (redaction and content extraction before anything is written, WAL
         // included), one write: spans and content in one durable transaction.
-        let write = ingest::prepare(request, &policy, &rules).map_err(from_ingest_error)?;
+        let (signal, write) = match request {
+            Export::Traces(request) => (Signal::Traces, ingest::prepare(request, &policy, &rules)),
+            Export::Logs(request) => (Signal::Logs, ingest::prepare_logs(request, &policy, &rules)),
+        };
+        let write = write.map_err(from_ingest_error)?;
         let count = write.spans.num_rows();
         let started = std::time::Instant::now();
         if count > 0 {
@@ -88,7 +154,7 @@ pub(crate) async fn store(
         }
         task_state
             .metrics
-            .stored(count, request_bytes, started.elapsed());
+            .stored(signal, count, request_bytes, started.elapsed());
         Ok(count)
     })
     .await;
@@ -174,19 +240,41 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     }
 }
 
-async fn export_http(
+async fn export_traces_http(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = export_http_counted(Arc::clone(&state), headers, body).await;
+    export_http(state, Signal::Traces, headers, body).await
+}
+
+async fn export_logs_http(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    export_http(state, Signal::Logs, headers, body).await
+}
+
+async fn export_http(
+    state: Arc<AppState>,
+    signal: Signal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let response = export_http_counted(Arc::clone(&state), signal, headers, body).await;
     state
         .metrics
         .ingest_request("http", response.status().as_u16());
     response
 }
 
-async fn export_http_counted(state: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn export_http_counted(
+    state: Arc<AppState>,
+    signal: Signal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let encoding = match request_encoding(&headers) {
         Ok(encoding) => encoding,
         Err(message) => {
@@ -234,28 +322,27 @@ async fn export_http_counted(state: Arc<AppState>, headers: HeaderMap, body: Byt
     };
     let limit = state.max_request_bytes;
     let request_bytes = body.len();
-    let decoded =
-        tokio::task::spawn_blocking(move || -> Result<ExportTraceServiceRequest, EdgeError> {
-            let decompressed;
-            let bytes: &[u8] = if gzip {
-                decompressed = ingest::decompress_gzip(&body, limit).map_err(|error| {
-                    if error.is_too_large() {
-                        too_large(limit)
-                    } else {
-                        EdgeError::Invalid(error.to_string())
-                    }
-                })?;
-                &decompressed
-            } else {
-                &body
-            };
-            match encoding {
-                Encoding::Protobuf => ingest::decode_traces_protobuf(bytes),
-                Encoding::Json => ingest::decode_traces_json(bytes),
-            }
-            .map_err(from_ingest_error)
-        })
-        .await;
+    let decoded = tokio::task::spawn_blocking(move || -> Result<Export, EdgeError> {
+        let decompressed;
+        let bytes: &[u8] = if gzip {
+            decompressed = ingest::decompress_gzip(&body, limit).map_err(|error| {
+                if error.is_too_large() {
+                    too_large(limit)
+                } else {
+                    EdgeError::Invalid(error.to_string())
+                }
+            })?;
+            &decompressed
+        } else {
+            &body
+        };
+        match encoding {
+            Encoding::Protobuf => signal.decode_protobuf(bytes),
+            Encoding::Json => signal.decode_json(bytes),
+        }
+        .map_err(from_ingest_error)
+    })
+    .await;
     let request = match decoded {
         Ok(Ok(request)) => request,
         Ok(Err(error)) => return http_error(encoding, error),
@@ -268,13 +355,10 @@ async fn export_http_counted(state: Arc<AppState>, headers: HeaderMap, body: Byt
     };
     let result = store(&state, request, request_bytes, permit).await;
     match result {
-        Ok(spans) => {
-            debug!(spans, "http export stored");
+        Ok(rows) => {
+            debug!(rows, ?signal, "http export stored");
             let body = match encoding {
-                Encoding::Protobuf => ExportTraceServiceResponse {
-                    partial_success: None,
-                }
-                .encode_to_vec(),
+                Encoding::Protobuf => signal.accepted_response(),
                 Encoding::Json => ingest::encode_export_response_json(0, "")
                     .to_string()
                     .into_bytes(),
@@ -300,7 +384,7 @@ async fn body_too_large(State(state): State<Arc<AppState>>, headers: HeaderMap) 
     http_error(encoding, too_large(state.max_request_bytes))
 }
 
-/// The OTLP/HTTP router: `POST /v1/traces`.
+/// The OTLP/HTTP router: `POST /v1/traces` and `POST /v1/logs`.
 ///
 /// No request timeout here: a timeout would drop the handler while its spans may still commit,
 /// telling the client "failed" about data that was stored. The in-flight budget bounds the work
@@ -308,7 +392,8 @@ async fn body_too_large(State(state): State<Arc<AppState>>, headers: HeaderMap) 
 pub fn http_router(state: Arc<AppState>) -> Router {
     let limit = state.max_request_bytes;
     Router::new()
-        .route("/v1/traces", post(export_http))
+        .route("/v1/traces", post(export_traces_http))
+        .route("/v1/logs", post(export_logs_http))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             move |State(state): State<Arc<AppState>>,

@@ -1,15 +1,15 @@
-//! The OTLP/gRPC `TraceService/Export` server, budgeting a request's bytes before decoding
-//! them.
+//! The OTLP/gRPC `TraceService/Export` and `LogsService/Export` servers, budgeting a request's
+//! bytes before decoding them.
 //!
 //! tonic's generated server decodes the protobuf message before the handler runs, so a burst
 //! of large exports is decoded (several times its wire size) before any budget can refuse it,
-//! and an undecodable message is answered INTERNAL. This server takes the message as raw bytes
-//! instead (tonic still does the gRPC framing, gzip and the size limit), then:
-//! 1. reserves the in-flight budget for the decoded size, or answers RESOURCE_EXHAUSTED with
+//! and an undecodable message is answered INTERNAL. These servers take the message as raw
+//! bytes instead (tonic still does the gRPC framing, gzip and the size limit), then:
+//! 1. reserve the in-flight budget for the decoded size, or answer RESOURCE_EXHAUSTED with
 //!    retry advice, before decoding;
-//! 2. decodes on a blocking thread, answering INVALID_ARGUMENT for bytes that are not an
-//!    `ExportTraceServiceRequest`;
-//! 3. stores through the same path as OTLP/HTTP.
+//! 2. decode on a blocking thread, answering INVALID_ARGUMENT for bytes that are not an
+//!    export request of the service's signal;
+//! 3. store through the same path as OTLP/HTTP.
 //!
 //! tonic answers a message over the limit OUT_OF_RANGE, which OTLP exporters retry; the
 //! server rewrites that answer to RESOURCE_EXHAUSTED without retry advice (retrying cannot
@@ -20,10 +20,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use prost::Message;
 use tonic::body::Body;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::{self, HeaderValue};
@@ -33,55 +29,100 @@ use tonic::{Code, Status};
 use tracing::debug;
 
 use crate::edge_error::EdgeError;
-use crate::otlp::{PROTOBUF_EXPANSION, admit, store};
+use crate::otlp::{PROTOBUF_EXPANSION, Signal, admit, store};
 use crate::server::AppState;
 
-/// The full gRPC service name.
-const SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
-/// The path of `Export`.
-const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The full gRPC service name of `TraceService`.
+const TRACE_SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+/// The full gRPC service name of `LogsService`.
+const LOGS_SERVICE: &str = "opentelemetry.proto.collector.logs.v1.LogsService";
 
-/// `TraceService` over raw message bytes; see the module doc.
+/// An export service over raw message bytes; see the module doc.
 #[derive(Debug, Clone)]
-pub struct OtlpTraceServer {
+struct RawExportServer {
     state: Arc<AppState>,
     max_request_bytes: usize,
+    signal: Signal,
 }
+
+/// `TraceService` over raw message bytes.
+#[derive(Debug, Clone)]
+pub struct OtlpTraceServer(RawExportServer);
+
+/// `LogsService` over raw message bytes.
+#[derive(Debug, Clone)]
+pub struct OtlpLogsServer(RawExportServer);
 
 impl OtlpTraceServer {
     /// A server writing into `state`, refusing messages over `max_request_bytes` (after gzip).
     pub fn new(state: Arc<AppState>, max_request_bytes: usize) -> Self {
-        OtlpTraceServer {
+        OtlpTraceServer(RawExportServer {
             state,
             max_request_bytes,
-        }
+            signal: Signal::Traces,
+        })
+    }
+}
+
+impl OtlpLogsServer {
+    /// A server writing into `state`, refusing messages over `max_request_bytes` (after gzip).
+    pub fn new(state: Arc<AppState>, max_request_bytes: usize) -> Self {
+        OtlpLogsServer(RawExportServer {
+            state,
+            max_request_bytes,
+            signal: Signal::Logs,
+        })
     }
 }
 
 impl NamedService for OtlpTraceServer {
-    const NAME: &'static str = SERVICE;
+    const NAME: &'static str = TRACE_SERVICE;
 }
 
-impl<B> tower::Service<http::Request<B>> for OtlpTraceServer
-where
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+impl NamedService for OtlpLogsServer {
+    const NAME: &'static str = LOGS_SERVICE;
+}
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
+macro_rules! raw_service {
+    ($server:ty) => {
+        impl<B> tower::Service<http::Request<B>> for $server
+        where
+            B: HttpBody<Data = Bytes> + Send + 'static,
+            B::Error: Into<StdError> + Send + 'static,
+        {
+            type Response = http::Response<Body>;
+            type Error = Infallible;
+            type Future = BoxFuture<Self::Response, Self::Error>;
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != EXPORT_PATH {
-            return Box::pin(async {
-                Ok(Status::unimplemented("only TraceService/Export is served here").into_http())
-            });
+            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, request: http::Request<B>) -> Self::Future {
+                self.0.call(request)
+            }
         }
-        let export = Export(Arc::clone(&self.state));
+    };
+}
+
+raw_service!(OtlpTraceServer);
+raw_service!(OtlpLogsServer);
+
+impl RawExportServer {
+    fn call<B>(&self, request: http::Request<B>) -> BoxFuture<http::Response<Body>, Infallible>
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        let service = match self.signal {
+            Signal::Traces => TRACE_SERVICE,
+            Signal::Logs => LOGS_SERVICE,
+        };
+        if request.uri().path() != format!("/{service}/Export") {
+            let message = format!("only {service}/Export is served here");
+            return Box::pin(async move { Ok(Status::unimplemented(message).into_http()) });
+        }
+        let export = Export(Arc::clone(&self.state), self.signal);
         let limit = self.max_request_bytes;
         Box::pin(async move {
             let mut grpc = Grpc::new(RawCodec)
@@ -123,16 +164,17 @@ fn recode_framing_errors(response: &mut http::Response<Body>) {
 }
 
 /// The `Export` handler over raw bytes.
-struct Export(Arc<AppState>);
+struct Export(Arc<AppState>, Signal);
 
 impl UnaryService<Bytes> for Export {
-    type Response = ExportTraceServiceResponse;
+    type Response = Bytes;
     type Future = BoxFuture<tonic::Response<Self::Response>, Status>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let state = Arc::clone(&self.0);
+        let signal = self.1;
         Box::pin(async move {
-            let result = export(&state, request.into_inner()).await;
+            let result = export(&state, signal, request.into_inner()).await;
             let status = match &result {
                 Ok(_) => 200,
                 Err(status) => http_status_of(status.code()),
@@ -161,8 +203,9 @@ fn http_status_of(code: Code) -> u16 {
 /// Budgets, decodes and stores one export.
 async fn export(
     state: &Arc<AppState>,
+    signal: Signal,
     bytes: Bytes,
-) -> Result<tonic::Response<ExportTraceServiceResponse>, Status> {
+) -> Result<tonic::Response<Bytes>, Status> {
     // Budget what decoding will hold, before decoding (at most a request's limit, as
     // for OTLP/HTTP, so one request within the limit always fits the budget).
     let expected = bytes
@@ -172,22 +215,24 @@ async fn export(
     let permit = admit(state, expected).map_err(EdgeError::into_status)?;
     let request_bytes = bytes.len();
     let decoded = tokio::task::spawn_blocking(move || {
-        ExportTraceServiceRequest::decode(bytes).map_err(|error| {
+        signal.decode_protobuf(&bytes).map_err(|error| {
             EdgeError::Invalid(format!(
-                "the message is not an OTLP ExportTraceServiceRequest: {error}"
+                "the message is not an OTLP {}: {}",
+                signal.request_name(),
+                crate::edge_error::cause_chain(&error)
             ))
         })
     })
     .await
     .map_err(|error| EdgeError::from(error).into_status())?
     .map_err(EdgeError::into_status)?;
-    let spans = store(state, decoded, request_bytes, permit)
+    let rows = store(state, decoded, request_bytes, permit)
         .await
         .map_err(EdgeError::into_status)?;
-    debug!(spans, "grpc export stored");
-    Ok(tonic::Response::new(ExportTraceServiceResponse {
-        partial_success: None,
-    }))
+    debug!(rows, ?signal, "grpc export stored");
+    Ok(tonic::Response::new(Bytes::from(
+        signal.accepted_response(),
+    )))
 }
 
 /// Messages in as raw bytes, responses out as protobuf.
@@ -195,7 +240,7 @@ async fn export(
 struct RawCodec;
 
 impl Codec for RawCodec {
-    type Encode = ExportTraceServiceResponse;
+    type Encode = Bytes;
     type Decode = Bytes;
     type Encoder = ResponseEncoder;
     type Decoder = BytesDecoder;
@@ -213,12 +258,13 @@ impl Codec for RawCodec {
 struct ResponseEncoder;
 
 impl Encoder for ResponseEncoder {
-    type Item = ExportTraceServiceResponse;
+    type Item = Bytes;
     type Error = Status;
 
+    /// The response is encoded already ([`Signal::accepted_response`]).
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        item.encode(dst)
-            .map_err(|error| Status::internal(format!("encoding the response: {error}")))
+        bytes::BufMut::put(dst, item);
+        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use crate::config::ServerConfig;
 use crate::http_api;
 use crate::jaeger::JaegerStorage;
 use crate::otlp;
-use crate::otlp_grpc::OtlpTraceServer;
+use crate::otlp_grpc::{OtlpLogsServer, OtlpTraceServer};
 
 /// Shared state of every handler.
 #[derive(Debug)]
@@ -201,7 +201,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .transpose()?;
 
     let shutdown = CancellationToken::new();
-    let grpc_service = otlp_grpc_service(&state, &config);
+    let (grpc_traces, grpc_logs) = otlp_grpc_service(&state, &config);
     let grpc_token = shutdown.clone();
     let grpc_tokens = Arc::clone(&config.tokens);
     let jaeger_tokens = Arc::clone(&config.tokens);
@@ -221,7 +221,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 MAX_CONCURRENT_GRPC_EXPORTS,
             ))
             .layer(GrpcAuthLayer::new(grpc_tokens, grpc_metrics))
-            .add_service(grpc_service);
+            .add_service(grpc_traces)
+            .add_service(grpc_logs);
         router
             .serve_with_incoming_shutdown(
                 grpc_listener.into_incoming(),
@@ -232,7 +233,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     });
     let (trace_reader, dependency_reader, capabilities) =
         JaegerStorage::new(Arc::clone(&state)).services();
-    let jaeger_otlp = otlp_grpc_service(&state, &config);
+    let (jaeger_otlp, jaeger_logs) = otlp_grpc_service(&state, &config);
     let jaeger_token = shutdown.clone();
     let jaeger = tokio::spawn(async move {
         let router = tonic::transport::Server::builder()
@@ -245,7 +246,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             )
             .add_service(dependency_reader)
             .add_service(capabilities)
-            .add_service(jaeger_otlp);
+            .add_service(jaeger_otlp)
+            .add_service(jaeger_logs);
         router
             .serve_with_incoming_shutdown(
                 jaeger_listener.into_incoming(),
@@ -454,9 +456,16 @@ fn check_exposure(config: &ServerConfig) -> anyhow::Result<()> {
     )
 }
 
-/// The OTLP `TraceService` as served on the OTLP/gRPC and the Jaeger addresses.
-fn otlp_grpc_service(state: &Arc<AppState>, config: &ServerConfig) -> OtlpTraceServer {
-    OtlpTraceServer::new(Arc::clone(state), config.max_request_bytes)
+/// The OTLP `TraceService` and `LogsService` as served on the OTLP/gRPC and the Jaeger
+/// addresses.
+fn otlp_grpc_service(
+    state: &Arc<AppState>,
+    config: &ServerConfig,
+) -> (OtlpTraceServer, OtlpLogsServer) {
+    (
+        OtlpTraceServer::new(Arc::clone(state), config.max_request_bytes),
+        OtlpLogsServer::new(Arc::clone(state), config.max_request_bytes),
+    )
 }
 
 /// Resolves when SIGTERM or ctrl-c arrives.

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, Int64Builder, ListArray, ListBuilder, MapBuilder, MapFieldNames,
-    StringBuilder, StructArray, TimestampNanosecondBuilder, UInt32Builder,
+    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, ListArray, ListBuilder, MapBuilder,
+    MapFieldNames, StringBuilder, StructArray, TimestampNanosecondBuilder, UInt32Builder,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
@@ -108,6 +108,24 @@ pub struct AgentFields<'a> {
     pub dialect: Option<Cow<'a, str>>,
 }
 
+/// The fields of an OTLP log record that no span column holds (the `log` column; see
+/// [`crate::schema::columns::LOG`]). A [`SpanRecord`] with `log: Some(..)` is a log row.
+#[derive(Debug, Clone, Default)]
+pub struct LogFields<'a> {
+    /// Event name (`LogRecord.event_name`, else the `event.name` attribute).
+    pub event_name: Option<&'a str>,
+    /// `LogRecord.observed_time_unix_nano`; 0 is stored as NULL.
+    pub observed_time_unix_nano: i64,
+    /// `LogRecord.severity_number`.
+    pub severity_number: i32,
+    /// `LogRecord.severity_text`.
+    pub severity_text: &'a str,
+    /// OTLP/JSON of the body; `None` when the record has none.
+    pub body_json: Option<&'a str>,
+    /// Protobuf encoding of the whole stored `LogRecord`.
+    pub otlp: &'a [u8],
+}
+
 /// Everything about one span that goes into a row, borrowed from the decoded request.
 ///
 /// Empty strings become NULL in the nullable columns (proto3 does not distinguish them).
@@ -169,6 +187,8 @@ pub struct SpanRecord<'a> {
     pub scope_otlp: &'a [u8],
     /// Protobuf bytes of the typed attribute lists (see [`crate::schema::columns::SPAN_OTLP`]).
     pub span_otlp: &'a [u8],
+    /// Set on a log record's row (see [`LogFields`]); `None` for a span.
+    pub log: Option<LogFields<'a>>,
 }
 
 fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
@@ -238,7 +258,81 @@ pub struct SpanBatchBuilder {
     resource_otlp: BinaryBuilder,
     scope_otlp: BinaryBuilder,
     span_otlp: BinaryBuilder,
+    log: LogBuilders,
     rows: usize,
+}
+
+/// Builders of the `log` struct's fields, and its validity.
+#[derive(Debug)]
+struct LogBuilders {
+    event_name: StringBuilder,
+    observed_time: TimestampNanosecondBuilder,
+    severity_number: Int32Builder,
+    severity_text: StringBuilder,
+    body: StringBuilder,
+    otlp: BinaryBuilder,
+    valid: Vec<bool>,
+}
+
+impl Default for LogBuilders {
+    fn default() -> Self {
+        LogBuilders {
+            event_name: StringBuilder::new(),
+            observed_time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
+            severity_number: Int32Builder::new(),
+            severity_text: StringBuilder::new(),
+            body: StringBuilder::new(),
+            otlp: BinaryBuilder::new(),
+            valid: Vec::new(),
+        }
+    }
+}
+
+impl LogBuilders {
+    fn append(&mut self, log: Option<&LogFields<'_>>) {
+        match log {
+            Some(log) => {
+                self.event_name.append_option(log.event_name);
+                self.observed_time.append_option(
+                    (log.observed_time_unix_nano != 0).then_some(log.observed_time_unix_nano),
+                );
+                self.severity_number.append_value(log.severity_number);
+                self.severity_text
+                    .append_option(optional(log.severity_text));
+                self.body.append_option(log.body_json);
+                self.otlp.append_value(log.otlp);
+            }
+            None => {
+                self.event_name.append_null();
+                self.observed_time.append_null();
+                self.severity_number.append_null();
+                self.severity_text.append_null();
+                self.body.append_null();
+                self.otlp.append_null();
+            }
+        }
+        self.valid.push(log.is_some());
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        let valid = std::mem::take(&mut self.valid);
+        let nulls = valid
+            .iter()
+            .any(|valid| !valid)
+            .then(|| arrow::buffer::NullBuffer::from(valid));
+        Arc::new(StructArray::new(
+            crate::schema::log_fields(),
+            vec![
+                Arc::new(self.event_name.finish()) as ArrayRef,
+                Arc::new(self.observed_time.finish()),
+                Arc::new(self.severity_number.finish()),
+                Arc::new(self.severity_text.finish()),
+                Arc::new(self.body.finish()),
+                Arc::new(self.otlp.finish()),
+            ],
+            nulls,
+        ))
+    }
 }
 
 impl Default for SpanBatchBuilder {
@@ -291,6 +385,7 @@ impl SpanBatchBuilder {
             resource_otlp: BinaryBuilder::new(),
             scope_otlp: BinaryBuilder::new(),
             span_otlp: BinaryBuilder::new(),
+            log: LogBuilders::default(),
             rows: 0,
         }
     }
@@ -412,6 +507,7 @@ impl SpanBatchBuilder {
         self.resource_otlp.append_value(span.resource_otlp);
         self.scope_otlp.append_value(span.scope_otlp);
         self.span_otlp.append_value(span.span_otlp);
+        self.log.append(span.log.as_ref());
         self.rows += 1;
     }
 
@@ -497,6 +593,7 @@ impl SpanBatchBuilder {
             &arrow::datatypes::DataType::Binary,
             rows,
         ));
+        columns.push(self.log.finish());
         self.rows = 0;
         // The columns are built to match span_schema() field for field; a mismatch is a bug in
         // this file, caught by the unit test below.

@@ -58,7 +58,7 @@ mod wal_log;
 
 pub use activity::{ActivitySnapshot, cause_chain};
 pub use batch::{
-    AgentFields, AttributePair, EventRecord, LinkRecord, SpanBatchBuilder, SpanRecord,
+    AgentFields, AttributePair, EventRecord, LinkRecord, LogFields, SpanBatchBuilder, SpanRecord,
     with_retention_tiers,
 };
 pub use chain::{ChainErasure, ChainProblem, ProblemKind, VerifyReport};
@@ -72,7 +72,9 @@ pub use faults::{FaultInjector, StorageOp};
 pub use holds::{HoldTarget, LegalHold};
 pub use ids::{IdError, SpanId, TraceId};
 pub use retention::{AgeFrom, NoTierRules, RetentionPolicy, Tier, TierRules};
-pub use scan::{BatchIter, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest, ScanUnit};
+pub use scan::{
+    BatchIter, RowFamily, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest, ScanUnit,
+};
 pub use schema::span_schema;
 pub use segment::SegmentMeta;
 pub use store::verify_data_dir;

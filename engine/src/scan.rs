@@ -20,6 +20,19 @@ use crate::schema::{column_index, columns, span_schema};
 use crate::segment::{SegmentMeta, read_segment};
 use crate::trace_keys::{RawTraceId, TraceKeys, resolve_keys};
 
+/// Which rows a scan returns: spans, OTLP log records (rows with a non-NULL `log` column,
+/// see [`columns::LOG`]), or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum RowFamily {
+    /// Span rows only (every reader of spans: SQL `spans`, Jaeger, agent tables).
+    #[default]
+    Spans,
+    /// Log record rows only (SQL `logs`).
+    Logs,
+    /// Every row (the engine's own passes over whole traces).
+    All,
+}
+
 /// What to read. Every predicate given is applied exactly: returned rows satisfy all of them.
 #[derive(Debug, Clone)]
 pub struct ScanRequest {
@@ -43,6 +56,8 @@ pub struct ScanRequest {
     pub projection: Option<Vec<usize>>,
     /// Stop after this many rows per unit (the caller still applies its own limit).
     pub limit: Option<usize>,
+    /// Span rows, log rows or both (spans by default).
+    pub family: RowFamily,
 }
 
 impl Default for ScanRequest {
@@ -56,6 +71,7 @@ impl Default for ScanRequest {
             sessions_or_conversations: Vec::new(),
             projection: None,
             limit: None,
+            family: RowFamily::Spans,
         }
     }
 }
@@ -258,6 +274,9 @@ impl RowPredicate {
     pub(crate) fn filter_columns(&self, which: Predicates) -> Vec<usize> {
         let mut out = Vec::new();
         if which != Predicates::OnlyKeys {
+            if self.request.family != RowFamily::All {
+                out.push(column_index(columns::LOG));
+            }
             if self.trace_ids.is_some() {
                 out.push(column_index(columns::TRACE_ID));
             }
@@ -289,6 +308,34 @@ impl RowPredicate {
         let mut keep = BooleanBufferBuilder::new(rows);
         keep.append_n(rows, true);
         if which != Predicates::OnlyKeys {
+            if self.request.family != RowFamily::All
+                && let Some(log) = batch.column_by_name(columns::LOG)
+            {
+                let want_logs = self.request.family == RowFamily::Logs;
+                match log.logical_nulls() {
+                    // No log row: all spans.
+                    Some(nulls) if nulls.null_count() == rows => {
+                        if want_logs {
+                            keep = BooleanBufferBuilder::new(rows);
+                            keep.append_n(rows, false);
+                        }
+                    }
+                    Some(nulls) => {
+                        for row in 0..rows {
+                            if nulls.is_valid(row) != want_logs {
+                                keep.set_bit(row, false);
+                            }
+                        }
+                    }
+                    // Every row is a log row.
+                    None => {
+                        if !want_logs {
+                            keep = BooleanBufferBuilder::new(rows);
+                            keep.append_n(rows, false);
+                        }
+                    }
+                }
+            }
             if let Some(ids) = &self.trace_ids
                 && let Some(column) = batch.column_by_name(columns::TRACE_ID)
             {
@@ -495,15 +542,33 @@ impl ScanPlan {
         policy: Arc<RetentionPolicy>,
     ) -> Result<Self> {
         let schema = request.output_schema()?;
-        let predicate = Arc::new(RowPredicate::new(request, policy));
+        let predicate = Arc::new(RowPredicate::new(request, Arc::clone(&policy)));
+        // Segments without log rows (all written before logs existed, whose files lack the
+        // `log` column, among them) need no family filter, or no reading for logs.
+        let spans_only = Arc::new(RowPredicate::new(
+            &ScanRequest {
+                family: RowFamily::All,
+                ..request.clone()
+            },
+            policy,
+        ));
+        let segments: Vec<_> = segments
+            .into_iter()
+            .filter(|(meta, _, _)| request.family != RowFamily::Logs || meta.log_rows > 0)
+            .collect();
         let metrics = Arc::new(ScanMetrics::default());
         ScanMetrics::add(&metrics.segments_total, segments_total as u64);
         ScanMetrics::add(&metrics.segments_selected, segments.len() as u64);
         let mut units = Vec::with_capacity(segments.len() + 1);
         for (meta, path, read) in segments {
+            let predicate = if meta.log_rows == 0 {
+                Arc::clone(&spans_only)
+            } else {
+                Arc::clone(&predicate)
+            };
             units.push(ScanUnit {
                 source: UnitSource::Segment { meta, path, read },
-                predicate: Arc::clone(&predicate),
+                predicate,
                 metrics: Arc::clone(&metrics),
             });
         }

@@ -140,6 +140,31 @@ pub mod columns {
     /// the content store, its key, keyed digest, form and pieces (see `content_refs.rs`).
     /// NULL when the span has none.
     pub const CONTENT_REFS: &str = "content_refs";
+    /// Set only on the rows of OTLP log records (NULL on spans): a struct of the log fields
+    /// with no span column to hold them ([`log`]). A log row keeps its trace and span id in
+    /// `trace_id` / `span_id` (all zeros when the record had none), its time in `start_time`
+    /// and `end_time`, its event name in `span_name`, and its attributes, resource and scope
+    /// where a span keeps them; scans return span rows only unless they ask for logs
+    /// ([`crate::RowFamily`]).
+    pub const LOG: &str = "log";
+
+    /// Field names inside the [`LOG`] struct.
+    pub mod log {
+        /// `LogRecord.event_name`, else the `event.name` attribute; NULL when neither.
+        pub const EVENT_NAME: &str = "event_name";
+        /// `LogRecord.observed_time_unix_nano` (ns, UTC); NULL when 0.
+        pub const OBSERVED_TIME: &str = "observed_time";
+        /// `LogRecord.severity_number`.
+        pub const SEVERITY_NUMBER: &str = "severity_number";
+        /// `LogRecord.severity_text`; NULL when empty.
+        pub const SEVERITY_TEXT: &str = "severity_text";
+        /// `LogRecord.body` as its OTLP/JSON encoding (`{"stringValue":"..."}`); NULL when the
+        /// record has no body.
+        pub const BODY: &str = "body";
+        /// The protobuf encoding of the whole `LogRecord` as stored (content already replaced
+        /// by references), from which the record is rebuilt exactly.
+        pub const OTLP: &str = "otlp";
+    }
 
     /// Field names inside an `events` list element.
     pub mod event {
@@ -172,12 +197,26 @@ pub mod columns {
 
 /// Names of the columns that hold protobuf bytes for exact reconstruction. They are part of the
 /// stored schema but not of the SQL-facing `spans` table.
-pub const HIDDEN_COLUMNS: [&str; 4] = [
+pub const HIDDEN_COLUMNS: [&str; 5] = [
     columns::RESOURCE_OTLP,
     columns::SCOPE_OTLP,
     columns::SPAN_OTLP,
     columns::CONTENT_REFS,
+    columns::LOG,
 ];
+
+/// The fields of the [`columns::LOG`] struct.
+pub fn log_fields() -> Fields {
+    use columns::log::*;
+    Fields::from(vec![
+        Field::new(EVENT_NAME, DataType::Utf8, true),
+        Field::new(OBSERVED_TIME, timestamp_type(), true),
+        Field::new(SEVERITY_NUMBER, DataType::Int32, true),
+        Field::new(SEVERITY_TEXT, DataType::Utf8, true),
+        Field::new(BODY, DataType::Utf8, true),
+        Field::new(OTLP, DataType::Binary, true),
+    ])
+}
 
 /// The timestamp type used for every time column: nanoseconds, UTC.
 pub fn timestamp_type() -> DataType {
@@ -306,6 +345,8 @@ fn build_span_schema() -> Schema {
         // Added after `arrival_time`: older files and records read it as NULL (no references
         // in the rows; theirs are in the `content_refs` redb table).
         Field::new(CONTENT_REFS, DataType::Binary, true),
+        // Added with OTLP logs: older files and records have no log rows and read it as NULL.
+        Field::new(LOG, DataType::Struct(log_fields()), true),
     ])
 }
 
@@ -322,7 +363,7 @@ pub(crate) fn missing_columns(fields: &arrow::datatypes::Fields) -> Option<usize
 }
 
 /// Columns added at the end of the span schema since store format 2 shipped.
-const ADDED_COLUMNS: usize = 2;
+const ADDED_COLUMNS: usize = 3;
 
 /// A batch of the span schema from one an older version wrote (the later columns are added,
 /// NULL), or as it is when it already has the span schema.

@@ -78,6 +78,11 @@ pub struct SegmentMeta {
     /// checksums, which read unchecked.
     #[serde(default)]
     pub integrity: Option<Integrity>,
+    /// Rows that are OTLP log records (the rest are spans); 0 in entries written before logs
+    /// were stored, whose files have none. Scans of one row family skip or do not filter a
+    /// segment by it.
+    #[serde(default)]
+    pub log_rows: u64,
     /// Row runs of each trace (raw id, first row, row count), for the trace index. Not stored
     /// in the catalog entry.
     #[serde(skip)]
@@ -450,10 +455,14 @@ pub(crate) fn write_segment(
         .set_column_bloom_filter_enabled(ColumnPath::from(columns::TRACE_ID), true);
     // The typed-attribute blobs are nearly unique per row and never filtered on: dictionary
     // attempts and min/max statistics on them are wasted work at seal time.
-    let blob = ColumnPath::from(columns::SPAN_OTLP);
-    properties = properties
-        .set_column_dictionary_enabled(blob.clone(), false)
-        .set_column_statistics_enabled(blob, EnabledStatistics::None);
+    for blob in [
+        ColumnPath::from(columns::SPAN_OTLP),
+        ColumnPath::from(vec![columns::LOG.to_owned(), columns::log::OTLP.to_owned()]),
+    ] {
+        properties = properties
+            .set_column_dictionary_enabled(blob.clone(), false)
+            .set_column_statistics_enabled(blob, EnabledStatistics::None);
+    }
     // Nearly unique per row: a dictionary does not compress them, and it is one more page that
     // a read of a few rows (one session, one trace) must fetch and decode whole.
     for name in [
@@ -525,6 +534,9 @@ fn describe(
         }
     }
     let trace_runs = trace_runs(batch);
+    let log_rows = batch
+        .column_by_name(columns::LOG)
+        .map_or(0, |log| (log.len() - log.null_count()) as u64);
     SegmentMeta {
         id,
         tier: tier.to_owned(),
@@ -539,6 +551,7 @@ fn describe(
         services,
         has_null_service,
         integrity: None,
+        log_rows,
         trace_runs,
         session_runs: string_runs(batch, columns::SESSION_ID),
         conversation_runs: string_runs(batch, columns::CONVERSATION_ID),
@@ -959,6 +972,7 @@ mod tests {
             services: None,
             has_null_service: true,
             integrity: None,
+            log_rows: 0,
             trace_runs: Vec::new(),
             session_runs: Vec::new(),
             conversation_runs: Vec::new(),
@@ -1017,6 +1031,7 @@ mod tests {
             services: Some(["a".to_owned()].into()),
             has_null_service: false,
             integrity: None,
+            log_rows: 0,
             trace_runs: Vec::new(),
             session_runs: Vec::new(),
             conversation_runs: Vec::new(),

@@ -3,6 +3,7 @@
 use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -13,6 +14,12 @@ use crate::error::{Error, Result};
 /// Only decodes: ids, times and the rest are checked by [`crate::to_span_batch`].
 pub fn decode_traces_protobuf(body: &[u8]) -> Result<ExportTraceServiceRequest> {
     ExportTraceServiceRequest::decode(body).map_err(Error::Protobuf)
+}
+
+/// Decodes an OTLP/HTTP protobuf logs body into an export request (checked by
+/// [`crate::prepare_logs`]).
+pub fn decode_logs_protobuf(body: &[u8]) -> Result<ExportLogsServiceRequest> {
+    ExportLogsServiceRequest::decode(body).map_err(Error::Protobuf)
 }
 
 /// Decompresses a gzip body (one or more concatenated members), refusing to produce more than

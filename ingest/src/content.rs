@@ -18,6 +18,7 @@ use std::collections::HashMap;
 
 use engine::{ContentBatch, ContentHash, ContentPiece, ContentRef, ContentRow, ContentValue};
 use engine::{SpanId, TraceId};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde_json::Value;
@@ -287,6 +288,124 @@ pub(crate) fn extract_with_finish_reasons(
         }
     }
     (out, finish_reasons)
+}
+
+/// Redacts and extracts the content of a logs request in place, as [`extract`] does for
+/// spans. Content keys are `logs.<time>.<event name>.<attribute>` (and `….body` for the body
+/// of a content event: the deprecated `gen_ai.*.message` and `gen_ai.choice` events hold their
+/// message there) on the record's (trace, span), all-zero ids for a record without them.
+pub(crate) fn extract_logs(
+    request: &mut ExportLogsServiceRequest,
+    policy: &ContentPolicy,
+) -> ContentBatch {
+    let mut finish_reasons = ExtractedFinishReasons::new();
+    let mut out = ContentBatch::default();
+    let mut seen_blobs: HashMap<ContentHash, ()> = HashMap::new();
+    let rules = policy.rules();
+    for resource_logs in &mut request.resource_logs {
+        if let Some(resource) = resource_logs.resource.as_mut() {
+            redact_attributes(rules, &mut resource.attributes);
+        }
+        for scope_logs in &mut resource_logs.scope_logs {
+            if let Some(scope) = scope_logs.scope.as_mut() {
+                redact_attributes(rules, &mut scope.attributes);
+            }
+            for record in &mut scope_logs.log_records {
+                redact_attributes(rules, &mut record.attributes);
+                let mut body = vec![KeyValue {
+                    key: "body".to_owned(),
+                    value: record.body.take(),
+                    ..KeyValue::default()
+                }];
+                redact_attributes(rules, &mut body);
+                let name = crate::logs::event_name(record)
+                    .unwrap_or_default()
+                    .to_owned();
+                let prefix = log_content_prefix(record.time_unix_nano, &name);
+                let content_event = is_content_event(&name);
+                let mut extractor = SpanExtractor {
+                    policy,
+                    trace_id: crate::logs::record_trace(record),
+                    span_id: crate::logs::record_span(record),
+                    out: &mut out,
+                    seen_blobs: &mut seen_blobs,
+                    used_keys: HashMap::new(),
+                    finish_reasons: &mut finish_reasons,
+                };
+                for pair in &mut record.attributes {
+                    if is_content_key(&pair.key)
+                        || (content_event && CONTENT_EVENT_KEYS.contains(&pair.key.as_str()))
+                    {
+                        let key = format!("{prefix}{}", pair.key);
+                        extractor.extract(key, pair);
+                    }
+                }
+                if content_event {
+                    extractor.extract(format!("{prefix}body"), &mut body[0]);
+                }
+                record.body = body.pop().and_then(|pair| pair.value);
+            }
+        }
+    }
+    out
+}
+
+/// The prefix of a log record's content keys.
+fn log_content_prefix(time_unix_nano: u64, event_name: &str) -> String {
+    format!("logs.{time_unix_nano}.{event_name}.")
+}
+
+/// Puts content back into rebuilt log records, as [`restore_content`] does for spans.
+pub fn restore_log_content(
+    request: &mut ExportLogsServiceRequest,
+    rows: &[ContentRow],
+) -> Result<RestoredContent> {
+    let mut by_span: HashMap<(TraceId, SpanId), HashMap<&str, Vec<&ContentRow>>> = HashMap::new();
+    for row in rows {
+        by_span
+            .entry((row.trace_id, row.span_id))
+            .or_default()
+            .entry(row.key.as_str())
+            .or_default()
+            .push(row);
+    }
+    let mut restored = RestoredContent::default();
+    for resource_logs in &mut request.resource_logs {
+        for scope_logs in &mut resource_logs.scope_logs {
+            for record in &mut scope_logs.log_records {
+                let key = (
+                    crate::logs::record_trace(record),
+                    crate::logs::record_span(record),
+                );
+                let Some(rows) = by_span.get(&key) else {
+                    continue;
+                };
+                let name = crate::logs::event_name(record)
+                    .unwrap_or_default()
+                    .to_owned();
+                let prefix = log_content_prefix(record.time_unix_nano, &name);
+                let mut used: HashMap<String, usize> = HashMap::new();
+                for pair in &mut record.attributes {
+                    let key = format!("{prefix}{}", pair.key);
+                    restore_pair(pair, key, rows, &mut used, &mut restored)?;
+                }
+                let mut body = KeyValue {
+                    key: "body".to_owned(),
+                    value: record.body.take(),
+                    ..KeyValue::default()
+                };
+                restore_pair(
+                    &mut body,
+                    format!("{prefix}body"),
+                    rows,
+                    &mut used,
+                    &mut restored,
+                )?;
+                record.body = body.value;
+            }
+        }
+    }
+    Ok(restored)
 }
 
 struct SpanExtractor<'a> {

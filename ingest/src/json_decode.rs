@@ -581,5 +581,8 @@ fn kvlist_value(value: &Value, path: &Path<'_>) -> Result<KeyValueList> {
     Ok(out)
 }
 
+mod logs;
+pub use logs::decode_logs_json;
+
 #[cfg(test)]
 mod tests;

@@ -9,10 +9,12 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, EntityRef, InstrumentationScope, KeyValue, any_value,
 };
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use serde_json::{Map, Value, json};
@@ -26,6 +28,63 @@ pub fn encode_traces_json(request: &ExportTraceServiceRequest) -> Value {
         &request.resource_spans,
         resource_spans,
     );
+    Value::Object(out)
+}
+
+/// Encodes a logs export request as OTLP/JSON: `{"resourceLogs": [...]}`.
+pub fn encode_logs_json(request: &ExportLogsServiceRequest) -> Value {
+    let mut out = Map::new();
+    put_list(
+        &mut out,
+        "resourceLogs",
+        &request.resource_logs,
+        resource_logs,
+    );
+    Value::Object(out)
+}
+
+fn resource_logs(resource_logs: &ResourceLogs) -> Value {
+    let mut out = Map::new();
+    put_message(
+        &mut out,
+        "resource",
+        resource_logs.resource.as_ref(),
+        resource,
+    );
+    put_list(&mut out, "scopeLogs", &resource_logs.scope_logs, scope_logs);
+    put_string(&mut out, "schemaUrl", &resource_logs.schema_url);
+    Value::Object(out)
+}
+
+fn scope_logs(scope_logs: &ScopeLogs) -> Value {
+    let mut out = Map::new();
+    put_message(&mut out, "scope", scope_logs.scope.as_ref(), scope);
+    put_list(&mut out, "logRecords", &scope_logs.log_records, log_record);
+    put_string(&mut out, "schemaUrl", &scope_logs.schema_url);
+    Value::Object(out)
+}
+
+fn log_record(record: &LogRecord) -> Value {
+    let mut out = Map::new();
+    put_u64(&mut out, "timeUnixNano", record.time_unix_nano);
+    put_u64(
+        &mut out,
+        "observedTimeUnixNano",
+        record.observed_time_unix_nano,
+    );
+    put_i32(&mut out, "severityNumber", record.severity_number);
+    put_string(&mut out, "severityText", &record.severity_text);
+    put_message(&mut out, "body", record.body.as_ref(), any_value);
+    put_list(&mut out, "attributes", &record.attributes, key_value);
+    put_u32(
+        &mut out,
+        "droppedAttributesCount",
+        record.dropped_attributes_count,
+    );
+    put_u32(&mut out, "flags", record.flags);
+    put_hex(&mut out, "traceId", &record.trace_id);
+    put_hex(&mut out, "spanId", &record.span_id);
+    put_string(&mut out, "eventName", &record.event_name);
     Value::Object(out)
 }
 

@@ -46,6 +46,7 @@ mod content;
 mod error;
 mod json_decode;
 mod json_encode;
+mod logs;
 mod mapping;
 mod normalize;
 mod pipeline;
@@ -53,16 +54,17 @@ mod reconstruct;
 mod redact;
 mod string_form;
 
-pub use body::{decode_traces_protobuf, decompress_gzip};
+pub use body::{decode_logs_protobuf, decode_traces_protobuf, decompress_gzip};
 pub use content::{
     CONTENT_REF_PREFIX, ContentPolicy, FORM_ANY_VALUE, FORM_STRING, RestoredContent, extract,
-    is_content_key, reference_string, restore_content,
+    is_content_key, reference_string, restore_content, restore_log_content,
 };
 pub use error::{Error, Result, SpanProblem};
-pub use json_decode::decode_traces_json;
-pub use json_encode::{encode_export_response_json, encode_traces_json};
+pub use json_decode::{decode_logs_json, decode_traces_json};
+pub use json_encode::{encode_export_response_json, encode_logs_json, encode_traces_json};
+pub use logs::{NO_SPAN, NO_TRACE, rows_to_logs};
 pub use mapping::{SpanBatch, to_span_batch};
-pub use pipeline::prepare;
+pub use pipeline::{prepare, prepare_logs};
 pub use reconstruct::batches_to_otlp;
 pub use redact::{Detector, RedactionRule, RedactionRuleConfig};
 pub use string_form::string_form;

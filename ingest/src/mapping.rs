@@ -246,6 +246,7 @@ pub(crate) fn map_request(
                     resource_otlp: &resource_otlp,
                     scope_otlp: &scope_otlp,
                     span_otlp: &span_otlp,
+                    log: None,
                 });
             }
         }
@@ -261,7 +262,7 @@ pub(crate) fn map_request(
 
 /// Encodes an optional message for a hidden column: `None` -> empty, a message whose encoding is
 /// empty -> `present_empty`, otherwise its protobuf encoding.
-fn encode_optional<M: Message>(message: Option<&M>, present_empty: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_optional<M: Message>(message: Option<&M>, present_empty: &[u8]) -> Vec<u8> {
     match message {
         None => Vec::new(),
         Some(message) => {

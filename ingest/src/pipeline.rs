@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use arrow::array::{Array, AsArray, RecordBatch};
 use engine::schema::columns;
 use engine::{ContentBatch, TierRules, WriteBatch};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::content::{ContentPolicy, extract_with_finish_reasons};
@@ -32,6 +33,25 @@ pub fn prepare(
     let spans = place_in_tiers(rules, spans)?;
     set_content_tiers(&spans, &mut content);
     Ok(WriteBatch { spans, content })
+}
+
+/// Redacts, extracts content, validates and maps a logs `request` (see `logs.rs`), and places
+/// its rows in tiers: the same steps as [`prepare`], for log records. Each record becomes a
+/// row of its trace (see `engine::schema::columns::LOG`).
+pub fn prepare_logs(
+    mut request: ExportLogsServiceRequest,
+    policy: &ContentPolicy,
+    rules: &dyn TierRules,
+) -> Result<WriteBatch> {
+    crate::logs::validate(&request)?;
+    let mut content = crate::content::extract_logs(&mut request, policy);
+    let rows = crate::logs::map_logs(&request)?;
+    let rows = place_in_tiers(rules, rows)?;
+    set_content_tiers(&rows, &mut content);
+    Ok(WriteBatch {
+        spans: rows,
+        content,
+    })
 }
 
 /// Sets each row's retention tier from the rules (NULL: the default tier).

@@ -73,6 +73,7 @@ mod error;
 mod explode;
 pub mod format;
 mod guard;
+mod logs_table;
 pub mod monitoring;
 mod options;
 pub mod pg_catalog;

@@ -163,6 +163,7 @@ impl ScanFilters {
                 .collect(),
             projection,
             limit,
+            family: engine::RowFamily::Spans,
         }
     }
 

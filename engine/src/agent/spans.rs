@@ -20,7 +20,7 @@ use crate::schema::columns;
 
 /// The span columns the derivation reads, in span-schema order of
 /// [`crate::span_schema`] (so a projection of them keeps this order).
-pub(crate) const INPUT_COLUMNS: [&str; 29] = [
+pub(crate) const INPUT_COLUMNS: [&str; 30] = [
     columns::TRACE_ID,
     columns::SPAN_ID,
     columns::PARENT_SPAN_ID,
@@ -50,7 +50,12 @@ pub(crate) const INPUT_COLUMNS: [&str; 29] = [
     columns::DECISION_VERDICT,
     columns::ATTRIBUTES,
     columns::EVENTS,
+    columns::LOG,
 ];
+
+/// The event name of the log record that carries a model call's details when an
+/// instrumentation records them as an event (`gen_ai.client.inference.operation.details`).
+const OPERATION_DETAILS: &str = "gen_ai.client.inference.operation.details";
 
 /// One batch's columns, downcast once.
 struct Columns {
@@ -84,6 +89,8 @@ struct Columns {
     attributes: MapArray,
     /// `None` when the projection left events out (tables that need no event).
     events: Option<ListArray>,
+    /// The `log` struct: valid on log record rows; `None` when the batch has no log row.
+    log: Option<StructArray>,
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
@@ -166,6 +173,11 @@ impl Columns {
             } else {
                 None
             },
+            log: batch
+                .column_by_name(LOG)
+                .and_then(|log| log.as_struct_opt())
+                .filter(|log| log.null_count() < log.len())
+                .cloned(),
         })
     }
 }
@@ -235,8 +247,16 @@ pub(crate) struct Event<'a> {
 }
 
 /// The span rows of a scan, with typed accessors.
+///
+/// Log record rows among them are not spans: [`SpanRows::logical_traces`] leaves them out, and
+/// each distinct one (resent copies once) is seen as one more event of the span it names
+/// ([`SpanRows::events`]), so a decision or an approval recorded as a log record counts like
+/// its event form. A model call's token, model and finish-reason columns that the span left
+/// NULL are read from its `gen_ai.client.inference.operation.details` record.
 pub(crate) struct SpanRows {
     batches: Vec<Columns>,
+    /// The log rows of each (trace id, span id), copies dropped, in scan order.
+    notes: HashMap<(String, String), Vec<Row>>,
 }
 
 fn text(array: &StringArray, index: u32) -> Option<&str> {
@@ -280,7 +300,120 @@ impl SpanRows {
             .filter(|batch| batch.num_rows() > 0)
             .map(|batch| Columns::of(batch, with_events))
             .collect::<Result<Vec<_>>>()?;
-        Ok(SpanRows { batches })
+        let mut rows = SpanRows {
+            batches,
+            notes: HashMap::new(),
+        };
+        rows.notes = rows.collect_notes();
+        Ok(rows)
+    }
+
+    /// True when `row` is a log record, not a span.
+    pub(crate) fn is_log(&self, row: Row) -> bool {
+        self.batches[row.batch as usize]
+            .log
+            .as_ref()
+            .is_some_and(|log| log.is_valid(row.row as usize))
+    }
+
+    fn log_event_name(&self, row: Row) -> &str {
+        self.batches[row.batch as usize]
+            .log
+            .as_ref()
+            .and_then(|log| log.column_by_name(columns::log::EVENT_NAME))
+            .and_then(|names| names.as_string_opt::<i32>())
+            .and_then(|names| text(names, row.row))
+            .unwrap_or("")
+    }
+
+    fn collect_notes(&self) -> HashMap<(String, String), Vec<Row>> {
+        let mut notes: HashMap<(String, String), Vec<Row>> = HashMap::new();
+        for (batch, columns) in self.batches.iter().enumerate() {
+            let Some(log) = &columns.log else { continue };
+            for index in 0..log.len() {
+                if log.is_null(index) {
+                    continue;
+                }
+                let row = Row {
+                    batch: batch as u32,
+                    row: index as u32,
+                };
+                let key = (self.trace_id(row).to_owned(), self.span_id(row).to_owned());
+                let kept = notes.entry(key).or_default();
+                let attributes = self.attributes(row);
+                let copy = kept.iter().any(|&other| {
+                    self.start_time(other) == self.start_time(row)
+                        && self.log_event_name(other) == self.log_event_name(row)
+                        && self.attributes(other).same_as(&attributes)
+                });
+                if !copy {
+                    kept.push(row);
+                }
+            }
+        }
+        notes
+    }
+
+    /// The log records of the span at `row`, as events.
+    fn notes(&self, row: Row) -> impl Iterator<Item = Event<'_>> {
+        let notes = if self.notes.is_empty() {
+            None
+        } else {
+            self.notes
+                .get(&(self.trace_id(row).to_owned(), self.span_id(row).to_owned()))
+        };
+        notes.into_iter().flatten().map(|&note| Event {
+            time: self.start_time(note),
+            name: self.log_event_name(note),
+            attributes: self.attributes(note),
+        })
+    }
+
+    /// The span's `gen_ai.client.inference.operation.details` record's value of `key`.
+    fn details(&self, row: Row, key: &str) -> Option<&str> {
+        self.notes(row)
+            .filter(|note| note.name == OPERATION_DETAILS)
+            .find_map(|note| note.attributes.get(key))
+    }
+
+    fn details_number(&self, row: Row, keys: &[&str]) -> Option<i64> {
+        keys.iter()
+            .find_map(|key| self.details(row, key)?.parse().ok())
+    }
+
+    pub(crate) fn request_model(&self, row: Row) -> Option<&str> {
+        let columns = &self.batches[row.batch as usize];
+        text(&columns.request_model, row.row).or_else(|| self.details(row, "gen_ai.request.model"))
+    }
+
+    pub(crate) fn response_model(&self, row: Row) -> Option<&str> {
+        let columns = &self.batches[row.batch as usize];
+        text(&columns.response_model, row.row)
+            .or_else(|| self.details(row, "gen_ai.response.model"))
+    }
+
+    pub(crate) fn input_tokens(&self, row: Row) -> Option<i64> {
+        let columns = &self.batches[row.batch as usize];
+        number(&columns.input_tokens, row.row)
+            .or_else(|| self.details_number(row, &["gen_ai.usage.input_tokens"]))
+    }
+
+    pub(crate) fn output_tokens(&self, row: Row) -> Option<i64> {
+        let columns = &self.batches[row.batch as usize];
+        number(&columns.output_tokens, row.row)
+            .or_else(|| self.details_number(row, &["gen_ai.usage.output_tokens"]))
+    }
+
+    pub(crate) fn cache_read_tokens(&self, row: Row) -> Option<i64> {
+        let columns = &self.batches[row.batch as usize];
+        number(&columns.cache_read_tokens, row.row)
+            .or_else(|| self.details_number(row, &["gen_ai.usage.cache_read.input_tokens"]))
+    }
+
+    pub(crate) fn reasoning_tokens(&self, row: Row) -> Option<i64> {
+        let columns = &self.batches[row.batch as usize];
+        number(&columns.reasoning_tokens, row.row)
+            .or_else(|| self.details_number(row, &["gen_ai.usage.reasoning.output_tokens"]))
     }
 
     text_accessors!(
@@ -290,8 +423,6 @@ impl SpanRows {
         user_id,
         operation,
         provider,
-        request_model,
-        response_model,
         agent_name,
         workflow_name,
         tool_name,
@@ -301,13 +432,7 @@ impl SpanRows {
         decision_verdict,
     );
 
-    number_accessors!(
-        input_tokens,
-        output_tokens,
-        cache_read_tokens,
-        reasoning_tokens,
-        retry_attempt,
-    );
+    number_accessors!(retry_attempt);
 
     pub(crate) fn trace_id(&self, row: Row) -> &str {
         self.batches[row.batch as usize]
@@ -349,12 +474,15 @@ impl SpanRows {
             .value(row.row as usize)
     }
 
-    /// The finish reasons list (`None` when NULL).
+    /// The finish reasons list (`None` when NULL and the span's operation details name none).
     pub(crate) fn finish_reasons(&self, row: Row) -> Option<Vec<&str>> {
         let list = &self.batches[row.batch as usize].finish_reasons;
         let index = row.row as usize;
         if list.is_null(index) {
-            return None;
+            // The string form of a string array is its compact JSON.
+            return self
+                .details(row, "gen_ai.response.finish_reasons")
+                .and_then(|reasons| serde_json::from_str::<Vec<&str>>(reasons).ok());
         }
         let offsets = list.value_offsets();
         let values = list.values().as_string::<i32>();
@@ -377,8 +505,15 @@ impl SpanRows {
         )
     }
 
-    /// The span's events in stored order (none when events were not read).
+    /// The span's events in stored order (none when events were not read), then the log
+    /// records naming the span, in scan order.
     pub(crate) fn events(&self, row: Row) -> Vec<Event<'_>> {
+        let mut events = self.own_events(row);
+        events.extend(self.notes(row));
+        events
+    }
+
+    fn own_events(&self, row: Row) -> Vec<Event<'_>> {
         let Some(list) = &self.batches[row.batch as usize].events else {
             return Vec::new();
         };
@@ -415,6 +550,9 @@ impl SpanRows {
                     batch: batch as u32,
                     row: row as u32,
                 };
+                if self.is_log(row) {
+                    continue;
+                }
                 let slot = *trace_of.entry(self.trace_id(row)).or_insert_with(|| {
                     traces.push(Vec::new());
                     traces.len() - 1

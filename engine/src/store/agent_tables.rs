@@ -203,6 +203,7 @@ pub(super) fn complete_split_traces(
         let request = ScanRequest {
             trace_ids: Some(sealed_before.iter().copied().map(TraceId).collect()),
             projection: Some(AgentTable::Decisions.input_columns()),
+            family: crate::RowFamily::All,
             ..ScanRequest::default()
         };
         let total = segments.len();
@@ -576,6 +577,7 @@ impl Engine {
         );
         let probe = ScanRequest {
             start_time,
+            family: crate::RowFamily::All,
             ..ScanRequest::default()
         };
         let nothing = Arc::new(HashSet::new());
@@ -598,6 +600,7 @@ impl Engine {
         let request = ScanRequest {
             trace_ids: Some(ids),
             projection: Some(table.input_columns()),
+            family: crate::RowFamily::All,
             ..ScanRequest::default()
         };
         let derive = self.plan_scan_with(&request, MAX_AGENT_LOOKUPS)?;

@@ -709,6 +709,7 @@ pub(super) fn row_refs_in(
     let request = crate::ScanRequest {
         trace_ids: trace_ids.map(<[TraceId]>::to_vec),
         projection: Some(projection),
+        family: crate::RowFamily::All,
         ..crate::ScanRequest::default()
     };
     let mut out = Vec::new();
@@ -748,6 +749,7 @@ pub(super) fn row_ref_counts(shared: &Shared) -> Result<(u64, u64)> {
     use arrow::array::{Array, AsArray};
     let request = crate::ScanRequest {
         projection: Some(vec![column_index(columns::CONTENT_REFS)]),
+        family: crate::RowFamily::All,
         ..crate::ScanRequest::default()
     };
     let (mut references, mut bytes) = (0u64, 0u64);

@@ -44,6 +44,7 @@ impl Engine {
         let request = ScanRequest {
             session_ids: Some(vec![session_id.to_owned()]),
             projection: Some(projection),
+            family: crate::RowFamily::All,
             ..ScanRequest::default()
         };
         let mut traces: HashSet<[u8; 16]> = HashSet::new();

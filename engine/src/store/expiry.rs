@@ -404,6 +404,7 @@ impl Engine {
         let policy = &self.shared.options.retention;
         let request = ScanRequest {
             trace_ids: Some(traces.iter().map(|(trace, _)| TraceId(*trace)).collect()),
+            family: crate::RowFamily::All,
             ..ScanRequest::default()
         };
         let late: HashMap<RawTraceId, TraceKeys> = traces.iter().cloned().collect();

@@ -165,6 +165,8 @@ impl TableProvider for AgentTableProvider {
                 request.trace_ids = Some(traces.into_iter().collect());
             }
         }
+        // The traces' log records too: the derivation reads them as events of their spans.
+        request.family = engine::RowFamily::All;
         let input = Arc::new(SpansScanExec::new(
             Arc::clone(&self.engine),
             request,

@@ -216,12 +216,14 @@ impl TableProvider for LogsTable {
     }
 }
 
-/// `evaluations`: one row per `gen_ai.evaluation.result` log record. A record without a span
+/// `evaluations`: one row per `gen_ai.evaluation.result` log record (copies of a resent record
+/// once). A record without a span
 /// id is matched to the span of its trace (any trace, when it has none) whose
 /// `gen_ai.response.id` it names. `explanation` is content: it reads as the content reference
 /// ingest left (`sightline-content:v1:…`); the `content` table holds its text under the key
 /// `logs.<time ns>.gen_ai.evaluation.result.gen_ai.evaluation.explanation`.
 pub(crate) const EVALUATIONS_SQL: &str = "\
+SELECT DISTINCT * FROM ( \
 SELECT time, trace_id, span_id, \
   attributes['gen_ai.evaluation.name'] AS name, \
   TRY_CAST(attributes['gen_ai.evaluation.score.value'] AS DOUBLE) AS score_value, \
@@ -246,4 +248,4 @@ LEFT JOIN ( \
   FROM spans WHERE attributes['gen_ai.response.id'] IS NOT NULL \
 ) s ON s.response_id = l.attributes['gen_ai.response.id'] \
   AND (l.trace_id IS NULL OR s.trace_id = l.trace_id) \
-WHERE l.event_name = 'gen_ai.evaluation.result' AND l.span_id IS NULL";
+WHERE l.event_name = 'gen_ai.evaluation.result' AND l.span_id IS NULL)";

@@ -159,9 +159,10 @@ fn erase(engine: &Engine, session: &str) -> anyhow::Result<Outcome> {
     }
     let _ = writeln!(
         text,
-        "erased session {}: {} spans in {} traces from {} segment(s); recorded in the chain (see sightline verify)",
+        "erased session {}: {} spans and {} log records in {} traces from {} segment(s); recorded in the chain (see sightline verify)",
         report.session_id,
-        report.rows,
+        report.rows - report.log_rows,
+        report.log_rows,
         report.traces.len(),
         report.segments.len()
     );

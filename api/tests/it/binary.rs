@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_sightline");
 
 pub(crate) struct ServerProcess {
-    child: Child,
+    pub(crate) child: Child,
     pub(crate) grpc: String,
     pub(crate) api: String,
     pub(crate) jaeger: String,

@@ -685,3 +685,215 @@ async fn invalid_log_records_are_refused_whole_with_the_field_named() {
     assert!(status.message().contains("traceId"), "{status}");
     server.stop().await;
 }
+
+mod lifecycle {
+    //! Log records through the binary's life cycle: acknowledged over gRPC, SIGKILL, recovery,
+    //! erasure of a session, expiry by the tier rules.
+
+    use std::path::Path;
+    use std::process::Command;
+
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use crate::binary::{BINARY, spawn_server_with};
+
+    fn string(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.to_owned())),
+            }),
+            ..KeyValue::default()
+        }
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    /// A two-span run of `session` in trace `[byte; 16]`.
+    fn run(byte: u8, session: &str) -> ExportTraceServiceRequest {
+        let start = now();
+        let span = |id: u8, parent: Option<u8>, operation: &str| Span {
+            trace_id: vec![byte; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent.map(|parent| vec![parent; 8]).unwrap_or_default(),
+            name: operation.to_owned(),
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 1_000,
+            attributes: vec![
+                string("gen_ai.operation.name", operation),
+                string("session.id", session),
+            ],
+            ..Span::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(1, None, "invoke_agent"), span(2, Some(1), "chat")],
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            }],
+        }
+    }
+
+    /// `count` operation-details records on span 2 of trace `[byte; 16]` (`None`: records with
+    /// no trace), each with an input message.
+    fn records(byte: Option<u8>, count: usize) -> ExportLogsServiceRequest {
+        let time = now();
+        let log_records = (0..count)
+            .map(|index| LogRecord {
+                time_unix_nano: time + index as u64,
+                event_name: "gen_ai.client.inference.operation.details".to_owned(),
+                trace_id: byte.map(|byte| vec![byte; 16]).unwrap_or_default(),
+                span_id: byte.map(|_| vec![2; 8]).unwrap_or_default(),
+                attributes: vec![string(
+                    "gen_ai.input.messages",
+                    &format!(
+                        r#"[{{"role":"user","parts":[{{"type":"text","content":"q{index}"}}]}}]"#
+                    ),
+                )],
+                ..LogRecord::default()
+            })
+            .collect();
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records,
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        }
+    }
+
+    fn sightline(args: &[&str]) -> (bool, String) {
+        let output = Command::new(BINARY).args(args).output().unwrap();
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    }
+
+    /// One number from `sightline sql --format csv`.
+    fn count(dir: &Path, query: &str) -> i64 {
+        let (ok, text) = sightline(&[
+            "sql",
+            "--format",
+            "csv",
+            "--data",
+            dir.to_str().unwrap(),
+            query,
+        ]);
+        assert!(ok, "{query}: {text}");
+        text.lines()
+            .filter(|line| !line.contains(" INFO ") && !line.contains(" WARN "))
+            .nth(1)
+            .and_then(|line| line.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{query}: {text}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_records_survive_sigkill_and_go_with_their_session_and_their_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let mut server = spawn_server_with(dir.path(), &[]);
+        let mut spans = TraceServiceClient::connect(server.grpc.clone())
+            .await
+            .unwrap();
+        let mut logs = LogsServiceClient::connect(server.grpc.clone())
+            .await
+            .unwrap();
+        let (a, b) = (0xa1_u8, 0xb2_u8);
+        let sent = [(Some(a), 3), (Some(b), 2), (None, 1)];
+        // Logs before, between and after the spans of their traces.
+        logs.export(records(sent[0].0, sent[0].1))
+            .await
+            .expect("acknowledged");
+        spans.export(run(a, "sess-a")).await.expect("acknowledged");
+        spans.export(run(b, "sess-b")).await.expect("acknowledged");
+        logs.export(records(sent[1].0, sent[1].1))
+            .await
+            .expect("acknowledged");
+        logs.export(records(sent[2].0, sent[2].1))
+            .await
+            .expect("acknowledged");
+        kill(Pid::from_raw(server.child.id() as i32), Signal::SIGKILL).unwrap();
+        server.child.wait().unwrap();
+
+        let total: usize = sent.iter().map(|(_, count)| count).sum();
+        assert_eq!(count(dir.path(), "SELECT count(*) FROM logs"), total as i64);
+        let trace_a = hex::encode([a; 16]);
+        let trace_b = hex::encode([b; 16]);
+        assert_eq!(
+            count(
+                dir.path(),
+                "SELECT count(*) FROM logs WHERE session_id = 'sess-a'"
+            ),
+            3
+        );
+        assert_eq!(count(dir.path(), "SELECT count(*) FROM spans"), 4);
+        assert_eq!(
+            count(
+                dir.path(),
+                &format!("SELECT count(*) FROM content WHERE trace_id = '{trace_a}'")
+            ),
+            3
+        );
+
+        // Erasing session a takes its spans, its log records and their content, nothing else.
+        let (ok, text) = sightline(&["erase", "--session", "sess-a", "--data", data]);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("erased session sess-a: 2 spans and 3 log records in 1 traces"),
+            "{text}"
+        );
+        for (query, expected) in [
+            (
+                format!("SELECT count(*) FROM logs WHERE trace_id = '{trace_a}'"),
+                0,
+            ),
+            (
+                format!("SELECT count(*) FROM content WHERE trace_id = '{trace_a}'"),
+                0,
+            ),
+            (
+                format!("SELECT count(*) FROM logs WHERE trace_id = '{trace_b}'"),
+                2,
+            ),
+            (
+                "SELECT count(*) FROM logs WHERE trace_id IS NULL".to_owned(),
+                1,
+            ),
+            ("SELECT count(*) FROM spans".to_owned(), 2),
+        ] {
+            assert_eq!(count(dir.path(), &query), expected, "{query}");
+        }
+        let (ok, text) = sightline(&["verify", "--data", data]);
+        assert!(ok, "{text}");
+
+        // Their tier's keep (standard, 14 days from arrival) ends: the logs go with the spans.
+        let later =
+            api::retention_command::format_timestamp((now() + 15 * 86_400_000_000_000) as i64);
+        let (ok, text) = sightline(&["retention", "run", "--data", data, "--as-of", &later]);
+        assert!(ok, "{text}");
+        assert_eq!(count(dir.path(), "SELECT count(*) FROM logs"), 0);
+        assert_eq!(count(dir.path(), "SELECT count(*) FROM spans"), 0);
+    }
+}

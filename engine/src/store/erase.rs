@@ -22,8 +22,10 @@ use super::*;
 pub struct EraseReport {
     /// The erased session.
     pub session_id: String,
-    /// Spans removed.
+    /// Rows removed: spans and log records.
     pub rows: u64,
+    /// Of [`EraseReport::rows`], the log records.
+    pub log_rows: u64,
     /// Traces whose spans (and content) were removed, raw ids.
     pub traces: HashSet<[u8; 16]>,
     /// Segments rewritten: (old id, ids of the rewrites; empty when nothing else was in it).
@@ -131,7 +133,11 @@ impl Engine {
         {
             // Every row of the segment, resolved, split into the session's and the rest.
             let plan = ScanPlan::new(
-                &ScanRequest::default(),
+                // Log records too: the session's go with it, and every other row stays.
+                &ScanRequest {
+                    family: crate::RowFamily::All,
+                    ..ScanRequest::default()
+                },
                 Vec::new(),
                 Arc::clone(&shared.memtable_keys),
                 vec![(
@@ -148,6 +154,7 @@ impl Engine {
             let mut keep = Vec::new();
             let mut traces: HashSet<RawTraceId> = HashSet::new();
             let mut removed = 0u64;
+            let mut log_removed = 0u64;
             for batch in plan.collect()? {
                 let sessions = batch
                     .column(column_index(columns::SESSION_ID))
@@ -155,11 +162,15 @@ impl Engine {
                 let trace_ids = batch
                     .column(column_index(columns::TRACE_ID))
                     .as_string::<i32>();
+                let log = batch.column(column_index(columns::LOG));
                 let mut mask = Vec::with_capacity(batch.num_rows());
                 for row in 0..batch.num_rows() {
                     let erased = sessions.is_valid(row) && sessions.value(row) == session_id;
                     if erased {
                         removed += 1;
+                        if log.is_valid(row) {
+                            log_removed += 1;
+                        }
                         if let Some(trace) = crate::trace_keys::raw_trace_id(trace_ids.value(row)) {
                             traces.insert(trace);
                         }
@@ -182,6 +193,7 @@ impl Engine {
                 },
             )?;
             report.rows += removed;
+            report.log_rows += log_removed;
             report.traces.extend(traces);
             report.segments.push((meta.id, new_ids));
         }

@@ -308,11 +308,14 @@ impl RowPredicate {
         let mut keep = BooleanBufferBuilder::new(rows);
         keep.append_n(rows, true);
         if which != Predicates::OnlyKeys {
-            if self.request.family != RowFamily::All
-                && let Some(log) = batch.column_by_name(columns::LOG)
-            {
+            if self.request.family != RowFamily::All {
                 let want_logs = self.request.family == RowFamily::Logs;
-                match log.logical_nulls() {
+                // Without the column (rows written before log rows existed) every row is a span.
+                let nulls = match batch.column_by_name(columns::LOG) {
+                    Some(log) => log.logical_nulls(),
+                    None => Some(arrow::buffer::NullBuffer::new_null(rows)),
+                };
+                match nulls {
                     // No log row: all spans.
                     Some(nulls) if nulls.null_count() == rows => {
                         if want_logs {

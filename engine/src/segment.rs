@@ -651,7 +651,7 @@ pub(crate) fn read_segment(
     };
     // With late keys, session/conversation predicates run after resolution, on the key columns.
     let late = read.late.filter(|late| !late.is_empty());
-    let (row_filter_columns, post_filter) = if late.is_some() {
+    let (mut row_filter_columns, post_filter) = if late.is_some() {
         (
             predicate.filter_columns(Predicates::WithoutKeys),
             predicate.has_key_predicates(),
@@ -659,6 +659,13 @@ pub(crate) fn read_segment(
     } else {
         (predicate.filter_columns(Predicates::All), false)
     };
+    // A file written before log rows existed has no `log` column and only span rows.
+    if column_index(columns::LOG) >= file_columns {
+        if predicate.request.family == crate::RowFamily::Logs {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        row_filter_columns.retain(|column| *column < file_columns);
+    }
     let mut read_columns: BTreeSet<usize> = projection.iter().copied().collect();
     if late.is_some() {
         for name in [

@@ -9,14 +9,17 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, Result as DfResult, plan_err};
+use datafusion::common::{DFSchema, Result as DfResult, internal_err, plan_err};
+use datafusion::execution::SessionState;
 use datafusion::functions::core::expr_fn::{get_field, nullif};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{
     Expr, ExprSchemable, TableProviderFilterPushDown, TableType, col, lit,
 };
+use datafusion::logical_expr::{LogicalPlanBuilder, and};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use engine::schema::{column_index, columns};
@@ -249,3 +252,90 @@ LEFT JOIN ( \
 ) s ON s.response_id = l.attributes['gen_ai.response.id'] \
   AND (l.trace_id IS NULL OR s.trace_id = l.trace_id) \
 WHERE l.event_name = 'gen_ai.evaluation.result' AND l.span_id IS NULL)";
+
+/// A view defined by SQL over the registered tables, planned when a query reads it (so
+/// building the catalog plans nothing). Filters on it are handed to the planned query, where
+/// they push down into its scans like filters on a DataFusion view's columns; DataFusion
+/// applies them again above.
+#[derive(Debug)]
+pub(crate) struct SqlView {
+    sql: &'static str,
+    schema: SchemaRef,
+}
+
+impl SqlView {
+    /// `evaluations` ([`EVALUATIONS_SQL`]).
+    pub(crate) fn evaluations() -> Self {
+        let text = |name: &str| Field::new(name, DataType::Utf8, true);
+        SqlView {
+            sql: EVALUATIONS_SQL,
+            schema: Arc::new(Schema::new(vec![
+                Field::new(
+                    "time",
+                    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                    false,
+                ),
+                text("trace_id"),
+                text("span_id"),
+                text("name"),
+                Field::new("score_value", DataType::Float64, true),
+                text("score_label"),
+                text("explanation"),
+                text("error_type"),
+                text("response_id"),
+                text("session_id"),
+                text("conversation_id"),
+                text("service_name"),
+            ])),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SqlView {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        Some(self.sql)
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+            return internal_err!("a view needs a SessionState to plan its query");
+        };
+        let mut plan = LogicalPlanBuilder::from(state.create_logical_plan(self.sql).await?);
+        if let Some(filter) = filters.iter().cloned().map(unnormalize_col).reduce(and) {
+            plan = plan.filter(filter)?;
+        }
+        if let Some(indices) = projection {
+            plan = plan.project(
+                indices
+                    .iter()
+                    .map(|index| col(self.schema.field(*index).name())),
+            )?;
+        }
+        if let Some(limit) = limit {
+            plan = plan.limit(0, Some(limit))?;
+        }
+        state.create_physical_plan(&plan.build()?).await
+    }
+}

@@ -209,8 +209,9 @@ pub(crate) fn matches_nothing(request: &ScanRequest) -> bool {
 }
 
 /// The predicates of `request` as `EXPLAIN` shows them: `trace_ids=[…], start_time=[…],
-/// services=[…], sessions=[…], conversations=[…], (sessions=[…] OR conversations=[…])`, only
-/// the parts that are set (empty when there are none). Projection and limit are not included.
+/// services=[…], sessions=[…], conversations=[…], (sessions=[…] OR conversations=[…])`, and
+/// `rows=logs` / `rows=spans+logs` for a scan of log rows, only the parts that are set (empty
+/// when there are none). Projection and limit are not included.
 pub(crate) fn describe(request: &ScanRequest) -> String {
     let mut parts = Vec::new();
     if let Some(ids) = &request.trace_ids {
@@ -245,6 +246,11 @@ pub(crate) fn describe(request: &ScanRequest) -> String {
             sessions.join(", "),
             conversations.join(", ")
         ));
+    }
+    match request.family {
+        engine::RowFamily::Spans => {}
+        engine::RowFamily::Logs => parts.push("rows=logs".to_owned()),
+        engine::RowFamily::All => parts.push("rows=spans+logs".to_owned()),
     }
     parts.join(", ")
 }

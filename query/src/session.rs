@@ -151,23 +151,15 @@ impl SqlEngine {
                 .register_table(name, table)
                 .map_err(Error::from_datafusion)?;
         }
-        // Planning a view's SQL over registered tables awaits nothing.
-        let evaluations = futures::executor::block_on(
-            context
-                .state()
-                .create_logical_plan(crate::logs_table::EVALUATIONS_SQL),
-        )
-        .map_err(Error::from_datafusion)?;
-        let view = Arc::new(datafusion::catalog::view::ViewTable::new(
-            evaluations,
-            Some(crate::logs_table::EVALUATIONS_SQL.to_owned()),
-        ));
         relations.push((
             crate::logs_table::EVALUATIONS.to_owned(),
             datafusion::datasource::TableType::View,
         ));
         context
-            .register_table(crate::logs_table::EVALUATIONS, view)
+            .register_table(
+                crate::logs_table::EVALUATIONS,
+                Arc::new(crate::logs_table::SqlView::evaluations()),
+            )
             .map_err(Error::from_datafusion)?;
         crate::pg_catalog::install(&context, &relations).map_err(Error::from_datafusion)?;
         let pool = QueryPool::new(options.threads, options.max_concurrent)?;

@@ -139,13 +139,15 @@ fn psql(addr: SocketAddr, password: Option<&str>, args: &[&str]) -> std::process
         .expect("psql runs (install postgresql-client)")
 }
 
-/// The tables and views the HTTP API's information_schema lists in `public`.
-async fn public_relations(server: &TestServer) -> Vec<String> {
+/// The relations of `kind` (`BASE TABLE`, `VIEW`; `None` for both) the HTTP API's
+/// information_schema lists in `public`.
+async fn public_relations(server: &TestServer, kind: Option<&str>) -> Vec<String> {
+    let kind = kind.map_or(String::new(), |kind| format!("AND table_type = '{kind}'"));
     let rows = server
-        .rows(
+        .rows(&format!(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' \
-             ORDER BY table_name",
-        )
+             {kind} ORDER BY table_name"
+        ))
         .await;
     rows.iter()
         .map(|row| row[0].as_str().expect("a name").to_owned())
@@ -157,8 +159,9 @@ async fn psql_lists_the_tables_and_runs_the_monitoring_queries_as_http_does() {
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = seeded(ServerConfig::ephemeral(dir.path())).await;
 
-    // `\dt` lists every table the SQL engine has, named as information_schema names them.
-    let relations = public_relations(&server).await;
+    // `\dt` lists every table the SQL engine has, named as information_schema names them;
+    // `\dv` the views.
+    let relations = public_relations(&server, Some("BASE TABLE")).await;
     for expected in [
         "spans",
         "span_events",
@@ -191,6 +194,13 @@ async fn psql_lists_the_tables_and_runs_the_monitoring_queries_as_http_does() {
         .map(|fields| fields[1].to_owned())
         .collect();
     assert_eq!(listed, relations);
+    let views = psql(addr, None, &["-A", "-t", "-c", r"\dv"]);
+    let views: Vec<String> = String::from_utf8_lossy(&views.stdout)
+        .lines()
+        .filter_map(|line| line.split('|').nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(views, public_relations(&server, Some("VIEW")).await);
+    assert!(views.iter().any(|view| view == "evaluations"), "{views:?}");
 
     // Each query of docs/monitoring.md: the same rows through psql as through the HTTP API.
     let queries = testdata::sql_blocks(include_str!("../../../docs/monitoring.md"));
@@ -479,7 +489,7 @@ async fn grafana_catalog_queries_and_a_time_series_work() {
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = seeded(ServerConfig::ephemeral(dir.path())).await;
     let client = connect(addr, None).await.unwrap();
-    let relations = public_relations(&server).await;
+    let relations = public_relations(&server, None).await;
 
     // The data source's health check: pgx pings with a comment alone.
     let answer = client

@@ -367,3 +367,105 @@ fn projections_come_back_in_the_requested_order_from_segments_and_memtable() {
         );
     }
 }
+
+/// `records` log rows of trace `trace` (see `engine::schema::columns::LOG`).
+fn log_rows(trace: u32, records: usize, start: i64) -> RecordBatch {
+    let mut builder = SpanBatchBuilder::new();
+    for index in 0..records {
+        builder.append(&SpanRecord {
+            trace_id: trace_id(trace),
+            span_id: SpanId([1; 8]),
+            name: "gen_ai.evaluation.result",
+            start_time_unix_nano: start + index as i64,
+            end_time_unix_nano: start + index as i64,
+            service_name: Some("logger"),
+            log: Some(engine::LogFields {
+                event_name: Some("gen_ai.evaluation.result"),
+                severity_number: 9,
+                otlp: b"",
+                ..engine::LogFields::default()
+            }),
+            ..SpanRecord::default()
+        });
+    }
+    builder.finish()
+}
+
+#[test]
+fn scans_return_spans_or_log_rows_as_asked_in_memory_and_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(
+        dir.path(),
+        Options::default().with_background_sealing(false),
+    )
+    .unwrap();
+    // An old-style span-only segment, then spans and log rows of one trace mixed.
+    engine.write(spans(1, 4, "svc", BASE)).unwrap();
+    engine.seal().unwrap();
+    engine.write(log_rows(2, 3, BASE + 10)).unwrap();
+    engine.write(spans(2, 2, "svc", BASE + 5)).unwrap();
+    let rows = |family: engine::RowFamily, trace: Option<u32>| -> (usize, usize) {
+        let batches = engine
+            .scan(&ScanRequest {
+                family,
+                trace_ids: trace.map(|trace| vec![trace_id(trace)]),
+                ..ScanRequest::default()
+            })
+            .unwrap();
+        let total = batches.iter().map(RecordBatch::num_rows).sum();
+        let logs = batches
+            .iter()
+            .map(|batch| {
+                let log = batch.column_by_name(columns::LOG).unwrap();
+                log.len() - log.null_count()
+            })
+            .sum();
+        (total, logs)
+    };
+    for sealed in [false, true] {
+        assert_eq!(
+            rows(engine::RowFamily::Spans, None),
+            (6, 0),
+            "sealed: {sealed}"
+        );
+        assert_eq!(
+            rows(engine::RowFamily::Logs, None),
+            (3, 3),
+            "sealed: {sealed}"
+        );
+        assert_eq!(
+            rows(engine::RowFamily::All, None),
+            (9, 3),
+            "sealed: {sealed}"
+        );
+        assert_eq!(
+            rows(engine::RowFamily::Spans, Some(2)),
+            (2, 0),
+            "sealed: {sealed}"
+        );
+        assert_eq!(
+            rows(engine::RowFamily::Logs, Some(1)),
+            (0, 0),
+            "sealed: {sealed}"
+        );
+        engine.seal().unwrap();
+    }
+    let log_rows: Vec<u64> = engine.segments().iter().map(|meta| meta.log_rows).collect();
+    assert_eq!(log_rows.iter().sum::<u64>(), 3, "{log_rows:?}");
+    // Only the segment holding log rows is read for logs.
+    let plan = engine
+        .plan_scan(&ScanRequest {
+            family: engine::RowFamily::Logs,
+            ..ScanRequest::default()
+        })
+        .unwrap();
+    assert_eq!(
+        plan.len(),
+        engine
+            .segments()
+            .iter()
+            .filter(|meta| meta.log_rows > 0)
+            .count()
+    );
+    engine.close().unwrap();
+}

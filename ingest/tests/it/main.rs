@@ -3,6 +3,7 @@
 
 mod dialects;
 mod golden;
+mod logs;
 mod reject;
 mod round_trip;
 mod strategies;

@@ -292,3 +292,99 @@ pub(crate) fn span_multiset(request: &ExportTraceServiceRequest) -> Vec<Vec<u8>>
     out.sort();
     out
 }
+
+/// Empty (no id), or a valid id.
+fn optional_id(id: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![1 => Just(Vec::new()), 3 => id]
+}
+
+fn log_record() -> impl Strategy<Value = opentelemetry_proto::tonic::logs::v1::LogRecord> {
+    (
+        (time(), time(), -2..30i32, text()),
+        (
+            prop::option::of(any_value()),
+            attributes(),
+            small_count(),
+            any::<u32>(),
+        ),
+        (optional_id(trace_id()), optional_id(span_id()), text()),
+    )
+        .prop_map(
+            |(
+                (time_unix_nano, observed_time_unix_nano, severity_number, severity_text),
+                (body, attributes, dropped_attributes_count, flags),
+                (trace_id, span_id, event_name),
+            )| opentelemetry_proto::tonic::logs::v1::LogRecord {
+                time_unix_nano,
+                observed_time_unix_nano,
+                severity_number,
+                severity_text,
+                body,
+                attributes,
+                dropped_attributes_count,
+                flags,
+                trace_id,
+                span_id,
+                event_name,
+            },
+        )
+}
+
+/// A valid logs export request: 1-3 resources of 1-3 scopes of 1-5 records.
+pub(crate) fn logs_request()
+-> impl Strategy<Value = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest>
+{
+    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+    let scope_logs = (scope(), vec(log_record(), 1..=5), schema_url()).prop_map(
+        |(scope, log_records, schema_url)| ScopeLogs {
+            scope,
+            log_records,
+            schema_url,
+        },
+    );
+    let resource_logs = (resource(), vec(scope_logs, 1..=3), schema_url()).prop_map(
+        |(resource, scope_logs, schema_url)| ResourceLogs {
+            resource,
+            scope_logs,
+            schema_url,
+        },
+    );
+    vec(resource_logs, 1..=3).prop_map(|resource_logs| {
+        opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest { resource_logs }
+    })
+}
+
+/// One record with its resource and scope: (resource, schema url, scope, schema url, record),
+/// messages encoded (a leading 1 marks a present one).
+pub(crate) type PlacedRecord = (Vec<u8>, String, Vec<u8>, String, Vec<u8>);
+
+/// Every record of a logs request with its resource and scope, sorted: two requests holding
+/// the same records in any grouping and order compare equal.
+pub(crate) fn record_multiset(
+    request: &opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
+) -> Vec<PlacedRecord> {
+    let mut out = Vec::new();
+    for resource in &request.resource_logs {
+        for scope in &resource.scope_logs {
+            for record in &scope.log_records {
+                out.push((
+                    resource
+                        .resource
+                        .as_ref()
+                        .map(|r| [vec![1], r.encode_to_vec()].concat())
+                        .unwrap_or_default(),
+                    resource.schema_url.clone(),
+                    scope
+                        .scope
+                        .as_ref()
+                        .map(|s| [vec![1], s.encode_to_vec()].concat())
+                        .unwrap_or_default(),
+                    scope.schema_url.clone(),
+                    record.encode_to_vec(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}

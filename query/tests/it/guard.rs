@@ -75,12 +75,12 @@ async fn every_non_query_statement_is_rejected_with_its_kind() {
             other => panic!("{sql}: expected a rejection, got {other:?}"),
         }
     }
-    // Nothing above changed the catalog: the five tables (spans, span_events, span_links,
-    // content, retention) and the five agent views.
+    // Nothing above changed the catalog: the six tables (spans, span_events, span_links,
+    // content, retention, logs), the five agent tables and the `evaluations` view.
     let tables = fixture
         .rows("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
         .await;
-    assert_eq!(tables, vec![serde_json::json!([10])]);
+    assert_eq!(tables, vec![serde_json::json!([12])]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

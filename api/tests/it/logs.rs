@@ -662,6 +662,32 @@ async fn invalid_log_records_are_refused_whole_with_the_field_named() {
     // Nothing of the request was stored.
     assert_eq!(server.count("SELECT count(*) FROM logs").await, 0);
 
+    // A gzip body, protobuf, as exporters with compression send it.
+    let good = ingest::decode_logs_json(
+        json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+            {"timeUnixNano": "1796500000000000000", "body": text("compressed")}
+        ]}]}]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gzip, &prost::Message::encode_to_vec(&good)).unwrap();
+    let response = server
+        .client
+        .post(format!("{}/v1/logs", server.otlp_http))
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "gzip")
+        .body(gzip.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        server.rows("SELECT body FROM logs").await,
+        vec![json!([r#"{"stringValue":"compressed"}"#])]
+    );
+
     // Over gRPC, a message that is not a logs request is INVALID_ARGUMENT.
     let mut client = opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient::connect(
         server.otlp_grpc.clone(),

@@ -230,6 +230,8 @@ const QUERIES: [(&str, &str); 5] = [
     ),
 ];
 
+// A report tool: its output is the report.
+#[allow(clippy::print_stdout)]
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = testdata::AgentTraceConfig {

@@ -86,6 +86,9 @@ pub(crate) enum Statement {
         sql: String,
         /// Its parameter types and result schema.
         prepared: query::Prepared,
+        /// The parameter types the client declared in Parse (`None`: unspecified), used where
+        /// the statement fixes none (`LIMIT $1`).
+        declared: Vec<Option<Type>>,
     },
 }
 
@@ -505,7 +508,7 @@ impl QueryParser for Parser {
         &self,
         client: &C,
         sql: &str,
-        _types: &[Option<Type>],
+        types: &[Option<Type>],
     ) -> PgWireResult<Option<Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
@@ -523,19 +526,35 @@ impl QueryParser for Parser {
             .prepare(&sql, access_of(client))
             .await
             .map_err(|error| query_error(error).into_pg())?;
+        let declared = types
+            .iter()
+            .map(|declared| {
+                declared
+                    .clone()
+                    .filter(|declared| *declared != Type::UNKNOWN)
+            })
+            .collect();
         Ok(Some(Statement::Query {
             sql: sql.into_owned(),
             prepared,
+            declared,
         }))
     }
 
     fn get_parameter_types(&self, statement: &Statement) -> PgWireResult<Vec<Type>> {
         Ok(match statement {
             Statement::Session(_) => Vec::new(),
-            Statement::Query { prepared, .. } => prepared
+            // The statement's own type, else the client's, else text.
+            Statement::Query {
+                prepared, declared, ..
+            } => prepared
                 .parameters
                 .iter()
-                .map(|data_type| data_type.as_ref().map_or(Type::TEXT, values::pg_type))
+                .enumerate()
+                .map(|(index, data_type)| match data_type {
+                    Some(data_type) => values::pg_type(data_type),
+                    None => declared.get(index).cloned().flatten().unwrap_or(Type::TEXT),
+                })
                 .collect(),
         })
     }
@@ -576,7 +595,7 @@ impl ExtendedQueryHandler for Backend {
     {
         match &portal.statement.statement {
             Statement::Session(session) => session.respond(&portal.result_column_format),
-            Statement::Query { sql, prepared } => {
+            Statement::Query { sql, prepared, .. } => {
                 let parameters = values::decode_parameters(portal, prepared)?;
                 let output = self.run(sql, access_of(client), parameters).await?;
                 Ok(Response::Query(values::encode(

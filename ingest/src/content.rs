@@ -355,12 +355,11 @@ fn log_content_prefix(time_unix_nano: u64, event_name: &str) -> String {
     format!("logs.{time_unix_nano}.{event_name}.")
 }
 
-/// Puts content back into rebuilt log records, as [`restore_content`] does for spans.
-pub fn restore_log_content(
-    request: &mut ExportLogsServiceRequest,
-    rows: &[ContentRow],
-) -> Result<RestoredContent> {
-    let mut by_span: HashMap<(TraceId, SpanId), HashMap<&str, Vec<&ContentRow>>> = HashMap::new();
+/// Content rows of each span, by key.
+type RowsBySpan<'r> = HashMap<(TraceId, SpanId), HashMap<&'r str, Vec<&'r ContentRow>>>;
+
+fn rows_by_span(rows: &[ContentRow]) -> RowsBySpan<'_> {
+    let mut by_span = RowsBySpan::new();
     for row in rows {
         by_span
             .entry((row.trace_id, row.span_id))
@@ -369,6 +368,15 @@ pub fn restore_log_content(
             .or_default()
             .push(row);
     }
+    by_span
+}
+
+/// Puts content back into rebuilt log records, as [`restore_content`] does for spans.
+pub fn restore_log_content(
+    request: &mut ExportLogsServiceRequest,
+    rows: &[ContentRow],
+) -> Result<RestoredContent> {
+    let by_span = rows_by_span(rows);
     let mut restored = RestoredContent::default();
     for resource_logs in &mut request.resource_logs {
         for scope_logs in &mut resource_logs.scope_logs {
@@ -594,15 +602,7 @@ pub fn restore_content(
 ) -> Result<RestoredContent> {
     // A span sent twice with a changed value has a row per value: each copy takes the one its
     // own reference names (by digest).
-    let mut by_span: HashMap<(TraceId, SpanId), HashMap<&str, Vec<&ContentRow>>> = HashMap::new();
-    for row in rows {
-        by_span
-            .entry((row.trace_id, row.span_id))
-            .or_default()
-            .entry(row.key.as_str())
-            .or_default()
-            .push(row);
-    }
+    let by_span = rows_by_span(rows);
     let mut restored = RestoredContent::default();
     for resource_spans in &mut request.resource_spans {
         for scope_spans in &mut resource_spans.scope_spans {

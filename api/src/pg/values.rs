@@ -251,19 +251,22 @@ pub(crate) fn decode_parameters(
     }
     let mut arrays = Vec::with_capacity(expected);
     for index in 0..expected {
-        let target = prepared.parameters[index].clone().unwrap_or(DataType::Utf8);
         let declared = portal
             .statement
             .parameter_types
             .get(index)
             .cloned()
             .flatten()
-            .filter(|declared| *declared != Type::UNKNOWN)
-            .unwrap_or_else(|| pg_type(&target));
+            .filter(|declared| *declared != Type::UNKNOWN);
+        // Where the statement fixes no type (`LIMIT $1`), the client's declared type decides
+        // (its value read in its natural Arrow type), else text.
+        let inferred = prepared.parameters[index].clone();
+        let target = inferred.clone().unwrap_or(DataType::Utf8);
+        let declared = declared.unwrap_or_else(|| pg_type(&target));
         let value = read_parameter(portal, index, &declared)?;
         let array = match value {
             None => new_null_array(&target, 1),
-            Some(array) if array.data_type() == &target => array,
+            Some(array) if inferred.is_none() || array.data_type() == &target => array,
             Some(array) => arrow::compute::cast(&array, &target).map_err(|error| {
                 pg_error(
                     "ERROR",

@@ -336,6 +336,29 @@ async fn extended_queries_bind_parameters_and_return_typed_values() {
         .unwrap();
     assert_eq!(later.get::<_, i64>(0), i64::try_from(rows.len()).unwrap());
 
+    // A parameter whose type only the client says (`LIMIT $1` fixes none), declared in Parse
+    // as drivers such as psycopg do: int8 is read as an integer, not as text.
+    let limited = client
+        .query_typed(
+            "SELECT span_id FROM spans WHERE trace_id = $1 ORDER BY span_id LIMIT $2",
+            &[
+                (&id, tokio_postgres::types::Type::TEXT),
+                (&2_i64, tokio_postgres::types::Type::INT8),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), rows.len().min(2));
+    let statement = client
+        .prepare_typed(
+            "SELECT span_id FROM spans LIMIT $1",
+            &[tokio_postgres::types::Type::INT4],
+        )
+        .await
+        .unwrap();
+    assert_eq!(statement.params(), &[tokio_postgres::types::Type::INT4]);
+    assert_eq!(client.query(&statement, &[&1_i32]).await.unwrap().len(), 1);
+
     // Session statements drivers send, and a read-only transaction around a query.
     client
         .batch_execute("SET extra_float_digits = 3")

@@ -42,6 +42,8 @@ use crate::trace_keys::resolve_keys;
 const META_VERSION: u8 = 1;
 /// Rows per data page (at most).
 const DATA_PAGE_ROWS: usize = 1024;
+/// The leaf of the `log` struct a row-family filter reads: present on every log row, small.
+const LOG_FILTER_LEAF: &str = "log.severity_number";
 /// Above this many distinct services a segment records none (the filter then reads it).
 const MAX_SERVICES_PER_SEGMENT: usize = 256;
 
@@ -679,8 +681,22 @@ pub(crate) fn read_segment(
         }
     }
     read_columns.retain(|column| *column < file_columns);
-    let mut wanted = read_columns.clone();
-    wanted.extend(row_filter_columns.iter().copied());
+    // The leaves read: every leaf of a read column; of a filter column every leaf too, except
+    // `log`, whose one small `severity_number` leaf tells log rows from spans (its definition
+    // levels carry the struct's validity) without reading the records themselves.
+    let log_root = column_index(columns::LOG);
+    let filter_leaves: Vec<usize> = (0..schema_descriptor.num_columns())
+        .filter(|leaf| {
+            let root = schema_descriptor.get_column_root_idx(*leaf);
+            row_filter_columns.contains(&root)
+                && (root != log_root
+                    || schema_descriptor.column(*leaf).path().string() == LOG_FILTER_LEAF)
+        })
+        .collect();
+    let wanted_leaf = |leaf: usize| {
+        read_columns.contains(&schema_descriptor.get_column_root_idx(leaf))
+            || filter_leaves.contains(&leaf)
+    };
 
     let mut selected = Vec::new();
     let mut selectors: Vec<RowSelector> = Vec::new();
@@ -725,8 +741,7 @@ pub(crate) fn read_segment(
             }
         }
         for (leaf, column) in row_group.columns().iter().enumerate() {
-            let root = schema_descriptor.get_column_root_idx(leaf);
-            if !wanted.contains(&root) || leaf >= leaves.len() {
+            if !wanted_leaf(leaf) || leaf >= leaves.len() {
                 continue;
             }
             // Bytes read: whole column chunks, or with a row selection only the dictionary and
@@ -774,7 +789,7 @@ pub(crate) fn read_segment(
         builder = builder.with_row_selection(RowSelection::from(selectors));
     }
     if !row_filter_columns.is_empty() {
-        let mask = ProjectionMask::roots(&schema_descriptor, row_filter_columns.iter().copied());
+        let mask = ProjectionMask::leaves(&schema_descriptor, filter_leaves.iter().copied());
         let filter_predicate = Arc::clone(&predicate);
         let which = if late.is_some() {
             Predicates::WithoutKeys

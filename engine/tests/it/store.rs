@@ -469,3 +469,66 @@ fn scans_return_spans_or_log_rows_as_asked_in_memory_and_sealed() {
     );
     engine.close().unwrap();
 }
+
+#[test]
+fn a_span_scan_tells_log_rows_apart_without_reading_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(
+        dir.path(),
+        Options::default().with_background_sealing(false),
+    )
+    .unwrap();
+    // 50 log records of 16 KiB each (incompressible bytes), beside 10 spans.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let blobs: Vec<Vec<u8>> = (0..50)
+        .map(|_| {
+            (0..16 * 1024)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect()
+        })
+        .collect();
+    let mut builder = SpanBatchBuilder::new();
+    for (index, blob) in blobs.iter().enumerate() {
+        builder.append(&SpanRecord {
+            trace_id: trace_id(3),
+            span_id: SpanId([1; 8]),
+            start_time_unix_nano: BASE + index as i64,
+            end_time_unix_nano: BASE + index as i64,
+            log: Some(engine::LogFields {
+                severity_number: 9,
+                otlp: blob,
+                ..engine::LogFields::default()
+            }),
+            ..SpanRecord::default()
+        });
+    }
+    engine.write(builder.finish()).unwrap();
+    engine.write(spans(3, 10, "svc", BASE)).unwrap();
+    engine.seal().unwrap();
+    let plan = engine
+        .plan_scan(&ScanRequest {
+            projection: Some(vec![engine::schema::column_index(columns::SPAN_ID)]),
+            ..ScanRequest::default()
+        })
+        .unwrap();
+    let metrics = plan.metrics();
+    let rows: usize = plan
+        .collect()
+        .unwrap()
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(rows, 10);
+    let blob_bytes: u64 = blobs.iter().map(|blob| blob.len() as u64).sum();
+    let read = metrics.snapshot().bytes_read;
+    assert!(
+        read < blob_bytes / 10,
+        "read {read} bytes to find 10 spans beside {blob_bytes} bytes of records"
+    );
+    engine.close().unwrap();
+}

@@ -255,8 +255,9 @@ pub(crate) struct Event<'a> {
 /// NULL are read from its `gen_ai.client.inference.operation.details` record.
 pub(crate) struct SpanRows {
     batches: Vec<Columns>,
-    /// The log rows of each (trace id, span id), copies dropped, in scan order.
-    notes: HashMap<(String, String), Vec<Row>>,
+    /// The log rows naming each span row (every copy of a span gets them), copies of a record
+    /// dropped, in scan order.
+    notes: HashMap<Row, Vec<Row>>,
 }
 
 fn text(array: &StringArray, index: u32) -> Option<&str> {
@@ -326,8 +327,8 @@ impl SpanRows {
             .unwrap_or("")
     }
 
-    fn collect_notes(&self) -> HashMap<(String, String), Vec<Row>> {
-        let mut notes: HashMap<(String, String), Vec<Row>> = HashMap::new();
+    fn collect_notes(&self) -> HashMap<Row, Vec<Row>> {
+        let mut by_span: HashMap<(&str, &str), Vec<Row>> = HashMap::new();
         for (batch, columns) in self.batches.iter().enumerate() {
             let Some(log) = &columns.log else { continue };
             for index in 0..log.len() {
@@ -338,8 +339,9 @@ impl SpanRows {
                     batch: batch as u32,
                     row: index as u32,
                 };
-                let key = (self.trace_id(row).to_owned(), self.span_id(row).to_owned());
-                let kept = notes.entry(key).or_default();
+                let kept = by_span
+                    .entry((self.trace_id(row), self.span_id(row)))
+                    .or_default();
                 let attributes = self.attributes(row);
                 let copy = kept.iter().any(|&other| {
                     self.start_time(other) == self.start_time(row)
@@ -351,22 +353,38 @@ impl SpanRows {
                 }
             }
         }
+        let mut notes = HashMap::new();
+        if by_span.is_empty() {
+            return notes;
+        }
+        for (batch, columns) in self.batches.iter().enumerate() {
+            for index in 0..columns.trace_id.len() {
+                let row = Row {
+                    batch: batch as u32,
+                    row: index as u32,
+                };
+                if self.is_log(row) {
+                    continue;
+                }
+                if let Some(kept) = by_span.get(&(self.trace_id(row), self.span_id(row))) {
+                    notes.insert(row, kept.clone());
+                }
+            }
+        }
         notes
     }
 
     /// The log records of the span at `row`, as events.
     fn notes(&self, row: Row) -> impl Iterator<Item = Event<'_>> {
-        let notes = if self.notes.is_empty() {
-            None
-        } else {
-            self.notes
-                .get(&(self.trace_id(row).to_owned(), self.span_id(row).to_owned()))
-        };
-        notes.into_iter().flatten().map(|&note| Event {
-            time: self.start_time(note),
-            name: self.log_event_name(note),
-            attributes: self.attributes(note),
-        })
+        self.notes
+            .get(&row)
+            .into_iter()
+            .flatten()
+            .map(|&note| Event {
+                time: self.start_time(note),
+                name: self.log_event_name(note),
+                attributes: self.attributes(note),
+            })
     }
 
     /// The span's `gen_ai.client.inference.operation.details` record's value of `key`.

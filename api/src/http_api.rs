@@ -231,23 +231,19 @@ async fn trace(
     let engine = Arc::clone(&state.engine);
     // Reading and rebuilding a trace is blocking I/O and CPU work.
     let rebuilt = tokio::task::spawn_blocking(move || -> Result<Option<TraceBody>, EdgeError> {
-        let batches = engine.scan(&ScanRequest::for_trace(parsed))?;
-        let log_batches = engine.scan(&ScanRequest {
-            family: engine::RowFamily::Logs,
+        // One read of the trace's rows; spans and log records are rebuilt from it apart.
+        let rows = engine.scan(&ScanRequest {
+            family: engine::RowFamily::All,
             ..ScanRequest::for_trace(parsed)
         })?;
-        if batches
-            .iter()
-            .chain(&log_batches)
-            .all(|batch| batch.num_rows() == 0)
-        {
+        if rows.iter().all(|batch| batch.num_rows() == 0) {
             return Ok(None);
         }
         let rebuild_error = |error: ingest::Error| {
             EdgeError::internal(format!("rebuilding trace {parsed}: {error}"))
         };
-        let mut request = ingest::batches_to_otlp(&batches).map_err(rebuild_error)?;
-        let mut logs = ingest::rows_to_logs(&log_batches).map_err(rebuild_error)?;
+        let mut request = ingest::batches_to_otlp(&rows).map_err(rebuild_error)?;
+        let mut logs = ingest::rows_to_logs(&rows).map_err(rebuild_error)?;
         let mut status = None;
         if options.content {
             let rows = engine.content_for_trace(&parsed)?;

@@ -36,6 +36,9 @@ use crate::server::AppState;
 const TRACE_SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 /// The full gRPC service name of `LogsService`.
 const LOGS_SERVICE: &str = "opentelemetry.proto.collector.logs.v1.LogsService";
+/// The paths of the two `Export` methods.
+const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const LOGS_EXPORT: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// An export service over raw message bytes; see the module doc.
 #[derive(Debug, Clone)]
@@ -114,11 +117,11 @@ impl RawExportServer {
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
     {
-        let service = match self.signal {
-            Signal::Traces => TRACE_SERVICE,
-            Signal::Logs => LOGS_SERVICE,
+        let (service, export_path) = match self.signal {
+            Signal::Traces => (TRACE_SERVICE, TRACE_EXPORT),
+            Signal::Logs => (LOGS_SERVICE, LOGS_EXPORT),
         };
-        if request.uri().path() != format!("/{service}/Export") {
+        if request.uri().path() != export_path {
             let message = format!("only {service}/Export is served here");
             return Box::pin(async move { Ok(Status::unimplemented(message).into_http()) });
         }

@@ -45,7 +45,7 @@ pub fn prepare_logs(
 ) -> Result<WriteBatch> {
     crate::logs::validate(&request)?;
     let mut content = crate::content::extract_logs(&mut request, policy);
-    let rows = crate::logs::map_logs(&request)?;
+    let rows = crate::logs::map_logs(&request);
     let rows = place_in_tiers(rules, rows)?;
     set_content_tiers(&rows, &mut content);
     Ok(WriteBatch {

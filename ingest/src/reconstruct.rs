@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 ///
 /// Rows with identical (`resource_otlp`, `resource_schema_url`) form one `ResourceSpans`, and
 /// within it rows with identical (`scope_otlp`, `scope_schema_url`) one `ScopeSpans`, in
-/// first-seen order, whether or not the rows are adjacent. Typed attributes come from
+/// first-seen order, whether or not the rows are adjacent; log record rows (a valid `log`
+/// column) are skipped ([`crate::rows_to_logs`] rebuilds them). Typed attributes come from
 /// `span_otlp`; everything else from the columns, NULL strings read as `""`. A row that does not
 /// convert (bad hex id, unknown kind name, negative time, undecodable protobuf) is
 /// [`Error::CorruptRows`]; a missing or mistyped column is [`Error::ColumnMismatch`].
@@ -39,6 +40,9 @@ pub fn batches_to_otlp(batches: &[RecordBatch]) -> Result<ExportTraceServiceRequ
         // rows skip hashing the protobuf bytes.
         let mut last: Option<GroupKey<'_>> = None;
         for row in 0..batch.num_rows() {
+            if columns.log.is_some_and(|log| log.is_valid(row)) {
+                continue;
+            }
             let key = GroupKey {
                 resource: columns.resource_otlp.value(row),
                 resource_schema_url: text(columns.resource_schema_url, row),
@@ -154,6 +158,8 @@ fn unsigned_time(column: &'static str, row: usize, nanos: i64) -> Result<u64> {
 /// Typed views of the columns [`batches_to_otlp`] reads.
 #[derive(Debug)]
 struct SpanColumns<'b> {
+    /// The `log` column when the batch has it: its valid rows are log records, not spans.
+    log: Option<&'b ArrayRef>,
     trace_id: &'b StringArray,
     span_id: &'b StringArray,
     parent_span_id: &'b StringArray,
@@ -262,6 +268,7 @@ impl<'b> SpanColumns<'b> {
         let (events, event_items) = list(column(batch, columns::EVENTS)?, columns::EVENTS)?;
         let (links, link_items) = list(column(batch, columns::LINKS)?, columns::LINKS)?;
         Ok(SpanColumns {
+            log: batch.column_by_name(columns::LOG),
             trace_id: string_column(columns::TRACE_ID)?,
             span_id: string_column(columns::SPAN_ID)?,
             parent_span_id: string_column(columns::PARENT_SPAN_ID)?,

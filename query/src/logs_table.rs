@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -220,13 +221,13 @@ impl TableProvider for LogsTable {
 }
 
 /// `evaluations`: one row per `gen_ai.evaluation.result` log record (copies of a resent record
-/// once). A record without a span
-/// id is matched to the span of its trace (any trace, when it has none) whose
-/// `gen_ai.response.id` it names. `explanation` is content: it reads as the content reference
-/// ingest left (`sightline-content:v1:…`); the `content` table holds its text under the key
-/// `logs.<time ns>.gen_ai.evaluation.result.gen_ai.evaluation.explanation`.
-pub(crate) const EVALUATIONS_SQL: &str = "\
-SELECT DISTINCT * FROM ( \
+/// once). A record without a span id is matched to the span of its trace (any trace, when it has
+/// none) whose `gen_ai.response.id` it names. `explanation` is content: it reads as the content
+/// reference ingest left (`sightline-content:v1:…`); the `content` table holds its text under the
+/// key `logs.<time ns>.gen_ai.evaluation.result.gen_ai.evaluation.explanation`.
+///
+/// The records with a span id.
+const EVALUATIONS_WITH_SPAN: &str = "\
 SELECT time, trace_id, span_id, \
   attributes['gen_ai.evaluation.name'] AS name, \
   TRY_CAST(attributes['gen_ai.evaluation.score.value'] AS DOUBLE) AS score_value, \
@@ -235,8 +236,10 @@ SELECT time, trace_id, span_id, \
   attributes['error.type'] AS error_type, \
   attributes['gen_ai.response.id'] AS response_id, \
   session_id, conversation_id, service_name \
-FROM logs WHERE event_name = 'gen_ai.evaluation.result' AND span_id IS NOT NULL \
-UNION ALL \
+FROM logs WHERE event_name = 'gen_ai.evaluation.result' AND span_id IS NOT NULL";
+
+/// The records without one, matched by response id; `{traces}` narrows the spans read.
+const EVALUATIONS_BY_RESPONSE: &str = "\
 SELECT l.time, l.trace_id, s.span_id, \
   l.attributes['gen_ai.evaluation.name'], \
   TRY_CAST(l.attributes['gen_ai.evaluation.score.value'] AS DOUBLE), \
@@ -248,27 +251,76 @@ SELECT l.time, l.trace_id, s.span_id, \
 FROM logs l \
 LEFT JOIN ( \
   SELECT DISTINCT trace_id, span_id, attributes['gen_ai.response.id'] AS response_id \
-  FROM spans WHERE attributes['gen_ai.response.id'] IS NOT NULL \
+  FROM spans WHERE attributes['gen_ai.response.id'] IS NOT NULL{traces} \
 ) s ON s.response_id = l.attributes['gen_ai.response.id'] \
   AND (l.trace_id IS NULL OR s.trace_id = l.trace_id) \
-WHERE l.event_name = 'gen_ai.evaluation.result' AND l.span_id IS NULL)";
+WHERE l.event_name = 'gen_ai.evaluation.result' AND l.span_id IS NULL";
 
-/// A view defined by SQL over the registered tables, planned when a query reads it (so
-/// building the catalog plans nothing). Filters on it are handed to the planned query, where
-/// they push down into its scans like filters on a DataFusion view's columns; DataFusion
-/// applies them again above.
+/// The traces of the records without a span id, when there are no more than this many.
+const MAX_NARROWED_TRACES: usize = 1000;
+
+/// The `evaluations` query: the records with a span id, and, unless `unmatched` says there are
+/// none, those without, reading the spans of the traces it names (every span with a response
+/// id when `None`: too many traces, or a record without a trace).
+fn evaluations_sql(unmatched: Option<&[TraceId]>) -> String {
+    let by_response = match unmatched {
+        Some([]) => return format!("SELECT DISTINCT * FROM ({EVALUATIONS_WITH_SPAN})"),
+        Some(traces) => {
+            let list: Vec<String> = traces.iter().map(|trace| format!("'{trace}'")).collect();
+            EVALUATIONS_BY_RESPONSE.replace(
+                "{traces}",
+                &format!(" AND trace_id IN ({})", list.join(", ")),
+            )
+        }
+        None => EVALUATIONS_BY_RESPONSE.replace("{traces}", ""),
+    };
+    format!("SELECT DISTINCT * FROM ({EVALUATIONS_WITH_SPAN} UNION ALL {by_response})")
+}
+
+/// The traces of the evaluation records without a span id (`Some([])`: none), or `None` when
+/// one has no trace or there are more than [`MAX_NARROWED_TRACES`].
+async fn unmatched_evaluation_traces(state: &SessionState) -> DfResult<Option<Vec<TraceId>>> {
+    let plan = state
+        .create_logical_plan(
+            "SELECT DISTINCT trace_id FROM logs \
+             WHERE event_name = 'gen_ai.evaluation.result' AND span_id IS NULL",
+        )
+        .await?;
+    let batches = datafusion::physical_plan::collect(
+        state.create_physical_plan(&plan).await?,
+        state.task_ctx(),
+    )
+    .await?;
+    let mut traces = Vec::new();
+    for batch in &batches {
+        let Some(ids) = batch.column(0).as_string_opt::<i32>() else {
+            return internal_err!("logs.trace_id is not Utf8");
+        };
+        for id in ids {
+            // Stored ids are lowercase hex: anything else (or NULL) reads every span.
+            match id.map(TraceId::from_hex) {
+                Some(Ok(trace)) if traces.len() < MAX_NARROWED_TRACES => traces.push(trace),
+                _ => return Ok(None),
+            }
+        }
+    }
+    Ok(Some(traces))
+}
+/// The `evaluations` view ([`evaluations_sql`]), planned when a query reads it, after one look
+/// at which records need their span found by response id, so the spans read are those of their
+/// traces only (or none). Filters on it are handed to the planned query, where they push down
+/// into its scans; DataFusion applies them again above.
 #[derive(Debug)]
-pub(crate) struct SqlView {
-    sql: &'static str,
+pub(crate) struct EvaluationsView {
+    definition: String,
     schema: SchemaRef,
 }
 
-impl SqlView {
-    /// `evaluations` ([`EVALUATIONS_SQL`]).
-    pub(crate) fn evaluations() -> Self {
+impl EvaluationsView {
+    pub(crate) fn new() -> Self {
         let text = |name: &str| Field::new(name, DataType::Utf8, true);
-        SqlView {
-            sql: EVALUATIONS_SQL,
+        EvaluationsView {
+            definition: evaluations_sql(None),
             schema: Arc::new(Schema::new(vec![
                 Field::new(
                     "time",
@@ -292,7 +344,7 @@ impl SqlView {
 }
 
 #[async_trait]
-impl TableProvider for SqlView {
+impl TableProvider for EvaluationsView {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -302,7 +354,7 @@ impl TableProvider for SqlView {
     }
 
     fn get_table_definition(&self) -> Option<&str> {
-        Some(self.sql)
+        Some(&self.definition)
     }
 
     fn supports_filters_pushdown(
@@ -322,7 +374,9 @@ impl TableProvider for SqlView {
         let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
             return internal_err!("a view needs a SessionState to plan its query");
         };
-        let mut plan = LogicalPlanBuilder::from(state.create_logical_plan(self.sql).await?);
+        let unmatched = unmatched_evaluation_traces(state).await?;
+        let sql = evaluations_sql(unmatched.as_deref());
+        let mut plan = LogicalPlanBuilder::from(state.create_logical_plan(&sql).await?);
         if let Some(filter) = filters.iter().cloned().map(unnormalize_col).reduce(and) {
             plan = plan.filter(filter)?;
         }

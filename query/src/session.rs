@@ -158,7 +158,7 @@ impl SqlEngine {
         context
             .register_table(
                 crate::logs_table::EVALUATIONS,
-                Arc::new(crate::logs_table::SqlView::evaluations()),
+                Arc::new(crate::logs_table::EvaluationsView::new()),
             )
             .map_err(Error::from_datafusion)?;
         crate::pg_catalog::install(&context, &relations).map_err(Error::from_datafusion)?;

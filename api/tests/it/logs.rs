@@ -301,6 +301,14 @@ async fn otlp_log_exporter_over_grpc_http_protobuf_and_http_json() {
         sent.push(run);
     }
 
+    // Every evaluation names its span: no span is read to answer `evaluations`.
+    let explain = format!(
+        "{:?}",
+        server.rows("EXPLAIN SELECT name FROM evaluations").await
+    );
+    assert!(!explain.contains("HashJoinExec"), "{explain}");
+    assert!(explain.contains("rows=logs"), "{explain}");
+
     // Across runs: three records each, spans untouched by them, token totals from the events.
     assert_eq!(server.count("SELECT count(*) FROM logs").await, 9);
     assert_eq!(server.count("SELECT count(*) FROM spans").await, 3);
@@ -588,6 +596,14 @@ async fn genai_event_fixtures_fill_llm_calls_evaluations_and_content() {
             json!([fixture.chats[1].0, "groundedness", 1.0, null, null]),
             json!([fixture.chats[0].0, "relevance", 0.5, "partial", true]),
         ]
+    );
+
+    // Only the spans of the trace whose record lacks a span id are read to match it.
+    let explain = server.rows("EXPLAIN SELECT name FROM evaluations").await;
+    let explain = format!("{explain:?}");
+    assert!(
+        explain.contains(&format!("trace_ids=[{trace}]")),
+        "the response-id match reads that trace's spans only: {explain}"
     );
 
     // One decision recorded as a span event and as a log record: one row, and the trace kept

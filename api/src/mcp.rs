@@ -353,8 +353,9 @@ impl SightlineMcp {
 impl SightlineMcp {
     #[tool(
         description = "Run one read-only SQL statement over the trace store (DataFusion SQL). \
-            Tables: spans (one row per span), span_events, span_links, and the agent tables \
-            llm_calls, tool_calls, decisions, agent_runs, sessions; content (prompt and \
+            Tables: spans (one row per span), span_events, span_links, the agent tables \
+            llm_calls, tool_calls, decisions, agent_runs, sessions, the OTLP log records logs \
+            (GenAI events) with the evaluations view; content (prompt and \
             completion text) needs the content scope. Times are UTC timestamps, *_ns columns \
             are nanoseconds, tokens are counts. Answer: a `columns:` line, one JSON array per \
             row, and a `rows: N, truncated: ...` line. Writes and DDL are refused.",
@@ -364,15 +365,10 @@ impl SightlineMcp {
         &self,
         Parameters(args): Parameters<SqlArgs>,
         Extension(parts): Extension<Parts>,
-    ) -> CallToolResult {
-        let max_rows = match row_cap(args.max_rows, DEFAULT_ROWS) {
-            Ok(rows) => rows,
-            Err(refused) => return refused,
-        };
-        match self.rows(&args.sql, access_of(&parts), max_rows).await {
-            Ok(output) => answer(text::rows_text(&output, max_rows, MAX_TEXT_BYTES)),
-            Err(refused) => refused,
-        }
+    ) -> Result<CallToolResult, CallToolResult> {
+        let max_rows = row_cap(args.max_rows, DEFAULT_ROWS)?;
+        let output = self.rows(&args.sql, access_of(&parts), max_rows).await?;
+        Ok(answer(text::rows_text(&output, max_rows, MAX_TEXT_BYTES)))
     }
 
     #[tool(
@@ -387,14 +383,14 @@ impl SightlineMcp {
         &self,
         Parameters(args): Parameters<GetTraceArgs>,
         Extension(parts): Extension<Parts>,
-    ) -> CallToolResult {
+    ) -> Result<CallToolResult, CallToolResult> {
         let max_lines = match args.max_lines {
             None => DEFAULT_TRACE_LINES,
             Some(lines @ 1..=MAX_ROWS) => lines,
             Some(lines) => {
-                return refusal(format!(
+                return Err(refusal(format!(
                     "max_lines must be between 1 and {MAX_ROWS}, not {lines}"
-                ));
+                )));
             }
         };
         let access = access_of(&parts);
@@ -405,10 +401,10 @@ impl SightlineMcp {
         let mut drawn = match crate::trace_command::trace_text(&source, &args.trace_id).await {
             Ok(text) => text,
             Err(error) => {
-                return match error.downcast::<query::Error>() {
+                return Err(match error.downcast::<query::Error>() {
                     Ok(error) => failure(error),
                     Err(other) => refusal(format!("{other:#}")),
-                };
+                });
             }
         };
         if !args.include_content {
@@ -429,10 +425,7 @@ impl SightlineMcp {
                  ORDER BY span_id, key",
                 string_literal(&trace_id)
             );
-            let (rows, more) = match self.json_rows(&sql, access, max_lines).await {
-                Ok(rows) => rows,
-                Err(refused) => return refused,
-            };
+            let (rows, more) = self.json_rows(&sql, access, max_lines).await?;
             drawn.push_str(&format!(
                 "\ncontent ({} values; each cut at {CONTENT_CHARS} characters):\n",
                 rows.len()
@@ -450,7 +443,11 @@ impl SightlineMcp {
                 drawn.push_str("  (more content values not listed)\n");
             }
         }
-        answer(text::capped_lines(&drawn, max_lines, MAX_TEXT_BYTES))
+        Ok(answer(text::capped_lines(
+            &drawn,
+            max_lines,
+            MAX_TEXT_BYTES,
+        )))
     }
 
     #[tool(
@@ -466,15 +463,9 @@ impl SightlineMcp {
         &self,
         Parameters(args): Parameters<FindRunsArgs>,
         Extension(parts): Extension<Parts>,
-    ) -> CallToolResult {
-        let max_rows = match row_cap(args.max_rows, DEFAULT_ROWS) {
-            Ok(rows) => rows,
-            Err(refused) => return refused,
-        };
-        let window = match window(args.since.as_deref(), args.until.as_deref()) {
-            Ok(window) => window,
-            Err(refused) => return refused,
-        };
+    ) -> Result<CallToolResult, CallToolResult> {
+        let max_rows = row_cap(args.max_rows, DEFAULT_ROWS)?;
+        let window = window(args.since.as_deref(), args.until.as_deref())?;
         let filter = RunFilter {
             agent: args.agent,
             outcome: args.outcome.map(|outcome| lowercase_name(&outcome)),
@@ -485,14 +476,10 @@ impl SightlineMcp {
         };
         // One row past the cap tells a cut answer from an exact one.
         let sql = query::monitoring::find_runs_sql(&filter, max_rows + 1);
-        match self.rows(&sql, access_of(&parts), max_rows).await {
-            Ok(output) => {
-                let head = format!("agent runs, newest first ({}):\n", window_text(window));
-                let budget = MAX_TEXT_BYTES.saturating_sub(head.len());
-                answer(head + &text::rows_text(&output, max_rows, budget))
-            }
-            Err(refused) => refused,
-        }
+        let output = self.rows(&sql, access_of(&parts), max_rows).await?;
+        let head = format!("agent runs, newest first ({}):\n", window_text(window));
+        let budget = MAX_TEXT_BYTES.saturating_sub(head.len());
+        Ok(answer(head + &text::rows_text(&output, max_rows, budget)))
     }
 
     #[tool(
@@ -507,18 +494,12 @@ impl SightlineMcp {
         &self,
         Parameters(args): Parameters<SessionSummaryArgs>,
         Extension(parts): Extension<Parts>,
-    ) -> CallToolResult {
-        let max_rows = match row_cap(args.max_rows, DEFAULT_ROWS) {
-            Ok(rows) => rows,
-            Err(refused) => return refused,
-        };
-        match self
+    ) -> Result<CallToolResult, CallToolResult> {
+        let max_rows = row_cap(args.max_rows, DEFAULT_ROWS)?;
+        let summary = self
             .summary(&args.session_id, access_of(&parts), max_rows)
-            .await
-        {
-            Ok(summary) => answer(summary),
-            Err(refused) => refused,
-        }
+            .await?;
+        Ok(answer(summary))
     }
 
     #[tool(
@@ -533,7 +514,7 @@ impl SightlineMcp {
         &self,
         Parameters(args): Parameters<MonitoringArgs>,
         Extension(parts): Extension<Parts>,
-    ) -> CallToolResult {
+    ) -> Result<CallToolResult, CallToolResult> {
         let Some(name) = args.question else {
             let mut listing = String::from(
                 "monitoring questions (run one with {\"question\": NAME}; since/until narrow \
@@ -548,41 +529,35 @@ impl SightlineMcp {
                     question.window.describe()
                 ));
             }
-            return answer(text::capped_lines(&listing, MAX_ROWS, MAX_TEXT_BYTES));
+            return Ok(answer(text::capped_lines(
+                &listing,
+                MAX_ROWS,
+                MAX_TEXT_BYTES,
+            )));
         };
         let Some(question) = query::monitoring::question(&name) else {
             let names: Vec<&str> = query::monitoring::QUESTIONS
                 .iter()
                 .map(|question| question.name)
                 .collect();
-            return refusal(format!(
+            return Err(refusal(format!(
                 "no monitoring question {name:?}; the questions are: {}",
                 names.join(", ")
-            ));
+            )));
         };
-        let max_rows = match row_cap(args.max_rows, DEFAULT_ROWS) {
-            Ok(rows) => rows,
-            Err(refused) => return refused,
-        };
-        let window = match window(args.since.as_deref(), args.until.as_deref()) {
-            Ok(window) => window,
-            Err(refused) => return refused,
-        };
+        let max_rows = row_cap(args.max_rows, DEFAULT_ROWS)?;
+        let window = window(args.since.as_deref(), args.until.as_deref())?;
         let sql = question.sql_within(window);
-        match self.rows(&sql, access_of(&parts), max_rows).await {
-            Ok(output) => {
-                let head = format!(
-                    "question: {} ({})\nwindow: {}\nsql:\n{sql}\n\n",
-                    question.name,
-                    question.title,
-                    window_text(window),
-                );
-                // The head is a few KiB at most (the catalog's SQL and a window).
-                let budget = MAX_TEXT_BYTES.saturating_sub(head.len());
-                answer(head + &text::rows_text(&output, max_rows, budget))
-            }
-            Err(refused) => refused,
-        }
+        let output = self.rows(&sql, access_of(&parts), max_rows).await?;
+        let head = format!(
+            "question: {} ({})\nwindow: {}\nsql:\n{sql}\n\n",
+            question.name,
+            question.title,
+            window_text(window),
+        );
+        // The head is a few KiB at most (the catalog's SQL and a window).
+        let budget = MAX_TEXT_BYTES.saturating_sub(head.len());
+        Ok(answer(head + &text::rows_text(&output, max_rows, budget)))
     }
 }
 

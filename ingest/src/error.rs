@@ -12,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The body is not a valid OTLP `ExportTraceServiceRequest` protobuf message.
+    /// The body is not a valid OTLP export request protobuf message.
     #[error("invalid otlp protobuf body")]
     Protobuf(#[source] prost::DecodeError),
     /// The body is not valid JSON at all.
@@ -35,10 +35,12 @@ pub enum Error {
         /// The limit, in bytes.
         limit: usize,
     },
-    /// A span of an export request breaks an OTLP rule; the whole request is rejected.
+    /// A span or log record of an export request breaks an OTLP rule; the whole request is
+    /// rejected.
     #[error("{path}: {problem}")]
     InvalidSpan {
-        /// Which span field, e.g. `resourceSpans[0].scopeSpans[0].spans[2].spanId`.
+        /// Which field, e.g. `resourceSpans[0].scopeSpans[0].spans[2].spanId` or
+        /// `resourceLogs[0].scopeLogs[0].logRecords[1].traceId`.
         path: String,
         /// What is wrong with it.
         problem: SpanProblem,

@@ -1,5 +1,6 @@
 //! The HTTP API: `GET /healthz`, `POST /api/v1/sql`, `GET /api/v1/traces/{trace_id}`, the MCP
-//! endpoint `/mcp` ([`crate::mcp`]), and with `--enable-purge` `POST /purge`.
+//! endpoint `/mcp` ([`crate::mcp`]), the web page at `/` ([`crate::web`]), and with
+//! `--enable-purge` `POST /purge`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -318,7 +319,9 @@ pub fn router(state: Arc<AppState>, timeout: Duration, enable_purge: bool) -> Ro
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/traces/{trace_id}", get(trace))
         // MCP (streamable HTTP), behind the same auth middleware and timeout (crate::mcp).
-        .nest_service("/mcp", crate::mcp::service(Arc::clone(&state)));
+        .nest_service("/mcp", crate::mcp::service(Arc::clone(&state)))
+        // The web page and the SQL of its views (crate::web).
+        .merge(crate::web::routes());
     if enable_purge {
         router = router.route("/purge", post(purge));
     }

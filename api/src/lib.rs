@@ -25,6 +25,7 @@ pub mod server;
 pub mod sql_command;
 pub mod tls;
 pub mod trace_command;
+pub mod web;
 
 pub use config::ServerConfig;
 pub use server::{RunningServer, start};

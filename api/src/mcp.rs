@@ -226,52 +226,9 @@ fn row_cap(requested: Option<usize>, default: usize) -> Result<usize, CallToolRe
     }
 }
 
-/// A time argument: RFC 3339, or an age (`30s`, `90m`, `6h`, `7d`, `2w`) before `now_ns`.
-fn parse_time(name: &str, text: &str, now_ns: i64) -> Result<i64, String> {
-    let text = text.trim();
-    let unit_ns: Option<i64> = match text.chars().last() {
-        Some('s') => Some(1_000_000_000),
-        Some('m') => Some(60_000_000_000),
-        Some('h') => Some(3_600_000_000_000),
-        Some('d') => Some(86_400_000_000_000),
-        Some('w') => Some(7 * 86_400_000_000_000),
-        _ => None,
-    };
-    if let Some(unit_ns) = unit_ns
-        && let Ok(count) = text[..text.len() - 1].parse::<i64>()
-        && count >= 0
-    {
-        return count
-            .checked_mul(unit_ns)
-            .map(|age| now_ns.saturating_sub(age))
-            .ok_or_else(|| format!("{name} = {text:?} is too long ago"));
-    }
-    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text).map_err(|_| {
-        format!(
-            "{name} = {text:?} is neither an RFC 3339 time (2026-11-01T00:00:00Z) nor an age \
-             (30m, 6h, 7d)"
-        )
-    })
-}
-
 /// The window of `since` and `until`.
 fn window(since: Option<&str>, until: Option<&str>) -> Result<TimeWindow, CallToolResult> {
-    let now_ns = crate::retention_command::now_ns();
-    let parse = |name: &str, text: Option<&str>| {
-        text.map(|text| parse_time(name, text, now_ns))
-            .transpose()
-            .map_err(refusal)
-    };
-    let window = TimeWindow {
-        since_ns: parse("since", since)?,
-        until_ns: parse("until", until)?,
-    };
-    if let (Some(since), Some(until)) = (window.since_ns, window.until_ns)
-        && since >= until
-    {
-        return Err(refusal("since must be before until"));
-    }
-    Ok(window)
+    TimeWindow::parse(since, until, crate::retention_command::now_ns()).map_err(refusal)
 }
 
 fn window_text(window: TimeWindow) -> String {
@@ -473,6 +430,7 @@ impl SightlineMcp {
             verdict: args.verdict.map(|verdict| lowercase_name(&verdict)),
             session_id: args.session_id,
             window,
+            ..RunFilter::default()
         };
         // One row past the cap tells a cut answer from an exact one.
         let sql = query::monitoring::find_runs_sql(&filter, max_rows + 1);
@@ -766,22 +724,22 @@ mod tests {
     #[test]
     fn times_are_rfc3339_or_an_age_before_now() {
         assert_eq!(
-            parse_time("since", "2026-11-01T00:00:00Z", NOW),
+            query::monitoring::parse_time("since", "2026-11-01T00:00:00Z", NOW),
             Ok(1_793_491_200_000_000_000)
         );
         assert_eq!(
-            parse_time("since", "6h", NOW),
+            query::monitoring::parse_time("since", "6h", NOW),
             Ok(NOW - 6 * 3_600_000_000_000)
         );
-        assert_eq!(parse_time("since", "0s", NOW), Ok(NOW));
+        assert_eq!(query::monitoring::parse_time("since", "0s", NOW), Ok(NOW));
         assert_eq!(
-            parse_time("since", " 2w ", NOW),
+            query::monitoring::parse_time("since", " 2w ", NOW),
             Ok(NOW - 14 * 86_400_000_000_000)
         );
-        let error = parse_time("until", "yesterday", NOW).unwrap_err();
+        let error = query::monitoring::parse_time("until", "yesterday", NOW).unwrap_err();
         assert!(error.contains("until = \"yesterday\""), "{error}");
-        assert!(parse_time("since", "-5m", NOW).is_err());
-        assert!(parse_time("since", "99999999999999999d", NOW).is_err());
+        assert!(query::monitoring::parse_time("since", "-5m", NOW).is_err());
+        assert!(query::monitoring::parse_time("since", "99999999999999999d", NOW).is_err());
     }
 
     #[test]

@@ -71,6 +71,27 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
+    /// The window between `since` and `until`, each RFC 3339 or an age before `now_ns`
+    /// ([`parse_time`]); an error says which side is wrong, or that `since` is not before
+    /// `until`.
+    pub fn parse(since: Option<&str>, until: Option<&str>, now_ns: i64) -> Result<Self, String> {
+        let parse = |name: &str, text: Option<&str>| {
+            text.filter(|text| !text.trim().is_empty())
+                .map(|text| parse_time(name, text, now_ns))
+                .transpose()
+        };
+        let window = TimeWindow {
+            since_ns: parse("since", since)?,
+            until_ns: parse("until", until)?,
+        };
+        if let (Some(since), Some(until)) = (window.since_ns, window.until_ns)
+            && since >= until
+        {
+            return Err("since must be before until".to_owned());
+        }
+        Ok(window)
+    }
+
     /// True when neither side is bounded.
     pub fn is_unbounded(&self) -> bool {
         self.since_ns.is_none() && self.until_ns.is_none()
@@ -96,6 +117,34 @@ impl TimeWindow {
             parts.join(" AND ")
         }
     }
+}
+
+/// A time argument: RFC 3339, or an age (`30s`, `90m`, `6h`, `7d`, `2w`) before `now_ns`.
+pub fn parse_time(name: &str, text: &str, now_ns: i64) -> Result<i64, String> {
+    let text = text.trim();
+    let unit_ns: Option<i64> = match text.chars().last() {
+        Some('s') => Some(1_000_000_000),
+        Some('m') => Some(60_000_000_000),
+        Some('h') => Some(3_600_000_000_000),
+        Some('d') => Some(86_400_000_000_000),
+        Some('w') => Some(7 * 86_400_000_000_000),
+        _ => None,
+    };
+    if let Some(unit_ns) = unit_ns
+        && let Ok(count) = text[..text.len() - 1].parse::<i64>()
+        && count >= 0
+    {
+        return count
+            .checked_mul(unit_ns)
+            .map(|age| now_ns.saturating_sub(age))
+            .ok_or_else(|| format!("{name} = {text:?} is too long ago"));
+    }
+    arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text).map_err(|_| {
+        format!(
+            "{name} = {text:?} is neither an RFC 3339 time (2026-11-01T00:00:00Z) nor an age \
+             (30m, 6h, 7d)"
+        )
+    })
 }
 
 /// A SQL string literal holding exactly `text`: quotes doubled, nothing else interpreted
@@ -163,6 +212,10 @@ pub struct RunFilter {
     pub verdict: Option<String>,
     /// `agent_runs.session_id` equals it.
     pub session_id: Option<String>,
+    /// `agent_runs.user_id` equals it.
+    pub user_id: Option<String>,
+    /// The run's session id or user id contains this text (case-sensitive).
+    pub search: Option<String>,
     /// The run started in it.
     pub window: TimeWindow,
 }
@@ -176,15 +229,52 @@ pub const FIND_RUNS_COLUMNS: &str = "start_time, trace_id, span_id, session_id, 
 /// `limit` rows. Tool and verdict match at the trace level: a trace with several runs matches
 /// for all of them.
 pub fn find_runs_sql(filter: &RunFilter, limit: usize) -> String {
+    format!(
+        "SELECT {FIND_RUNS_COLUMNS} FROM agent_runs{} \
+         ORDER BY start_time DESC, trace_id, span_id LIMIT {limit}",
+        run_conditions(filter)
+    )
+}
+
+/// The columns [`find_sessions_sql`] selects, in order.
+pub const FIND_SESSIONS_COLUMNS: &str = "session_id, user_id, first_start, last_start, agents, \
+    runs, errors, denials, escalations, retries, input_tokens, output_tokens";
+
+/// Sessions with a run matching `filter`, most recently active first, at most `limit` rows:
+/// one row per session, summed over its matching `agent_runs` rows (runs outside a session
+/// are one row with a NULL `session_id`).
+pub fn find_sessions_sql(filter: &RunFilter, limit: usize) -> String {
+    format!(
+        "SELECT session_id, min(user_id) AS user_id, min(start_time) AS first_start, \
+         max(start_time) AS last_start, \
+         array_to_string(array_sort(array_agg(DISTINCT agent_name)), ', ') AS agents, \
+         count(*) AS runs, sum(errors) AS errors, sum(denials) AS denials, \
+         sum(escalations) AS escalations, sum(retries) AS retries, \
+         sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens \
+         FROM agent_runs{} GROUP BY session_id \
+         ORDER BY last_start DESC, session_id LIMIT {limit}",
+        run_conditions(filter)
+    )
+}
+
+/// ` WHERE ...` for `filter` over `agent_runs` (empty when nothing filters).
+fn run_conditions(filter: &RunFilter) -> String {
     let mut conditions = Vec::new();
     for (column, value) in [
         ("agent_name", &filter.agent),
         ("outcome", &filter.outcome),
         ("session_id", &filter.session_id),
+        ("user_id", &filter.user_id),
     ] {
         if let Some(value) = value {
             conditions.push(format!("{column} = {}", string_literal(value)));
         }
+    }
+    if let Some(text) = &filter.search {
+        let text = string_literal(text);
+        conditions.push(format!(
+            "(strpos(session_id, {text}) > 0 OR strpos(user_id, {text}) > 0)"
+        ));
     }
     if let Some(tool) = &filter.tool {
         conditions.push(format!(
@@ -201,15 +291,11 @@ pub fn find_runs_sql(filter: &RunFilter, limit: usize) -> String {
     if !filter.window.is_unbounded() {
         conditions.push(filter.window.predicate("start_time"));
     }
-    let filter = if conditions.is_empty() {
+    if conditions.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
-    };
-    format!(
-        "SELECT {FIND_RUNS_COLUMNS} FROM agent_runs{filter} \
-         ORDER BY start_time DESC, trace_id, span_id LIMIT {limit}"
-    )
+    }
 }
 
 /// The questions of `docs/monitoring.md`, in the page's order.

@@ -36,6 +36,8 @@
 //! ```
 
 mod agent;
+#[cfg(feature = "browser")]
+pub mod browser;
 mod catalog;
 mod markdown;
 mod otlp_json;

@@ -14,3 +14,4 @@ mod retention;
 mod support;
 mod tls;
 mod trace;
+mod web;

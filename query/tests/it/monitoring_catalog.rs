@@ -2,9 +2,11 @@
 //! its time windows keep exactly the rows in them, the run search keeps exactly the runs that
 //! match, and `execute_capped` stops at its cap and says so.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use query::monitoring::{QUESTIONS, RunFilter, TimeWindow, find_runs_sql, string_literal};
+use query::monitoring::{
+    QUESTIONS, RunFilter, TimeWindow, find_runs_sql, find_sessions_sql, string_literal,
+};
 use query::{Access, SqlEngine};
 use serde_json::Value;
 
@@ -159,7 +161,8 @@ async fn run_search_keeps_exactly_the_matching_runs_newest_first() {
     let fixture = MonitoringFixture::new();
     let all = rows(
         &fixture.sql,
-        "SELECT trace_id, span_id, agent_name, outcome, session_id, start_time FROM agent_runs",
+        "SELECT trace_id, span_id, agent_name, outcome, session_id, start_time, user_id, errors, \
+         denials, escalations, retries, input_tokens, output_tokens FROM agent_runs",
     )
     .await;
     let tool = "save_report";
@@ -189,6 +192,14 @@ async fn run_search_keeps_exactly_the_matching_runs_newest_first() {
         .find_map(|row| row[4].as_str())
         .unwrap()
         .to_owned();
+    let user = runs
+        .rows
+        .iter()
+        .find_map(|row| row[6].as_str())
+        .unwrap()
+        .to_owned();
+    // A piece of a session id, as typed into a search box.
+    let piece = session[session.len() - 4..].to_owned();
     let since = base_ns() + 12 * HOUR_NS;
     let cases: Vec<(RunFilter, Keep<'_>)> = vec![
         (RunFilter::default(), Box::new(|_| true)),
@@ -236,12 +247,57 @@ async fn run_search_keeps_exactly_the_matching_runs_newest_first() {
         ),
         (
             RunFilter {
+                user_id: Some(user.clone()),
+                ..RunFilter::default()
+            },
+            Box::new(|row| row[6] == user.as_str()),
+        ),
+        (
+            RunFilter {
+                search: Some(piece.clone()),
+                ..RunFilter::default()
+            },
+            Box::new(|row| {
+                [&row[4], &row[6]]
+                    .iter()
+                    .any(|value| value.as_str().is_some_and(|text| text.contains(&piece)))
+            }),
+        ),
+        (
+            RunFilter {
                 agent: Some("no such agent' OR 'x' = 'x".to_owned()),
                 ..RunFilter::default()
             },
             Box::new(|_| false),
         ),
     ];
+    for (filter, keep) in &cases {
+        // Sessions: the matching runs grouped by session, summed in Rust.
+        let mut sessions: BTreeMap<Option<String>, Vec<i64>> = BTreeMap::new();
+        for row in runs.rows.iter().filter(|row| keep(row)) {
+            let sums = sessions
+                .entry(row[4].as_str().map(str::to_owned))
+                .or_insert_with(|| vec![0; 7]);
+            sums[0] += 1;
+            for (sum, column) in sums[1..].iter_mut().zip(7..=12) {
+                *sum += row[column].as_i64().unwrap_or(0);
+            }
+        }
+        let found: BTreeMap<Option<String>, Vec<i64>> =
+            rows(&fixture.sql, &find_sessions_sql(filter, 10_000))
+                .await
+                .iter()
+                .map(|row| {
+                    (
+                        row[0].as_str().map(str::to_owned),
+                        (5..=11)
+                            .map(|column| row[column].as_i64().unwrap_or(0))
+                            .collect(),
+                    )
+                })
+                .collect();
+        assert_eq!(found, sessions, "sessions of {filter:?}");
+    }
     for (filter, keep) in cases {
         let mut expected: Vec<(i64, String, String)> = runs
             .rows

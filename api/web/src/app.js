@@ -8,7 +8,7 @@ import { setToken, token } from './api.js';
 import { render as renderMonitoring } from './monitoring.js';
 import { render as renderRun } from './run.js';
 import { render as renderSessions } from './sessions.js';
-import { el } from './format.js';
+import { el, ready } from './format.js';
 
 const main = document.getElementById('main');
 
@@ -21,6 +21,10 @@ async function route() {
   const url = new URL(window.location.href);
   const path = url.pathname;
   delete document.body.dataset.ready;
+  // A first load counts from navigation start (0), a view change from here.
+  if (window.sightlineViewStart !== undefined || document.readyState === 'complete') {
+    window.sightlineViewStart = performance.now();
+  }
   for (const link of document.querySelectorAll('nav a')) {
     link.classList.toggle('active', path.startsWith('/' + link.dataset.nav));
   }
@@ -42,7 +46,7 @@ async function route() {
     return renderRun(main, decodeURIComponent(run[1]), url.searchParams, navigate);
   }
   main.replaceChildren(el('h1', {}, 'Not found'), el('p', {}, 'No view at ' + path + '.'));
-  document.body.dataset.ready = 'none';
+  ready('none');
   return undefined;
 }
 

@@ -67,3 +67,12 @@ export function badge(text, kind = '') {
 export function notice(text, kind = 'note') {
   return el('p', { class: kind }, text);
 }
+
+/**
+ * Marks the view as rendered: `data-ready` names it (tests wait for it) and `data-ready-ms`
+ * holds the milliseconds since the view started loading (benchmarks read it).
+ */
+export function ready(view) {
+  document.body.dataset.readyMs = String(Math.round(performance.now() - (window.sightlineViewStart || 0)));
+  document.body.dataset.ready = view;
+}

@@ -8,7 +8,7 @@ import {
 } from 'chart.js';
 import { pageQueries, sql } from './api.js';
 import { errorNotice, rangeSelect, sqlBox, table, windowOf } from './common.js';
-import { el, notice } from './format.js';
+import { el, notice, ready } from './format.js';
 
 Chart.register(BarController, BarElement, CategoryScale, Legend, LineController, LineElement, LinearScale, PointElement, Tooltip);
 
@@ -100,7 +100,7 @@ export async function render(main, params, navigate) {
     queries = await pageQueries(windowOf(params));
   } catch (error) {
     grid.replaceChildren(errorNotice(error));
-    document.body.dataset.ready = 'monitoring';
+    ready('monitoring');
     return;
   }
   const questions = CHARTED.map((name) => queries.monitoring.find((q) => q.name === name)).filter(Boolean);
@@ -122,6 +122,6 @@ export async function render(main, params, navigate) {
     }
     node.setAttribute('aria-busy', 'false');
   }));
-  document.body.dataset.ready = 'monitoring';
+  ready('monitoring');
 }
 

@@ -4,7 +4,7 @@
 
 import { ApiError, sql, trace } from './api.js';
 import { errorNotice, sqlBox, table } from './common.js';
-import { badge, between, duration, el, instant, notice, number, time } from './format.js';
+import { badge, between, duration, el, instant, notice, number, ready, time } from './format.js';
 
 const SPAN_COLUMNS = 'span_id, parent_span_id, span_name, service_name, operation, provider, ' +
   'request_model, response_model, agent_name, tool_name, tool_risk, start_time, end_time, ' +
@@ -178,7 +178,7 @@ export async function render(main, traceId, params, navigate) {
   const id = traceId.toLowerCase();
   if (!/^[0-9a-f]{32}$/.test(id)) {
     main.replaceChildren(el('h1', {}, 'Run'), notice('"' + traceId + '" is not a trace id (32 hex digits).', 'error'));
-    document.body.dataset.ready = 'run';
+    ready('run');
     return;
   }
   const queries = runQueries(id);
@@ -190,12 +190,12 @@ export async function render(main, traceId, params, navigate) {
       .map((answer) => answer.rows);
   } catch (error) {
     main.replaceChildren(el('h1', {}, 'Run ', el('code', {}, id)), errorNotice(error));
-    document.body.dataset.ready = 'run';
+    ready('run');
     return;
   }
   if (spans.length === 0) {
     main.replaceChildren(el('h1', {}, 'Run ', el('code', {}, id)), notice('No span of this trace is stored (it may have expired, or not arrived yet).', 'error'));
-    document.body.dataset.ready = 'run';
+    ready('run');
     return;
   }
   const unique = uniqueSpans(spans);
@@ -344,5 +344,5 @@ export async function render(main, traceId, params, navigate) {
     sqlBox(Object.entries(queries).map(([name, text]) => '-- ' + name + '\n' + text + ';').join('\n\n'), 'SQL of this view'));
   const target = selected && waterfall.querySelector('.wf-row.selected');
   if (target) target.scrollIntoView({ block: 'center' });
-  document.body.dataset.ready = 'run';
+  ready('run');
 }

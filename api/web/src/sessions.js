@@ -3,7 +3,7 @@
 
 import { pageQueries, sql } from './api.js';
 import { errorNotice, rangeSelect, sqlBox, table, windowOf } from './common.js';
-import { badge, duration, el, notice, time } from './format.js';
+import { badge, duration, el, notice, ready, time } from './format.js';
 
 const FILTERS = ['session', 'user', 'agent', 'outcome', 'tool', 'verdict', 'q'];
 const OUTCOMES = ['success', 'error', 'refused'];
@@ -162,6 +162,6 @@ export async function render(main, params, navigate) {
     result.replaceChildren(errorNotice(error));
   }
   result.setAttribute('aria-busy', 'false');
-  document.body.dataset.ready = 'sessions';
+  ready('sessions');
   suggest(form);
 }

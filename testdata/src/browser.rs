@@ -106,6 +106,13 @@ impl Browser {
             session: String::new(),
             next_id: 0,
         };
+        // Pages may use the clipboard as they would after a user's click (copy buttons).
+        browser
+            .command(
+                "Browser.grantPermissions",
+                json!({ "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"] }),
+            )
+            .await?;
         let target = browser
             .command("Target.createTarget", json!({ "url": "about:blank" }))
             .await?;
@@ -121,6 +128,13 @@ impl Browser {
             .ok_or("no sessionId")?
             .to_owned();
         browser.command("Page.enable", json!({})).await?;
+        // Behave as the focused window (the clipboard API needs a focused document).
+        browser
+            .command(
+                "Emulation.setFocusEmulationEnabled",
+                json!({ "enabled": true }),
+            )
+            .await?;
         browser.command("Runtime.enable", json!({})).await?;
         browser
             .command(

@@ -741,6 +741,24 @@ async fn check_monitoring(
                 .unwrap();
             assert_eq!(drawn, json!(true), "{name}: chart drawn");
         }
+        // The SQL can be copied: to the clipboard, or selected where the page may not write it.
+        let copied = browser
+            .eval(
+                "(async () => { document.querySelector('.card .copy-sql').click();\
+                 for (let i = 0; i < 100 && !document.querySelector('.card .copy-status').textContent; i++)\
+                   await new Promise(done => setTimeout(done, 50));\
+                 const status = document.querySelector('.card .copy-status').textContent;\
+                 const pasted = status === 'copied' ? await navigator.clipboard.readText()\
+                   : String(window.getSelection());\
+                 return [status, pasted === document.querySelector('.card pre.sql').textContent]; })()",
+            )
+            .await
+            .unwrap();
+        assert!(
+            copied[0] == "copied" || copied[0] == "selected: press Ctrl-C",
+            "{copied}"
+        );
+        assert_eq!(copied[1], json!(true), "the copied text is the SQL shown");
         if window.is_none() {
             screenshot(browser, scratch, "monitoring").await;
         }

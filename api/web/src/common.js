@@ -47,7 +47,11 @@ export function sqlBox(sqlText, label = 'SQL') {
     class: 'quiet copy-sql',
     onclick: async () => {
       try {
-        await navigator.clipboard.writeText(sqlText);
+        // A browser that neither writes nor refuses (a pending permission) falls back too.
+        await Promise.race([
+          navigator.clipboard.writeText(sqlText),
+          new Promise((_, reject) => { setTimeout(() => reject(new Error('no answer')), 1000); }),
+        ]);
         status.textContent = 'copied';
       } catch (_) {
         // No clipboard permission (an insecure origin): select it for Ctrl-C instead.

@@ -22,6 +22,7 @@ use crate::support::TestServer;
 const INGEST: &str = "tok-web-ingest";
 const QUERY: &str = "tok-web-query";
 const CONTENT: &str = "tok-web-content";
+const ADMIN: &str = "tok-web-admin";
 const WAIT: Duration = Duration::from_secs(30);
 /// Text of the prompt added to one run; its e-mail address is redacted at ingest.
 const PROMPT: &str = "refund order 991 and mail the receipt to ada@example.com";
@@ -54,6 +55,7 @@ async fn seeded_server(dir: &std::path::Path) -> TestServer {
             entry("collector", INGEST, vec![Scope::Ingest]),
             entry("analyst", QUERY, vec![Scope::Query]),
             entry("investigator", CONTENT, vec![Scope::Query, Scope::Content]),
+            entry("operator", ADMIN, vec![Scope::Admin]),
         ])
         .unwrap(),
     );
@@ -549,6 +551,49 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
             .contains("refund order 991 and mail the receipt to [REDACTED:email]")
     );
     screenshot(&mut browser, scratch.path(), "content").await;
+
+    // Eight days on, the content (keep 7 days) has expired while its spans (14 days from
+    // arrival) stay: the page says so instead of showing text.
+    let in_eight_days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        + 8 * 86_400_000_000_000;
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v1/admin"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"operation": "retention_run", "as_of": in_eight_days as i64}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    open(&mut browser, &base, &format!("/runs/{prompt_trace}"), "run").await;
+    browser
+        .eval("document.getElementById('show-content').click()")
+        .await
+        .unwrap();
+    let expired = browser
+        .wait_for(
+            "(() => { const item = document.querySelector('.span-content[data-span=\"00000000000000c1\"] .content-item');\
+             return item && [item.dataset.status, item.innerText]; })()",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(expired[0], json!("expired"), "{expired}");
+    assert!(
+        expired[1]
+            .as_str()
+            .unwrap()
+            .contains("Expired: this text passed its retention keep"),
+        "{expired}"
+    );
+    assert!(!expired[1].as_str().unwrap().contains("refund order 991"));
+    let status = browser
+        .eval("document.querySelector('.content-status').innerText")
+        .await
+        .unwrap();
+    assert!(status.as_str().unwrap().contains("expired"), "{status}");
 
     check_monitoring(&mut browser, &server, &base, scratch.path()).await;
     drop(browser);

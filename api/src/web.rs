@@ -30,6 +30,9 @@ const APP_CSS: &[u8] = include_bytes!("../web/dist/app.css");
 /// Rows the sessions and runs views show at most (the page says when a list is cut).
 pub const MAX_LIST_ROWS: usize = 200;
 
+/// Names the agent and tool filters suggest at most.
+const MAX_SUGGESTIONS: usize = 200;
+
 /// Paths that serve the page or its assets: no token needed (see the module invariants).
 pub fn is_page_path(path: &str) -> bool {
     matches!(path, "/" | "/sessions" | "/monitoring")
@@ -117,6 +120,10 @@ struct PageQueries {
     runs: String,
     /// Rows each list shows at most.
     max_rows: usize,
+    /// Agent names with a run in the window (the agent filter's suggestions).
+    agent_names: String,
+    /// Tool names with a call in the window (the tool filter's suggestions).
+    tool_names: String,
     /// Every question of `docs/monitoring.md`, within the window.
     monitoring: Vec<WindowedQuestion>,
 }
@@ -155,6 +162,16 @@ async fn page_queries(
         sessions: query::monitoring::find_sessions_sql(&filter, MAX_LIST_ROWS + 1),
         runs: query::monitoring::find_runs_sql(&filter, MAX_LIST_ROWS + 1),
         max_rows: MAX_LIST_ROWS,
+        agent_names: format!(
+            "SELECT DISTINCT agent_name FROM agent_runs WHERE agent_name IS NOT NULL AND {} \
+             ORDER BY 1 LIMIT {MAX_SUGGESTIONS}",
+            window.predicate("start_time")
+        ),
+        tool_names: format!(
+            "SELECT DISTINCT tool_name FROM tool_calls WHERE tool_name IS NOT NULL AND {} \
+             ORDER BY 1 LIMIT {MAX_SUGGESTIONS}",
+            window.predicate("start_time")
+        ),
         monitoring: QUESTIONS
             .iter()
             .map(|question| WindowedQuestion {

@@ -136,6 +136,14 @@ impl Browser {
             )
             .await?;
         browser.command("Runtime.enable", json!({})).await?;
+        // Every page records its uncaught errors, rejected promises and Content Security
+        // Policy violations, for `page_errors`.
+        browser
+            .command(
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({ "source": PAGE_ERROR_RECORDER }),
+            )
+            .await?;
         browser
             .command(
                 "Emulation.setDeviceMetricsOverride",
@@ -227,6 +235,13 @@ impl Browser {
         }
     }
 
+    /// Uncaught errors, unhandled promise rejections and Content Security Policy violations of
+    /// the current document so far.
+    pub async fn page_errors(&mut self) -> Result<Vec<String>, Error> {
+        let value = self.eval("window.__sightlineErrors || []").await?;
+        serde_json::from_value(value).map_err(|error| format!("page errors: {error}"))
+    }
+
     /// Opens `url` in the page (a new document).
     pub async fn goto(&mut self, url: &str) -> Result<(), Error> {
         let result = self.command("Page.navigate", json!({ "url": url })).await?;
@@ -262,6 +277,20 @@ impl Drop for Browser {
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
+
+/// Script run in every new document before its own: collects what `page_errors` returns.
+const PAGE_ERROR_RECORDER: &str = r#"
+window.__sightlineErrors = [];
+window.addEventListener('error', (event) => {
+  window.__sightlineErrors.push('error: ' + (event.message || (event.target && event.target.src) || 'resource'));
+}, true);
+window.addEventListener('unhandledrejection', (event) => {
+  window.__sightlineErrors.push('unhandled rejection: ' + String(event.reason));
+});
+document.addEventListener('securitypolicyviolation', (event) => {
+  window.__sightlineErrors.push('CSP violation: ' + event.violatedDirective + ' ' + event.blockedURI);
+});
+"#;
 
 /// Kills a browser that never became a [`Browser`].
 struct KillOnDrop(Option<Child>, PathBuf);

@@ -138,10 +138,16 @@ async fn screenshot(browser: &mut Browser, scratch: &std::path::Path, name: &str
     assert!(png.len() > 10_000, "{path:?} is {} bytes", png.len());
 }
 
-/// Opens `path` and waits until `view` has rendered its data.
+/// Opens `path` and waits until `view` has rendered its data, with no script error or Content
+/// Security Policy violation on the way.
 async fn open(browser: &mut Browser, base: &str, path: &str, view: &str) {
     browser.goto(&format!("{base}{path}")).await.unwrap();
     rendered(browser, view).await;
+    assert_eq!(
+        browser.page_errors().await.unwrap(),
+        Vec::<String>::new(),
+        "{path}"
+    );
 }
 
 async fn rendered(browser: &mut Browser, view: &str) {
@@ -208,6 +214,35 @@ async fn answer(server: &TestServer, sql: &str) -> Vec<BTreeMap<String, Value>> 
                 .cloned()
                 .zip(row.as_array().unwrap().iter().cloned())
                 .collect()
+        })
+        .collect()
+}
+
+/// The runs the runs view lists, as `trace/span`.
+async fn shown_runs(browser: &mut Browser) -> BTreeSet<String> {
+    serde_json::from_value(
+        browser
+            .eval(
+                "[...document.querySelectorAll('table.runs tbody tr[data-trace]')]\
+                 .map(tr => tr.dataset.trace + '/' + tr.dataset.span)",
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// `trace/span` of the rows of `sql` (which selects `trace_id, span_id`).
+async fn run_ids(server: &TestServer, sql: &str) -> BTreeSet<String> {
+    answer(server, sql)
+        .await
+        .iter()
+        .map(|row| {
+            format!(
+                "{}/{}",
+                row["trace_id"].as_str().unwrap(),
+                row["span_id"].as_str().unwrap()
+            )
         })
         .collect()
 }
@@ -328,29 +363,65 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
         search.as_str().unwrap().contains("verdict=deny"),
         "{search}"
     );
-    let shown: BTreeSet<String> = browser
-        .eval("[...document.querySelectorAll('table.runs tbody tr[data-trace]')].map(tr => tr.dataset.trace + '/' + tr.dataset.span)")
-        .await
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|value| value.as_str().unwrap().to_owned())
-        .collect();
-    let expected: BTreeSet<String> = answer(
+    let shown = shown_runs(&mut browser).await;
+    let expected = run_ids(
         &server,
         &format!(
-            "SELECT trace_id || '/' || span_id AS id FROM agent_runs WHERE agent_name = '{agent}' \
+            "SELECT trace_id, span_id FROM agent_runs WHERE agent_name = '{agent}' \
              AND trace_id IN (SELECT trace_id FROM decisions WHERE verdict = 'deny')"
         ),
     )
-    .await
-    .iter()
-    .map(|row| row["id"].as_str().unwrap().to_owned())
-    .collect();
+    .await;
     assert!(!expected.is_empty());
     assert_eq!(shown, expected);
     screenshot(&mut browser, scratch.path(), "runs").await;
+
+    // The other filters, as a shared URL carries them: user and tool, a search in the ids, and
+    // a custom time range.
+    let pick = &answer(
+        &server,
+        "SELECT r.user_id, t.tool_name, r.session_id FROM agent_runs r \
+         JOIN tool_calls t ON t.trace_id = r.trace_id ORDER BY r.start_time, t.tool_name LIMIT 1",
+    )
+    .await[0];
+    let (user, tool, piece) = (
+        pick["user_id"].as_str().unwrap(),
+        pick["tool_name"].as_str().unwrap(),
+        &pick["session_id"].as_str().unwrap()[5..9],
+    );
+    for (query, condition) in [
+        (
+            format!("user={user}&tool={tool}"),
+            format!(
+                "user_id = '{user}' AND trace_id IN \
+                 (SELECT trace_id FROM tool_calls WHERE tool_name = '{tool}')"
+            ),
+        ),
+        (
+            format!("q={piece}"),
+            format!("(strpos(session_id, '{piece}') > 0 OR strpos(user_id, '{piece}') > 0)"),
+        ),
+        (
+            "since=2026-11-02T00:00:00Z&until=2026-11-02T12:00:00Z".to_owned(),
+            "start_time >= '2026-11-02T00:00:00Z' AND start_time < '2026-11-02T12:00:00Z'"
+                .to_owned(),
+        ),
+    ] {
+        open(
+            &mut browser,
+            &base,
+            &format!("/sessions?view=runs&range=all&{query}"),
+            "sessions",
+        )
+        .await;
+        let expected = run_ids(
+            &server,
+            &format!("SELECT trace_id, span_id FROM agent_runs WHERE {condition}"),
+        )
+        .await;
+        assert!(!expected.is_empty(), "{query}");
+        assert_eq!(shown_runs(&mut browser).await, expected, "{query}");
+    }
 
     // Click through: the session with the most denials, then its run with a denial.
     open(&mut browser, &base, "/sessions?range=all", "sessions").await;
@@ -611,15 +682,16 @@ async fn check_run(browser: &mut Browser, server: &TestServer, trace_id: &str) {
             .unwrap(),
     )
     .unwrap();
-    let spans: BTreeSet<String> = answer(
+    let stored = answer(
         server,
-        &format!("SELECT DISTINCT span_id FROM spans {where_trace}"),
+        &format!("SELECT DISTINCT span_id, start_time, end_time FROM spans {where_trace}"),
     )
-    .await
-    .iter()
-    .map(|row| row["span_id"].as_str().unwrap().to_owned())
-    .collect();
-    assert_eq!(rows.len(), spans.len(), "one row per span: {rows:?}");
+    .await;
+    let spans: BTreeSet<String> = stored
+        .iter()
+        .map(|row| row["span_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rows.len(), stored.len(), "one row per span: {rows:?}");
     assert_eq!(rows.iter().cloned().collect::<BTreeSet<_>>(), spans);
 
     // Decisions: each under its span, as many as SQL has, with verdict and policy.
@@ -777,14 +849,25 @@ async fn check_monitoring(
                     assert!(matches, "{name} {path} {column}: shown {text}, SQL {value}");
                 }
             }
+            // The chart drew one label per row (per day for denials) and some points.
             let drawn = browser
                 .eval(&format!(
                     "(() => {{ const canvas = document.querySelector('{card} canvas');\
-                     return !!canvas && canvas.width > 0 && canvas.height > 0; }})()"
+                     return canvas && [Number(canvas.dataset.labels), Number(canvas.dataset.points)]; }})()"
                 ))
                 .await
                 .unwrap();
-            assert_eq!(drawn, json!(true), "{name}: chart drawn");
+            let labels = if name == "denials_by_policy_per_day" {
+                expected
+                    .iter()
+                    .map(|row| row["day"].as_str().unwrap()[..10].to_owned())
+                    .collect::<BTreeSet<_>>()
+                    .len()
+            } else {
+                expected.len()
+            };
+            assert_eq!(drawn[0], json!(labels), "{name}: chart labels");
+            assert!(drawn[1].as_u64() >= Some(labels as u64), "{name}: {drawn}");
         }
         // The SQL can be copied: to the clipboard, or selected where the page may not write it.
         let copied = browser
@@ -808,4 +891,84 @@ async fn check_monitoring(
             screenshot(browser, scratch, "monitoring").await;
         }
     }
+}
+
+/// `GET /api/v1/queries` needs the query scope and says what is wrong with a filter; the page's
+/// paths answer GET without a token and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn page_queries_need_a_token_and_refuse_bad_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |name: &str, token: &str, scopes: Vec<Scope>| TokenSection {
+        name: name.to_owned(),
+        sha256: token_hash(token),
+        scopes,
+    };
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.tokens =
+        Arc::new(Tokens::from_sections(&[entry("analyst", QUERY, vec![Scope::Query])]).unwrap());
+    let server = TestServer::start_with(config).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = http.get(format!("{}{path}", server.api));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    for path in [
+        "/",
+        "/sessions?range=all",
+        "/monitoring",
+        "/runs/abc",
+        "/assets/app.js",
+        "/assets/app.css",
+    ] {
+        let response = get(path, None).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let page = get("/", None).await.unwrap();
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    assert!(page.text().await.unwrap().contains("/assets/app.js"));
+    // Only GET skips the token: anything else on a page path is an API request.
+    let posted = http.post(format!("{}/", server.api)).send().await.unwrap();
+    assert_eq!(posted.status(), 401);
+    assert_eq!(get("/api/v1/queries", None).await.unwrap().status(), 401);
+
+    let answer = get(
+        "/api/v1/queries?since=7d&agent=it%27s&verdict=DENY",
+        Some(QUERY),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    let runs = body["runs"].as_str().unwrap();
+    assert!(runs.contains("agent_name = 'it''s'"), "{runs}");
+    assert!(runs.contains("verdict = 'deny'"), "{runs}");
+    assert!(body["since_ns"].as_i64().is_some());
+    assert_eq!(
+        body["monitoring"].as_array().unwrap().len(),
+        query::monitoring::QUESTIONS.len()
+    );
+    for (query, says) in [
+        ("since=yesterday", "neither an RFC 3339 time"),
+        ("since=1h&until=2h", "since must be before until"),
+        ("colour=red", "unknown field"),
+        ("since=1h&since=2h", "duplicate field"),
+    ] {
+        let response = get(&format!("/api/v1/queries?{query}"), Some(QUERY))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{query}: {body}"
+        );
+    }
+    server.stop().await;
 }

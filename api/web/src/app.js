@@ -5,7 +5,8 @@
 //   /monitoring?range=30d                    charts of docs/monitoring.md's questions
 
 import { setToken, token } from './api.js';
-import { render as renderMonitoring } from './monitoring.js';
+import { errorNotice } from './common.js';
+import { leave as leaveMonitoring, render as renderMonitoring } from './monitoring.js';
 import { render as renderRun } from './run.js';
 import { render as renderSessions } from './sessions.js';
 import { el, ready } from './format.js';
@@ -17,14 +18,21 @@ function navigate(path) {
   route();
 }
 
+// Each route() call is one view; an older view whose data arrives late must not draw over the
+// current one or mark it ready.
+let currentView = 0;
+
 async function route() {
   const url = new URL(window.location.href);
   const path = url.pathname;
+  const viewNumber = ++currentView;
+  const done = (name) => { if (viewNumber === currentView) ready(name); };
   delete document.body.dataset.ready;
   // A first load counts from navigation start (0), a view change from here.
   if (window.sightlineViewStart !== undefined || document.readyState === 'complete') {
     window.sightlineViewStart = performance.now();
   }
+  leaveMonitoring();
   for (const link of document.querySelectorAll('nav a')) {
     link.classList.toggle('active', path.startsWith('/' + link.dataset.nav));
   }
@@ -32,21 +40,30 @@ async function route() {
     history.replaceState(null, '', '/sessions' + url.search);
     return route();
   }
-  if (path === '/sessions') {
-    document.title = 'Sessions · Sightline';
-    return renderSessions(main, url.searchParams, navigate);
+  // Each view draws into its own container: one replaced by a newer view is simply detached.
+  const view = el('div', { class: 'view' });
+  main.replaceChildren(view);
+  try {
+    if (path === '/sessions') {
+      document.title = 'Sessions · Sightline';
+      return await renderSessions(view, url.searchParams, navigate, done);
+    }
+    if (path === '/monitoring') {
+      document.title = 'Monitoring · Sightline';
+      return await renderMonitoring(view, url.searchParams, navigate, done);
+    }
+    const run = /^\/runs\/([^/]+)$/.exec(path);
+    if (run) {
+      const id = decodeURIComponent(run[1]);
+      document.title = 'Run ' + id.slice(0, 8) + ' · Sightline';
+      return await renderRun(view, id, url.searchParams, navigate, done);
+    }
+    view.replaceChildren(el('h1', {}, 'Not found'), el('p', {}, 'No view at ' + path + '.'));
+  } catch (error) {
+    // Whatever went wrong, say it instead of leaving "Loading…" on screen.
+    view.replaceChildren(el('h1', {}, 'Something went wrong'), errorNotice(error));
   }
-  if (path === '/monitoring') {
-    document.title = 'Monitoring · Sightline';
-    return renderMonitoring(main, url.searchParams, navigate);
-  }
-  const run = /^\/runs\/([^/]+)$/.exec(path);
-  if (run) {
-    document.title = 'Run ' + decodeURIComponent(run[1]).slice(0, 8) + ' · Sightline';
-    return renderRun(main, decodeURIComponent(run[1]), url.searchParams, navigate);
-  }
-  main.replaceChildren(el('h1', {}, 'Not found'), el('p', {}, 'No view at ' + path + '.'));
-  ready('none');
+  done('none');
   return undefined;
 }
 
@@ -67,6 +84,8 @@ function showTokenState() {
   button.textContent = token() ? 'Token ✓' : 'Token';
 }
 window.sightlineAskToken = () => {
+  // Escape closes without a button: it must not repeat the last button's action.
+  dialog.returnValue = '';
   input.value = token();
   dialog.showModal();
 };

@@ -31,6 +31,10 @@ export function rangeSelect(params) {
   for (const [value, label] of RANGES) {
     select.append(el('option', { value, selected: value === current }, label));
   }
+  // A range typed into the URL (`range=2w`) is shown as it is, not as the first option.
+  if (current !== 'custom' && !RANGES.some(([value]) => value === current)) {
+    select.append(el('option', { value: current, selected: true }, 'Last ' + current));
+  }
   if (current === 'custom') {
     select.append(el('option', { value: 'custom', selected: true },
       (params.get('since') || '…') + ' to ' + (params.get('until') || 'now')));

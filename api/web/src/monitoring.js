@@ -8,7 +8,7 @@ import {
 } from 'chart.js';
 import { pageQueries, sql } from './api.js';
 import { errorNotice, rangeSelect, sqlBox, table, windowOf } from './common.js';
-import { el, notice, ready } from './format.js';
+import { el, notice } from './format.js';
 
 Chart.register(BarController, BarElement, CategoryScale, Legend, LineController, LineElement, LinearScale, PointElement, Tooltip);
 
@@ -82,8 +82,12 @@ function card(question) {
   };
 }
 
-export async function render(main, params, navigate) {
+/** Frees the charts of the view being left. */
+export function leave() {
   while (live.length) live.pop().destroy();
+}
+
+export async function render(main, params, navigate, done) {
   const range = rangeSelect(params);
   range.addEventListener('change', () => {
     const next = new URLSearchParams();
@@ -100,7 +104,7 @@ export async function render(main, params, navigate) {
     queries = await pageQueries(windowOf(params));
   } catch (error) {
     grid.replaceChildren(errorNotice(error));
-    ready('monitoring');
+    done('monitoring');
     return;
   }
   const questions = CHARTED.map((name) => queries.monitoring.find((q) => q.name === name)).filter(Boolean);
@@ -110,7 +114,14 @@ export async function render(main, params, navigate) {
     try {
       const answer = await sql(question.sql);
       const chartRows = answer.rows;
-      if (chartRows.length) live.push(new Chart(canvas, CHARTS[question.name](chartRows)));
+      if (chartRows.length) {
+        const chart = new Chart(canvas, CHARTS[question.name](chartRows));
+        live.push(chart);
+        // What was drawn, for tests and for anyone inspecting the page.
+        canvas.dataset.labels = String(chart.data.labels.length);
+        canvas.dataset.points = String(chart.data.datasets
+          .reduce((count, dataset) => count + dataset.data.filter((value) => value !== null && value !== undefined).length, 0));
+      }
       else canvas.parentNode.replaceChildren(notice('Nothing in this time range.', 'muted'));
       body.replaceChildren(table(answer.columns.map((name) => ({
         name,
@@ -122,6 +133,6 @@ export async function render(main, params, navigate) {
     }
     node.setAttribute('aria-busy', 'false');
   }));
-  ready('monitoring');
+  done('monitoring');
 }
 

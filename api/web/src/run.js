@@ -4,7 +4,7 @@
 
 import { ApiError, sql, trace } from './api.js';
 import { errorNotice, sqlBox, table } from './common.js';
-import { badge, between, duration, el, instant, notice, number, ready, time } from './format.js';
+import { badge, between, duration, el, instant, notice, number, time } from './format.js';
 
 const SPAN_COLUMNS = 'span_id, parent_span_id, span_name, service_name, operation, provider, ' +
   'request_model, response_model, agent_name, tool_name, tool_risk, start_time, end_time, ' +
@@ -20,7 +20,7 @@ export function runQueries(traceId) {
       where + '\nORDER BY start_time, span_id',
     spans: 'SELECT ' + SPAN_COLUMNS + '\nFROM spans ' + where + '\nORDER BY start_time, span_id',
     tools: 'SELECT span_id, attempt, is_retry, retry_source, risk, verdict\nFROM tool_calls ' + where,
-    models: 'SELECT span_id, request_model, response_model, input_tokens, output_tokens\nFROM llm_calls ' + where,
+    models: 'SELECT span_id, request_model, response_model, input_tokens, output_tokens, retry_attempt\nFROM llm_calls ' + where,
     decisions: 'SELECT span_id, time, kind, verdict, action, policy_id, risk, context_source, reasoning, ' +
       'decision_id, approval_status, approval_latency_ms, forms\nFROM decisions ' + where +
       '\nORDER BY time, span_id, kind, policy_id',
@@ -28,15 +28,19 @@ export function runQueries(traceId) {
   };
 }
 
-/** One row per span id (a re-sent export stores copies; the agent tables count it once). */
+/**
+ * One row per stored span: copies of a re-sent export (same span id, start and end) are one
+ * row marked with their count, as the agent tables count them once.
+ */
 function uniqueSpans(rows) {
-  const byId = new Map();
+  const byKey = new Map();
   for (const row of rows) {
-    const seen = byId.get(row.span_id);
+    const key = row.span_id + ' ' + row.start_time + ' ' + row.end_time;
+    const seen = byKey.get(key);
     if (seen) seen.copies += 1;
-    else byId.set(row.span_id, Object.assign({ copies: 1 }, row));
+    else byKey.set(key, Object.assign({ copies: 1 }, row));
   }
-  return [...byId.values()];
+  return [...byKey.values()];
 }
 
 /** Spans in tree order with their depth; a span whose parent is missing is a root. */
@@ -149,8 +153,10 @@ function spanChips(span, tool, model) {
   }
   if (tool?.is_retry) {
     chips.push(el('span', { class: 'badge retry', 'data-field': 'retry' }, 'retry #' + tool.attempt + ' (' + tool.retry_source + ')'));
-  } else if (!tool && span.retry_attempt > 0) {
-    chips.push(el('span', { class: 'badge retry', 'data-field': 'retry' }, 'retry #' + span.retry_attempt));
+  } else if (model && model.retry_attempt > 0) {
+    // A model call retried by its client library (counted in agent_runs.retries); an HTTP
+    // span's resend count is not a retry of the agent's.
+    chips.push(el('span', { class: 'badge retry', 'data-field': 'retry' }, 'retry #' + model.retry_attempt));
   }
   if (span.copies > 1) chips.push(el('span', { class: 'chip muted', title: 'the same span was stored more than once (a re-sent export)' }, '×' + span.copies + ' copies'));
   return chips;
@@ -174,11 +180,11 @@ function runSummary(runs, session) {
   ], runs, { className: 'run-summary', rowAttributes: (row) => ({ 'data-span': row.span_id }) });
 }
 
-export async function render(main, traceId, params, navigate) {
+export async function render(main, traceId, params, navigate, done) {
   const id = traceId.toLowerCase();
   if (!/^[0-9a-f]{32}$/.test(id)) {
     main.replaceChildren(el('h1', {}, 'Run'), notice('"' + traceId + '" is not a trace id (32 hex digits).', 'error'));
-    ready('run');
+    done('run');
     return;
   }
   const queries = runQueries(id);
@@ -190,12 +196,12 @@ export async function render(main, traceId, params, navigate) {
       .map((answer) => answer.rows);
   } catch (error) {
     main.replaceChildren(el('h1', {}, 'Run ', el('code', {}, id)), errorNotice(error));
-    ready('run');
+    done('run');
     return;
   }
   if (spans.length === 0) {
     main.replaceChildren(el('h1', {}, 'Run ', el('code', {}, id)), notice('No span of this trace is stored (it may have expired, or not arrived yet).', 'error'));
-    ready('run');
+    done('run');
     return;
   }
   const unique = uniqueSpans(spans);
@@ -302,6 +308,13 @@ export async function render(main, traceId, params, navigate) {
     waterfall.append(details, content);
   }
 
+  // Decisions on a span id the tree has no row for (not expected: decisions come from the
+  // trace's spans) are still shown, below the tree.
+  const shownSpans = new Set(unique.map((span) => span.span_id));
+  const unattached = decisions.filter((decision) => !shownSpans.has(decision.span_id));
+  const elsewhere = el('div', { class: 'span-content', hidden: unattached.length === 0 },
+    el('h4', {}, 'Decisions and content of spans not in the tree'), unattached.map(decisionRow));
+
   const contentStatus = el('span', { class: 'content-status', 'aria-live': 'polite' });
   const contentButton = el('button', {
     type: 'button', id: 'show-content',
@@ -320,6 +333,9 @@ export async function render(main, traceId, params, navigate) {
           if (target) {
             target.replaceChildren(contentBlock(spanRows));
             target.hidden = false;
+          } else {
+            elsewhere.append(el('p', {}, 'span ', el('code', {}, spanId)), contentBlock(spanRows));
+            elsewhere.hidden = false;
           }
         }
         const expired = rows.filter((row) => row.status === 'expired').length;
@@ -341,8 +357,9 @@ export async function render(main, traceId, params, navigate) {
     header,
     el('p', { class: 'toolbar' }, unique.length + ' spans, ' + decisions.length + ' decisions. Click a span for its attributes. ', contentButton, ' ', contentStatus),
     waterfall,
+    elsewhere,
     sqlBox(Object.entries(queries).map(([name, text]) => '-- ' + name + '\n' + text + ';').join('\n\n'), 'SQL of this view'));
   const target = selected && waterfall.querySelector('.wf-row.selected');
   if (target) target.scrollIntoView({ block: 'center' });
-  ready('run');
+  done('run');
 }

@@ -3,7 +3,7 @@
 
 import { pageQueries, sql } from './api.js';
 import { errorNotice, rangeSelect, sqlBox, table, windowOf } from './common.js';
-import { badge, duration, el, notice, ready, time } from './format.js';
+import { badge, duration, el, notice, time } from './format.js';
 
 const FILTERS = ['session', 'user', 'agent', 'outcome', 'tool', 'verdict', 'q'];
 const OUTCOMES = ['success', 'error', 'refused'];
@@ -59,7 +59,7 @@ function filterForm(params, navigate) {
 }
 
 /** Fills the agent and tool suggestions after the data is on screen (not on its critical path). */
-async function suggest(form) {
+async function suggest(form, queries) {
   const fill = async (id, query, column) => {
     try {
       const { rows } = await sql(query);
@@ -70,8 +70,8 @@ async function suggest(form) {
     }
   };
   await Promise.all([
-    fill('agent-names', 'SELECT DISTINCT agent_name FROM agent_runs ORDER BY 1 LIMIT 200', 'agent_name'),
-    fill('tool-names', 'SELECT DISTINCT tool_name FROM tool_calls ORDER BY 1 LIMIT 200', 'tool_name'),
+    fill('agent-names', queries.agent_names, 'agent_name'),
+    fill('tool-names', queries.tool_names, 'tool_name'),
   ]);
 }
 
@@ -137,7 +137,7 @@ function runsTable(rows, params) {
   });
 }
 
-export async function render(main, params, navigate) {
+export async function render(main, params, navigate, done) {
   const view = params.get('view') === 'runs' ? 'runs' : 'sessions';
   const form = filterForm(params, navigate);
   const tabs = el('p', { class: 'tabs' },
@@ -146,8 +146,9 @@ export async function render(main, params, navigate) {
   const result = el('section', { id: 'result', 'aria-busy': 'true' }, notice('Loading…'));
   main.replaceChildren(el('h1', {}, view === 'runs' ? 'Runs' : 'Sessions'), form, tabs, result);
   const filters = Object.assign(windowOf(params), Object.fromEntries(FILTERS.map((key) => [key, params.get(key) || ''])));
+  let queries = null;
   try {
-    const queries = await pageQueries(filters);
+    queries = await pageQueries(filters);
     const query = view === 'runs' ? queries.runs : queries.sessions;
     const { rows } = await sql(query);
     const cut = rows.length > queries.max_rows;
@@ -162,6 +163,6 @@ export async function render(main, params, navigate) {
     result.replaceChildren(errorNotice(error));
   }
   result.setAttribute('aria-busy', 'false');
-  ready('sessions');
-  suggest(form);
+  done('sessions');
+  if (queries) suggest(form, queries);
 }

@@ -275,16 +275,27 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
         text.as_str().unwrap().contains("This server needs a token"),
         "{text}"
     );
-    act(
-        &mut browser,
-        &format!(
-            "document.getElementById('token-button').click();\
-             document.getElementById('token-input').value = '{QUERY}';\
-             document.querySelector('#token-form button[value=save]').click();"
-        ),
-        "sessions",
-    )
-    .await;
+    // A wrong token is said to be refused; the right one shows the data.
+    for token in ["not-a-token", QUERY] {
+        act(
+            &mut browser,
+            &format!(
+                "document.getElementById('token-button').click();\
+                 document.getElementById('token-input').value = '{token}';\
+                 document.querySelector('#token-form button[value=save]').click();"
+            ),
+            "sessions",
+        )
+        .await;
+        let text = browser.eval("document.body.innerText").await.unwrap();
+        assert_eq!(
+            text.as_str()
+                .unwrap()
+                .contains("The server refused your token"),
+            token != QUERY,
+            "{token}: {text}"
+        );
+    }
 
     // Sessions over all time: every number equals the SQL answer over agent_runs.
     open(&mut browser, &base, "/sessions?range=all", "sessions").await;
@@ -502,8 +513,7 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
     let keys = browser
         .wait_for(
             &format!(
-                "(() => {{ const details = document.querySelector('.wf-row[data-span=\"{decision}\"]')\
-                 .parentNode.querySelector('.span-details[data-loaded=yes]');\
+                "(() => {{ const details = document.querySelector('.span-details[data-span=\"{decision}\"][data-loaded=yes]');\
                  return details && [...details.querySelectorAll('td[data-col=key]')].map(td => td.innerText); }})()"
             ),
             WAIT,
@@ -546,6 +556,15 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
             .unwrap(),
         json!(decision)
     );
+    browser
+        .wait_for(
+            &format!(
+                "document.querySelector('.span-details[data-span=\"{decision}\"][data-loaded=yes]')"
+            ),
+            WAIT,
+        )
+        .await
+        .unwrap();
 
     // Content: refused for the query token, shown (redacted where the rules say) for the
     // content token.

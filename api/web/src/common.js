@@ -1,6 +1,7 @@
 // Pieces every view uses: the time range, result tables, the SQL a view ran (with a copy
 // button), and error display.
 
+import { token } from './api.js';
 import { el, notice, number } from './format.js';
 
 /** Time ranges offered; the value is `since` as the API takes it (an age), '' is all time. */
@@ -97,7 +98,8 @@ export function table(columns, rows, options = {}) {
 /** An error from the API as a message the viewer can act on. */
 export function errorNotice(error) {
   if (error.status === 401) {
-    return el('div', { class: 'error' }, 'This server needs a token. ',
+    return el('div', { class: 'error' },
+      token() ? 'The server refused your token (' + error.message + '). ' : 'This server needs a token. ',
       el('button', { type: 'button', onclick: () => window.sightlineAskToken() }, 'Enter token'));
   }
   if (error.status === 403) return notice('Your token may not read this: ' + error.message, 'error');

@@ -18,11 +18,16 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
-/** Integers with thousands separators; other numbers as the server sent them. */
+/** Numbers with thousands separators (fractions as the server sent them, up to 6 digits). */
 export function number(value) {
   if (value === null || value === undefined) return '–';
-  if (typeof value === 'number' && Number.isInteger(value)) return value.toLocaleString('en-US');
+  if (typeof value === 'number') return value.toLocaleString('en-US', { maximumFractionDigits: 6 });
   return String(value);
+}
+
+/** `plural(1, 'span')` is "1 span", `plural(3, 'span')` "3 spans". */
+export function plural(count, noun) {
+  return number(count) + ' ' + noun + (count === 1 ? '' : 's');
 }
 
 /** Nanoseconds as a short duration: 850 µs, 12.3 ms, 4.56 s, 2m 03s. */

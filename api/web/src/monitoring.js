@@ -42,12 +42,15 @@ const CHARTS = {
   denials_by_policy_per_day: (rows) => {
     const days = [...new Set(rows.map((r) => String(r.day).slice(0, 10)))];
     const policies = [...new Set(rows.map((r) => (r.kind ?? '?') + ' / ' + (r.policy_id ?? '(no policy)')))];
-    return bars(days, policies.map((policy) => ({
+    const config = bars(days, policies.map((policy) => ({
       label: policy,
       data: days.map((day) => rows
         .filter((r) => String(r.day).slice(0, 10) === day && (r.kind ?? '?') + ' / ' + (r.policy_id ?? '(no policy)') === policy)
         .reduce((sum, r) => sum + r.denials, 0)),
     })), { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, title: { display: true, text: 'denials' } } } });
+    // Many policies: the legend would crowd out the bars; the tooltip and the table name them.
+    config.options.plugins.legend.display = policies.length > 1 && policies.length <= 8;
+    return config;
   },
   error_rate_by_agent: (rows) => bars(rows.map((r) => r.agent_name ?? '(none)'), [
     { label: 'run error rate', data: rows.map((r) => r.error_rate) },
@@ -122,7 +125,10 @@ export async function render(main, params, navigate, done) {
         canvas.dataset.points = String(chart.data.datasets
           .reduce((count, dataset) => count + dataset.data.filter((value) => value !== null && value !== undefined).length, 0));
       }
-      else canvas.parentNode.replaceChildren(notice('Nothing in this time range.', 'muted'));
+      else {
+        canvas.parentNode.replaceChildren(el('p', { class: 'muted' }, 'Nothing in this time range. ',
+          el('a', { href: '/monitoring?range=all', 'data-link': true }, 'Show all time')));
+      }
       body.replaceChildren(table(answer.columns.map((name) => ({
         name,
         numeric: chartRows.some((row) => typeof row[name] === 'number'),

@@ -4,7 +4,7 @@
 
 import { ApiError, sql, trace } from './api.js';
 import { errorNotice, sqlBox, table } from './common.js';
-import { badge, between, duration, el, instant, notice, number, time } from './format.js';
+import { badge, between, duration, el, instant, notice, number, plural, time } from './format.js';
 
 const SPAN_COLUMNS = 'span_id, parent_span_id, span_name, service_name, operation, provider, ' +
   'request_model, response_model, agent_name, tool_name, tool_risk, start_time, end_time, ' +
@@ -114,7 +114,7 @@ function decisionRow(decision) {
   const field = (label, value) => value === null || value === undefined ? null
     : el('span', { class: 'kv' }, el('span', { class: 'k' }, label), ' ', String(value));
   return el('div', { class: 'decision', 'data-span': decision.span_id, 'data-verdict': decision.verdict ?? '' },
-    el('span', { class: 'decision-mark' }, '⚑'),
+    el('span', { class: 'decision-mark decision-mark-' + (decision.verdict ?? 'unknown') }, '⚑'),
     badge(decision.verdict ?? 'unknown', 'verdict'),
     field('kind', decision.kind),
     field('policy', decision.policy_id),
@@ -130,24 +130,9 @@ function decisionRow(decision) {
 }
 
 function spanChips(span, tool, model) {
+  // Errors, retries and tokens first: a long model name must not push them out of sight.
   const chips = [];
   if (span.operation) chips.push(badge(span.operation, 'op'));
-  const request = model?.request_model ?? span.request_model;
-  const response = model?.response_model ?? span.response_model;
-  if (request || response) {
-    chips.push(el('span', { class: 'chip model', 'data-field': 'model' },
-      request && response && request !== response ? request + ' → ' + response : request || response));
-  }
-  if (span.tool_name) {
-    chips.push(el('span', { class: 'chip tool', 'data-field': 'tool' }, 'tool ' + span.tool_name));
-  }
-  const risk = tool?.risk ?? span.tool_risk;
-  if (risk) chips.push(badge(risk, 'risk'));
-  const input = model?.input_tokens ?? span.input_tokens;
-  const output = model?.output_tokens ?? span.output_tokens;
-  if (input !== null && input !== undefined || output !== null && output !== undefined) {
-    chips.push(el('span', { class: 'chip tokens', 'data-field': 'tokens' }, number(input) + ' in / ' + number(output) + ' out'));
-  }
   if (span.status_code === 'error') {
     chips.push(el('span', { class: 'badge error', 'data-field': 'error' }, 'error' + (span.error_type ? ' ' + span.error_type : '')));
   }
@@ -157,6 +142,22 @@ function spanChips(span, tool, model) {
     // A model call retried by its client library (counted in agent_runs.retries); an HTTP
     // span's resend count is not a retry of the agent's.
     chips.push(el('span', { class: 'badge retry', 'data-field': 'retry' }, 'retry #' + model.retry_attempt));
+  }
+  const input = model?.input_tokens ?? span.input_tokens;
+  const output = model?.output_tokens ?? span.output_tokens;
+  if (input !== null && input !== undefined || output !== null && output !== undefined) {
+    chips.push(el('span', { class: 'chip tokens', 'data-field': 'tokens' }, number(input) + ' in / ' + number(output) + ' out'));
+  }
+  if (span.tool_name) {
+    chips.push(el('span', { class: 'chip tool', 'data-field': 'tool' }, 'tool ' + span.tool_name));
+  }
+  const risk = tool?.risk ?? span.tool_risk;
+  if (risk) chips.push(badge(risk, 'risk'));
+  const request = model?.request_model ?? span.request_model;
+  const response = model?.response_model ?? span.response_model;
+  if (request || response) {
+    chips.push(el('span', { class: 'chip model', 'data-field': 'model' },
+      request && response && request !== response ? request + ' → ' + response : request || response));
   }
   if (span.copies > 1) chips.push(el('span', { class: 'chip muted', title: 'the same span was stored more than once (a re-sent export)' }, '×' + span.copies + ' copies'));
   return chips;
@@ -248,6 +249,7 @@ export async function render(main, traceId, params, navigate, done) {
   waterfall.append(el('div', { class: 'wf-head' }, el('span', {}, 'Span'), el('span', { class: 'wf-scale' }, el('span', {}, '0'), el('span', {}, duration(total)))));
   const detailsBySpan = new Map();
   const selected = params.get('span');
+  let openSelected = null;
   for (const { span, depth } of treeOrder(unique)) {
     const tool = toolBySpan.get(span.span_id);
     const model = modelBySpan.get(span.span_id);
@@ -258,7 +260,7 @@ export async function render(main, traceId, params, navigate, done) {
       el('span', { class: 'caret' }, '▸'), el('span', { class: 'span-name' }, span.span_name), ' ',
       spanChips(span, tool, model));
     name.style.paddingLeft = (depth * 16 + 4) + 'px';
-    const details = el('div', { class: 'span-details', hidden: true });
+    const details = el('div', { class: 'span-details', hidden: true, 'data-span': span.span_id });
     const row = el('div', {
       class: 'wf-row' + (span.span_id === selected ? ' selected' : ''),
       role: 'treeitem',
@@ -271,15 +273,17 @@ export async function render(main, traceId, params, navigate, done) {
       details.hidden = !open;
       row.setAttribute('aria-expanded', String(open));
       row.querySelector('.caret').textContent = open ? '▾' : '▸';
+      // The URL names the span last opened; closing it takes it out again.
       const url = new URL(window.location.href);
-      url.searchParams.set('span', span.span_id);
+      if (open) url.searchParams.set('span', span.span_id);
+      else if (url.searchParams.get('span') === span.span_id) url.searchParams.delete('span');
       history.replaceState(null, '', url.pathname + url.search);
       if (open && !details.dataset.loaded) {
         details.dataset.loaded = 'loading';
         details.replaceChildren(notice('Loading attributes…'));
         try {
           const found = (await otlpSpans()).get(span.span_id);
-          details.replaceChildren(
+          details.replaceChildren(...[
             el('p', { class: 'muted' }, 'span ', el('code', {}, span.span_id), ' · service ', span.service_name ?? '–',
               ' · ', time(span.start_time), ' · status ', span.status_code, span.status_message ? ': ' + span.status_message : ''),
             attributeTable(found?.span.attributes, 'Attributes'),
@@ -287,7 +291,8 @@ export async function render(main, traceId, params, navigate, done) {
               ? el('div', { class: 'attributes' }, el('h4', {}, 'Events'), (found.span.events).map((event) =>
                 el('div', { class: 'event' }, el('strong', {}, event.name), attributeTable(event.attributes, ''))))
               : null,
-            attributeTable(found?.resource?.attributes, 'Resource'));
+            attributeTable(found?.resource?.attributes, 'Resource'),
+          ].filter(Boolean));
           details.dataset.loaded = 'yes';
         } catch (error) {
           details.dataset.loaded = '';
@@ -296,6 +301,7 @@ export async function render(main, traceId, params, navigate, done) {
       }
     };
     row.addEventListener('click', toggle);
+    if (span.span_id === selected && !openSelected) openSelected = toggle;
     row.addEventListener('keydown', (event) => { if (event.key === 'Enter' || event.key === ' ') { event.preventDefault(); toggle(); } });
     waterfall.append(row);
     const gate = el('div', { class: 'decisions' });
@@ -338,10 +344,12 @@ export async function render(main, traceId, params, navigate, done) {
             elsewhere.hidden = false;
           }
         }
-        const expired = rows.filter((row) => row.status === 'expired').length;
+        const count = (status) => rows.filter((row) => row.status === status).length;
+        const missing = [[count('expired'), 'expired'], [count('not_captured'), 'not captured']]
+          .filter(([n]) => n > 0).map(([n, what]) => n + ' ' + what);
         contentStatus.textContent = rows.length === 0
           ? 'This run has no stored prompt or completion content.'
-          : rows.length + ' content values shown under their spans' + (expired ? ' (' + expired + ' expired)' : '') + '.';
+          : plural(count('present'), 'content value') + ' shown under their spans' + (missing.length ? '; ' + missing.join(', ') : '') + '.';
       } catch (error) {
         contentButton.disabled = false;
         contentStatus.textContent = error instanceof ApiError && error.status === 403
@@ -355,11 +363,15 @@ export async function render(main, traceId, params, navigate, done) {
   main.replaceChildren(
     el('h1', {}, 'Run ', el('code', {}, id)),
     header,
-    el('p', { class: 'toolbar' }, unique.length + ' spans, ' + decisions.length + ' decisions. Click a span for its attributes. ', contentButton, ' ', contentStatus),
+    el('p', { class: 'toolbar' }, plural(unique.length, 'span') + ', ' + plural(decisions.length, 'decision') + '. Click a span for its attributes. ', contentButton, ' ', contentStatus),
     waterfall,
     elsewhere,
     sqlBox(Object.entries(queries).map(([name, text]) => '-- ' + name + '\n' + text + ';').join('\n\n'), 'SQL of this view'));
+  // A shared link to a span opens it, as the click that made the link did.
   const target = selected && waterfall.querySelector('.wf-row.selected');
-  if (target) target.scrollIntoView({ block: 'center' });
+  if (target) {
+    target.scrollIntoView({ block: 'center' });
+    openSelected();
+  }
   done('run');
 }

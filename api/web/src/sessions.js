@@ -3,7 +3,7 @@
 
 import { pageQueries, sql } from './api.js';
 import { errorNotice, rangeSelect, sqlBox, table, windowOf } from './common.js';
-import { badge, duration, el, notice, time } from './format.js';
+import { badge, duration, el, notice, plural, time } from './format.js';
 
 const FILTERS = ['session', 'user', 'agent', 'outcome', 'tool', 'verdict', 'q'];
 const OUTCOMES = ['success', 'error', 'refused'];
@@ -21,7 +21,10 @@ function filterForm(params, navigate) {
   const choice = (name, values) => {
     const select = el('select', { name });
     select.append(el('option', { value: '' }, 'any'));
-    for (const value of values) select.append(el('option', { value, selected: params.get(name) === value }, value));
+    // A value from the URL outside the list still shows (and filters) as given.
+    const given = params.get(name);
+    const all = given && !values.includes(given) ? [...values, given] : values;
+    for (const value of all) select.append(el('option', { value, selected: given === value }, value));
     return select;
   };
   const view = params.get('view') === 'runs' ? 'runs' : 'sessions';
@@ -153,10 +156,14 @@ export async function render(main, params, navigate, done) {
     const { rows } = await sql(query);
     const cut = rows.length > queries.max_rows;
     const shown = cut ? rows.slice(0, queries.max_rows) : rows;
+    const range = params.get('range') || (params.get('since') || params.get('until') ? 'custom' : '7d');
     result.replaceChildren(
       el('p', { class: 'count' }, cut
         ? 'The ' + queries.max_rows + ' most recent ' + view + ' (more match: narrow the filters).'
-        : shown.length + (view === 'runs' ? ' runs.' : ' sessions.')),
+        : plural(shown.length, view === 'runs' ? 'run' : 'session') + '.',
+      shown.length === 0 && range !== 'all'
+        ? el('span', {}, ' ', el('a', { href: withParams(params, { range: 'all', since: null, until: null }), 'data-link': true }, 'Show all time'))
+        : null),
       view === 'runs' ? runsTable(shown, params) : sessionsTable(shown, params),
       sqlBox(query));
   } catch (error) {

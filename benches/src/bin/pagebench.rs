@@ -211,8 +211,7 @@ async fn main() -> anyhow::Result<()> {
         browser
             .wait_for(
                 &format!(
-                    "document.querySelector('.wf-row[data-span=\"{span}\"]').parentNode\
-                     .querySelector('.span-details[data-loaded=yes]')"
+                    "document.querySelector('.span-details[data-span=\"{span}\"][data-loaded=yes]')"
                 ),
                 Duration::from_secs(60),
             )

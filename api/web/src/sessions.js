@@ -121,7 +121,7 @@ function runsTable(rows, params) {
   return table([
     {
       name: 'start_time', label: 'Started',
-      render: (value, row) => link('/runs/' + row.trace_id + '?span=' + row.span_id, time(value)),
+      render: (value, row) => link('/runs/' + row.trace_id, time(value)),
     },
     {
       name: 'session_id', label: 'Session',

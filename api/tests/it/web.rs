@@ -836,7 +836,26 @@ async fn check_monitoring(
         "the dates above are the generator's first two days"
     );
     for (path, window) in windows {
-        open(browser, base, &path, "monitoring").await;
+        if window.is_some() {
+            // A custom range typed into From and To, as a user would.
+            open(browser, base, "/monitoring?range=all", "monitoring").await;
+            act(
+                browser,
+                "const form = document.getElementById('filters');\
+                 form.elements.since.value = '2026-11-02T00:00:00Z';\
+                 form.elements.until.value = '2026-11-03T00:00:00Z';\
+                 form.requestSubmit();",
+                "monitoring",
+            )
+            .await;
+            let location = browser
+                .eval("window.location.pathname + window.location.search")
+                .await
+                .unwrap();
+            assert_eq!(location, json!(path.replace(":", "%3A")));
+        } else {
+            open(browser, base, &path, "monitoring").await;
+        }
         for name in [
             "retry_rate_by_tool",
             "denials_by_policy_per_day",

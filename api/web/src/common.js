@@ -95,6 +95,39 @@ export function table(columns, rows, options = {}) {
   return el('table', { class: 'data ' + (options.className || '') }, el('thead', {}, head), body);
 }
 
+/**
+ * The time fields of a filter form: a preset range, and From/To for a custom one (RFC 3339 or
+ * an age such as `3d`); a filled From or To wins over the preset, and picking a preset clears
+ * them.
+ */
+export function timeFields(params) {
+  const select = rangeSelect(params);
+  const input = (name, placeholder) => el('input', {
+    name, value: params.get(name) || '', placeholder, autocomplete: 'off', class: 'time',
+  });
+  const since = input('since', '2026-11-01T00:00:00Z or 3d');
+  const until = input('until', 'now');
+  select.addEventListener('change', () => { since.value = ''; until.value = ''; });
+  return [
+    el('label', { class: 'field' }, el('span', {}, 'Time'), select),
+    el('label', { class: 'field' }, el('span', {}, 'From'), since),
+    el('label', { class: 'field' }, el('span', {}, 'To'), until),
+  ];
+}
+
+/** Sets the time parameters of a submitted form (see `timeFields`) on `next`. */
+export function setTimeParams(data, next) {
+  const since = String(data.get('since') || '').trim();
+  const until = String(data.get('until') || '').trim();
+  if (since || until) {
+    if (since) next.set('since', since);
+    if (until) next.set('until', until);
+  } else {
+    const range = data.get('range');
+    next.set('range', range === 'custom' ? 'all' : range);
+  }
+}
+
 /** An error from the API as a message the viewer can act on. */
 export function errorNotice(error) {
   if (error.status === 401) {

@@ -7,7 +7,7 @@ import {
   LinearScale, PointElement, Tooltip,
 } from 'chart.js';
 import { pageQueries, sql } from './api.js';
-import { errorNotice, rangeSelect, sqlBox, table, windowOf } from './common.js';
+import { errorNotice, setTimeParams, sqlBox, table, timeFields, windowOf } from './common.js';
 import { el, notice } from './format.js';
 
 Chart.register(BarController, BarElement, CategoryScale, Legend, LineController, LineElement, LinearScale, PointElement, Tooltip);
@@ -91,17 +91,18 @@ export function leave() {
 }
 
 export async function render(main, params, navigate, done) {
-  const range = rangeSelect(params);
-  range.addEventListener('change', () => {
+  const form = el('form', { class: 'filters', id: 'filters' }, ...timeFields(params),
+    el('button', { type: 'submit' }, 'Apply'));
+  const apply = () => {
     const next = new URLSearchParams();
-    if (range.value !== 'custom') next.set('range', range.value);
-    else for (const key of ['since', 'until']) if (params.get(key)) next.set(key, params.get(key));
+    setTimeParams(new FormData(form), next);
     navigate('/monitoring?' + next.toString());
-  });
+  };
+  form.addEventListener('submit', (event) => { event.preventDefault(); apply(); });
+  // A preset applies at once; From/To wait for Apply.
+  form.elements.range.addEventListener('change', apply);
   const grid = el('div', { class: 'cards' });
-  main.replaceChildren(el('h1', {}, 'Monitoring'),
-    el('p', { class: 'filters' }, el('label', { class: 'field' }, el('span', {}, 'Time'), range)),
-    grid);
+  main.replaceChildren(el('h1', {}, 'Monitoring'), form, grid);
   let queries;
   try {
     queries = await pageQueries(windowOf(params));

@@ -2,7 +2,7 @@
 // denials, escalations, retries and tokens. Filters live in the URL, so a view can be shared.
 
 import { pageQueries, sql } from './api.js';
-import { errorNotice, rangeSelect, sqlBox, table, windowOf } from './common.js';
+import { errorNotice, setTimeParams, sqlBox, table, timeFields, windowOf } from './common.js';
 import { badge, duration, el, notice, plural, time } from './format.js';
 
 const FILTERS = ['session', 'user', 'agent', 'outcome', 'tool', 'verdict', 'q'];
@@ -29,7 +29,7 @@ function filterForm(params, navigate) {
   };
   const view = params.get('view') === 'runs' ? 'runs' : 'sessions';
   const form = el('form', { class: 'filters', id: 'filters' },
-    field('range', 'Time', rangeSelect(params)),
+    ...timeFields(params),
     field('session', 'Session', text('session', 'session id')),
     field('user', 'User', text('user', 'user id')),
     field('agent', 'Agent', text('agent', 'agent name', 'agent-names')),
@@ -45,12 +45,7 @@ function filterForm(params, navigate) {
     event.preventDefault();
     const next = new URLSearchParams();
     const data = new FormData(form);
-    const range = data.get('range');
-    if (range === 'custom') {
-      for (const key of ['since', 'until']) if (params.get(key)) next.set(key, params.get(key));
-    } else {
-      next.set('range', range);
-    }
+    setTimeParams(data, next);
     for (const key of FILTERS) {
       const value = String(data.get(key) || '').trim();
       if (value) next.set(key, value);

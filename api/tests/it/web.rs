@@ -106,6 +106,12 @@ async fn seeded_server(dir: &std::path::Path) -> TestServer {
                     r#"[{{"role": "user", "parts": [{{"type": "text", "content": "{PROMPT}"}}]}}]"#
                 )}}
             ]
+        }, {
+            // A span whose parent never arrived.
+            "traceId": root[0], "spanId": "00000000000000c2", "parentSpanId": "00000000000000ff",
+            "name": "late child", "kind": 1,
+            "startTimeUnixNano": (start + 3_000_000).to_string(),
+            "endTimeUnixNano": (start + 4_000_000).to_string()
         }]}]
     }]});
     let response = http
@@ -614,7 +620,10 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
         .eval(
             "[...document.querySelectorAll('.span-content[data-span=\"00000000000000c1\"] .content-item')]\
              .map(item => ({key: item.dataset.key, status: item.dataset.status,\
-             text: item.querySelector('pre')?.innerText, redacted: !!item.querySelector('mark.redacted')}))",
+             text: item.querySelector('details.raw pre, pre.content-value')?.textContent,\
+             roles: [...item.querySelectorAll('.message .badge')].map(b => b.textContent),\
+             parts: [...item.querySelectorAll('pre.message-part')].map(p => p.textContent),\
+             redacted: !!item.querySelector('mark.redacted')}))",
         )
         .await
         .unwrap();
@@ -632,6 +641,31 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
     assert_eq!(item["status"], json!("present"));
     assert_eq!(item["text"], stored[0]["value"]);
     assert_eq!(item["redacted"], json!(true));
+    // Shown as the message it is: one user message, its text part redacted.
+    assert_eq!(item["roles"], json!(["user"]));
+    assert_eq!(
+        item["parts"],
+        json!(["refund order 991 and mail the receipt to [REDACTED:email]"])
+    );
+    // The span whose parent is missing says so; the others do not.
+    let orphans = browser
+        .eval("[...document.querySelectorAll('.wf-row')].filter(row => row.querySelector('[data-field=orphan]')).map(row => row.dataset.span)")
+        .await
+        .unwrap();
+    let expected_orphans: Vec<Value> = answer(
+        &server,
+        &format!(
+            "SELECT DISTINCT s.span_id FROM spans s WHERE s.trace_id = '{prompt_trace}' \
+             AND s.parent_span_id IS NOT NULL AND s.parent_span_id NOT IN \
+             (SELECT span_id FROM spans WHERE trace_id = '{prompt_trace}')"
+        ),
+    )
+    .await
+    .iter()
+    .map(|row| row["span_id"].clone())
+    .collect();
+    assert_eq!(orphans, json!(expected_orphans));
+    assert_eq!(orphans, json!(["00000000000000c2"]));
     let page_text = browser.eval("document.body.innerText").await.unwrap();
     assert!(!page_text.as_str().unwrap().contains("ada@example.com"));
     assert!(
@@ -641,6 +675,22 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
             .contains("refund order 991 and mail the receipt to [REDACTED:email]")
     );
     screenshot(&mut browser, scratch.path(), "content").await;
+    // The button now hides the content, and shows it again without asking the server.
+    browser
+        .eval("document.getElementById('show-content').click()")
+        .await
+        .unwrap();
+    let text = browser.eval("document.body.innerText").await.unwrap();
+    assert!(
+        !text.as_str().unwrap().contains("refund order 991"),
+        "{text}"
+    );
+    browser
+        .eval("document.getElementById('show-content').click()")
+        .await
+        .unwrap();
+    let text = browser.eval("document.body.innerText").await.unwrap();
+    assert!(text.as_str().unwrap().contains("refund order 991"));
 
     // Eight days on, the content (keep 7 days) has expired while its spans (14 days from
     // arrival) stay: the page says so instead of showing text.

@@ -85,13 +85,46 @@ function attributeTable(attributes, title) {
 }
 
 /** Text with each `[REDACTED:rule]` marked. */
-function markedText(text) {
-  const pre = el('pre', { class: 'content-value' });
+function markedText(text, className = 'content-value') {
+  const pre = el('pre', { class: className });
   for (const part of String(text).split(/(\[REDACTED:[^\]]*\])/)) {
     if (part.startsWith('[REDACTED:')) pre.append(el('mark', { class: 'redacted' }, part));
     else if (part) pre.append(part);
   }
   return pre;
+}
+
+/** The text of one message part: its text, else its JSON. */
+function partText(part) {
+  if (typeof part === 'string') return part;
+  if (part && typeof part.content === 'string') return part.content;
+  if (part && typeof part.text === 'string') return part.text;
+  return JSON.stringify(part);
+}
+
+/**
+ * A value holding GenAI messages (`[{"role": ..., "parts": [...]}]`, or `content` as text) as a
+ * list of messages; anything else as its text. Redactions are marked either way.
+ */
+function contentValue(value) {
+  let messages = null;
+  try {
+    const parsed = JSON.parse(value);
+    if (Array.isArray(parsed) && parsed.length > 0 && parsed.every((m) => m && typeof m === 'object' && typeof m.role === 'string')) {
+      messages = parsed;
+    }
+  } catch (_) {
+    // not JSON: plain text
+  }
+  if (!messages) return markedText(value);
+  return el('div', { class: 'messages' },
+    messages.map((message) => {
+      const parts = Array.isArray(message.parts) ? message.parts
+        : message.content !== undefined ? [message.content] : [];
+      return el('div', { class: 'message' }, badge(message.role, 'role'),
+        parts.map((part) => markedText(partText(part), 'message-part')));
+    }),
+    el('details', { class: 'raw' }, el('summary', {}, 'as sent'), markedText(value)));
 }
 
 function contentBlock(rows) {
@@ -103,7 +136,7 @@ function contentBlock(rows) {
     return el('div', { class: 'content-item', 'data-key': row.key, 'data-status': row.status },
       el('div', { class: 'content-key' }, el('code', {}, row.key), ' ', marks),
       row.status === 'present'
-        ? markedText(row.value ?? '')
+        ? contentValue(row.value ?? '')
         : notice(row.status === 'expired'
           ? 'Expired: this text passed its retention keep and was deleted.'
           : 'Not captured: content capture was off when this span arrived.', 'muted'));
@@ -129,10 +162,13 @@ function decisionRow(decision) {
     decision.reasoning ? el('div', { class: 'reasoning' }, '“' + decision.reasoning + '”') : null);
 }
 
-function spanChips(span, tool, model) {
+function spanChips(span, tool, model, orphan) {
   // Errors, retries and tokens first: a long model name must not push them out of sight.
   const chips = [];
   if (span.operation) chips.push(badge(span.operation, 'op'));
+  if (orphan) {
+    chips.push(el('span', { class: 'badge orphan', 'data-field': 'orphan', title: 'its parent span ' + span.parent_span_id + ' is not stored in this trace (not received, dropped by a sampler, or broken context propagation)' }, 'parent missing'));
+  }
   if (span.status_code === 'error') {
     chips.push(el('span', { class: 'badge error', 'data-field': 'error' }, 'error' + (span.error_type ? ' ' + span.error_type : '')));
   }
@@ -248,6 +284,7 @@ export async function render(main, traceId, params, navigate, done) {
   const waterfall = el('div', { class: 'waterfall', role: 'tree' });
   waterfall.append(el('div', { class: 'wf-head' }, el('span', {}, 'Span'), el('span', { class: 'wf-scale' }, el('span', {}, '0'), el('span', {}, duration(total)))));
   const detailsBySpan = new Map();
+  const spanIds = new Set(unique.map((span) => span.span_id));
   const selected = params.get('span');
   let openSelected = null;
   for (const { span, depth } of treeOrder(unique)) {
@@ -258,7 +295,7 @@ export async function render(main, traceId, params, navigate, done) {
     bar.style.width = Math.max(0.3, Math.max(0, span.duration_ns) / total * 100).toFixed(3) + '%';
     const name = el('div', { class: 'wf-name' },
       el('span', { class: 'caret' }, '▸'), el('span', { class: 'span-name' }, span.span_name), ' ',
-      spanChips(span, tool, model));
+      spanChips(span, tool, model, span.parent_span_id && !spanIds.has(span.parent_span_id)));
     name.style.paddingLeft = (depth * 16 + 4) + 'px';
     const details = el('div', { class: 'span-details', hidden: true, 'data-span': span.span_id });
     const row = el('div', {
@@ -322,9 +359,19 @@ export async function render(main, traceId, params, navigate, done) {
     el('h4', {}, 'Decisions and content of spans not in the tree'), unattached.map(decisionRow));
 
   const contentStatus = el('span', { class: 'content-status', 'aria-live': 'polite' });
+  let contentShown = false;
   const contentButton = el('button', {
     type: 'button', id: 'show-content',
     onclick: async () => {
+      if (contentButton.dataset.loaded) {
+        // Loaded once: the button hides and shows it again without asking the server.
+        contentShown = !contentShown;
+        for (const block of waterfall.querySelectorAll('.span-content')) {
+          block.hidden = !contentShown || block.childNodes.length === 0;
+        }
+        contentButton.textContent = contentShown ? 'Hide prompts and completions' : 'Show prompts and completions';
+        return;
+      }
       contentButton.disabled = true;
       contentStatus.textContent = 'Loading…';
       try {
@@ -344,6 +391,10 @@ export async function render(main, traceId, params, navigate, done) {
             elsewhere.hidden = false;
           }
         }
+        contentButton.dataset.loaded = 'yes';
+        contentShown = true;
+        contentButton.disabled = false;
+        contentButton.textContent = 'Hide prompts and completions';
         const count = (status) => rows.filter((row) => row.status === status).length;
         const missing = [[count('expired'), 'expired'], [count('not_captured'), 'not captured']]
           .filter(([n]) => n > 0).map(([n, what]) => n + ' ' + what);

@@ -301,6 +301,16 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
             token != QUERY,
             "{token}: {text}"
         );
+        let button = browser
+            .eval("document.getElementById('token-button').textContent")
+            .await
+            .unwrap();
+        let expected = if token == QUERY {
+            "Token ✓"
+        } else {
+            "Token ✗"
+        };
+        assert_eq!(button, json!(expected), "{token}");
     }
 
     // Sessions over all time: every number equals the SQL answer over agent_runs.

@@ -30,6 +30,11 @@ async function request(path, options = {}) {
   } catch (error) {
     throw new ApiError(0, 'the server did not answer: ' + error.message);
   }
+  if (current) {
+    // Tell the page whether the server took the token (the header button shows it).
+    const state = response.status === 401 ? 'refused' : response.ok ? 'accepted' : null;
+    if (state) document.dispatchEvent(new CustomEvent('sightline-token', { detail: state }));
+  }
   if (!response.ok) {
     let message = response.statusText;
     try {

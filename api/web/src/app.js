@@ -14,7 +14,10 @@ import { el, ready } from './format.js';
 const main = document.getElementById('main');
 
 function navigate(path) {
-  history.pushState(null, '', path);
+  // The same view again (Apply with nothing changed) re-runs it without a new history entry.
+  const here = window.location.pathname + window.location.search;
+  if (path === here) history.replaceState(null, '', path);
+  else history.pushState(null, '', path);
   route();
 }
 
@@ -80,9 +83,16 @@ window.addEventListener('popstate', route);
 const dialog = document.getElementById('token-dialog');
 const input = document.getElementById('token-input');
 const button = document.getElementById('token-button');
+// The button says whether a token is set and whether the server took it (api.js reports it).
+let tokenState = 'unknown';
 function showTokenState() {
-  button.textContent = token() ? 'Token ✓' : 'Token';
+  if (!token()) button.textContent = 'Token';
+  else button.textContent = tokenState === 'refused' ? 'Token ✗' : 'Token ✓';
 }
+document.addEventListener('sightline-token', (event) => {
+  tokenState = event.detail;
+  showTokenState();
+});
 window.sightlineAskToken = () => {
   // Escape closes without a button: it must not repeat the last button's action.
   dialog.returnValue = '';
@@ -91,6 +101,7 @@ window.sightlineAskToken = () => {
 };
 button.addEventListener('click', window.sightlineAskToken);
 dialog.addEventListener('close', () => {
+  if (dialog.returnValue === 'save' || dialog.returnValue === 'clear') tokenState = 'unknown';
   if (dialog.returnValue === 'save') setToken(input.value.trim());
   if (dialog.returnValue === 'clear') setToken('');
   input.value = '';

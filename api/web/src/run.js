@@ -209,9 +209,9 @@ function runSummary(runs, session) {
     { name: 'llm_calls', label: 'Model calls', numeric: true },
     { name: 'tool_calls', label: 'Tool calls', numeric: true },
     { name: 'errors', label: 'Errors', numeric: true },
-    { name: 'retries', label: 'Retries', numeric: true },
     { name: 'denials', label: 'Denials', numeric: true },
     { name: 'escalations', label: 'Escalations', numeric: true },
+    { name: 'retries', label: 'Retries', numeric: true },
     { name: 'input_tokens', label: 'Tokens in', numeric: true },
     { name: 'output_tokens', label: 'Tokens out', numeric: true },
   ], runs, { className: 'run-summary', rowAttributes: (row) => ({ 'data-span': row.span_id }) });
@@ -313,7 +313,12 @@ export async function render(main, traceId, params, navigate, done) {
       // The URL names the span last opened; closing it takes it out again.
       const url = new URL(window.location.href);
       if (open) url.searchParams.set('span', span.span_id);
-      else if (url.searchParams.get('span') === span.span_id) url.searchParams.delete('span');
+      else if (url.searchParams.get('span') === span.span_id) {
+        // Another span still open becomes the one the link names.
+        const still = waterfall.querySelector('.wf-row[aria-expanded="true"]');
+        if (still) url.searchParams.set('span', still.dataset.span);
+        else url.searchParams.delete('span');
+      }
       history.replaceState(null, '', url.pathname + url.search);
       if (open && !details.dataset.loaded) {
         details.dataset.loaded = 'loading';
@@ -360,6 +365,7 @@ export async function render(main, traceId, params, navigate, done) {
 
   const contentStatus = el('span', { class: 'content-status', 'aria-live': 'polite' });
   let contentShown = false;
+  let contentMessage = '';
   const contentButton = el('button', {
     type: 'button', id: 'show-content',
     onclick: async () => {
@@ -370,6 +376,7 @@ export async function render(main, traceId, params, navigate, done) {
           block.hidden = !contentShown || block.childNodes.length === 0;
         }
         contentButton.textContent = contentShown ? 'Hide prompts and completions' : 'Show prompts and completions';
+        contentStatus.textContent = contentShown ? contentMessage : '';
         return;
       }
       contentButton.disabled = true;
@@ -398,9 +405,10 @@ export async function render(main, traceId, params, navigate, done) {
         const count = (status) => rows.filter((row) => row.status === status).length;
         const missing = [[count('expired'), 'expired'], [count('not_captured'), 'not captured']]
           .filter(([n]) => n > 0).map(([n, what]) => n + ' ' + what);
-        contentStatus.textContent = rows.length === 0
+        contentMessage = rows.length === 0
           ? 'This run has no stored prompt or completion content.'
-          : plural(count('present'), 'content value') + ' shown under their spans' + (missing.length ? '; ' + missing.join(', ') : '') + '.';
+          : plural(count('present'), 'content value') + ' shown under ' + (count('present') === 1 ? 'its span' : 'their spans') + (missing.length ? '; ' + missing.join(', ') : '') + '.';
+        contentStatus.textContent = contentMessage;
       } catch (error) {
         contentButton.disabled = false;
         contentStatus.textContent = error instanceof ApiError && error.status === 403

@@ -41,6 +41,8 @@ function filterForm(params, navigate) {
     el('button', { type: 'submit' }, 'Apply'),
     el('datalist', { id: 'agent-names' }),
     el('datalist', { id: 'tool-names' }));
+  // A preset range applies at once, as on the monitoring view; typed fields wait for Apply.
+  form.elements.range.addEventListener('change', () => form.requestSubmit());
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     const next = new URLSearchParams();

@@ -46,6 +46,7 @@ mod error;
 mod faults;
 mod holds;
 mod ids;
+pub mod lake_log;
 mod retention;
 mod scan;
 pub mod schema;

@@ -12,6 +12,7 @@ pub mod config_file;
 pub mod edge_error;
 pub mod http_api;
 pub mod jaeger;
+pub mod lake_log;
 pub mod listener;
 pub mod maintenance;
 pub mod mcp;

@@ -46,7 +46,6 @@ mod error;
 mod faults;
 mod holds;
 mod ids;
-pub mod lake_log;
 mod retention;
 mod scan;
 pub mod schema;

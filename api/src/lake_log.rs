@@ -1,6 +1,8 @@
 //! The lake's commit log (issue 15, `docs/design/lake.md`): the manifest and history of a lake on
 //! object storage that one or more Sightline nodes ship sealed data to. Not wired to a shipper
-//! yet; this is the part every node's shipping must agree on.
+//! yet; this is the part every node's shipping must agree on. It lives in `api` beside the
+//! other operations on a store because object storage clients are async (tokio) and `engine`
+//! stays synchronous (`.ci/layering`).
 //!
 //! Layout: `<root>/_sightline/log/<version:020>.json`, one immutable object per commit, versions
 //! 1, 2, 3, ... with no gaps. A commit lists the data files it adds and the paths it removes;

@@ -4,10 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::sync::Arc;
 
 use api::ServerConfig;
-use api::auth::{Scope, TokenSection, Tokens, token_hash};
+use api::auth::Scope;
 use prost::Message as _;
 use rmcp::ServiceExt as _;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
@@ -44,20 +43,12 @@ fn generator() -> testdata::AgentTraceConfig {
 /// A server with tokens, holding the generated traces and the prompt trace; the number of
 /// spans sent.
 async fn seeded_server(dir: &std::path::Path) -> (TestServer, usize) {
-    let entry = |name: &str, token: &str, scopes: Vec<Scope>| TokenSection {
-        name: name.to_owned(),
-        sha256: token_hash(token),
-        scopes,
-    };
     let mut config = ServerConfig::ephemeral(dir);
-    config.tokens = Arc::new(
-        Tokens::from_sections(&[
-            entry("collector", INGEST, vec![Scope::Ingest]),
-            entry("analyst", QUERY, vec![Scope::Query]),
-            entry("investigator", CONTENT, vec![Scope::Query, Scope::Content]),
-        ])
-        .unwrap(),
-    );
+    config.tokens = crate::support::tokens(&[
+        ("collector", INGEST, &[Scope::Ingest]),
+        ("analyst", QUERY, &[Scope::Query]),
+        ("investigator", CONTENT, &[Scope::Query, Scope::Content]),
+    ]);
     let mut server = TestServer::start_with(config).await;
     let http = reqwest::Client::new();
     let mut sent = 0;
@@ -97,17 +88,7 @@ async fn seeded_server(dir: &std::path::Path) -> (TestServer, usize) {
     assert!(response.status().is_success(), "{}", response.status());
     sent += 1;
     // The helper's SQL client speaks with the content token.
-    server.client = reqwest::Client::builder()
-        .default_headers(
-            [(
-                reqwest::header::AUTHORIZATION,
-                format!("Bearer {CONTENT}").parse().unwrap(),
-            )]
-            .into_iter()
-            .collect(),
-        )
-        .build()
-        .unwrap();
+    server.client = crate::support::client_with_token(CONTENT);
     (server, sent)
 }
 

@@ -1,7 +1,9 @@
 //! Shared helpers: an in-process server on 127.0.0.1 with OS-assigned ports, SQL over HTTP.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use api::auth::{Scope, TokenSection, Tokens, token_hash};
 use api::{RunningServer, ServerConfig};
 use serde_json::Value;
 
@@ -74,4 +76,32 @@ impl TestServer {
             server.shutdown().await.expect("clean shutdown");
         }
     }
+}
+
+/// Tokens from `(name, token text, scopes)` entries, as a configuration file lists them.
+pub(crate) fn tokens(entries: &[(&str, &str, &[Scope])]) -> Arc<Tokens> {
+    let sections: Vec<TokenSection> = entries
+        .iter()
+        .map(|(name, token, scopes)| TokenSection {
+            name: (*name).to_owned(),
+            sha256: token_hash(token),
+            scopes: scopes.to_vec(),
+        })
+        .collect();
+    Arc::new(Tokens::from_sections(&sections).unwrap())
+}
+
+/// A client sending `Authorization: Bearer <token>` with every request.
+pub(crate) fn client_with_token(token: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .unwrap()
 }

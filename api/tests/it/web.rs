@@ -8,11 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use api::ServerConfig;
-use api::auth::{Scope, TokenSection, Tokens, token_hash};
+use api::auth::Scope;
 use prost::Message as _;
 use serde_json::{Value, json};
 use testdata::browser::Browser;
@@ -44,21 +43,13 @@ fn generator() -> testdata::AgentTraceConfig {
 /// after a timeout), and one prompt span added to the first run. Its SQL client uses the
 /// content token.
 async fn seeded_server(dir: &std::path::Path) -> TestServer {
-    let entry = |name: &str, token: &str, scopes: Vec<Scope>| TokenSection {
-        name: name.to_owned(),
-        sha256: token_hash(token),
-        scopes,
-    };
     let mut config = ServerConfig::ephemeral(dir);
-    config.tokens = Arc::new(
-        Tokens::from_sections(&[
-            entry("collector", INGEST, vec![Scope::Ingest]),
-            entry("analyst", QUERY, vec![Scope::Query]),
-            entry("investigator", CONTENT, vec![Scope::Query, Scope::Content]),
-            entry("operator", ADMIN, vec![Scope::Admin]),
-        ])
-        .unwrap(),
-    );
+    config.tokens = crate::support::tokens(&[
+        ("collector", INGEST, &[Scope::Ingest]),
+        ("analyst", QUERY, &[Scope::Query]),
+        ("investigator", CONTENT, &[Scope::Query, Scope::Content]),
+        ("operator", ADMIN, &[Scope::Admin]),
+    ]);
     let mut server = TestServer::start_with(config).await;
     let http = reqwest::Client::new();
     let post = |body: Vec<u8>| {
@@ -73,17 +64,7 @@ async fn seeded_server(dir: &std::path::Path) -> TestServer {
         let response = post(request.encode_to_vec()).await.unwrap();
         assert!(response.status().is_success(), "{}", response.status());
     }
-    server.client = reqwest::Client::builder()
-        .default_headers(
-            [(
-                reqwest::header::AUTHORIZATION,
-                format!("Bearer {CONTENT}").parse().unwrap(),
-            )]
-            .into_iter()
-            .collect(),
-        )
-        .build()
-        .unwrap();
+    server.client = crate::support::client_with_token(CONTENT);
     // A chat span with a prompt, under the root of the earliest run.
     let root = &server
         .rows(
@@ -238,6 +219,14 @@ async fn shown_runs(browser: &mut Browser) -> BTreeSet<String> {
     .unwrap()
 }
 
+/// The text in `column` of the first row of `sql`.
+async fn first_text(server: &TestServer, sql: &str, column: &str) -> String {
+    answer(server, sql).await[0][column]
+        .as_str()
+        .unwrap_or_else(|| panic!("{sql}: {column} is not text"))
+        .to_owned()
+}
+
 /// `trace/span` of the rows of `sql` (which selects `trace_id, span_id`).
 async fn run_ids(server: &TestServer, sql: &str) -> BTreeSet<String> {
     answer(server, sql)
@@ -359,14 +348,12 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
     screenshot(&mut browser, scratch.path(), "sessions").await;
 
     // Filters from the form: runs of one agent with a denial.
-    let agent = answer(
+    let agent = first_text(
         &server,
         "SELECT agent_name FROM agent_runs WHERE denials > 0 ORDER BY agent_name LIMIT 1",
+        "agent_name",
     )
-    .await[0]["agent_name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    .await;
     open(
         &mut browser,
         &base,
@@ -452,15 +439,13 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
 
     // Click through: the session with the most denials, then its run with a denial.
     open(&mut browser, &base, "/sessions?range=all", "sessions").await;
-    let session = answer(
+    let session = first_text(
         &server,
         "SELECT session_id FROM agent_runs GROUP BY session_id \
          ORDER BY sum(denials) DESC, session_id LIMIT 1",
+        "session_id",
     )
-    .await[0]["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    .await;
     act(
         &mut browser,
         &format!(
@@ -509,17 +494,15 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
     screenshot(&mut browser, scratch.path(), "run").await;
 
     // A decision's span: one click shows its attributes, and the URL names the span.
-    let decision = answer(
+    let decision = first_text(
         &server,
         &format!(
             "SELECT span_id FROM decisions WHERE trace_id = '{trace_id}' AND verdict = 'deny' \
              ORDER BY time LIMIT 1"
         ),
+        "span_id",
     )
-    .await[0]["span_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    .await;
     browser
         .eval(&format!(
             "document.querySelector('.wf-row[data-span=\"{decision}\"]').click()"
@@ -584,14 +567,12 @@ async fn the_page_shows_what_sql_answers_and_clicks_through_to_a_decision() {
 
     // Content: refused for the query token, shown (redacted where the rules say) for the
     // content token.
-    let prompt_trace = answer(
+    let prompt_trace = first_text(
         &server,
         "SELECT trace_id FROM spans WHERE span_id = '00000000000000c1'",
+        "trace_id",
     )
-    .await[0]["trace_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    .await;
     open(&mut browser, &base, &format!("/runs/{prompt_trace}"), "run").await;
     browser
         .eval("document.getElementById('show-content').click()")
@@ -996,14 +977,8 @@ async fn check_monitoring(
 #[tokio::test(flavor = "multi_thread")]
 async fn page_queries_need_a_token_and_refuse_bad_filters() {
     let dir = tempfile::tempdir().unwrap();
-    let entry = |name: &str, token: &str, scopes: Vec<Scope>| TokenSection {
-        name: name.to_owned(),
-        sha256: token_hash(token),
-        scopes,
-    };
     let mut config = ServerConfig::ephemeral(dir.path());
-    config.tokens =
-        Arc::new(Tokens::from_sections(&[entry("analyst", QUERY, vec![Scope::Query])]).unwrap());
+    config.tokens = crate::support::tokens(&[("analyst", QUERY, &[Scope::Query])]);
     let server = TestServer::start_with(config).await;
     let http = reqwest::Client::new();
     let get = |path: &str, token: Option<&str>| {

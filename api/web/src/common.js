@@ -128,6 +128,16 @@ export function setTimeParams(data, next) {
   }
 }
 
+/** The counts every run row shows (runs list, sessions list, one run's summary), in one order. */
+export const RUN_COUNTS = [
+  { name: 'errors', label: 'Errors', numeric: true },
+  { name: 'denials', label: 'Denials', numeric: true },
+  { name: 'escalations', label: 'Escalations', numeric: true },
+  { name: 'retries', label: 'Retries', numeric: true },
+  { name: 'input_tokens', label: 'Tokens in', numeric: true },
+  { name: 'output_tokens', label: 'Tokens out', numeric: true },
+];
+
 /** An error from the API as a message the viewer can act on. */
 export function errorNotice(error) {
   if (error.status === 401) {

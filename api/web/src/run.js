@@ -3,7 +3,7 @@
 // token with the content scope.
 
 import { ApiError, sql, trace } from './api.js';
-import { errorNotice, sqlBox, table } from './common.js';
+import { RUN_COUNTS, errorNotice, sqlBox, table } from './common.js';
 import { badge, between, duration, el, instant, notice, number, plural, time } from './format.js';
 
 const SPAN_COLUMNS = 'span_id, parent_span_id, span_name, service_name, operation, provider, ' +
@@ -208,12 +208,7 @@ function runSummary(runs, session) {
     { name: 'duration_ns', label: 'Duration', render: duration, numeric: true },
     { name: 'llm_calls', label: 'Model calls', numeric: true },
     { name: 'tool_calls', label: 'Tool calls', numeric: true },
-    { name: 'errors', label: 'Errors', numeric: true },
-    { name: 'denials', label: 'Denials', numeric: true },
-    { name: 'escalations', label: 'Escalations', numeric: true },
-    { name: 'retries', label: 'Retries', numeric: true },
-    { name: 'input_tokens', label: 'Tokens in', numeric: true },
-    { name: 'output_tokens', label: 'Tokens out', numeric: true },
+    ...RUN_COUNTS,
   ], runs, { className: 'run-summary', rowAttributes: (row) => ({ 'data-span': row.span_id }) });
 }
 

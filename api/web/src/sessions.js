@@ -2,7 +2,7 @@
 // denials, escalations, retries and tokens. Filters live in the URL, so a view can be shared.
 
 import { pageQueries, sql } from './api.js';
-import { errorNotice, setTimeParams, sqlBox, table, timeFields, windowOf } from './common.js';
+import { RUN_COUNTS, errorNotice, setTimeParams, sqlBox, table, timeFields, windowOf } from './common.js';
 import { badge, duration, el, notice, plural, time } from './format.js';
 
 const FILTERS = ['session', 'user', 'agent', 'outcome', 'tool', 'verdict', 'q'];
@@ -84,15 +84,6 @@ function withParams(params, changes) {
   return '/sessions?' + next.toString();
 }
 
-const COUNTS = [
-  { name: 'errors', label: 'Errors', numeric: true },
-  { name: 'denials', label: 'Denials', numeric: true },
-  { name: 'escalations', label: 'Escalations', numeric: true },
-  { name: 'retries', label: 'Retries', numeric: true },
-  { name: 'input_tokens', label: 'Tokens in', numeric: true },
-  { name: 'output_tokens', label: 'Tokens out', numeric: true },
-];
-
 function sessionsTable(rows, params) {
   return table([
     {
@@ -106,7 +97,7 @@ function sessionsTable(rows, params) {
     { name: 'first_start', label: 'First run', render: time },
     { name: 'last_start', label: 'Last run', render: time },
     { name: 'runs', label: 'Runs', numeric: true },
-    ...COUNTS,
+    ...RUN_COUNTS,
   ], rows, {
     className: 'sessions',
     rowAttributes: (row) => ({ 'data-session': row.session_id ?? '' }),
@@ -129,7 +120,7 @@ function runsTable(rows, params) {
     { name: 'duration_ns', label: 'Duration', render: duration, numeric: true },
     { name: 'llm_calls', label: 'Model calls', numeric: true },
     { name: 'tool_calls', label: 'Tool calls', numeric: true },
-    ...COUNTS,
+    ...RUN_COUNTS,
   ], rows, {
     className: 'runs',
     rowAttributes: (row) => ({ 'data-trace': row.trace_id, 'data-span': row.span_id }),

@@ -55,6 +55,9 @@ pub enum Command {
     /// Place, release or list legal holds (a held session cannot be erased, a held tier or
     /// session cannot expire).
     Hold(HoldArgs),
+    /// Ship the store's sealed data to the lake now (what a server with `[lake]` does as it
+    /// seals): spans, agent tables and sessions as Parquet, with expiry and erasure applied.
+    Export(ExportArgs),
     /// Make a new API token: prints the token (give it to the client) and the
     /// `[[auth.tokens]]` entry (its SHA-256) to put in the configuration file.
     Token(TokenArgs),
@@ -354,6 +357,33 @@ pub struct EraseArgs {
     )]
     pub data_dir: PathBuf,
     /// Configuration file with the tiers (default: the built-in configuration).
+    #[arg(long, env = "SIGHTLINE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `sightline export`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    sightline export --lake ./lake\n  \
+    sightline export --lake s3://traces/lake --node eu-1   (AWS_* variables as for any S3 client)\n  \
+    sightline export --config sightline.toml               (its [lake] section)")]
+pub struct ExportArgs {
+    /// The lake: a directory, file:///dir, s3://bucket/prefix, gs://bucket/prefix or
+    /// az://container/prefix (default: `[lake] url` of the configuration file).
+    #[arg(long, env = "SIGHTLINE_LAKE", value_name = "URL")]
+    pub lake: Option<String>,
+    /// This store's name in the lake (default: `[lake] node`, else a name kept in the data
+    /// directory).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Data directory (no server may be running on it: a server with `[lake]` ships by itself).
+    #[arg(
+        long = "data",
+        env = "SIGHTLINE_DATA",
+        default_value = "./sightline-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Configuration file with the tiers and `[lake]` (default: the built-in configuration).
     #[arg(long, env = "SIGHTLINE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Origins allowed to call the HTTP listeners from a browser, besides their own.
     pub allowed_origins: Vec<String>,
+    /// `[lake]`: ship sealed data there (none: no lake).
+    pub lake: Option<crate::config_file::LakeSettings>,
 }
 
 impl ServerConfig {
@@ -88,6 +90,7 @@ impl ServerConfig {
             insecure: false,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            lake: None,
         }
     }
 
@@ -121,6 +124,7 @@ impl ServerConfig {
             insecure: args.insecure,
             allowed_hosts: args.allowed_host.clone(),
             allowed_origins: args.allowed_origin.clone(),
+            lake: file.lake,
         })
     }
 }

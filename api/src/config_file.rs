@@ -34,6 +34,40 @@ pub struct FileConfig {
     /// `[tls]`: the certificate and key every listener serves (relative paths are taken from
     /// the configuration file's directory).
     pub tls: Option<crate::tls::TlsFiles>,
+    /// `[lake]`: where sealed data is shipped (none: no lake).
+    pub lake: Option<LakeSettings>,
+}
+
+/// `[lake]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeSettings {
+    /// The lake: a directory, `file:///dir`, `s3://bucket/prefix`, `gs://…` or `az://…`.
+    pub url: String,
+    /// This instance's name in the lake (`node=` partition); none: a name kept in the data
+    /// directory.
+    pub node: Option<String>,
+    /// How often the server ships what was sealed since.
+    pub interval: Duration,
+    /// `[lake.options]`: object store settings (`aws_endpoint`, `aws_region`, ...), over the
+    /// `AWS_*`, `GOOGLE_*` and `AZURE_*` environment variables.
+    pub options: BTreeMap<String, String>,
+}
+
+/// `[lake]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LakeSection {
+    url: String,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default = "default_lake_interval")]
+    interval: String,
+    #[serde(default)]
+    options: BTreeMap<String, String>,
+}
+
+fn default_lake_interval() -> String {
+    "30s".to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +82,8 @@ struct Raw {
     auth: AuthSection,
     #[serde(default)]
     tls: Option<TlsSection>,
+    #[serde(default)]
+    lake: Option<LakeSection>,
 }
 
 /// `[tls]`.
@@ -260,6 +296,33 @@ impl FileConfig {
         let rules = query::RuleSet::compile(&rule_list)
             .map_err(|error| ConfigError(format!("{origin}: {error}")))?;
         let content_keep = duration(&format!("{origin}: [content] keep"), &raw.content.keep)?;
+        let lake = match &raw.lake {
+            None => None,
+            Some(lake) => {
+                if lake.url.trim().is_empty() {
+                    return Err(ConfigError(format!("{origin}: [lake] url is empty")));
+                }
+                if let Some(node) = &lake.node
+                    && !crate::lake_shipper::valid_node(node)
+                {
+                    return Err(ConfigError(format!(
+                        "{origin}: [lake] node {node:?} is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"
+                    )));
+                }
+                let interval = duration(&format!("{origin}: [lake] interval"), &lake.interval)?;
+                if interval.is_zero() {
+                    return Err(ConfigError(format!(
+                        "{origin}: [lake] interval must be more than zero"
+                    )));
+                }
+                Some(LakeSettings {
+                    url: lake.url.clone(),
+                    node: lake.node.clone(),
+                    interval,
+                    options: lake.options.clone(),
+                })
+            }
+        };
         Ok(FileConfig {
             retention,
             rules,
@@ -273,6 +336,7 @@ impl FileConfig {
                 cert: tls.cert,
                 key: tls.key,
             }),
+            lake,
         })
     }
 
@@ -333,6 +397,17 @@ impl FileConfig {
                 tls.key.display()
             )),
             None => out.push_str("tls: none (listeners stay on loopback unless --insecure)\n"),
+        }
+        match &self.lake {
+            Some(lake) => out.push_str(&format!(
+                "lake: {} as node {}, shipped every {}\n",
+                lake.url,
+                lake.node
+                    .as_deref()
+                    .unwrap_or("(kept in the data directory)"),
+                DurationArg(lake.interval)
+            )),
+            None => out.push_str("lake: none\n"),
         }
         out
     }

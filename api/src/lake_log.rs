@@ -93,6 +93,22 @@ pub struct LakeCommit {
     pub note: String,
     /// When it was committed, ns since the epoch.
     pub time_unix_nanos: i64,
+    /// Per segment exported by this commit, the other segments of the node holding rows of its
+    /// traces (a later change to one of them exports the others again).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sharing: BTreeMap<u64, Vec<u64>>,
+}
+
+impl LakeCommit {
+    /// What makes a commit the same commit when it is tried again: the node and chain entry,
+    /// and for a hold (which no chain entry records) what it holds or releases.
+    pub fn identity(&self) -> (String, u64, String) {
+        let hold = match self.op {
+            LakeOp::Hold => self.note.clone(),
+            _ => String::new(),
+        };
+        (self.node.clone(), self.chain_seq, hold)
+    }
 }
 
 /// The commit log of one lake.
@@ -147,19 +163,18 @@ impl LakeLog {
         })
     }
 
-    /// The version holding `node`'s commit of `chain_seq`, looking at versions after `after`.
+    /// The version holding a commit with `identity` ([`LakeCommit::identity`]), looking at
+    /// versions after `after`.
     pub async fn find(
         &self,
-        node: &str,
-        chain_seq: u64,
+        identity: &(String, u64, String),
         after: u64,
     ) -> Result<Option<u64>, LakeLogError> {
         for version in self.versions().await? {
             if version <= after {
                 continue;
             }
-            let commit = self.read(version).await?;
-            if commit.node == node && commit.chain_seq == chain_seq {
+            if &self.read(version).await?.identity() == identity {
                 return Ok(Some(version));
             }
         }
@@ -175,7 +190,7 @@ impl LakeLog {
             message: error.to_string(),
         })?;
         loop {
-            if let Some(version) = self.find(&commit.node, commit.chain_seq, known).await? {
+            if let Some(version) = self.find(&commit.identity(), known).await? {
                 return Ok(version);
             }
             let versions = self.versions().await?;
@@ -208,7 +223,7 @@ impl LakeLog {
         let mut applied = BTreeSet::new();
         for version in self.versions().await? {
             let commit = self.read(version).await?;
-            if !applied.insert((commit.node.clone(), commit.chain_seq)) {
+            if !applied.insert(commit.identity()) {
                 continue;
             }
             for path in &commit.removes {
@@ -250,6 +265,7 @@ mod tests {
             removes: removes.iter().map(|path| (*path).to_owned()).collect(),
             note: String::new(),
             time_unix_nanos: 1,
+            sharing: BTreeMap::new(),
         }
     }
 

@@ -142,6 +142,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.max_inflight_bytes,
         config.max_request_bytes
     );
+    // A lake URL that cannot be used fails here, before recovery.
+    let lake_target = match &config.lake {
+        Some(lake) => Some((
+            crate::lake_shipper::Lake::open_with(&lake.url, &lake.options)?,
+            lake,
+        )),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let engine_options = config.engine.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&data_dir, engine_options))
@@ -155,6 +163,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             other => anyhow::Error::new(other).context("cannot open the data directory"),
         })?;
     let engine = Arc::new(engine);
+    let lake = match lake_target {
+        Some((opened, settings)) => Some((
+            opened,
+            crate::lake_shipper::node_name(&config.data_dir, settings.node.as_deref())?,
+            settings.interval,
+        )),
+        None => None,
+    };
     let sql = SqlEngine::new(Arc::clone(&engine), config.query.clone())
         .context("cannot set up the SQL engine")?;
     let key_engine = Arc::clone(&engine);
@@ -300,6 +316,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.clone(),
         shutdown.clone(),
     ));
+    if let Some((opened, node, interval)) = lake {
+        info!(lake = %opened, node, interval = ?interval, "shipping sealed data to the lake");
+        tokio::spawn(crate::lake_shipper::run(
+            Arc::clone(&engine),
+            opened,
+            node,
+            interval,
+            shutdown.clone(),
+        ));
+    }
     // Where this server answers, for a CLI that finds the data directory locked to point at.
     let api_addr_file = config.data_dir.join(API_ADDR_FILE);
     let scheme = if tls.is_some() { "https" } else { "http" };

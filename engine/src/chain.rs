@@ -269,6 +269,37 @@ pub(crate) fn append(
     Ok(entry)
 }
 
+/// The entries after `after`, at most `limit` of them, in order. An entry that cannot be
+/// decoded is an error naming it (`sightline verify` says more).
+pub(crate) fn entries_after(
+    txn: &ReadTransaction,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<ChainEntry>> {
+    let table = match txn.open_table(CHAIN) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(error) => return Err(Error::store("open chain", error)),
+    };
+    let mut out = Vec::new();
+    for item in table
+        .range(after.saturating_add(1)..)
+        .map_err(store_error("read chain"))?
+    {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, value) = item.map_err(store_error("read chain"))?;
+        let entry =
+            ChainEntry::decode(key.value(), value.value()).map_err(|detail| Error::Corrupt {
+                location: format!("chain entry {}", key.value()),
+                detail,
+            })?;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
 /// Records, in the expiry's transaction, that retention deleted segment `meta` (call it for
 /// every segment whose catalog entry the transaction removes).
 pub(crate) fn append_expired(txn: &WriteTransaction, meta: &SegmentMeta) -> Result<ChainEntry> {

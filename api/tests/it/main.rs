@@ -7,6 +7,7 @@ mod content;
 mod exporters;
 mod http;
 mod jaeger;
+mod lake;
 mod logs;
 mod mcp;
 mod pg;

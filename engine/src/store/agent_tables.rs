@@ -273,7 +273,10 @@ pub(super) fn complete_split_traces(
 }
 
 /// The rows of `batch` whose trace `keep` accepts, or `None` when there are none.
-fn rows_of(batch: &RecordBatch, keep: impl Fn(&RawTraceId) -> bool) -> Result<Option<RecordBatch>> {
+pub(super) fn rows_of(
+    batch: &RecordBatch,
+    keep: impl Fn(&RawTraceId) -> bool,
+) -> Result<Option<RecordBatch>> {
     use arrow::array::{Array, AsArray, BooleanArray};
     let Some(column) = batch.column_by_name(crate::schema::columns::TRACE_ID) else {
         return Ok(None);

@@ -1,0 +1,667 @@
+//! The lake shipper (issue 15, `docs/design/lake.md`): makes a lake on object storage follow a
+//! store's sealed segments, by tailing the store's segment chain.
+//!
+//! For each chain entry after the last one this node committed, in order: a segment added (by a
+//! seal, an erasure's rewrite, a compaction) is exported ([`lake_files::segment_files`]); a
+//! segment removed (expiry, erasure, purge) loses its files; and every other shipped segment
+//! that shares a trace with either is exported again, because the home of those traces' agent
+//! rows, or their spans' late keys, may have moved. The files are put, then one commit of the
+//! lake's log records the entry ([`LakeLog::commit`]), then removed files are deleted. Legal
+//! holds placed or released are committed as `hold` entries. The lake never decides to delete
+//! anything; it mirrors what the store decided, and the store refuses to expire or erase held
+//! data.
+//!
+//! Invariants:
+//! - The node's whole shipping state (last chain entry committed, live files, which segments
+//!   share traces, holds) is a replay of its own commits in the lake's log: there is no local
+//!   ledger to disagree with the lake. A crash before a commit leaves at most files no commit
+//!   names; they are overwritten by the retry (keys are deterministic), and any left over are
+//!   deleted when the shipper opens. A crash after a commit is seen in the replay: nothing is
+//!   committed twice.
+//! - Entries are committed in chain order, each once ([`LakeCommit::identity`]).
+//! - Only this node's files (`node=<node>` directories) are ever written or deleted.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use engine::{ChainChange, ChainChangeKind, Engine};
+use futures::TryStreamExt as _;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use tracing::{info, warn};
+
+use crate::lake_files::{
+    SESSION_PARTS, TableFile, is_node_file, read_session_parts, segment_files, segment_of,
+    sessions_file, sessions_path,
+};
+use crate::lake_log::{LakeCommit, LakeFile, LakeLog, LakeOp};
+
+/// Chain entries read per engine call.
+const CHAIN_BATCH: usize = 64;
+
+/// A lake: an object store and the root of the lake in it.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    /// Where it is, for messages.
+    url: String,
+}
+
+impl Lake {
+    /// The lake at `url`: `s3://bucket/prefix`, `gs://…`, `az://…` (credentials and endpoints
+    /// from the usual `AWS_*`, `GOOGLE_*`, `AZURE_*` environment variables), `file:///dir`, or a
+    /// plain directory path (created when missing).
+    pub fn open(url: &str) -> anyhow::Result<Lake> {
+        Lake::open_with(url, &std::collections::BTreeMap::new())
+    }
+
+    /// [`Lake::open`] with object store settings (`aws_endpoint`, `aws_allow_http`, ... as
+    /// object_store names them) over those of the environment.
+    pub fn open_with(
+        url: &str,
+        settings: &std::collections::BTreeMap<String, String>,
+    ) -> anyhow::Result<Lake> {
+        let parsed = match url::Url::parse(url) {
+            Ok(parsed) if parsed.scheme().len() > 1 => parsed,
+            // No scheme (or a Windows drive letter): a local directory.
+            _ => {
+                let dir = std::path::Path::new(url);
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating the lake directory {url}"))?;
+                let dir = dir
+                    .canonicalize()
+                    .with_context(|| format!("resolving the lake directory {url}"))?;
+                url::Url::from_directory_path(&dir)
+                    .map_err(|()| anyhow::anyhow!("the lake directory {url} is not a valid path"))?
+            }
+        };
+        if parsed.scheme() == "file" {
+            let dir = parsed
+                .to_file_path()
+                .map_err(|()| anyhow::anyhow!("the lake URL {url} is not a local path"))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the lake directory {}", dir.display()))?;
+        }
+        let mut options: std::collections::BTreeMap<String, String> = std::env::vars()
+            .filter(|(key, _)| {
+                ["AWS_", "GOOGLE_", "AZURE_"]
+                    .iter()
+                    .any(|prefix| key.starts_with(prefix))
+            })
+            .map(|(key, value)| (key.to_ascii_lowercase(), value))
+            .collect();
+        options.extend(settings.clone());
+        let (store, root) = object_store::parse_url_opts(&parsed, options)
+            .with_context(|| format!("opening the lake at {url}"))?;
+        Ok(Lake {
+            store: Arc::from(store),
+            root,
+            url: url.to_owned(),
+        })
+    }
+
+    /// The lake's commit log.
+    pub fn log(&self) -> LakeLog {
+        LakeLog::new(Arc::clone(&self.store), &self.root)
+    }
+
+    fn path(&self, key: &str) -> Path {
+        let mut path = self.root.clone();
+        for part in key.split('/') {
+            path = path.join(part);
+        }
+        path
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes) -> anyhow::Result<()> {
+        self.store
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+            .with_context(|| format!("writing {key} to the lake at {}", self.url))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> anyhow::Result<Bytes> {
+        let bytes = self
+            .store
+            .get(&self.path(key))
+            .await
+            .with_context(|| format!("reading {key} from the lake at {}", self.url))?
+            .bytes()
+            .await?;
+        Ok(bytes)
+    }
+
+    /// Deletes `key`; one already gone is fine.
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => {
+                Err(error).with_context(|| format!("deleting {key} from the lake at {}", self.url))
+            }
+        }
+    }
+
+    /// Every data file key under the root (not the log).
+    async fn data_keys(&self) -> anyhow::Result<Vec<String>> {
+        let objects: Vec<_> = self.store.list(Some(&self.root)).try_collect().await?;
+        let prefix = self.root.as_ref();
+        Ok(objects
+            .into_iter()
+            .filter_map(|meta| {
+                let full = meta.location.as_ref();
+                let key = if prefix.is_empty() {
+                    full
+                } else {
+                    full.strip_prefix(prefix)?.strip_prefix('/')?
+                };
+                (!key.starts_with("_sightline/")).then(|| key.to_owned())
+            })
+            .collect())
+    }
+}
+
+impl std::fmt::Display for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// What one [`Shipper::ship`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShipReport {
+    /// Chain entries committed.
+    pub entries: u64,
+    /// Hold and release entries committed.
+    pub holds: u64,
+    /// Files put.
+    pub files: u64,
+    /// Bytes put.
+    pub bytes: u64,
+    /// Span rows put (a segment exported again counts again).
+    pub span_rows: u64,
+    /// Files deleted.
+    pub deleted: u64,
+    /// The store's chain entries now committed up to.
+    pub chain_seq: u64,
+    /// The lake's newest version seen.
+    pub version: u64,
+}
+
+/// This node's shipping state: a replay of its commits.
+#[derive(Debug, Default)]
+struct NodeState {
+    /// Newest lake version read.
+    known: u64,
+    /// Highest chain entry committed.
+    applied: u64,
+    /// Identities of this node's commits (each applies once).
+    seen: HashSet<(String, u64, String)>,
+    /// This node's live files, by key.
+    files: BTreeMap<String, LakeFile>,
+    /// Segments exported and still live, with the segments they share traces with (symmetric).
+    sharing: BTreeMap<u64, BTreeSet<u64>>,
+    /// Holds in force, as the log records them (`LegalHold` display).
+    holds: BTreeSet<String>,
+}
+
+impl NodeState {
+    fn apply(&mut self, node: &str, commit: &LakeCommit) {
+        if commit.node != node || !self.seen.insert(commit.identity()) {
+            return;
+        }
+        if commit.op == LakeOp::Hold {
+            if let Some(hold) = commit.note.strip_prefix(HOLD_PLACED) {
+                self.holds.insert(hold.to_owned());
+            } else if let Some(hold) = commit.note.strip_prefix(HOLD_RELEASED) {
+                self.holds.remove(hold);
+            }
+            return;
+        }
+        self.applied = self.applied.max(commit.chain_seq);
+        for path in &commit.removes {
+            self.files.remove(path);
+            if let Some(segment) = segment_of(node, path) {
+                self.forget(segment);
+            }
+        }
+        for file in &commit.adds {
+            self.files.insert(file.path.clone(), file.clone());
+        }
+        for (segment, others) in &commit.sharing {
+            self.sharing.entry(*segment).or_default();
+            for other in others {
+                self.sharing.entry(*segment).or_default().insert(*other);
+                self.sharing.entry(*other).or_default().insert(*segment);
+            }
+        }
+    }
+
+    /// Drops `segment` from the sharing map (it left the lake); keeps what others shared.
+    fn forget(&mut self, segment: u64) {
+        if let Some(others) = self.sharing.remove(&segment) {
+            for other in others {
+                if let Some(set) = self.sharing.get_mut(&other) {
+                    set.remove(&segment);
+                }
+            }
+        }
+    }
+
+    fn paths_of(&self, node: &str, segment: u64) -> Vec<String> {
+        self.files
+            .keys()
+            .filter(|path| segment_of(node, path) == Some(segment))
+            .cloned()
+            .collect()
+    }
+}
+
+const HOLD_PLACED: &str = "hold placed: ";
+const HOLD_RELEASED: &str = "hold released: ";
+
+/// Ships one store to one lake as one node.
+pub struct Shipper {
+    engine: Arc<Engine>,
+    lake: Lake,
+    log: LakeLog,
+    node: String,
+    state: NodeState,
+    /// Merged session parts per shipped segment (folded into the node's `sessions` file).
+    parts: BTreeMap<u64, RecordBatch>,
+    /// Whether `parts` changed since the `sessions` file was last committed.
+    sessions_dirty: bool,
+}
+
+impl std::fmt::Debug for Shipper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shipper")
+            .field("lake", &self.lake.url)
+            .field("node", &self.node)
+            .field("applied", &self.state.applied)
+            .finish()
+    }
+}
+
+/// Whether `node` can name a node: a path segment of letters, digits, `-`, `_` and `.`.
+pub fn valid_node(node: &str) -> bool {
+    !node.is_empty()
+        && node.len() <= 64
+        && !node.starts_with('.')
+        && node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl Shipper {
+    /// Opens shipping of `engine` to `lake` as `node`: replays the log, reads back the node's
+    /// session parts, and deletes the node's files no commit names (left by a crash).
+    pub async fn open(engine: Arc<Engine>, lake: Lake, node: &str) -> anyhow::Result<Shipper> {
+        if !valid_node(node) {
+            bail!(
+                "lake node name {node:?} is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"
+            );
+        }
+        let log = lake.log();
+        let mut shipper = Shipper {
+            engine,
+            lake,
+            log,
+            node: node.to_owned(),
+            state: NodeState::default(),
+            parts: BTreeMap::new(),
+            // A crash may have come between a change of the parts and the commit folding them.
+            sessions_dirty: true,
+        };
+        shipper.replay().await?;
+        let parts: Vec<(u64, String)> = shipper
+            .state
+            .files
+            .values()
+            .filter(|file| file.table == SESSION_PARTS)
+            .filter_map(|file| Some((segment_of(node, &file.path)?, file.path.clone())))
+            .collect();
+        for (segment, path) in parts {
+            let bytes = shipper.lake.get(&path).await?;
+            let batch = read_session_parts(bytes)
+                .with_context(|| format!("reading {path} from the lake"))?;
+            shipper.parts.insert(segment, batch);
+        }
+        let orphans: Vec<String> = shipper
+            .lake
+            .data_keys()
+            .await?
+            .into_iter()
+            .filter(|key| is_node_file(node, key) && !shipper.state.files.contains_key(key))
+            .collect();
+        for key in &orphans {
+            shipper.lake.delete(key).await?;
+        }
+        if !orphans.is_empty() {
+            info!(lake = %shipper.lake, node, files = orphans.len(), "deleted lake files no commit names");
+        }
+        Ok(shipper)
+    }
+
+    /// The node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The store's chain entries committed so far.
+    pub fn applied(&self) -> u64 {
+        self.state.applied
+    }
+
+    async fn replay(&mut self) -> anyhow::Result<()> {
+        for version in self.log.versions().await? {
+            if version <= self.state.known {
+                continue;
+            }
+            let commit = self.log.read(version).await?;
+            self.state.apply(&self.node, &commit);
+            self.state.known = version;
+        }
+        Ok(())
+    }
+
+    /// Ships every chain entry not yet in the lake, and the holds placed or released since.
+    pub async fn ship(&mut self) -> anyhow::Result<ShipReport> {
+        self.replay().await?;
+        let mut report = ShipReport::default();
+        loop {
+            let engine = Arc::clone(&self.engine);
+            let after = self.state.applied;
+            // One more than a batch: whether the batch's end is the chain's end.
+            let mut changes =
+                tokio::task::spawn_blocking(move || engine.chain_changes(after, CHAIN_BATCH + 1))
+                    .await??;
+            if changes.is_empty() {
+                break;
+            }
+            let more = changes.len() > CHAIN_BATCH;
+            changes.truncate(CHAIN_BATCH);
+            let count = changes.len();
+            for (index, change) in changes.into_iter().enumerate() {
+                let last = index + 1 == count && !more;
+                self.ship_change(&change, last, &mut report).await?;
+            }
+        }
+        self.ship_holds(&mut report).await?;
+        report.chain_seq = self.state.applied;
+        report.version = self.state.known;
+        Ok(report)
+    }
+
+    async fn export(
+        &self,
+        segment: u64,
+    ) -> anyhow::Result<Option<(Vec<TableFile>, Option<RecordBatch>, BTreeSet<u64>, u64)>> {
+        let engine = Arc::clone(&self.engine);
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(export) = engine.export_segment(segment)? else {
+                return Ok(None);
+            };
+            let span_rows = export
+                .spans
+                .iter()
+                .map(|batch| batch.num_rows() as u64)
+                .sum();
+            let (files, parts) = segment_files(&node, &export)?;
+            Ok(Some((files, parts, export.sharing, span_rows)))
+        })
+        .await?
+    }
+
+    async fn ship_change(
+        &mut self,
+        change: &ChainChange,
+        last: bool,
+        report: &mut ShipReport,
+    ) -> anyhow::Result<()> {
+        let node = self.node.clone();
+        let mut adds: Vec<TableFile> = Vec::new();
+        let mut removes: BTreeSet<String> = BTreeSet::new();
+        let mut sharing: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        let mut again: BTreeSet<u64> = BTreeSet::new();
+        let mut gone: Vec<u64> = Vec::new();
+
+        if let Some(removed) = change.removed {
+            removes.extend(self.state.paths_of(&node, removed));
+            if let Some(others) = self.state.sharing.get(&removed) {
+                again.extend(others.iter().copied());
+            }
+            gone.push(removed);
+        }
+        let mut new_parts: Vec<(u64, Option<RecordBatch>)> = Vec::new();
+        if let Some(added) = change.added
+            && let Some((files, parts, shares, rows)) = self.export(added).await?
+        {
+            report.span_rows += rows;
+            again.extend(
+                shares
+                    .iter()
+                    .copied()
+                    .filter(|other| self.state.sharing.contains_key(other)),
+            );
+            sharing.insert(added, shares.into_iter().collect());
+            adds.extend(files);
+            new_parts.push((added, parts));
+        }
+        for segment in change.added.iter().chain(change.removed.iter()) {
+            again.remove(segment);
+        }
+        for segment in again {
+            if !self.state.sharing.contains_key(&segment) {
+                continue;
+            }
+            let Some((files, parts, shares, rows)) = self.export(segment).await? else {
+                // No longer live: a later chain entry removes it.
+                continue;
+            };
+            report.span_rows += rows;
+            let old = self.state.paths_of(&node, segment);
+            let new: BTreeSet<&str> = files.iter().map(|file| file.path.as_str()).collect();
+            removes.extend(old.into_iter().filter(|path| !new.contains(path.as_str())));
+            sharing.insert(segment, shares.into_iter().collect());
+            adds.extend(files);
+            new_parts.push((segment, parts));
+        }
+        for (segment, parts) in new_parts {
+            self.sessions_dirty = true;
+            match parts {
+                Some(parts) => self.parts.insert(segment, parts),
+                None => self.parts.remove(&segment),
+            };
+        }
+        for segment in &gone {
+            self.sessions_dirty |= self.parts.remove(segment).is_some();
+        }
+        let sessions_key = sessions_path(&node);
+        // The node's sessions are folded again once per pass, with its last entry.
+        let sessions_changed = self.sessions_dirty && last;
+        if sessions_changed {
+            let parts: Vec<RecordBatch> = self.parts.values().cloned().collect();
+            let node_for_fold = node.clone();
+            let file = tokio::task::spawn_blocking(move || sessions_file(&node_for_fold, &parts))
+                .await??;
+            match file {
+                Some(file) => adds.push(file),
+                None => {
+                    if self.state.files.contains_key(&sessions_key) {
+                        removes.insert(sessions_key.clone());
+                    }
+                }
+            }
+        }
+
+        for file in &adds {
+            self.lake.put(&file.path, file.bytes.clone()).await?;
+            report.files += 1;
+            report.bytes += file.bytes.len() as u64;
+        }
+        let added_paths: BTreeSet<String> = adds.iter().map(|file| file.path.clone()).collect();
+        let commit = LakeCommit {
+            node: node.clone(),
+            chain_seq: change.sequence,
+            op: match change.kind {
+                ChainChangeKind::Sealed => LakeOp::Sealed,
+                ChainChangeKind::Expired | ChainChangeKind::Purged => LakeOp::Expired,
+                ChainChangeKind::Erased => LakeOp::Erased,
+                _ => LakeOp::Rewritten,
+            },
+            adds: adds
+                .iter()
+                .map(|file| LakeFile {
+                    table: file.table.clone(),
+                    path: file.path.clone(),
+                    rows: file.rows,
+                    bytes: file.bytes.len() as u64,
+                })
+                .collect(),
+            removes: removes.iter().cloned().collect(),
+            note: format!("{} {}", change.kind.name(), change.detail)
+                .trim()
+                .to_owned(),
+            time_unix_nanos: change.time_ns,
+            sharing,
+        };
+        let version = self.log.commit(&commit, self.state.known).await?;
+        self.replay().await?;
+        if !self.state.seen.contains(&commit.identity()) {
+            bail!(
+                "lake commit of chain entry {} went to version {version} but is not in the log",
+                change.sequence
+            );
+        }
+        if sessions_changed {
+            self.sessions_dirty = false;
+        }
+        for path in removes.difference(&added_paths) {
+            self.lake.delete(path).await?;
+            report.deleted += 1;
+        }
+        report.entries += 1;
+        Ok(())
+    }
+
+    async fn ship_holds(&mut self, report: &mut ShipReport) -> anyhow::Result<()> {
+        let engine = Arc::clone(&self.engine);
+        let holds = tokio::task::spawn_blocking(move || engine.holds()).await??;
+        let now: BTreeSet<String> = holds.iter().map(ToString::to_string).collect();
+        let placed: Vec<String> = now.difference(&self.state.holds).cloned().collect();
+        let released: Vec<String> = self.state.holds.difference(&now).cloned().collect();
+        for (prefix, hold) in placed
+            .iter()
+            .map(|hold| (HOLD_PLACED, hold))
+            .chain(released.iter().map(|hold| (HOLD_RELEASED, hold)))
+        {
+            let commit = LakeCommit {
+                node: self.node.clone(),
+                chain_seq: self.state.applied,
+                op: LakeOp::Hold,
+                adds: Vec::new(),
+                removes: Vec::new(),
+                note: format!("{prefix}{hold}"),
+                time_unix_nanos: now_unix_nanos(),
+                sharing: BTreeMap::new(),
+            };
+            self.log.commit(&commit, self.state.known).await?;
+            self.replay().await?;
+            report.holds += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The node name: `configured`, else the one kept in `<data_dir>/lake-node` (made on first use
+/// from the time and process id, so two stores never share one by accident).
+pub fn node_name(data_dir: &std::path::Path, configured: Option<&str>) -> anyhow::Result<String> {
+    if let Some(node) = configured {
+        return Ok(node.to_owned());
+    }
+    let path = data_dir.join("lake-node");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if valid_node(text.trim()) => return Ok(text.trim().to_owned()),
+        Ok(text) => bail!(
+            "{} holds {:?}, which is not a node name; fix it or set [lake] node",
+            path.display(),
+            text.trim()
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("reading {}", path.display()));
+        }
+    }
+    use sha2::Digest as _;
+    let seed = format!(
+        "{}-{}-{}",
+        now_unix_nanos(),
+        std::process::id(),
+        data_dir.display()
+    );
+    let node = format!(
+        "node-{}",
+        &hex::encode(sha2::Sha256::digest(seed.as_bytes()))[..12]
+    );
+    let temporary = data_dir.join("lake-node.tmp");
+    std::fs::write(&temporary, format!("{node}\n"))
+        .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(node)
+}
+
+fn now_unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Ships in the background every `interval` until `shutdown` fires; errors are logged and
+/// retried at the next tick (the lake catches up from the log).
+pub async fn run(
+    engine: Arc<Engine>,
+    lake: Lake,
+    node: String,
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut shipper: Option<Shipper> = None;
+    loop {
+        if shipper.is_none() {
+            match Shipper::open(Arc::clone(&engine), lake.clone(), &node).await {
+                Ok(opened) => shipper = Some(opened),
+                Err(error) => {
+                    warn!(lake = %lake, error = format!("{error:#}"), "lake shipping cannot start; retrying")
+                }
+            }
+        }
+        if let Some(open) = shipper.as_mut() {
+            match open.ship().await {
+                Ok(report) if report.entries + report.holds > 0 => info!(
+                    lake = %lake, node, entries = report.entries, files = report.files,
+                    bytes = report.bytes, chain_seq = report.chain_seq, "shipped to the lake"
+                ),
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(lake = %lake, error = format!("{error:#}"), "lake shipping failed; retrying");
+                    // Start again from the log: the next open sees what landed.
+                    shipper = None;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! The lake (issue 15): a server with `[lake]` ships as it seals, `sightline export` on demand;
+//! the lake follows expiry, erasure and holds; DuckDB and PySpark (Python packages nobody on
+//! the team wrote, `testdata/lake/read_lake.py`) read it and answer every monitoring question
+//! as Sightline's own SQL does; two nodes share one lake on S3 (moto's server).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use api::ServerConfig;
+use api::config_file::LakeSettings;
+use api::lake_shipper::Lake;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message as _;
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+
+/// How long the background shipper may take to catch up.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+fn generator(seed: u64) -> testdata::AgentTraceConfig {
+    testdata::AgentTraceConfig {
+        seed,
+        traces: 36,
+        sessions: 5,
+        services: 2,
+        spans_per_trace: 12,
+        time_spread_ns: 48 * 3_600_000_000_000,
+        tool_reissue_percent: 60,
+        ..testdata::AgentTraceConfig::default()
+    }
+}
+
+/// The Python with the lake readers (`testdata/lake/requirements.txt`).
+fn python() -> PathBuf {
+    let path = std::env::var_os("SIGHTLINE_LAKE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/sightline/lake-venv/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: `bash .ci/run` installs the lake readers, or run \
+         `python3 -m venv ~/.cache/sightline/lake-venv && \
+         ~/.cache/sightline/lake-venv/bin/pip install -r testdata/lake/requirements.txt`",
+        path.display()
+    );
+    path
+}
+
+fn read_lake_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/lake/read_lake.py")
+}
+
+/// `(name, sql)` of every monitoring question, and of the keys every row carries (a late
+/// session key must reach spans sealed before it).
+fn monitoring_queries() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = query::monitoring::QUESTIONS
+        .iter()
+        .map(|question| (question.name.to_owned(), question.sql.to_owned()))
+        .collect();
+    out.push((
+        "spans_by_keys".to_owned(),
+        "SELECT session_id, conversation_id, user_id, count(*) FROM spans GROUP BY 1, 2, 3"
+            .to_owned(),
+    ));
+    for table in ["llm_calls", "tool_calls", "decisions", "agent_runs"] {
+        out.push((
+            format!("{table}_by_keys"),
+            format!("SELECT session_id, conversation_id, count(*) FROM {table} GROUP BY 1, 2"),
+        ));
+    }
+    out.push((
+        "span_times".to_owned(),
+        "SELECT trace_id, span_id, start_time, end_time, duration_ns, retention_tier FROM spans"
+            .to_owned(),
+    ));
+    out
+}
+
+/// Runs `queries` on the lake with an outside engine; the answers by name.
+fn outside(
+    engine: &str,
+    lake: &str,
+    view: &str,
+    s3_endpoint: Option<&str>,
+    queries: &[(String, String)],
+) -> BTreeMap<String, Value> {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let list: Vec<Value> = queries
+        .iter()
+        .map(|(name, sql)| json!({"name": name, "sql": sql}))
+        .collect();
+    std::fs::write(file.path(), serde_json::to_vec(&list).unwrap()).unwrap();
+    let mut command = Command::new(python());
+    command
+        .arg(read_lake_script())
+        .args(["--engine", engine, "--lake", lake, "--view", view])
+        .arg(file.path());
+    if let Some(endpoint) = s3_endpoint {
+        command.args(["--s3-endpoint", endpoint]);
+    }
+    let output = command.output().expect("python runs");
+    assert!(
+        output.status.success(),
+        "{engine} over {lake}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answers: BTreeMap<String, Value> =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+            panic!(
+                "{engine}: {error}: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        });
+    for (name, answer) in &answers {
+        assert!(
+            answer.get("error").is_none(),
+            "{engine} ({view}) could not run {name}: {answer}"
+        );
+    }
+    answers
+}
+
+/// One cell in a form both sides agree on: numbers to 9 significant digits, times as unix µs.
+fn canonical(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Number(number) => {
+            let number = number.as_f64().unwrap();
+            if number == 0.0 {
+                "0".to_owned()
+            } else {
+                format!("{number:.9e}")
+            }
+        }
+        Value::String(text) => {
+            if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+                return format!("t{}", time.timestamp_micros());
+            }
+            if let Ok(time) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
+                return format!("t{}", time.and_utc().timestamp_micros());
+            }
+            format!("{text:?}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The rows of an answer, canonical and sorted (ties in ORDER BY may come in any order).
+fn canonical_rows(rows: &Value) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(canonical)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Sightline's own answers to `queries`.
+async fn sightline(server: &TestServer, queries: &[(String, String)]) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for (name, sql) in queries {
+        out.insert(name.clone(), server.sql(sql).await);
+    }
+    out
+}
+
+/// Asserts the outside engine's answers are Sightline's, row for row; returns how many rows
+/// were compared.
+fn assert_same(
+    what: &str,
+    ours: &BTreeMap<String, Value>,
+    theirs: &BTreeMap<String, Value>,
+) -> usize {
+    let mut compared = 0;
+    for (name, answer) in ours {
+        let expected = canonical_rows(&answer["rows"]);
+        let got = canonical_rows(&theirs[name]["rows"]);
+        assert_eq!(
+            got, expected,
+            "{what}: {name} differs from Sightline's answer"
+        );
+        compared += expected.len();
+    }
+    compared
+}
+
+/// Splits each scope's spans of `trace` in two: the first half (children, which end first) and
+/// the rest (the root, which carries the session, among them).
+fn split_trace(trace: &testdata::AgentTrace) -> (Vec<ResourceSpans>, Vec<ResourceSpans>) {
+    let mut early = trace.resource_spans.clone();
+    let mut late = trace.resource_spans.clone();
+    for (early, late) in early.iter_mut().zip(late.iter_mut()) {
+        for (early, late) in early
+            .scope_spans
+            .iter_mut()
+            .zip(late.scope_spans.iter_mut())
+        {
+            let half = early.spans.len() / 2;
+            early.spans.truncate(half);
+            late.spans.drain(..half);
+        }
+    }
+    (early, late)
+}
+
+async fn send(server: &TestServer, resource_spans: Vec<ResourceSpans>) {
+    let request = ExportTraceServiceRequest { resource_spans };
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/traces", server.otlp_http))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+async fn admin(server: &TestServer, operation: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/admin", server.api))
+        .json(&operation)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{operation}: {status} {body}");
+    body
+}
+
+/// Seals the memtable (a retention run that expires nothing).
+async fn seal(server: &TestServer) {
+    admin(server, json!({"operation": "retention_run", "as_of": 0})).await;
+}
+
+/// Sends traces `range` of `config` the way real exporters do: a third whole; the others in two
+/// halves, children first and, after a seal, the rest (roots with the session) in reverse
+/// order; and one request sent twice (a retry after a timeout).
+async fn send_traces(server: &TestServer, config: &testdata::AgentTraceConfig, traces: &[usize]) {
+    let mut rest = Vec::new();
+    let mut first_request = Vec::new();
+    for (position, &index) in traces.iter().enumerate() {
+        let trace = testdata::agent_trace(config, index);
+        if index % 3 == 0 {
+            if first_request.is_empty() {
+                first_request = trace.resource_spans.clone();
+            }
+            send(server, trace.resource_spans).await;
+        } else {
+            let (early, late) = split_trace(&trace);
+            send(server, early).await;
+            rest.push(late);
+        }
+        if position % 7 == 6 {
+            seal(server).await;
+        }
+    }
+    seal(server).await;
+    for late in rest.into_iter().rev() {
+        send(server, late).await;
+    }
+    // The retry of a request the server had already acknowledged.
+    send(server, first_request).await;
+    seal(server).await;
+}
+
+fn lake_config(dir: &Path, lake: &str, node: &str) -> ServerConfig {
+    let mut config = ServerConfig::ephemeral(dir);
+    // Small segments: many of them, and traces split across them.
+    config.engine = config.engine.with_seal_max_rows(60);
+    config.lake = Some(LakeSettings {
+        url: lake.to_owned(),
+        node: Some(node.to_owned()),
+        interval: Duration::from_millis(50),
+        options: BTreeMap::new(),
+    });
+    config
+}
+
+/// Waits until `lake` holds, in its live files, `spans` span rows (`None`: any) of `node`,
+/// and the store's chain up to what the server last sealed.
+async fn wait_for_lake(lake: &Lake, node: &str, check: impl Fn(&BTreeMap<String, u64>) -> bool) {
+    let started = Instant::now();
+    loop {
+        let live = lake.log().live_files().await.unwrap();
+        let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+        for file in live.values() {
+            if file.path.contains(&format!("node={node}/")) {
+                *rows.entry(file.table.clone()).or_default() += file.rows;
+            }
+        }
+        if check(&rows) {
+            return;
+        }
+        assert!(
+            started.elapsed() < CATCH_UP,
+            "the lake did not catch up: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn table_rows(server: &TestServer) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for table in [
+        "spans",
+        "llm_calls",
+        "tool_calls",
+        "decisions",
+        "agent_runs",
+        "sessions",
+    ] {
+        let count = server.count(&format!("SELECT count(*) FROM {table}")).await;
+        out.insert(table.to_owned(), count as u64);
+    }
+    out
+}
+
+/// Counts per table in the lake as DuckDB sees it (`view`: glob or log).
+fn lake_counts(lake: &str, view: &str, s3: Option<&str>) -> BTreeMap<String, u64> {
+    let tables = [
+        "spans",
+        "llm_calls",
+        "tool_calls",
+        "decisions",
+        "agent_runs",
+        "sessions",
+    ];
+    let queries: Vec<(String, String)> = tables
+        .iter()
+        .map(|table| (table.to_string(), format!("SELECT count(*) FROM {table}")))
+        .collect();
+    outside("duckdb", lake, view, s3, &queries)
+        .into_iter()
+        .map(|(table, answer)| (table, answer["rows"][0][0].as_u64().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lake_follows_the_store_and_duckdb_and_spark_answer_as_sightline_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    let lake_url = lake_dir.display().to_string();
+    let config = generator(7);
+    let server = TestServer::start_with(lake_config(&dir.path().join("a"), &lake_url, "a")).await;
+    let traces: Vec<usize> = (0..config.traces).collect();
+    send_traces(&server, &config, &traces).await;
+
+    let expected = table_rows(&server).await;
+    assert!(expected.values().all(|rows| *rows > 0), "{expected:?}");
+    let lake = Lake::open(&lake_url).unwrap();
+    let want = expected.clone();
+    wait_for_lake(&lake, "a", move |rows| {
+        [
+            "spans",
+            "llm_calls",
+            "tool_calls",
+            "decisions",
+            "agent_runs",
+        ]
+        .iter()
+        .all(|table| rows.get(*table) == want.get(*table))
+            && rows.contains_key("sessions")
+    })
+    .await;
+
+    // Every monitoring question: DuckDB over the files (glob and the log's live files) and
+    // Spark over the partitioned directories answer as Sightline does.
+    let queries = monitoring_queries();
+    let ours = sightline(&server, &queries).await;
+    let compared = assert_same(
+        "duckdb, glob",
+        &ours,
+        &outside("duckdb", &lake_url, "glob", None, &queries),
+    );
+    assert!(compared > 20, "only {compared} rows compared");
+    assert_same(
+        "duckdb, log",
+        &ours,
+        &outside("duckdb", &lake_url, "log", None, &queries),
+    );
+    assert_same(
+        "spark",
+        &ours,
+        &outside("spark", &lake_url, "glob", None, &queries),
+    );
+    assert_eq!(lake_counts(&lake_url, "glob", None), expected);
+
+    // Erasure: the session leaves every table of the lake, and the log records it.
+    let session = server
+        .rows("SELECT session_id FROM sessions ORDER BY spans DESC LIMIT 1")
+        .await[0][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    admin(&server, json!({"operation": "erase", "session": session})).await;
+    let after_erase = table_rows(&server).await;
+    assert!(after_erase["spans"] < expected["spans"]);
+    let want = after_erase.clone();
+    wait_for_lake(&lake, "a", move |rows| {
+        [
+            "spans",
+            "llm_calls",
+            "tool_calls",
+            "decisions",
+            "agent_runs",
+        ]
+        .iter()
+        .all(|table| rows.get(*table) == want.get(*table))
+    })
+    .await;
+    let mine = format!(
+        "SELECT count(*) FROM spans WHERE session_id = '{session}' UNION ALL \
+         SELECT count(*) FROM tool_calls WHERE session_id = '{session}' UNION ALL \
+         SELECT count(*) FROM sessions WHERE session_id = '{session}'"
+    );
+    let left = outside(
+        "duckdb",
+        &lake_url,
+        "glob",
+        None,
+        &[("left".to_owned(), mine)],
+    );
+    assert_eq!(left["left"]["rows"], json!([[0], [0], [0]]));
+    let ours = sightline(&server, &queries).await;
+    assert_same(
+        "duckdb after the erasure",
+        &ours,
+        &outside("duckdb", &lake_url, "log", None, &queries),
+    );
+    let history = lake_history(&lake).await;
+    assert!(
+        history
+            .iter()
+            .any(|(op, note)| op == "erased" && note.contains(&session)),
+        "{history:?}"
+    );
+
+    // A hold on the decision tier, then everything past its keep expires: the held tier stays
+    // in the lake, the others go, and the log records the hold and each expiry.
+    admin(&server, json!({"operation": "hold", "tier": "decision"})).await;
+    let far = 4_000_000_000_000_000_000i64;
+    admin(&server, json!({"operation": "retention_run", "as_of": far})).await;
+    let after_expiry = table_rows(&server).await;
+    assert!(after_expiry["spans"] < after_erase["spans"]);
+    assert!(after_expiry["spans"] > 0, "the held tier stays");
+    let want = after_expiry.clone();
+    wait_for_lake(&lake, "a", move |rows| {
+        [
+            "spans",
+            "llm_calls",
+            "tool_calls",
+            "decisions",
+            "agent_runs",
+        ]
+        .iter()
+        .all(|table| rows.get(*table) == want.get(*table))
+    })
+    .await;
+    let tiers = outside(
+        "duckdb",
+        &lake_url,
+        "glob",
+        None,
+        &[(
+            "tiers".to_owned(),
+            "SELECT DISTINCT tier FROM spans ORDER BY 1".to_owned(),
+        )],
+    );
+    assert_eq!(tiers["tiers"]["rows"], json!([["decision"]]));
+    let ours = sightline(&server, &queries).await;
+    assert_same(
+        "duckdb after expiry",
+        &ours,
+        &outside("duckdb", &lake_url, "glob", None, &queries),
+    );
+    let history = lake_history(&lake).await;
+    assert!(
+        history
+            .iter()
+            .any(|(op, note)| op == "hold" && note.contains("decision")),
+        "{history:?}"
+    );
+    assert!(history.iter().any(|(op, _)| op == "expired"), "{history:?}");
+
+    // A restart ships nothing twice: the log does not grow, the counts stay.
+    let versions = lake.log().versions().await.unwrap().len();
+    server.stop().await;
+    let server = TestServer::start_with(lake_config(&dir.path().join("a"), &lake_url, "a")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(lake.log().versions().await.unwrap().len(), versions);
+    assert_eq!(
+        lake_counts(&lake_url, "log", None),
+        table_rows(&server).await
+    );
+    server.stop().await;
+}
+
+/// `(op, note)` of every commit in the log.
+async fn lake_history(lake: &Lake) -> Vec<(String, String)> {
+    let log = lake.log();
+    let mut out = Vec::new();
+    for version in log.versions().await.unwrap() {
+        let commit = log.read(version).await.unwrap();
+        let op = serde_json::to_value(commit.op).unwrap();
+        out.push((op.as_str().unwrap().to_owned(), commit.note));
+    }
+    out
+}

@@ -49,6 +49,8 @@ pub struct Lake {
     root: Path,
     /// Where it is, for messages.
     url: String,
+    /// The directory, for a lake on the local file system.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl Lake {
@@ -79,12 +81,14 @@ impl Lake {
                     .map_err(|()| anyhow::anyhow!("the lake directory {url} is not a valid path"))?
             }
         };
+        let mut local_dir = None;
         if parsed.scheme() == "file" {
             let dir = parsed
                 .to_file_path()
                 .map_err(|()| anyhow::anyhow!("the lake URL {url} is not a local path"))?;
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("creating the lake directory {}", dir.display()))?;
+            local_dir = Some(dir);
         }
         let mut options: std::collections::BTreeMap<String, String> = std::env::vars()
             .filter(|(key, _)| {
@@ -101,6 +105,7 @@ impl Lake {
             store: Arc::from(store),
             root,
             url: url.to_owned(),
+            local_dir,
         })
     }
 
@@ -341,8 +346,15 @@ impl Shipper {
         for key in &orphans {
             shipper.lake.delete(key).await?;
         }
-        if !orphans.is_empty() {
-            info!(lake = %shipper.lake, node, files = orphans.len(), "deleted lake files no commit names");
+        let staged = match &shipper.lake.local_dir {
+            Some(dir) => remove_staging_files(dir, node)?,
+            None => 0,
+        };
+        if !orphans.is_empty() || staged > 0 {
+            info!(
+                lake = %shipper.lake, node, files = orphans.len(), staging = staged,
+                "deleted lake files no commit names"
+            );
         }
         Ok(shipper)
     }
@@ -439,9 +451,18 @@ impl Shipper {
             gone.push(removed);
         }
         let mut new_parts: Vec<(u64, Option<RecordBatch>)> = Vec::new();
-        if let Some(added) = change.added
-            && let Some((files, parts, shares, rows)) = self.export(added).await?
-        {
+        let exported = match change.added {
+            Some(added) => match self.export(added).await? {
+                Some(export) => Some((added, export)),
+                None => {
+                    // Gone again: a later entry removes it, and this one adds nothing.
+                    self.check_removed_later(change.sequence, added).await?;
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some((added, (files, parts, shares, rows))) = exported {
             report.span_rows += rows;
             again.extend(
                 shares
@@ -550,6 +571,22 @@ impl Shipper {
         Ok(())
     }
 
+    /// A segment a chain entry added is not live: fine when a later entry removed it;
+    /// otherwise the entry became visible before the segment did (the chain commits first), and
+    /// this pass stops, to try again at the next.
+    async fn check_removed_later(&self, sequence: u64, segment: u64) -> anyhow::Result<()> {
+        let engine = Arc::clone(&self.engine);
+        let later = tokio::task::spawn_blocking(move || engine.chain_changes(sequence, usize::MAX))
+            .await??;
+        if later.iter().any(|change| change.removed == Some(segment)) {
+            Ok(())
+        } else {
+            bail!(
+                "segment {segment} of chain entry {sequence} is not readable yet; shipping again at the next pass"
+            )
+        }
+    }
+
     async fn ship_holds(&mut self, report: &mut ShipReport) -> anyhow::Result<()> {
         let engine = Arc::clone(&self.engine);
         let holds = tokio::task::spawn_blocking(move || engine.holds()).await??;
@@ -616,6 +653,37 @@ pub fn node_name(data_dir: &std::path::Path, configured: Option<&str>) -> anyhow
         .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(node)
+}
+
+/// Deletes the staging files (`<name>#<n>`) a put into a local lake leaves when the process
+/// dies in the middle of it (object_store's local store writes them, then renames; its listing
+/// hides them), in `node`'s directories only. Returns how many.
+fn remove_staging_files(dir: &std::path::Path, node: &str) -> anyhow::Result<usize> {
+    let mine = format!("node={node}");
+    let mut removed = 0;
+    let mut stack = vec![(dir.to_path_buf(), false)];
+    while let Some((dir, in_node)) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error).with_context(|| format!("listing {}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type()?.is_dir() {
+                if name != "_sightline" {
+                    stack.push((path, in_node || name == mine));
+                }
+            } else if in_node && name.contains(".parquet#") {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("deleting {}", path.display()))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn now_unix_nanos() -> i64 {

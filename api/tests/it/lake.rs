@@ -251,7 +251,12 @@ async fn seal(server: &TestServer) {
 /// Sends traces `range` of `config` the way real exporters do: a third whole; the others in two
 /// halves, children first and, after a seal, the rest (roots with the session) in reverse
 /// order; and one request sent twice (a retry after a timeout).
-async fn send_traces(server: &TestServer, config: &testdata::AgentTraceConfig, traces: &[usize]) {
+async fn send_traces(
+    server: &TestServer,
+    config: &testdata::AgentTraceConfig,
+    traces: &[usize],
+    retry: bool,
+) {
     let mut rest = Vec::new();
     let mut first_request = Vec::new();
     for (position, &index) in traces.iter().enumerate() {
@@ -274,12 +279,23 @@ async fn send_traces(server: &TestServer, config: &testdata::AgentTraceConfig, t
     for late in rest.into_iter().rev() {
         send(server, late).await;
     }
-    // The retry of a request the server had already acknowledged.
-    send(server, first_request).await;
+    if retry {
+        // The retry of a request the server had already acknowledged.
+        send(server, first_request).await;
+    }
     seal(server).await;
 }
 
 fn lake_config(dir: &Path, lake: &str, node: &str) -> ServerConfig {
+    lake_config_with(dir, lake, node, BTreeMap::new())
+}
+
+fn lake_config_with(
+    dir: &Path,
+    lake: &str,
+    node: &str,
+    options: BTreeMap<String, String>,
+) -> ServerConfig {
     let mut config = ServerConfig::ephemeral(dir);
     // Small segments: many of them, and traces split across them.
     config.engine = config.engine.with_seal_max_rows(60);
@@ -287,14 +303,18 @@ fn lake_config(dir: &Path, lake: &str, node: &str) -> ServerConfig {
         url: lake.to_owned(),
         node: Some(node.to_owned()),
         interval: Duration::from_millis(50),
-        options: BTreeMap::new(),
+        options,
     });
     config
 }
 
-/// Waits until `lake` holds, in its live files, `spans` span rows (`None`: any) of `node`,
-/// and the store's chain up to what the server last sealed.
-async fn wait_for_lake(lake: &Lake, node: &str, check: impl Fn(&BTreeMap<String, u64>) -> bool) {
+/// Waits until the rows per table of `node`'s live files in `lake` pass `check`.
+async fn wait_for_lake(
+    lake: &Lake,
+    node: &str,
+    want: &BTreeMap<String, u64>,
+    check: impl Fn(&BTreeMap<String, u64>) -> bool,
+) {
     let started = Instant::now();
     loop {
         let live = lake.log().live_files().await.unwrap();
@@ -309,7 +329,7 @@ async fn wait_for_lake(lake: &Lake, node: &str, check: impl Fn(&BTreeMap<String,
         }
         assert!(
             started.elapsed() < CATCH_UP,
-            "the lake did not catch up: {rows:?}"
+            "the lake did not catch up: it has {rows:?}, the store {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -359,13 +379,13 @@ async fn the_lake_follows_the_store_and_duckdb_and_spark_answer_as_sightline_doe
     let config = generator(7);
     let server = TestServer::start_with(lake_config(&dir.path().join("a"), &lake_url, "a")).await;
     let traces: Vec<usize> = (0..config.traces).collect();
-    send_traces(&server, &config, &traces).await;
+    send_traces(&server, &config, &traces, true).await;
 
     let expected = table_rows(&server).await;
     assert!(expected.values().all(|rows| *rows > 0), "{expected:?}");
     let lake = Lake::open(&lake_url).unwrap();
     let want = expected.clone();
-    wait_for_lake(&lake, "a", move |rows| {
+    wait_for_lake(&lake, "a", &want.clone(), move |rows| {
         [
             "spans",
             "llm_calls",
@@ -412,7 +432,7 @@ async fn the_lake_follows_the_store_and_duckdb_and_spark_answer_as_sightline_doe
     let after_erase = table_rows(&server).await;
     assert!(after_erase["spans"] < expected["spans"]);
     let want = after_erase.clone();
-    wait_for_lake(&lake, "a", move |rows| {
+    wait_for_lake(&lake, "a", &want.clone(), move |rows| {
         [
             "spans",
             "llm_calls",
@@ -460,7 +480,7 @@ async fn the_lake_follows_the_store_and_duckdb_and_spark_answer_as_sightline_doe
     assert!(after_expiry["spans"] < after_erase["spans"]);
     assert!(after_expiry["spans"] > 0, "the held tier stays");
     let want = after_expiry.clone();
-    wait_for_lake(&lake, "a", move |rows| {
+    wait_for_lake(&lake, "a", &want.clone(), move |rows| {
         [
             "spans",
             "llm_calls",
@@ -519,6 +539,293 @@ async fn lake_history(lake: &Lake) -> Vec<(String, String)> {
         let commit = log.read(version).await.unwrap();
         let op = serde_json::to_value(commit.op).unwrap();
         out.push((op.as_str().unwrap().to_owned(), commit.note));
+    }
+    out
+}
+
+/// moto's S3 server (`testdata/lake/s3_server.py`), stopped when dropped.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    fn start(bucket: &str) -> S3Server {
+        use std::io::BufRead as _;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/lake/s3_server.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .arg(bucket)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("moto starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .unwrap_or_else(|| panic!("moto said {line:?}"));
+        S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+
+    /// object_store settings for this server.
+    fn options(&self) -> BTreeMap<String, String> {
+        [
+            ("aws_endpoint", self.endpoint.as_str()),
+            ("aws_allow_http", "true"),
+            ("aws_access_key_id", "test"),
+            ("aws_secret_access_key", "test"),
+            ("aws_region", "us-east-1"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shard of a trace: the load-balancing exporter routes by trace id.
+fn shard(config: &testdata::AgentTraceConfig, index: usize) -> usize {
+    usize::from(testdata::agent_trace(config, index).trace_id[15] % 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_lake_on_s3_and_it_answers_as_one_store_with_everything() {
+    let s3 = S3Server::start("lake");
+    let lake_url = "s3://lake/fleet";
+    let dir = tempfile::tempdir().unwrap();
+    let config = generator(11);
+    let nodes = [
+        TestServer::start_with(lake_config_with(
+            &dir.path().join("a"),
+            lake_url,
+            "node-a",
+            s3.options(),
+        ))
+        .await,
+        TestServer::start_with(lake_config_with(
+            &dir.path().join("b"),
+            lake_url,
+            "node-b",
+            s3.options(),
+        ))
+        .await,
+    ];
+    // One store that receives everything, as the single-node answer to compare with.
+    let whole = TestServer::start(&dir.path().join("whole")).await;
+    let mut shards: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+    for index in 0..config.traces {
+        shards[shard(&config, index)].push(index);
+    }
+    assert!(shards.iter().all(|traces| traces.len() > 5), "{shards:?}");
+    for (node, traces) in nodes.iter().zip(&shards) {
+        send_traces(node, &config, traces, false).await;
+        // Each node's exporter retries one request it had sent.
+        let retried = testdata::agent_trace(&config, traces[0]).resource_spans;
+        send(node, retried.clone()).await;
+        send(&whole, retried).await;
+        seal(node).await;
+    }
+    let all: Vec<usize> = (0..config.traces).collect();
+    send_traces(&whole, &config, &all, false).await;
+
+    let mut lake = Lake::open_with(lake_url, &s3.options()).unwrap();
+    for (node, name) in nodes.iter().zip(["node-a", "node-b"]) {
+        let want = table_rows(node).await;
+        wait_for_lake(&lake, name, &want.clone(), move |rows| {
+            [
+                "spans",
+                "llm_calls",
+                "tool_calls",
+                "decisions",
+                "agent_runs",
+            ]
+            .iter()
+            .all(|table| rows.get(*table) == want.get(*table))
+                && rows.contains_key("sessions")
+        })
+        .await;
+    }
+
+    // Across both nodes the lake answers as the store that has everything: each span counted
+    // once, and `sessions` folded across nodes from the session parts.
+    let mut queries = monitoring_queries();
+    queries.push((
+        "spans_once".to_owned(),
+        "SELECT count(*), count(DISTINCT trace_id || span_id) FROM spans".to_owned(),
+    ));
+    let ours = sightline(&whole, &queries).await;
+    let fleet: Vec<(String, String)> = queries
+        .iter()
+        .map(|(name, sql)| {
+            (
+                name.clone(),
+                sql.replace("FROM sessions", "FROM fleet_sessions"),
+            )
+        })
+        .collect();
+    let compared = assert_same(
+        "duckdb over S3, two nodes",
+        &ours,
+        &outside("duckdb", lake_url, "glob", Some(&s3.endpoint), &fleet),
+    );
+    assert!(compared > 20, "only {compared} rows compared");
+    assert_same(
+        "duckdb over S3, two nodes, log",
+        &ours,
+        &outside("duckdb", lake_url, "log", Some(&s3.endpoint), &fleet),
+    );
+    let nodes_seen = outside(
+        "duckdb",
+        lake_url,
+        "glob",
+        Some(&s3.endpoint),
+        &[(
+            "nodes".to_owned(),
+            "SELECT node, count(*) FROM spans GROUP BY 1 ORDER BY 1".to_owned(),
+        )],
+    );
+    assert_eq!(
+        nodes_seen["nodes"]["rows"],
+        json!([
+            ["node-a", table_rows(&nodes[0]).await["spans"]],
+            ["node-b", table_rows(&nodes[1]).await["spans"]]
+        ])
+    );
+    // Both nodes' commits interleave in one log, each chain entry of each node once.
+    let log = lake.log();
+    let mut seen = std::collections::BTreeSet::new();
+    for version in log.versions().await.unwrap() {
+        let commit = log.read(version).await.unwrap();
+        assert!(
+            seen.insert(commit.identity()),
+            "committed twice: {commit:?}"
+        );
+    }
+    lake = Lake::open_with(lake_url, &s3.options()).unwrap();
+    let _ = lake;
+    for node in nodes {
+        node.stop().await;
+    }
+    whole.stop().await;
+}
+
+/// `sightline export` killed at any point and run again leaves the lake exactly as one
+/// uninterrupted export would: every chain entry once, no file no commit names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_killed_at_any_point_and_run_again_ships_everything_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake_dir = dir.path().join("lake");
+    let config = generator(5);
+    let mut server_config = ServerConfig::ephemeral(&data);
+    server_config.engine = server_config.engine.with_seal_max_rows(40);
+    let server = TestServer::start_with(server_config).await;
+    let all: Vec<usize> = (0..config.traces).collect();
+    send_traces(&server, &config, &all, true).await;
+    let expected = table_rows(&server).await;
+    server.stop().await;
+
+    let export = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sightline"));
+        command
+            .args(["export", "--node", "n1", "--lake"])
+            .arg(&lake_dir)
+            .arg("--data")
+            .arg(&data);
+        command
+    };
+    let mut kills = 0;
+    let mut delay = Duration::from_millis(40);
+    loop {
+        let mut child = export()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        delay += Duration::from_millis(60);
+    }
+    assert!(kills > 0, "the export was never interrupted");
+    // Once more: nothing left to ship.
+    let output = export().output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains(": 0 chain entries"), "{said}");
+
+    let lake_url = lake_dir.display().to_string();
+    let lake = Lake::open(&lake_url).unwrap();
+    let live = lake.log().live_files().await.unwrap();
+    let mut on_disk = Vec::new();
+    for entry in walk(&lake_dir) {
+        let key = entry
+            .strip_prefix(&lake_dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if !key.starts_with("_sightline") {
+            on_disk.push(key);
+        }
+    }
+    on_disk.sort();
+    let listed: Vec<String> = live.keys().cloned().collect();
+    assert_eq!(
+        on_disk, listed,
+        "files no commit names, or commits without files"
+    );
+    let log = lake.log();
+    let mut seen = std::collections::BTreeSet::new();
+    for version in log.versions().await.unwrap() {
+        let commit = log.read(version).await.unwrap();
+        assert!(
+            seen.insert(commit.identity()),
+            "committed twice: {commit:?}"
+        );
+    }
+    assert_eq!(
+        lake_counts(&lake_url, "log", None),
+        expected,
+        "after {kills} kills"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
     }
     out
 }

@@ -18,6 +18,8 @@
 //! - [`SegmentExport::agent_input`] holds every sealed row (spans and log records) of each trace
 //!   homed in the segment, and no other row.
 //! - The export holds the segment's [`SegmentMeta`], so its file is not reaped while it is read.
+//! - [`Engine::chain_changes`] returns only published entries, so exporting the segments they
+//!   name sees them (and the late keys their seal gave other segments).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -97,8 +99,12 @@ pub struct SegmentExport {
 }
 
 impl Engine {
-    /// The chain entries after `after` (0 for all), at most `limit`, in order.
+    /// The chain entries after `after` (0 for all), at most `limit`, in order. Every entry
+    /// returned is published: its segments are in the live set and the late keys its seal
+    /// gave older segments are in place (the chain commits before the state changes, both
+    /// under `seal_lock`, which this takes for the read).
     pub fn chain_changes(&self, after: u64, limit: usize) -> Result<Vec<ChainChange>> {
+        let _published = self.shared.seal_lock.lock();
         let txn = self
             .shared
             .db

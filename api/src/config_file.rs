@@ -48,6 +48,9 @@ pub struct LakeSettings {
     pub node: Option<String>,
     /// How often the server ships what was sealed since.
     pub interval: Duration,
+    /// Whether captured content (prompts, completions, tool arguments) goes to the lake too,
+    /// within its keep; off by default: the lake has no scopes, whoever reads it reads it all.
+    pub content: bool,
     /// `[lake.options]`: object store settings (`aws_endpoint`, `aws_region`, ...), over the
     /// `AWS_*`, `GOOGLE_*` and `AZURE_*` environment variables.
     pub options: BTreeMap<String, String>,
@@ -62,6 +65,8 @@ struct LakeSection {
     node: Option<String>,
     #[serde(default = "default_lake_interval")]
     interval: String,
+    #[serde(default)]
+    content: bool,
     #[serde(default)]
     options: BTreeMap<String, String>,
 }
@@ -319,6 +324,7 @@ impl FileConfig {
                     url: lake.url.clone(),
                     node: lake.node.clone(),
                     interval,
+                    content: lake.content,
                     options: lake.options.clone(),
                 })
             }
@@ -400,12 +406,13 @@ impl FileConfig {
         }
         match &self.lake {
             Some(lake) => out.push_str(&format!(
-                "lake: {} as node {}, shipped every {}\n",
+                "lake: {} as node {}, shipped every {}, content {}\n",
                 lake.url,
                 lake.node
                     .as_deref()
                     .unwrap_or("(kept in the data directory)"),
-                DurationArg(lake.interval)
+                DurationArg(lake.interval),
+                if lake.content { "included" } else { "left out" }
             )),
             None => out.push_str("lake: none\n"),
         }

@@ -52,7 +52,16 @@ pub async fn run(args: &ExportArgs, out: &mut impl std::io::Write) -> anyhow::Re
         .node
         .clone()
         .or_else(|| config.lake.as_ref().and_then(|lake| lake.node.clone()));
-    let result = ship(&engine, lake, &args.data_dir, configured.as_deref(), out).await;
+    let content = config.lake.as_ref().is_some_and(|lake| lake.content);
+    let result = ship(
+        &engine,
+        lake,
+        &args.data_dir,
+        configured.as_deref(),
+        content,
+        out,
+    )
+    .await;
     let closing = Arc::clone(&engine);
     tokio::task::spawn_blocking(move || closing.close())
         .await?
@@ -65,6 +74,7 @@ async fn ship(
     lake: Lake,
     data_dir: &std::path::Path,
     node: Option<&str>,
+    content: bool,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let node = node_name(data_dir, node)?;
@@ -73,7 +83,7 @@ async fn ship(
         .await?
         .context("sealing before the export")?;
     let url = lake.to_string();
-    let mut shipper = Shipper::open(Arc::clone(engine), lake, &node).await?;
+    let mut shipper = Shipper::open(Arc::clone(engine), lake, &node, content).await?;
     let report = shipper.ship().await?;
     writeln!(
         out,

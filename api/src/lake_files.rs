@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
@@ -41,6 +41,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+/// The table of captured content (only with `[lake] content = true`).
+pub const CONTENT: &str = "content";
 /// The table of per-segment session parts.
 pub const SESSION_PARTS: &str = "session_parts";
 /// The table of folded sessions, one file per node.
@@ -73,12 +75,7 @@ pub fn segment_files(
     export: &SegmentExport,
 ) -> anyhow::Result<(Vec<TableFile>, Option<RecordBatch>)> {
     let segment = &export.segment;
-    let path_of = |table: &str| {
-        format!(
-            "{table}/tier={}/day={}/node={node}/{node}-{:020}.parquet",
-            segment.tier, segment.day, segment.id
-        )
-    };
+    let path_of = |table: &str| segment_path(node, table, segment);
     let mut files = Vec::new();
     if let Some(spans) = spans_rows(&export.spans)? {
         files.push(table_file("spans", path_of("spans"), &spans)?);
@@ -100,6 +97,73 @@ pub fn segment_files(
         None
     };
     Ok((files, parts))
+}
+
+/// The key of `segment`'s file of `table` for `node`.
+pub fn segment_path(node: &str, table: &str, segment: &engine::SegmentMeta) -> String {
+    format!(
+        "{table}/tier={}/day={}/node={node}/{node}-{:020}.parquet",
+        segment.tier, segment.day, segment.id
+    )
+}
+
+/// The `content` file at `path` from `rows`: the values still kept (expired and never captured
+/// ones are left out); `None` when no value is left.
+pub fn content_file(
+    path: String,
+    rows: &[engine::ContentRow],
+) -> anyhow::Result<Option<TableFile>> {
+    let mut traces = Vec::new();
+    let mut spans = Vec::new();
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    let mut digests = Vec::new();
+    for row in rows {
+        if let engine::ContentValue::Present(value) = &row.value {
+            traces.push(hex::encode(row.trace_id.0));
+            spans.push(hex::encode(row.span_id.0));
+            keys.push(row.key.clone());
+            values.push(value.clone());
+            digests.push(hex::encode(row.digest));
+        }
+    }
+    if traces.is_empty() {
+        return Ok(None);
+    }
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    let schema = Arc::new(Schema::new(vec![
+        text("trace_id"),
+        text("span_id"),
+        text("key"),
+        text("value"),
+        text("digest"),
+    ]));
+    let columns: Vec<ArrayRef> = [traces, spans, keys, values, digests]
+        .into_iter()
+        .map(|column| Arc::new(StringArray::from(column)) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema, columns)?;
+    Ok(Some(table_file(CONTENT, path, &batch)?))
+}
+
+/// The traces a `content` file holds values of.
+pub fn content_traces(bytes: Bytes) -> anyhow::Result<Vec<engine::TraceId>> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let mut out = std::collections::BTreeSet::new();
+    for batch in reader {
+        let batch = batch?;
+        let column = batch
+            .column_by_name("trace_id")
+            .context("content file without trace_id")?;
+        let column = column
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .context("content trace_id is not text")?;
+        for value in column.iter().flatten() {
+            out.insert(engine::TraceId::from_hex(value).context("content trace_id")?);
+        }
+    }
+    Ok(out.into_iter().collect())
 }
 
 /// The key of `node`'s `sessions` file.

@@ -58,6 +58,8 @@ pub enum LakeOp {
     Rewritten,
     /// A legal hold placed or released (no files change).
     Hold,
+    /// Content past its keep (or no longer allowed in the lake) removed from `content` files.
+    ContentExpired,
 }
 
 /// One data file in the lake.
@@ -101,10 +103,10 @@ pub struct LakeCommit {
 
 impl LakeCommit {
     /// What makes a commit the same commit when it is tried again: the node and chain entry,
-    /// and for a hold (which no chain entry records) what it holds or releases.
+    /// and for a hold or a content expiry (which no chain entry records) its note.
     pub fn identity(&self) -> (String, u64, String) {
         let hold = match self.op {
-            LakeOp::Hold => self.note.clone(),
+            LakeOp::Hold | LakeOp::ContentExpired => self.note.clone(),
             _ => String::new(),
         };
         (self.node.clone(), self.chain_seq, hold)

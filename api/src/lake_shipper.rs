@@ -34,8 +34,8 @@ use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use tracing::{info, warn};
 
 use crate::lake_files::{
-    SESSION_PARTS, TableFile, is_node_file, read_session_parts, segment_files, segment_of,
-    sessions_file, sessions_path,
+    CONTENT, SESSION_PARTS, TableFile, content_file, content_traces, is_node_file,
+    read_session_parts, segment_files, segment_of, segment_path, sessions_file, sessions_path,
 };
 use crate::lake_log::{LakeCommit, LakeFile, LakeLog, LakeOp};
 
@@ -280,6 +280,11 @@ pub struct Shipper {
     parts: BTreeMap<u64, RecordBatch>,
     /// Whether `parts` changed since the `sessions` file was last committed.
     sessions_dirty: bool,
+    /// Whether captured content goes to the lake (`[lake] content`).
+    content: bool,
+    /// [`Engine::content_expiries`] when the `content` files were last brought in line with
+    /// the store's content (none: not yet since opening).
+    content_seen: Option<u64>,
 }
 
 impl std::fmt::Debug for Shipper {
@@ -305,7 +310,12 @@ pub fn valid_node(node: &str) -> bool {
 impl Shipper {
     /// Opens shipping of `engine` to `lake` as `node`: replays the log, reads back the node's
     /// session parts, and deletes the node's files no commit names (left by a crash).
-    pub async fn open(engine: Arc<Engine>, lake: Lake, node: &str) -> anyhow::Result<Shipper> {
+    pub async fn open(
+        engine: Arc<Engine>,
+        lake: Lake,
+        node: &str,
+        content: bool,
+    ) -> anyhow::Result<Shipper> {
         if !valid_node(node) {
             bail!(
                 "lake node name {node:?} is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"
@@ -321,6 +331,8 @@ impl Shipper {
             parts: BTreeMap::new(),
             // A crash may have come between a change of the parts and the commit folding them.
             sessions_dirty: true,
+            content,
+            content_seen: None,
         };
         shipper.replay().await?;
         let parts: Vec<(u64, String)> = shipper
@@ -404,6 +416,7 @@ impl Shipper {
             }
         }
         self.ship_holds(&mut report).await?;
+        self.follow_content(&mut report).await?;
         report.chain_seq = self.state.applied;
         report.version = self.state.known;
         Ok(report)
@@ -415,6 +428,7 @@ impl Shipper {
     ) -> anyhow::Result<Option<(Vec<TableFile>, Option<RecordBatch>, BTreeSet<u64>, u64)>> {
         let engine = Arc::clone(&self.engine);
         let node = self.node.clone();
+        let content = self.content;
         tokio::task::spawn_blocking(move || {
             let Some(export) = engine.export_segment(segment)? else {
                 return Ok(None);
@@ -424,7 +438,12 @@ impl Shipper {
                 .iter()
                 .map(|batch| batch.num_rows() as u64)
                 .sum();
-            let (files, parts) = segment_files(&node, &export)?;
+            let (mut files, parts) = segment_files(&node, &export)?;
+            if content && !export.homed.is_empty() {
+                let rows = engine.scan_content(Some(&export.homed))?;
+                let path = segment_path(&node, CONTENT, &export.segment);
+                files.extend(content_file(path, &rows)?);
+            }
             Ok(Some((files, parts, export.sharing, span_rows)))
         })
         .await?
@@ -571,6 +590,88 @@ impl Shipper {
         Ok(())
     }
 
+    /// Brings the node's `content` files in line with the store after content expired there
+    /// (and once after opening: it may have expired while the shipper was down), or removes
+    /// them all when content is not allowed in the lake (any more).
+    async fn follow_content(&mut self, report: &mut ShipReport) -> anyhow::Result<()> {
+        let expiries = self.engine.content_expiries();
+        if self.content_seen == Some(expiries) {
+            return Ok(());
+        }
+        let files: Vec<LakeFile> = self
+            .state
+            .files
+            .values()
+            .filter(|file| file.table == CONTENT)
+            .cloned()
+            .collect();
+        let mut adds: Vec<TableFile> = Vec::new();
+        let mut removes: Vec<String> = Vec::new();
+        for file in files {
+            if !self.content {
+                removes.push(file.path);
+                continue;
+            }
+            let traces = content_traces(self.lake.get(&file.path).await?)
+                .with_context(|| format!("reading {} from the lake", file.path))?;
+            let engine = Arc::clone(&self.engine);
+            let path = file.path.clone();
+            let fresh = tokio::task::spawn_blocking(move || {
+                let rows = engine.scan_content(Some(&traces))?;
+                content_file(path, &rows)
+            })
+            .await??;
+            match fresh {
+                None => removes.push(file.path),
+                Some(fresh) if fresh.rows != file.rows => adds.push(fresh),
+                Some(_) => {}
+            }
+        }
+        if !adds.is_empty() || !removes.is_empty() {
+            for file in &adds {
+                self.lake.put(&file.path, file.bytes.clone()).await?;
+                report.files += 1;
+                report.bytes += file.bytes.len() as u64;
+            }
+            let why = if self.content {
+                "past its keep"
+            } else {
+                "not allowed in the lake ([lake] content = false)"
+            };
+            let commit = LakeCommit {
+                node: self.node.clone(),
+                chain_seq: self.state.applied,
+                op: LakeOp::ContentExpired,
+                adds: adds
+                    .iter()
+                    .map(|file| LakeFile {
+                        table: file.table.clone(),
+                        path: file.path.clone(),
+                        rows: file.rows,
+                        bytes: file.bytes.len() as u64,
+                    })
+                    .collect(),
+                removes: removes.clone(),
+                note: format!(
+                    "content {why}: {} files changed, {} removed (pass at {})",
+                    adds.len(),
+                    removes.len(),
+                    now_unix_nanos()
+                ),
+                time_unix_nanos: now_unix_nanos(),
+                sharing: BTreeMap::new(),
+            };
+            self.log.commit(&commit, self.state.known).await?;
+            self.replay().await?;
+            for path in &removes {
+                self.lake.delete(path).await?;
+                report.deleted += 1;
+            }
+        }
+        self.content_seen = Some(expiries);
+        Ok(())
+    }
+
     /// A segment a chain entry added is not live: fine when a later entry removed it;
     /// otherwise the entry became visible before the segment did (the chain commits first), and
     /// this pass stops, to try again at the next.
@@ -701,12 +802,13 @@ pub async fn run(
     lake: Lake,
     node: String,
     interval: std::time::Duration,
+    content: bool,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut shipper: Option<Shipper> = None;
     loop {
         if shipper.is_none() {
-            match Shipper::open(Arc::clone(&engine), lake.clone(), &node).await {
+            match Shipper::open(Arc::clone(&engine), lake.clone(), &node, content).await {
                 Ok(opened) => shipper = Some(opened),
                 Err(error) => {
                     warn!(lake = %lake, error = format!("{error:#}"), "lake shipping cannot start; retrying")

@@ -168,6 +168,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             opened,
             crate::lake_shipper::node_name(&config.data_dir, settings.node.as_deref())?,
             settings.interval,
+            settings.content,
         )),
         None => None,
     };
@@ -316,13 +317,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.clone(),
         shutdown.clone(),
     ));
-    if let Some((opened, node, interval)) = lake {
+    if let Some((opened, node, interval, content)) = lake {
         info!(lake = %opened, node, interval = ?interval, "shipping sealed data to the lake");
         tokio::spawn(crate::lake_shipper::run(
             Arc::clone(&engine),
             opened,
             node,
             interval,
+            content,
             shutdown.clone(),
         ));
     }

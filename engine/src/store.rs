@@ -305,6 +305,9 @@ struct Shared {
     /// Next content segment id (only taken under `seal_lock`).
     next_content_id: Mutex<u64>,
     pending_bytes: AtomicUsize,
+    /// Content expiry passes that removed something since the engine opened (readers that
+    /// copy content elsewhere, such as the lake, look again when it changes).
+    content_expiries: AtomicU64,
     closing: AtomicBool,
     /// Trace keys of the traces with rows in the memtable.
     memtable_keys: Arc<RwLock<MemtableKeys>>,
@@ -491,6 +494,7 @@ impl Engine {
             next_segment_id: Mutex::new(next_segment_id),
             next_content_id: Mutex::new(next_content_id),
             pending_bytes: AtomicUsize::new(0),
+            content_expiries: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             memtable_keys: Arc::new(RwLock::new(memtable_keys)),
             generation: AtomicU64::new(0),

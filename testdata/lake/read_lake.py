@@ -1,14 +1,17 @@
 """Reads a Sightline lake with an engine nobody on the team wrote, and runs SQL on it.
 
     python read_lake.py --engine duckdb|spark --lake DIR|s3://bucket/prefix \
-        [--view glob|log] [--s3-endpoint http://host:port] QUERIES.json
+        [--view glob|log] [--s3-endpoint http://host:port] [--runs N] QUERIES.json
 
 QUERIES.json is a list of {"name": ..., "sql": ...}. Prints one JSON object: per query name,
 {"columns": [...], "rows": [[...], ...]} with values made comparable (decimals as floats,
 timestamps as ISO 8601 UTC with microseconds, dates as YYYY-MM-DD), or {"error": "..."}.
+With --runs N each query runs N times and its answer also holds "ms", the median wall time
+(benches/BENCHMARKS.md).
 
 Views, one per table of the lake (spans, llm_calls, tool_calls, decisions, agent_runs,
-session_parts, sessions, and fleet_sessions: sessions folded across every node):
+session_parts, sessions, content when shipped, and fleet_sessions: sessions folded across
+every node):
 - glob: every Parquet file under <lake>/<table>/, partitions (tier, day, node) from the paths;
 - log:  the files the lake's commit log (_sightline/log) says are live, replayed the way
         Sightline commits them (each (node, chain entry) applied once, in version order).
@@ -19,7 +22,9 @@ import datetime
 import decimal
 import json
 import os
+import statistics
 import sys
+import time
 
 TABLES = [
     "spans",
@@ -29,16 +34,23 @@ TABLES = [
     "agent_runs",
     "session_parts",
     "sessions",
+    "content",
 ]
 
 # `sessions` of the whole fleet: every node's session parts folded, as Sightline folds them
-# (docs/lake.md). A session whose traces went to several nodes is one row.
+# (docs/lake.md). A session whose traces went to several nodes is one row. The distinct
+# conversations of a session are counted in each engine's own list functions.
+CONVERSATIONS = {
+    "duckdb": "len(list_distinct(flatten(list(conversations))))",
+    "spark": "size(array_distinct(flatten(collect_list(conversations))))",
+}
 FLEET_SESSIONS = """
 SELECT session_id,
     min(user_id) AS user_id,
     min(first_seen) AS first_seen,
     max(last_seen) AS last_seen,
     sum(runs) AS runs,
+    {conversations} AS conversations,
     sum(spans) AS spans,
     sum(errors) AS errors,
     sum(denials) AS denials,
@@ -110,7 +122,21 @@ def comparable(value):
     return str(value)
 
 
-def duckdb_runner(args, files):
+def tables_present(lake, s3):
+    """The tables with a directory (a prefix) in the lake."""
+    if not lake.startswith("s3://"):
+        return {table for table in TABLES if os.path.isdir(os.path.join(lake, table))}
+    bucket, _, prefix = lake[len("s3://"):].partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    present = set()
+    for table in TABLES:
+        found = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}{table}/", MaxKeys=1)
+        if found.get("KeyCount", 0) > 0:
+            present.add(table)
+    return present
+
+
+def duckdb_runner(args, files, present):
     import duckdb
 
     con = duckdb.connect()
@@ -134,12 +160,10 @@ def duckdb_runner(args, files):
     for table in TABLES:
         if files is not None:
             paths = files.get(table, [])
-        else:
+        elif table in present:
             paths = [args.lake.rstrip("/") + f"/{table}/**/*.parquet"]
-            if not args.lake.startswith("s3://") and not os.path.isdir(
-                os.path.join(args.lake, table)
-            ):
-                paths = []
+        else:
+            paths = []
         if not paths:
             continue
         listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
@@ -147,7 +171,8 @@ def duckdb_runner(args, files):
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{listed}], "
             "hive_partitioning = true, hive_types_autocast = false, union_by_name = true)"
         )
-    con.execute(f"CREATE VIEW fleet_sessions AS {FLEET_SESSIONS}")
+    fleet = FLEET_SESSIONS.format(conversations=CONVERSATIONS["duckdb"])
+    con.execute(f"CREATE VIEW fleet_sessions AS {fleet}")
 
     def run(sql):
         cursor = con.execute(sql)
@@ -157,7 +182,7 @@ def duckdb_runner(args, files):
     return run
 
 
-def spark_runner(args, files):
+def spark_runner(args, files, present):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
@@ -177,12 +202,13 @@ def spark_runner(args, files):
         if files is not None:
             paths = files.get(table, [])
         else:
-            paths = [base] if os.path.isdir(base) else []
+            paths = [base] if table in present else []
         if not paths:
             continue
         frame = spark.read.option("basePath", base).option("mergeSchema", "true").parquet(*paths)
         frame.createOrReplaceTempView(table)
-    spark.sql(FLEET_SESSIONS).createOrReplaceTempView("fleet_sessions")
+    fleet = FLEET_SESSIONS.format(conversations=CONVERSATIONS["spark"])
+    spark.sql(fleet).createOrReplaceTempView("fleet_sessions")
 
     def run(sql):
         frame = spark.sql(sql)
@@ -197,6 +223,7 @@ def main():
     parser.add_argument("--lake", required=True)
     parser.add_argument("--view", choices=["glob", "log"], default="glob")
     parser.add_argument("--s3-endpoint", default=None)
+    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("queries")
     args = parser.parse_args()
     with open(args.queries) as handle:
@@ -215,14 +242,19 @@ def main():
         )
     files = log_files(args.lake, s3) if args.view == "log" else None
     runner = duckdb_runner if args.engine == "duckdb" else spark_runner
-    run = runner(args, files)
+    run = runner(args, files, tables_present(args.lake, s3))
     out = {}
     for query in queries:
         try:
-            columns, rows = run(query["sql"])
+            times = []
+            for _ in range(max(args.runs, 1)):
+                started = time.perf_counter()
+                columns, rows = run(query["sql"])
+                times.append((time.perf_counter() - started) * 1000.0)
             out[query["name"]] = {
                 "columns": columns,
                 "rows": [[comparable(value) for value in row] for row in rows],
+                "ms": statistics.median(times),
             }
         except Exception as error:  # reported to the test, which fails on it
             out[query["name"]] = {"error": f"{type(error).__name__}: {error}"}

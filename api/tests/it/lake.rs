@@ -303,6 +303,7 @@ fn lake_config_with(
         url: lake.to_owned(),
         node: Some(node.to_owned()),
         interval: Duration::from_millis(50),
+        content: false,
         options,
     });
     config
@@ -663,6 +664,12 @@ async fn two_nodes_share_one_lake_on_s3_and_it_answers_as_one_store_with_everyth
     // once, and `sessions` folded across nodes from the session parts.
     let mut queries = monitoring_queries();
     queries.push((
+        "sessions_folded".to_owned(),
+        "SELECT session_id, user_id, first_seen, last_seen, runs, conversations, spans, errors, \
+         denials, input_tokens, output_tokens FROM sessions"
+            .to_owned(),
+    ));
+    queries.push((
         "spans_once".to_owned(),
         "SELECT count(*), count(DISTINCT trace_id || span_id) FROM spans".to_owned(),
     ));
@@ -828,4 +835,113 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Content goes to the lake only with `[lake] content = true`, as stored (redacted), and leaves
+/// it when it passes its keep in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_reaches_the_lake_only_when_allowed_and_leaves_it_at_its_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = dir.path().join("with");
+    let without = dir.path().join("without");
+    let mut config = lake_config(&dir.path().join("a"), &with.display().to_string(), "a");
+    if let Some(lake) = config.lake.as_mut() {
+        lake.content = true;
+    }
+    let server = TestServer::start_with(config).await;
+    let other = TestServer::start_with(lake_config(
+        &dir.path().join("b"),
+        &without.display().to_string(),
+        "b",
+    ))
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let prompt = json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "agent"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": "5af92f3577b34da6a3ce929d0e0e4736", "spanId": "00000000000000a1",
+            "name": "chat m", "kind": 3,
+            "startTimeUnixNano": now.to_string(), "endTimeUnixNano": (now + 1_000_000).to_string(),
+            "attributes": [
+                {"key": "session.id", "value": {"stringValue": "s-content"}},
+                {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                {"key": "gen_ai.input.messages", "value": {"stringValue":
+                    r#"[{"role": "user", "parts": [{"type": "text", "content": "refund order 991 for ann@example.com"}]}]"#}}
+            ]
+        }]}]
+    }]});
+    for target in [&server, &other] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/traces", target.otlp_http))
+            .json(&prompt)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        seal(target).await;
+    }
+    let stored = server
+        .rows("SELECT trace_id, span_id, key, value FROM content WHERE value IS NOT NULL")
+        .await;
+    assert!(!stored.is_empty());
+    assert!(
+        stored[0][3].as_str().unwrap().contains("[REDACTED:email]"),
+        "{stored:?}"
+    );
+    let lake = Lake::open(&with.display().to_string()).unwrap();
+    let rows = stored.len() as u64;
+    wait_for_lake(&lake, "a", &BTreeMap::new(), move |tables| {
+        tables.get("content") == Some(&rows)
+    })
+    .await;
+    let query = [(
+        "content".to_owned(),
+        "SELECT trace_id, span_id, key, value FROM content".to_owned(),
+    )];
+    let theirs = outside("duckdb", &with.display().to_string(), "log", None, &query);
+    assert_eq!(
+        canonical_rows(&theirs["content"]["rows"]),
+        canonical_rows(&Value::Array(stored))
+    );
+    // The other node ships spans, never content.
+    let other_lake = Lake::open(&without.display().to_string()).unwrap();
+    wait_for_lake(&other_lake, "b", &BTreeMap::new(), |tables| {
+        tables.get("spans") == Some(&1)
+    })
+    .await;
+    assert!(!without.join("content").exists());
+
+    // Eight days on, the content (kept 7 days) has expired in the store; the spans (14 days)
+    // stay. The lake follows, and its log says so.
+    admin(
+        &server,
+        json!({"operation": "retention_run", "as_of": now + 8 * 86_400_000_000_000}),
+    )
+    .await;
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM content WHERE value IS NOT NULL")
+            .await,
+        0
+    );
+    wait_for_lake(&lake, "a", &BTreeMap::new(), |tables| {
+        !tables.contains_key("content") && tables.get("spans") == Some(&1)
+    })
+    .await;
+    let history = lake_history(&lake).await;
+    assert!(
+        history.iter().any(|(op, _)| op == "content_expired"),
+        "{history:?}"
+    );
+    assert!(
+        walk(&with)
+            .iter()
+            .all(|path| !path.to_string_lossy().contains("/content/")),
+        "a content file is left"
+    );
+    server.stop().await;
+    other.stop().await;
 }

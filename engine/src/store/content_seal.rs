@@ -994,6 +994,11 @@ impl Engine {
                 .cloned()
                 .collect();
             if !request.dry_run {
+                if !doomed.is_empty() {
+                    shared
+                        .content_expiries
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 for meta in &doomed {
                     state.content_catalog.remove(&meta.id);
                     state.content_bumped.remove(&meta.id);
@@ -1056,6 +1061,14 @@ impl Engine {
             }
         }
         due
+    }
+
+    /// How many content expiry passes removed something since the engine opened: content read
+    /// before a change of this number may since have expired.
+    pub fn content_expiries(&self) -> u64 {
+        self.shared
+            .content_expiries
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Counts of the content store: sealed content segments plus the memtable's blobs.

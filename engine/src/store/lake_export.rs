@@ -96,6 +96,8 @@ pub struct SegmentExport {
     pub agent_input: Vec<RecordBatch>,
     /// The other live segments holding rows of this segment's traces.
     pub sharing: BTreeSet<u64>,
+    /// The traces homed in this segment (whose rows `agent_input` holds).
+    pub homed: Vec<TraceId>,
 }
 
 impl Engine {
@@ -200,6 +202,9 @@ impl Engine {
             }
         }
 
+        let mut homed: Vec<TraceId> = whole.iter().copied().map(TraceId).collect();
+        homed.extend(split_homed.iter().copied());
+        homed.sort_unstable_by_key(|trace| trace.0);
         let mut agent_input = Vec::new();
         for batch in &rows {
             agent_input.extend(rows_of(batch, |trace| whole.contains(trace))?);
@@ -221,6 +226,7 @@ impl Engine {
             spans,
             agent_input,
             sharing,
+            homed,
         }))
     }
 }

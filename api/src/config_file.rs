@@ -314,6 +314,8 @@ impl FileConfig {
                         "{origin}: [lake] node {node:?} is not valid: use 1 to 64 letters, digits, '-', '_' or '.'"
                     )));
                 }
+                crate::lake_shipper::check_lake_url(&lake.url, &lake.options)
+                    .map_err(|message| ConfigError(format!("{origin}: {message}")))?;
                 let interval = duration(&format!("{origin}: [lake] interval"), &lake.interval)?;
                 if interval.is_zero() {
                     return Err(ConfigError(format!(

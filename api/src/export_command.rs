@@ -41,7 +41,7 @@ pub async fn run(args: &ExportArgs, out: &mut impl std::io::Write) -> anyhow::Re
     let engine = match tokio::task::spawn_blocking(move || Engine::open(&opening, options)).await? {
         Ok(engine) => Arc::new(engine),
         Err(engine::Error::Locked { path }) => bail!(
-            "data directory {} is in use by a running sightline server; stop it, or give the server a [lake] section so it ships as it seals",
+            "data directory {} is in use by a running sightline server; stop it first (a server with a [lake] section ships by itself as it seals, and once more when it stops)",
             path.display()
         ),
         Err(error) => {
@@ -83,8 +83,14 @@ async fn ship(
         .await?
         .context("sealing before the export")?;
     let url = lake.to_string();
-    let mut shipper = Shipper::open(Arc::clone(engine), lake, &node, content).await?;
-    let report = shipper.ship().await?;
+    let hint = lake.hint();
+    let mut shipper = Shipper::open(Arc::clone(engine), lake, &node, content)
+        .await
+        .with_context(|| format!("cannot open the lake at {url}{hint}"))?;
+    let report = shipper
+        .ship()
+        .await
+        .with_context(|| format!("shipping to the lake at {url} stopped{hint}"))?;
     writeln!(
         out,
         "exported to {url} as node {node}: {} chain entries, {} hold changes, {} files ({} bytes, {} span rows), {} files deleted; the store's chain is in the lake up to entry {} (lake version {})",

@@ -130,14 +130,7 @@ pub fn content_file(
     if traces.is_empty() {
         return Ok(None);
     }
-    let text = |name: &str| Field::new(name, DataType::Utf8, false);
-    let schema = Arc::new(Schema::new(vec![
-        text("trace_id"),
-        text("span_id"),
-        text("key"),
-        text("value"),
-        text("digest"),
-    ]));
+    let schema = content_schema();
     let columns: Vec<ArrayRef> = [traces, spans, keys, values, digests]
         .into_iter()
         .map(|column| Arc::new(StringArray::from(column)) as ArrayRef)
@@ -219,14 +212,14 @@ pub fn is_node_file(node: &str, path: &str) -> bool {
 /// The SQL `spans` columns of `batches` (protobuf columns left out) with exact times added;
 /// `None` for no rows.
 fn spans_rows(batches: &[RecordBatch]) -> anyhow::Result<Option<RecordBatch>> {
-    let Some(first) = batches.first() else {
-        return Ok(None);
-    };
-    let schema = first.schema();
+    let rows = spans_table(batches)?;
+    Ok((rows.num_rows() > 0).then_some(rows))
+}
+
+/// The SQL `spans` columns of `batches` (of the span schema), exact times added.
+fn spans_table(batches: &[RecordBatch]) -> anyhow::Result<RecordBatch> {
+    let schema = engine::span_schema();
     let rows = concat_batches(&schema, batches)?;
-    if rows.num_rows() == 0 {
-        return Ok(None);
-    }
     let mut fields: Vec<FieldRef> = Vec::new();
     let mut arrays: Vec<ArrayRef> = Vec::new();
     for (field, column) in schema.fields().iter().zip(rows.columns()) {
@@ -246,10 +239,51 @@ fn spans_rows(batches: &[RecordBatch]) -> anyhow::Result<Option<RecordBatch>> {
         fields.push(Arc::new(Field::new(name, DataType::Int64, false)));
         arrays.push(cast(column, &DataType::Int64)?);
     }
-    Ok(Some(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        arrays,
-    )?))
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+/// The key of `node`'s empty file of `table`, which gives readers the table's columns before
+/// the node has rows for it (a glob with no file is an error in DuckDB and Spark).
+pub fn schema_path(node: &str, table: &str) -> String {
+    if table == SESSIONS {
+        format!("{SESSIONS}/node={node}/{node}-schema.parquet")
+    } else {
+        format!("{table}/tier=none/day=none/node={node}/{node}-schema.parquet")
+    }
+}
+
+/// `node`'s empty files of every table (`content` with `content`).
+pub fn schema_files(node: &str, content: bool) -> anyhow::Result<Vec<TableFile>> {
+    let mut tables: Vec<(&str, RecordBatch)> = vec![("spans", spans_table(&[])?)];
+    for table in SEGMENT_AGENT_TABLES {
+        tables.push((table.name(), RecordBatch::new_empty(table.schema())));
+    }
+    tables.push((
+        SESSION_PARTS,
+        RecordBatch::new_empty(session_parts_schema()),
+    ));
+    tables.push((
+        SESSIONS,
+        RecordBatch::new_empty(AgentTable::Sessions.schema()),
+    ));
+    if content {
+        tables.push((CONTENT, RecordBatch::new_empty(content_schema())));
+    }
+    tables
+        .into_iter()
+        .map(|(table, batch)| table_file(table, schema_path(node, table), &batch))
+        .collect()
+}
+
+fn content_schema() -> SchemaRef {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        text("trace_id"),
+        text("span_id"),
+        text("key"),
+        text("value"),
+        text("digest"),
+    ]))
 }
 
 /// `batch` written as one Parquet file with lake types.

@@ -35,7 +35,8 @@ use tracing::{info, warn};
 
 use crate::lake_files::{
     CONTENT, SESSION_PARTS, TableFile, content_file, content_traces, is_node_file,
-    read_session_parts, segment_files, segment_of, segment_path, sessions_file, sessions_path,
+    read_session_parts, schema_files, schema_path, segment_files, segment_of, segment_path,
+    sessions_file, sessions_path,
 };
 use crate::lake_log::{LakeCommit, LakeFile, LakeLog, LakeOp};
 
@@ -67,6 +68,7 @@ impl Lake {
         url: &str,
         settings: &std::collections::BTreeMap<String, String>,
     ) -> anyhow::Result<Lake> {
+        check_lake_url(url, settings).map_err(|message| anyhow::anyhow!(message))?;
         let parsed = match url::Url::parse(url) {
             Ok(parsed) if parsed.scheme().len() > 1 => parsed,
             // No scheme (or a Windows drive letter): a local directory.
@@ -90,13 +92,15 @@ impl Lake {
                 .with_context(|| format!("creating the lake directory {}", dir.display()))?;
             local_dir = Some(dir);
         }
+        let scheme = object_store::ObjectStoreScheme::parse(&parsed)
+            .map(|(scheme, _)| scheme)
+            .map_err(|_| {
+                anyhow::anyhow!("lake url {url:?} is not one Sightline can use: give {LAKE_URLS}")
+            })?;
+        // The store's own settings from the environment, as its `from_env` builders take them.
         let mut options: std::collections::BTreeMap<String, String> = std::env::vars()
-            .filter(|(key, _)| {
-                ["AWS_", "GOOGLE_", "AZURE_"]
-                    .iter()
-                    .any(|prefix| key.starts_with(prefix))
-            })
             .map(|(key, value)| (key.to_ascii_lowercase(), value))
+            .filter(|(key, _)| known_option(&scheme, key))
             .collect();
         options.extend(settings.clone());
         let (store, root) = object_store::parse_url_opts(&parsed, options)
@@ -167,6 +171,92 @@ impl Lake {
                 (!key.starts_with("_sightline/")).then(|| key.to_owned())
             })
             .collect())
+    }
+}
+
+/// Whether `key` is a setting of the object store for `scheme`.
+fn known_option(scheme: &object_store::ObjectStoreScheme, key: &str) -> bool {
+    use object_store::ObjectStoreScheme;
+    match scheme {
+        ObjectStoreScheme::AmazonS3 => key.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok(),
+        ObjectStoreScheme::GoogleCloudStorage => {
+            key.parse::<object_store::gcp::GoogleConfigKey>().is_ok()
+        }
+        ObjectStoreScheme::MicrosoftAzure => {
+            key.parse::<object_store::azure::AzureConfigKey>().is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// What a lake URL can be, for messages.
+const LAKE_URLS: &str =
+    "a directory, file:///dir, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix";
+
+/// Checks a lake URL and its `[lake.options]` without touching the store: the scheme is one
+/// object_store can open with conditional writes, and every option is a setting of that store
+/// (object_store ignores unknown ones, so a misspelled key would silently do nothing).
+pub fn check_lake_url(
+    url: &str,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    use object_store::ObjectStoreScheme;
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) if parsed.scheme().len() > 1 => parsed,
+        // A directory path.
+        _ => {
+            return match options.keys().next() {
+                None => Ok(()),
+                Some(key) => Err(format!(
+                    "[lake.options] {key:?}: options are for object stores; the lake {url:?} is a local directory"
+                )),
+            };
+        }
+    };
+    let scheme = match ObjectStoreScheme::parse(&parsed) {
+        Ok((scheme, _)) => scheme,
+        Err(_) => {
+            return Err(format!(
+                "lake url {url:?} is not one Sightline can use: give {LAKE_URLS}"
+            ));
+        }
+    };
+    let known = |key: &str| known_option(&scheme, key);
+    match scheme {
+        ObjectStoreScheme::Local => {
+            if let Some(key) = options.keys().next() {
+                return Err(format!(
+                    "[lake.options] {key:?}: options are for object stores; the lake {url:?} is a local directory"
+                ));
+            }
+        }
+        ObjectStoreScheme::AmazonS3
+        | ObjectStoreScheme::GoogleCloudStorage
+        | ObjectStoreScheme::MicrosoftAzure => {
+            if let Some(key) = options.keys().find(|key| !known(key)) {
+                return Err(format!(
+                    "[lake.options] {key:?} is not a setting of the object store for {url:?} (for S3: aws_endpoint, aws_region, aws_access_key_id, aws_secret_access_key, aws_allow_http, ...; see the object_store crate's AmazonS3ConfigKey, GoogleConfigKey and AzureConfigKey)"
+                ));
+            }
+        }
+        _ => {
+            return Err(format!(
+                "lake url {url:?} is not one Sightline can use: give {LAKE_URLS}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Lake {
+    /// What to check when the store refuses: empty for a local directory.
+    pub fn hint(&self) -> &'static str {
+        if self.local_dir.is_some() {
+            ""
+        } else {
+            " (check the lake's credentials and endpoint: the AWS_*, GOOGLE_* or AZURE_* \
+             environment variables, or [lake.options])"
+        }
     }
 }
 
@@ -540,6 +630,30 @@ impl Shipper {
             }
         }
 
+        // Each table's empty file, with the node's first commit that has it (and content's
+        // when content is turned on).
+        let mut tables = vec![
+            "spans",
+            "llm_calls",
+            "tool_calls",
+            "decisions",
+            "agent_runs",
+            SESSION_PARTS,
+            crate::lake_files::SESSIONS,
+        ];
+        if self.content {
+            tables.push(CONTENT);
+        }
+        if tables
+            .iter()
+            .any(|table| !self.state.files.contains_key(&schema_path(&node, table)))
+        {
+            for file in schema_files(&node, self.content)? {
+                if !self.state.files.contains_key(&file.path) {
+                    adds.push(file);
+                }
+            }
+        }
         for file in &adds {
             self.lake.put(&file.path, file.bytes.clone()).await?;
             report.files += 1;
@@ -610,6 +724,10 @@ impl Shipper {
         for file in files {
             if !self.content {
                 removes.push(file.path);
+                continue;
+            }
+            if segment_of(&self.node, &file.path).is_none() {
+                // The table's empty file stays.
                 continue;
             }
             let traces = content_traces(self.lake.get(&file.path).await?)
@@ -717,43 +835,60 @@ impl Shipper {
     }
 }
 
-/// The node name: `configured`, else the one kept in `<data_dir>/lake-node` (made on first use
-/// from the time and process id, so two stores never share one by accident).
+/// The node name this store ships under, kept in `<data_dir>/lake-node`: `configured` the first
+/// time (else one made from the time and process id, so two stores never share one by
+/// accident), and the same name ever after. A configured name that differs from the kept one is
+/// refused: shipping under a second name would put the store's data in the lake twice.
 pub fn node_name(data_dir: &std::path::Path, configured: Option<&str>) -> anyhow::Result<String> {
-    if let Some(node) = configured {
-        return Ok(node.to_owned());
-    }
     let path = data_dir.join("lake-node");
-    match std::fs::read_to_string(&path) {
-        Ok(text) if valid_node(text.trim()) => return Ok(text.trim().to_owned()),
+    let kept = match std::fs::read_to_string(&path) {
+        Ok(text) if valid_node(text.trim()) => Some(text.trim().to_owned()),
         Ok(text) => bail!(
             "{} holds {:?}, which is not a node name; fix it or set [lake] node",
             path.display(),
             text.trim()
         ),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
         Err(error) => {
             return Err(error).with_context(|| format!("reading {}", path.display()));
         }
+    };
+    match (kept, configured) {
+        (Some(kept), None) => Ok(kept),
+        (Some(kept), Some(configured)) if kept == configured => Ok(kept),
+        (Some(kept), Some(configured)) => bail!(
+            "this store ships to the lake as node {kept:?} (kept in {}), not {configured:?}: \
+             use --node {kept} (or [lake] node = \"{kept}\"); to ship under a new name, delete \
+             that file, knowing the data already shipped as {kept:?} stays in the lake and would \
+             be there twice",
+            path.display()
+        ),
+        (None, configured) => {
+            let node = match configured {
+                Some(node) => node.to_owned(),
+                None => {
+                    use sha2::Digest as _;
+                    let seed = format!(
+                        "{}-{}-{}",
+                        now_unix_nanos(),
+                        std::process::id(),
+                        data_dir.display()
+                    );
+                    format!(
+                        "node-{}",
+                        &hex::encode(sha2::Sha256::digest(seed.as_bytes()))[..12]
+                    )
+                }
+            };
+            let temporary = data_dir.join("lake-node.tmp");
+            std::fs::write(&temporary, format!("{node}\n"))
+                .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+                .and_then(|()| std::fs::rename(&temporary, &path))
+                .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(node)
+        }
     }
-    use sha2::Digest as _;
-    let seed = format!(
-        "{}-{}-{}",
-        now_unix_nanos(),
-        std::process::id(),
-        data_dir.display()
-    );
-    let node = format!(
-        "node-{}",
-        &hex::encode(sha2::Sha256::digest(seed.as_bytes()))[..12]
-    );
-    let temporary = data_dir.join("lake-node.tmp");
-    std::fs::write(&temporary, format!("{node}\n"))
-        .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
-        .and_then(|()| std::fs::rename(&temporary, &path))
-        .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(node)
 }
 
 /// Deletes the staging files (`<name>#<n>`) a put into a local lake leaves when the process
@@ -795,35 +930,49 @@ fn now_unix_nanos() -> i64 {
         })
 }
 
-/// Ships in the background every `interval` until `shutdown` fires; errors are logged and
-/// retried at the next tick (the lake catches up from the log).
+/// How long the last pass at shutdown may take; what it does not ship goes at the next start
+/// (or with `sightline export`).
+const LAST_PASS: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Ships in the background every `interval` until `shutdown` fires, then makes one last pass
+/// (the server seals before it fires); errors are logged and retried at the next tick (the
+/// lake catches up from the log).
 pub async fn run(
     engine: Arc<Engine>,
     lake: Lake,
     node: String,
     interval: std::time::Duration,
     content: bool,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    metrics.lake_pass(Ok((0, 0, 0)));
+    let hint = lake.hint();
     let mut shipper: Option<Shipper> = None;
     loop {
         if shipper.is_none() {
             match Shipper::open(Arc::clone(&engine), lake.clone(), &node, content).await {
                 Ok(opened) => shipper = Some(opened),
                 Err(error) => {
-                    warn!(lake = %lake, error = format!("{error:#}"), "lake shipping cannot start; retrying")
+                    metrics.lake_pass(Err(()));
+                    warn!(lake = %lake, error = format!("{error:#}{hint}"), "lake shipping cannot start; retrying");
                 }
             }
         }
         if let Some(open) = shipper.as_mut() {
             match open.ship().await {
-                Ok(report) if report.entries + report.holds > 0 => info!(
-                    lake = %lake, node, entries = report.entries, files = report.files,
-                    bytes = report.bytes, chain_seq = report.chain_seq, "shipped to the lake"
-                ),
-                Ok(_) => {}
+                Ok(report) => {
+                    metrics.lake_pass(Ok((report.chain_seq, report.entries, report.bytes)));
+                    if report.entries + report.holds > 0 {
+                        info!(
+                            lake = %lake, node, entries = report.entries, files = report.files,
+                            bytes = report.bytes, chain_seq = report.chain_seq, "shipped to the lake"
+                        );
+                    }
+                }
                 Err(error) => {
-                    warn!(lake = %lake, error = format!("{error:#}"), "lake shipping failed; retrying");
+                    metrics.lake_pass(Err(()));
+                    warn!(lake = %lake, error = format!("{error:#}{hint}"), "lake shipping failed; retrying");
                     // Start again from the log: the next open sees what landed.
                     shipper = None;
                 }
@@ -831,7 +980,74 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => break,
         }
+    }
+    let last = async {
+        let mut shipper = match shipper {
+            Some(shipper) => shipper,
+            None => Shipper::open(Arc::clone(&engine), lake.clone(), &node, content).await?,
+        };
+        shipper.ship().await
+    };
+    match tokio::time::timeout(LAST_PASS, last).await {
+        Ok(Ok(report)) => info!(
+            lake = %lake, node, entries = report.entries, chain_seq = report.chain_seq,
+            "last lake pass done"
+        ),
+        Ok(Err(error)) => warn!(
+            lake = %lake, error = format!("{error:#}{hint}"),
+            "the last lake pass failed; the rest ships at the next start"
+        ),
+        Err(_) => warn!(
+            lake = %lake, "the last lake pass took over a minute; the rest ships at the next start"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_keeps_one_node_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = node_name(dir.path(), None).unwrap();
+        assert!(valid_node(&made), "{made}");
+        assert_eq!(node_name(dir.path(), None).unwrap(), made);
+        assert_eq!(node_name(dir.path(), Some(&made)).unwrap(), made);
+        let refused = node_name(dir.path(), Some("eu-1")).unwrap_err().to_string();
+        assert!(refused.contains(&format!("use --node {made}")), "{refused}");
+
+        let configured = tempfile::tempdir().unwrap();
+        assert_eq!(node_name(configured.path(), Some("eu-1")).unwrap(), "eu-1");
+        assert_eq!(node_name(configured.path(), None).unwrap(), "eu-1");
+    }
+
+    #[test]
+    fn lake_urls_and_options_are_checked_before_use() {
+        let none = BTreeMap::new();
+        assert!(check_lake_url("./lake", &none).is_ok());
+        assert!(check_lake_url("file:///tmp/lake", &none).is_ok());
+        assert!(check_lake_url("s3://bucket/prefix", &none).is_ok());
+        assert!(check_lake_url("gs://bucket/prefix", &none).is_ok());
+        assert!(check_lake_url("az://container/prefix", &none).is_ok());
+        for bad in [
+            "ftp://x/y",
+            "s3://",
+            "memory:///",
+            "http://example.com/lake",
+        ] {
+            let message = check_lake_url(bad, &none).unwrap_err();
+            assert!(message.contains("s3://bucket/prefix"), "{bad}: {message}");
+        }
+        let options = |key: &str| BTreeMap::from([(key.to_owned(), "x".to_owned())]);
+        assert!(check_lake_url("s3://b/p", &options("aws_endpoint")).is_ok());
+        let typo = check_lake_url("s3://b/p", &options("aws_endpointt")).unwrap_err();
+        assert!(
+            typo.contains("\"aws_endpointt\" is not a setting"),
+            "{typo}"
+        );
+        assert!(check_lake_url("./lake", &options("aws_endpoint")).is_err());
     }
 }

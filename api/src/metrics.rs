@@ -72,6 +72,19 @@ pub struct Metrics {
     query_latency: Histogram,
     /// Requests refused before any handler (Host, Origin, token, scope) by (listener, status).
     refusals: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// The lake shipper's progress (none rendered without `[lake]`).
+    lake: LakeMetrics,
+}
+
+/// What the lake shipper reports ([`Metrics::lake_pass`]).
+#[derive(Debug, Default)]
+struct LakeMetrics {
+    enabled: std::sync::atomic::AtomicBool,
+    shipped_chain_entry: AtomicU64,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    failures: AtomicU64,
+    last_success_unix_seconds: AtomicU64,
 }
 
 /// Adds one to `key`'s count.
@@ -102,6 +115,27 @@ fn family<K>(
 }
 
 impl Metrics {
+    /// One lake shipping pass: `Ok((chain entry now shipped, entries, bytes))`, or a failure.
+    pub fn lake_pass(&self, outcome: Result<(u64, u64, u64), ()>) {
+        let lake = &self.lake;
+        lake.enabled.store(true, Ordering::Relaxed);
+        match outcome {
+            Ok((chain_entry, entries, bytes)) => {
+                lake.shipped_chain_entry
+                    .store(chain_entry, Ordering::Relaxed);
+                lake.entries.fetch_add(entries, Ordering::Relaxed);
+                lake.bytes.fetch_add(bytes, Ordering::Relaxed);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |elapsed| elapsed.as_secs());
+                lake.last_success_unix_seconds.store(now, Ordering::Relaxed);
+            }
+            Err(()) => {
+                lake.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// One ingest request over `protocol` (`grpc`, `http`), answered with `status`.
     pub fn ingest_request(&self, protocol: &'static str, status: u16) {
         bump(&self.ingest_requests, (protocol, status));
@@ -183,6 +217,39 @@ impl Metrics {
             "sightline_query_seconds",
             "Time of one SQL request, errors included.",
         );
+        let lake = &self.lake;
+        if lake.enabled.load(Ordering::Relaxed) {
+            gauge(
+                &mut out,
+                "sightline_lake_shipped_chain_entry",
+                "The store's segment chain is in the lake up to this entry.",
+                lake.shipped_chain_entry.load(Ordering::Relaxed),
+            );
+            gauge(
+                &mut out,
+                "sightline_lake_last_success_timestamp_seconds",
+                "When a lake shipping pass last succeeded (unix seconds; 0: not yet).",
+                lake.last_success_unix_seconds.load(Ordering::Relaxed),
+            );
+            counter(
+                &mut out,
+                "sightline_lake_entries_total",
+                "Chain entries committed to the lake.",
+                lake.entries.load(Ordering::Relaxed),
+            );
+            counter(
+                &mut out,
+                "sightline_lake_bytes_total",
+                "Bytes put into the lake.",
+                lake.bytes.load(Ordering::Relaxed),
+            );
+            counter(
+                &mut out,
+                "sightline_lake_pass_failures_total",
+                "Lake shipping passes (or starts) that failed; each is retried at the next interval.",
+                lake.failures.load(Ordering::Relaxed),
+            );
+        }
 
         let activity = engine.activity();
         counter(

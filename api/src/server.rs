@@ -317,7 +317,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.clone(),
         shutdown.clone(),
     ));
-    if let Some((opened, node, interval, content)) = lake {
+    // The shipper stops after the listeners, with a last pass over the final seal.
+    let lake_stop = CancellationToken::new();
+    let lake_task = lake.map(|(opened, node, interval, content)| {
         info!(lake = %opened, node, interval = ?interval, "shipping sealed data to the lake");
         tokio::spawn(crate::lake_shipper::run(
             Arc::clone(&engine),
@@ -325,9 +327,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             node,
             interval,
             content,
-            shutdown.clone(),
-        ));
-    }
+            Arc::clone(&state.metrics),
+            lake_stop.clone(),
+        ))
+    });
     // Where this server answers, for a CLI that finds the data directory locked to point at.
     let api_addr_file = config.data_dir.join(API_ADDR_FILE);
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -383,6 +386,21 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             }
         }
         drop(state);
+        if let Some(lake_task) = lake_task {
+            info!("listeners stopped; sealing and shipping to the lake a last time");
+            let sealing = Arc::clone(&engine);
+            if let Err(error) = tokio::task::spawn_blocking(move || sealing.seal())
+                .await
+                .context("seal task failed")
+                .and_then(|sealed| sealed.context("sealing before the last lake pass failed"))
+            {
+                warn!(error = %format!("{error:#}"), "the last lake pass ships what was sealed before");
+            }
+            lake_stop.cancel();
+            if let Err(error) = lake_task.await {
+                warn!(error = %error, "lake shipping task failed");
+            }
+        }
         info!("listeners stopped; sealing and closing the store");
         let close_engine = Arc::clone(&engine);
         tokio::task::spawn_blocking(move || close_engine.close())

@@ -413,7 +413,10 @@ async fn the_lake_follows_the_store_and_duckdb_and_spark_answer_as_sightline_doe
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no lake metrics in {metrics}"));
     assert!(shipped > 5, "{shipped}");
-    assert!(metrics.contains("sightline_lake_pass_failures_total 0"), "{metrics}");
+    assert!(
+        metrics.contains("sightline_lake_pass_failures_total 0"),
+        "{metrics}"
+    );
 
     // Every monitoring question: DuckDB over the files (glob and the log's live files) and
     // Spark over the partitioned directories answer as Sightline does.
@@ -547,7 +550,10 @@ async fn the_lake_follows_the_store_and_duckdb_and_spark_answer_as_sightline_doe
         .filter(|file| file.table == "spans")
         .map(|file| file.rows)
         .sum();
-    assert_eq!(spans, before["spans"], "the {late_spans} spans sent last are shipped");
+    assert_eq!(
+        spans, before["spans"],
+        "the {late_spans} spans sent last are shipped"
+    );
     let versions = lake.log().versions().await.unwrap().len();
     let server = TestServer::start_with(lake_config(&dir.path().join("a"), &lake_url, "a")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -1,9 +1,10 @@
 //! The lake shipper (issue 15, `docs/design/lake.md`): makes a lake on object storage follow a
 //! store's sealed segments, by tailing the store's segment chain.
 //!
-//! For each chain entry after the last one this node committed, in order: a segment added (by a
-//! seal, an erasure's rewrite, a compaction) is exported ([`lake_files::segment_files`]); a
-//! segment removed (expiry, erasure, purge) loses its files; and every other shipped segment
+//! For each chain entry after the last one this node committed, in order: a segment added (by
+//! a seal, an erasure's rewrite, a compaction) is exported
+//! ([`crate::lake_files::segment_files`]); a segment removed (expiry, erasure, purge) loses its
+//! files; and every other shipped segment
 //! that shares a trace with either is exported again, because the home of those traces' agent
 //! rows, or their spans' late keys, may have moved. The files are put, then one commit of the
 //! lake's log records the entry ([`LakeLog::commit`]), then removed files are deleted. Legal

@@ -52,7 +52,8 @@ pub async fn run(args: &ExportArgs, out: &mut impl std::io::Write) -> anyhow::Re
         .node
         .clone()
         .or_else(|| config.lake.as_ref().and_then(|lake| lake.node.clone()));
-    let content = config.lake.as_ref().is_some_and(|lake| lake.content);
+    // Without a [lake] section here, content goes as this node shipped it so far.
+    let content = config.lake.as_ref().map(|lake| lake.content);
     let result = ship(
         &engine,
         lake,
@@ -74,7 +75,7 @@ async fn ship(
     lake: Lake,
     data_dir: &std::path::Path,
     node: Option<&str>,
-    content: bool,
+    content: Option<bool>,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     let node = node_name(data_dir, node)?;

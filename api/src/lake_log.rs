@@ -60,6 +60,8 @@ pub enum LakeOp {
     Hold,
     /// Content past its keep (or no longer allowed in the lake) removed from `content` files.
     ContentExpired,
+    /// A node's `sessions` folded again outside a chain entry (after an interrupted pass).
+    Sessions,
 }
 
 /// One data file in the lake.
@@ -103,10 +105,11 @@ pub struct LakeCommit {
 
 impl LakeCommit {
     /// What makes a commit the same commit when it is tried again: the node and chain entry,
-    /// and for a hold or a content expiry (which no chain entry records) its note.
+    /// and for a hold, a content expiry or a sessions fold (which no chain entry records) its
+    /// note.
     pub fn identity(&self) -> (String, u64, String) {
         let hold = match self.op {
-            LakeOp::Hold | LakeOp::ContentExpired => self.note.clone(),
+            LakeOp::Hold | LakeOp::ContentExpired | LakeOp::Sessions => self.note.clone(),
             _ => String::new(),
         };
         (self.node.clone(), self.chain_seq, hold)

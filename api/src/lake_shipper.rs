@@ -303,14 +303,19 @@ struct NodeState {
     sharing: BTreeMap<u64, BTreeSet<u64>>,
     /// Holds in force, as the log records them (`LegalHold` display).
     holds: BTreeSet<String>,
+    /// Whether the node's last data commit wrote (or removed) its `sessions` file: if not, a
+    /// pass may have stopped between a change of the session parts and the fold.
+    sessions_committed: bool,
 }
 
 impl NodeState {
     fn apply(&mut self, node: &str, commit: &LakeCommit) {
-        if commit.node != node || !self.seen.insert(commit.identity()) {
+        if commit.node != node {
             return;
         }
         if commit.op == LakeOp::Hold {
+            // Set changes in log order: placing a hold released before is a new commit with
+            // the same note, and must apply again.
             if let Some(hold) = commit.note.strip_prefix(HOLD_PLACED) {
                 self.holds.insert(hold.to_owned());
             } else if let Some(hold) = commit.note.strip_prefix(HOLD_RELEASED) {
@@ -318,15 +323,33 @@ impl NodeState {
             }
             return;
         }
+        if !self.seen.insert(commit.identity()) {
+            return;
+        }
         self.applied = self.applied.max(commit.chain_seq);
+        let mut touched = BTreeSet::new();
         for path in &commit.removes {
             self.files.remove(path);
-            if let Some(segment) = segment_of(node, path) {
-                self.forget(segment);
-            }
+            touched.extend(segment_of(node, path));
         }
         for file in &commit.adds {
             self.files.insert(file.path.clone(), file.clone());
+        }
+        // A segment leaves the sharing map only when none of its files is left (not when its
+        // content expired, or a table of it became empty when exported again).
+        for segment in touched {
+            if !self
+                .files
+                .keys()
+                .any(|path| segment_of(node, path) == Some(segment))
+            {
+                self.forget(segment);
+            }
+        }
+        if commit.op != LakeOp::ContentExpired {
+            let sessions = sessions_path(node);
+            self.sessions_committed = commit.adds.iter().any(|file| file.path == sessions)
+                || commit.removes.contains(&sessions);
         }
         for (segment, others) in &commit.sharing {
             self.sharing.entry(*segment).or_default();
@@ -401,11 +424,13 @@ pub fn valid_node(node: &str) -> bool {
 impl Shipper {
     /// Opens shipping of `engine` to `lake` as `node`: replays the log, reads back the node's
     /// session parts, and deletes the node's files no commit names (left by a crash).
+    /// `content`: whether content goes to the lake; `None` (not configured where this runs):
+    /// as this node shipped it so far.
     pub async fn open(
         engine: Arc<Engine>,
         lake: Lake,
         node: &str,
-        content: bool,
+        content: Option<bool>,
     ) -> anyhow::Result<Shipper> {
         if !valid_node(node) {
             bail!(
@@ -420,12 +445,36 @@ impl Shipper {
             node: node.to_owned(),
             state: NodeState::default(),
             parts: BTreeMap::new(),
-            // A crash may have come between a change of the parts and the commit folding them.
-            sessions_dirty: true,
-            content,
+            sessions_dirty: false,
+            content: content.unwrap_or(false),
             content_seen: None,
         };
         shipper.replay().await?;
+        // A pass may have stopped between a change of the parts and the commit folding them.
+        shipper.sessions_dirty = !shipper.state.sessions_committed;
+        if content.is_none() {
+            // Not configured here (`sightline export` without a [lake] section): as shipped.
+            shipper.content = shipper
+                .state
+                .files
+                .values()
+                .any(|file| file.table == CONTENT);
+        }
+        // The lake's record of this node must be this store's: a wiped store, or another store
+        // given the same node name, has no chain entry where the lake's record ends.
+        let applied = shipper.state.applied;
+        if applied > 0 {
+            let engine = Arc::clone(&shipper.engine);
+            let found =
+                tokio::task::spawn_blocking(move || engine.chain_changes(applied - 1, 1)).await??;
+            if found.first().map(|change| change.sequence) != Some(applied) {
+                bail!(
+                    "the lake holds node {node:?}'s segment chain up to entry {applied}, but this \
+                     store's chain has no entry {applied}: it is another store (or this one was \
+                     wiped) under the same node name; give this store its own [lake] node name"
+                );
+            }
+        }
         let parts: Vec<(u64, String)> = shipper
             .state
             .files
@@ -505,6 +554,9 @@ impl Shipper {
                 let last = index + 1 == count && !more;
                 self.ship_change(&change, last, &mut report).await?;
             }
+        }
+        if self.sessions_dirty {
+            self.fold_sessions(&mut report).await?;
         }
         self.ship_holds(&mut report).await?;
         self.follow_content(&mut report).await?;
@@ -702,6 +754,52 @@ impl Shipper {
             report.deleted += 1;
         }
         report.entries += 1;
+        Ok(())
+    }
+
+    /// Commits the node's `sessions` folded from the parts as they are, outside a chain entry
+    /// (after a pass stopped between a change of the parts and its last entry).
+    async fn fold_sessions(&mut self, report: &mut ShipReport) -> anyhow::Result<()> {
+        let node = self.node.clone();
+        let parts: Vec<RecordBatch> = self.parts.values().cloned().collect();
+        let folding = node.clone();
+        let file = tokio::task::spawn_blocking(move || sessions_file(&folding, &parts)).await??;
+        let key = sessions_path(&node);
+        let (adds, removes) = match file {
+            Some(file) => (vec![file], Vec::new()),
+            None if self.state.files.contains_key(&key) => (Vec::new(), vec![key.clone()]),
+            None => (Vec::new(), Vec::new()),
+        };
+        for file in &adds {
+            self.lake.put(&file.path, file.bytes.clone()).await?;
+            report.files += 1;
+            report.bytes += file.bytes.len() as u64;
+        }
+        let commit = LakeCommit {
+            node: node.clone(),
+            chain_seq: self.state.applied,
+            op: LakeOp::Sessions,
+            adds: adds
+                .iter()
+                .map(|file| LakeFile {
+                    table: file.table.clone(),
+                    path: file.path.clone(),
+                    rows: file.rows,
+                    bytes: file.bytes.len() as u64,
+                })
+                .collect(),
+            removes: removes.clone(),
+            note: format!("sessions folded again (pass at {})", now_unix_nanos()),
+            time_unix_nanos: now_unix_nanos(),
+            sharing: BTreeMap::new(),
+        };
+        self.log.commit(&commit, self.state.known).await?;
+        self.replay().await?;
+        for path in &removes {
+            self.lake.delete(path).await?;
+            report.deleted += 1;
+        }
+        self.sessions_dirty = false;
         Ok(())
     }
 
@@ -952,7 +1050,7 @@ pub async fn run(
     let mut shipper: Option<Shipper> = None;
     loop {
         if shipper.is_none() {
-            match Shipper::open(Arc::clone(&engine), lake.clone(), &node, content).await {
+            match Shipper::open(Arc::clone(&engine), lake.clone(), &node, Some(content)).await {
                 Ok(opened) => shipper = Some(opened),
                 Err(error) => {
                     metrics.lake_pass(Err(()));
@@ -987,7 +1085,7 @@ pub async fn run(
     let last = async {
         let mut shipper = match shipper {
             Some(shipper) => shipper,
-            None => Shipper::open(Arc::clone(&engine), lake.clone(), &node, content).await?,
+            None => Shipper::open(Arc::clone(&engine), lake.clone(), &node, Some(content)).await?,
         };
         shipper.ship().await
     };

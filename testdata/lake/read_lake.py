@@ -87,7 +87,7 @@ def log_files(lake, s3):
         identity = (
             commit["node"],
             commit["chain_seq"],
-            commit["note"] if commit["op"] == "hold" else "",
+            commit["note"] if commit["op"] in ("hold", "content_expired", "sessions") else "",
         )
         if identity in applied:
             continue

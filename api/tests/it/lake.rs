@@ -537,6 +537,28 @@ async fn the_lake_follows_the_store_and_duckdb_and_spark_answer_as_sightline_doe
     );
     assert!(history.iter().any(|(op, _)| op == "expired"), "{history:?}");
 
+    // A hold released and placed again is two more commits, and then no more.
+    admin(
+        &server,
+        json!({"operation": "hold", "tier": "decision", "release": true}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    admin(&server, json!({"operation": "hold", "tier": "decision"})).await;
+    let holds =
+        |history: &[(String, String)]| history.iter().filter(|(op, _)| op == "hold").count();
+    let started = Instant::now();
+    while holds(&lake_history(&lake).await) < 3 {
+        assert!(
+            started.elapsed() < CATCH_UP,
+            "{:?}",
+            lake_history(&lake).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(holds(&lake_history(&lake).await), 3);
+
     // Stopping seals and ships a last time: a trace sent just before is in the lake. A
     // restart then ships nothing twice: the log does not grow, the counts stay.
     let late = testdata::agent_trace(&generator(8), 0);
@@ -855,6 +877,24 @@ async fn an_export_killed_at_any_point_and_run_again_ships_everything_once() {
         expected,
         "after {kills} kills"
     );
+
+    // Another store (or this one wiped) shipping under the same node name is refused: its
+    // chain does not reach where the lake's record of the node ends.
+    let other = dir.path().join("other");
+    let server = TestServer::start(&other).await;
+    send(&server, testdata::agent_trace(&config, 0).resource_spans).await;
+    server.stop().await;
+    let output = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["export", "--node", "n1", "--lake"])
+        .arg(&lake_dir)
+        .arg("--data")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("another store"), "{said}");
+    assert_eq!(lake_counts(&lake_url, "log", None), expected);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -21,6 +21,9 @@
 //!   committed twice.
 //! - Entries are committed in chain order, each once ([`LakeCommit::identity`]).
 //! - Only this node's files (`node=<node>` directories) are ever written or deleted.
+//! - Segments exported again are named in the node's pending marker before their files are
+//!   overwritten, until the commit; an interrupted pass's marker makes the next pass export
+//!   them again.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -144,6 +147,17 @@ impl Lake {
             .bytes()
             .await?;
         Ok(bytes)
+    }
+
+    /// `key`'s bytes, or `None` when there is no such object.
+    async fn get_optional(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
+        match self.store.get(&self.path(key)).await {
+            Ok(found) => Ok(Some(found.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => {
+                Err(error).with_context(|| format!("reading {key} from the lake at {}", self.url))
+            }
+        }
     }
 
     /// Deletes `key`; one already gone is fine.
@@ -380,6 +394,18 @@ impl NodeState {
     }
 }
 
+/// The key of `node`'s pending marker: the segments a pass is exporting again, written before
+/// it overwrites their files and deleted after its commit.
+fn pending_key(node: &str) -> String {
+    format!("_sightline/pending/{node}.json")
+}
+
+/// The pending marker's content.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Pending {
+    segments: Vec<u64>,
+}
+
 const HOLD_PLACED: &str = "hold placed: ";
 const HOLD_RELEASED: &str = "hold released: ";
 
@@ -394,6 +420,11 @@ pub struct Shipper {
     parts: BTreeMap<u64, RecordBatch>,
     /// Whether `parts` changed since the `sessions` file was last committed.
     sessions_dirty: bool,
+    /// Segments an interrupted pass was exporting again (overwriting their files before its
+    /// commit): exported again with the next entry, whatever it is.
+    redo: BTreeSet<u64>,
+    /// Whether the lake holds this node's pending marker ([`pending_key`]).
+    pending_in_lake: bool,
     /// Whether captured content goes to the lake (`[lake] content`).
     content: bool,
     /// [`Engine::content_expiries`] when the `content` files were last brought in line with
@@ -446,10 +477,18 @@ impl Shipper {
             state: NodeState::default(),
             parts: BTreeMap::new(),
             sessions_dirty: false,
+            redo: BTreeSet::new(),
+            pending_in_lake: false,
             content: content.unwrap_or(false),
             content_seen: None,
         };
         shipper.replay().await?;
+        if let Some(bytes) = shipper.lake.get_optional(&pending_key(node)).await? {
+            let pending: Pending = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {} from the lake", pending_key(node)))?;
+            shipper.redo = pending.segments.into_iter().collect();
+            shipper.pending_in_lake = true;
+        }
         // A pass may have stopped between a change of the parts and the commit folding them.
         shipper.sessions_dirty = !shipper.state.sessions_committed;
         if content.is_none() {
@@ -602,7 +641,9 @@ impl Shipper {
         let mut adds: Vec<TableFile> = Vec::new();
         let mut removes: BTreeSet<String> = BTreeSet::new();
         let mut sharing: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        let mut again: BTreeSet<u64> = BTreeSet::new();
+        // With what an interrupted pass was exporting again.
+        let mut again: BTreeSet<u64> = self.redo.clone();
+        let mut reexported: Vec<u64> = Vec::new();
         let mut gone: Vec<u64> = Vec::new();
 
         if let Some(removed) = change.removed {
@@ -648,6 +689,7 @@ impl Shipper {
                 continue;
             };
             report.span_rows += rows;
+            reexported.push(segment);
             let old = self.state.paths_of(&node, segment);
             let new: BTreeSet<&str> = files.iter().map(|file| file.path.as_str()).collect();
             removes.extend(old.into_iter().filter(|path| !new.contains(path.as_str())));
@@ -707,6 +749,18 @@ impl Shipper {
                 }
             }
         }
+        // Files exported again are overwritten in place: say which before, so that a pass that
+        // stops before its commit has them exported again by the next (even if this entry's
+        // own segment is gone by then).
+        if !reexported.is_empty() {
+            let pending = serde_json::to_vec(&Pending {
+                segments: reexported.clone(),
+            })?;
+            self.lake
+                .put(&pending_key(&node), Bytes::from(pending))
+                .await?;
+            self.pending_in_lake = true;
+        }
         for file in &adds {
             self.lake.put(&file.path, file.bytes.clone()).await?;
             report.files += 1;
@@ -753,6 +807,11 @@ impl Shipper {
             self.lake.delete(path).await?;
             report.deleted += 1;
         }
+        if self.pending_in_lake {
+            self.lake.delete(&pending_key(&node)).await?;
+            self.pending_in_lake = false;
+        }
+        self.redo.clear();
         report.entries += 1;
         Ok(())
     }

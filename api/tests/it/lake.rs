@@ -863,6 +863,10 @@ async fn an_export_killed_at_any_point_and_run_again_ships_everything_once() {
         on_disk, listed,
         "files no commit names, or commits without files"
     );
+    assert!(
+        !lake_dir.join("_sightline/pending/n1.json").exists(),
+        "the pending marker outlived the last commit"
+    );
     let log = lake.log();
     let mut seen = std::collections::BTreeSet::new();
     for version in log.versions().await.unwrap() {

@@ -761,11 +761,7 @@ impl Shipper {
                 .await?;
             self.pending_in_lake = true;
         }
-        for file in &adds {
-            self.lake.put(&file.path, file.bytes.clone()).await?;
-            report.files += 1;
-            report.bytes += file.bytes.len() as u64;
-        }
+        let entries = self.put_files(&adds, report).await?;
         let added_paths: BTreeSet<String> = adds.iter().map(|file| file.path.clone()).collect();
         let commit = LakeCommit {
             node: node.clone(),
@@ -776,15 +772,7 @@ impl Shipper {
                 ChainChangeKind::Erased => LakeOp::Erased,
                 _ => LakeOp::Rewritten,
             },
-            adds: adds
-                .iter()
-                .map(|file| LakeFile {
-                    table: file.table.clone(),
-                    path: file.path.clone(),
-                    rows: file.rows,
-                    bytes: file.bytes.len() as u64,
-                })
-                .collect(),
+            adds: entries,
             removes: removes.iter().cloned().collect(),
             note: format!("{} {}", change.kind.name(), change.detail)
                 .trim()
@@ -816,6 +804,56 @@ impl Shipper {
         Ok(())
     }
 
+    /// Puts `files` into the lake; their entries for the commit that names them.
+    async fn put_files(
+        &self,
+        files: &[TableFile],
+        report: &mut ShipReport,
+    ) -> anyhow::Result<Vec<LakeFile>> {
+        let mut entries = Vec::with_capacity(files.len());
+        for file in files {
+            self.lake.put(&file.path, file.bytes.clone()).await?;
+            report.files += 1;
+            report.bytes += file.bytes.len() as u64;
+            entries.push(LakeFile {
+                table: file.table.clone(),
+                path: file.path.clone(),
+                rows: file.rows,
+                bytes: file.bytes.len() as u64,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Puts `adds`, commits a change no chain entry records (`op` keyed by `note`, see
+    /// [`LakeCommit::identity`]), then deletes `removes`.
+    async fn commit_outside_chain(
+        &mut self,
+        op: LakeOp,
+        adds: &[TableFile],
+        removes: Vec<String>,
+        note: String,
+        report: &mut ShipReport,
+    ) -> anyhow::Result<()> {
+        let commit = LakeCommit {
+            node: self.node.clone(),
+            chain_seq: self.state.applied,
+            op,
+            adds: self.put_files(adds, report).await?,
+            removes: removes.clone(),
+            note,
+            time_unix_nanos: now_unix_nanos(),
+            sharing: BTreeMap::new(),
+        };
+        self.log.commit(&commit, self.state.known).await?;
+        self.replay().await?;
+        for path in &removes {
+            self.lake.delete(path).await?;
+            report.deleted += 1;
+        }
+        Ok(())
+    }
+
     /// Commits the node's `sessions` folded from the parts as they are, outside a chain entry
     /// (after a pass stopped between a change of the parts and its last entry).
     async fn fold_sessions(&mut self, report: &mut ShipReport) -> anyhow::Result<()> {
@@ -829,35 +867,9 @@ impl Shipper {
             None if self.state.files.contains_key(&key) => (Vec::new(), vec![key.clone()]),
             None => (Vec::new(), Vec::new()),
         };
-        for file in &adds {
-            self.lake.put(&file.path, file.bytes.clone()).await?;
-            report.files += 1;
-            report.bytes += file.bytes.len() as u64;
-        }
-        let commit = LakeCommit {
-            node: node.clone(),
-            chain_seq: self.state.applied,
-            op: LakeOp::Sessions,
-            adds: adds
-                .iter()
-                .map(|file| LakeFile {
-                    table: file.table.clone(),
-                    path: file.path.clone(),
-                    rows: file.rows,
-                    bytes: file.bytes.len() as u64,
-                })
-                .collect(),
-            removes: removes.clone(),
-            note: format!("sessions folded again (pass at {})", now_unix_nanos()),
-            time_unix_nanos: now_unix_nanos(),
-            sharing: BTreeMap::new(),
-        };
-        self.log.commit(&commit, self.state.known).await?;
-        self.replay().await?;
-        for path in &removes {
-            self.lake.delete(path).await?;
-            report.deleted += 1;
-        }
+        let note = format!("sessions folded again (pass at {})", now_unix_nanos());
+        self.commit_outside_chain(LakeOp::Sessions, &adds, removes, note, report)
+            .await?;
         self.sessions_dirty = false;
         Ok(())
     }
@@ -904,45 +916,19 @@ impl Shipper {
             }
         }
         if !adds.is_empty() || !removes.is_empty() {
-            for file in &adds {
-                self.lake.put(&file.path, file.bytes.clone()).await?;
-                report.files += 1;
-                report.bytes += file.bytes.len() as u64;
-            }
             let why = if self.content {
                 "past its keep"
             } else {
                 "not allowed in the lake ([lake] content = false)"
             };
-            let commit = LakeCommit {
-                node: self.node.clone(),
-                chain_seq: self.state.applied,
-                op: LakeOp::ContentExpired,
-                adds: adds
-                    .iter()
-                    .map(|file| LakeFile {
-                        table: file.table.clone(),
-                        path: file.path.clone(),
-                        rows: file.rows,
-                        bytes: file.bytes.len() as u64,
-                    })
-                    .collect(),
-                removes: removes.clone(),
-                note: format!(
-                    "content {why}: {} files changed, {} removed (pass at {})",
-                    adds.len(),
-                    removes.len(),
-                    now_unix_nanos()
-                ),
-                time_unix_nanos: now_unix_nanos(),
-                sharing: BTreeMap::new(),
-            };
-            self.log.commit(&commit, self.state.known).await?;
-            self.replay().await?;
-            for path in &removes {
-                self.lake.delete(path).await?;
-                report.deleted += 1;
-            }
+            let note = format!(
+                "content {why}: {} files changed, {} removed (pass at {})",
+                adds.len(),
+                removes.len(),
+                now_unix_nanos()
+            );
+            self.commit_outside_chain(LakeOp::ContentExpired, &adds, removes, note, report)
+                .await?;
         }
         self.content_seen = Some(expiries);
         Ok(())
@@ -975,18 +961,9 @@ impl Shipper {
             .map(|hold| (HOLD_PLACED, hold))
             .chain(released.iter().map(|hold| (HOLD_RELEASED, hold)))
         {
-            let commit = LakeCommit {
-                node: self.node.clone(),
-                chain_seq: self.state.applied,
-                op: LakeOp::Hold,
-                adds: Vec::new(),
-                removes: Vec::new(),
-                note: format!("{prefix}{hold}"),
-                time_unix_nanos: now_unix_nanos(),
-                sharing: BTreeMap::new(),
-            };
-            self.log.commit(&commit, self.state.known).await?;
-            self.replay().await?;
+            let note = format!("{prefix}{hold}");
+            self.commit_outside_chain(LakeOp::Hold, &[], Vec::new(), note, report)
+                .await?;
             report.holds += 1;
         }
         Ok(())

@@ -309,6 +309,37 @@ fn lake_config_with(
     config
 }
 
+/// The tables whose rows both sides count.
+const TABLES: [&str; 6] = [
+    "spans",
+    "llm_calls",
+    "tool_calls",
+    "decisions",
+    "agent_runs",
+    "sessions",
+];
+
+/// The tables one node's rows add up to the store's in, whatever the sessions fold.
+const SPANS_AND_RUNS: [&str; 5] = [
+    "spans",
+    "llm_calls",
+    "tool_calls",
+    "decisions",
+    "agent_runs",
+];
+
+/// Waits until `node`'s live files in `lake` hold `want`'s rows in each of `tables`.
+async fn wait_for_tables(lake: &Lake, node: &str, want: &BTreeMap<String, u64>, tables: &[&str]) {
+    let expected = want.clone();
+    let tables: Vec<String> = tables.iter().map(|table| (*table).to_owned()).collect();
+    wait_for_lake(lake, node, want, move |rows| {
+        tables
+            .iter()
+            .all(|table| rows.get(table) == expected.get(table))
+    })
+    .await;
+}
+
 /// Waits until the rows per table of `node`'s live files in `lake` pass `check`.
 async fn wait_for_lake(
     lake: &Lake,
@@ -338,14 +369,7 @@ async fn wait_for_lake(
 
 async fn table_rows(server: &TestServer) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for table in [
-        "spans",
-        "llm_calls",
-        "tool_calls",
-        "decisions",
-        "agent_runs",
-        "sessions",
-    ] {
+    for table in TABLES {
         let count = server.count(&format!("SELECT count(*) FROM {table}")).await;
         out.insert(table.to_owned(), count as u64);
     }
@@ -354,15 +378,7 @@ async fn table_rows(server: &TestServer) -> BTreeMap<String, u64> {
 
 /// Counts per table in the lake as DuckDB sees it (`view`: glob or log).
 fn lake_counts(lake: &str, view: &str, s3: Option<&str>) -> BTreeMap<String, u64> {
-    let tables = [
-        "spans",
-        "llm_calls",
-        "tool_calls",
-        "decisions",
-        "agent_runs",
-        "sessions",
-    ];
-    let queries: Vec<(String, String)> = tables
+    let queries: Vec<(String, String)> = TABLES
         .iter()
         .map(|table| (table.to_string(), format!("SELECT count(*) FROM {table}")))
         .collect();
@@ -385,20 +401,7 @@ async fn the_lake_follows_the_store_and_duckdb_and_spark_answer_as_sightline_doe
     let expected = table_rows(&server).await;
     assert!(expected.values().all(|rows| *rows > 0), "{expected:?}");
     let lake = Lake::open(&lake_url).unwrap();
-    let want = expected.clone();
-    wait_for_lake(&lake, "a", &want.clone(), move |rows| {
-        [
-            "spans",
-            "llm_calls",
-            "tool_calls",
-            "decisions",
-            "agent_runs",
-            "sessions",
-        ]
-        .iter()
-        .all(|table| rows.get(*table) == want.get(*table))
-    })
-    .await;
+    wait_for_tables(&lake, "a", &expected, &TABLES).await;
 
     // The server says how far the lake is.
     let metrics = reqwest::get(format!("{}/metrics", server.api))
@@ -450,19 +453,7 @@ async fn the_lake_follows_the_store_and_duckdb_and_spark_answer_as_sightline_doe
     admin(&server, json!({"operation": "erase", "session": session})).await;
     let after_erase = table_rows(&server).await;
     assert!(after_erase["spans"] < expected["spans"]);
-    let want = after_erase.clone();
-    wait_for_lake(&lake, "a", &want.clone(), move |rows| {
-        [
-            "spans",
-            "llm_calls",
-            "tool_calls",
-            "decisions",
-            "agent_runs",
-        ]
-        .iter()
-        .all(|table| rows.get(*table) == want.get(*table))
-    })
-    .await;
+    wait_for_tables(&lake, "a", &after_erase, &SPANS_AND_RUNS).await;
     let mine = format!(
         "SELECT count(*) FROM spans WHERE session_id = '{session}' UNION ALL \
          SELECT count(*) FROM tool_calls WHERE session_id = '{session}' UNION ALL \
@@ -498,19 +489,7 @@ async fn the_lake_follows_the_store_and_duckdb_and_spark_answer_as_sightline_doe
     let after_expiry = table_rows(&server).await;
     assert!(after_expiry["spans"] < after_erase["spans"]);
     assert!(after_expiry["spans"] > 0, "the held tier stays");
-    let want = after_expiry.clone();
-    wait_for_lake(&lake, "a", &want.clone(), move |rows| {
-        [
-            "spans",
-            "llm_calls",
-            "tool_calls",
-            "decisions",
-            "agent_runs",
-        ]
-        .iter()
-        .all(|table| rows.get(*table) == want.get(*table))
-    })
-    .await;
+    wait_for_tables(&lake, "a", &after_expiry, &SPANS_AND_RUNS).await;
     let tiers = outside(
         "duckdb",
         &lake_url,
@@ -699,20 +678,7 @@ async fn two_nodes_share_one_lake_on_s3_and_it_answers_as_one_store_with_everyth
 
     let mut lake = Lake::open_with(lake_url, &s3.options()).unwrap();
     for (node, name) in nodes.iter().zip(["node-a", "node-b"]) {
-        let want = table_rows(node).await;
-        wait_for_lake(&lake, name, &want.clone(), move |rows| {
-            [
-                "spans",
-                "llm_calls",
-                "tool_calls",
-                "decisions",
-                "agent_runs",
-                "sessions",
-            ]
-            .iter()
-            .all(|table| rows.get(*table) == want.get(*table))
-        })
-        .await;
+        wait_for_tables(&lake, name, &table_rows(node).await, &TABLES).await;
     }
 
     // Across both nodes the lake answers as the store that has everything: each span counted

@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use engine::{ContentBatch, ContentHash, ContentPiece, ContentRef, ContentRow, ContentValue};
 use engine::{SpanId, TraceId};
@@ -41,6 +42,8 @@ pub struct ContentPolicy {
     capture: bool,
     rules: Vec<RedactionRule>,
     digest_key: [u8; 32],
+    /// Canonical JSON of blobs seen lately, shared by the policy's clones.
+    canonical: Arc<CanonicalCache>,
 }
 
 impl ContentPolicy {
@@ -59,6 +62,7 @@ impl ContentPolicy {
             capture,
             rules,
             digest_key,
+            canonical: Arc::default(),
         })
     }
 
@@ -81,6 +85,7 @@ impl ContentPolicy {
                 capture: true,
                 rules: Vec::new(),
                 digest_key,
+                canonical: Arc::default(),
             },
         )
     }
@@ -102,7 +107,131 @@ impl ContentPolicy {
             Some(any_value::Value::StringValue(text)) => canonical_string(text, &mut canonical),
             _ => write_canonical(&any_value_json(value), &mut canonical),
         }
-        hmac_sha256(&self.digest_key, canonical.as_bytes())
+        hmac_sha256(&self.digest_key, &[canonical.as_bytes()])
+    }
+
+    /// [`Self::digest`] of a string value `text` that [`split`] cut into `pieces` (each blob
+    /// with its SHA-256), computed from the canonical JSON of each blob, which is kept between
+    /// requests: a history re-sent every turn is parsed and canonicalized once per message, not
+    /// once per turn. The same digest as [`Self::digest`] (a unit test compares them).
+    fn digest_of_split(&self, text: &str, pieces: &[(Piece, Option<ContentHash>)]) -> ContentHash {
+        let whole = || self.digest(&string_value(text));
+        // The element path parses each element alone; serde_json's nesting limit counts from
+        // the outermost value, so deep values take the whole-value path, which decides alike.
+        if max_json_depth(text) >= MAX_ELEMENT_DEPTH {
+            return whole();
+        }
+        let mut parts: Vec<Arc<str>> = Vec::with_capacity(pieces.len());
+        match pieces {
+            [(Piece::Blob(blob), Some(hash))] => {
+                parts.push(self.canonical.get_or_insert(*hash, true, || {
+                    let mut out = String::new();
+                    canonical_string(blob, &mut out);
+                    out
+                }));
+            }
+            [(Piece::Literal(_), None), rest @ ..] if !rest.is_empty() => {
+                let mut first = true;
+                for (piece, hash) in rest {
+                    let (Piece::Blob(element), Some(hash)) = (piece, hash) else {
+                        continue;
+                    };
+                    let canonical = self.canonical.get_or_insert(*hash, false, || {
+                        let mut out = String::new();
+                        match serde_json::from_str::<Value>(element) {
+                            Ok(value) => write_canonical(&value, &mut out),
+                            Err(_) => out.clear(),
+                        }
+                        out
+                    });
+                    if canonical.is_empty() {
+                        return whole();
+                    }
+                    parts.push(Arc::from(if first { "[" } else { "," }));
+                    parts.push(canonical);
+                    first = false;
+                }
+                parts.push(Arc::from("]"));
+            }
+            _ => return whole(),
+        }
+        let slices: Vec<&[u8]> = parts.iter().map(|part| part.as_bytes()).collect();
+        hmac_sha256(&self.digest_key, &slices)
+    }
+}
+
+/// Nesting depth at which [`ContentPolicy::digest_of_split`] leaves the element path.
+const MAX_ELEMENT_DEPTH: usize = 100;
+
+/// Deepest nesting of `[` and `{` in `text`, outside JSON strings (a byte scan).
+fn max_json_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &byte in text.as_bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+fn string_value(text: &str) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(text.to_owned())),
+    }
+}
+
+/// Canonical JSON of blob texts, by SHA-256 of the text and whether the text was a whole value
+/// or an array element (a whole value that is not JSON is canonicalized as a JSON string). Bounded:
+/// emptied when it holds more than [`CanonicalCache::MAX_BYTES`] of text.
+#[derive(Debug, Default)]
+struct CanonicalCache {
+    entries: Mutex<(HashMap<(ContentHash, bool), Arc<str>>, usize)>,
+}
+
+impl CanonicalCache {
+    const MAX_BYTES: usize = 16 << 20;
+
+    fn get_or_insert(
+        &self,
+        hash: ContentHash,
+        whole: bool,
+        make: impl FnOnce() -> String,
+    ) -> Arc<str> {
+        if let Some(found) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .get(&(hash, whole))
+        {
+            return Arc::clone(found);
+        }
+        let made: Arc<str> = Arc::from(make());
+        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, bytes) = &mut *guard;
+        if *bytes + made.len() > Self::MAX_BYTES {
+            map.clear();
+            *bytes = 0;
+        }
+        if map.insert((hash, whole), Arc::clone(&made)).is_none() {
+            *bytes += made.len() + 64;
+        }
+        made
     }
 }
 
@@ -451,29 +580,43 @@ impl SpanExtractor<'_> {
             .filter(|_| key == OUTPUT_MESSAGES)
             .and_then(crate::normalize::output_message_finish_reasons)
             .map(|reasons| reasons.into_iter().map(Cow::into_owned).collect::<Vec<_>>());
-        let digest = self.policy.digest(value);
-        let (form, pieces) = if self.policy.capture() {
+        let (digest, form, pieces) = if self.policy.capture() {
             let (form, pieces) = split(value);
+            let pieces: Vec<(Piece, Option<ContentHash>)> = pieces
+                .into_iter()
+                .map(|piece| match piece {
+                    Piece::Blob(text) => {
+                        let hash: ContentHash = Sha256::digest(text.as_bytes()).into();
+                        (Piece::Blob(text), Some(hash))
+                    }
+                    literal => (literal, None),
+                })
+                .collect();
+            let digest = match &value.value {
+                Some(any_value::Value::StringValue(text)) => {
+                    self.policy.digest_of_split(text, &pieces)
+                }
+                _ => self.policy.digest(value),
+            };
             let pieces = pieces
                 .into_iter()
                 .map(|piece| match piece {
-                    Piece::Literal(text) => ContentPiece::Literal(text),
-                    Piece::Blob(text) => {
-                        let hash: ContentHash = Sha256::digest(text.as_bytes()).into();
+                    (Piece::Blob(text), Some(hash)) => {
                         if self.seen_blobs.insert(hash, ()).is_none() {
                             self.out.blobs.push((hash, text));
                         }
                         ContentPiece::Blob(hash)
                     }
+                    (Piece::Blob(text) | Piece::Literal(text), _) => ContentPiece::Literal(text),
                 })
                 .collect();
-            (form, Some(pieces))
+            (digest, form, Some(pieces))
         } else {
             let form = match value.value {
                 Some(any_value::Value::StringValue(_)) => FORM_STRING,
                 _ => FORM_ANY_VALUE,
             };
-            (form, None)
+            (self.policy.digest(value), form, None)
         };
         self.out.refs.push(ContentRef {
             trace_id: self.trace_id,
@@ -791,7 +934,7 @@ fn write_canonical(value: &Value, out: &mut String) {
 }
 
 /// HMAC-SHA256 (RFC 2104) with a 32-byte key.
-fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> ContentHash {
+fn hmac_sha256(key: &[u8; 32], message: &[&[u8]]) -> ContentHash {
     const BLOCK: usize = 64;
     let mut inner_pad = [0x36u8; BLOCK];
     let mut outer_pad = [0x5cu8; BLOCK];
@@ -799,10 +942,11 @@ fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> ContentHash {
         inner_pad[index] ^= byte;
         outer_pad[index] ^= byte;
     }
-    let inner = Sha256::new()
-        .chain_update(inner_pad)
-        .chain_update(message)
-        .finalize();
+    let mut inner = Sha256::new().chain_update(inner_pad);
+    for part in message {
+        inner.update(part);
+    }
+    let inner = inner.finalize();
     Sha256::new()
         .chain_update(outer_pad)
         .chain_update(inner)

@@ -178,17 +178,25 @@ impl RedactionRule {
 
     /// `text` with this rule applied (a whole-value rule replaces everything).
     pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        let marker = format!("[REDACTED:{}]", self.name);
         if self.matchers.is_empty() {
-            return Cow::Owned(marker);
+            return Cow::Owned(self.marker());
         }
         let mut current = Cow::Borrowed(text);
         for matcher in &self.matchers {
-            if let Some(replaced) = replace_matches(&current, matcher, &marker) {
+            // Most values match nothing: a plain search (which skips to the pattern's literals)
+            // before the capturing pass and the marker.
+            if !matcher.regex.is_match(&current) {
+                continue;
+            }
+            if let Some(replaced) = replace_matches(&current, matcher, &self.marker()) {
                 current = Cow::Owned(replaced);
             }
         }
         current
+    }
+
+    fn marker(&self) -> String {
+        format!("[REDACTED:{}]", self.name)
     }
 }
 
@@ -239,26 +247,41 @@ fn luhn_valid(text: &str) -> bool {
 
 /// `*` matches any run of characters (also empty), `?` exactly one; everything else itself.
 pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
+    // Called for every attribute of every span: the common patterns without allocating.
+    if pattern == "*" {
+        return true;
+    }
+    if !pattern.contains(['*', '?']) {
+        return pattern == text;
+    }
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob_match_units(pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+    }
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
+    glob_match_units(&pattern, &text, '*', '?')
+}
+
+/// [`glob_match`] over units (bytes of ASCII text, or chars).
+fn glob_match_units<T: PartialEq + Copy>(pattern: &[T], text: &[T], star: T, one: T) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+        if p < pattern.len() && (pattern[p] == one || pattern[p] == text[t]) {
             p += 1;
             t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
+        } else if p < pattern.len() && pattern[p] == star {
             backtrack = Some((p, t));
             p += 1;
-        } else if let Some((star, matched)) = backtrack {
-            p = star + 1;
+        } else if let Some((star_at, matched)) = backtrack {
+            p = star_at + 1;
             t = matched + 1;
-            backtrack = Some((star, matched + 1));
+            backtrack = Some((star_at, matched + 1));
         } else {
             return false;
         }
     }
-    pattern[p..].iter().all(|&c| c == '*')
+    pattern[p..].iter().all(|&c| c == star)
 }
 
 /// Applies `rules` to a list of attributes in place.
@@ -421,5 +444,23 @@ mod tests {
         assert!(glob_match("*.email", "user.email"));
         assert!(!glob_match("*.email", "user.emails"));
         assert!(!glob_match("db.*", "http.db"));
+        // Exact patterns, and `?` is one character (not one byte) in non-ASCII keys.
+        assert!(glob_match("user.email", "user.email"));
+        assert!(!glob_match("user.email", "user.emai"));
+        assert!(glob_match("n?me", "näme"));
+        assert!(glob_match("*ä*", "bär"));
+        assert!(!glob_match("n?me", "nääme"));
+        assert!(glob_match("", ""));
+        assert!(!glob_match("", "x"));
+    }
+
+    #[test]
+    fn redact_leaves_clean_text_borrowed_and_marks_each_match() {
+        let rule = rule(&["email"], &[]);
+        assert!(matches!(rule.redact("no address here"), Cow::Borrowed(_)));
+        assert_eq!(
+            rule.redact("a@example.com and b@example.org"),
+            "[REDACTED:r] and [REDACTED:r]"
+        );
     }
 }

@@ -77,9 +77,83 @@ fn hmac_matches_rfc_4231_test_case_1() {
     let mut key = [0u8; 32];
     key[..20].fill(0x0b);
     assert_eq!(
-        hex::encode(hmac_sha256(&key, b"Hi There")),
+        hex::encode(hmac_sha256(&key, &[b"Hi There"])),
         "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
     );
+    // The message in parts hashes as the whole.
+    assert_eq!(
+        hmac_sha256(&key, &[b"Hi", b" The", b"", b"re"]),
+        hmac_sha256(&key, &[b"Hi There"])
+    );
+}
+
+/// The digest from the pieces (per-blob canonical JSON, cached) equals the digest of the whole
+/// value, for every shape of string value, and again when the cache answers.
+#[test]
+fn digest_of_split_values_equals_the_whole_value_digest() {
+    let policy = ContentPolicy::with_defaults([7; 32]);
+    let deep = format!("[{}1{}]", "[".repeat(150), "]".repeat(150));
+    let texts = [
+        r#"[{"role":"user","content":"hi"}]"#.to_owned(),
+        r#"  [ {"content": "a, [b] {c}", "role" : "user"} ,{"z":1,"a":[1, 2.50, -0, 1e3]}, "s\"]", 7 ]  "#.to_owned(),
+        r#"[{"b":{"d":1,"c":2},"a":null}, true, false, null, 18446744073709551616]"#.to_owned(),
+        r#"{"role":"system","content":"You are helpful."}"#.to_owned(),
+        "plain prompt text, not JSON".to_owned(),
+        "[not json".to_owned(),
+        "[]".to_owned(),
+        "[\"only\"]".to_owned(),
+        r#""a JSON string""#.to_owned(),
+        "42".to_owned(),
+        deep,
+        format!("[{}]", (0..40).map(|i| format!(r#"{{"n":{i},"t":"é\u00e9\n"}}"#)).collect::<Vec<_>>().join(",")),
+    ];
+    for round in 0..2 {
+        for text in &texts {
+            let value = AnyValue {
+                value: Some(any_value::Value::StringValue(text.clone())),
+            };
+            let (_, pieces) = split(&value);
+            let pieces: Vec<(Piece, Option<ContentHash>)> = pieces
+                .into_iter()
+                .map(|piece| match piece {
+                    Piece::Blob(blob) => {
+                        let hash = Sha256::digest(blob.as_bytes()).into();
+                        (Piece::Blob(blob), Some(hash))
+                    }
+                    literal => (literal, None),
+                })
+                .collect();
+            assert_eq!(
+                policy.digest_of_split(text, &pieces),
+                policy.digest(&value),
+                "round {round}: {text}"
+            );
+        }
+    }
+    // An element that is also a whole value elsewhere keeps its own canonical form.
+    let element = r#"["x"]"#;
+    let whole = r#""x""#;
+    for text in [element, whole, element] {
+        let value = AnyValue {
+            value: Some(any_value::Value::StringValue(text.to_owned())),
+        };
+        let (_, pieces) = split(&value);
+        let pieces: Vec<_> = pieces
+            .into_iter()
+            .map(|piece| match piece {
+                Piece::Blob(blob) => {
+                    let hash = Sha256::digest(blob.as_bytes()).into();
+                    (Piece::Blob(blob), Some(hash))
+                }
+                literal => (literal, None),
+            })
+            .collect();
+        assert_eq!(
+            policy.digest_of_split(text, &pieces),
+            policy.digest(&value),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{SortColumn, SortOptions, filter_record_batch, lexsort_to_indices};
+use arrow::compute::{SortColumn, SortOptions, filter_record_batch};
 use arrow::datatypes::TimestampNanosecondType;
 use parquet::arrow::ArrowWriter;
 
@@ -201,7 +201,7 @@ pub(crate) fn sorted_parts(chunks: &[RecordBatch]) -> Result<Vec<((String, Strin
         values,
         options: nulls_last,
     });
-    let order = lexsort_to_indices(&sort_columns, None)?;
+    let order = sort_indices_by_rows(&sort_columns)?;
     // Global row -> (chunk, row in chunk).
     let mut location = Vec::with_capacity(order.len());
     let mut offsets = Vec::with_capacity(chunks.len());
@@ -235,6 +235,36 @@ pub(crate) fn sorted_parts(chunks: &[RecordBatch]) -> Result<Vec<((String, Strin
         }
     }
     Ok(parts)
+}
+
+/// The stable sort order of rows by `columns` (lexicographic), through Arrow's row format:
+/// each row's keys become one byte string compared with `memcmp`, which is several times
+/// faster than comparing column by column (`lexsort_to_indices`) for string keys. Rows with
+/// equal keys keep their order (arrival order in a memtable).
+fn sort_indices_by_rows(columns: &[SortColumn]) -> Result<arrow::array::UInt32Array> {
+    use arrow::row::{RowConverter, SortField};
+    let fields = columns
+        .iter()
+        .map(|column| {
+            SortField::new_with_options(
+                column.values.data_type().clone(),
+                column.options.unwrap_or_default(),
+            )
+        })
+        .collect();
+    let converter = RowConverter::new(fields)?;
+    let values: Vec<Arc<dyn Array>> = columns
+        .iter()
+        .map(|column| Arc::clone(&column.values))
+        .collect();
+    let rows = converter.convert_columns(&values)?;
+    let count = u32::try_from(rows.num_rows()).map_err(|_| Error::Corrupt {
+        location: "seal".to_owned(),
+        detail: "more than 2^32 rows in one memtable".to_owned(),
+    })?;
+    let mut order: Vec<u32> = (0..count).collect();
+    order.sort_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
+    Ok(arrow::array::UInt32Array::from(order))
 }
 
 /// Runs of equal non-null values in a sorted string column: (value, first row, row count).

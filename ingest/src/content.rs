@@ -200,8 +200,11 @@ fn string_value(text: &str) -> AnyValue {
 /// emptied when it holds more than [`CanonicalCache::MAX_BYTES`] of text.
 #[derive(Debug, Default)]
 struct CanonicalCache {
-    entries: Mutex<(HashMap<(ContentHash, bool), Arc<str>>, usize)>,
+    entries: Mutex<CanonicalEntries>,
 }
+
+/// Canonical forms by (blob hash, whole value), and the bytes they hold.
+type CanonicalEntries = (HashMap<(ContentHash, bool), Arc<str>>, usize);
 
 impl CanonicalCache {
     const MAX_BYTES: usize = 16 << 20;

@@ -584,17 +584,7 @@ impl SpanExtractor<'_> {
             .and_then(crate::normalize::output_message_finish_reasons)
             .map(|reasons| reasons.into_iter().map(Cow::into_owned).collect::<Vec<_>>());
         let (digest, form, pieces) = if self.policy.capture() {
-            let (form, pieces) = split(value);
-            let pieces: Vec<(Piece, Option<ContentHash>)> = pieces
-                .into_iter()
-                .map(|piece| match piece {
-                    Piece::Blob(text) => {
-                        let hash: ContentHash = Sha256::digest(text.as_bytes()).into();
-                        (Piece::Blob(text), Some(hash))
-                    }
-                    literal => (literal, None),
-                })
-                .collect();
+            let (form, pieces) = split_hashed(value);
             let digest = match &value.value {
                 Some(any_value::Value::StringValue(text)) => {
                     self.policy.digest_of_split(text, &pieces)
@@ -668,6 +658,22 @@ pub(crate) type ExtractedFinishReasons = HashMap<String, Vec<String>>;
 enum Piece {
     Literal(String),
     Blob(String),
+}
+
+/// [`split`], with each blob's SHA-256 (literals have none).
+fn split_hashed(value: &AnyValue) -> (u8, Vec<(Piece, Option<ContentHash>)>) {
+    let (form, pieces) = split(value);
+    let pieces = pieces
+        .into_iter()
+        .map(|piece| match piece {
+            Piece::Blob(text) => {
+                let hash: ContentHash = Sha256::digest(text.as_bytes()).into();
+                (Piece::Blob(text), Some(hash))
+            }
+            literal => (literal, None),
+        })
+        .collect();
+    (form, pieces)
 }
 
 /// Splits a value into literal and blob pieces whose concatenation is the stored text.

@@ -112,17 +112,7 @@ fn digest_of_split_values_equals_the_whole_value_digest() {
             let value = AnyValue {
                 value: Some(any_value::Value::StringValue(text.clone())),
             };
-            let (_, pieces) = split(&value);
-            let pieces: Vec<(Piece, Option<ContentHash>)> = pieces
-                .into_iter()
-                .map(|piece| match piece {
-                    Piece::Blob(blob) => {
-                        let hash = Sha256::digest(blob.as_bytes()).into();
-                        (Piece::Blob(blob), Some(hash))
-                    }
-                    literal => (literal, None),
-                })
-                .collect();
+            let (_, pieces) = split_hashed(&value);
             assert_eq!(
                 policy.digest_of_split(text, &pieces),
                 policy.digest(&value),
@@ -137,17 +127,7 @@ fn digest_of_split_values_equals_the_whole_value_digest() {
         let value = AnyValue {
             value: Some(any_value::Value::StringValue(text.to_owned())),
         };
-        let (_, pieces) = split(&value);
-        let pieces: Vec<_> = pieces
-            .into_iter()
-            .map(|piece| match piece {
-                Piece::Blob(blob) => {
-                    let hash = Sha256::digest(blob.as_bytes()).into();
-                    (Piece::Blob(blob), Some(hash))
-                }
-                literal => (literal, None),
-            })
-            .collect();
+        let (_, pieces) = split_hashed(&value);
         assert_eq!(
             policy.digest_of_split(text, &pieces),
             policy.digest(&value),

@@ -43,6 +43,29 @@ pub(crate) const SIDECAR_VERSION: u64 = 3;
 /// Rows per sidecar row group.
 const SIDECAR_ROW_GROUP_ROWS: usize = 64 * 1024;
 
+/// Leaves of the agent tables' stored forms written without zstd (names and bounded codes;
+/// ids, times, tokens and free text such as `reasoning` stay compressed).
+pub(crate) const UNCOMPRESSED_SIDECAR_LEAVES: &[&str] = &[
+    "agent_name",
+    "tool_name",
+    "status_code",
+    "error_type",
+    "verdict",
+    "risk",
+    "retry_source",
+    "is_retry",
+    "attempt",
+    "retry_attempt",
+    "provider",
+    "request_model",
+    "response_model",
+    "finish_reasons.list.item",
+    "kind",
+    "policy_id",
+    "approval_status",
+    "outcome",
+];
+
 /// The schema a table is stored with: its own, or session parts for `sessions`.
 pub fn stored_schema(table: AgentTable) -> SchemaRef {
     match table {
@@ -112,14 +135,22 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
     // Derived data, small next to the span file, written on the seal's path: the fastest
     // zstd level (never more than the store's).
     let level = zstd_level.min(1);
-    let properties = WriterProperties::builder()
+    let mut properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(level).unwrap_or_default(),
         ))
         .set_max_row_group_row_count(Some(SIDECAR_ROW_GROUP_ROWS))
         // Whole files are read; only row-group statistics are ever looked at.
-        .set_statistics_enabled(EnabledStatistics::Chunk)
-        .build();
+        .set_statistics_enabled(EnabledStatistics::Chunk);
+    // As in span segments (see `UNCOMPRESSED_SPAN_LEAVES`): bounded sets of values are already
+    // small once dictionary encoded, and each zstd column chunk read costs two zstd contexts.
+    for leaf in UNCOMPRESSED_SIDECAR_LEAVES {
+        properties = properties.set_column_compression(
+            crate::segment::leaf_path(leaf),
+            Compression::UNCOMPRESSED,
+        );
+    }
+    let properties = properties.build();
     // Derived data, rebuilt from the span rows: no catalog entry keeps its tail's checksum.
     crate::segment::write_parquet_file(path, batch, properties, |source| Error::Segment {
         segment_id,

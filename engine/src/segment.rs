@@ -1045,9 +1045,9 @@ mod tests {
 
     #[test]
     fn bounded_leaves_are_written_uncompressed_and_the_rest_with_zstd() {
+        use crate::batch::AgentFields;
         use crate::batch::{SpanBatchBuilder, SpanRecord};
         use crate::ids::{SpanId, TraceId};
-        use crate::batch::AgentFields;
         use std::borrow::Cow;
         // A run: the agent span, a model call, and a tool call a policy denied, so that every
         // agent table has a row.
@@ -1128,7 +1128,10 @@ mod tests {
             "log.body",
             "content_refs",
         ] {
-            assert!(compressed.iter().any(|name| name.as_str() == leaf), "{leaf}");
+            assert!(
+                compressed.iter().any(|name| name.as_str() == leaf),
+                "{leaf}"
+            );
         }
 
         // The agent tables' files of the same segment.
@@ -1145,7 +1148,13 @@ mod tests {
                 "{leaf}"
             );
         }
-        for leaf in ["trace_id", "span_id", "session_id", "input_tokens", "reasoning"] {
+        for leaf in [
+            "trace_id",
+            "span_id",
+            "session_id",
+            "input_tokens",
+            "reasoning",
+        ] {
             assert!(
                 matches!(sidecar_codecs.get(leaf), Some(Compression::ZSTD(_))),
                 "{leaf}: {sidecar_codecs:?}"

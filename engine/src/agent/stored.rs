@@ -145,10 +145,8 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
     // As in span segments (see `UNCOMPRESSED_SPAN_LEAVES`): bounded sets of values are already
     // small once dictionary encoded, and each zstd column chunk read costs two zstd contexts.
     for leaf in UNCOMPRESSED_SIDECAR_LEAVES {
-        properties = properties.set_column_compression(
-            crate::segment::leaf_path(leaf),
-            Compression::UNCOMPRESSED,
-        );
+        properties = properties
+            .set_column_compression(crate::segment::leaf_path(leaf), Compression::UNCOMPRESSED);
     }
     let properties = properties.build();
     // Derived data, rebuilt from the span rows: no catalog entry keeps its tail's checksum.

@@ -95,6 +95,57 @@ pub(crate) const UNCOMPRESSED_SPAN_LEAVES: &[&str] = &[
 pub(crate) fn leaf_path(leaf: &str) -> ColumnPath {
     ColumnPath::new(leaf.split('.').map(str::to_owned).collect())
 }
+
+/// `properties` with every leaf of `uncompressed`, and every leaf of a top-level column of
+/// `batch` that holds no value (all NULL, or only empty lists), written without compression:
+/// an empty column is a few bytes of levels either way, while a compressed column chunk costs
+/// each read two zstd contexts (see [`UNCOMPRESSED_SPAN_LEAVES`]).
+pub(crate) fn without_needless_zstd(
+    mut properties: parquet::file::properties::WriterPropertiesBuilder,
+    batch: &RecordBatch,
+    uncompressed: &[&str],
+) -> parquet::file::properties::WriterPropertiesBuilder {
+    for leaf in uncompressed {
+        properties = properties.set_column_compression(leaf_path(leaf), Compression::UNCOMPRESSED);
+    }
+    let schema = batch.schema();
+    let empty: BTreeSet<&str> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(_, column)| holds_no_value(column.as_ref()))
+        .map(|(field, _)| field.name().as_str())
+        .collect();
+    if empty.is_empty() {
+        return properties;
+    }
+    // The leaves as the writer will name them.
+    let Ok(descriptor) = parquet::arrow::ArrowSchemaConverter::new().convert(&schema) else {
+        return properties;
+    };
+    for leaf in descriptor.columns() {
+        let top = leaf.path().parts().first().map(String::as_str);
+        if top.is_some_and(|top| empty.contains(top)) {
+            properties =
+                properties.set_column_compression(leaf.path().clone(), Compression::UNCOMPRESSED);
+        }
+    }
+    properties
+}
+
+/// True when `column` holds no value: every row NULL, or every row an empty list or map.
+fn holds_no_value(column: &dyn Array) -> bool {
+    use arrow::datatypes::DataType;
+    if column.null_count() == column.len() {
+        return true;
+    }
+    match column.data_type() {
+        DataType::List(_) => column.as_list::<i32>().values().is_empty(),
+        DataType::LargeList(_) => column.as_list::<i64>().values().is_empty(),
+        DataType::Map(_, _) => column.as_map().entries().is_empty(),
+        _ => false,
+    }
+}
 /// The leaf of the `log` struct a row-family filter reads: present on every log row, small.
 const LOG_FILTER_LEAF: &str = "log.severity_number";
 /// Above this many distinct services a segment records none (the filter then reads it).
@@ -561,9 +612,7 @@ pub(crate) fn write_segment(
     ] {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(name), false);
     }
-    for leaf in UNCOMPRESSED_SPAN_LEAVES {
-        properties = properties.set_column_compression(leaf_path(leaf), Compression::UNCOMPRESSED);
-    }
+    let properties = without_needless_zstd(properties, batch, UNCOMPRESSED_SPAN_LEAVES);
     let (bytes, integrity) = write_parquet_file(&path, batch, properties.build(), segment_error)?;
     // The file's entry, and the entries of directories create_dir_all may have just made
     // (day, tier, segments), must be durable before the catalog references the file.
@@ -1044,7 +1093,7 @@ mod tests {
     }
 
     #[test]
-    fn bounded_leaves_are_written_uncompressed_and_the_rest_with_zstd() {
+    fn bounded_and_empty_leaves_are_written_uncompressed_and_the_rest_with_zstd() {
         use crate::batch::AgentFields;
         use crate::batch::{SpanBatchBuilder, SpanRecord};
         use crate::ids::{SpanId, TraceId};
@@ -1062,11 +1111,18 @@ mod tests {
             agent_name: Some("planner".into()),
             ..AgentFields::default()
         };
+        let events = [crate::batch::EventRecord {
+            time_unix_nano: 5,
+            name: "gen_ai.choice",
+            attributes: vec![("finish_reason", Cow::Borrowed("stop"))],
+            dropped_attributes_count: 0,
+        }];
         let mut builder = SpanBatchBuilder::new();
         builder.append(&SpanRecord {
             trace_id: TraceId([7; 16]),
             span_id: SpanId([1; 8]),
             agent: agent("invoke_agent"),
+            events: &events,
             ..SpanRecord::default()
         });
         builder.append(&SpanRecord {
@@ -1107,31 +1163,35 @@ mod tests {
                 "{leaf}"
             );
         }
-        let compressed: Vec<&String> = codecs
-            .iter()
-            .filter(|(_, codec)| matches!(codec, Compression::ZSTD(_)))
-            .map(|(leaf, _)| leaf)
-            .collect();
-        assert_eq!(
-            compressed.len() + UNCOMPRESSED_SPAN_LEAVES.len(),
-            codecs.len(),
-            "every other leaf is zstd: {codecs:?}"
-        );
+        // Columns with values keep zstd, lists among them.
         for leaf in [
             "trace_id",
             "span_otlp",
+            "attributes.entries.keys",
             "attributes.entries.values",
             "resource_otlp",
             "start_time",
             "input_tokens",
-            "status_message",
-            "log.body",
-            "content_refs",
+            "events.list.item.time",
+            "events.list.item.attributes.entries.values",
         ] {
             assert!(
-                compressed.iter().any(|name| name.as_str() == leaf),
-                "{leaf}"
+                matches!(codecs.get(leaf), Some(Compression::ZSTD(_))),
+                "{leaf}: {codecs:?}"
             );
+        }
+        // Columns without a value in this batch (no links, no log record, no content, no
+        // output tokens) are written plain, whatever their type.
+        for leaf in [
+            "links.list.item.trace_id",
+            "links.list.item.attributes.entries.values",
+            "log.body",
+            "log.otlp",
+            "log.observed_time",
+            "content_refs",
+            "output_tokens",
+        ] {
+            assert_eq!(codecs.get(leaf), Some(&Compression::UNCOMPRESSED), "{leaf}");
         }
 
         // The agent tables' files of the same segment.

@@ -135,7 +135,7 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
     // Derived data, small next to the span file, written on the seal's path: the fastest
     // zstd level (never more than the store's).
     let level = zstd_level.min(1);
-    let mut properties = WriterProperties::builder()
+    let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(level).unwrap_or_default(),
         ))
@@ -144,11 +144,9 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
         .set_statistics_enabled(EnabledStatistics::Chunk);
     // As in span segments (see `UNCOMPRESSED_SPAN_LEAVES`): bounded sets of values are already
     // small once dictionary encoded, and each zstd column chunk read costs two zstd contexts.
-    for leaf in UNCOMPRESSED_SIDECAR_LEAVES {
-        properties = properties
-            .set_column_compression(crate::segment::leaf_path(leaf), Compression::UNCOMPRESSED);
-    }
-    let properties = properties.build();
+    let properties =
+        crate::segment::without_needless_zstd(properties, batch, UNCOMPRESSED_SIDECAR_LEAVES)
+            .build();
     // Derived data, rebuilt from the span rows: no catalog entry keeps its tail's checksum.
     crate::segment::write_parquet_file(path, batch, properties, |source| Error::Segment {
         segment_id,

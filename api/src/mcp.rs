@@ -25,6 +25,7 @@
 //! between requests. Host and Origin are checked by our middleware (`--allowed-host`,
 //! `--allowed-origin`), so rmcp's own Host check is off.
 
+mod jsonrpc_errors;
 mod text;
 
 use std::fmt;
@@ -61,19 +62,26 @@ const CONTENT_CHARS: usize = 2_000;
 /// Largest JSON-RPC request body: a SQL text of `query::MAX_SQL_BYTES` and its envelope.
 const MAX_REQUEST_BYTES: usize = query::MAX_SQL_BYTES + 64 * 1024;
 
-/// The `/mcp` service, to be nested in the API router behind the auth middleware.
-pub fn service(state: Arc<AppState>) -> StreamableHttpService<SightlineMcp, NeverSessionManager> {
+/// The `/mcp` service, to be nested in the API router behind the auth middleware: rmcp's
+/// streamable HTTP service, with JSON-RPC errors for the messages it cannot read
+/// (`jsonrpc_errors`).
+pub fn service(state: Arc<AppState>) -> axum::Router {
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_sse_keep_alive(None)
         .disable_allowed_hosts()
         .with_max_request_body_bytes(MAX_REQUEST_BYTES);
-    StreamableHttpService::new(
+    let rmcp: StreamableHttpService<SightlineMcp, NeverSessionManager> = StreamableHttpService::new(
         move || Ok(SightlineMcp::new(Arc::clone(&state))),
         Arc::new(NeverSessionManager::default()),
         config,
-    )
+    );
+    axum::Router::new()
+        .fallback_service(rmcp)
+        .layer(axum::middleware::from_fn(|request, next| {
+            jsonrpc_errors::answer_unreadable_messages(MAX_REQUEST_BYTES, request, next)
+        }))
 }
 
 /// The MCP tools over one server's state.

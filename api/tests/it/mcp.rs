@@ -859,3 +859,82 @@ async fn mcp_wants_a_query_token() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_messages_get_json_rpc_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = seeded_server(dir.path()).await;
+    let post = |body: String| {
+        reqwest::Client::new()
+            .post(format!("{}/mcp", server.api))
+            .bearer_auth(QUERY)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // (body, HTTP status, JSON-RPC error code, id in the answer)
+    let cases = [
+        ("{\"jsonrpc\":\"2.0\",", 400, -32700, Value::Null),
+        ("garbage", 400, -32700, Value::Null),
+        ("{}", 400, -32600, Value::Null),
+        ("[]", 400, -32600, Value::Null),
+        ("{\"jsonrpc\":\"2.0\",\"id\":7}", 400, -32600, json!(7)),
+        (
+            "{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"params\":{}}",
+            400,
+            -32600,
+            json!("a"),
+        ),
+        // rmcp's own answer, unchanged: an unknown method.
+        (
+            "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"nope\"}",
+            200,
+            -32601,
+            json!(3),
+        ),
+    ];
+    for (body, status, code, id) in cases {
+        let response = post(body.to_owned()).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{body}"
+        );
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["jsonrpc"], "2.0", "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+        assert_eq!(answer["id"], id, "{body}: {answer}");
+        assert!(answer["error"]["message"].is_string(), "{body}: {answer}");
+    }
+    // A body over the limit.
+    let huge = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"x\":\"{}\"}}}}",
+        "a".repeat(4 << 20)
+    );
+    let response = post(huge).await.unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"]["code"], -32600, "{answer}");
+    // A wrong content type is still 415, and the server still serves a real client.
+    let response = reqwest::Client::new()
+        .post(format!("{}/mcp", server.api))
+        .bearer_auth(QUERY)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+    let client = connect(&server, Some(QUERY)).await.unwrap();
+    let answer = call(&client, "sql", json!({"sql": "SELECT 1 AS one"}))
+        .await
+        .unwrap();
+    assert!(answer.contains("one"), "{answer}");
+    server.stop().await;
+}

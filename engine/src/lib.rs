@@ -37,6 +37,7 @@ pub mod agent;
 mod batch;
 mod chain;
 mod checked_file;
+mod column_codecs;
 mod content;
 mod content_codec;
 mod content_memtable;

@@ -34,6 +34,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use super::AgentTable;
 use super::output::{build, build_all, build_session_parts, session_parts_schema};
 use super::spans::SpanRows;
+use crate::column_codecs::{UNCOMPRESSED_SIDECAR_LEAVES, without_needless_zstd};
 use crate::error::{Error, Result};
 
 /// Version of the sidecar contents: raise it when the derivation changes, and every store
@@ -42,29 +43,6 @@ pub(crate) const SIDECAR_VERSION: u64 = 3;
 
 /// Rows per sidecar row group.
 const SIDECAR_ROW_GROUP_ROWS: usize = 64 * 1024;
-
-/// Leaves of the agent tables' stored forms written without zstd (names and bounded codes;
-/// ids, times, tokens and free text such as `reasoning` stay compressed).
-pub(crate) const UNCOMPRESSED_SIDECAR_LEAVES: &[&str] = &[
-    "agent_name",
-    "tool_name",
-    "status_code",
-    "error_type",
-    "verdict",
-    "risk",
-    "retry_source",
-    "is_retry",
-    "attempt",
-    "retry_attempt",
-    "provider",
-    "request_model",
-    "response_model",
-    "finish_reasons.list.item",
-    "kind",
-    "policy_id",
-    "approval_status",
-    "outcome",
-];
 
 /// The schema a table is stored with: its own, or session parts for `sessions`.
 pub fn stored_schema(table: AgentTable) -> SchemaRef {
@@ -142,11 +120,8 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
         .set_max_row_group_row_count(Some(SIDECAR_ROW_GROUP_ROWS))
         // Whole files are read; only row-group statistics are ever looked at.
         .set_statistics_enabled(EnabledStatistics::Chunk);
-    // As in span segments (see `UNCOMPRESSED_SPAN_LEAVES`): bounded sets of values are already
-    // small once dictionary encoded, and each zstd column chunk read costs two zstd contexts.
-    let properties =
-        crate::segment::without_needless_zstd(properties, batch, UNCOMPRESSED_SIDECAR_LEAVES)
-            .build();
+    // Bounded and empty leaves plain, as in span segments (`column_codecs`).
+    let properties = without_needless_zstd(properties, batch, UNCOMPRESSED_SIDECAR_LEAVES).build();
     // Derived data, rebuilt from the span rows: no catalog entry keeps its tail's checksum.
     crate::segment::write_parquet_file(path, batch, properties, |source| Error::Segment {
         segment_id,

@@ -7,7 +7,8 @@
 //! - a body that is not JSON gets `400` with error `-32700` (parse error) and `"id": null`;
 //! - a JSON body rmcp refuses gets `400` with error `-32600` (invalid request) and the message's
 //!   id when it has a usable one;
-//! - a body over the limit gets `413` with error `-32600`.
+//! - a body over the limit gets `413` with error `-32600` (the rest of it is read and dropped,
+//!   up to a bound, so that the client sees the answer rather than a reset connection).
 //!
 //! Everything else (other methods and content types, every message rmcp accepts, and its own
 //! JSON-RPC errors such as an unknown method) passes through unchanged.
@@ -19,6 +20,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+/// How far past the body limit a refused body is still read (and dropped).
+const DRAIN_FACTOR: usize = 8;
 /// JSON-RPC: invalid JSON was received.
 const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC: the JSON sent is not a valid request object.
@@ -34,26 +37,23 @@ pub(super) async fn answer_unreadable_messages(
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match read_body(body, limit).await {
         Ok(bytes) => bytes,
-        Err(error) => {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            return if too_large {
-                error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Value::Null,
-                    INVALID_REQUEST,
-                    format!("Invalid Request: the body is over {limit} bytes"),
-                )
-            } else {
-                error_response(
-                    StatusCode::BAD_REQUEST,
-                    Value::Null,
-                    INVALID_REQUEST,
-                    format!("Invalid Request: the body could not be read: {error}"),
-                )
-            };
+        Err(BodyError::TooLarge) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Value::Null,
+                INVALID_REQUEST,
+                format!("Invalid Request: the body is over {limit} bytes"),
+            );
+        }
+        Err(BodyError::Unreadable(error)) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                INVALID_REQUEST,
+                format!("Invalid Request: the body could not be read: {error}"),
+            );
         }
     };
     let message: Value = match serde_json::from_slice(&bytes) {
@@ -85,6 +85,36 @@ pub(super) async fn answer_unreadable_messages(
         );
     }
     response
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable(axum::Error),
+}
+
+/// The body when it is at most `limit` bytes. Past the limit the rest is read and dropped, up
+/// to [`DRAIN_FACTOR`] times the limit, so that the client finishes sending and reads the 413
+/// instead of a broken connection; a body larger still is left unread.
+async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+    use http_body_util::BodyExt as _;
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Unreadable)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            bytes.extend_from_slice(&data);
+        } else if seen > limit.saturating_mul(DRAIN_FACTOR) {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(bytes)
 }
 
 fn says_json(request: &Request) -> bool {

@@ -913,7 +913,7 @@ async fn unreadable_messages_get_json_rpc_errors() {
     // A body over the limit.
     let huge = format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"x\":\"{}\"}}}}",
-        "a".repeat(4 << 20)
+        "a".repeat(2 << 20)
     );
     let response = post(huge).await.unwrap();
     let status = response.status().as_u16();

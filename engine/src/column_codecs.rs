@@ -155,16 +155,37 @@ mod tests {
     use super::*;
 
     /// Leaf path -> codec of every column chunk of a Parquet file.
-    fn leaf_codecs(path: &Path) -> std::collections::BTreeMap<String, Compression> {
+    fn leaf_codecs(path: &Path) -> Codecs {
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
-        let mut codecs = std::collections::BTreeMap::new();
+        let mut codecs = Codecs::new();
         for group in reader.metadata().row_groups() {
             for column in group.columns() {
                 codecs.insert(column.column_path().string(), column.compression());
             }
         }
         codecs
+    }
+
+    type Codecs = std::collections::BTreeMap<String, Compression>;
+
+    fn assert_plain(codecs: &Codecs, leaves: &[&str]) {
+        for leaf in leaves {
+            assert_eq!(
+                codecs.get(*leaf),
+                Some(&Compression::UNCOMPRESSED),
+                "{leaf}"
+            );
+        }
+    }
+
+    fn assert_zstd(codecs: &Codecs, leaves: &[&str]) {
+        for leaf in leaves {
+            assert!(
+                matches!(codecs.get(*leaf), Some(Compression::ZSTD(_))),
+                "{leaf}: {codecs:?}"
+            );
+        }
     }
 
     #[test]
@@ -233,69 +254,54 @@ mod tests {
                 .unwrap();
         let codecs = leaf_codecs(&dir.path().join(&meta.path));
         // Every listed leaf names a real column (a renamed column would silently compress).
-        for leaf in UNCOMPRESSED_SPAN_LEAVES {
-            assert_eq!(
-                codecs.get(*leaf),
-                Some(&Compression::UNCOMPRESSED),
-                "{leaf}"
-            );
-        }
+        assert_plain(&codecs, UNCOMPRESSED_SPAN_LEAVES);
         // Columns with values keep zstd, lists among them.
-        for leaf in [
-            "trace_id",
-            "span_otlp",
-            "attributes.entries.keys",
-            "attributes.entries.values",
-            "resource_otlp",
-            "start_time",
-            "input_tokens",
-            "events.list.item.time",
-            "events.list.item.attributes.entries.values",
-        ] {
-            assert!(
-                matches!(codecs.get(leaf), Some(Compression::ZSTD(_))),
-                "{leaf}: {codecs:?}"
-            );
-        }
+        assert_zstd(
+            &codecs,
+            &[
+                "trace_id",
+                "span_otlp",
+                "attributes.entries.keys",
+                "attributes.entries.values",
+                "resource_otlp",
+                "start_time",
+                "input_tokens",
+                "events.list.item.time",
+                "events.list.item.attributes.entries.values",
+            ],
+        );
         // Columns without a value in this batch (no links, no log record, no content, no
         // output tokens) are written plain, whatever their type.
-        for leaf in [
-            "links.list.item.trace_id",
-            "links.list.item.attributes.entries.values",
-            "log.body",
-            "log.otlp",
-            "log.observed_time",
-            "content_refs",
-            "output_tokens",
-        ] {
-            assert_eq!(codecs.get(leaf), Some(&Compression::UNCOMPRESSED), "{leaf}");
-        }
+        assert_plain(
+            &codecs,
+            &[
+                "links.list.item.trace_id",
+                "links.list.item.attributes.entries.values",
+                "log.body",
+                "log.otlp",
+                "log.observed_time",
+                "content_refs",
+                "output_tokens",
+            ],
+        );
 
         // The agent tables' files of the same segment.
         let sidecars =
             crate::agent::write_sidecars(dir.path(), 1, &meta.path, &[batch], 3).unwrap();
-        let mut sidecar_codecs = std::collections::BTreeMap::new();
+        let mut sidecar_codecs = Codecs::new();
         for path in &sidecars {
             sidecar_codecs.extend(leaf_codecs(path));
         }
-        for leaf in UNCOMPRESSED_SIDECAR_LEAVES {
-            assert_eq!(
-                sidecar_codecs.get(*leaf),
-                Some(&Compression::UNCOMPRESSED),
-                "{leaf}"
-            );
-        }
-        for leaf in [
-            "trace_id",
-            "span_id",
-            "session_id",
-            "input_tokens",
-            "reasoning",
-        ] {
-            assert!(
-                matches!(sidecar_codecs.get(leaf), Some(Compression::ZSTD(_))),
-                "{leaf}: {sidecar_codecs:?}"
-            );
-        }
+        assert_plain(&sidecar_codecs, UNCOMPRESSED_SIDECAR_LEAVES);
+        assert_zstd(
+            &sidecar_codecs,
+            &[
+                "trace_id",
+                "span_id",
+                "session_id",
+                "input_tokens",
+                "reasoning",
+            ],
+        );
     }
 }

@@ -237,6 +237,10 @@ pub struct QueryArgs {
     /// Queries that run at once; more wait for a slot within their timeout.
     #[arg(long, env = "SIGHTLINE_QUERY_MAX_CONCURRENT", default_value_t = 4)]
     pub query_max_concurrent: usize,
+    /// Disk that queries outgrowing their memory may use together for temporary files, in
+    /// `<data dir>/query-spill` (0 turns spilling off: such queries fail instead).
+    #[arg(long, env = "SIGHTLINE_QUERY_SPILL_LIMIT", default_value = "10GiB")]
+    pub query_spill_limit: ByteSize,
 }
 
 /// `sightline sql`.

@@ -113,7 +113,7 @@ impl ServerConfig {
             max_inflight_bytes: args.otlp.max_inflight_bytes.as_usize(),
             http_timeout: args.api.http_timeout.0,
             engine: engine_options(&args.storage).with_retention(file.retention),
-            query: query_options(&args.query),
+            query: query_options(&args.query, &args.storage.data_dir),
             rules: file.rules,
             retention_interval: args.retention_interval.0,
             content: file.content,
@@ -163,10 +163,17 @@ pub fn engine_options(args: &StorageArgs) -> engine::Options {
         .with_index_cache_bytes(args.index_cache.as_usize())
 }
 
-/// Query options from the query flags.
-pub fn query_options(args: &QueryArgs) -> query::Options {
+/// The directory of a data directory where queries spill.
+pub const QUERY_SPILL_DIR: &str = "query-spill";
+
+/// Query options from the query flags, spilling into `data_dir`'s [`QUERY_SPILL_DIR`].
+pub fn query_options(args: &QueryArgs, data_dir: &std::path::Path) -> query::Options {
     query::Options::default()
         .with_memory_limit(args.query_memory_limit.as_usize())
+        .with_spill(
+            data_dir.join(QUERY_SPILL_DIR),
+            args.query_spill_limit.as_usize() as u64,
+        )
         .with_timeout(args.query_timeout.0)
         .with_max_result_rows(args.query_max_rows)
         .with_max_result_bytes(args.query_max_result_bytes.as_usize())

@@ -92,7 +92,7 @@ impl SqlTarget {
                 return Err(anyhow::Error::new(error).context("cannot open the data directory"));
             }
         };
-        let sql = match query::SqlEngine::new(Arc::clone(&engine), query_options(limits)) {
+        let sql = match query::SqlEngine::new(Arc::clone(&engine), query_options(limits, &dir)) {
             Ok(sql) => sql,
             Err(error) => {
                 tokio::task::spawn_blocking(move || engine.close_without_sealing()).await?;

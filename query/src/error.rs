@@ -98,6 +98,9 @@ pub enum Error {
     Internal(String),
 }
 
+/// What DataFusion's disk manager says when spill files reach `Options::spill_limit`.
+const SPILL_LIMIT_MESSAGE: &str = "used disk space during the spilling process has exceeded";
+
 impl Error {
     /// The family of this error.
     pub fn kind(&self) -> ErrorKind {
@@ -144,6 +147,12 @@ impl Error {
             level = current.source();
         }
         let message = error.strip_backtrace();
+        // DataFusion reports a full spill directory as an I/O error in a string.
+        if message.contains(SPILL_LIMIT_MESSAGE) {
+            return Error::ResourcesExhausted(format!(
+                "the query's spill files reached the spill limit (--query-spill-limit): {message}"
+            ));
+        }
         match error.find_root() {
             DataFusionError::ExecutionJoin(join) if join.is_panic() => {
                 Error::Panicked(join.to_string())

@@ -83,6 +83,7 @@ mod retention_table;
 mod rules;
 mod scan;
 mod session;
+mod spill;
 mod stored_agent;
 mod tables;
 mod timestamp;

@@ -1,14 +1,24 @@
 //! [`Options`]: per-query bounds and parallelism.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Settings of a [`SqlEngine`](crate::SqlEngine). Every bound applies to each query on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Options {
-    /// Memory one query may reserve for sorts, aggregations and joins, in bytes. Nothing
-    /// spills to disk: a query that needs more fails with `Error::ResourcesExhausted`.
+    /// Memory one query may reserve for sorts, aggregations and joins, in bytes. Past it,
+    /// sorts and aggregations spill to [`Options::spill_dir`] (when set) and a hash join is
+    /// planned again as a sort-merge join; a query that still needs more fails with
+    /// `Error::ResourcesExhausted`.
     pub memory_limit: usize,
+    /// Directory for the temporary files of queries that outgrow `memory_limit`; `None` (the
+    /// default) spills nothing. Its stale files are removed when the
+    /// [`SqlEngine`](crate::SqlEngine) starts, so it must belong to this engine alone.
+    pub spill_dir: Option<PathBuf>,
+    /// Bytes all running queries together may keep in [`Options::spill_dir`]
+    /// (`Error::ResourcesExhausted` past it); 0 spills nothing.
+    pub spill_limit: u64,
     /// Time one query may take, planning and execution together (`Error::Timeout`).
     pub timeout: Duration,
     /// Rows one result may hold (`Error::TooManyRows`).
@@ -28,6 +38,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             memory_limit: 1 << 30,
+            spill_dir: None,
+            spill_limit: 0,
             timeout: Duration::from_secs(60),
             max_result_rows: 1_000_000,
             max_result_bytes: 256 << 20,
@@ -42,6 +54,14 @@ impl Options {
     /// Sets the memory budget of one query, in bytes.
     pub fn with_memory_limit(mut self, bytes: usize) -> Self {
         self.memory_limit = bytes;
+        self
+    }
+
+    /// Lets queries that outgrow their memory budget spill to `dir`, at most `limit` bytes
+    /// for all of them together (0 spills nothing).
+    pub fn with_spill(mut self, dir: impl Into<PathBuf>, limit: u64) -> Self {
+        self.spill_dir = Some(dir.into());
+        self.spill_limit = limit;
         self
     }
 

@@ -10,15 +10,17 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, TrackConsumersPool};
+use datafusion::execution::disk_manager::DiskManager;
+use datafusion::execution::memory_pool::{
+    GreedyMemoryPool, MemoryConsumer, MemoryPool, TrackConsumersPool,
+};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use engine::{Engine, ScanMetricsSnapshot};
 use futures::StreamExt;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::agent_tables::AgentTableProvider;
 use crate::error::{Error, Result};
@@ -27,7 +29,7 @@ use crate::options::Options;
 use crate::pool::QueryPool;
 use crate::scan::{SpansScanExec, add_metrics};
 use crate::tables::{NestedKind, NestedTable, SPAN_EVENTS, SPAN_LINKS, SPANS, SpansTable};
-use crate::{bounded_functions, complexity};
+use crate::{bounded_functions, complexity, spill};
 
 /// Memory consumers named in a memory-limit error (3).
 const REPORTED_CONSUMERS: NonZeroUsize = NonZeroUsize::MIN.saturating_add(2);
@@ -71,6 +73,11 @@ pub struct SqlEngine {
     context: SessionContext,
     options: Options,
     pool: QueryPool,
+    /// Where first runs "spill": nowhere.
+    no_disk: Arc<DiskManager>,
+    /// Where second runs spill (`spill`), shared so that `Options::spill_limit` bounds them
+    /// together; `None` when spilling is off.
+    spill: Option<Arc<DiskManager>>,
 }
 
 impl fmt::Debug for SqlEngine {
@@ -84,12 +91,20 @@ impl fmt::Debug for SqlEngine {
 impl SqlEngine {
     /// Builds the session and registers the tables and the agent tables.
     pub fn new(engine: Arc<Engine>, options: Options) -> Result<Self> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_target_partitions(options.target_partitions.max(1))
             .with_information_schema(true);
+        // Each sort sets this much aside to merge what it spilled: a sixteenth of a small
+        // budget, so that several sorts of one query still fit in it.
+        let execution = &mut config.options_mut().execution;
+        execution.sort_spill_reservation_bytes = execution
+            .sort_spill_reservation_bytes
+            .min(options.memory_limit / 16);
+        let no_disk = spill::no_disk()?;
+        let spill = spill::disk_manager(&options)?;
         let state = SessionStateBuilder::new()
             .with_config(config)
-            .with_runtime_env(runtime_env(&options)?)
+            .with_runtime_env(runtime_env(options.memory_limit, Arc::clone(&no_disk))?)
             .with_default_features()
             // No file formats for CREATE EXTERNAL TABLE, even if DDL got past the guard.
             .with_table_factories(Default::default())
@@ -167,6 +182,8 @@ impl SqlEngine {
             context,
             options,
             pool,
+            no_disk,
+            spill,
         })
     }
 
@@ -241,7 +258,15 @@ impl SqlEngine {
         self.pool
             .run(
                 self.options.timeout,
-                run(state, sql, limits, access, values),
+                run(
+                    state,
+                    sql,
+                    limits,
+                    access,
+                    values,
+                    self.options.memory_limit,
+                    self.spill.clone(),
+                ),
             )
             .await
     }
@@ -285,14 +310,11 @@ impl SqlEngine {
 
     /// The shared session with a fresh runtime, so every query gets its own memory budget.
     fn query_state(&self) -> Result<SessionState> {
-        let runtime = runtime_env(&self.options)?;
-        let pool = Arc::clone(&runtime.memory_pool);
-        let mut state = SessionStateBuilder::new_from_existing(self.context.state())
-            .with_runtime_env(runtime)
-            .build();
-        bounded_functions::install(&mut state, &pool).map_err(Error::from_datafusion)?;
-        crate::bounded_concat::install(&mut state, &pool);
-        Ok(state)
+        with_fresh_runtime(
+            self.context.state(),
+            self.options.memory_limit,
+            Arc::clone(&self.no_disk),
+        )
     }
 }
 
@@ -328,25 +350,78 @@ struct ResultLimits {
     cap: Option<usize>,
 }
 
+/// `state` with a runtime of its own: a memory pool of `memory_limit` bytes (which the bounded
+/// functions reserve from too) and the engine's shared disk manager.
+fn with_fresh_runtime(
+    state: SessionState,
+    memory_limit: usize,
+    disk: Arc<DiskManager>,
+) -> Result<SessionState> {
+    let runtime = runtime_env(memory_limit, disk)?;
+    let pool = Arc::clone(&runtime.memory_pool);
+    let mut state = SessionStateBuilder::new_from_existing(state)
+        .with_runtime_env(runtime)
+        .build();
+    bounded_functions::install(&mut state, &pool).map_err(Error::from_datafusion)?;
+    crate::bounded_concat::install(&mut state, &pool);
+    Ok(state)
+}
+
 /// Parses, plans and runs `sql` on `state`, collecting the result within `limits` and the
-/// query's memory budget (the result's batches are reserved from it like any operator's).
+/// query's memory budget (the result's batches are reserved from it like any operator's). A
+/// query whose hash join outgrew the budget runs once more with sort-merge joins, on a fresh
+/// budget, spilling to `spill` (module `spill`), when `spill` is given.
 async fn run(
     state: SessionState,
     sql: String,
     limits: ResultLimits,
     access: Access,
     parameters: Vec<ScalarValue>,
+    memory_limit: usize,
+    spill: Option<Arc<DiskManager>>,
 ) -> Result<QueryOutput> {
-    let mut plan = plan(&state, &sql, access).await?;
+    let physical = physical_plan(&state, &sql, access, parameters.clone()).await?;
+    match (collect(&state, Arc::clone(&physical), limits).await, spill) {
+        (Err(error), Some(disk)) if spill::replan_with_merge_joins(&physical, &error) => {
+            drop(physical);
+            info!(
+                error = %error,
+                "a hash join outgrew the query's memory budget; running the query again with \
+                 sort-merge joins on one partition, which spill"
+            );
+            let state = with_fresh_runtime(spill::merge_join_state(state), memory_limit, disk)?;
+            let physical = physical_plan(&state, &sql, access, parameters).await?;
+            collect(&state, physical, limits).await
+        }
+        (result, _) => result,
+    }
+}
+
+/// `sql` planned on `state` through the guard, with its parameters bound.
+async fn physical_plan(
+    state: &SessionState,
+    sql: &str,
+    access: Access,
+    parameters: Vec<ScalarValue>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut plan = plan(state, sql, access).await?;
     if !parameters.is_empty() {
         plan = plan
             .with_param_values(parameters)
             .map_err(Error::from_datafusion)?;
     }
-    let physical = state
+    state
         .create_physical_plan(&plan)
         .await
-        .map_err(Error::from_datafusion)?;
+        .map_err(Error::from_datafusion)
+}
+
+/// Runs `physical` on `state` and collects its result within `limits`.
+async fn collect(
+    state: &SessionState,
+    physical: Arc<dyn ExecutionPlan>,
+    limits: ResultLimits,
+) -> Result<QueryOutput> {
     let mut stream =
         execute_stream(Arc::clone(&physical), state.task_ctx()).map_err(Error::from_datafusion)?;
     let reservation =
@@ -415,16 +490,25 @@ async fn plan(state: &SessionState, sql: &str, access: Access) -> Result<Logical
     Ok(plan)
 }
 
-/// A memory pool of `memory_limit` bytes and no disk manager: nothing spills to files.
-fn runtime_env(options: &Options) -> Result<Arc<RuntimeEnv>> {
-    let pool = GreedyMemoryPool::new(options.memory_limit);
-    RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(TrackConsumersPool::new(pool, REPORTED_CONSUMERS)))
-        .with_disk_manager_builder(
-            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-        )
-        .build_arc()
-        .map_err(Error::from_datafusion)
+/// A memory pool of `memory_limit` bytes, spilling (if at all) through `disk`. When the query
+/// may spill, operators that can spill share the budget fairly (each spills past its share, so
+/// that one sort cannot starve the others into failing; `spill`); otherwise the first to ask
+/// gets it.
+fn runtime_env(memory_limit: usize, disk: Arc<DiskManager>) -> Result<Arc<RuntimeEnv>> {
+    let pool: Arc<dyn MemoryPool> = if disk.tmp_files_enabled() {
+        Arc::new(TrackConsumersPool::new(
+            spill::RepartitionNeverSpills::new(memory_limit),
+            REPORTED_CONSUMERS,
+        ))
+    } else {
+        Arc::new(TrackConsumersPool::new(
+            GreedyMemoryPool::new(memory_limit),
+            REPORTED_CONSUMERS,
+        ))
+    };
+    let mut builder = RuntimeEnvBuilder::new().with_memory_pool(pool);
+    builder.disk_manager = Some(disk);
+    builder.build_arc().map_err(Error::from_datafusion)
 }
 
 /// Sums the engine counters of every span scan in the plan.

@@ -178,7 +178,9 @@ fn main() -> anyhow::Result<()> {
     // Full scans return every row: lift the result cap and give them memory.
     let options = query::Options::default()
         .with_max_result_rows(usize::MAX)
-        .with_memory_limit(args.memory_limit_mib << 20);
+        .with_memory_limit(args.memory_limit_mib << 20)
+        // As `sightline serve` does: past the memory budget, sorts and joins spill.
+        .with_spill(args.data.join("query-spill"), 10 << 30);
     let sql = query::SqlEngine::new(Arc::clone(&engine), options)?;
     let monitoring: Vec<(String, String)> = monitoring_queries()
         .into_iter()

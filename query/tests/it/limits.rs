@@ -1,8 +1,11 @@
 //! Per-query bounds: memory, time, result rows and bytes, SQL size and depth.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use query::{Error, ErrorKind, Options};
+use engine::{Engine, SpanBatchBuilder, SpanId, SpanRecord, TraceId};
+use query::{Error, ErrorKind, Options, SqlEngine};
 
 use crate::fixture::Fixture;
 
@@ -372,4 +375,152 @@ async fn a_bad_regular_expression_is_the_callers_error() {
         let error = fixture.sql.execute(sql).await.unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Caller, "{sql}: {error:?}");
     }
+}
+
+/// Traces of a root and two children; in every seventh trace the second child names a parent
+/// that was never sent. Returns the store and the orphans' (trace, span) ids in hex.
+fn store_with_orphans(
+    dir: &std::path::Path,
+    traces: u32,
+) -> (Arc<Engine>, BTreeSet<(String, String)>) {
+    let engine = Arc::new(
+        Engine::open(
+            dir,
+            engine::Options::default().with_background_sealing(false),
+        )
+        .unwrap(),
+    );
+    let mut orphans = BTreeSet::new();
+    let mut builder = SpanBatchBuilder::new();
+    for trace in 0..traces {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&trace.to_be_bytes());
+        id[15] = 1;
+        let trace_id = TraceId(id);
+        let span = |n: u8| {
+            let mut span = [0u8; 8];
+            span[..4].copy_from_slice(&trace.to_be_bytes());
+            span[7] = n;
+            SpanId(span)
+        };
+        let start = 1_714_521_600_000_000_000 + i64::from(trace) * 1_000_000;
+        let record = |span_id: SpanId, parent: Option<SpanId>, name: &'static str| SpanRecord {
+            trace_id,
+            span_id,
+            parent_span_id: parent,
+            name,
+            kind: 1,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 1_000,
+            service_name: Some("agent"),
+            ..SpanRecord::default()
+        };
+        builder.append(&record(span(1), None, "invoke_agent"));
+        builder.append(&record(span(2), Some(span(1)), "chat"));
+        let missing = trace % 7 == 3;
+        let parent = if missing { span(9) } else { span(1) };
+        builder.append(&record(span(3), Some(parent), "execute_tool"));
+        if missing {
+            orphans.insert((trace_id.to_string(), span(3).to_string()));
+        }
+        if trace % 50_000 == 49_999 {
+            engine
+                .write(std::mem::replace(&mut builder, SpanBatchBuilder::new()).finish())
+                .unwrap();
+            engine.seal().unwrap();
+        }
+    }
+    engine.write(builder.finish()).unwrap();
+    (engine, orphans)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_past_the_memory_budget_spill_and_answer_right() {
+    const TRACES: u32 = 250_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, orphans) = store_with_orphans(dir.path(), TRACES);
+    let orphan_spans = query::monitoring::question("orphan_spans").unwrap().sql;
+    let budget = 64 << 20;
+    // Without a spill directory the anti-join's hash table does not fit.
+    let in_memory = SqlEngine::new(
+        Arc::clone(&engine),
+        Options::default().with_memory_limit(budget),
+    )
+    .unwrap();
+    match in_memory.execute(orphan_spans).await {
+        Err(error @ Error::ResourcesExhausted(_)) => assert_eq!(error.kind(), ErrorKind::Caller),
+        other => panic!(
+            "expected resources exhausted, got {:?}",
+            other.map(|o| o.num_rows())
+        ),
+    }
+    // Spill files of an earlier run are removed at start; anything else there stays.
+    let spill = tempfile::tempdir().unwrap();
+    let stale = spill.path().join("datafusion-stale");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("sort.arrow"), b"left by a crash").unwrap();
+    std::fs::write(spill.path().join("notes.txt"), b"a user's file").unwrap();
+    let spilling = SqlEngine::new(
+        Arc::clone(&engine),
+        Options::default()
+            .with_memory_limit(budget)
+            .with_spill(spill.path(), 1 << 30),
+    )
+    .unwrap();
+    assert!(!stale.exists());
+    assert!(spill.path().join("notes.txt").exists());
+    // The same budget with spilling: the query runs again with a sort-merge join, which
+    // spills, and answers with exactly the orphans the generator made, in order.
+    let output = spilling.execute(orphan_spans).await.unwrap();
+    let json = query::format::to_json(&output);
+    let rows: Vec<(String, String)> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row[0].as_str().unwrap().to_owned(),
+                row[1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), (TRACES as usize + 3) / 7);
+    assert_eq!(rows, orphans.into_iter().collect::<Vec<_>>());
+    // Other queries do not spill: an aggregation of more groups than fit still fails.
+    let groups =
+        "SELECT value % 1000003 AS k, count(*) FROM generate_series(1, 3000000) GROUP BY k";
+    assert!(matches!(
+        spilling.execute(groups).await,
+        Err(Error::ResourcesExhausted(_))
+    ));
+    // Nothing stays in the spill directory once the queries are done.
+    let left: Vec<_> = walk(spill.path())
+        .into_iter()
+        .filter(|path| path.is_file() && !path.ends_with("notes.txt"))
+        .collect();
+    assert!(left.is_empty(), "spill files left: {left:?}");
+    // With no disk to spill to, spilling fails as a memory error, not as a crash.
+    let tiny_disk = SqlEngine::new(
+        Arc::clone(&engine),
+        Options::default()
+            .with_memory_limit(budget)
+            .with_spill(spill.path(), 1024),
+    )
+    .unwrap();
+    match tiny_disk.execute(orphan_spans).await {
+        Err(error @ Error::ResourcesExhausted(_)) => assert_eq!(error.kind(), ErrorKind::Caller),
+        other => panic!("expected resources exhausted, got {:?}", other.map(|o| o.num_rows())),
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            paths.extend(walk(&path));
+        }
+        paths.push(path);
+    }
+    paths
 }

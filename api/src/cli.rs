@@ -625,6 +625,18 @@ mod tests {
         assert_eq!(args.api.api_addr.to_string(), "127.0.0.1:7070");
         assert_eq!(args.storage.data_dir, PathBuf::from("./sightline-data"));
         assert_eq!(args.otlp.max_request_bytes, ByteSize(64 << 20));
+        // Joins past the memory limit spill inside the data directory, 10 GiB at most.
+        let query = crate::config::query_options(&args.query, &args.storage.data_dir);
+        assert_eq!(
+            query.spill_dir,
+            Some(PathBuf::from("./sightline-data").join("query-spill"))
+        );
+        assert_eq!(query.spill_limit, 10 << 30);
+        let cli = Cli::try_parse_from(["sightline", "serve", "--query-spill-limit", "0"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.query.query_spill_limit, ByteSize(0));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub(crate) enum SqlTarget {
     Embedded {
         data_dir: PathBuf,
         engine: Arc<Engine>,
-        sql: query::SqlEngine,
+        sql: Box<query::SqlEngine>,
     },
     /// `POST {url}/api/v1/sql`, with `SIGHTLINE_TOKEN` as the bearer token when set.
     Remote {
@@ -102,7 +102,7 @@ impl SqlTarget {
         Ok(SqlTarget::Embedded {
             data_dir: dir,
             engine,
-            sql,
+            sql: Box::new(sql),
         })
     }
 

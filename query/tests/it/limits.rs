@@ -509,7 +509,10 @@ async fn queries_past_the_memory_budget_spill_and_answer_right() {
     .unwrap();
     match tiny_disk.execute(orphan_spans).await {
         Err(error @ Error::ResourcesExhausted(_)) => assert_eq!(error.kind(), ErrorKind::Caller),
-        other => panic!("expected resources exhausted, got {:?}", other.map(|o| o.num_rows())),
+        other => panic!(
+            "expected resources exhausted, got {:?}",
+            other.map(|o| o.num_rows())
+        ),
     }
 }
 

@@ -7,12 +7,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Options {
-    /// Memory one query may reserve for sorts, aggregations and joins, in bytes. Past it,
-    /// sorts and aggregations spill to [`Options::spill_dir`] (when set) and a hash join is
-    /// planned again as a sort-merge join; a query that still needs more fails with
-    /// `Error::ResourcesExhausted`.
+    /// Memory one query may reserve for sorts, aggregations and joins, in bytes. A query that
+    /// needs more fails with `Error::ResourcesExhausted`, except one whose plan holds a hash
+    /// join: with [`Options::spill_dir`] set, it runs once more with sort-merge joins, which
+    /// spill there (and fails the same way if that run needs more still).
     pub memory_limit: usize,
-    /// Directory for the temporary files of queries that outgrow `memory_limit`; `None` (the
+    /// Directory for the spill files of joins that outgrow `memory_limit`; `None` (the
     /// default) spills nothing. Its stale files are removed when the
     /// [`SqlEngine`](crate::SqlEngine) starts, so it must belong to this engine alone.
     pub spill_dir: Option<PathBuf>,
@@ -57,7 +57,7 @@ impl Options {
         self
     }
 
-    /// Lets queries that outgrow their memory budget spill to `dir`, at most `limit` bytes
+    /// Lets joins that outgrow their memory budget spill to `dir`, at most `limit` bytes
     /// for all of them together (0 spills nothing).
     pub fn with_spill(mut self, dir: impl Into<PathBuf>, limit: u64) -> Self {
         self.spill_dir = Some(dir.into());

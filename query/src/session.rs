@@ -387,7 +387,7 @@ async fn run(
             info!(
                 error = %error,
                 "a hash join outgrew the query's memory budget; running the query again with \
-                 sort-merge joins on one partition, which spill"
+                 sort-merge joins, which spill"
             );
             let state = with_fresh_runtime(spill::merge_join_state(state), memory_limit, disk)?;
             let physical = physical_plan(&state, &sql, access, parameters).await?;

@@ -435,10 +435,9 @@ pub fn fold_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
         .iter()
         .map(PartColumns::of)
         .collect::<Result<Vec<_>>>()?;
-    let (order, totals) = fold_parts(parts, &columns);
     let mut out = Out::new(AgentTable::Sessions);
-    for session in order {
-        let totals = &totals[session];
+    for (session, totals) in fold_parts(parts, &columns) {
+        let totals = &totals;
         out.text(Some(session))
             .text(totals.user_id)
             .time(totals.first_seen)
@@ -462,32 +461,40 @@ pub fn merge_session_parts(parts: &[RecordBatch]) -> Result<RecordBatch> {
         .iter()
         .map(PartColumns::of)
         .collect::<Result<Vec<_>>>()?;
-    let (order, totals) = fold_parts(parts, &columns);
     let mut out = Out::with_schema(session_parts_schema());
-    for session in order {
-        push_part(&mut out, session, "", &totals[session]);
+    for (session, totals) in fold_parts(parts, &columns) {
+        push_part(&mut out, session, "", &totals);
     }
     out.finish()
 }
 
 /// Per-session totals of `parts`, sessions in order of first appearance.
+///
+/// Every `sessions` read folds its parts (one per session once the rollup is kept), so the
+/// index is sized for every part up front and hashed with foldhash rather than SipHash.
 fn fold_parts<'a>(
     parts: &'a [RecordBatch],
     columns: &[PartColumns<'a>],
-) -> (Vec<&'a str>, HashMap<&'a str, SessionTotals<'a>>) {
-    let mut order: Vec<&str> = Vec::new();
-    let mut totals: HashMap<&str, SessionTotals<'_>> = HashMap::new();
+) -> Vec<(&'a str, SessionTotals<'a>)> {
+    use foldhash::HashMapExt;
+    let rows: usize = parts.iter().map(RecordBatch::num_rows).sum();
+    let mut index: foldhash::HashMap<&str, usize> = foldhash::HashMap::with_capacity(rows);
+    let mut totals: Vec<(&str, SessionTotals<'_>)> = Vec::with_capacity(rows);
     for (batch, part) in parts.iter().zip(columns) {
         for row in 0..batch.num_rows() {
             let session = part.session_id.value(row);
-            let entry = totals.entry(session).or_insert_with(|| {
-                order.push(session);
-                SessionTotals {
-                    first_seen: i64::MAX,
-                    last_seen: i64::MIN,
-                    ..SessionTotals::default()
-                }
+            let slot = *index.entry(session).or_insert_with(|| {
+                totals.push((
+                    session,
+                    SessionTotals {
+                        first_seen: i64::MAX,
+                        last_seen: i64::MIN,
+                        ..SessionTotals::default()
+                    },
+                ));
+                totals.len() - 1
             });
+            let entry = &mut totals[slot].1;
             if part.user_id.is_valid(row) {
                 let user = part.user_id.value(row);
                 if entry.user_id.is_none_or(|current| user < current) {
@@ -517,7 +524,7 @@ fn fold_parts<'a>(
             );
         }
     }
-    (order, totals)
+    totals
 }
 
 /// Typed columns of a session-parts batch.

@@ -73,6 +73,7 @@ mod error;
 mod explode;
 pub mod format;
 mod guard;
+mod join_sides;
 mod logs_table;
 pub mod monitoring;
 mod options;

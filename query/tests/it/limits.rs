@@ -527,3 +527,34 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     paths
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anti_and_semi_joins_of_spans_build_on_the_narrower_side() {
+    let fixture = Fixture::new();
+    let orphan_spans = query::monitoring::question("orphan_spans").unwrap().sql;
+    // The outer query reads 5 columns, the subquery 2: the hash table holds the 2.
+    let plan = fixture.plan(&format!("EXPLAIN {orphan_spans}")).await;
+    assert!(plan.contains("join_type=RightAnti"), "{plan}");
+    assert!(!plan.contains("join_type=LeftAnti"), "{plan}");
+    // Same answers: no span of the fixture lacks its parent; 15 of its 21 spans have one
+    // (6 traces, each a root and 2 or 3 children).
+    assert!(fixture.rows(orphan_spans).await.is_empty());
+    let exists = "EXISTS (SELECT 1 FROM spans p \
+                  WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)";
+    let with_parent =
+        format!("SELECT s.trace_id, s.span_id, s.span_name FROM spans s WHERE {exists}");
+    let plan = fixture.plan(&format!("EXPLAIN {with_parent}")).await;
+    assert!(plan.contains("join_type=RightSemi"), "{plan}");
+    assert_eq!(fixture.rows(&with_parent).await.len(), 15);
+    // As wide as the subquery (2 columns each): DataFusion's choice stands.
+    let count = format!("SELECT count(*) FROM spans s WHERE {exists}");
+    let plan = fixture.plan(&format!("EXPLAIN {count}")).await;
+    assert!(plan.contains("join_type=LeftSemi"), "{plan}");
+    assert_eq!(fixture.rows(&count).await, vec![serde_json::json!([15])]);
+    let without_parent = "SELECT count(*) FROM spans s WHERE NOT EXISTS \
+                          (SELECT 1 FROM spans p WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)";
+    assert_eq!(
+        fixture.rows(without_parent).await,
+        vec![serde_json::json!([6])]
+    );
+}

@@ -132,7 +132,9 @@ def query_table(sightline, data, sql, memory_limit):
     out = subprocess.run(
         [sightline, "sql", "--data", data, "--format", "json",
          "--query-memory-limit", memory_limit, "--query-max-rows", "100000000",
-         "--query-timeout", "3600s", sql],
+         "--query-timeout", "3600s",
+         # A sixteenth of 10M spans, every column, is more than the 256 MiB default.
+         "--query-max-result-bytes", "16GiB", sql],
         check=True, capture_output=True)
     doc = json.loads(out.stdout)
     schema = pa.schema([pa.field(c["name"], parse_type(c["type"])) for c in doc["columns"]])

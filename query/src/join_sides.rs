@@ -10,8 +10,8 @@
 //! Invariants:
 //! - Runs right after DataFusion's `join_selection`, before distribution and sort
 //!   requirements are enforced, so the swapped join gets the same treatment as any other.
-//! - Touches only `LeftAnti` / `LeftSemi` hash joins with neither input's size known; a join
-//!   with known sizes keeps DataFusion's choice. The swapped join answers the same rows in the
+//! - Touches only `LeftAnti` / `LeftSemi` hash joins with neither input's size known and not
+//!   null-aware (`NOT IN`); a join with known sizes keeps DataFusion's choice. The swapped join answers the same rows in the
 //!   same column order (`HashJoinExec::swap_inputs`).
 
 use std::sync::Arc;
@@ -41,14 +41,21 @@ impl PhysicalOptimizerRule for NarrowBuildSide {
             let Some(join) = node.downcast_ref::<HashJoinExec>() else {
                 return Ok(Transformed::no(node));
             };
+            // A null-aware anti-join (`NOT IN`) must keep its sides: a NULL on the subquery's
+            // side empties the answer, which only the left-built form knows.
             if !matches!(join.join_type(), JoinType::LeftAnti | JoinType::LeftSemi)
+                || join.null_aware
                 || join.left().schema().fields().len() <= join.right().schema().fields().len()
                 || size_known(join.left())?
                 || size_known(join.right())?
             {
                 return Ok(Transformed::no(node));
             }
-            Ok(Transformed::yes(join.swap_inputs(*join.partition_mode())?))
+            // A join DataFusion cannot swap keeps its sides: this rule never fails a query.
+            Ok(match join.swap_inputs(*join.partition_mode()) {
+                Ok(swapped) => Transformed::yes(swapped),
+                Err(_) => Transformed::no(node),
+            })
         })
         .data()
     }

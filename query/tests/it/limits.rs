@@ -557,4 +557,13 @@ async fn anti_and_semi_joins_of_spans_build_on_the_narrower_side() {
         fixture.rows(without_parent).await,
         vec![serde_json::json!([6])]
     );
+    // `NOT IN` is a null-aware anti-join and keeps its sides: a NULL in the list (the roots'
+    // parent) means no row qualifies; without it, the 15 spans that are nobody's parent.
+    let nobodys_parent = "SELECT s.trace_id, s.span_id, s.span_name FROM spans s \
+                          WHERE s.span_id NOT IN (SELECT parent_span_id FROM spans)";
+    assert!(fixture.rows(nobodys_parent).await.is_empty());
+    let nobodys_parent = "SELECT s.trace_id, s.span_id, s.span_name FROM spans s \
+                          WHERE s.span_id NOT IN \
+                          (SELECT parent_span_id FROM spans WHERE parent_span_id IS NOT NULL)";
+    assert_eq!(fixture.rows(nobodys_parent).await.len(), 15);
 }

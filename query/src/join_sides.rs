@@ -1,17 +1,20 @@
-//! [`NarrowBuildSide`]: a hash semi- or anti-join whose inputs report no sizes builds its hash
-//! table on the input with fewer columns.
+//! [`NarrowBuildSide`]: a hash semi- or anti-join of span scans with each other builds its
+//! hash table on the input with fewer columns.
 //!
 //! `NOT EXISTS` / `EXISTS` become left anti / semi joins that build on the outer query, and
 //! DataFusion swaps sides only by statistics, which span and agent-table scans do not report.
 //! docs/monitoring.md query 7a joins every span's 5 columns to every span's 2: built on the 5 it
 //! needed 161.6 MB at 1M spans and failed the 1 GiB budget at 10M; built on the 2, 105 MB and
-//! 1.9 s at 10M. Without sizes, fewer columns is the better guess for the same table.
+//! 1.9 s at 10M. Without sizes, fewer columns is the better guess for the same table, unless a
+//! pushed filter (one trace, one session, a time range) narrows the wider side: it may then
+//! hold a few rows against the whole store, and stays the build side.
 //!
 //! Invariants:
 //! - Runs right after DataFusion's `join_selection`, before distribution and sort
 //!   requirements are enforced, so the swapped join gets the same treatment as any other.
-//! - Touches only `LeftAnti` / `LeftSemi` hash joins with neither input's size known and not
-//!   null-aware (`NOT IN`); a join with known sizes keeps DataFusion's choice. The swapped join answers the same rows in the
+//! - Touches only `LeftAnti` / `LeftSemi` hash joins, not null-aware (`NOT IN`), whose inputs
+//!   read nothing but span scans, with neither input's size known and no scan of the wider
+//!   input narrowed by a pushed filter; every other join keeps DataFusion's choice. The swapped join answers the same rows in the
 //!   same column order (`HashJoinExec::swap_inputs`).
 
 use std::sync::Arc;
@@ -23,6 +26,8 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+
+use crate::scan::SpansScanExec;
 
 /// See the module doc.
 #[derive(Debug, Default)]
@@ -45,6 +50,8 @@ impl PhysicalOptimizerRule for NarrowBuildSide {
             // side empties the answer, which only the left-built form knows.
             if !matches!(join.join_type(), JoinType::LeftAnti | JoinType::LeftSemi)
                 || join.null_aware
+                || !matches!(span_scans(join.left()), Some(scans) if scans.iter().all(|scan| !scan.is_narrowed()))
+                || span_scans(join.right()).is_none()
                 || join.left().schema().fields().len() <= join.right().schema().fields().len()
                 || size_known(join.left())?
                 || size_known(join.right())?
@@ -67,6 +74,22 @@ impl PhysicalOptimizerRule for NarrowBuildSide {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// The span scans `plan` reads, or `None` if it reads anything else.
+fn span_scans(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<&SpansScanExec>> {
+    if let Some(scan) = plan.downcast_ref::<SpansScanExec>() {
+        return Some(vec![scan]);
+    }
+    let children = plan.children();
+    if children.is_empty() {
+        return None;
+    }
+    let mut scans = Vec::new();
+    for child in children {
+        scans.extend(span_scans(child)?);
+    }
+    Some(scans)
 }
 
 fn size_known(plan: &Arc<dyn ExecutionPlan>) -> DfResult<bool> {

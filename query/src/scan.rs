@@ -10,6 +10,7 @@
 //! share one plan.
 
 use std::fmt;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
@@ -119,6 +120,20 @@ impl SpansScanExec {
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
+    }
+
+    /// Whether a pushed filter narrows this scan to part of the store (traces, sessions,
+    /// conversations, services, a time range, a limit), so that it may read far fewer rows
+    /// than the store holds.
+    pub(crate) fn is_narrowed(&self) -> bool {
+        let request = &self.source.request;
+        request.trace_ids.is_some()
+            || request.session_ids.is_some()
+            || request.conversation_ids.is_some()
+            || request.service_names.is_some()
+            || !request.sessions_or_conversations.is_empty()
+            || request.start_time != (Bound::Unbounded, Bound::Unbounded)
+            || self.source.limit.is_some()
     }
 
     /// The engine counters of every scan this node ran so far, summed.

@@ -557,6 +557,16 @@ async fn anti_and_semi_joins_of_spans_build_on_the_narrower_side() {
         fixture.rows(without_parent).await,
         vec![serde_json::json!([6])]
     );
+    // Narrowed to one trace, the wider side may hold a few rows against the whole store: it
+    // stays the build side.
+    let one_trace = format!(
+        "SELECT s.trace_id, s.span_id, s.span_name FROM spans s \
+         WHERE s.trace_id = '{}' AND NOT {exists}",
+        crate::fixture::trace_hex(1)
+    );
+    let plan = fixture.plan(&format!("EXPLAIN {one_trace}")).await;
+    assert!(plan.contains("join_type=LeftAnti"), "{plan}");
+    assert_eq!(fixture.rows(&one_trace).await.len(), 1);
     // `NOT IN` is a null-aware anti-join and keeps its sides: a NULL in the list (the roots'
     // parent) means no row qualifies; without it, the 15 spans that are nobody's parent.
     let nobodys_parent = "SELECT s.trace_id, s.span_id, s.span_name FROM spans s \

@@ -14,8 +14,10 @@
 //!   requirements are enforced, so the swapped join gets the same treatment as any other.
 //! - Touches only `LeftAnti` / `LeftSemi` hash joins, not null-aware (`NOT IN`), whose inputs
 //!   read nothing but span scans, with neither input's size known and no scan of the wider
-//!   input narrowed by a pushed filter; every other join keeps DataFusion's choice. The swapped join answers the same rows in the
-//!   same column order (`HashJoinExec::swap_inputs`).
+//!   input narrowed by a pushed filter; every other join keeps DataFusion's choice.
+//! - The swapped join answers the same rows in the same column order
+//!   (`HashJoinExec::swap_inputs`); a join that cannot be swapped keeps its sides, so the rule
+//!   never fails a query.
 
 use std::sync::Arc;
 
@@ -50,15 +52,14 @@ impl PhysicalOptimizerRule for NarrowBuildSide {
             // side empties the answer, which only the left-built form knows.
             if !matches!(join.join_type(), JoinType::LeftAnti | JoinType::LeftSemi)
                 || join.null_aware
-                || !matches!(span_scans(join.left()), Some(scans) if scans.iter().all(|scan| !scan.is_narrowed()))
+                || !reads_whole_store(join.left())
                 || span_scans(join.right()).is_none()
                 || join.left().schema().fields().len() <= join.right().schema().fields().len()
-                || size_known(join.left())?
-                || size_known(join.right())?
+                || size_known(join.left())
+                || size_known(join.right())
             {
                 return Ok(Transformed::no(node));
             }
-            // A join DataFusion cannot swap keeps its sides: this rule never fails a query.
             Ok(match join.swap_inputs(*join.partition_mode()) {
                 Ok(swapped) => Transformed::yes(swapped),
                 Err(_) => Transformed::no(node),
@@ -92,8 +93,17 @@ fn span_scans(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<&SpansScanExec>> {
     Some(scans)
 }
 
-fn size_known(plan: &Arc<dyn ExecutionPlan>) -> DfResult<bool> {
-    let statistics = StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new())?;
-    Ok(statistics.total_byte_size.get_value().is_some()
-        || statistics.num_rows.get_value().is_some())
+/// Whether `plan` reads only span scans, none narrowed by a pushed filter.
+fn reads_whole_store(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    span_scans(plan).is_some_and(|scans| scans.iter().all(|scan| !scan.is_narrowed()))
+}
+
+/// Whether DataFusion knows `plan`'s size (an error counts as known: the join stays as planned).
+fn size_known(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    StatisticsContext::new()
+        .compute(plan.as_ref(), &StatisticsArgs::new())
+        .map_or(true, |statistics| {
+            statistics.total_byte_size.get_value().is_some()
+                || statistics.num_rows.get_value().is_some()
+        })
 }

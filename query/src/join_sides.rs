@@ -25,6 +25,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{JoinType, Result as DfResult};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
@@ -36,7 +37,18 @@ use crate::scan::SpansScanExec;
 pub(crate) struct NarrowBuildSide;
 
 /// The name of DataFusion's rule this one runs after.
-pub(crate) const AFTER: &str = "join_selection";
+const AFTER: &str = "join_selection";
+
+/// DataFusion's physical optimizer rules with [`NarrowBuildSide`] right after [`AFTER`].
+pub(crate) fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = PhysicalOptimizer::new().rules;
+    let after = rules
+        .iter()
+        .position(|rule| rule.name() == AFTER)
+        .map_or(0, |index| index + 1);
+    rules.insert(after, Arc::new(NarrowBuildSide));
+    rules
+}
 
 impl PhysicalOptimizerRule for NarrowBuildSide {
     fn optimize(

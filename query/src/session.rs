@@ -102,21 +102,13 @@ impl SqlEngine {
             .min(options.memory_limit / 16);
         let no_disk = spill::no_disk()?;
         let spill = spill::disk_manager(&options)?;
-        let mut state = SessionStateBuilder::new()
+        let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime_env(options.memory_limit, Arc::clone(&no_disk))?)
             .with_default_features()
             // No file formats for CREATE EXTERNAL TABLE, even if DDL got past the guard.
             .with_table_factories(Default::default())
-            .build();
-        let mut rules = state.physical_optimizers().to_vec();
-        let after = rules
-            .iter()
-            .position(|rule| rule.name() == crate::join_sides::AFTER)
-            .map_or(0, |index| index + 1);
-        rules.insert(after, Arc::new(crate::join_sides::NarrowBuildSide));
-        state = SessionStateBuilder::new_from_existing(state)
-            .with_physical_optimizer_rules(rules)
+            .with_physical_optimizer_rules(crate::join_sides::physical_rules())
             .build();
         let context = SessionContext::new_with_state(state);
         // Every relation registered below, for the `pg_catalog` tables that list them.

@@ -447,13 +447,7 @@ async fn queries_past_the_memory_budget_spill_and_answer_right() {
         Options::default().with_memory_limit(budget),
     )
     .unwrap();
-    match in_memory.execute(orphan_spans).await {
-        Err(error @ Error::ResourcesExhausted(_)) => assert_eq!(error.kind(), ErrorKind::Caller),
-        other => panic!(
-            "expected resources exhausted, got {:?}",
-            other.map(|o| o.num_rows())
-        ),
-    }
+    assert_exhausted(&in_memory, orphan_spans).await;
     // Spill files of an earlier run are removed at start; anything else there stays.
     let spill = tempfile::tempdir().unwrap();
     let stale = spill.path().join("datafusion-stale");
@@ -507,10 +501,15 @@ async fn queries_past_the_memory_budget_spill_and_answer_right() {
             .with_spill(spill.path(), 1024),
     )
     .unwrap();
-    match tiny_disk.execute(orphan_spans).await {
+    assert_exhausted(&tiny_disk, orphan_spans).await;
+}
+
+/// `sql` fails on `engine` with `ResourcesExhausted`, the caller's error.
+async fn assert_exhausted(engine: &SqlEngine, sql: &str) {
+    match engine.execute(sql).await {
         Err(error @ Error::ResourcesExhausted(_)) => assert_eq!(error.kind(), ErrorKind::Caller),
         other => panic!(
-            "expected resources exhausted, got {:?}",
+            "{sql}: expected resources exhausted, got {:?}",
             other.map(|o| o.num_rows())
         ),
     }

@@ -42,7 +42,7 @@ pub(crate) const BLOCK_CRC_KEY: &str = "sightline.block_crc32.v1";
 
 /// What the catalog keeps to check a file's page indexes and footer (and through the footer,
 /// the block list).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Integrity {
     /// Where the page indexes start: the end of the data region.
     pub index_start: u64,
@@ -170,7 +170,7 @@ struct Check {
     footer: Bytes,
     /// The page indexes, read and checked by the first read that needs them.
     index: std::sync::OnceLock<Result<Bytes, String>>,
-    blocks: Vec<u32>,
+    blocks: Arc<[u32]>,
 }
 
 impl CheckedFile {
@@ -242,7 +242,7 @@ impl CheckedFile {
                 integrity,
                 footer: Bytes::from(footer),
                 index: std::sync::OnceLock::new(),
-                blocks,
+                blocks: Arc::from(blocks),
             }),
         };
         Ok((
@@ -251,6 +251,40 @@ impl CheckedFile {
             },
             Some(metadata),
         ))
+    }
+
+    /// Opens `path` again with a tail checked before (`footer_cache`): `None` when the file's
+    /// length is no longer the one checked (the caller then opens and checks it anew).
+    fn reopen(
+        path: &Path,
+        integrity: Integrity,
+        tail: &crate::footer_cache::Tail,
+    ) -> crate::Result<Option<Self>> {
+        let file = File::open(path).map_err(|source| Error::io("open segment", path, source))?;
+        let len = file
+            .metadata()
+            .map_err(|source| Error::io("stat segment", path, source))?
+            .len();
+        if len != tail.len {
+            return Ok(None);
+        }
+        let index = std::sync::OnceLock::new();
+        if let Some(bytes) = &tail.index {
+            let _ = index.set(Ok(bytes.clone()));
+        }
+        Ok(Some(CheckedFile {
+            inner: Arc::new(Inner {
+                file,
+                path: path.to_path_buf(),
+                len,
+                check: Some(Check {
+                    integrity,
+                    footer: tail.footer.clone(),
+                    index,
+                    blocks: Arc::clone(&tail.blocks),
+                }),
+            }),
+        }))
     }
 
     fn read_checked(&self, start: u64, length: usize) -> Result<Bytes, ParquetError> {
@@ -393,24 +427,59 @@ pub(crate) fn open_for_arrow(
     options: ArrowReaderOptions,
     page_index: PageIndexPolicy,
 ) -> crate::Result<(CheckedFile, ArrowReaderMetadata)> {
+    let offset_index = page_index != PageIndexPolicy::Skip;
+    if let Some(integrity) = integrity
+        && let Some(tail) = crate::footer_cache::get(path, integrity, offset_index)
+        && let Some(file) = CheckedFile::reopen(path, integrity, &tail)?
+    {
+        return Ok((file, tail.metadata.clone()));
+    }
     let (file, metadata) = CheckedFile::open(path, integrity)?;
+    // Only the offset index: it locates pages for a row selection. The column index (page
+    // min/max) is never used, and decoding it was most of the cost of the page indexes.
     let metadata = (|| -> Result<ArrowReaderMetadata, ParquetError> {
         Ok(match metadata {
             Some(metadata) => {
                 let mut reader = ParquetMetaDataReader::new_with_metadata(metadata)
-                    .with_page_index_policy(page_index);
-                if page_index != PageIndexPolicy::Skip {
+                    .with_offset_index_policy(page_index)
+                    .with_column_index_policy(PageIndexPolicy::Skip);
+                if offset_index {
                     reader.read_page_indexes(&file)?;
                 }
                 ArrowReaderMetadata::try_new(Arc::new(reader.finish()?), options)?
             }
-            None => ArrowReaderMetadata::load(&file, options.with_page_index_policy(page_index))?,
+            None => ArrowReaderMetadata::load(
+                &file,
+                options
+                    .with_offset_index_policy(page_index)
+                    .with_column_index_policy(PageIndexPolicy::Skip),
+            )?,
         })
     })()
     .map_err(|error| Error::Corrupt {
         location: path.display().to_string(),
         detail: error.to_string(),
     })?;
+    if let Some(integrity) = integrity
+        && let Some(check) = &file.inner.check
+    {
+        crate::footer_cache::put(
+            path,
+            integrity,
+            offset_index,
+            crate::footer_cache::Tail {
+                len: file.inner.len,
+                footer: check.footer.clone(),
+                index: check
+                    .index
+                    .get()
+                    .and_then(|index| index.as_ref().ok())
+                    .cloned(),
+                blocks: Arc::clone(&check.blocks),
+                metadata: metadata.clone(),
+            },
+        );
+    }
     Ok((file, metadata))
 }
 
@@ -567,23 +636,29 @@ mod tests {
             batch
         );
         // Flip one bit at spread positions over the whole file: each read fails, naming it.
+        // (Each damaged copy is a file never opened before, so its tail is checked anew.)
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        for _ in 0..100 {
+        for copy in 0..100 {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             let at = (state % clean.len() as u64) as usize;
             let mut damaged = clean.clone();
             damaged[at] ^= 1 << (state >> 61);
-            std::fs::write(&path, &damaged).unwrap();
-            match read(&path, Some(integrity)) {
-                Err(error) => assert!(error.contains("f.parquet"), "{error}"),
+            let name = format!("f{copy}.parquet");
+            std::fs::write(dir.path().join(&name), &damaged).unwrap();
+            match read(&dir.path().join(&name), Some(integrity)) {
+                Err(error) => assert!(error.contains(&name), "{error}"),
                 Ok(_) => panic!("bit flip at {at} of {} read as data", clean.len()),
             }
         }
         // Truncated: an error too.
-        std::fs::write(&path, &clean[..clean.len() - 100]).unwrap();
-        assert!(read(&path, Some(integrity)).is_err());
+        std::fs::write(
+            dir.path().join("short.parquet"),
+            &clean[..clean.len() - 100],
+        )
+        .unwrap();
+        assert!(read(&dir.path().join("short.parquet"), Some(integrity)).is_err());
         // Without an integrity record (an old file), it reads unchecked.
         std::fs::write(&path, &clean).unwrap();
         assert_eq!(
@@ -594,6 +669,37 @@ mod tests {
                 .sum::<usize>(),
             50_000
         );
+    }
+
+    #[test]
+    fn a_tail_kept_from_an_earlier_open_still_checks_every_data_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kept.parquet");
+        let batch = sample(50_000);
+        let integrity = write(&path, &batch);
+        let clean = std::fs::read(&path).unwrap();
+        let all = |rows: Vec<RecordBatch>| {
+            arrow::compute::concat_batches(&batch.schema(), &rows).unwrap()
+        };
+        // The first open checks and keeps the tail.
+        assert_eq!(all(read(&path, Some(integrity)).unwrap()), batch);
+        // Damage in the data region is still an error through the kept tail.
+        let mut damaged = clean.clone();
+        damaged[BLOCK_BYTES as usize + 7] ^= 2;
+        std::fs::write(&path, &damaged).unwrap();
+        let error = read(&path, Some(integrity)).unwrap_err();
+        assert!(error.contains("kept.parquet"), "{error}");
+        // Damage in the tail after it was kept: the kept, checked copy is read, so the rows
+        // are exactly the written ones (never different rows).
+        let mut damaged = clean.clone();
+        let last = damaged.len() - 20;
+        damaged[last] ^= 2;
+        damaged[integrity.index_start as usize + 3] ^= 2;
+        std::fs::write(&path, &damaged).unwrap();
+        assert_eq!(all(read(&path, Some(integrity)).unwrap()), batch);
+        // A file of another length at the path is opened and checked anew.
+        std::fs::write(&path, &clean[..clean.len() - 100]).unwrap();
+        assert!(read(&path, Some(integrity)).is_err());
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub(crate) const UNCOMPRESSED_SIDECAR_LEAVES: &[&str] = &[
 ];
 
 /// The Parquet column path of a dotted leaf name.
-fn leaf_path(leaf: &str) -> ColumnPath {
+pub(crate) fn leaf_path(leaf: &str) -> ColumnPath {
     ColumnPath::new(leaf.split('.').map(str::to_owned).collect())
 }
 

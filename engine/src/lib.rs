@@ -45,6 +45,7 @@ mod content_refs;
 mod content_segment;
 mod error;
 mod faults;
+mod footer_cache;
 mod holds;
 mod ids;
 mod retention;

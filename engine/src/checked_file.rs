@@ -5,8 +5,9 @@
 //! flipped bit in a page, a statistic or an offset can decode into plausible wrong values. So
 //! a segment file carries two checks:
 //! - the **data region** `[0, tail_start)` (the magic and every row group's pages) is cut into
-//!   [`BLOCK_BYTES`] blocks, whose CRC-32 list is stored in the footer's key-value metadata
-//!   under [`BLOCK_CRC_KEY`];
+//!   blocks of [`BLOCK_BYTES`], whose size and CRC-32 list are stored in the footer's key-value
+//!   metadata under [`BLOCK_CRC_KEY`] (files written before it: [`LEGACY_BLOCK_CRC_KEY`],
+//!   [`LEGACY_BLOCK_BYTES`] blocks);
 //! - the **page indexes** `[index_start, footer_start)` and the **footer** `[footer_start,
 //!   len)` (which holds that list) have one CRC-32 each, kept outside the file in the segment's
 //!   catalog entry ([`Integrity`]).
@@ -35,10 +36,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-/// Bytes per checked block of the data region.
-pub(crate) const BLOCK_BYTES: u64 = 32 << 10;
-/// Footer key-value entry holding the data region's block CRCs (hex, 8 digits per block).
-pub(crate) const BLOCK_CRC_KEY: &str = "sightline.block_crc32.v1";
+/// Bytes per checked block of the data region in the files written now. A read checks whole
+/// blocks, so a point read of a few small pages reads at most a block more than each page;
+/// with 32 KiB blocks a one-session read at 10M spans read and checked ~20x the bytes of its
+/// pages.
+pub(crate) const BLOCK_BYTES: u64 = 4 << 10;
+/// Footer key-value entry holding the block size and the data region's block CRCs:
+/// `<bytes>:` then 8 hex digits per block.
+pub(crate) const BLOCK_CRC_KEY: &str = "sightline.block_crc32.v2";
+/// The entry of files written before [`BLOCK_CRC_KEY`]: hex CRCs of [`LEGACY_BLOCK_BYTES`]
+/// blocks.
+pub(crate) const LEGACY_BLOCK_CRC_KEY: &str = "sightline.block_crc32.v1";
+/// Block size of files with [`LEGACY_BLOCK_CRC_KEY`].
+pub(crate) const LEGACY_BLOCK_BYTES: u64 = 32 << 10;
+/// Block sizes a footer may declare (a power of two in this range).
+const BLOCK_BYTES_RANGE: std::ops::RangeInclusive<u64> = 512..=(1 << 20);
 
 /// What the catalog keeps to check a file's page indexes and footer (and through the footer,
 /// the block list).
@@ -54,12 +66,13 @@ pub struct Integrity {
     pub footer_crc32: u32,
 }
 
-/// A writer that checksums what passes through it: blocks of [`BLOCK_BYTES`] until
+/// A writer that checksums what passes through it: blocks of `block_bytes` until
 /// [`CrcSink::mark_tail`], then one checksum for the rest.
 #[derive(Debug)]
 pub(crate) struct CrcSink<W: Write> {
     inner: W,
     written: u64,
+    block_bytes: u64,
     blocks: Vec<u32>,
     block: crc32fast::Hasher,
     in_block: u64,
@@ -72,6 +85,7 @@ impl<W: Write> CrcSink<W> {
         CrcSink {
             inner,
             written: 0,
+            block_bytes: BLOCK_BYTES,
             blocks: Vec::new(),
             block: crc32fast::Hasher::new(),
             in_block: 0,
@@ -88,11 +102,17 @@ impl<W: Write> CrcSink<W> {
             self.in_block = 0;
         }
         self.tail = Some((self.written, Vec::new()));
-        let mut text = String::with_capacity(blocks.len() * 8);
+        let mut text = String::with_capacity(blocks.len() * 8 + 8);
+        let key = if self.block_bytes == LEGACY_BLOCK_BYTES {
+            LEGACY_BLOCK_CRC_KEY
+        } else {
+            text.push_str(&format!("{}:", self.block_bytes));
+            BLOCK_CRC_KEY
+        };
         for crc in blocks {
             text.push_str(&format!("{crc:08x}"));
         }
-        KeyValue::new(BLOCK_CRC_KEY.to_owned(), text)
+        KeyValue::new(key.to_owned(), text)
     }
 
     /// The integrity record and the inner writer, once the whole file (footer included) is
@@ -130,11 +150,11 @@ impl<W: Write> Write for CrcSink<W> {
             return Ok(written);
         }
         while !rest.is_empty() {
-            let room = usize::try_from(BLOCK_BYTES - self.in_block).unwrap_or(usize::MAX);
+            let room = usize::try_from(self.block_bytes - self.in_block).unwrap_or(usize::MAX);
             let (now, later) = rest.split_at(room.min(rest.len()));
             self.block.update(now);
             self.in_block += now.len() as u64;
-            if self.in_block == BLOCK_BYTES {
+            if self.in_block == self.block_bytes {
                 self.blocks.push(std::mem::take(&mut self.block).finalize());
                 self.in_block = 0;
             }
@@ -170,6 +190,8 @@ struct Check {
     footer: Bytes,
     /// The page indexes, read and checked by the first read that needs them.
     index: std::sync::OnceLock<Result<Bytes, String>>,
+    /// Bytes per block of the data region.
+    block_bytes: u64,
     blocks: Arc<[u32]>,
 }
 
@@ -225,9 +247,9 @@ impl CheckedFile {
         }
         let metadata = ParquetMetaDataReader::decode_metadata(&footer[..footer_len - 8])
             .map_err(|error| damaged(error.to_string()))?;
-        let blocks = block_list(&metadata)
+        let (block_bytes, blocks) = block_list(&metadata)
             .ok_or_else(|| damaged(format!("no valid {BLOCK_CRC_KEY} entry")))?;
-        let expected_blocks = integrity.index_start.div_ceil(BLOCK_BYTES);
+        let expected_blocks = integrity.index_start.div_ceil(block_bytes);
         if blocks.len() as u64 != expected_blocks {
             return Err(damaged(format!(
                 "{} block checksums for {expected_blocks} blocks",
@@ -242,6 +264,7 @@ impl CheckedFile {
                 integrity,
                 footer: Bytes::from(footer),
                 index: std::sync::OnceLock::new(),
+                block_bytes,
                 blocks: Arc::from(blocks),
             }),
         };
@@ -281,6 +304,7 @@ impl CheckedFile {
                     integrity,
                     footer: tail.footer.clone(),
                     index,
+                    block_bytes: tail.block_bytes,
                     blocks: Arc::clone(&tail.blocks),
                 }),
             }),
@@ -347,17 +371,18 @@ impl CheckedFile {
     fn read_blocks(&self, check: &Check, start: u64, end: u64) -> Result<Bytes, ParquetError> {
         let inner = &self.inner;
         let data_end = check.integrity.index_start;
-        let first = start / BLOCK_BYTES;
-        let last = (end - 1) / BLOCK_BYTES;
-        let from = first * BLOCK_BYTES;
-        let to = ((last + 1) * BLOCK_BYTES).min(data_end);
+        let block_bytes = check.block_bytes;
+        let first = start / block_bytes;
+        let last = (end - 1) / block_bytes;
+        let from = first * block_bytes;
+        let to = ((last + 1) * block_bytes).min(data_end);
         let mut buffer = vec![0; usize::try_from(to - from).unwrap_or(usize::MAX)];
         inner
             .file
             .read_exact_at(&mut buffer, from)
             .map_err(|error| io_error(&inner.path, error))?;
         for (index, chunk) in buffer
-            .chunks(usize::try_from(BLOCK_BYTES).unwrap_or(usize::MAX))
+            .chunks(usize::try_from(block_bytes).unwrap_or(usize::MAX))
             .enumerate()
         {
             let block = first + index as u64;
@@ -369,8 +394,8 @@ impl CheckedFile {
                 return Err(ParquetError::General(format!(
                     "damaged file {}: checksum of bytes {}..{} is {found:08x}, expected {}",
                     inner.path.display(),
-                    block * BLOCK_BYTES,
-                    block * BLOCK_BYTES + chunk.len() as u64,
+                    block * block_bytes,
+                    block * block_bytes + chunk.len() as u64,
                     expected.map_or("none".to_owned(), |crc| format!("{crc:08x}")),
                 )));
             }
@@ -475,6 +500,7 @@ pub(crate) fn open_for_arrow(
                     .get()
                     .and_then(|index| index.as_ref().ok())
                     .cloned(),
+                block_bytes: check.block_bytes,
                 blocks: Arc::clone(&check.blocks),
                 metadata: metadata.clone(),
             },
@@ -488,14 +514,31 @@ fn io_error(path: &Path, error: io::Error) -> ParquetError {
 }
 
 /// The block list of a checked file's footer.
-fn block_list(metadata: &ParquetMetaData) -> Option<Vec<u32>> {
-    let text = metadata
-        .file_metadata()
-        .key_value_metadata()?
-        .iter()
-        .find(|entry| entry.key == BLOCK_CRC_KEY)?
-        .value
-        .as_deref()?;
+/// The block size and block CRCs of a checked file's footer.
+fn block_list(metadata: &ParquetMetaData) -> Option<(u64, Vec<u32>)> {
+    let entries = metadata.file_metadata().key_value_metadata()?;
+    let value = |key: &str| {
+        entries
+            .iter()
+            .find(|entry| entry.key == key)
+            .and_then(|entry| entry.value.as_deref())
+    };
+    let (block_bytes, text) = match value(BLOCK_CRC_KEY) {
+        Some(text) => {
+            let (size, crcs) = text.split_once(':')?;
+            let size: u64 = size.parse().ok()?;
+            if !size.is_power_of_two() || !BLOCK_BYTES_RANGE.contains(&size) {
+                return None;
+            }
+            (size, crcs)
+        }
+        None => (LEGACY_BLOCK_BYTES, value(LEGACY_BLOCK_CRC_KEY)?),
+    };
+    Some((block_bytes, crcs(text)?))
+}
+
+/// CRCs written as 8 hex digits each.
+fn crcs(text: &str) -> Option<Vec<u32>> {
     if !text.len().is_multiple_of(8) {
         return None;
     }
@@ -541,7 +584,13 @@ impl Read for CheckedRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.buffered.is_empty() {
             let left = self.file.inner.len.saturating_sub(self.position);
-            let in_block = BLOCK_BYTES - self.position % BLOCK_BYTES;
+            let block_bytes = self
+                .file
+                .inner
+                .check
+                .as_ref()
+                .map_or(LEGACY_BLOCK_BYTES, |check| check.block_bytes);
+            let in_block = block_bytes - self.position % block_bytes;
             let take = usize::try_from(left.min(in_block)).unwrap_or(usize::MAX);
             if take == 0 {
                 return Ok(0);
@@ -588,16 +637,19 @@ mod tests {
     }
 
     fn write(path: &Path, batch: &RecordBatch) -> Integrity {
+        write_with_blocks(path, batch, BLOCK_BYTES)
+    }
+
+    /// A file as written with blocks of `block_bytes` ([`LEGACY_BLOCK_BYTES`]: as written
+    /// before the block size was recorded).
+    fn write_with_blocks(path: &Path, batch: &RecordBatch, block_bytes: u64) -> Integrity {
         let properties = WriterProperties::builder()
             .set_data_page_row_count_limit(512)
             .set_write_batch_size(512)
             .build();
-        let mut writer = ArrowWriter::try_new(
-            CrcSink::new(File::create(path).unwrap()),
-            batch.schema(),
-            Some(properties),
-        )
-        .unwrap();
+        let mut sink = CrcSink::new(File::create(path).unwrap());
+        sink.block_bytes = block_bytes;
+        let mut writer = ArrowWriter::try_new(sink, batch.schema(), Some(properties)).unwrap();
         writer.write(batch).unwrap();
         writer.flush().unwrap();
         writer.sync().unwrap();
@@ -669,6 +721,52 @@ mod tests {
                 .sum::<usize>(),
             50_000
         );
+    }
+
+    #[test]
+    fn files_with_the_earlier_32_kib_blocks_read_back_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = sample(50_000);
+        let path = dir.path().join("v1.parquet");
+        let integrity = write_with_blocks(&path, &batch, LEGACY_BLOCK_BYTES);
+        let (_, metadata) = CheckedFile::open(&path, Some(integrity)).unwrap();
+        let entries = metadata
+            .unwrap()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned();
+        let keys: Vec<String> = entries.iter().flatten().map(|e| e.key.clone()).collect();
+        assert!(keys.contains(&LEGACY_BLOCK_CRC_KEY.to_owned()), "{keys:?}");
+        let rows = read(&path, Some(integrity)).unwrap();
+        assert_eq!(
+            arrow::compute::concat_batches(&batch.schema(), &rows).unwrap(),
+            batch
+        );
+        // A flipped bit in its second 32 KiB block (in no 4 KiB block the first read
+        // covered) is an error.
+        let mut damaged = std::fs::read(&path).unwrap();
+        damaged[LEGACY_BLOCK_BYTES as usize + 5000] ^= 8;
+        let copy = dir.path().join("v1-damaged.parquet");
+        std::fs::write(&copy, &damaged).unwrap();
+        let error = read(&copy, Some(integrity)).unwrap_err();
+        assert!(error.contains("v1-damaged.parquet"), "{error}");
+        // Files written now record their 4 KiB blocks.
+        let now = dir.path().join("v2.parquet");
+        let integrity = write(&now, &batch);
+        let (file, metadata) = CheckedFile::open(&now, Some(integrity)).unwrap();
+        let entries = metadata
+            .unwrap()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned();
+        let value = entries
+            .iter()
+            .flatten()
+            .find(|e| e.key == BLOCK_CRC_KEY)
+            .and_then(|e| e.value.clone())
+            .unwrap();
+        assert!(value.starts_with("4096:"), "{}", &value[..20]);
+        assert_eq!(file.inner.check.as_ref().unwrap().block_bytes, 4096);
     }
 
     #[test]

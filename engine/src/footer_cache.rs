@@ -35,6 +35,8 @@ pub(crate) struct Tail {
     pub(crate) footer: Bytes,
     /// The page index region, checked, when it was read.
     pub(crate) index: Option<Bytes>,
+    /// Bytes per block of the data region.
+    pub(crate) block_bytes: u64,
     /// CRC-32 of each block of the data region (from the footer).
     pub(crate) blocks: Arc<[u32]>,
     /// The decoded metadata (with the offset index when it was asked for).
@@ -148,6 +150,7 @@ mod tests {
             len: 10,
             footer: Bytes::from(vec![0u8; footer]),
             index: None,
+            block_bytes: 4096,
             blocks: Arc::from(vec![0u32; 1]),
             metadata: metadata.clone(),
         };

@@ -43,16 +43,6 @@ const META_VERSION: u8 = 1;
 /// Rows per data page (at most).
 const DATA_PAGE_ROWS: usize = 1024;
 
-/// Nested leaves written without a dictionary. Attribute values are mostly distinct per row
-/// (ids, arguments, texts): their dictionary grew to its 1 MiB limit in every row group (2 MB of
-/// a 13 MB segment on the 10M bench store) and a read of one trace or one session had to fetch
-/// and decode the whole of it, for each row group it touched, before its few rows.
-const NO_DICTIONARY_NESTED_LEAVES: &[&str] = &[
-    "attributes.entries.values",
-    "events.list.item.attributes.entries.values",
-    "events.list.item.time",
-];
-
 /// The leaf of the `log` struct a row-family filter reads: present on every log row, small.
 const LOG_FILTER_LEAF: &str = "log.severity_number";
 /// Above this many distinct services a segment records none (the filter then reads it).
@@ -519,9 +509,16 @@ pub(crate) fn write_segment(
     ] {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(name), false);
     }
-    for leaf in NO_DICTIONARY_NESTED_LEAVES {
+    for leaf in crate::column_codecs::NO_DICTIONARY_SPAN_LEAVES {
         properties =
             properties.set_column_dictionary_enabled(crate::column_codecs::leaf_path(leaf), false);
+    }
+    for leaf in crate::column_codecs::DELTA_SPAN_LEAVES {
+        let path = crate::column_codecs::leaf_path(leaf);
+        properties = properties
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path.clone(), parquet::basic::Encoding::DELTA_BINARY_PACKED)
+            .set_column_compression(path, Compression::UNCOMPRESSED);
     }
     let properties = crate::column_codecs::without_needless_zstd(
         properties,

@@ -108,7 +108,27 @@ pub(super) fn seal(shared: &Shared) -> Result<SealSummary> {
         .err()
         .map(|error| crate::activity::cause_chain(error));
     shared.activity.seal(started.elapsed(), failure);
+    if result.is_ok() {
+        compact_index_file(shared);
+    }
     result
+}
+
+/// Gives the index database's freed pages back to the file system once the file has doubled
+/// (`DbSlot::compact_if_grown`). A failure is logged and left for the next seal: the data is
+/// whole either way (redb compacts through ordinary durable commits).
+fn compact_index_file(shared: &Shared) {
+    let started = std::time::Instant::now();
+    match shared.db.compact_if_grown() {
+        Ok(Some((before, after))) => info!(
+            before_bytes = before,
+            after_bytes = after,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "compacted the index database file"
+        ),
+        Ok(None) => {}
+        Err(error) => warn!(error = %error, "compacting the index database file failed"),
+    }
 }
 
 fn seal_locked(shared: &Shared) -> Result<SealSummary> {

@@ -93,9 +93,46 @@ pub(crate) const DELTA_SPAN_LEAVES: &[&str] = &[
     "events.list.item.time",
 ];
 
+/// Time leaves of the agent tables' stored forms written delta-encoded and bit-packed, without
+/// a dictionary or zstd, as [`DELTA_SPAN_LEAVES`] (see the measurements in benches/BENCHMARKS.md).
+pub(crate) const DELTA_SIDECAR_LEAVES: &[&str] = &[
+    "start_time",
+    "duration_ns",
+    "time",
+    "first_seen",
+    "last_seen",
+];
+
+/// `properties` with each of `leaves` (INT64 leaves) written `DELTA_BINARY_PACKED`, without a
+/// dictionary and without compression.
+pub(crate) fn delta_encoded(
+    mut properties: WriterPropertiesBuilder,
+    leaves: &[&str],
+) -> WriterPropertiesBuilder {
+    for leaf in leaves {
+        let path = leaf_path(leaf);
+        properties = properties
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path.clone(), parquet::basic::Encoding::DELTA_BINARY_PACKED)
+            .set_column_compression(path, Compression::UNCOMPRESSED);
+    }
+    properties
+}
+
 /// Leaves of the agent tables' stored forms written without zstd (names and bounded codes;
 /// ids, times, tokens and free text such as `reasoning` stay compressed).
 pub(crate) const UNCOMPRESSED_SIDECAR_LEAVES: &[&str] = &[
+    // Small counters: zstd saves 0.07-0.14 B/row on each (1M bench store).
+    "denials",
+    "errors",
+    "escalations",
+    "llm_calls",
+    "retries",
+    "tool_calls",
+    "runs",
+    "spans",
+    "forms",
+    "cache_read_tokens",
     "agent_name",
     "tool_name",
     "status_code",
@@ -348,6 +385,19 @@ mod tests {
             sidecar_codecs.extend(leaf_codecs(path));
         }
         assert_plain(&sidecar_codecs, UNCOMPRESSED_SIDECAR_LEAVES);
+        assert_plain(&sidecar_codecs, DELTA_SIDECAR_LEAVES);
+        let mut sidecar_columns = std::collections::BTreeMap::new();
+        for path in &sidecars {
+            sidecar_columns.extend(leaf_columns(path));
+        }
+        for leaf in DELTA_SIDECAR_LEAVES {
+            let encodings = &sidecar_columns[*leaf].1;
+            assert!(
+                encodings.contains(&parquet::basic::Encoding::DELTA_BINARY_PACKED)
+                    && !encodings.contains(&parquet::basic::Encoding::RLE_DICTIONARY),
+                "{leaf}: {encodings:?}"
+            );
+        }
         assert_zstd(
             &sidecar_codecs,
             &[

@@ -513,13 +513,8 @@ pub(crate) fn write_segment(
         properties =
             properties.set_column_dictionary_enabled(crate::column_codecs::leaf_path(leaf), false);
     }
-    for leaf in crate::column_codecs::DELTA_SPAN_LEAVES {
-        let path = crate::column_codecs::leaf_path(leaf);
-        properties = properties
-            .set_column_dictionary_enabled(path.clone(), false)
-            .set_column_encoding(path.clone(), parquet::basic::Encoding::DELTA_BINARY_PACKED)
-            .set_column_compression(path, Compression::UNCOMPRESSED);
-    }
+    let properties =
+        crate::column_codecs::delta_encoded(properties, crate::column_codecs::DELTA_SPAN_LEAVES);
     let properties = crate::column_codecs::without_needless_zstd(
         properties,
         batch,

@@ -34,7 +34,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use super::AgentTable;
 use super::output::{build, build_all, build_session_parts, session_parts_schema};
 use super::spans::SpanRows;
-use crate::column_codecs::{UNCOMPRESSED_SIDECAR_LEAVES, without_needless_zstd};
+use crate::column_codecs::{
+    DELTA_SIDECAR_LEAVES, UNCOMPRESSED_SIDECAR_LEAVES, delta_encoded, without_needless_zstd,
+};
 use crate::error::{Error, Result};
 
 /// Version of the sidecar contents: raise it when the derivation changes, and every store
@@ -121,7 +123,8 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
         // Whole files are read; only row-group statistics are ever looked at.
         .set_statistics_enabled(EnabledStatistics::Chunk);
     // Bounded and empty leaves plain, as in span segments (`column_codecs`).
-    let properties = without_needless_zstd(properties, batch, UNCOMPRESSED_SIDECAR_LEAVES).build();
+    let properties = without_needless_zstd(properties, batch, UNCOMPRESSED_SIDECAR_LEAVES);
+    let properties = delta_encoded(properties, DELTA_SIDECAR_LEAVES).build();
     // Derived data, rebuilt from the span rows: no catalog entry keeps its tail's checksum.
     crate::segment::write_parquet_file(path, batch, properties, |source| Error::Segment {
         segment_id,

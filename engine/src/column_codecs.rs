@@ -68,6 +68,14 @@ pub(crate) const UNCOMPRESSED_SPAN_LEAVES: &[&str] = &[
     "log.event_name",
     "log.severity_number",
     "log.severity_text",
+    // Few distinct values a row group (a write's arrival, a deployment's agents, its
+    // instrumentation scopes, cached-token counts): 0.006, 0.03, -0.008 and 0.013 B/row from
+    // zstd. (`resource_otlp` saves 0.02 here but stays compressed: real resources carry
+    // kilobytes of host and k8s attributes.)
+    "arrival_time",
+    "agent_id",
+    "scope_otlp",
+    "cache_read_tokens",
 ];
 
 /// Nested leaves written without a dictionary. Attribute values are mostly distinct per row

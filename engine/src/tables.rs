@@ -82,8 +82,12 @@ pub(crate) const META_WAL_APPLIED: &str = "wal_applied";
 /// Key of the version of the stored agent tables in [`META`] (see `agent/stored.rs`).
 pub(crate) const META_AGENT_TABLES_VERSION: &str = "agent_tables_version";
 
-/// The store format this code writes and reads.
-pub(crate) const FORMAT_VERSION: u64 = 2;
+/// The store format this code writes and reads. 3: segment files check 4 KiB blocks and
+/// record the block size (`sightline.block_crc32.v2`), which a binary written for 2 would
+/// report as damaged; a store of format 2 is upgraded at open (its files read as before).
+pub(crate) const FORMAT_VERSION: u64 = 3;
+/// The earlier format a store is upgraded from at open.
+pub(crate) const UPGRADED_FORMAT_VERSION: u64 = 2;
 
 /// Content blobs of stores written before content segments: 32-byte SHA-256 of the text ->
 /// `[version][codec][bytes]`. Moved into content segments at open.

@@ -122,7 +122,8 @@ pub(crate) struct DbSlot {
     cache_bytes: usize,
     faults: Option<Arc<FaultInjector>>,
     current: RwLock<Option<(Arc<Database>, Arc<AtomicBool>)>>,
-    /// The file's length after it was last compacted (or opened).
+    /// The file's length after it was last compacted; 0 until then, so the first seal of a
+    /// process compacts a file that grew before it (by [`COMPACT_MIN_GROWTH`] at least).
     compacted_len: std::sync::atomic::AtomicU64,
 }
 
@@ -142,8 +143,6 @@ impl DbSlot {
         };
         let opened = slot.open_file()?;
         *slot.current.write() = Some(opened);
-        slot.compacted_len
-            .store(slot.file_len().unwrap_or(0), Ordering::Relaxed);
         Ok(slot)
     }
 
@@ -210,12 +209,22 @@ impl DbSlot {
     /// file). Skipped, for the next call to try again, while any transaction is open or a
     /// caller is beginning one. Returns the file's length before and after when it ran.
     pub(crate) fn compact_if_grown(&self) -> Result<Option<(u64, u64)>, redb::CompactionError> {
-        let before = self.file_len().map_err(redb::StorageError::from)?;
-        let base = self.compacted_len.load(Ordering::Relaxed);
-        if before < base.saturating_mul(2) || before < base.saturating_add(COMPACT_MIN_GROWTH) {
+        let grown = || -> Result<Option<u64>, redb::CompactionError> {
+            let len = self.file_len().map_err(redb::StorageError::from)?;
+            let base = self.compacted_len.load(Ordering::Relaxed);
+            Ok(
+                (len >= base.saturating_mul(2) && len >= base.saturating_add(COMPACT_MIN_GROWTH))
+                    .then_some(len),
+            )
+        };
+        if grown()?.is_none() {
             return Ok(None);
         }
         let mut current = self.current.write();
+        // Again under the lock: another seal may have compacted it meanwhile.
+        let Some(before) = grown()? else {
+            return Ok(None);
+        };
         let Some((db, failed)) = current.as_mut() else {
             return Ok(None);
         };
@@ -325,6 +334,15 @@ mod tests {
             }
         }
         txn.commit().unwrap();
+        let grown = len();
+        assert!(
+            grown > opened * 2 + COMPACT_MIN_GROWTH,
+            "{opened} -> {grown}"
+        );
+        // A file that grew before this process opened it is compacted by its first call.
+        drop(slot);
+        let slot = DbSlot::open(&path, 1 << 20, None).unwrap();
+        // (redb gives back a free tail when it closes, not the free pages among live ones.)
         let grown = len();
         assert!(
             grown > opened * 2 + COMPACT_MIN_GROWTH,

@@ -66,6 +66,16 @@ pub(super) fn recover(
                     .map_err(store_error("write format version"))?;
             }
             Some(FORMAT_VERSION) => {}
+            Some(crate::tables::UPGRADED_FORMAT_VERSION) => {
+                // Nothing to rewrite: only files written from now on differ.
+                meta.insert(META_FORMAT_VERSION, FORMAT_VERSION)
+                    .map_err(store_error("write format version"))?;
+                tracing::info!(
+                    from = crate::tables::UPGRADED_FORMAT_VERSION,
+                    to = FORMAT_VERSION,
+                    "upgraded the store format; new segment files check 4 KiB blocks"
+                );
+            }
             Some(other) => {
                 return Err(Error::Corrupt {
                     location: db_path.display().to_string(),

@@ -532,3 +532,63 @@ fn a_span_scan_tells_log_rows_apart_without_reading_the_records() {
     );
     engine.close().unwrap();
 }
+
+/// The store format version in `meta`, read with redb directly (the store closed).
+fn format_version(dir: &std::path::Path) -> Option<u64> {
+    let db = redb::Database::open(dir.join("sightline.redb")).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let table = txn
+        .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+        .unwrap();
+    table
+        .get("format_version")
+        .unwrap()
+        .map(|value| value.value())
+}
+
+fn set_format_version(dir: &std::path::Path, version: u64) {
+    let db = redb::Database::open(dir.join("sightline.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+        .unwrap()
+        .insert("format_version", version)
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_format_2_store_is_upgraded_at_open_and_a_newer_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path(), manual()).unwrap();
+        engine.write(spans(1, 3, "a", BASE)).unwrap();
+        engine.seal().unwrap();
+        engine.close().unwrap();
+    }
+    assert_eq!(format_version(dir.path()), Some(3));
+    // A store written by the version 2 code (its files read the same way) opens, keeps its
+    // rows, takes new ones and is version 3 after.
+    set_format_version(dir.path(), 2);
+    {
+        let engine = Engine::open(dir.path(), manual()).unwrap();
+        assert_eq!(engine.stats().segment_rows, 3);
+        engine.write(spans(2, 4, "b", BASE)).unwrap();
+        engine.seal().unwrap();
+        let rows: usize = engine
+            .scan(&ScanRequest::default())
+            .unwrap()
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum();
+        assert_eq!(rows, 7);
+        engine.close().unwrap();
+    }
+    assert_eq!(format_version(dir.path()), Some(3));
+    // A store of a later format is refused, saying which.
+    set_format_version(dir.path(), 4);
+    let error = Engine::open(dir.path(), manual()).unwrap_err().to_string();
+    assert!(
+        error.contains("expected store format version 3, found 4"),
+        "{error}"
+    );
+}

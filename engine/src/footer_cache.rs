@@ -66,23 +66,38 @@ struct Entries {
     clock: u64,
 }
 
-fn entries() -> &'static Mutex<Entries> {
+impl Key {
+    fn new(path: &Path, integrity: Integrity, offset_index: bool) -> Key {
+        Key {
+            path: path.to_path_buf(),
+            integrity,
+            offset_index,
+        }
+    }
+}
+
+impl Entries {
+    /// The next use's time.
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+}
+
+/// The process's entries, locked (a poisoned lock is taken over: they are only a cache).
+fn entries() -> std::sync::MutexGuard<'static, Entries> {
     static ENTRIES: OnceLock<Mutex<Entries>> = OnceLock::new();
-    ENTRIES.get_or_init(Mutex::default)
+    ENTRIES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// The kept tail of `path` checked against `integrity`, if any.
 pub(crate) fn get(path: &Path, integrity: Integrity, offset_index: bool) -> Option<Arc<Tail>> {
-    let key = Key {
-        path: path.to_path_buf(),
-        integrity,
-        offset_index,
-    };
-    let mut entries = entries()
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
-    entries.clock += 1;
-    let now = entries.clock;
+    let key = Key::new(path, integrity, offset_index);
+    let mut entries = entries();
+    let now = entries.tick();
     let (tail, used) = entries.map.get_mut(&key)?;
     *used = now;
     Some(Arc::clone(tail))
@@ -95,16 +110,9 @@ pub(crate) fn put(path: &Path, integrity: Integrity, offset_index: bool, tail: T
     if size > BUDGET {
         return;
     }
-    let key = Key {
-        path: path.to_path_buf(),
-        integrity,
-        offset_index,
-    };
-    let mut entries = entries()
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
-    entries.clock += 1;
-    let now = entries.clock;
+    let key = Key::new(path, integrity, offset_index);
+    let mut entries = entries();
+    let now = entries.tick();
     if let Some((old, _)) = entries.map.insert(key, (Arc::new(tail), now)) {
         entries.bytes -= old.bytes();
     }
@@ -177,9 +185,6 @@ mod tests {
         // Larger than the budget: not kept.
         put(&dir.join("d"), integrity(4), true, tail(BUDGET + 1));
         assert!(get(&dir.join("d"), integrity(4), true).is_none());
-        let entries = entries()
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        assert!(entries.bytes <= BUDGET);
+        assert!(entries().bytes <= BUDGET);
     }
 }

@@ -81,7 +81,7 @@ pub use schema::span_schema;
 pub use segment::SegmentMeta;
 pub use store::verify_data_dir;
 pub use store::{
-    AgentRead, ChainChange, ChainChangeKind, Engine, EngineStats, EraseReport, ExpiredSegment,
-    ExpiryReport, Options, PurgeReport, RecoverySummary, RollupLookup, SealSummary, SegmentExport,
-    SessionRollupKey, SidecarRead, TierStatus, WriteBatch,
+    AgentRead, ChainChange, ChainChangeKind, CompactedGroup, CompactionReport, Engine, EngineStats,
+    EraseReport, ExpiredSegment, ExpiryReport, Options, PurgeReport, RecoverySummary, RollupLookup,
+    SealSummary, SegmentExport, SessionRollupKey, SidecarRead, TierStatus, WriteBatch,
 };

@@ -86,6 +86,11 @@ pub struct SegmentMeta {
     /// segment by it.
     #[serde(default)]
     pub log_rows: u64,
+    /// The compaction that wrote this segment (the id of its first output), `None` for a seal
+    /// or a rewrite. The segments of one compaction hold disjoint session ranges of their
+    /// (tier, day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction_run: Option<u64>,
     /// Row runs of each trace (raw id, first row, row count), for the trace index. Not stored
     /// in the catalog entry.
     #[serde(skip)]
@@ -596,6 +601,7 @@ fn describe(
         has_null_service,
         integrity: None,
         log_rows,
+        compaction_run: None,
         trace_runs,
         session_runs: string_runs(batch, columns::SESSION_ID),
         conversation_runs: string_runs(batch, columns::CONVERSATION_ID),
@@ -1037,6 +1043,7 @@ mod tests {
             has_null_service: true,
             integrity: None,
             log_rows: 0,
+            compaction_run: None,
             trace_runs: Vec::new(),
             session_runs: Vec::new(),
             conversation_runs: Vec::new(),
@@ -1096,6 +1103,7 @@ mod tests {
             has_null_service: false,
             integrity: None,
             log_rows: 0,
+            compaction_run: None,
             trace_runs: Vec::new(),
             session_runs: Vec::new(),
             conversation_runs: Vec::new(),

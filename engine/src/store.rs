@@ -2,6 +2,7 @@
 //! the engine's shared state. The jobs live in their own modules: `recovery` (WAL replay at
 //! open), `writer` (group commit of spans and content), `seal` (memtable to segments),
 //! `expiry` (retention status and expiry), `removal` (taking a segment out of the catalog),
+//! `compaction` (a day's segments rewritten in session order),
 //! `erase` (erasure of a session), `reaper` (deleting removed files after their last reader),
 //! `agent_tables`, `session_rollup`, `purge`, `compliance`, `db_slot` and `reopen` (opening
 //! the database again after a storage fault, without a restart).
@@ -21,6 +22,7 @@
 //!   `state`, `memtable_keys`: none is waited for while holding one later in the list.
 
 mod agent_tables;
+mod compaction;
 mod compliance;
 mod content_seal;
 mod db_slot;
@@ -37,6 +39,7 @@ mod session_rollup;
 mod writer;
 
 pub use agent_tables::{AgentRead, SidecarRead};
+pub use compaction::{CompactedGroup, CompactionReport};
 pub use compliance::verify_data_dir;
 pub use erase::EraseReport;
 pub use expiry::{ExpiredSegment, ExpiryReport, TierStatus};
@@ -107,8 +110,12 @@ pub struct Options {
     /// Refuse writes (overloaded) when the memtable (active + frozen, and the sorted copy of
     /// the frozen rows a seal makes) exceeds this many bytes, i.e. when sealing cannot keep up.
     pub max_memtable_bytes: usize,
-    /// Run the background sealer thread (tests turn it off and call `seal`).
+    /// Run the background sealer thread (tests turn it off and call `seal`); also the
+    /// compactor's, when [`Options::compaction_quiet`] is set.
     pub background_sealing: bool,
+    /// Compact a (tier, day) in the background once none of its rows arrived for this long
+    /// (see `store/compaction.rs`); `None` compacts only when asked ([`Engine::compact`]).
+    pub compaction_quiet: Option<Duration>,
     /// Retention tiers: which tier rows without one go to, and how long each is kept.
     pub retention: RetentionPolicy,
     /// Memory redb may use to cache pages of the database file (indexes, trace keys, content).
@@ -129,6 +136,7 @@ impl Default for Options {
             zstd_level: 3,
             max_memtable_bytes: 1 << 30,
             background_sealing: true,
+            compaction_quiet: Some(Duration::from_secs(300)),
             retention: RetentionPolicy::default(),
             index_cache_bytes: 64 << 20,
             faults: None,
@@ -182,6 +190,13 @@ impl Options {
     /// Sets the retention tiers.
     pub fn with_retention(mut self, policy: RetentionPolicy) -> Self {
         self.retention = policy;
+        self
+    }
+
+    /// Sets how long a (tier, day) must be quiet before the background compactor rewrites it
+    /// (`None`: only [`Engine::compact`] does).
+    pub fn with_compaction_quiet(mut self, quiet: Option<Duration>) -> Self {
+        self.compaction_quiet = quiet;
         self
     }
 
@@ -378,6 +393,8 @@ pub struct Engine {
     writer: Mutex<Option<JoinHandle<()>>>,
     sealer_tx: Mutex<Option<Sender<()>>>,
     sealer: Mutex<Option<JoinHandle<()>>>,
+    compactor_tx: Mutex<Option<Sender<()>>>,
+    compactor: Mutex<Option<JoinHandle<()>>>,
     recovery: RecoverySummary,
 }
 
@@ -530,12 +547,27 @@ impl Engine {
             (None, None)
         };
 
+        let (compactor_tx, compactor) = match options.compaction_quiet {
+            Some(quiet) if options.background_sealing => {
+                let (tx, rx) = bounded::<()>(1);
+                let compactor_shared = Arc::clone(&shared);
+                let handle = std::thread::Builder::new()
+                    .name("sightline-compactor".into())
+                    .spawn(move || compaction::run_compactor(&compactor_shared, quiet, &rx))
+                    .map_err(|source| Error::io("spawn compactor thread", &shared.dir, source))?;
+                (Some(tx), Some(handle))
+            }
+            _ => (None, None),
+        };
+
         Ok(Engine {
             shared,
             writer_tx: Mutex::new(Some(writer_tx)),
             writer: Mutex::new(Some(writer)),
             sealer_tx: Mutex::new(sealer_tx),
             sealer: Mutex::new(sealer),
+            compactor_tx: Mutex::new(compactor_tx),
+            compactor: Mutex::new(compactor),
             recovery,
         })
     }
@@ -662,6 +694,12 @@ impl Engine {
             && handle.join().is_err()
         {
             warn!("sealer thread panicked");
+        }
+        drop(self.compactor_tx.lock().take());
+        if let Some(handle) = self.compactor.lock().take()
+            && handle.join().is_err()
+        {
+            warn!("compactor thread panicked");
         }
     }
 }

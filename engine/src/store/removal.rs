@@ -125,66 +125,8 @@ impl Engine {
             )?;
         }
         {
-            let mut catalog = txn
-                .open_table(SEGMENTS)
-                .map_err(store_error("open catalog"))?;
-            catalog
-                .remove(meta.id)
-                .map_err(store_error("remove catalog entry"))?;
-            let mut trace_index = txn
-                .open_multimap_table(TRACE_SEGMENTS)
-                .map_err(store_error("open trace index"))?;
-            let mut session_index = txn
-                .open_multimap_table(SESSION_ROWS)
-                .map_err(store_error("open session index"))?;
-            let mut conversation_index = txn
-                .open_multimap_table(CONVERSATION_ROWS)
-                .map_err(store_error("open conversation index"))?;
-            for (trace, first, count) in &old.trace_runs {
-                trace_index
-                    .remove(trace.as_slice(), (meta.id, *first, *count))
-                    .map_err(store_error("remove trace index entry"))?;
-            }
-            for (session, first, count) in &old.session_runs {
-                session_index
-                    .remove(session.as_str(), (meta.id, *first, *count))
-                    .map_err(store_error("remove session index entry"))?;
-            }
-            for (conversation, first, count) in &old.conversation_runs {
-                conversation_index
-                    .remove(conversation.as_str(), (meta.id, *first, *count))
-                    .map_err(store_error("remove conversation index entry"))?;
-            }
-            // Late-keyed runs were added to the session and conversation indexes under the
-            // trace's keys; remove those too.
-            if let Some(late) = shared.state.read().late.get(&meta.id) {
-                for (trace, keys) in late.iter() {
-                    for (run_trace, first, count) in &old.trace_runs {
-                        if run_trace != trace {
-                            continue;
-                        }
-                        let run = (meta.id, *first, *count);
-                        for session in [&keys.session_id, &keys.conversation_id]
-                            .into_iter()
-                            .flatten()
-                        {
-                            session_index
-                                .remove(&**session, run)
-                                .map_err(store_error("remove session index entry"))?;
-                        }
-                        if let Some(conversation) = &keys.conversation_id {
-                            conversation_index
-                                .remove(&**conversation, run)
-                                .map_err(store_error("remove conversation index entry"))?;
-                        }
-                    }
-                }
-            }
-            txn.open_multimap_table(LATE_KEYS)
-                .map_err(store_error("open late keys"))?
-                .remove_all(meta.id)
-                .map_err(store_error("remove late keys"))?;
-            drop((catalog, trace_index, session_index, conversation_index));
+            let late = shared.state.read().late.get(&meta.id).cloned();
+            unindex_segment(&txn, &old, late.as_deref())?;
             for new in &new_metas {
                 // A rewrite does not complete split traces (a seal does): they are dirty.
                 agent_tables::mark_split_traces(&txn, new)?;
@@ -250,4 +192,75 @@ impl Engine {
             .retire(meta, agent_tables::segment_files(&shared.dir, meta));
         Ok(new_ids)
     }
+}
+
+/// Removes, in `txn`, a segment's catalog entry, its trace, session and conversation runs
+/// (`old`: the segment with the runs of its file, from [`read_runs`]), the runs filed under
+/// the keys of its late-keyed traces (`late`), and its late-keys entries.
+pub(super) fn unindex_segment(
+    txn: &redb::WriteTransaction,
+    old: &SegmentMeta,
+    late: Option<&crate::scan::LateKeys>,
+) -> Result<()> {
+    let id = old.id;
+    let mut catalog = txn
+        .open_table(SEGMENTS)
+        .map_err(store_error("open catalog"))?;
+    catalog
+        .remove(id)
+        .map_err(store_error("remove catalog entry"))?;
+    let mut trace_index = txn
+        .open_multimap_table(TRACE_SEGMENTS)
+        .map_err(store_error("open trace index"))?;
+    let mut session_index = txn
+        .open_multimap_table(SESSION_ROWS)
+        .map_err(store_error("open session index"))?;
+    let mut conversation_index = txn
+        .open_multimap_table(CONVERSATION_ROWS)
+        .map_err(store_error("open conversation index"))?;
+    for (trace, first, count) in &old.trace_runs {
+        trace_index
+            .remove(trace.as_slice(), (id, *first, *count))
+            .map_err(store_error("remove trace index entry"))?;
+    }
+    for (session, first, count) in &old.session_runs {
+        session_index
+            .remove(session.as_str(), (id, *first, *count))
+            .map_err(store_error("remove session index entry"))?;
+    }
+    for (conversation, first, count) in &old.conversation_runs {
+        conversation_index
+            .remove(conversation.as_str(), (id, *first, *count))
+            .map_err(store_error("remove conversation index entry"))?;
+    }
+    // Late-keyed runs were added to the session and conversation indexes under the trace's
+    // keys; remove those too.
+    if let Some(late) = late {
+        for (trace, keys) in late.iter() {
+            for (run_trace, first, count) in &old.trace_runs {
+                if run_trace != trace {
+                    continue;
+                }
+                let run = (id, *first, *count);
+                for session in [&keys.session_id, &keys.conversation_id]
+                    .into_iter()
+                    .flatten()
+                {
+                    session_index
+                        .remove(&**session, run)
+                        .map_err(store_error("remove session index entry"))?;
+                }
+                if let Some(conversation) = &keys.conversation_id {
+                    conversation_index
+                        .remove(&**conversation, run)
+                        .map_err(store_error("remove conversation index entry"))?;
+                }
+            }
+        }
+    }
+    txn.open_multimap_table(LATE_KEYS)
+        .map_err(store_error("open late keys"))?
+        .remove_all(id)
+        .map_err(store_error("remove late keys"))?;
+    Ok(())
 }

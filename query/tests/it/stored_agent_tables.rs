@@ -28,6 +28,10 @@ struct Store {
 }
 
 fn open(dir: &Path) -> Store {
+    open_with(dir, |options| options)
+}
+
+fn open_with(dir: &Path, tune: impl FnOnce(engine::Options) -> engine::Options) -> Store {
     // Ages count from span time: the tests move expiry's clock over generated dates, while
     // every span arrives now.
     let default = engine::RetentionPolicy::default();
@@ -43,9 +47,11 @@ fn open(dir: &Path) -> Store {
     let engine = Arc::new(
         Engine::open(
             dir,
-            engine::Options::default()
-                .with_background_sealing(false)
-                .with_retention(policy),
+            tune(
+                engine::Options::default()
+                    .with_background_sealing(false)
+                    .with_retention(policy),
+            ),
         )
         .unwrap(),
     );
@@ -154,6 +160,163 @@ fn request_of(
         }
     }
     request
+}
+
+/// Compaction rewrites a day's seals in session order. Every span, every session's read and
+/// every stored agent table answers as before (late roots, a promoted tier, re-sent copies,
+/// traces split across seals), a session's rows lie in at most two segments, the traces it
+/// brought together are read from their sidecars again, the chain verifies, and a restart,
+/// a later seal and an erasure keep all of it right.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_keeps_every_answer_and_puts_each_session_in_one_segment() {
+    let config = testdata::AgentTraceConfig {
+        seed: 23,
+        traces: 240,
+        sessions: 12,
+        tool_reissue_percent: 30,
+        ..Default::default()
+    };
+    let traces: Vec<testdata::AgentTrace> = testdata::agent_trace_iter(&config).collect();
+    let index_of: std::collections::HashMap<String, usize> = traces
+        .iter()
+        .enumerate()
+        .map(|(index, trace)| (hex::encode(trace.trace_id), index))
+        .collect();
+    let dir: TempDir = tempfile::tempdir().unwrap();
+    // Outputs of at most 600 rows: the day is cut into several.
+    let store = open_with(dir.path(), |options| options.with_seal_max_rows(600));
+
+    // Six waves of 40 traces, each sealed. Every fifth trace's root (which carries the
+    // session) comes with the next wave, and every tenth one's promotes its trace to the
+    // decision tier; some traces of the wave before are sent again.
+    let late_root = |index: usize| index.is_multiple_of(5);
+    for wave in 0..6usize {
+        let now = wave * 40..(wave + 1) * 40;
+        let before = wave.saturating_sub(1) * 40..wave * 40;
+        let batch = ingest::to_span_batch(&request_of(&traces, |index, span| {
+            let root = span.parent_span_id.is_empty();
+            (now.contains(&index) && !(late_root(index) && root))
+                || (before.contains(&index) && late_root(index) && root)
+                || (before.contains(&index) && index % 7 == 1)
+        }))
+        .unwrap()
+        .batch;
+        let trace_ids = batch
+            .column_by_name("trace_id")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let parents = batch
+            .column_by_name("parent_span_id")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let tiers: Vec<Option<&str>> = (0..batch.num_rows())
+            .map(|row| {
+                let index = index_of[trace_ids.value(row)];
+                (index.is_multiple_of(10) && parents.is_null(row) && before.contains(&index))
+                    .then_some("decision")
+            })
+            .collect();
+        store
+            .engine
+            .write(engine::with_retention_tiers(&batch, &tiers).unwrap())
+            .unwrap();
+        store.engine.seal().unwrap();
+    }
+    let sessions: std::collections::BTreeSet<String> = traces
+        .iter()
+        .map(|trace| trace.session_id.clone())
+        .collect();
+    let session_read = |store: &Store, session: &str| {
+        let request = ScanRequest {
+            session_ids: Some(vec![session.to_owned()]),
+            ..ScanRequest::default()
+        };
+        let plan = store.engine.plan_scan(&request).unwrap();
+        (plan.len(), lines(&plan.collect().unwrap()))
+    };
+    let all_spans = |store: &Store| lines(&store.engine.scan(&ScanRequest::default()).unwrap());
+    let spans_before = all_spans(&store);
+    let sessions_before: Vec<(usize, Vec<String>)> = sessions
+        .iter()
+        .map(|session| session_read(&store, session))
+        .collect();
+    assert!(
+        sessions_before.iter().any(|(segments, _)| *segments > 2),
+        "sessions lie in many seals before: {:?}",
+        sessions_before.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    let counts = assert_stored_equals_derived(&store, "before compaction").await;
+
+    let report = store.engine.compact().unwrap();
+    assert_eq!(report.abandoned, 0, "{report:?}");
+    let standard = report
+        .groups
+        .iter()
+        .find(|group| group.tier == "standard")
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert!(standard.inputs.len() >= 6, "{report:?}");
+    assert!(standard.outputs.len() >= 3, "{report:?}");
+    let moved: u64 = report.groups.iter().map(|group| group.rows).sum();
+    assert!(
+        moved >= spans_before.len() as u64,
+        "{moved} {}",
+        spans_before.len()
+    );
+
+    assert_eq!(all_spans(&store), spans_before, "every span, as before");
+    for (session, (_, before)) in sessions.iter().zip(&sessions_before) {
+        let (segments, rows) = session_read(&store, session);
+        assert_eq!(&rows, before, "session {session}");
+        // At most two segments per tier its traces are kept in.
+        let promoted =
+            (0..200).any(|index| index % 10 == 0 && traces[index].session_id == *session);
+        let bound = if promoted { 4 } else { 2 };
+        assert!(
+            segments <= bound,
+            "session {session} in {segments} segments (promoted: {promoted})"
+        );
+    }
+    assert_eq!(
+        assert_stored_equals_derived(&store, "after compaction").await,
+        counts
+    );
+    for table in ["tool_calls", "agent_runs", "decisions"] {
+        assert_eq!(
+            stored_metrics(&store, table).await.1,
+            0,
+            "{table}: no trace is split any more, none is derived"
+        );
+    }
+    let verified = store.engine.verify().unwrap();
+    assert!(verified.is_ok(), "{verified}");
+
+    // A restart reads the compacted catalog; nothing is left to compact.
+    drop(store);
+    let store = open_with(dir.path(), |options| options.with_seal_max_rows(600));
+    assert_eq!(all_spans(&store), spans_before);
+    assert_eq!(
+        assert_stored_equals_derived(&store, "after a restart").await,
+        counts
+    );
+    assert!(store.engine.compact().unwrap().groups.is_empty());
+
+    // Copies of a few traces sealed into the same day: a small segment beside the run is left
+    // alone, and the answers stay right.
+    write(&store, &request_of(&traces, |index, _| index % 50 == 3));
+    store.engine.seal().unwrap();
+    assert!(store.engine.compact().unwrap().groups.is_empty());
+    assert_stored_equals_derived(&store, "a seal after compaction").await;
+
+    // Erasing a session rewrites the compacted segment that holds it.
+    let session = &traces[7].session_id;
+    let report = store.engine.erase_session(session).unwrap();
+    assert!(!report.segments.is_empty());
+    assert_eq!(session_read(&store, session).1, Vec::<String>::new());
+    assert_stored_equals_derived(&store, "an erasure after compaction").await;
+    let verified = store.engine.verify().unwrap();
+    assert!(verified.is_ok(), "{verified}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

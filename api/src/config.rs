@@ -159,6 +159,7 @@ pub fn engine_options(args: &StorageArgs) -> engine::Options {
     engine::Options::default()
         .with_seal_max_bytes(args.seal_max_bytes.as_usize())
         .with_seal_max_age(args.seal_max_age.0)
+        .with_compaction_quiet(Some(args.compaction_quiet.0).filter(|quiet| !quiet.is_zero()))
         .with_max_memtable_bytes(args.max_memtable_bytes.as_usize())
         .with_index_cache_bytes(args.index_cache.as_usize())
 }

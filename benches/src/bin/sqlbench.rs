@@ -38,6 +38,9 @@ struct Args {
     /// smaller seals make more, smaller segments).
     #[arg(long, default_value_t = 256)]
     seal_max_mib: usize,
+    /// Compact the store (every day of every tier into session order) before the queries.
+    #[arg(long)]
+    compact: bool,
     /// Run only the queries whose name contains this (e.g. `monitoring`).
     #[arg(long)]
     only: Option<String>,
@@ -159,6 +162,19 @@ fn main() -> anyhow::Result<()> {
             filled.as_secs_f64(),
             written as f64 / filled.as_secs_f64(),
             started.elapsed().as_secs_f64()
+        );
+    }
+    if args.compact {
+        let started = Instant::now();
+        let report = engine.compact()?;
+        let inputs: usize = report.groups.iter().map(|group| group.inputs.len()).sum();
+        let outputs: usize = report.groups.iter().map(|group| group.outputs.len()).sum();
+        let rows: u64 = report.groups.iter().map(|group| group.rows).sum();
+        println!(
+            "compacted {} groups: {inputs} segments into {outputs}, {rows} rows in {:.1} s ({:.0} rows/s)",
+            report.groups.len(),
+            started.elapsed().as_secs_f64(),
+            rows as f64 / started.elapsed().as_secs_f64()
         );
     }
     // A trace (and its session) from the middle of the data set.

@@ -1,6 +1,7 @@
 //! Engine integration tests: durability, sealing, recovery, pushdown.
 
 mod chain;
+mod compaction;
 mod content;
 mod erase;
 mod faults;

@@ -13,7 +13,8 @@
 //!    sorts them and writes them as a segment with its agent-table files, with no lock held:
 //!    ingest, seals and queries go on;
 //! 3. swaps, under `seal_lock` and in one redb transaction: inputs out of the catalog and the
-//!    indexes, outputs in, one `rewritten` chain entry per pair, split traces settled.
+//!    indexes, outputs in, `rewritten` chain entries (each output added, then each input
+//!    removed), split traces settled.
 //!
 //! Invariants:
 //! - Every row of the inputs is in exactly one output (checked: the rows read are the rows
@@ -51,9 +52,6 @@ use super::removal::{read_runs, unindex_segment};
 use super::writer::read_trace_keys;
 use super::*;
 
-/// Arrow bytes a row takes in memory per byte it takes in a segment file, about: an output is
-/// cut so that its rows, read and sorted, take about what a seal's memtable takes.
-const MEMORY_PER_FILE_BYTE: u64 = 16;
 /// The fewest rows an output is cut at.
 const MIN_OUTPUT_ROWS: u64 = 4096;
 /// A group is compacted again once this many segments lie outside its largest run...
@@ -209,13 +207,13 @@ pub(super) fn worth_compacting(group: &[Arc<SegmentMeta>]) -> bool {
         || (total_rows - largest_rows) * RUN_FRACTION >= largest_rows
 }
 
-/// Rows per output: what a seal's memtable holds, estimated from the inputs' bytes per row
-/// (at least [`MIN_OUTPUT_ROWS`]), and at most the seal's row limit.
-fn output_rows(options: &Options, inputs: &[Arc<SegmentMeta>]) -> u64 {
+/// Rows per output: as many as take half a seal's memtable in memory (an output's rows are
+/// held twice, read and sorted), from the inputs' uncompressed bytes per row (`uncompressed`),
+/// at least [`MIN_OUTPUT_ROWS`] and at most the seal's row limit.
+fn output_rows(options: &Options, inputs: &[Arc<SegmentMeta>], uncompressed: u64) -> u64 {
     let rows: u64 = inputs.iter().map(|meta| meta.rows).sum::<u64>().max(1);
-    let bytes: u64 = inputs.iter().map(|meta| meta.bytes).sum();
-    let per_row = (bytes / rows).max(1);
-    (options.seal_max_bytes as u64 / (per_row * MEMORY_PER_FILE_BYTE))
+    let per_row = (uncompressed / rows).max(1);
+    (options.seal_max_bytes as u64 / 2 / per_row)
         .max(MIN_OUTPUT_ROWS)
         .min(options.seal_max_rows as u64)
         .max(1)
@@ -438,7 +436,11 @@ fn compact_group(shared: &Shared, inputs: Vec<Arc<SegmentMeta>>) -> Result<Optio
         .iter()
         .map(|meta| read_runs(meta, &shared.dir.join(&meta.path)))
         .collect::<Result<_>>()?;
-    let target = output_rows(&shared.options, &inputs);
+    let mut uncompressed = 0;
+    for meta in &inputs {
+        uncompressed += crate::segment::uncompressed_bytes(meta, &shared.dir.join(&meta.path))?;
+    }
+    let target = output_rows(&shared.options, &inputs, uncompressed);
     let plans = plan_outputs(&runs, &late, target);
     let options = SegmentWriteOptions {
         row_group_rows: shared.options.row_group_rows,
@@ -463,6 +465,14 @@ fn compact_group(shared: &Shared, inputs: Vec<Arc<SegmentMeta>>) -> Result<Optio
                     detail: format!("read {read} rows where the runs say {planned}"),
                 });
             }
+            tracing::debug!(
+                rows = read,
+                arrow_bytes = batches
+                    .iter()
+                    .map(RecordBatch::get_array_memory_size)
+                    .sum::<usize>(),
+                "compaction output read"
+            );
             let parts = sorted_parts(&batches)?;
             drop(batches);
             for ((tier, day), sorted) in parts {
@@ -648,21 +658,23 @@ fn swap(
         inputs[0].day,
         outputs.len()
     );
-    let mut added = outputs.iter().zip(digests);
-    let mut removed = inputs.iter();
-    loop {
-        let add = added
-            .next()
-            .map(|(meta, digest)| crate::chain::ChainSegment::of(meta, digest));
-        let remove = removed.next().map(|meta| meta.id);
-        if add.is_none() && remove.is_none() {
-            break;
-        }
+    // Every output added before any input is removed: a follower that applies the entries
+    // one at a time (the lake) sees rows twice meanwhile, never none.
+    for (meta, digest) in outputs.iter().zip(digests) {
         crate::chain::append(
             &txn,
             crate::chain::EntryKind::Rewritten,
-            add,
-            remove,
+            Some(crate::chain::ChainSegment::of(meta, digest)),
+            None,
+            &detail,
+        )?;
+    }
+    for meta in inputs {
+        crate::chain::append(
+            &txn,
+            crate::chain::EntryKind::Rewritten,
+            None,
+            Some(meta.id),
             &detail,
         )?;
     }

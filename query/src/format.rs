@@ -26,6 +26,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Number, Value};
 
 use crate::error::{Error, Result};
+use crate::json_cells::CellWriter;
 use crate::session::QueryOutput;
 use crate::timestamp::format_timestamp;
 
@@ -69,9 +70,9 @@ fn batch_rows(batch: &RecordBatch) -> impl Iterator<Item = Vec<Value>> {
     })
 }
 
-/// [`to_json`] written straight to bytes, one batch at a time, failing with
-/// [`Error::TooLarge`] once the text passes `max_bytes`: memory stays at the text plus one
-/// batch of values, however many rows.
+/// [`to_json`] written straight to bytes (byte for byte the serialization of its value),
+/// cell by cell without building `Value`s (`json_cells.rs`), failing with
+/// [`Error::TooLarge`] once the text passes `max_bytes`.
 pub fn to_json_bytes(output: &QueryOutput, max_bytes: usize) -> Result<Vec<u8>> {
     let too_large = || Error::TooLarge { limit: max_bytes };
     let json_error = |error: serde_json::Error| Error::Internal(format!("writing JSON: {error}"));
@@ -80,15 +81,27 @@ pub fn to_json_bytes(output: &QueryOutput, max_bytes: usize) -> Result<Vec<u8>> 
     out.extend_from_slice(b",\"rows\":[");
     let mut first = true;
     for batch in &output.batches {
-        for row in batch_rows(batch) {
+        let cells: Vec<CellWriter> = batch
+            .columns()
+            .iter()
+            .map(|column| CellWriter::new(Arc::clone(column)))
+            .collect();
+        for row in 0..batch.num_rows() {
             if !first {
                 out.push(b',');
             }
             first = false;
-            serde_json::to_writer(&mut out, &row).map_err(json_error)?;
-        }
-        if out.len() > max_bytes {
-            return Err(too_large());
+            out.push(b'[');
+            for (index, cell) in cells.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                cell.write(row, &mut out);
+            }
+            out.push(b']');
+            if out.len() > max_bytes {
+                return Err(too_large());
+            }
         }
     }
     out.extend_from_slice(b"]}");
@@ -480,6 +493,150 @@ mod tests {
             )),
             vec![Value::from("1970-01-01T00:00:00.000000001Z")]
         );
+    }
+
+    /// Every cell the writer writes is the serialized `Value` of `column_values`, byte for byte.
+    fn assert_cells_match(array: ArrayRef) {
+        let values = column_values(array.as_ref());
+        let writer = CellWriter::new(Arc::clone(&array));
+        for (row, value) in values.iter().enumerate() {
+            let mut written = Vec::new();
+            writer.write(row, &mut written);
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(value).unwrap(),
+                "row {row} of {:?}",
+                array.data_type()
+            );
+        }
+    }
+
+    #[test]
+    fn written_cells_are_the_values_text() {
+        use arrow::array::{
+            BooleanArray, Decimal128Array, DictionaryArray, FixedSizeListArray, Float32Array,
+            Int32Array, MapArray, StringArray, StructArray, TimestampSecondArray,
+        };
+        use arrow::buffer::OffsetBuffer;
+        use arrow::datatypes::Field;
+        assert_cells_match(Arc::new(Int64Array::from(vec![
+            Some(i64::MIN),
+            None,
+            Some(7),
+        ])));
+        assert_cells_match(Arc::new(UInt64Array::from(vec![u64::MAX, 0])));
+        assert_cells_match(Arc::new(Float64Array::from(vec![
+            Some(1.5),
+            Some(f64::NAN),
+            Some(f64::NEG_INFINITY),
+            None,
+            Some(1e300),
+            Some(-0.0),
+        ])));
+        assert_cells_match(Arc::new(Float32Array::from(vec![0.1f32, 3.4e38, f32::NAN])));
+        assert_cells_match(Arc::new(BooleanArray::from(vec![
+            Some(true),
+            None,
+            Some(false),
+        ])));
+        assert_cells_match(Arc::new(StringArray::from(vec![
+            Some("plain"),
+            Some("quote \" back \\ nl \n tab \t ctl \u{1} é 😀"),
+            None,
+        ])));
+        assert_cells_match(Arc::new(BinaryArray::from(vec![
+            &b""[..],
+            &b"a"[..],
+            &b"ab"[..],
+            &b"abc"[..],
+            &[0xff, 0, 1, 2][..],
+        ])));
+        assert_cells_match(Arc::new(
+            TimestampNanosecondArray::from(vec![Some(1), None, Some(-5)]).with_timezone("UTC"),
+        ));
+        // Seconds past chrono's range: the raw number.
+        assert_cells_match(Arc::new(TimestampSecondArray::from(vec![i64::MAX, 0])));
+        assert_cells_match(Arc::new(
+            Decimal128Array::from(vec![Some(12345), None])
+                .with_precision_and_scale(10, 2)
+                .unwrap(),
+        ));
+        let dictionary: DictionaryArray<I32> = vec![Some("a"), None, Some("b"), Some("a")]
+            .into_iter()
+            .collect();
+        assert_cells_match(Arc::new(dictionary));
+        let list = ListArray::from_iter_primitive::<I32, _, _>(vec![
+            Some(vec![Some(1), None]),
+            None,
+            Some(vec![]),
+            Some(vec![Some(4)]),
+        ]);
+        assert_cells_match(Arc::new(list.clone()));
+        assert_cells_match(Arc::new(list.slice(1, 3)));
+        let fixed = FixedSizeListArray::from_iter_primitive::<I32, _, _>(
+            vec![
+                Some(vec![Some(1), Some(2)]),
+                None,
+                Some(vec![None, Some(3)]),
+            ],
+            2,
+        );
+        assert_cells_match(Arc::new(fixed.clone()));
+        assert_cells_match(Arc::new(fixed.slice(1, 2)));
+        // A struct with a repeated field name (the last one counts), nested in a list.
+        let structs = StructArray::from(vec![
+            (
+                Arc::new(Field::new("z", DataType::Int32, true)),
+                Arc::new(Int32Array::from(vec![Some(1), None, Some(3)])) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new("a", DataType::Utf8, true)),
+                Arc::new(StringArray::from(vec![Some("x"), Some("y"), None])) as ArrayRef,
+            ),
+            (
+                Arc::new(Field::new("z", DataType::Int32, true)),
+                Arc::new(Int32Array::from(vec![Some(9), Some(8), None])) as ArrayRef,
+            ),
+        ]);
+        assert_cells_match(Arc::new(structs.clone()));
+        let listed = ListArray::new(
+            Arc::new(Field::new("item", structs.data_type().clone(), true)),
+            OffsetBuffer::new(vec![0, 2, 3].into()),
+            Arc::new(structs),
+            None,
+        );
+        assert_cells_match(Arc::new(listed));
+        // Maps: repeated keys (the last entry counts), NULL values, sliced, integer keys.
+        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for (key, value) in [("b", Some("1")), ("a", None), ("b", Some("2"))] {
+            builder.keys().append_value(key);
+            match value {
+                Some(value) => builder.values().append_value(value),
+                None => builder.values().append_null(),
+            }
+        }
+        builder.append(true).unwrap();
+        builder.append(false).unwrap();
+        builder.keys().append_value("é");
+        builder.values().append_value("3");
+        builder.keys().append_value("e");
+        builder.values().append_value("4");
+        builder.append(true).unwrap();
+        let map: ArrayRef = Arc::new(builder.finish());
+        assert_cells_match(Arc::clone(&map));
+        assert_cells_match(map.slice(1, 2));
+        let mut builder = MapBuilder::new(
+            None,
+            arrow::array::Int32Builder::new(),
+            arrow::array::Int32Builder::new(),
+        );
+        for key in [10, 2, 10] {
+            builder.keys().append_value(key);
+            builder.values().append_value(key * 2);
+        }
+        builder.append(true).unwrap();
+        let map: MapArray = builder.finish();
+        assert_cells_match(Arc::new(map));
     }
 
     #[test]

@@ -74,6 +74,7 @@ mod explode;
 pub mod format;
 mod guard;
 mod join_sides;
+mod json_cells;
 mod logs_table;
 pub mod monitoring;
 mod options;

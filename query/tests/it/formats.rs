@@ -142,8 +142,11 @@ async fn written_json_equals_the_json_value_and_stops_at_its_byte_cap() {
     let fixture = Fixture::new();
     let output = fixture.query("SELECT * FROM spans ORDER BY span_id").await;
     let bytes = query::format::to_json_bytes(&output, usize::MAX).unwrap();
-    let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(parsed, query::format::to_json(&output));
+    assert_eq!(
+        String::from_utf8(bytes.clone()).unwrap(),
+        serde_json::to_string(&query::format::to_json(&output)).unwrap(),
+        "the written text is the value's text, byte for byte"
+    );
     let empty = fixture.query("SELECT * FROM spans WHERE false").await;
     let parsed: serde_json::Value =
         serde_json::from_slice(&query::format::to_json_bytes(&empty, usize::MAX).unwrap()).unwrap();

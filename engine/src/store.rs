@@ -715,13 +715,16 @@ impl Drop for Engine {
 /// looking up at most `max_lookups` keys per index.
 fn plan_scan_in(shared: &Shared, request: &ScanRequest, max_lookups: usize) -> Result<ScanPlan> {
     shared.reaper.sweep();
-    let (memtable, segments, late) = {
+    let (memtable, segments, late, txn) = {
         let state = shared.state.read();
         let mut memtable = state.active.chunks.clone();
         if let Some(frozen) = &state.frozen {
             memtable.extend(frozen.chunks.iter().cloned());
         }
-        (memtable, state.segments.clone(), state.late.clone())
+        // The indexes as of this segment list: a rewrite (compaction, expiry, erasure)
+        // commits and changes the list under the state lock, so the two always agree.
+        let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
+        (memtable, state.segments.clone(), state.late.clone(), txn)
     };
     let total = segments.len();
     let mut candidates: Vec<Arc<SegmentMeta>> = segments
@@ -751,21 +754,21 @@ fn plan_scan_in(shared: &Shared, request: &ScanRequest, max_lookups: usize) -> R
         && trace_ids.len() <= max_lookups
     {
         let raw: Vec<RawTraceId> = trace_ids.iter().map(|id| id.0).collect();
-        narrow(runs_in(shared, &raw, |txn, key: &RawTraceId| {
+        narrow(runs_in_txn(&txn, &raw, |txn, key: &RawTraceId| {
             index_runs(txn, TRACE_SEGMENTS, key.as_slice())
         })?);
     }
     if let Some(sessions) = &request.session_ids
         && sessions.len() <= max_lookups
     {
-        narrow(runs_in(shared, sessions, |txn, key: &String| {
+        narrow(runs_in_txn(&txn, sessions, |txn, key: &String| {
             index_runs(txn, SESSION_ROWS, key.as_str())
         })?);
     }
     if let Some(conversations) = &request.conversation_ids
         && conversations.len() <= max_lookups
     {
-        narrow(runs_in(shared, conversations, |txn, key: &String| {
+        narrow(runs_in_txn(&txn, conversations, |txn, key: &String| {
             index_runs(txn, CONVERSATION_ROWS, key.as_str())
         })?);
     }
@@ -774,10 +777,10 @@ fn plan_scan_in(shared: &Shared, request: &ScanRequest, max_lookups: usize) -> R
             continue;
         }
         // A row matches either key: the union of both indexes' runs.
-        let mut either = runs_in(shared, sessions, |txn, key: &String| {
+        let mut either = runs_in_txn(&txn, sessions, |txn, key: &String| {
             index_runs(txn, SESSION_ROWS, key.as_str())
         })?;
-        for (segment, found) in runs_in(shared, conversations, |txn, key: &String| {
+        for (segment, found) in runs_in_txn(&txn, conversations, |txn, key: &String| {
             index_runs(txn, CONVERSATION_ROWS, key.as_str())
         })? {
             let runs = either.entry(segment).or_default();
@@ -819,9 +822,18 @@ fn runs_in<K>(
     lookup: impl Fn(&redb::ReadTransaction, &K) -> Result<Vec<RowRun>>,
 ) -> Result<BTreeMap<u64, Vec<Range<u64>>>> {
     let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
+    runs_in_txn(&txn, keys, lookup)
+}
+
+/// [`runs_in`] in a read transaction the caller began.
+fn runs_in_txn<K>(
+    txn: &redb::ReadTransaction,
+    keys: &[K],
+    lookup: impl Fn(&redb::ReadTransaction, &K) -> Result<Vec<RowRun>>,
+) -> Result<BTreeMap<u64, Vec<Range<u64>>>> {
     let mut out: BTreeMap<u64, Vec<Range<u64>>> = BTreeMap::new();
     for key in keys {
-        for (segment, first, count) in lookup(&txn, key)? {
+        for (segment, first, count) in lookup(txn, key)? {
             out.entry(segment).or_default().push(first..first + count);
         }
     }

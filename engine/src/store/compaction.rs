@@ -24,8 +24,11 @@
 //!   swap's transaction is serialized with, and the check reads them there. Otherwise the
 //!   outputs are deleted and nothing changed (the next pass tries again).
 //! - Output ids are reserved under `seal_lock`, where seals and rewrites take theirs.
-//! - A query sees the inputs or the outputs, never both: the state's segment list changes
-//!   under the state lock after the commit, and input files go when their last reader is done.
+//! - A query sees the inputs or the outputs, never both: the commit and the change of the
+//!   state's segment list happen under the state lock (readers take the list and begin their
+//!   index reads under it), and input files go when their last reader is done.
+//! - Segments whose rows arrived on different UTC days are not merged (an output's age counts
+//!   from its newest arrival).
 //! - After the swap, a trace whose spans lie in one segment and none in the memtable is
 //!   neither split nor owned: that segment's agent-table files were derived from all of them.
 
@@ -90,21 +93,27 @@ pub struct CompactionReport {
     /// Groups whose inputs changed while they were compacted (a seal gave their traces keys,
     /// an expiry or erasure removed one): nothing of them changed, the next pass tries again.
     pub abandoned: usize,
+    /// Groups that failed (an unreadable input, say), with the error: nothing of them
+    /// changed.
+    pub failed: Vec<String>,
 }
 
 impl Engine {
     /// Compacts every (tier, day) that is not one run yet and has enough outside its largest
     /// run, however recent its rows (the background compactor waits until a group is quiet).
     /// Passes repeat while one compacts something (rows of a promoted trace move to its
-    /// tier's group), at most a few times.
+    /// tier's group), at most a few times. A group that fails is in the report's `failed`;
+    /// the others are compacted all the same.
     pub fn compact(&self) -> Result<CompactionReport> {
         const MAX_PASSES: usize = 4;
         let mut report = CompactionReport::default();
         for _ in 0..MAX_PASSES {
-            let pass = compact_groups(&self.shared, None)?;
+            let mut failed = HashSet::new();
+            let pass = compact_groups(&self.shared, None, &mut failed);
             let done = pass.groups.is_empty();
             report.groups.extend(pass.groups);
             report.abandoned += pass.abandoned;
+            report.failed.extend(pass.failed);
             if done {
                 break;
             }
@@ -113,8 +122,10 @@ impl Engine {
     }
 }
 
-/// The background compactor: every [`COMPACTOR_TICK`], compacts the quiet groups.
+/// The background compactor: every [`COMPACTOR_TICK`], compacts the quiet groups. A group
+/// that failed is not tried again with the same segments until the engine opens again.
 pub(super) fn run_compactor(shared: &Shared, quiet: Duration, wake: &Receiver<()>) {
+    let mut failed: HashSet<Vec<u64>> = HashSet::new();
     loop {
         match wake.recv_timeout(COMPACTOR_TICK) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
@@ -123,14 +134,18 @@ pub(super) fn run_compactor(shared: &Shared, quiet: Duration, wake: &Receiver<()
         if shared.closing.load(Ordering::Acquire) {
             return;
         }
-        if let Err(error) = compact_groups(shared, Some(quiet)) {
-            warn!(error = %error, "compaction failed; its inputs are unchanged and it is tried again");
-        }
+        compact_groups(shared, Some(quiet), &mut failed);
     }
 }
 
-/// Compacts the groups [`groups_to_compact`] picks, one at a time.
-fn compact_groups(shared: &Shared, quiet: Option<Duration>) -> Result<CompactionReport> {
+/// Compacts the groups [`groups_to_compact`] picks, one at a time, except those whose
+/// segments are in `failed`; a group that fails is logged, added to `failed` and counted, and
+/// the others go on.
+fn compact_groups(
+    shared: &Shared,
+    quiet: Option<Duration>,
+    failed: &mut HashSet<Vec<u64>>,
+) -> CompactionReport {
     let segments = shared.state.read().segments.clone();
     let groups = groups_to_compact(&segments, crate::chain::now_ns(), quiet);
     drop(segments);
@@ -139,12 +154,26 @@ fn compact_groups(shared: &Shared, quiet: Option<Duration>) -> Result<Compaction
         if shared.closing.load(Ordering::Acquire) {
             break;
         }
-        match compact_group(shared, group)? {
-            Some(done) => report.groups.push(done),
-            None => report.abandoned += 1,
+        let key = ids(&group);
+        if failed.contains(&key) {
+            continue;
+        }
+        match compact_group(shared, group) {
+            Ok(Some(done)) => report.groups.push(done),
+            Ok(None) => report.abandoned += 1,
+            Err(error) => {
+                warn!(
+                    error = %crate::activity::cause_chain(&error),
+                    segments = ?key,
+                    "compaction failed; its segments are unchanged, and it is not tried again \
+                     with the same segments until the store opens again"
+                );
+                report.failed.push(format!("segments {key:?}: {error}"));
+                failed.insert(key);
+            }
         }
     }
-    Ok(report)
+    report
 }
 
 /// The (tier, day) groups worth compacting whose newest row arrived at least `quiet` before
@@ -154,10 +183,16 @@ pub(super) fn groups_to_compact(
     now_ns: i64,
     quiet: Option<Duration>,
 ) -> Vec<Vec<Arc<SegmentMeta>>> {
-    let mut groups: BTreeMap<(&str, &str), Vec<Arc<SegmentMeta>>> = BTreeMap::new();
+    // Segments whose rows arrived on different days are not merged: an output's age counts
+    // from its newest arrival, so merging a late backfill with the day's first rows would
+    // keep those rows longer than their tier's keep.
+    let mut groups: BTreeMap<(&str, &str, i64), Vec<Arc<SegmentMeta>>> = BTreeMap::new();
     for meta in segments {
+        let arrival_day = meta
+            .age_basis(crate::retention::AgeFrom::Arrival)
+            .div_euclid(86_400_000_000_000);
         groups
-            .entry((meta.tier.as_str(), meta.day.as_str()))
+            .entry((meta.tier.as_str(), meta.day.as_str(), arrival_day))
             .or_default()
             .push(Arc::clone(meta));
     }
@@ -530,10 +565,12 @@ fn compact_group(shared: &Shared, inputs: Vec<Arc<SegmentMeta>>) -> Result<Optio
         bytes_before: inputs.iter().map(|meta| meta.bytes).sum(),
         bytes_after: outputs.iter().map(|meta| meta.bytes).sum(),
     };
-    let swapped = swap(shared, &inputs, &late, &runs, &outputs, digests);
+    let swap_started = std::time::Instant::now();
+    let swapped = swap(shared, &inputs, &late, &runs, outputs, digests);
+    let swap_ms = swap_started.elapsed().as_millis() as u64;
     match swapped {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(Ok(())) => {}
+        Ok(Err(outputs)) => {
             discard(&outputs);
             info!(
                 tier = done.tier,
@@ -545,21 +582,6 @@ fn compact_group(shared: &Shared, inputs: Vec<Arc<SegmentMeta>>) -> Result<Optio
         // The commit may have landed (a failed fsync): the files stay, and are orphans
         // removed at the next open if it did not.
         Err(error) => return Err(error),
-    }
-    {
-        let mut state = shared.state.write();
-        let gone: HashSet<u64> = done.inputs.iter().copied().collect();
-        state.segments.retain(|meta| !gone.contains(&meta.id));
-        for id in &gone {
-            state.late.remove(id);
-        }
-        for mut meta in outputs {
-            meta.trace_runs = Vec::new();
-            meta.session_runs = Vec::new();
-            meta.conversation_runs = Vec::new();
-            state.segments.push(Arc::new(meta));
-        }
-        state.segments.sort_by_key(|meta| meta.id);
     }
     for meta in &inputs {
         shared
@@ -578,6 +600,7 @@ fn compact_group(shared: &Shared, inputs: Vec<Arc<SegmentMeta>>) -> Result<Optio
         bytes_before = done.bytes_before,
         bytes_after = done.bytes_after,
         elapsed_ms = started.elapsed().as_millis() as u64,
+        swap_ms,
         "compacted segments"
     );
     Ok(Some(done))
@@ -623,16 +646,19 @@ fn read_output(
     .collect()
 }
 
-/// Replaces `inputs` (with `runs`, their files' runs) by `outputs` in one transaction, if
-/// every input is still live with the late keys it had (`late`). False when not.
+/// Replaces `inputs` (with `runs`, their files' runs) by `outputs` in one transaction and in
+/// the state's segment list, if every input is still live with the late keys it had (`late`);
+/// the outputs back when not. The commit and the list change happen under the state lock
+/// (and `seal_lock`), so a reader that takes the list and then the indexes under the state
+/// lock, and a seal, expiry or erasure, see both before or both after.
 fn swap(
     shared: &Shared,
     inputs: &[Arc<SegmentMeta>],
     late: &[Option<Arc<LateKeys>>],
     runs: &[SegmentMeta],
-    outputs: &[SegmentMeta],
+    outputs: Vec<SegmentMeta>,
     digests: Vec<String>,
-) -> Result<bool> {
+) -> Result<std::result::Result<(), Vec<SegmentMeta>>> {
     let _guard = shared.seal_lock.lock();
     {
         let state = shared.state.read();
@@ -640,7 +666,7 @@ fn swap(
             .iter()
             .all(|input| state.segments.iter().any(|meta| Arc::ptr_eq(meta, input)));
         if !live {
-            return Ok(false);
+            return Ok(Err(outputs));
         }
     }
     let txn = shared
@@ -649,7 +675,7 @@ fn swap(
         .map_err(store_error("begin compaction"))?;
     if !late_keys_unchanged(&txn, inputs, late)? {
         txn.abort().map_err(store_error("abort compaction"))?;
-        return Ok(false);
+        return Ok(Err(outputs));
     }
     let detail = format!(
         "compaction of {} segments of {} {} into {}",
@@ -687,20 +713,37 @@ fn swap(
             &[],
         )?;
     }
-    for meta in outputs {
+    for meta in &outputs {
         add_to_catalog(&txn, meta)?;
     }
-    settle_traces(shared, &txn, outputs)?;
+    settle_traces(shared, &txn, &outputs)?;
     txn.open_table(META)
         .map_err(store_error("open meta"))?
         .insert(META_NEXT_SEGMENT_ID, *shared.next_segment_id.lock())
         .map_err(store_error("write next segment id"))?;
+    let mut state = shared.state.write();
+    // A failed commit may still have landed (a failed fsync); the files stay either way, and
+    // are orphans removed at the next open if it did not.
     txn.commit().map_err(store_error("commit compaction"))?;
-    Ok(true)
+    let gone: HashSet<u64> = inputs.iter().map(|meta| meta.id).collect();
+    state.segments.retain(|meta| !gone.contains(&meta.id));
+    for id in &gone {
+        state.late.remove(id);
+    }
+    for mut meta in outputs {
+        meta.trace_runs = Vec::new();
+        meta.session_runs = Vec::new();
+        meta.conversation_runs = Vec::new();
+        state.segments.push(Arc::new(meta));
+    }
+    state.segments.sort_by_key(|meta| meta.id);
+    Ok(Ok(()))
 }
 
 /// True when every input's late-keys entries name the traces they named at the start, with
-/// the keys they had then.
+/// the keys they had then. Traces without trace keys (an erasure removed them) are left out
+/// on both sides, as recovery leaves them out of the state: only a write adds late keys, and
+/// it always writes the trace's keys.
 fn late_keys_unchanged(
     txn: &redb::WriteTransaction,
     inputs: &[Arc<SegmentMeta>],
@@ -713,23 +756,27 @@ fn late_keys_unchanged(
         .open_table(TRACE_KEYS)
         .map_err(store_error("open trace keys"))?;
     for (meta, snapshot) in inputs.iter().zip(late) {
+        let empty = LateKeys::new();
+        let snapshot = snapshot.as_deref().unwrap_or(&empty);
         let mut now: HashSet<RawTraceId> = HashSet::new();
         for value in late_table
             .get(meta.id)
             .map_err(store_error("read late keys"))?
         {
             let value = value.map_err(store_error("read late keys"))?;
-            if let Ok(trace) = <RawTraceId>::try_from(value.value()) {
-                now.insert(trace);
+            let Ok(trace) = <RawTraceId>::try_from(value.value()) else {
+                continue;
+            };
+            let Some(keys) = read_trace_keys(&keys_table, &trace)? else {
+                continue;
+            };
+            if snapshot.get(&trace) != Some(&keys) {
+                return Ok(false);
             }
+            now.insert(trace);
         }
-        let empty = LateKeys::new();
-        let snapshot = snapshot.as_deref().unwrap_or(&empty);
-        if now.len() != snapshot.len() || !now.iter().all(|trace| snapshot.contains_key(trace)) {
-            return Ok(false);
-        }
-        for (trace, keys) in snapshot {
-            if read_trace_keys(&keys_table, trace)?.as_ref() != Some(keys) {
+        for trace in snapshot.keys() {
+            if !now.contains(trace) && read_trace_keys(&keys_table, trace)?.is_some() {
                 return Ok(false);
             }
         }
@@ -987,5 +1034,14 @@ mod tests {
         assert_eq!(picked.len(), 1);
         assert_eq!(ids(&picked[0]), vec![1, 2]);
         assert_eq!(groups_to_compact(&segments, now, None).len(), 2);
+        // Rows of the same day that arrived a day apart are not merged.
+        let mut backfill = (*segments[1]).clone();
+        backfill.id = 5;
+        backfill.max_arrival = Some(now + 86_400_000_000_000);
+        let mut with_backfill = segments[..2].to_vec();
+        with_backfill.push(Arc::new(backfill));
+        let picked = groups_to_compact(&with_backfill, now + 100 * 86_400_000_000_000, quiet);
+        assert_eq!(picked.len(), 1);
+        assert_eq!(ids(&picked[0]), vec![1, 2]);
     }
 }

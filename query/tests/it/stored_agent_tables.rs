@@ -317,6 +317,12 @@ async fn compaction_keeps_every_answer_and_puts_each_session_in_one_segment() {
     assert_stored_equals_derived(&store, "an erasure after compaction").await;
     let verified = store.engine.verify().unwrap();
     assert!(verified.is_ok(), "{verified}");
+    // What the erasure rewrote is compacted again when asked, and nothing fails or is given up.
+    let report = store.engine.compact().unwrap();
+    assert_eq!(report.abandoned, 0, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_stored_equals_derived(&store, "compaction after an erasure").await;
+    assert!(store.engine.verify().unwrap().is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread")]

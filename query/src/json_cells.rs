@@ -250,12 +250,15 @@ impl CellWriter {
                 let offsets = array.as_map().value_offsets();
                 let (start, end) = (to_index(offsets[row]), to_index(offsets[row + 1]));
                 let end = end.max(start);
-                // Keys in byte order; a repeated key keeps its last entry.
+                // Keys in byte order; a repeated key keeps its last entry. Stored maps are
+                // mostly in key order already: then nothing is sorted.
                 let mut entries: Vec<(Cow<'_, str>, usize)> = (start..end)
                     .map(|entry| (keys.key_text(entry), entry))
                     .collect();
-                entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-                entries.dedup_by(|later, kept| later.0 == kept.0);
+                if !entries.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+                    entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                    entries.dedup_by(|later, kept| later.0 == kept.0);
+                }
                 out.push(b'{');
                 for (index, (key, entry)) in entries.iter().enumerate() {
                     if index > 0 {
@@ -312,8 +315,18 @@ fn to_index<T: TryInto<usize>>(offset: T) -> usize {
     offset.try_into().unwrap_or(0)
 }
 
-/// A JSON string, escaped as serde_json escapes it.
+/// A JSON string, escaped as serde_json escapes it (most text needs no escape: copied as is).
 fn string(text: &str, out: &mut Vec<u8>) {
+    if text
+        .bytes()
+        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
+    {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, text);
 }

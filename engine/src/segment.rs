@@ -323,23 +323,6 @@ pub(crate) fn read_runs(meta: &SegmentMeta, path: &Path) -> Result<SegmentMeta> 
     Ok(out)
 }
 
-/// Bytes of a segment file's column data uncompressed (the footer's row group sizes): about
-/// the Arrow memory its rows take when read.
-pub(crate) fn uncompressed_bytes(meta: &SegmentMeta, path: &Path) -> Result<u64> {
-    let (_, metadata) = open_for_arrow(
-        path,
-        meta.integrity,
-        ArrowReaderOptions::new(),
-        PageIndexPolicy::Skip,
-    )?;
-    Ok(metadata
-        .metadata()
-        .row_groups()
-        .iter()
-        .map(|group| group.total_byte_size().max(0) as u64)
-        .sum())
-}
-
 /// Every row and column of a segment file, as stored (late keys not applied).
 pub(crate) fn read_whole(meta: &SegmentMeta, path: &Path) -> Result<RecordBatch> {
     read_all(meta, path, None)

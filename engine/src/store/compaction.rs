@@ -242,16 +242,36 @@ pub(super) fn worth_compacting(group: &[Arc<SegmentMeta>]) -> bool {
         || (total_rows - largest_rows) * RUN_FRACTION >= largest_rows
 }
 
-/// Rows per output: as many as take half a seal's memtable in memory (an output's rows are
-/// held twice, read and sorted), from the inputs' uncompressed bytes per row (`uncompressed`),
-/// at least [`MIN_OUTPUT_ROWS`] and at most the seal's row limit.
-fn output_rows(options: &Options, inputs: &[Arc<SegmentMeta>], uncompressed: u64) -> u64 {
-    let rows: u64 = inputs.iter().map(|meta| meta.rows).sum::<u64>().max(1);
-    let per_row = (uncompressed / rows).max(1);
-    (options.seal_max_bytes as u64 / 2 / per_row)
+/// Rows read to measure how much memory a row takes once read.
+const SAMPLE_ROWS: u64 = 8192;
+
+/// Rows per output: as many as take a seal's memtable in memory once read (`arrow_per_row`,
+/// measured on a sample), so that, held twice (read and sorted), an output takes what a seal
+/// takes; at least [`MIN_OUTPUT_ROWS`] and at most the seal's row limit.
+fn output_rows(options: &Options, arrow_per_row: u64) -> u64 {
+    (options.seal_max_bytes as u64 / arrow_per_row.max(1))
         .max(MIN_OUTPUT_ROWS)
         .min(options.seal_max_rows as u64)
         .max(1)
+}
+
+/// Arrow bytes a row of the inputs takes once read: measured on the first rows of the largest
+/// input. (A file's uncompressed size says little: dictionary-encoded keys, attribute maps and
+/// offsets grow several times when decoded.)
+fn arrow_bytes_per_row(
+    shared: &Shared,
+    inputs: &[Arc<SegmentMeta>],
+    late: &[Option<Arc<LateKeys>>],
+) -> Result<u64> {
+    let Some((largest, meta)) = inputs.iter().enumerate().max_by_key(|(_, meta)| meta.rows) else {
+        return Ok(1);
+    };
+    let first_rows = 0..meta.rows.min(SAMPLE_ROWS);
+    let sample = vec![(largest, vec![first_rows])];
+    let batches = read_output(shared, inputs, late, &sample)?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+    Ok((bytes / rows.max(1)).max(1) as u64)
 }
 
 /// The rows of one output: per input (index into the inputs), sorted disjoint row ranges.
@@ -471,11 +491,10 @@ fn compact_group(shared: &Shared, inputs: Vec<Arc<SegmentMeta>>) -> Result<Optio
         .iter()
         .map(|meta| read_runs(meta, &shared.dir.join(&meta.path)))
         .collect::<Result<_>>()?;
-    let mut uncompressed = 0;
-    for meta in &inputs {
-        uncompressed += crate::segment::uncompressed_bytes(meta, &shared.dir.join(&meta.path))?;
-    }
-    let target = output_rows(&shared.options, &inputs, uncompressed);
+    let target = output_rows(
+        &shared.options,
+        arrow_bytes_per_row(shared, &inputs, &late)?,
+    );
     let plans = plan_outputs(&runs, &late, target);
     let options = SegmentWriteOptions {
         row_group_rows: shared.options.row_group_rows,

@@ -244,8 +244,6 @@ pub(super) fn worth_compacting(group: &[Arc<SegmentMeta>]) -> bool {
 
 /// Rows read to measure how much memory a row takes once read.
 const SAMPLE_ROWS: u64 = 8192;
-/// An output is planned as this many slices (and takes as many as fit its memory).
-const SLICES_PER_OUTPUT: u64 = 4;
 
 /// Rows per output: as many as take a seal's memtable in memory once read (`arrow_per_row`,
 /// measured on a sample), so that, held twice (read and sorted), an output takes what a seal
@@ -497,10 +495,7 @@ fn compact_group(shared: &Shared, inputs: Vec<Arc<SegmentMeta>>) -> Result<Optio
         &shared.options,
         arrow_bytes_per_row(shared, &inputs, &late)?,
     );
-    // Planned in slices of a quarter output; an output takes slices until its rows, as read,
-    // reach a seal's memtable (the sample's estimate misses how much more rows read from
-    // many files at once take).
-    let slices = plan_outputs(&runs, &late, (target / SLICES_PER_OUTPUT).max(1));
+    let plans = plan_outputs(&runs, &late, target);
     let options = SegmentWriteOptions {
         row_group_rows: shared.options.row_group_rows,
         zstd_level: shared.options.zstd_level,
@@ -508,17 +503,15 @@ fn compact_group(shared: &Shared, inputs: Vec<Arc<SegmentMeta>>) -> Result<Optio
     let mut outputs: Vec<SegmentMeta> = Vec::new();
     let written = (|| -> Result<bool> {
         let mut run = None;
-        let mut pending: Vec<RecordBatch> = Vec::new();
-        let (mut pending_rows, mut pending_bytes) = (0u64, 0usize);
-        for (index, slice) in slices.iter().enumerate() {
+        for plan in &plans {
             if shared.closing.load(Ordering::Acquire) {
                 return Ok(false);
             }
-            let planned: u64 = slice
+            let planned: u64 = plan
                 .iter()
                 .flat_map(|(_, ranges)| ranges.iter().map(|range| range.end - range.start))
                 .sum();
-            let batches = read_output(shared, &inputs, &late, slice)?;
+            let batches = read_output(shared, &inputs, &late, plan)?;
             let read: u64 = batches.iter().map(|batch| batch.num_rows() as u64).sum();
             if read != planned {
                 return Err(Error::Corrupt {
@@ -526,27 +519,16 @@ fn compact_group(shared: &Shared, inputs: Vec<Arc<SegmentMeta>>) -> Result<Optio
                     detail: format!("read {read} rows where the runs say {planned}"),
                 });
             }
-            pending_rows += read;
-            pending_bytes += batches
-                .iter()
-                .map(RecordBatch::get_array_memory_size)
-                .sum::<usize>();
-            pending.extend(batches);
-            let last = index + 1 == slices.len();
-            if !last
-                && pending_bytes < shared.options.seal_max_bytes
-                && pending_rows < shared.options.seal_max_rows as u64
-            {
-                continue;
-            }
             tracing::debug!(
-                rows = pending_rows,
-                arrow_bytes = pending_bytes,
+                rows = read,
+                arrow_bytes = batches
+                    .iter()
+                    .map(RecordBatch::get_array_memory_size)
+                    .sum::<usize>(),
                 "compaction output read"
             );
-            let parts = sorted_parts(&pending)?;
-            pending.clear();
-            (pending_rows, pending_bytes) = (0, 0);
+            let parts = sorted_parts(&batches)?;
+            drop(batches);
             for ((tier, day), sorted) in parts {
                 let id = reserve_segment_id(shared);
                 let mut meta = agent_tables::write_segment_with_sidecars(

@@ -107,8 +107,9 @@ impl Engine {
     pub fn compact(&self) -> Result<CompactionReport> {
         const MAX_PASSES: usize = 4;
         let mut report = CompactionReport::default();
+        // A group that failed is not tried again by the next pass.
+        let mut failed = HashSet::new();
         for _ in 0..MAX_PASSES {
-            let mut failed = HashSet::new();
             let pass = compact_groups(&self.shared, None, &mut failed);
             let done = pass.groups.is_empty();
             report.groups.extend(pass.groups);

@@ -169,6 +169,9 @@ impl Engine {
                 .insert(META_NEXT_SEGMENT_ID, first_id + new_metas.len() as u64)
                 .map_err(store_error("write next segment id"))?;
         }
+        // The commit and the change of the segment list under the state lock: a scan takes
+        // the list and begins its index reads under it, and sees both before or both after.
+        let mut state = shared.state.write();
         let committed = txn.commit();
         // Taken either way: a failed commit may still have landed (a failed fsync), and its
         // files then belong to the catalog.
@@ -176,7 +179,6 @@ impl Engine {
         committed.map_err(store_error("commit expiry"))?;
         let new_ids: Vec<u64> = new_metas.iter().map(|new| new.id).collect();
         {
-            let mut state = shared.state.write();
             state.segments.retain(|segment| segment.id != meta.id);
             state.late.remove(&meta.id);
             for mut new in new_metas {
@@ -186,6 +188,7 @@ impl Engine {
                 state.segments.push(Arc::new(new));
             }
         }
+        drop(state);
         // Deleted once no running query holds the segment (`reaper.rs`).
         shared
             .reaper

@@ -55,6 +55,9 @@ pub enum Command {
     /// Place, release or list legal holds (a held session cannot be erased, a held tier or
     /// session cannot expire).
     Hold(HoldArgs),
+    /// Compact now: rewrite each day's segments of a tier in session order (what a server
+    /// does in the background once a day is quiet), so a session is read from one segment.
+    Compact(CompactArgs),
     /// Ship the store's sealed data to the lake now (what a server with `[lake]` does as it
     /// seals): spans, agent tables and sessions as Parquet, with expiry and erasure applied.
     Export(ExportArgs),
@@ -359,6 +362,25 @@ pub struct EraseArgs {
     #[arg(long, value_name = "SESSION_ID")]
     pub session: String,
     /// Data directory (no server may be running on it).
+    #[arg(
+        long = "data",
+        env = "SIGHTLINE_DATA",
+        default_value = "./sightline-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Configuration file with the tiers (default: the built-in configuration).
+    #[arg(long, env = "SIGHTLINE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `sightline compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Run it on the server at this URL (its admin API; the token in `SIGHTLINE_TOKEN` needs
+    /// the admin scope) instead of on a stopped store's data directory.
+    #[arg(long, env = "SIGHTLINE_URL", conflicts_with = "data_dir")]
+    pub url: Option<String>,
+    /// Data directory to compact (no server may be running on it).
     #[arg(
         long = "data",
         env = "SIGHTLINE_DATA",

@@ -12,7 +12,7 @@ use engine::Engine;
 
 use crate::maintenance::Operation;
 
-use crate::cli::{EraseArgs, HoldArgs, VerifyArgs};
+use crate::cli::{CompactArgs, EraseArgs, HoldArgs, VerifyArgs};
 
 /// The message for a data directory a server holds.
 fn in_use(path: &Path, what: &str) -> anyhow::Error {
@@ -171,4 +171,44 @@ pub async fn erase(args: &EraseArgs, out: &mut impl std::io::Write) -> anyhow::R
         closed?;
     }
     finish(outcome, out, "erase failed")
+}
+
+/// Runs `sightline compact`: each day of each tier rewritten in session order (what a server
+/// does in the background once a day is quiet); prints what it did.
+pub async fn compact(args: &CompactArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    if let Some(url) = &args.url {
+        return finish(
+            crate::maintenance::remote(url, &Operation::Compact).await?,
+            out,
+            "compaction failed",
+        );
+    }
+    require_store(&args.data_dir)?;
+    let config = match &args.config {
+        Some(path) => crate::config_file::FileConfig::load(path)?,
+        None => crate::config_file::FileConfig::default_config()?,
+    };
+    let opening: PathBuf = args.data_dir.clone();
+    let options = engine::Options::default()
+        .with_background_sealing(false)
+        .with_retention(config.retention);
+    let engine = match tokio::task::spawn_blocking(move || Engine::open(&opening, options)).await? {
+        Ok(engine) => engine,
+        Err(engine::Error::Locked { path }) => return Err(in_use(&path, "compact it")),
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context("cannot open the data directory"));
+        }
+    };
+    let (outcome, closed) = tokio::task::spawn_blocking(move || {
+        let outcome = crate::maintenance::run(&engine, &Operation::Compact, &no_content_expiry);
+        let closed = engine.close();
+        (outcome, closed)
+    })
+    .await
+    .context("compaction task failed")?;
+    let outcome = outcome?;
+    if outcome.ok {
+        closed?;
+    }
+    finish(outcome, out, "compaction failed")
 }

@@ -95,7 +95,7 @@ async fn admin(
         serde_json::from_slice(&body).map_err(|error| {
             EdgeError::Invalid(format!(
                 "expected {{\"operation\": \"verify\" | \"hold\" | \"erase\" | \
-                 \"retention_run\", ...}}: {error}"
+                 \"compact\" | \"retention_run\", ...}}: {error}"
             ))
         })?;
     // Who asked for it, for the audit trail (erasures and holds are decisions too).

@@ -85,6 +85,9 @@ fn main() -> std::process::ExitCode {
             Command::Hold(args) => {
                 api::compliance_command::hold(&args, &mut std::io::stdout().lock()).await
             }
+            Command::Compact(args) => {
+                api::compliance_command::compact(&args, &mut std::io::stdout().lock()).await
+            }
             Command::Export(args) => {
                 api::export_command::run(&args, &mut std::io::stdout().lock()).await
             }

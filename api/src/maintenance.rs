@@ -1,4 +1,5 @@
-//! Maintenance operations (`verify`, `hold`, `erase`, `retention run`) on an open engine: the
+//! Maintenance operations (`verify`, `hold`, `erase`, `compact`, `retention run`) on an open
+//! engine: the
 //! one implementation behind both the CLI on a stopped store and the admin API of a running
 //! server (`POST /api/v1/admin/<operation>`, admin scope), so their answers are the same text.
 //!
@@ -34,6 +35,8 @@ pub enum Operation {
         /// The session.
         session: String,
     },
+    /// Compact every day of every tier that is not one session-ordered run yet.
+    Compact,
     /// Seal, then delete what is past its tier's keep at `as_of` (ns; now when absent).
     RetentionRun {
         /// The moment ages count to, ns since the epoch.
@@ -75,6 +78,7 @@ pub fn run(
             release,
         } => hold(engine, session.as_deref(), tier.as_deref(), *release),
         Operation::Erase { session } => erase(engine, session),
+        Operation::Compact => compact(engine),
         Operation::RetentionRun { as_of, dry_run } => {
             let as_of = as_of.unwrap_or_else(crate::retention_command::now_ns);
             retention_run(engine, as_of, *dry_run, content_expiry)
@@ -228,4 +232,41 @@ pub async fn remote(url: &str, operation: &Operation) -> anyhow::Result<Outcome>
         bail!("{endpoint} answered {status}: {message}");
     }
     Ok(serde_json::from_value(body)?)
+}
+
+/// Seals, then compacts; the text lists each day compacted. Not ok when a day failed.
+fn compact(engine: &Engine) -> anyhow::Result<Outcome> {
+    engine.seal()?;
+    let report = engine.compact()?;
+    let mut text = String::new();
+    for group in &report.groups {
+        let _ = writeln!(
+            text,
+            "compacted {} {}: {} segments ({} rows, {} bytes) into {} ({} bytes)",
+            group.tier,
+            group.day,
+            group.inputs.len(),
+            group.rows,
+            group.bytes_before,
+            group.outputs.len(),
+            group.bytes_after
+        );
+    }
+    for failure in &report.failed {
+        let _ = writeln!(text, "failed: {failure}");
+    }
+    if report.abandoned > 0 {
+        let _ = writeln!(
+            text,
+            "{} day(s) changed while compacted and were left as they were; run it again",
+            report.abandoned
+        );
+    }
+    if report.groups.is_empty() && report.failed.is_empty() && report.abandoned == 0 {
+        text.push_str("nothing to compact: every day is one run already\n");
+    }
+    Ok(Outcome {
+        ok: report.failed.is_empty(),
+        text,
+    })
 }

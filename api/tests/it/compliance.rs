@@ -46,6 +46,51 @@ fn store(dir: &Path) {
 }
 
 #[test]
+fn compact_rewrites_a_days_seals_as_one_segment_and_verify_still_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    let compacted = run(&["compact"], dir.path());
+    let stdout = text(&compacted.stdout);
+    assert!(
+        compacted.status.success(),
+        "{stdout}{}",
+        text(&compacted.stderr)
+    );
+    assert!(
+        stdout.starts_with("compacted standard 2026-11-01: 2 segments (2 rows,")
+            && stdout.contains(" into 1 ("),
+        "{stdout}"
+    );
+    let again = run(&["compact"], dir.path());
+    assert!(again.status.success());
+    assert!(
+        text(&again.stdout).starts_with("nothing to compact"),
+        "{}",
+        text(&again.stdout)
+    );
+    let verified = run(&["verify"], dir.path());
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+    // Both spans, from one segment.
+    let engine = Engine::open(
+        dir.path(),
+        Options::default().with_background_sealing(false),
+    )
+    .unwrap();
+    assert_eq!(engine.segments().len(), 1);
+    let request = engine::ScanRequest {
+        session_ids: Some(vec!["s1".to_owned()]),
+        ..engine::ScanRequest::default()
+    };
+    let rows: usize = engine
+        .scan(&request)
+        .unwrap()
+        .iter()
+        .map(|batch| batch.num_rows())
+        .sum();
+    assert_eq!(rows, 2);
+}
+
+#[test]
 fn verify_passes_on_an_untouched_store_and_names_an_altered_segment() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());

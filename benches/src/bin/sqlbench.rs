@@ -94,7 +94,11 @@ fn main() -> anyhow::Result<()> {
     let engine = Arc::new(
         engine::Engine::open(
             &args.data,
-            engine::Options::default().with_seal_max_bytes(args.seal_max_mib << 20),
+            // No background compaction: a store filled earlier is quiet, and compacting it
+            // under the queries would change what they measure (`--compact` compacts first).
+            engine::Options::default()
+                .with_seal_max_bytes(args.seal_max_mib << 20)
+                .with_compaction_quiet(None),
         )
         .with_context(|| format!("open {}", args.data.display()))?,
     );

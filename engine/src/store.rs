@@ -722,9 +722,24 @@ fn plan_scan_in(shared: &Shared, request: &ScanRequest, max_lookups: usize) -> R
             memtable.extend(frozen.chunks.iter().cloned());
         }
         // The indexes as of this segment list: a rewrite (compaction, expiry, erasure)
-        // commits and changes the list under the state lock, so the two always agree.
-        let txn = shared.db.begin_read().map_err(store_error("begin read"))?;
+        // commits and changes the list under the state lock, so the two always agree. Only
+        // a scan that consults an index reads the database.
+        let consults_index = request.trace_ids.is_some()
+            || request.session_ids.is_some()
+            || request.conversation_ids.is_some()
+            || !request.sessions_or_conversations.is_empty();
+        let txn = if consults_index {
+            Some(shared.db.begin_read().map_err(store_error("begin read"))?)
+        } else {
+            None
+        };
         (memtable, state.segments.clone(), state.late.clone(), txn)
+    };
+    let index = || -> Result<&redb::ReadTransaction> {
+        txn.as_ref().ok_or_else(|| Error::Corrupt {
+            location: "scan planning".to_owned(),
+            detail: "an index was consulted without a read transaction".to_owned(),
+        })
     };
     let total = segments.len();
     let mut candidates: Vec<Arc<SegmentMeta>> = segments
@@ -754,33 +769,35 @@ fn plan_scan_in(shared: &Shared, request: &ScanRequest, max_lookups: usize) -> R
         && trace_ids.len() <= max_lookups
     {
         let raw: Vec<RawTraceId> = trace_ids.iter().map(|id| id.0).collect();
-        narrow(runs_in_txn(&txn, &raw, |txn, key: &RawTraceId| {
+        narrow(runs_in_txn(index()?, &raw, |txn, key: &RawTraceId| {
             index_runs(txn, TRACE_SEGMENTS, key.as_slice())
         })?);
     }
     if let Some(sessions) = &request.session_ids
         && sessions.len() <= max_lookups
     {
-        narrow(runs_in_txn(&txn, sessions, |txn, key: &String| {
+        narrow(runs_in_txn(index()?, sessions, |txn, key: &String| {
             index_runs(txn, SESSION_ROWS, key.as_str())
         })?);
     }
     if let Some(conversations) = &request.conversation_ids
         && conversations.len() <= max_lookups
     {
-        narrow(runs_in_txn(&txn, conversations, |txn, key: &String| {
-            index_runs(txn, CONVERSATION_ROWS, key.as_str())
-        })?);
+        narrow(runs_in_txn(
+            index()?,
+            conversations,
+            |txn, key: &String| index_runs(txn, CONVERSATION_ROWS, key.as_str()),
+        )?);
     }
     for (sessions, conversations) in &request.sessions_or_conversations {
         if sessions.len() + conversations.len() > max_lookups {
             continue;
         }
         // A row matches either key: the union of both indexes' runs.
-        let mut either = runs_in_txn(&txn, sessions, |txn, key: &String| {
+        let mut either = runs_in_txn(index()?, sessions, |txn, key: &String| {
             index_runs(txn, SESSION_ROWS, key.as_str())
         })?;
-        for (segment, found) in runs_in_txn(&txn, conversations, |txn, key: &String| {
+        for (segment, found) in runs_in_txn(index()?, conversations, |txn, key: &String| {
             index_runs(txn, CONVERSATION_ROWS, key.as_str())
         })? {
             let runs = either.entry(segment).or_default();

@@ -151,9 +151,9 @@ pub struct StorageArgs {
     /// Seal the in-memory table when its oldest span is this old.
     #[arg(long, env = "SIGHTLINE_SEAL_MAX_AGE", default_value = "5m")]
     pub seal_max_age: DurationArg,
-    /// Compact a day's segments of one tier into session order once none of its spans arrived
-    /// for this long (a session is then read from one segment, not one per seal); 0s turns
-    /// background compaction off.
+    /// Compact a day's segments of one tier into session order once none of its spans reached
+    /// a sealed segment for this long, looked at every 30 s (a session is then read from one
+    /// segment, not one per seal); 0s turns background compaction off.
     #[arg(long, env = "SIGHTLINE_COMPACTION_QUIET", default_value = "5m")]
     pub compaction_quiet: DurationArg,
     /// Refuse ingest (429 / RESOURCE_EXHAUSTED) when unsealed data exceeds this size.

@@ -263,7 +263,7 @@ fn compact(engine: &Engine) -> anyhow::Result<Outcome> {
         );
     }
     if report.groups.is_empty() && report.failed.is_empty() && report.abandoned == 0 {
-        text.push_str("nothing to compact: every day is one run already\n");
+        text.push_str("nothing to compact: every day's segments are in session order already\n");
     }
     Ok(Outcome {
         ok: report.failed.is_empty(),

@@ -130,6 +130,47 @@ fn no_content_expiry(_as_of: i64) -> engine::ContentExpiryRequest {
     engine::ContentExpiryRequest::default()
 }
 
+/// Runs `operation` on the stopped store in `data_dir`, opened with the tiers of `config`
+/// (the built-in configuration when absent), closes it, and prints the outcome; `doing` names
+/// the operation in the in-use message ("erase a session"), `failed` in the failure.
+async fn run_on_stopped_store(
+    data_dir: &Path,
+    config: Option<&Path>,
+    operation: Operation,
+    doing: &str,
+    failed: &str,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<()> {
+    require_store(data_dir)?;
+    let config = match config {
+        Some(path) => crate::config_file::FileConfig::load(path)?,
+        None => crate::config_file::FileConfig::default_config()?,
+    };
+    let opening: PathBuf = data_dir.to_path_buf();
+    let options = engine::Options::default()
+        .with_background_sealing(false)
+        .with_retention(config.retention);
+    let engine = match tokio::task::spawn_blocking(move || Engine::open(&opening, options)).await? {
+        Ok(engine) => engine,
+        Err(engine::Error::Locked { path }) => return Err(in_use(&path, doing)),
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context("cannot open the data directory"));
+        }
+    };
+    let (outcome, closed) = tokio::task::spawn_blocking(move || {
+        let outcome = crate::maintenance::run(&engine, &operation, &no_content_expiry);
+        let closed = engine.close();
+        (outcome, closed)
+    })
+    .await
+    .with_context(|| format!("{failed}: the task stopped"))?;
+    let outcome = outcome?;
+    if outcome.ok {
+        closed?;
+    }
+    finish(outcome, out, failed)
+}
+
 /// Runs `sightline erase --session ID`: removes the session's spans and content across tiers,
 /// rewriting only the segments that hold it, and records the erasure in the chain.
 pub async fn erase(args: &EraseArgs, out: &mut impl std::io::Write) -> anyhow::Result<()> {
@@ -143,34 +184,15 @@ pub async fn erase(args: &EraseArgs, out: &mut impl std::io::Write) -> anyhow::R
             "erase failed",
         );
     }
-    require_store(&args.data_dir)?;
-    let config = match &args.config {
-        Some(path) => crate::config_file::FileConfig::load(path)?,
-        None => crate::config_file::FileConfig::default_config()?,
-    };
-    let opening: PathBuf = args.data_dir.clone();
-    let options = engine::Options::default()
-        .with_background_sealing(false)
-        .with_retention(config.retention);
-    let engine = match tokio::task::spawn_blocking(move || Engine::open(&opening, options)).await? {
-        Ok(engine) => engine,
-        Err(engine::Error::Locked { path }) => return Err(in_use(&path, "erase a session")),
-        Err(error) => {
-            return Err(anyhow::Error::new(error).context("cannot open the data directory"));
-        }
-    };
-    let (outcome, closed) = tokio::task::spawn_blocking(move || {
-        let outcome = crate::maintenance::run(&engine, &operation, &no_content_expiry);
-        let closed = engine.close();
-        (outcome, closed)
-    })
+    run_on_stopped_store(
+        &args.data_dir,
+        args.config.as_deref(),
+        operation,
+        "erase a session",
+        "erase failed",
+        out,
+    )
     .await
-    .context("erase task failed")?;
-    let outcome = outcome?;
-    if outcome.ok {
-        closed?;
-    }
-    finish(outcome, out, "erase failed")
 }
 
 /// Runs `sightline compact`: each day of each tier rewritten in session order (what a server
@@ -183,32 +205,13 @@ pub async fn compact(args: &CompactArgs, out: &mut impl std::io::Write) -> anyho
             "compaction failed",
         );
     }
-    require_store(&args.data_dir)?;
-    let config = match &args.config {
-        Some(path) => crate::config_file::FileConfig::load(path)?,
-        None => crate::config_file::FileConfig::default_config()?,
-    };
-    let opening: PathBuf = args.data_dir.clone();
-    let options = engine::Options::default()
-        .with_background_sealing(false)
-        .with_retention(config.retention);
-    let engine = match tokio::task::spawn_blocking(move || Engine::open(&opening, options)).await? {
-        Ok(engine) => engine,
-        Err(engine::Error::Locked { path }) => return Err(in_use(&path, "compact it")),
-        Err(error) => {
-            return Err(anyhow::Error::new(error).context("cannot open the data directory"));
-        }
-    };
-    let (outcome, closed) = tokio::task::spawn_blocking(move || {
-        let outcome = crate::maintenance::run(&engine, &Operation::Compact, &no_content_expiry);
-        let closed = engine.close();
-        (outcome, closed)
-    })
+    run_on_stopped_store(
+        &args.data_dir,
+        args.config.as_deref(),
+        Operation::Compact,
+        "compact it",
+        "compaction failed",
+        out,
+    )
     .await
-    .context("compaction task failed")?;
-    let outcome = outcome?;
-    if outcome.ok {
-        closed?;
-    }
-    finish(outcome, out, "compaction failed")
 }

@@ -78,7 +78,7 @@ pub use scan::{
     BatchIter, RowFamily, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest, ScanUnit,
 };
 pub use schema::span_schema;
-pub use segment::SegmentMeta;
+pub use segment::{SegmentMeta, civil_date};
 pub use store::verify_data_dir;
 pub use store::{
     AgentRead, ChainChange, ChainChangeKind, CompactedGroup, CompactionReport, Engine, EngineStats,

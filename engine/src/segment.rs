@@ -150,8 +150,14 @@ impl SegmentMeta {
 
 /// Days since 1970-01-01 to a civil `YYYY-MM-DD` (proleptic Gregorian, UTC).
 pub(crate) fn day_of(nanos: i64) -> String {
-    let days = nanos.div_euclid(86_400_000_000_000);
-    // Howard Hinnant's days_from_civil inverse.
+    let (year, month, day) = civil_date(nanos.div_euclid(86_400_000_000_000));
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`); exact for every day an `i64` of nanoseconds reaches, and far
+/// beyond.
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -160,8 +166,7 @@ pub(crate) fn day_of(nanos: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// The rows of `chunks` (each in the span schema, keys resolved) as segment parts: one batch per

@@ -91,6 +91,11 @@ pub struct SegmentMeta {
     /// (tier, day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compaction_run: Option<u64>,
+    /// How to check each of the segment's agent-table files (`agent::stored`), in
+    /// `AgentTable::ALL` order; `None` in entries written before it was kept (those files read
+    /// unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_integrity: Option<Vec<Integrity>>,
     /// Row runs of each trace (raw id, first row, row count), for the trace index. Not stored
     /// in the catalog entry.
     #[serde(skip)]
@@ -607,6 +612,7 @@ fn describe(
         integrity: None,
         log_rows,
         compaction_run: None,
+        sidecar_integrity: None,
         trace_runs,
         session_runs: string_runs(batch, columns::SESSION_ID),
         conversation_runs: string_runs(batch, columns::CONVERSATION_ID),
@@ -1049,6 +1055,7 @@ mod tests {
             integrity: None,
             log_rows: 0,
             compaction_run: None,
+            sidecar_integrity: None,
             trace_runs: Vec::new(),
             session_runs: Vec::new(),
             conversation_runs: Vec::new(),
@@ -1109,6 +1116,7 @@ mod tests {
             integrity: None,
             log_rows: 0,
             compaction_run: None,
+            sidecar_integrity: None,
             trace_runs: Vec::new(),
             session_runs: Vec::new(),
             conversation_runs: Vec::new(),

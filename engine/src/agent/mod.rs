@@ -59,6 +59,17 @@ impl AgentTable {
         AgentTable::Sessions,
     ];
 
+    /// This table's place in [`AgentTable::ALL`].
+    pub fn position(self) -> usize {
+        match self {
+            AgentTable::LlmCalls => 0,
+            AgentTable::ToolCalls => 1,
+            AgentTable::Decisions => 2,
+            AgentTable::AgentRuns => 3,
+            AgentTable::Sessions => 4,
+        }
+    }
+
     /// The SQL name.
     pub fn name(self) -> &'static str {
         match self {

@@ -16,19 +16,22 @@
 //!   `store/agent_tables.rs` and [`crate::Engine::plan_agent_read`]. Late keys and tier
 //!   promotion only ever come from a later span of the trace, so the seal of that span
 //!   derives the trace again.
+//! - Each sidecar is a checked file (`checked_file`): the segment's catalog entry keeps its
+//!   [`Integrity`] (`SegmentMeta::sidecar_integrity`), so damage reads as an error, never as
+//!   different agent rows. Sidecars written before that was kept read unchecked.
 //! - Sidecars are derived data: a store opened without them, or with sidecars of another
 //!   [`SIDECAR_VERSION`], rebuilds them at open.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::AgentTable;
@@ -37,6 +40,7 @@ use super::spans::SpanRows;
 use crate::column_codecs::{
     DELTA_SIDECAR_LEAVES, UNCOMPRESSED_SIDECAR_LEAVES, delta_encoded, without_needless_zstd,
 };
+use crate::checked_file::{Integrity, open_for_arrow};
 use crate::error::{Error, Result};
 
 /// Version of the sidecar contents: raise it when the derivation changes, and every store
@@ -85,33 +89,42 @@ pub(crate) fn sidecar_paths(segment_path: &str) -> impl Iterator<Item = String> 
 
 /// Derives every agent table from `inputs` (all the rows of segment `segment_id`, plus the
 /// other spans of the split traces it owns; any projection holding the input columns) and
-/// writes the sidecars next to `segment_path`, each fsync'd. Returns the written
-/// files (the caller fsyncs their directory, which the segment file shares).
+/// writes the sidecars next to `segment_path`, each fsync'd. Returns how to check each
+/// written file, in [`AgentTable::ALL`] order (the caller keeps it in the segment's catalog
+/// entry, and fsyncs the directory, which the segment file shares).
 pub(crate) fn write_sidecars(
     data_dir: &Path,
     segment_id: u64,
     segment_path: &str,
     inputs: &[RecordBatch],
     zstd_level: i32,
-) -> Result<Vec<PathBuf>> {
+) -> Result<Vec<Integrity>> {
     let rows = SpanRows::new(inputs, true)?;
     let tables = build_all(&rows)?;
-    let mut written = Vec::with_capacity(AgentTable::ALL.len());
+    let mut written: Vec<PathBuf> = Vec::with_capacity(AgentTable::ALL.len());
+    let mut checks = Vec::with_capacity(AgentTable::ALL.len());
     for (table, derived) in AgentTable::ALL.into_iter().zip(&tables) {
         let path = data_dir.join(sidecar_path(segment_path, table));
-        let result = write_file(&path, segment_id, derived, zstd_level);
-        if let Err(error) = result {
-            for done in written {
-                let _ = std::fs::remove_file(done);
+        match write_file(&path, segment_id, derived, zstd_level) {
+            Ok(integrity) => checks.push(integrity),
+            Err(error) => {
+                for done in written {
+                    let _ = std::fs::remove_file(done);
+                }
+                return Err(error);
             }
-            return Err(error);
         }
         written.push(path);
     }
-    Ok(written)
+    Ok(checks)
 }
 
-fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32) -> Result<()> {
+fn write_file(
+    path: &Path,
+    segment_id: u64,
+    batch: &RecordBatch,
+    zstd_level: i32,
+) -> Result<Integrity> {
     // Derived data, small next to the span file, written on the seal's path: the fastest
     // zstd level (never more than the store's).
     let level = zstd_level.min(1);
@@ -125,22 +138,27 @@ fn write_file(path: &Path, segment_id: u64, batch: &RecordBatch, zstd_level: i32
     // Bounded and empty leaves plain, as in span segments (`column_codecs`).
     let properties = without_needless_zstd(properties, batch, UNCOMPRESSED_SIDECAR_LEAVES);
     let properties = delta_encoded(properties, DELTA_SIDECAR_LEAVES).build();
-    // Derived data, rebuilt from the span rows: no catalog entry keeps its tail's checksum.
-    crate::segment::write_parquet_file(path, batch, properties, |source| Error::Segment {
-        segment_id,
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(())
+    let (_, integrity) =
+        crate::segment::write_parquet_file(path, batch, properties, |source| Error::Segment {
+            segment_id,
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(integrity)
 }
 
 /// Reads one sidecar of segment `segment_id`: the stored rows of `table` whose trace is not in
 /// `skip` (lowercase hex ids), with the columns `projection` names (indices into
 /// [`stored_schema`], ascending; `None` for all). The trace column is read only when `skip`
 /// is not empty.
+///
+/// With `integrity` (what the segment's catalog entry keeps for this file) every byte read is
+/// checked, and the decoded footer is kept between reads (`footer_cache`); sidecars written
+/// before their checks were kept (`None`) read unchecked.
 pub fn read_sidecar(
     path: &Path,
     segment_id: u64,
+    integrity: Option<Integrity>,
     table: AgentTable,
     projection: Option<&[usize]>,
     skip: &HashSet<String>,
@@ -152,8 +170,13 @@ pub fn read_sidecar(
         source,
     };
     let schema = stored_schema(table);
-    let file = File::open(path).map_err(|source| Error::io("open agent table", path, source))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(sidecar_error)?;
+    let (file, metadata) = open_for_arrow(
+        path,
+        integrity,
+        ArrowReaderOptions::new(),
+        PageIndexPolicy::Skip,
+    )?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
     if builder.schema().fields() != schema.fields() {
         return Err(Error::Corrupt {
             location: path.display().to_string(),

@@ -38,8 +38,8 @@ use crate::ids::TraceId;
 use crate::scan::{ScanPlan, ScanRequest, SegmentRead};
 use crate::segment::{SegmentMeta, SegmentWriteOptions, write_segment};
 use crate::tables::{
-    AGENT_OWNERS, AGENT_PARTIAL, LATE_KEYS, META, META_AGENT_TABLES_VERSION, SPLIT_TRACES,
-    TRACE_SEGMENTS,
+    AGENT_OWNERS, AGENT_PARTIAL, LATE_KEYS, META, META_AGENT_TABLES_VERSION, SEGMENTS,
+    SPLIT_TRACES, TRACE_SEGMENTS,
 };
 use crate::trace_keys::{RawTraceId, raw_trace_id, traces_in_batch};
 
@@ -55,15 +55,18 @@ pub(super) fn write_segment_with_sidecars(
     extra: &[RecordBatch],
     options: SegmentWriteOptions,
 ) -> Result<SegmentMeta> {
-    let meta = write_segment(&shared.dir, id, tier, day, sorted, options)?;
+    let mut meta = write_segment(&shared.dir, id, tier, day, sorted, options)?;
     let mut inputs = Vec::with_capacity(1 + extra.len());
     inputs.push(sorted.clone());
     inputs.extend(extra.iter().cloned());
-    if let Err(error) = write_sidecars(&shared.dir, id, &meta.path, &inputs, options.zstd_level)
-        .and_then(|_| fsync_parent(&shared.dir.join(&meta.path)))
+    match write_sidecars(&shared.dir, id, &meta.path, &inputs, options.zstd_level)
+        .and_then(|checks| fsync_parent(&shared.dir.join(&meta.path)).map(|()| checks))
     {
-        let _ = fs::remove_file(shared.dir.join(&meta.path));
-        return Err(error);
+        Ok(checks) => meta.sidecar_integrity = Some(checks),
+        Err(error) => {
+            let _ = fs::remove_file(shared.dir.join(&meta.path));
+            return Err(error);
+        }
     }
     Ok(meta)
 }
@@ -418,6 +421,7 @@ pub(super) fn prepare_sidecars(shared: &Shared, segments: &[Arc<SegmentMeta>]) -
         }
     }
     let mut rebuilt = 0;
+    let mut checked = Vec::new();
     for meta in segments {
         let complete =
             crate::agent::sidecar_paths(&meta.path).all(|path| shared.dir.join(path).is_file());
@@ -426,7 +430,7 @@ pub(super) fn prepare_sidecars(shared: &Shared, segments: &[Arc<SegmentMeta>]) -
         }
         let path = shared.dir.join(&meta.path);
         let batch = crate::segment::read_whole(meta, &path)?;
-        write_sidecars(
+        let checks = write_sidecars(
             &shared.dir,
             meta.id,
             &meta.path,
@@ -434,6 +438,13 @@ pub(super) fn prepare_sidecars(shared: &Shared, segments: &[Arc<SegmentMeta>]) -
             shared.options.zstd_level,
         )?;
         fsync_parent(&path)?;
+        let mut entry = SegmentMeta::clone(meta);
+        entry.sidecar_integrity = Some(checks);
+        txn.open_table(SEGMENTS)
+            .map_err(store_error("open catalog"))?
+            .insert(meta.id, entry.encode().as_slice())
+            .map_err(store_error("write catalog"))?;
+        checked.push(Arc::new(entry));
         rebuilt += 1;
         // Traces this segment owned were derived from all their spans; rebuilt from its own
         // rows they are partial: dirty from now on.
@@ -462,6 +473,15 @@ pub(super) fn prepare_sidecars(shared: &Shared, segments: &[Arc<SegmentMeta>]) -
         .insert(META_AGENT_TABLES_VERSION, SIDECAR_VERSION)
         .map_err(store_error("write agent tables version"))?;
     txn.commit().map_err(store_error("commit agent tables"))?;
+    if !checked.is_empty() {
+        // The catalog entries now keep the new files' checks; so does the segment list.
+        let mut state = shared.state.write();
+        for entry in checked {
+            if let Some(slot) = state.segments.iter_mut().find(|meta| meta.id == entry.id) {
+                *slot = entry;
+            }
+        }
+    }
     if rebuilt > 0 {
         info!(segments = rebuilt, "built stored agent tables");
     }
@@ -504,7 +524,19 @@ impl SidecarRead {
         table: AgentTable,
         projection: Option<&[usize]>,
     ) -> Result<Vec<RecordBatch>> {
-        read_sidecar(&self.path, self.segment_id, table, projection, &self.skip)
+        let integrity = self
+            .segment
+            .sidecar_integrity
+            .as_ref()
+            .and_then(|checks| checks.get(table.position()).copied());
+        read_sidecar(
+            &self.path,
+            self.segment_id,
+            integrity,
+            table,
+            projection,
+            &self.skip,
+        )
     }
 }
 

@@ -873,6 +873,7 @@ mod tests {
             integrity: None,
             log_rows: 0,
             compaction_run: run,
+            sidecar_integrity: None,
             trace_runs: Vec::new(),
             session_runs: Vec::new(),
             conversation_runs: Vec::new(),

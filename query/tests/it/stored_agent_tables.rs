@@ -430,6 +430,20 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
         assert_stored_equals_derived(&store, "rebuilt").await,
         sealed
     );
+    // The rebuilt files' checks are in the catalog entry, and in the segment list meanwhile.
+    let checks = |store: &Store| {
+        store
+            .engine
+            .segments()
+            .iter()
+            .find(|meta| meta.id == segment.id)
+            .and_then(|meta| meta.sidecar_integrity.clone())
+            .expect("the rebuilt segment's agent-table files are checked")
+    };
+    let rebuilt = checks(&store);
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(checks(&store), rebuilt);
 
     // Erasing one session rewrites the segments that held it, with new sidecars; trace 4's
     // session is in the segment that owns the late-rooted traces, so the other late-rooted
@@ -616,4 +630,83 @@ async fn the_sessions_rollup_is_reused_extended_by_a_seal_and_rebuilt_after_a_ch
     assert_eq!(after, sessions(&store), "after the erasure");
     assert!(!after.iter().any(|row| row.contains(&erased)), "{after:?}");
     assert!(!after.is_empty());
+}
+
+/// An agent-table file is checked like a span segment: a flipped bit anywhere in it makes a
+/// read of that table fail naming the file, or (where the read never looks) answer exactly as
+/// before; never different rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flipped_bit_in_an_agent_table_file_is_an_error_never_different_rows() {
+    let config = testdata::AgentTraceConfig {
+        seed: 5,
+        traces: 40,
+        sessions: 6,
+        ..Default::default()
+    };
+    let traces: Vec<testdata::AgentTrace> = testdata::agent_trace_iter(&config).collect();
+    let dir: TempDir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    write(&store, &request_of(&traces, |_, _| true));
+    store.engine.seal().unwrap();
+    let segments = store.engine.segments();
+    assert_eq!(segments.len(), 1);
+    let checks = segments[0]
+        .sidecar_integrity
+        .as_ref()
+        .expect("the catalog entry keeps the agent-table files' checks");
+    assert_eq!(checks.len(), AgentTable::ALL.len());
+    let stem = segments[0].path.strip_suffix(".parquet").unwrap().to_owned();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for table in [AgentTable::ToolCalls, AgentTable::Decisions] {
+        let sql = format!("SELECT * FROM {}", table.name());
+        let clean = lines(&store.sql.execute(&sql).await.unwrap().batches);
+        assert!(!clean.is_empty(), "{}", table.name());
+        let name = format!("{stem}.{}.parquet", table.name());
+        let path = dir.path().join(&name);
+        let original = std::fs::read(&path).unwrap();
+        let (mut errors, mut unchanged) = (0, 0);
+        for _ in 0..60 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let at = usize::try_from(state % original.len() as u64).unwrap();
+            let mut damaged = original.clone();
+            damaged[at] ^= 1 << (state >> 61);
+            std::fs::write(&path, &damaged).unwrap();
+            let in_data = (at as u64) < checks[table.position()].index_start;
+            match store.sql.execute(&sql).await {
+                Ok(output) => {
+                    assert!(!in_data, "a flipped bit at {at} of {name}'s data read unnoticed");
+                    assert_eq!(
+                        lines(&output.batches),
+                        clean,
+                        "a flipped bit at {at} of {name} read as different rows"
+                    );
+                    unchanged += 1;
+                }
+                Err(error) => {
+                    let mut text = error.to_string();
+                    let mut cause = std::error::Error::source(&error);
+                    while let Some(inner) = cause {
+                        text.push_str(&format!(": {inner}"));
+                        cause = inner.source();
+                    }
+                    assert!(text.contains(&name), "{text}");
+                    errors += 1;
+                }
+            }
+        }
+        // A whole-table read covers every data block (asserted above); flips in the footer,
+        // checked once and kept (`footer_cache`), read as before.
+        assert!(
+            errors >= 20,
+            "{}: {errors} errors, {unchanged} unchanged reads",
+            table.name()
+        );
+        std::fs::write(&path, &original).unwrap();
+        assert_eq!(
+            lines(&store.sql.execute(&sql).await.unwrap().batches),
+            clean
+        );
+    }
 }

@@ -24,10 +24,11 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
@@ -37,10 +38,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use super::AgentTable;
 use super::output::{build, build_all, build_session_parts, session_parts_schema};
 use super::spans::SpanRows;
+use crate::checked_file::{Integrity, open_for_arrow};
 use crate::column_codecs::{
     DELTA_SIDECAR_LEAVES, UNCOMPRESSED_SIDECAR_LEAVES, delta_encoded, without_needless_zstd,
 };
-use crate::checked_file::{Integrity, open_for_arrow};
 use crate::error::{Error, Result};
 
 /// Version of the sidecar contents: raise it when the derivation changes, and every store
@@ -187,6 +188,24 @@ pub fn read_sidecar(
     let wanted: Vec<usize> = projection
         .map(<[usize]>::to_vec)
         .unwrap_or_else(|| (0..schema.fields().len()).collect());
+    if wanted.is_empty() && skips_nothing {
+        // Only the row count (`count(*)`): the footer, checked, has it per row group.
+        let empty = Arc::new(Schema::empty());
+        return builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .filter(|group| group.num_rows() > 0)
+            .map(|group| {
+                let rows = usize::try_from(group.num_rows()).unwrap_or(usize::MAX);
+                Ok(RecordBatch::try_new_with_options(
+                    Arc::clone(&empty),
+                    Vec::new(),
+                    &RecordBatchOptions::new().with_row_count(Some(rows)),
+                )?)
+            })
+            .collect();
+    }
     let mut read: Vec<usize> = wanted.clone();
     if (!skips_nothing || read.is_empty()) && !read.contains(&trace_column) {
         read.push(trace_column);

@@ -117,6 +117,21 @@ async fn assert_stored_equals_derived(store: &Store, context: &str) -> Vec<usize
                 &missing[..missing.len().min(3)],
             );
         }
+        // A count reads no column (row counts from the files' footers, split traces apart).
+        let count = store
+            .sql
+            .execute(&format!("SELECT count(*) FROM {}", table.name()))
+            .await
+            .unwrap();
+        assert_eq!(
+            count.batches[0]
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0),
+            i64::try_from(want.len()).unwrap(),
+            "{context}: count(*) of {}",
+            table.name()
+        );
         counts.push(got.len());
     }
     counts
@@ -655,7 +670,11 @@ async fn a_flipped_bit_in_an_agent_table_file_is_an_error_never_different_rows()
         .as_ref()
         .expect("the catalog entry keeps the agent-table files' checks");
     assert_eq!(checks.len(), AgentTable::ALL.len());
-    let stem = segments[0].path.strip_suffix(".parquet").unwrap().to_owned();
+    let stem = segments[0]
+        .path
+        .strip_suffix(".parquet")
+        .unwrap()
+        .to_owned();
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     for table in [AgentTable::ToolCalls, AgentTable::Decisions] {
         let sql = format!("SELECT * FROM {}", table.name());
@@ -676,7 +695,10 @@ async fn a_flipped_bit_in_an_agent_table_file_is_an_error_never_different_rows()
             let in_data = (at as u64) < checks[table.position()].index_start;
             match store.sql.execute(&sql).await {
                 Ok(output) => {
-                    assert!(!in_data, "a flipped bit at {at} of {name}'s data read unnoticed");
+                    assert!(
+                        !in_data,
+                        "a flipped bit at {at} of {name}'s data read unnoticed"
+                    );
                     assert_eq!(
                         lines(&output.batches),
                         clean,

@@ -90,6 +90,7 @@ mod stored_agent;
 mod tables;
 mod timestamp;
 pub mod trace_search;
+mod utc_date_trunc;
 
 pub use complexity::{MAX_OPERATORS, MAX_SQL_BYTES};
 pub use error::{Error, ErrorKind, Result};

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::disk_manager::DiskManager;
 use datafusion::execution::memory_pool::{
     GreedyMemoryPool, MemoryConsumer, MemoryPool, TrackConsumersPool,
 };
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -111,6 +111,9 @@ impl SqlEngine {
             .with_physical_optimizer_rules(crate::join_sides::physical_rules())
             .build();
         let context = SessionContext::new_with_state(state);
+        if let Ok(builtin) = FunctionRegistry::udf(&context.state(), "date_trunc") {
+            context.register_udf(crate::utc_date_trunc::udf(&builtin));
+        }
         // Every relation registered below, for the `pg_catalog` tables that list them.
         let mut relations = Vec::new();
         let tables: [(&str, Arc<dyn datafusion::catalog::TableProvider>); 3] = [

@@ -13,6 +13,9 @@
 //!   DataFusion applies the filter again on the derived rows. When more than
 //!   [`MAX_TRACE_LOOKUP`] traces match, the scan reads without the trace list (still right,
 //!   since the filter is applied above).
+//! - on a whole-store read of a stored table (not `sessions`), simple comparisons of a column
+//!   with literals are answered `Inexact` and evaluated while the stored files are read
+//!   (`stored_filter.rs`): the other columns are decoded only for the rows they keep.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -70,6 +73,12 @@ impl AgentTableProvider {
         }
     }
 
+    /// The schema row filters of stored reads are checked against: the stored one, except
+    /// for `sessions`, whose stored rows are parts folded later (no row filter).
+    fn row_filter_column_types(&self) -> Option<SchemaRef> {
+        (self.table != AgentTable::Sessions).then(|| engine::agent::stored_schema(self.table))
+    }
+
     /// Columns whose filters pick the traces to read, applied again above.
     fn lookup_column(&self, name: &str) -> Option<PushColumn> {
         match (self.table, name) {
@@ -103,7 +112,11 @@ impl TableProvider for AgentTableProvider {
             .map(|filter| {
                 if is_exact(filter, &|name| self.exact_column(name)) {
                     TableProviderFilterPushDown::Exact
-                } else if is_exact(filter, &|name| self.lookup_column(name)) {
+                } else if is_exact(filter, &|name| self.lookup_column(name))
+                    || self
+                        .row_filter_column_types()
+                        .is_some_and(|schema| crate::stored_filter::pushable(filter, &schema))
+                {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -142,6 +155,7 @@ impl TableProvider for AgentTableProvider {
                         self.table,
                         None,
                         find.start_time,
+                        None,
                         partitions,
                     )?),
                     projection.cloned(),
@@ -151,6 +165,11 @@ impl TableProvider for AgentTableProvider {
                     self.table,
                     projection.cloned(),
                     find.start_time,
+                    crate::stored_filter::row_predicate(
+                        state,
+                        &engine::agent::stored_schema(self.table),
+                        filters,
+                    )?,
                     partitions,
                 )?)),
             };

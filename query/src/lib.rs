@@ -87,6 +87,7 @@ mod scan;
 mod session;
 mod spill;
 mod stored_agent;
+mod stored_filter;
 mod tables;
 mod timestamp;
 pub mod trace_search;

@@ -31,7 +31,7 @@ use datafusion::physical_plan::metrics::{
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use engine::agent::{AgentTable, derive_stored, merge_session_parts, stored_schema};
+use engine::agent::{AgentTable, RowPredicate, derive_stored, merge_session_parts, stored_schema};
 use engine::{AgentRead, Engine, RollupLookup, ScanPlan, SessionRollupKey, SidecarRead};
 
 use crate::blocking::{BatchSender, blocking_stream};
@@ -54,6 +54,8 @@ struct Source {
     columns: Vec<usize>,
     /// The same, ascending and deduplicated: what is read.
     read: Vec<usize>,
+    /// Rows the query keeps, evaluated while the files are read (`stored_filter`).
+    predicate: Option<RowPredicate>,
     schema: SchemaRef,
     partitions: usize,
     state: Mutex<Vec<Option<Work>>>,
@@ -83,12 +85,14 @@ struct RollupBuild {
 
 impl StoredAgentExec {
     /// `projection`: indices into the table's stored schema; `start_time` skips segments
-    /// whose spans all start outside it (the caller filters the rows).
+    /// whose spans all start outside it; `predicate` drops rows as the files are read (the
+    /// caller filters the rows either way).
     pub(crate) fn new(
         engine: Arc<Engine>,
         table: AgentTable,
         projection: Option<Vec<usize>>,
         start_time: (Bound<i64>, Bound<i64>),
+        predicate: Option<RowPredicate>,
         partitions: usize,
     ) -> DfResult<Self> {
         let stored = stored_schema(table);
@@ -112,6 +116,7 @@ impl StoredAgentExec {
                 start_time,
                 columns,
                 read,
+                predicate,
                 schema,
                 partitions,
                 state: Mutex::new(Vec::new()),
@@ -270,7 +275,7 @@ impl Source {
             }
             counters.sidecars_read.add(1);
             for batch in sidecar
-                .read(self.table, Some(&self.read))
+                .read(self.table, Some(&self.read), self.predicate.as_ref())
                 .map_err(engine_error)?
             {
                 let batch = self.to_output(&batch)?;
@@ -368,7 +373,16 @@ impl DisplayAs for StoredAgentExec {
             self.source.table.name(),
             names.join(", "),
             self.source.partitions
-        )
+        )?;
+        if let Some(predicate) = &self.source.predicate {
+            let names: Vec<&str> = predicate
+                .columns
+                .iter()
+                .map(|index| stored.field(*index).name().as_str())
+                .collect();
+            write!(f, ", row_filter=[{}]", names.join(", "))?;
+        }
+        Ok(())
     }
 }
 

@@ -29,8 +29,11 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Schema, SchemaRef};
+use arrow::error::ArrowError;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
+};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -148,6 +151,25 @@ fn write_file(
     Ok(integrity)
 }
 
+/// A filter on a sidecar's rows, evaluated while reading (a Parquet row filter): the columns
+/// it needs are decoded first, the others only for the rows it keeps.
+#[derive(Clone)]
+pub struct RowPredicate {
+    /// The columns the predicate reads (indices into [`stored_schema`], ascending); it is
+    /// handed a batch of exactly these, in this order.
+    pub columns: Vec<usize>,
+    /// Which rows to keep (a null keeps nothing). An error fails the read as a query error.
+    pub keep: Arc<dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for RowPredicate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowPredicate")
+            .field("columns", &self.columns)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Reads one sidecar of segment `segment_id`: the stored rows of `table` whose trace is not in
 /// `skip` (lowercase hex ids), with the columns `projection` names (indices into
 /// [`stored_schema`], ascending; `None` for all). The trace column is read only when `skip`
@@ -163,6 +185,7 @@ pub fn read_sidecar(
     table: AgentTable,
     projection: Option<&[usize]>,
     skip: &HashSet<String>,
+    predicate: Option<&RowPredicate>,
 ) -> Result<Vec<RecordBatch>> {
     let skips_nothing = skip.is_empty();
     let sidecar_error = |source| Error::Segment {
@@ -188,7 +211,7 @@ pub fn read_sidecar(
     let wanted: Vec<usize> = projection
         .map(<[usize]>::to_vec)
         .unwrap_or_else(|| (0..schema.fields().len()).collect());
-    if wanted.is_empty() && skips_nothing {
+    if wanted.is_empty() && skips_nothing && predicate.is_none() {
         // Only the row count (`count(*)`): the footer, checked, has it per row group.
         let empty = Arc::new(Schema::empty());
         return builder
@@ -212,6 +235,29 @@ pub fn read_sidecar(
         read.sort_unstable();
     }
     let mask = ProjectionMask::roots(builder.parquet_schema(), read.iter().copied());
+    // A predicate's own error, told apart from damage in the file.
+    let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let builder = match predicate {
+        Some(predicate) => {
+            let columns =
+                ProjectionMask::roots(builder.parquet_schema(), predicate.columns.iter().copied());
+            let keep = Arc::clone(&predicate.keep);
+            let failed = Arc::clone(&failed);
+            let filter = ArrowPredicateFn::new(columns, move |batch| match keep(&batch) {
+                Ok(mask) if mask.null_count() == 0 => Ok(mask),
+                Ok(mask) => Ok(arrow::compute::prep_null_mask_filter(&mask)),
+                Err(message) => {
+                    let error = ArrowError::ComputeError(message.clone());
+                    *failed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message);
+                    Err(error)
+                }
+            });
+            builder.with_row_filter(RowFilter::new(vec![Box::new(filter)]))
+        }
+        None => builder,
+    };
     let reader = builder
         .with_projection(mask)
         .with_batch_size(8192)
@@ -225,9 +271,18 @@ pub fn read_sidecar(
     let trace_position = read.iter().position(|column| *column == trace_column);
     let mut out = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|error| Error::Corrupt {
-            location: path.display().to_string(),
-            detail: error.to_string(),
+        let batch = batch.map_err(|error| {
+            match failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+            {
+                Some(message) => Error::Arrow(ArrowError::ComputeError(message)),
+                None => Error::Corrupt {
+                    location: path.display().to_string(),
+                    detail: error.to_string(),
+                },
+            }
         })?;
         let batch = match (skips_nothing, trace_position) {
             (false, Some(position)) => {

@@ -32,7 +32,9 @@ use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
 use tracing::info;
 
 use super::{Engine, MAX_AGENT_LOOKUPS, Shared, store_error};
-use crate::agent::{AgentTable, SIDECAR_VERSION, read_sidecar, sidecar_path, write_sidecars};
+use crate::agent::{
+    AgentTable, RowPredicate, SIDECAR_VERSION, read_sidecar, sidecar_path, write_sidecars,
+};
 use crate::error::{Error, Result};
 use crate::ids::TraceId;
 use crate::scan::{ScanPlan, ScanRequest, SegmentRead};
@@ -518,11 +520,13 @@ pub struct AgentRead {
 
 impl SidecarRead {
     /// Reads this sidecar of `table`: its rows of the traces it answers for, with the columns
-    /// `projection` names (indices into the stored schema, ascending; `None` for every column).
+    /// `projection` names (indices into the stored schema, ascending; `None` for every column),
+    /// and only the rows `predicate` keeps when there is one.
     pub fn read(
         &self,
         table: AgentTable,
         projection: Option<&[usize]>,
+        predicate: Option<&RowPredicate>,
     ) -> Result<Vec<RecordBatch>> {
         let integrity = self
             .segment
@@ -536,6 +540,7 @@ impl SidecarRead {
             table,
             projection,
             &self.skip,
+            predicate,
         )
     }
 }

@@ -41,7 +41,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redb::ReadableMultimapTable;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::scan::{LateKeys, ScanPlan, ScanRequest, SegmentRead};
@@ -680,6 +680,7 @@ fn swap(
     digests: Vec<String>,
 ) -> Result<std::result::Result<(), Vec<SegmentMeta>>> {
     let _guard = shared.seal_lock.lock();
+    let started = std::time::Instant::now();
     {
         let state = shared.state.read();
         let live = inputs
@@ -724,6 +725,7 @@ fn swap(
             &detail,
         )?;
     }
+    let chained = started.elapsed();
     for (old, late) in runs.iter().zip(late) {
         unindex_segment(&txn, old, late.as_deref())?;
         agent_tables::disown(
@@ -733,10 +735,13 @@ fn swap(
             &[],
         )?;
     }
+    let unindexed = started.elapsed();
     for meta in &outputs {
         add_to_catalog(&txn, meta)?;
     }
+    let indexed = started.elapsed();
     settle_traces(shared, &txn, &outputs)?;
+    let settled = started.elapsed();
     txn.open_table(META)
         .map_err(store_error("open meta"))?
         .insert(META_NEXT_SEGMENT_ID, *shared.next_segment_id.lock())
@@ -744,7 +749,16 @@ fn swap(
     let mut state = shared.state.write();
     // A failed commit may still have landed (a failed fsync); the files stay either way, and
     // are orphans removed at the next open if it did not.
+    let locked = started.elapsed();
     txn.commit().map_err(store_error("commit compaction"))?;
+    debug!(
+        chain_ms = chained.as_millis(),
+        unindex_ms = (unindexed - chained).as_millis(),
+        index_ms = (indexed - unindexed).as_millis(),
+        settle_ms = (settled - indexed).as_millis(),
+        commit_ms = (started.elapsed() - locked).as_millis(),
+        "compaction swap"
+    );
     let gone: HashSet<u64> = inputs.iter().map(|meta| meta.id).collect();
     state.segments.retain(|meta| !gone.contains(&meta.id));
     for id in &gone {

@@ -732,3 +732,79 @@ async fn a_flipped_bit_in_an_agent_table_file_is_an_error_never_different_rows()
         );
     }
 }
+
+/// Filters on a whole-store read are evaluated while the stored files are read (a row
+/// filter; EXPLAIN shows it); every answer equals the same SQL run by plain DataFusion over
+/// in-memory tables derived from every span, split traces and re-sent copies included.
+#[tokio::test(flavor = "multi_thread")]
+async fn row_filters_on_stored_reads_answer_as_plain_sql_over_the_derived_rows() {
+    let config = testdata::AgentTraceConfig {
+        seed: 17,
+        traces: 50,
+        sessions: 7,
+        tool_reissue_percent: 30,
+        ..Default::default()
+    };
+    let traces: Vec<testdata::AgentTrace> = testdata::agent_trace_iter(&config).collect();
+    let dir: TempDir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Two seals; the second re-sends ten traces (copies) and sends the roots of five late.
+    write(
+        &store,
+        &request_of(&traces, |index, span| {
+            index < 40 && !(index % 8 == 0 && span.parent_span_id.is_empty())
+        }),
+    );
+    store.engine.seal().unwrap();
+    write(
+        &store,
+        &request_of(&traces, |index, span| {
+            index >= 30 || (index % 8 == 0 && span.parent_span_id.is_empty())
+        }),
+    );
+    store.engine.seal().unwrap();
+
+    let spans = store.engine.scan(&ScanRequest::default()).unwrap();
+    let reference = datafusion::prelude::SessionContext::new();
+    for table in AgentTable::ALL {
+        let derived = derive_agent_table(table, &spans).unwrap();
+        let memory =
+            datafusion::datasource::MemTable::try_new(derived.schema(), vec![vec![derived]])
+                .unwrap();
+        reference
+            .register_table(table.name(), Arc::new(memory))
+            .unwrap();
+    }
+    let queries = [
+        "SELECT * FROM decisions WHERE verdict = 'deny'",
+        "SELECT kind, policy_id, count(*) FROM decisions WHERE verdict = 'deny' GROUP BY 1, 2",
+        "SELECT * FROM decisions WHERE verdict IN ('allow', 'escalate') OR policy_id IS NULL",
+        "SELECT * FROM decisions WHERE NOT (verdict = 'deny') AND kind <> 'guardrail'",
+        "SELECT * FROM tool_calls WHERE risk = 'destructive'",
+        "SELECT * FROM tool_calls WHERE is_retry AND tool_name >= 'm'",
+        "SELECT tool_name, count(*) FROM tool_calls WHERE retry_source IS NOT NULL GROUP BY 1",
+        "SELECT * FROM llm_calls WHERE input_tokens > 500 AND request_model IS NOT NULL",
+        "SELECT * FROM agent_runs WHERE outcome = 'error' OR errors > 0",
+        "SELECT * FROM decisions WHERE verdict = 'no such verdict'",
+    ];
+    for sql in queries {
+        let got = store.sql.execute(sql).await.unwrap();
+        let want = reference.sql(sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(lines(&got.batches), lines(&want), "{sql}");
+    }
+    let plan = store
+        .sql
+        .execute("EXPLAIN SELECT * FROM decisions WHERE verdict = 'deny'")
+        .await
+        .unwrap();
+    let text = lines(&plan.batches).join("\n");
+    assert!(text.contains("row_filter=[verdict]"), "{text}");
+    // A filter that is not a plain comparison is left to DataFusion alone.
+    let plan = store
+        .sql
+        .execute("EXPLAIN SELECT * FROM decisions WHERE lower(verdict) = 'deny'")
+        .await
+        .unwrap();
+    let text = lines(&plan.batches).join("\n");
+    assert!(!text.contains("row_filter"), "{text}");
+}

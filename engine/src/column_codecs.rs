@@ -386,8 +386,10 @@ mod tests {
         );
 
         // The agent tables' files of the same segment.
-        let sidecars =
-            crate::agent::write_sidecars(dir.path(), 1, &meta.path, &[batch], 3).unwrap();
+        crate::agent::write_sidecars(dir.path(), 1, &meta.path, &[batch], 3).unwrap();
+        let sidecars: Vec<std::path::PathBuf> = crate::agent::sidecar_paths(&meta.path)
+            .map(|path| dir.path().join(path))
+            .collect();
         let mut sidecar_codecs = Codecs::new();
         for path in &sidecars {
             sidecar_codecs.extend(leaf_codecs(path));

@@ -151,6 +151,9 @@ fn write_file(
     Ok(integrity)
 }
 
+/// A row predicate's function: the rows of a batch to keep, or why it could not say.
+pub type KeepRows = dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, String> + Send + Sync;
+
 /// A filter on a sidecar's rows, evaluated while reading (a Parquet row filter): the columns
 /// it needs are decoded first, the others only for the rows it keeps.
 #[derive(Clone)]
@@ -159,7 +162,7 @@ pub struct RowPredicate {
     /// handed a batch of exactly these, in this order.
     pub columns: Vec<usize>,
     /// Which rows to keep (a null keeps nothing). An error fails the read as a query error.
-    pub keep: Arc<dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, String> + Send + Sync>,
+    pub keep: Arc<KeepRows>,
 }
 
 impl std::fmt::Debug for RowPredicate {

@@ -51,7 +51,7 @@ use crate::tables::{
 };
 use crate::trace_keys::RawTraceId;
 
-use super::removal::{read_runs, unindex_segment};
+use super::removal::{read_runs, unindex_segments};
 use super::writer::read_trace_keys;
 use super::*;
 
@@ -726,8 +726,13 @@ fn swap(
         )?;
     }
     let chained = started.elapsed();
-    for (old, late) in runs.iter().zip(late) {
-        unindex_segment(&txn, old, late.as_deref())?;
+    let unindexed: Vec<(&SegmentMeta, Option<&crate::scan::LateKeys>)> = runs
+        .iter()
+        .zip(late)
+        .map(|(old, late)| (old, late.as_deref()))
+        .collect();
+    unindex_segments(&txn, &unindexed)?;
+    for old in runs {
         agent_tables::disown(
             &txn,
             old.id,

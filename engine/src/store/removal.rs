@@ -2,6 +2,7 @@
 //! traces with no row left go in one transaction that first writes the rows to keep as new
 //! segments; the files go when no reader holds them (`reaper.rs`).
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use redb::ReadableMultimapTable;
 use crate::error::Result;
 use crate::segment::{SegmentMeta, SegmentWriteOptions, sorted_parts};
 use crate::tables::{
-    CONVERSATION_ROWS, LATE_KEYS, META, META_NEXT_SEGMENT_ID, SEGMENTS, SESSION_ROWS, TRACE_KEYS,
-    TRACE_SEGMENTS,
+    CONVERSATION_ROWS, LATE_KEYS, META, META_NEXT_SEGMENT_ID, RowRun, SEGMENTS, SESSION_ROWS,
+    TRACE_KEYS, TRACE_SEGMENTS,
 };
 
 use super::*;
@@ -199,71 +200,124 @@ impl Engine {
 
 /// Removes, in `txn`, a segment's catalog entry, its trace, session and conversation runs
 /// (`old`: the segment with the runs of its file, from [`read_runs`]), the runs filed under
-/// the keys of its late-keyed traces (`late`), and its late-keys entries.
+/// the keys of its late-keyed traces (`late`), and its late-keys entries
+/// ([`unindex_segments`] of one).
 pub(super) fn unindex_segment(
     txn: &redb::WriteTransaction,
     old: &SegmentMeta,
     late: Option<&crate::scan::LateKeys>,
 ) -> Result<()> {
-    let id = old.id;
+    unindex_segments(txn, &[(old, late)])
+}
+
+/// Removes `segments` (each with the late keys its runs were filed under) from the catalog,
+/// the trace, session and conversation indexes and the late keys.
+///
+/// The runs to remove are gathered per key first: a key all of whose runs go (a session
+/// whose every run lies in the segments a compaction replaces) is removed whole, in one
+/// operation instead of one per run; a key that keeps other runs loses exactly these.
+pub(super) fn unindex_segments(
+    txn: &redb::WriteTransaction,
+    segments: &[(&SegmentMeta, Option<&crate::scan::LateKeys>)],
+) -> Result<()> {
     let mut catalog = txn
         .open_table(SEGMENTS)
         .map_err(store_error("open catalog"))?;
-    catalog
-        .remove(id)
-        .map_err(store_error("remove catalog entry"))?;
-    let mut trace_index = txn
-        .open_multimap_table(TRACE_SEGMENTS)
-        .map_err(store_error("open trace index"))?;
-    let mut session_index = txn
-        .open_multimap_table(SESSION_ROWS)
-        .map_err(store_error("open session index"))?;
-    let mut conversation_index = txn
-        .open_multimap_table(CONVERSATION_ROWS)
-        .map_err(store_error("open conversation index"))?;
-    for (trace, first, count) in &old.trace_runs {
-        trace_index
-            .remove(trace.as_slice(), (id, *first, *count))
-            .map_err(store_error("remove trace index entry"))?;
-    }
-    for (session, first, count) in &old.session_runs {
-        session_index
-            .remove(session.as_str(), (id, *first, *count))
-            .map_err(store_error("remove session index entry"))?;
-    }
-    for (conversation, first, count) in &old.conversation_runs {
-        conversation_index
-            .remove(conversation.as_str(), (id, *first, *count))
-            .map_err(store_error("remove conversation index entry"))?;
-    }
-    // Late-keyed runs were added to the session and conversation indexes under the trace's
-    // keys; remove those too.
-    if let Some(late) = late {
-        for (trace, keys) in late.iter() {
-            for (run_trace, first, count) in &old.trace_runs {
-                if run_trace != trace {
-                    continue;
-                }
-                let run = (id, *first, *count);
+    let mut late_keys = txn
+        .open_multimap_table(LATE_KEYS)
+        .map_err(store_error("open late keys"))?;
+    let mut traces: HashMap<&[u8], HashSet<RowRun>> = HashMap::new();
+    let mut sessions: HashMap<&str, HashSet<RowRun>> = HashMap::new();
+    let mut conversations: HashMap<&str, HashSet<RowRun>> = HashMap::new();
+    for (old, late) in segments {
+        let id = old.id;
+        catalog
+            .remove(id)
+            .map_err(store_error("remove catalog entry"))?;
+        late_keys
+            .remove_all(id)
+            .map_err(store_error("remove late keys"))?;
+        for (trace, first, count) in &old.trace_runs {
+            let run = (id, *first, *count);
+            traces.entry(trace.as_slice()).or_default().insert(run);
+            // Late-keyed runs were added to the session and conversation indexes under the
+            // trace's keys; remove those too.
+            if let Some(keys) = late.and_then(|late| late.get(trace)) {
                 for session in [&keys.session_id, &keys.conversation_id]
                     .into_iter()
                     .flatten()
                 {
-                    session_index
-                        .remove(&**session, run)
-                        .map_err(store_error("remove session index entry"))?;
+                    sessions.entry(&**session).or_default().insert(run);
                 }
                 if let Some(conversation) = &keys.conversation_id {
-                    conversation_index
-                        .remove(&**conversation, run)
-                        .map_err(store_error("remove conversation index entry"))?;
+                    conversations
+                        .entry(&**conversation)
+                        .or_default()
+                        .insert(run);
                 }
             }
         }
+        for (session, first, count) in &old.session_runs {
+            sessions
+                .entry(session.as_str())
+                .or_default()
+                .insert((id, *first, *count));
+        }
+        for (conversation, first, count) in &old.conversation_runs {
+            conversations
+                .entry(conversation.as_str())
+                .or_default()
+                .insert((id, *first, *count));
+        }
     }
-    txn.open_multimap_table(LATE_KEYS)
-        .map_err(store_error("open late keys"))?
-        .remove_all(id)
-        .map_err(store_error("remove late keys"))?;
+    remove_runs(
+        &mut txn
+            .open_multimap_table(TRACE_SEGMENTS)
+            .map_err(store_error("open trace index"))?,
+        traces,
+        "trace index",
+    )?;
+    remove_runs(
+        &mut txn
+            .open_multimap_table(SESSION_ROWS)
+            .map_err(store_error("open session index"))?,
+        sessions,
+        "session index",
+    )?;
+    remove_runs(
+        &mut txn
+            .open_multimap_table(CONVERSATION_ROWS)
+            .map_err(store_error("open conversation index"))?,
+        conversations,
+        "conversation index",
+    )
+}
+
+/// Removes `runs` (per key) from `index`: the whole key when those are all its runs.
+fn remove_runs<'k, K>(
+    index: &mut redb::MultimapTable<'_, K, RowRun>,
+    runs: HashMap<K::SelfType<'k>, HashSet<RowRun>>,
+    what: &'static str,
+) -> Result<()>
+where
+    K: redb::Key + 'static,
+    K::SelfType<'k>: std::borrow::Borrow<K::SelfType<'k>> + Copy,
+{
+    for (key, runs) in runs {
+        let mut all_go = true;
+        for present in index.get(key).map_err(store_error(what))? {
+            if !runs.contains(&present.map_err(store_error(what))?.value()) {
+                all_go = false;
+                break;
+            }
+        }
+        if all_go {
+            index.remove_all(key).map_err(store_error(what))?;
+        } else {
+            for run in runs {
+                index.remove(key, run).map_err(store_error(what))?;
+            }
+        }
+    }
     Ok(())
 }

@@ -108,15 +108,19 @@ pub enum Error {
     /// Engine options are inconsistent (e.g. a retention policy naming an unknown tier).
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    /// A row filter the caller passed into a read failed on the rows (its message).
+    #[error("filter failed: {0}")]
+    Filter(String),
 }
 
 impl Error {
     /// The family of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::SchemaMismatch(_) | Error::InvalidOptions(_) | Error::Held { .. } => {
-                ErrorKind::Caller
-            }
+            Error::SchemaMismatch(_)
+            | Error::InvalidOptions(_)
+            | Error::Filter(_)
+            | Error::Held { .. } => ErrorKind::Caller,
             Error::Locked { .. }
             | Error::Io { .. }
             | Error::Store { .. }

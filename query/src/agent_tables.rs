@@ -134,10 +134,16 @@ impl TableProvider for AgentTableProvider {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let exact_column = |name: &str| self.exact_column(name);
         let any_column = |name: &str| self.exact_column(name).or(self.lookup_column(name));
-        let (exact, lookup): (Vec<Expr>, Vec<Expr>) = filters
+        let (exact, rest): (Vec<Expr>, Vec<Expr>) = filters
             .iter()
             .cloned()
             .partition(|filter| is_exact(filter, &exact_column));
+        // The filters that pick traces by a lookup (the others DataFusion applies above; row
+        // filters serve only whole-store reads).
+        let lookup: Vec<Expr> = rest
+            .into_iter()
+            .filter(|filter| is_exact(filter, &|name| self.lookup_column(name)))
+            .collect();
         let mut request = scan_request(&exact, &exact_column);
         let find = scan_request(filters, &any_column);
         let whole_store = find.trace_ids.is_none()

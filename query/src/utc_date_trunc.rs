@@ -14,8 +14,11 @@
 //! built-in `date_trunc`, which it otherwise presents unchanged (name, signature, return
 //! type, ordering, documentation).
 //!
-//! Invariant: for every input it handles, the result equals the built-in's, value for value
-//! and in type (the unit tests compare them over random timestamps of both signs).
+//! Invariant: for every array it handles, the result equals the built-in's, value for value
+//! and in type (the unit tests compare them over random timestamps of both signs); a scalar
+//! truncates as its value would in an array. (The built-in's scalar path rounds sub-second
+//! truncations of times before 1970 toward zero, a later time than the one given, and fails on
+//! second-unit timestamps past the nanosecond range; here both truncate down.)
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;

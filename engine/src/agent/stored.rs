@@ -161,7 +161,8 @@ pub struct RowPredicate {
     /// The columns the predicate reads (indices into [`stored_schema`], ascending); it is
     /// handed a batch of exactly these, in this order.
     pub columns: Vec<usize>,
-    /// Which rows to keep (a null keeps nothing). An error fails the read as a query error.
+    /// Which rows to keep (a null keeps nothing). An error fails the read with
+    /// [`Error::Filter`], a caller's error (never taken for damage in the file).
     pub keep: Arc<KeepRows>,
 }
 
@@ -261,11 +262,21 @@ pub fn read_sidecar(
         }
         None => builder,
     };
+    // The predicate's own failure (a caller's error), or damage in the file.
+    let read_error = |error: parquet::errors::ParquetError| match failed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
+        Some(message) => Error::Filter(message),
+        None => sidecar_error(error),
+    };
+    // (Parquet evaluates a row filter over every row group as the reader is built.)
     let reader = builder
         .with_projection(mask)
         .with_batch_size(8192)
         .build()
-        .map_err(sidecar_error)?;
+        .map_err(read_error)?;
     // Positions of the wanted columns among the read ones.
     let keep: Vec<usize> = wanted
         .iter()
@@ -280,7 +291,7 @@ pub fn read_sidecar(
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()
             {
-                Some(message) => Error::Arrow(ArrowError::ComputeError(message)),
+                Some(message) => Error::Filter(message),
                 None => Error::Corrupt {
                     location: path.display().to_string(),
                     detail: error.to_string(),
@@ -315,4 +326,130 @@ pub fn read_sidecar(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use arrow::array::StringArray;
+
+    use super::*;
+    use crate::batch::{AgentFields, SpanBatchBuilder, SpanRecord};
+    use crate::ids::{SpanId, TraceId};
+
+    /// One trace: an agent span and two tool calls, one denied, one allowed.
+    fn sidecars(dir: &Path) -> (String, Vec<Integrity>) {
+        let verdicts = ["deny", "allow"];
+        let decisions: Vec<Vec<crate::batch::AttributePair<'_>>> = verdicts
+            .iter()
+            .map(|verdict| {
+                vec![
+                    ("agent.decision.verdict", Cow::Borrowed(*verdict)),
+                    ("agent.decision.policy_id", Cow::Borrowed("p")),
+                ]
+            })
+            .collect();
+        let agent = |operation: &'static str| AgentFields {
+            session_id: Some("s".into()),
+            operation: Some(operation.into()),
+            agent_name: Some("planner".into()),
+            ..AgentFields::default()
+        };
+        let mut builder = SpanBatchBuilder::new();
+        builder.append(&SpanRecord {
+            trace_id: TraceId([7; 16]),
+            span_id: SpanId([1; 8]),
+            agent: agent("invoke_agent"),
+            ..SpanRecord::default()
+        });
+        for (index, attributes) in decisions.iter().enumerate() {
+            builder.append(&SpanRecord {
+                trace_id: TraceId([7; 16]),
+                span_id: SpanId([2 + u8::try_from(index).unwrap(); 8]),
+                parent_span_id: Some(SpanId([1; 8])),
+                agent: AgentFields {
+                    tool_name: Some("rm".into()),
+                    ..agent("execute_tool")
+                },
+                attributes,
+                ..SpanRecord::default()
+            });
+        }
+        let path = "segments/standard/2026-12-07/0000000000000001.parquet".to_owned();
+        std::fs::create_dir_all(dir.join("segments/standard/2026-12-07")).unwrap();
+        let checks = write_sidecars(dir, 1, &path, &[builder.finish()], 3).unwrap();
+        (path, checks)
+    }
+
+    fn verdicts(batches: &[RecordBatch]) -> Vec<String> {
+        let mut out = Vec::new();
+        for batch in batches {
+            let column = batch.column(0).as_string::<i32>();
+            out.extend(
+                column
+                    .iter()
+                    .map(|value| value.unwrap_or("NULL").to_owned()),
+            );
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_row_predicate_keeps_its_rows_and_its_failure_is_the_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (segment, checks) = sidecars(dir.path());
+        let table = AgentTable::Decisions;
+        let path = dir.path().join(sidecar_path(&segment, table));
+        let integrity = Some(checks[table.position()]);
+        let verdict = stored_schema(table).index_of("verdict").unwrap();
+        let none = HashSet::new();
+        let all = read_sidecar(&path, 1, integrity, table, Some(&[verdict]), &none, None).unwrap();
+        assert_eq!(verdicts(&all), ["allow", "deny"]);
+
+        let denials = RowPredicate {
+            columns: vec![verdict],
+            keep: Arc::new(|batch: &RecordBatch| {
+                let column = batch.column(0).as_string::<i32>();
+                arrow::compute::kernels::cmp::eq(column, &StringArray::new_scalar("deny"))
+                    .map_err(|error| error.to_string())
+            }),
+        };
+        let kept = read_sidecar(
+            &path,
+            1,
+            integrity,
+            table,
+            Some(&[verdict]),
+            &none,
+            Some(&denials),
+        )
+        .unwrap();
+        assert_eq!(verdicts(&kept), ["deny"]);
+        // Only the count, with the filter: the filter's column is read, nothing else kept.
+        let counted =
+            read_sidecar(&path, 1, integrity, table, Some(&[]), &none, Some(&denials)).unwrap();
+        assert_eq!(counted.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+
+        let failing = RowPredicate {
+            columns: vec![verdict],
+            keep: Arc::new(|_: &RecordBatch| Err("cannot compare".to_owned())),
+        };
+        let error = read_sidecar(
+            &path,
+            1,
+            integrity,
+            table,
+            Some(&[verdict]),
+            &none,
+            Some(&failing),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&error, Error::Filter(message) if message == "cannot compare"),
+            "{error}"
+        );
+        assert_eq!(error.kind(), crate::ErrorKind::Caller);
+    }
 }

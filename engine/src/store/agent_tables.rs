@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Engine, MAX_AGENT_LOOKUPS, Shared, store_error};
 use crate::agent::{
@@ -428,7 +428,15 @@ pub(super) fn prepare_sidecars(shared: &Shared, segments: &[Arc<SegmentMeta>]) -
         let complete =
             crate::agent::sidecar_paths(&meta.path).all(|path| shared.dir.join(path).is_file());
         if complete && version == Some(SIDECAR_VERSION) {
-            continue;
+            if checks_hold(&shared.dir, meta) {
+                continue;
+            }
+            // Files rewritten by a rebuild whose catalog entry never committed (a crash),
+            // or damaged: derived data, so written again.
+            warn!(
+                segment = meta.id,
+                "agent-table files do not match their catalog checks; rebuilding them"
+            );
         }
         let path = shared.dir.join(&meta.path);
         let batch = crate::segment::read_whole(meta, &path)?;
@@ -488,6 +496,26 @@ pub(super) fn prepare_sidecars(shared: &Shared, segments: &[Arc<SegmentMeta>]) -
         info!(segments = rebuilt, "built stored agent tables");
     }
     Ok(rebuilt)
+}
+
+/// Whether every agent-table file of `meta` passes the footer check its catalog entry keeps
+/// (read from the file, never from the footer cache). Files written before checks were kept
+/// have none to pass.
+fn checks_hold(dir: &Path, meta: &SegmentMeta) -> bool {
+    let Some(checks) = &meta.sidecar_integrity else {
+        return true;
+    };
+    checks.len() == AgentTable::ALL.len()
+        && AgentTable::ALL
+            .into_iter()
+            .zip(checks)
+            .all(|(table, check)| {
+                crate::checked_file::CheckedFile::open(
+                    &dir.join(sidecar_path(&meta.path, table)),
+                    Some(*check),
+                )
+                .is_ok()
+            })
 }
 
 /// One sidecar to read.

@@ -263,14 +263,14 @@ pub fn read_sidecar(
         None => builder,
     };
     // The predicate's own failure (a caller's error), or damage in the file.
-    let read_error = |error: parquet::errors::ParquetError| match failed
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take()
-    {
-        Some(message) => Error::Filter(message),
-        None => sidecar_error(error),
+    let filter_failure = || {
+        failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(Error::Filter)
     };
+    let read_error = |error| filter_failure().unwrap_or_else(|| sidecar_error(error));
     // (Parquet evaluates a row filter over every row group as the reader is built.)
     let reader = builder
         .with_projection(mask)
@@ -286,17 +286,10 @@ pub fn read_sidecar(
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|error| {
-            match failed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-            {
-                Some(message) => Error::Filter(message),
-                None => Error::Corrupt {
-                    location: path.display().to_string(),
-                    detail: error.to_string(),
-                },
-            }
+            filter_failure().unwrap_or_else(|| Error::Corrupt {
+                location: path.display().to_string(),
+                detail: error.to_string(),
+            })
         })?;
         let batch = match (skips_nothing, trace_position) {
             (false, Some(position)) => {

@@ -59,6 +59,24 @@ fn open_with(dir: &Path, tune: impl FnOnce(engine::Options) -> engine::Options) 
     Store { sql, engine }
 }
 
+/// The traces of `config` and an empty store in a new directory.
+fn new_store(config: &testdata::AgentTraceConfig) -> (Vec<testdata::AgentTrace>, TempDir, Store) {
+    let traces = testdata::agent_trace_iter(config).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    (traces, dir, store)
+}
+
+/// [`new_store`] with every trace written and sealed into one segment.
+fn sealed_store(
+    config: &testdata::AgentTraceConfig,
+) -> (Vec<testdata::AgentTrace>, TempDir, Store) {
+    let (traces, dir, store) = new_store(config);
+    write(&store, &request_of(&traces, |_, _| true));
+    store.engine.seal().unwrap();
+    (traces, dir, store)
+}
+
 fn write(store: &Store, request: &ExportTraceServiceRequest) {
     store
         .engine
@@ -349,9 +367,7 @@ async fn stored_agent_tables_equal_a_derivation_over_every_span_through_every_ch
         tool_reissue_percent: 30,
         ..Default::default()
     };
-    let traces: Vec<testdata::AgentTrace> = testdata::agent_trace_iter(&config).collect();
-    let dir: TempDir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let (traces, dir, store) = new_store(&config);
 
     // Wave 1: the first 40 traces, except that every fourth sends only its children; sealed.
     let late_root = |index: usize| index.is_multiple_of(4) && index < 40;
@@ -529,11 +545,7 @@ async fn a_split_trace_whose_older_spans_expire_is_derived_from_what_is_left() {
         sessions: 1,
         ..Default::default()
     };
-    let traces: Vec<testdata::AgentTrace> = testdata::agent_trace_iter(&config).collect();
-    let dir: TempDir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    write(&store, &request_of(&traces, |_, _| true));
-    store.engine.seal().unwrap();
+    let (traces, _dir, store) = sealed_store(&config);
     // Fifteen days later, one more span of trace 0 (a copy of one of its children, with a new
     // id): sealed into a segment of its own day, which now owns the trace.
     let day_ns = 86_400_000_000_000_u64;
@@ -605,9 +617,7 @@ async fn the_sessions_rollup_is_reused_extended_by_a_seal_and_rebuilt_after_a_ch
         sessions: 4,
         ..Default::default()
     };
-    let traces: Vec<testdata::AgentTrace> = testdata::agent_trace_iter(&config).collect();
-    let dir: TempDir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let (traces, _dir, store) = new_store(&config);
     for wave in 0..2 {
         write(&store, &request_of(&traces, |index, _| index / 10 == wave));
         store.engine.seal().unwrap();
@@ -674,11 +684,7 @@ async fn a_flipped_bit_in_an_agent_table_file_is_an_error_never_different_rows()
         sessions: 6,
         ..Default::default()
     };
-    let traces: Vec<testdata::AgentTrace> = testdata::agent_trace_iter(&config).collect();
-    let dir: TempDir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    write(&store, &request_of(&traces, |_, _| true));
-    store.engine.seal().unwrap();
+    let (_traces, dir, store) = sealed_store(&config);
     let segments = store.engine.segments();
     assert_eq!(segments.len(), 1);
     let checks = segments[0]
@@ -761,9 +767,7 @@ async fn row_filters_on_stored_reads_answer_as_plain_sql_over_the_derived_rows()
         tool_reissue_percent: 30,
         ..Default::default()
     };
-    let traces: Vec<testdata::AgentTrace> = testdata::agent_trace_iter(&config).collect();
-    let dir: TempDir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let (traces, _dir, store) = new_store(&config);
     // Two seals; the second re-sends ten traces (copies) and sends the roots of five late.
     write(
         &store,

@@ -13,6 +13,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+/// The allocator the `sightline` server ships with (api/src/main.rs), so the times are the
+/// server's: glibc's allocator hands large query buffers back to the kernel and faults them in
+/// zeroed on the next query.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Fill a store with seeded agent traces and time SQL queries over it.
 #[derive(Debug, Parser)]
 struct Args {

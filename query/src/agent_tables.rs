@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -44,7 +44,37 @@ use futures::StreamExt as _;
 use crate::error::engine_error;
 use crate::pushdown::{PushColumn, is_exact, matches_nothing, scan_request};
 use crate::scan::SpansScanExec;
-use crate::stored_agent::StoredAgentExec;
+use crate::stored_agent::{StoredAgentExec, read_schema};
+
+/// An agent table's schema in SQL: the derivation's ([`AgentTable::schema`]) with its
+/// top-level string columns as `Utf8View`, the form stored files are read in (no copy of each
+/// value, and cheaper grouping on the low-cardinality ones: model, tool, verdict, ...).
+pub(crate) fn table_schema(table: AgentTable) -> SchemaRef {
+    engine::agent::with_string_views(&table.schema())
+}
+
+/// `batch` with each column cast to the type `schema` gives it (derived `Utf8` strings to
+/// the tables' `Utf8View`); columns already of that type are kept as they are.
+fn with_types_of(schema: &SchemaRef, batch: &RecordBatch) -> DfResult<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(array, field)| {
+            if array.data_type() == field.data_type() {
+                Ok(Arc::clone(array))
+            } else {
+                arrow::compute::cast(array, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &options,
+    )?)
+}
 
 /// At most this many traces are looked up for an `Inexact` filter; above it the scan reads
 /// without a trace list.
@@ -76,7 +106,7 @@ impl AgentTableProvider {
     /// The schema row filters of stored reads are checked against: the stored one, except
     /// for `sessions`, whose stored rows are parts folded later (no row filter).
     fn row_filter_column_types(&self) -> Option<SchemaRef> {
-        (self.table != AgentTable::Sessions).then(|| engine::agent::stored_schema(self.table))
+        (self.table != AgentTable::Sessions).then(|| read_schema(self.table))
     }
 
     /// Columns whose filters pick the traces to read, applied again above.
@@ -96,7 +126,7 @@ impl AgentTableProvider {
 #[async_trait]
 impl TableProvider for AgentTableProvider {
     fn schema(&self) -> SchemaRef {
-        self.table.schema()
+        table_schema(self.table)
     }
 
     fn table_type(&self) -> TableType {
@@ -171,11 +201,7 @@ impl TableProvider for AgentTableProvider {
                     self.table,
                     projection.cloned(),
                     find.start_time,
-                    crate::stored_filter::row_predicate(
-                        state,
-                        &engine::agent::stored_schema(self.table),
-                        filters,
-                    )?,
+                    crate::stored_filter::row_predicate(state, &read_schema(self.table), filters)?,
                     partitions,
                 )?)),
             };
@@ -288,7 +314,7 @@ impl AgentDeriveExec {
         input: Arc<dyn ExecutionPlan>,
         projection: Option<Vec<usize>>,
     ) -> DfResult<Self> {
-        let table = step.table().schema();
+        let table = table_schema(step.table());
         let schema = match &projection {
             Some(indices) => Arc::new(table.project(indices)?),
             None => table,
@@ -369,6 +395,7 @@ impl ExecutionPlan for AgentDeriveExec {
             .collect::<DfResult<Vec<_>>>()?;
         let step = self.step;
         let projection = self.projection.clone();
+        let schema = Arc::clone(&self.schema);
         let reservation = MemoryConsumer::new(format!("{}[{}]", self.name(), step.table().name()))
             .register(context.memory_pool());
         let output = async move {
@@ -385,10 +412,11 @@ impl ExecutionPlan for AgentDeriveExec {
                     .await
                     .map_err(|error| DataFusionError::External(Box::new(error)))??;
             drop(reservation);
-            match projection {
-                Some(indices) => Ok(derived.project(&indices)?),
-                None => Ok(derived),
-            }
+            let derived = match projection {
+                Some(indices) => derived.project(&indices)?,
+                None => derived,
+            };
+            with_types_of(&schema, &derived)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),

@@ -73,7 +73,7 @@ impl std::hash::Hash for ConcatOp {
 /// Bytes of `value` over `rows` rows (a scalar counts in every row: it is broadcast to them).
 fn size(value: &ColumnarValue, rows: usize) -> u64 {
     match value {
-        ColumnarValue::Array(array) => array.get_array_memory_size() as u64,
+        ColumnarValue::Array(array) => crate::view_sizes::array_size(array.as_ref()) as u64,
         ColumnarValue::Scalar(scalar) => (scalar.size() as u64).saturating_mul(rows as u64),
     }
 }

@@ -115,7 +115,9 @@ impl Bounded {
                     .any(|value| matches!(value, ColumnarValue::Array(_)));
                 for value in &args.args {
                     let size = match value {
-                        ColumnarValue::Array(array) => array.get_array_memory_size() as u64,
+                        ColumnarValue::Array(array) => {
+                            crate::view_sizes::array_size(array.as_ref()) as u64
+                        }
                         ColumnarValue::Scalar(scalar) if any_array => {
                             (scalar.size() as u64).saturating_mul(rows as u64)
                         }
@@ -296,7 +298,8 @@ impl<'a> Values<'a> {
                 Box::new(move |_| size)
             }
             Values::Array(array) => {
-                let size = (array.get_array_memory_size() / array.len().max(1)) as u64 + 1;
+                let size =
+                    (crate::view_sizes::array_size(array.as_ref()) / array.len().max(1)) as u64 + 1;
                 Box::new(move |_| size)
             }
         }

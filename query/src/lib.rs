@@ -92,6 +92,7 @@ mod tables;
 mod timestamp;
 pub mod trace_search;
 mod utc_date_trunc;
+mod view_sizes;
 
 pub use complexity::{MAX_OPERATORS, MAX_SQL_BYTES};
 pub use error::{Error, ErrorKind, Result};

@@ -447,6 +447,8 @@ async fn collect(
             return Err(Error::TooManyRows { limit: limits.rows });
         }
         if batch.num_rows() > 0 {
+            // Held as a copy of its own values, not of the pages its string views point into.
+            let batch = crate::view_sizes::compact(batch);
             let size = batch.get_array_memory_size();
             if reservation.size().saturating_add(size) > limits.bytes {
                 return Err(Error::TooLarge {

@@ -31,13 +31,33 @@ use datafusion::physical_plan::metrics::{
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use engine::agent::{AgentTable, RowPredicate, derive_stored, merge_session_parts, stored_schema};
+use engine::agent::{
+    AgentTable, RowPredicate, Strings, derive_stored, merge_session_parts, stored_schema,
+    with_string_views,
+};
 use engine::{AgentRead, Engine, RollupLookup, ScanPlan, SessionRollupKey, SidecarRead};
 
 use crate::blocking::{BatchSender, blocking_stream};
 use crate::error::engine_error;
 
-/// Reads one agent table in its stored form ([`stored_schema`]).
+/// How a table's stored files are read: string columns as views (`Utf8View`, the type the
+/// agent tables have in SQL), except the session parts, which the engine folds as stored.
+fn strings_of(table: AgentTable) -> Strings {
+    match table {
+        AgentTable::Sessions => Strings::Utf8,
+        _ => Strings::Views,
+    }
+}
+
+/// The stored form of `table` ([`stored_schema`]) as [`StoredAgentExec`] reads it.
+pub(crate) fn read_schema(table: AgentTable) -> SchemaRef {
+    match strings_of(table) {
+        Strings::Utf8 => stored_schema(table),
+        Strings::Views => with_string_views(&stored_schema(table)),
+    }
+}
+
+/// Reads one agent table in its stored form ([`read_schema`]).
 #[derive(Debug)]
 pub(crate) struct StoredAgentExec {
     source: Arc<Source>,
@@ -95,7 +115,7 @@ impl StoredAgentExec {
         predicate: Option<RowPredicate>,
         partitions: usize,
     ) -> DfResult<Self> {
-        let stored = stored_schema(table);
+        let stored = read_schema(table);
         let columns = projection.unwrap_or_else(|| (0..stored.fields().len()).collect());
         let schema = Arc::new(stored.project(&columns)?);
         let mut read = columns.clone();
@@ -218,16 +238,23 @@ impl Source {
         Ok(mine)
     }
 
-    /// The output columns of a batch of the read columns.
+    /// The output columns of a batch of the read columns (derived ones, whose strings are
+    /// `Utf8`, cast to the read types).
     fn to_output(&self, batch: &RecordBatch) -> DfResult<RecordBatch> {
         let columns: Vec<ArrayRef> = self
             .columns
             .iter()
-            .map(|column| {
+            .zip(self.schema.fields())
+            .map(|(column, field)| {
                 let position = self.read.binary_search(column).unwrap_or_default();
-                Arc::clone(batch.column(position))
+                let array = batch.column(position);
+                if array.data_type() == field.data_type() {
+                    Ok(Arc::clone(array))
+                } else {
+                    arrow::compute::cast(array, field.data_type())
+                }
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         Ok(RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
@@ -275,7 +302,12 @@ impl Source {
             }
             counters.sidecars_read.add(1);
             for batch in sidecar
-                .read(self.table, Some(&self.read), self.predicate.as_ref())
+                .read(
+                    self.table,
+                    Some(&self.read),
+                    self.predicate.as_ref(),
+                    strings_of(self.table),
+                )
                 .map_err(engine_error)?
             {
                 let batch = self.to_output(&batch)?;

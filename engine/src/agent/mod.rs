@@ -31,7 +31,10 @@ use crate::schema::column_index;
 pub use output::{
     agent_table_schema, fold_session_parts, merge_session_parts, session_parts_schema,
 };
-pub use stored::{KeepRows, RowPredicate, derive_stored, read_sidecar, stored_schema};
+pub use stored::{
+    KeepRows, RowPredicate, SidecarFile, Strings, derive_stored, read_sidecar, stored_schema,
+    with_string_views,
+};
 pub(crate) use stored::{SIDECAR_VERSION, sidecar_path, sidecar_paths, write_sidecars};
 
 /// One of the derived agent tables.

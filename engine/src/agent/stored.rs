@@ -26,13 +26,16 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{
+    Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, StringArrayType,
+};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter,
 };
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::PageIndexPolicy;
@@ -53,6 +56,35 @@ pub(crate) const SIDECAR_VERSION: u64 = 3;
 
 /// Rows per sidecar row group.
 const SIDECAR_ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// How a sidecar read returns the top-level string columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strings {
+    /// `Utf8`, as derived and stored: each value copied into one offsets buffer.
+    Utf8,
+    /// `Utf8View`: each value a 16-byte view (short ones inline) into the decoded pages, so
+    /// dictionary-encoded columns are not copied value by value, and grouping and comparing
+    /// short strings compares views.
+    Views,
+}
+
+/// `schema` with its top-level `Utf8` columns as `Utf8View` (nested strings unchanged).
+pub fn with_string_views(schema: &Schema) -> SchemaRef {
+    let fields: Vec<arrow::datatypes::FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            arrow::datatypes::DataType::Utf8 => Arc::new(
+                field
+                    .as_ref()
+                    .clone()
+                    .with_data_type(arrow::datatypes::DataType::Utf8View),
+            ),
+            _ => Arc::clone(field),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
 
 /// The schema a table is stored with: its own, or session parts for `sessions`.
 pub fn stored_schema(table: AgentTable) -> SchemaRef {
@@ -174,23 +206,41 @@ impl std::fmt::Debug for RowPredicate {
     }
 }
 
-/// Reads one sidecar of segment `segment_id`: the stored rows of `table` whose trace is not in
-/// `skip` (lowercase hex ids), with the columns `projection` names (indices into
-/// [`stored_schema`], ascending; `None` for all). The trace column is read only when `skip`
-/// is not empty.
+/// One stored file: segment `segment_id`'s sidecar of `table` at `path`.
+#[derive(Debug, Clone, Copy)]
+pub struct SidecarFile<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// Its segment.
+    pub segment_id: u64,
+    /// What the segment's catalog entry keeps for this file (`None`: written before checks
+    /// were kept).
+    pub integrity: Option<Integrity>,
+    /// The table it holds.
+    pub table: AgentTable,
+}
+
+/// Reads one sidecar: its stored rows whose trace is not in `skip` (lowercase hex ids), with
+/// the columns `projection` names (indices into [`stored_schema`], ascending; `None` for
+/// all), only the rows `predicate` keeps when there is one, and string columns as `strings`
+/// says (the predicate sees them so too). The trace column is read only when `skip` is not
+/// empty.
 ///
-/// With `integrity` (what the segment's catalog entry keeps for this file) every byte read is
-/// checked, and the decoded footer is kept between reads (`footer_cache`); sidecars written
-/// before their checks were kept (`None`) read unchecked.
+/// With an integrity every byte read is checked, and the decoded footer is kept between reads
+/// (`footer_cache`); sidecars written before their checks were kept read unchecked.
 pub fn read_sidecar(
-    path: &Path,
-    segment_id: u64,
-    integrity: Option<Integrity>,
-    table: AgentTable,
+    file: &SidecarFile<'_>,
     projection: Option<&[usize]>,
     skip: &HashSet<String>,
     predicate: Option<&RowPredicate>,
+    strings: Strings,
 ) -> Result<Vec<RecordBatch>> {
+    let SidecarFile {
+        path,
+        segment_id,
+        integrity,
+        table,
+    } = *file;
     let skips_nothing = skip.is_empty();
     let sidecar_error = |source| Error::Segment {
         segment_id,
@@ -204,13 +254,21 @@ pub fn read_sidecar(
         ArrowReaderOptions::new(),
         PageIndexPolicy::Skip,
     )?;
-    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
-    if builder.schema().fields() != schema.fields() {
+    if metadata.schema().fields() != schema.fields() {
         return Err(Error::Corrupt {
             location: path.display().to_string(),
             detail: format!("the {} file does not have the table's schema", table.name()),
         });
     }
+    let metadata = match strings {
+        Strings::Utf8 => metadata,
+        Strings::Views => ArrowReaderMetadata::try_new(
+            Arc::clone(metadata.metadata()),
+            ArrowReaderOptions::new().with_schema(with_string_views(&schema)),
+        )
+        .map_err(sidecar_error)?,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
     let trace_column = schema.index_of("trace_id")?;
     let wanted: Vec<usize> = projection
         .map(<[usize]>::to_vec)
@@ -293,23 +351,11 @@ pub fn read_sidecar(
         })?;
         let batch = match (skips_nothing, trace_position) {
             (false, Some(position)) => {
-                let traces = batch.column(position).as_string::<i32>();
-                // Rows come trace by trace: look each trace up once.
-                let mut last: Option<(&str, bool)> = None;
-                let mask: BooleanArray = (0..batch.num_rows())
-                    .map(|row| {
-                        if traces.is_null(row) {
-                            return Some(true);
-                        }
-                        let trace = traces.value(row);
-                        let keep = match last {
-                            Some((previous, keep)) if previous == trace => keep,
-                            _ => !skip.contains(trace),
-                        };
-                        last = Some((trace, keep));
-                        Some(keep)
-                    })
-                    .collect();
+                let traces = batch.column(position);
+                let mask = match strings {
+                    Strings::Utf8 => unskipped(traces.as_string::<i32>(), skip),
+                    Strings::Views => unskipped(traces.as_string_view(), skip),
+                };
                 filter_record_batch(&batch, &mask)?
             }
             _ => batch,
@@ -319,6 +365,26 @@ pub fn read_sidecar(
         }
     }
     Ok(out)
+}
+
+/// The rows whose trace `skip` does not name.
+fn unskipped<'a>(traces: impl StringArrayType<'a>, skip: &HashSet<String>) -> BooleanArray {
+    // Rows come trace by trace: look each trace up once.
+    let mut last: Option<(&str, bool)> = None;
+    (0..traces.len())
+        .map(|row| {
+            if traces.is_null(row) {
+                return Some(true);
+            }
+            let trace = traces.value(row);
+            let keep = match last {
+                Some((previous, keep)) if previous == trace => keep,
+                _ => !skip.contains(trace),
+            };
+            last = Some((trace, keep));
+            Some(keep)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -390,6 +456,55 @@ mod tests {
     }
 
     #[test]
+    fn strings_read_as_views_are_the_stored_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (segment, checks) = sidecars(dir.path());
+        for table in [AgentTable::Decisions, AgentTable::ToolCalls] {
+            let path = dir.path().join(sidecar_path(&segment, table));
+            let file = SidecarFile {
+                path: &path,
+                segment_id: 1,
+                integrity: Some(checks[table.position()]),
+                table,
+            };
+            let none = HashSet::new();
+            let plain = read_sidecar(&file, None, &none, None, Strings::Utf8).unwrap();
+            let views = read_sidecar(&file, None, &none, None, Strings::Views).unwrap();
+            let plain = arrow::compute::concat_batches(&stored_schema(table), &plain).unwrap();
+            let views_schema = with_string_views(&stored_schema(table));
+            let views = arrow::compute::concat_batches(&views_schema, &views).unwrap();
+            assert!(plain.num_rows() > 0);
+            assert!(
+                views
+                    .schema()
+                    .fields()
+                    .iter()
+                    .any(|field| *field.data_type() == arrow::datatypes::DataType::Utf8View)
+            );
+            for (index, field) in plain.schema().fields().iter().enumerate() {
+                let back = arrow::compute::cast(views.column(index), field.data_type()).unwrap();
+                assert_eq!(
+                    &back,
+                    plain.column(index),
+                    "{}.{}",
+                    table.name(),
+                    field.name()
+                );
+            }
+            // The trace column is read as views too when traces are skipped.
+            let skip: HashSet<String> = [TraceId([7; 16]).to_string()].into();
+            let skipped = read_sidecar(&file, None, &skip, None, Strings::Views).unwrap();
+            assert_eq!(skipped.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+            let other: HashSet<String> = [TraceId([8; 16]).to_string()].into();
+            let kept = read_sidecar(&file, None, &other, None, Strings::Views).unwrap();
+            assert_eq!(
+                kept.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                plain.num_rows()
+            );
+        }
+    }
+
+    #[test]
     fn a_row_predicate_keeps_its_rows_and_its_failure_is_the_callers() {
         let dir = tempfile::tempdir().unwrap();
         let (segment, checks) = sidecars(dir.path());
@@ -398,7 +513,13 @@ mod tests {
         let integrity = Some(checks[table.position()]);
         let verdict = stored_schema(table).index_of("verdict").unwrap();
         let none = HashSet::new();
-        let all = read_sidecar(&path, 1, integrity, table, Some(&[verdict]), &none, None).unwrap();
+        let file = SidecarFile {
+            path: &path,
+            segment_id: 1,
+            integrity,
+            table,
+        };
+        let all = read_sidecar(&file, Some(&[verdict]), &none, None, Strings::Utf8).unwrap();
         assert_eq!(verdicts(&all), ["allow", "deny"]);
 
         let denials = RowPredicate {
@@ -410,19 +531,16 @@ mod tests {
             }),
         };
         let kept = read_sidecar(
-            &path,
-            1,
-            integrity,
-            table,
+            &file,
             Some(&[verdict]),
             &none,
             Some(&denials),
+            Strings::Utf8,
         )
         .unwrap();
         assert_eq!(verdicts(&kept), ["deny"]);
         // Only the count, with the filter: the filter's column is read, nothing else kept.
-        let counted =
-            read_sidecar(&path, 1, integrity, table, Some(&[]), &none, Some(&denials)).unwrap();
+        let counted = read_sidecar(&file, Some(&[]), &none, Some(&denials), Strings::Utf8).unwrap();
         assert_eq!(counted.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
 
         let failing = RowPredicate {
@@ -430,13 +548,11 @@ mod tests {
             keep: Arc::new(|_: &RecordBatch| Err("cannot compare".to_owned())),
         };
         let error = read_sidecar(
-            &path,
-            1,
-            integrity,
-            table,
+            &file,
             Some(&[verdict]),
             &none,
             Some(&failing),
+            Strings::Utf8,
         )
         .unwrap_err();
         assert!(

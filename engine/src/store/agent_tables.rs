@@ -33,7 +33,8 @@ use tracing::{info, warn};
 
 use super::{Engine, MAX_AGENT_LOOKUPS, Shared, store_error};
 use crate::agent::{
-    AgentTable, RowPredicate, SIDECAR_VERSION, read_sidecar, sidecar_path, write_sidecars,
+    AgentTable, RowPredicate, SIDECAR_VERSION, SidecarFile, Strings, read_sidecar, sidecar_path,
+    write_sidecars,
 };
 use crate::error::{Error, Result};
 use crate::ids::TraceId;
@@ -549,27 +550,27 @@ pub struct AgentRead {
 impl SidecarRead {
     /// Reads this sidecar of `table`: its rows of the traces it answers for, with the columns
     /// `projection` names (indices into the stored schema, ascending; `None` for every column),
-    /// and only the rows `predicate` keeps when there is one.
+    /// and only the rows `predicate` keeps when there is one; string columns as `strings`
+    /// says (a predicate sees them so too).
     pub fn read(
         &self,
         table: AgentTable,
         projection: Option<&[usize]>,
         predicate: Option<&RowPredicate>,
+        strings: Strings,
     ) -> Result<Vec<RecordBatch>> {
         let integrity = self
             .segment
             .sidecar_integrity
             .as_ref()
             .and_then(|checks| checks.get(table.position()).copied());
-        read_sidecar(
-            &self.path,
-            self.segment_id,
+        let file = SidecarFile {
+            path: &self.path,
+            segment_id: self.segment_id,
             integrity,
             table,
-            projection,
-            &self.skip,
-            predicate,
-        )
+        };
+        read_sidecar(&file, projection, &self.skip, predicate, strings)
     }
 }
 

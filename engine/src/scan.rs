@@ -460,6 +460,101 @@ pub struct ScanUnit {
 pub type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
 
 impl ScanUnit {
+    /// Rows this unit's row ranges select (0 for a whole segment or the memtable).
+    fn selected_rows(&self) -> u64 {
+        match &self.source {
+            UnitSource::Segment {
+                read:
+                    SegmentRead {
+                        ranges: Some(ranges),
+                        ..
+                    },
+                ..
+            } => ranges.iter().map(|range| range.end - range.start).sum(),
+            _ => 0,
+        }
+    }
+
+    /// The row-group boundary (a multiple of `row_group_rows`) strictly inside this unit's
+    /// selected rows that leaves the most even halves; `None` when its rows lie in one row
+    /// group, or it is not a segment read of row ranges.
+    fn split_point(&self, row_group_rows: u64) -> Option<u64> {
+        let UnitSource::Segment {
+            read:
+                SegmentRead {
+                    ranges: Some(ranges),
+                    ..
+                },
+            ..
+        } = &self.source
+        else {
+            return None;
+        };
+        if row_group_rows == 0 {
+            return None;
+        }
+        let first = ranges.first()?.start;
+        let last = ranges.last()?.end;
+        let total: u64 = ranges.iter().map(|range| range.end - range.start).sum();
+        let below = |boundary: u64| -> u64 {
+            ranges
+                .iter()
+                .map(|range| range.end.min(boundary).saturating_sub(range.start))
+                .sum()
+        };
+        (first / row_group_rows + 1..)
+            .map(|group| group * row_group_rows)
+            .take_while(|boundary| *boundary < last)
+            .filter(|boundary| *boundary > first)
+            .map(|boundary| (boundary, below(boundary)))
+            .filter(|(_, before)| *before > 0 && *before < total)
+            .min_by_key(|(_, before)| before.abs_diff(total - before))
+            .map(|(boundary, _)| boundary)
+    }
+
+    /// Splits off the selected rows at and after `boundary` into a unit of their own (`None`
+    /// for a unit that is not a segment read of row ranges).
+    fn split_off(&mut self, boundary: u64) -> Option<ScanUnit> {
+        let UnitSource::Segment {
+            meta,
+            path,
+            read:
+                SegmentRead {
+                    ranges: Some(ranges),
+                    late,
+                },
+        } = &mut self.source
+        else {
+            return None;
+        };
+        let mut after = Vec::new();
+        ranges.retain_mut(|range| {
+            if range.start >= boundary {
+                after.push(range.clone());
+                false
+            } else {
+                if range.end > boundary {
+                    after.push(boundary..range.end);
+                    range.end = boundary;
+                }
+                true
+            }
+        });
+        after.sort_by_key(|range| range.start);
+        Some(ScanUnit {
+            source: UnitSource::Segment {
+                meta: Arc::clone(meta),
+                path: path.clone(),
+                read: SegmentRead {
+                    ranges: Some(after),
+                    late: late.clone(),
+                },
+            },
+            predicate: Arc::clone(&self.predicate),
+            metrics: Arc::clone(&self.metrics),
+        })
+    }
+
     /// Reads this unit. Batches come in storage order; each satisfies the request exactly.
     pub fn execute(self) -> Result<BatchIter> {
         let limit = self.predicate.request.limit.unwrap_or(usize::MAX);
@@ -533,6 +628,8 @@ pub struct ScanPlan {
     units: Vec<ScanUnit>,
     schema: SchemaRef,
     metrics: Arc<ScanMetrics>,
+    /// Rows per row group the segments are written with (0: not known, units never split).
+    row_group_rows: u64,
 }
 
 impl ScanPlan {
@@ -589,7 +686,15 @@ impl ScanPlan {
             units,
             schema,
             metrics,
+            row_group_rows: 0,
         })
+    }
+
+    /// Tells the plan the row-group size its segments are written with, so that
+    /// [`ScanPlan::into_parallel_units`] can split a segment's rows between row groups.
+    pub(crate) fn with_row_group_rows(mut self, rows: usize) -> Self {
+        self.row_group_rows = u64::try_from(rows).unwrap_or(0);
+        self
     }
 
     /// The schema of every batch the units yield.
@@ -615,6 +720,34 @@ impl ScanPlan {
     /// Takes the units out of the plan.
     pub fn into_units(self) -> Vec<ScanUnit> {
         self.units
+    }
+
+    /// Takes the units out of the plan, at least `parts` of them where rows allow: while
+    /// there are fewer units than `parts`, the segment unit with the most selected rows
+    /// spanning more than one row group is split at the row-group boundary that halves its
+    /// rows best (a point read of one session or trace in one segment is then decoded by
+    /// `parts` threads, each reading its own row groups). Every selected row stays in exactly
+    /// one unit; each unit still yields its rows in storage order.
+    pub fn into_parallel_units(self, parts: usize) -> Vec<ScanUnit> {
+        let mut units = self.units;
+        while units.len() < parts {
+            let widest = units
+                .iter()
+                .enumerate()
+                .filter_map(|(index, unit)| {
+                    let split = unit.split_point(self.row_group_rows)?;
+                    Some((unit.selected_rows(), index, split))
+                })
+                .max_by_key(|(rows, _, _)| *rows);
+            let Some((_, index, split)) = widest else {
+                break;
+            };
+            let Some(second) = units[index].split_off(split) else {
+                break;
+            };
+            units.insert(index + 1, second);
+        }
+        units
     }
 
     /// Runs every unit in order and collects the batches (for small results).

@@ -822,14 +822,15 @@ fn plan_scan_in(shared: &Shared, request: &ScanRequest, max_lookups: usize) -> R
             (meta, path, read)
         })
         .collect();
-    ScanPlan::new(
+    Ok(ScanPlan::new(
         request,
         memtable,
         Arc::clone(&shared.memtable_keys),
         segments,
         total,
         Arc::new(shared.options.retention.clone()),
-    )
+    )?
+    .with_row_group_rows(shared.options.row_group_rows))
 }
 
 /// The merged row ranges, per segment, that an index of `shared` holds for `keys`.

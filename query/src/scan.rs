@@ -165,7 +165,11 @@ impl ScanSource {
         let plan = self.engine.plan_scan(&self.request).map_err(engine_error)?;
         state.metrics.push(plan.metrics());
         let mut slots: Vec<Vec<ScanUnit>> = (0..self.partitions).map(|_| Vec::new()).collect();
-        for (index, unit) in plan.into_units().into_iter().enumerate() {
+        for (index, unit) in plan
+            .into_parallel_units(self.partitions)
+            .into_iter()
+            .enumerate()
+        {
             slots[index % self.partitions].push(unit);
         }
         let mine = std::mem::take(&mut slots[partition]);

@@ -470,3 +470,66 @@ fn session_or_conversation_disjunctions_read_both_keys_runs_and_all_must_hold() 
         })
     );
 }
+
+#[test]
+fn a_point_read_split_between_row_groups_reads_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), manual().with_row_group_rows(8)).unwrap();
+    // Ten sessions of 4 traces x 5 spans, interleaved, in one segment of 25 row groups.
+    for trace in 0..40u32 {
+        let name = format!("s{}", trace % 10);
+        engine
+            .write(spans(
+                trace,
+                0,
+                5,
+                "svc",
+                Own {
+                    session: Some(&name),
+                    ..Own::default()
+                },
+            ))
+            .unwrap();
+    }
+    engine.seal().unwrap();
+    let span_ids = |units: Vec<engine::ScanUnit>| -> Vec<Vec<String>> {
+        units
+            .into_iter()
+            .map(|unit| {
+                let mut ids = Vec::new();
+                for batch in unit.execute().unwrap() {
+                    let batch = batch.unwrap();
+                    let column = batch
+                        .column_by_name(columns::SPAN_ID)
+                        .unwrap()
+                        .as_string::<i32>();
+                    ids.extend(column.iter().map(|id| id.unwrap().to_owned()));
+                }
+                ids
+            })
+            .collect()
+    };
+    let whole = span_ids(engine.plan_scan(&session("s3")).unwrap().into_units());
+    assert_eq!(whole.len(), 1, "one segment, one unit");
+    let expected: Vec<String> = whole.concat();
+    assert_eq!(expected.len(), 20);
+    for parts in [2, 3, 8] {
+        let split = span_ids(
+            engine
+                .plan_scan(&session("s3"))
+                .unwrap()
+                .into_parallel_units(parts),
+        );
+        assert!(
+            split.len() > 1 && split.len() <= parts,
+            "{parts}: {}",
+            split.len()
+        );
+        assert!(split.iter().all(|ids| !ids.is_empty()));
+        // Every row once, in storage order across the units.
+        assert_eq!(split.concat(), expected, "{parts} parts");
+    }
+    // A whole-store read is one unit per segment, never split.
+    let all = engine.plan_scan(&ScanRequest::default()).unwrap();
+    assert_eq!(all.into_parallel_units(4).len(), 1);
+}

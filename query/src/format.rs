@@ -74,13 +74,105 @@ fn batch_rows(batch: &RecordBatch) -> impl Iterator<Item = Vec<Value>> {
 /// cell by cell without building `Value`s (`json_cells.rs`), failing with
 /// [`Error::TooLarge`] once the text passes `max_bytes`.
 pub fn to_json_bytes(output: &QueryOutput, max_bytes: usize) -> Result<Vec<u8>> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    json_bytes(output, max_bytes, threads.min(JSON_MAX_THREADS))
+}
+
+/// [`to_json_bytes`] with at most `threads` writer threads.
+fn json_bytes(output: &QueryOutput, max_bytes: usize, threads: usize) -> Result<Vec<u8>> {
     let too_large = || Error::TooLarge { limit: max_bytes };
     let json_error = |error: serde_json::Error| Error::Internal(format!("writing JSON: {error}"));
     let mut out = b"{\"columns\":".to_vec();
     serde_json::to_writer(&mut out, &columns_json(output)).map_err(json_error)?;
     out.extend_from_slice(b",\"rows\":[");
+    let cells = output
+        .num_rows()
+        .saturating_mul(output.schema.fields().len());
+    let parts = (cells / JSON_CELLS_PER_THREAD).clamp(1, threads.max(1));
+    if parts == 1 {
+        write_json_rows(&output.batches, &mut out, max_bytes)?;
+    } else {
+        // Big results: each thread writes a contiguous share of the rows; the shares are
+        // joined in order, byte for byte what one thread writes.
+        let shares = row_shares(&output.batches, parts);
+        let written: Vec<Result<Vec<u8>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shares
+                .iter()
+                .map(|share| {
+                    scope.spawn(move || {
+                        let mut part = Vec::new();
+                        write_json_rows(share, &mut part, max_bytes).map(|()| part)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("a JSON writer thread panicked".to_owned()))
+                    })
+                })
+                .collect()
+        });
+        let mut first = true;
+        for part in written {
+            let part = part?;
+            if part.is_empty() {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(&part);
+            if out.len() > max_bytes {
+                return Err(too_large());
+            }
+        }
+    }
+    out.extend_from_slice(b"]}");
+    if out.len() > max_bytes {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
+/// Result cells one JSON writer thread takes on (below twice this, one thread writes all).
+const JSON_CELLS_PER_THREAD: usize = 16 * 1024;
+
+/// At most this many threads write one result's JSON.
+const JSON_MAX_THREADS: usize = 4;
+
+/// `batches` cut into `parts` runs of consecutive rows, about equal in rows (slices share the
+/// batches' buffers).
+fn row_shares(batches: &[RecordBatch], parts: usize) -> Vec<Vec<RecordBatch>> {
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let per_part = total.div_ceil(parts.max(1)).max(1);
+    let mut shares: Vec<Vec<RecordBatch>> = vec![Vec::new()];
+    let mut in_share = 0;
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if in_share == per_part {
+                shares.push(Vec::new());
+                in_share = 0;
+            }
+            let take = (per_part - in_share).min(batch.num_rows() - offset);
+            if let Some(share) = shares.last_mut() {
+                share.push(batch.slice(offset, take));
+            }
+            offset += take;
+            in_share += take;
+        }
+    }
+    shares
+}
+
+/// The rows of `batches` as JSON arrays separated by commas, appended to `out`; fails with
+/// [`Error::TooLarge`] once `out` passes `max_bytes`.
+fn write_json_rows(batches: &[RecordBatch], out: &mut Vec<u8>, max_bytes: usize) -> Result<()> {
     let mut first = true;
-    for batch in &output.batches {
+    for batch in batches {
         let cells: Vec<CellWriter> = batch
             .columns()
             .iter()
@@ -96,19 +188,15 @@ pub fn to_json_bytes(output: &QueryOutput, max_bytes: usize) -> Result<Vec<u8>> 
                 if index > 0 {
                     out.push(b',');
                 }
-                cell.write(row, &mut out);
+                cell.write(row, out);
             }
             out.push(b']');
             if out.len() > max_bytes {
-                return Err(too_large());
+                return Err(Error::TooLarge { limit: max_bytes });
             }
         }
     }
-    out.extend_from_slice(b"]}");
-    if out.len() > max_bytes {
-        return Err(too_large());
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// CSV with a header row. Nested values (lists, maps, structs) are written as their JSON
@@ -674,6 +762,69 @@ mod tests {
         assert_eq!(
             json_of(map.slice(1, 2)),
             vec![Value::Null, serde_json::json!({})]
+        );
+    }
+
+    #[test]
+    fn json_written_by_several_threads_is_the_text_one_writes() {
+        use arrow::datatypes::Field;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8View, true),
+        ]));
+        // Uneven batches (one empty), so shares cut through batches.
+        let batch = |from: i64, rows: i64| {
+            let numbers: Int64Array = (from..from + rows)
+                .map(|n| (n % 7 != 0).then_some(n))
+                .collect();
+            let strings: arrow::array::StringViewArray = (from..from + rows)
+                .map(|n| (n % 5 != 0).then(|| format!("value \"{n}\" of a longer string")))
+                .collect();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(numbers), Arc::new(strings)],
+            )
+            .unwrap()
+        };
+        let output = QueryOutput::new(
+            Arc::clone(&schema),
+            vec![
+                batch(0, 10_000),
+                batch(10_000, 0),
+                batch(10_000, 7_001),
+                batch(17_001, 25_000),
+            ],
+        );
+        let one = json_bytes(&output, usize::MAX, 1).unwrap();
+        assert_eq!(
+            String::from_utf8(one.clone()).unwrap(),
+            serde_json::to_string(&to_json(&output)).unwrap()
+        );
+        for threads in [2, 3, 4] {
+            assert_eq!(
+                json_bytes(&output, usize::MAX, threads).unwrap(),
+                one,
+                "{threads}"
+            );
+            // The byte cap holds however the rows are shared out.
+            assert!(matches!(
+                json_bytes(&output, one.len() - 1, threads),
+                Err(Error::TooLarge { .. })
+            ));
+            assert!(matches!(
+                json_bytes(&output, one.len() / 3, threads),
+                Err(Error::TooLarge { .. })
+            ));
+        }
+        // A share boundary on a batch boundary, and more threads than the cells call for.
+        let shares = row_shares(&output.batches, 2);
+        assert_eq!(shares.len(), 2);
+        let rows = |share: &[RecordBatch]| share.iter().map(RecordBatch::num_rows).sum::<usize>();
+        assert_eq!((rows(&shares[0]), rows(&shares[1])), (21_001, 21_000));
+        let small = QueryOutput::new(Arc::clone(&schema), vec![batch(0, 3)]);
+        assert_eq!(
+            json_bytes(&small, usize::MAX, 4).unwrap(),
+            json_bytes(&small, usize::MAX, 1).unwrap()
         );
     }
 }

@@ -74,8 +74,14 @@ fn batch_rows(batch: &RecordBatch) -> impl Iterator<Item = Vec<Value>> {
 /// cell by cell without building `Value`s (`json_cells.rs`), failing with
 /// [`Error::TooLarge`] once the text passes `max_bytes`.
 pub fn to_json_bytes(output: &QueryOutput, max_bytes: usize) -> Result<Vec<u8>> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    json_bytes(output, max_bytes, threads.min(JSON_MAX_THREADS))
+    // Asked once: `available_parallelism` reads the cgroup files on every call.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(JSON_MAX_THREADS)
+    });
+    json_bytes(output, max_bytes, threads)
 }
 
 /// [`to_json_bytes`] with at most `threads` writer threads.

@@ -67,6 +67,7 @@ mod agent_tables;
 mod blocking;
 mod bounded_concat;
 mod bounded_functions;
+mod coalesce_views;
 mod complexity;
 mod content_table;
 mod error;

@@ -114,6 +114,9 @@ impl SqlEngine {
         if let Ok(builtin) = FunctionRegistry::udf(&context.state(), "date_trunc") {
             context.register_udf(crate::utc_date_trunc::udf(&builtin));
         }
+        if let Ok(builtin) = FunctionRegistry::udf(&context.state(), "coalesce") {
+            context.register_udf(crate::coalesce_views::udf(&builtin));
+        }
         // Every relation registered below, for the `pg_catalog` tables that list them.
         let mut relations = Vec::new();
         let tables: [(&str, Arc<dyn datafusion::catalog::TableProvider>); 3] = [

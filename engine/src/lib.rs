@@ -75,7 +75,8 @@ pub use holds::{HoldTarget, LegalHold};
 pub use ids::{IdError, SpanId, TraceId};
 pub use retention::{AgeFrom, NoTierRules, RetentionPolicy, Tier, TierRules};
 pub use scan::{
-    BatchIter, RowFamily, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest, ScanUnit,
+    BatchIter, KEY_COLUMNS, RowFamily, ScanMetrics, ScanMetricsSnapshot, ScanPlan, ScanRequest,
+    ScanUnit,
 };
 pub use schema::span_schema;
 pub use segment::{SegmentMeta, civil_date};

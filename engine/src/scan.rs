@@ -58,7 +58,20 @@ pub struct ScanRequest {
     pub limit: Option<usize>,
     /// Span rows, log rows or both (spans by default).
     pub family: RowFamily,
+    /// Only rows this filter keeps, handed the columns it names (indices into
+    /// [`span_schema`], ascending) as stored. It must not name a column resolved at read
+    /// ([`KEY_COLUMNS`]); a segment written before one of its columns existed is read without
+    /// it (the caller applies the filter again).
+    pub row_filter: Option<crate::agent::RowPredicate>,
 }
+
+/// The columns a read resolves from the trace's keys rather than returning as stored.
+pub const KEY_COLUMNS: [&str; 4] = [
+    columns::SESSION_ID,
+    columns::CONVERSATION_ID,
+    columns::USER_ID,
+    columns::RETENTION_TIER,
+];
 
 impl Default for ScanRequest {
     fn default() -> Self {
@@ -72,6 +85,7 @@ impl Default for ScanRequest {
             projection: None,
             limit: None,
             family: RowFamily::Spans,
+            row_filter: None,
         }
     }
 }
@@ -394,6 +408,19 @@ impl RowPredicate {
         let filtered = match self.evaluate(&resolved, Predicates::All) {
             Some(mask) => filter_record_batch(&resolved, &mask)?,
             None => resolved,
+        };
+        let filtered = match &self.request.row_filter {
+            Some(filter) => {
+                let mask = (filter.keep)(&filtered.project(&filter.columns)?)
+                    .map_err(crate::Error::Filter)?;
+                // NULL (unknown) drops the row, as in `WHERE`.
+                let mask = match mask.null_count() {
+                    0 => mask,
+                    _ => arrow::compute::prep_null_mask_filter(&mask),
+                };
+                filter_record_batch(&filtered, &mask)?
+            }
+            None => filtered,
         };
         match &self.request.projection {
             Some(indices) => Ok(filtered.project(indices)?),

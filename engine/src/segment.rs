@@ -22,8 +22,8 @@ use crate::checked_file::Integrity;
 use crate::checked_file::{CrcSink, open_for_arrow};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter, RowSelection,
-    RowSelector,
+    ArrowPredicate, ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter, RowSelection, RowSelector,
 };
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{PageIndexPolicy, RowGroupMetaData};
@@ -847,6 +847,7 @@ pub(crate) fn read_segment(
     if read.ranges.is_some() {
         builder = builder.with_row_selection(RowSelection::from(selectors));
     }
+    let mut filters: Vec<Box<dyn ArrowPredicate>> = Vec::new();
     if !row_filter_columns.is_empty() {
         let mask = ProjectionMask::leaves(&schema_descriptor, filter_leaves.iter().copied());
         let filter_predicate = Arc::clone(&predicate);
@@ -860,9 +861,47 @@ pub(crate) fn read_segment(
                 .evaluate(&batch, which)
                 .unwrap_or_else(|| arrow::array::BooleanArray::from(vec![true; batch.num_rows()])))
         });
-        builder = builder.with_row_filter(RowFilter::new(vec![Box::new(row_filter)]));
+        filters.push(Box::new(row_filter));
     }
-    let reader = builder.build().map_err(segment_error)?;
+    // The caller's filter, after the engine's (its columns are decoded only for the rows those
+    // keep), unless the file predates one of its columns.
+    let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    if let Some(filter) = predicate
+        .request
+        .row_filter
+        .as_ref()
+        .filter(|filter| filter.columns.iter().all(|column| *column < file_columns))
+    {
+        let mask = ProjectionMask::roots(&schema_descriptor, filter.columns.iter().copied());
+        let keep = Arc::clone(&filter.keep);
+        let failed = Arc::clone(&failed);
+        filters.push(Box::new(ArrowPredicateFn::new(
+            mask,
+            move |batch| match keep(&batch) {
+                Ok(mask) if mask.null_count() == 0 => Ok(mask),
+                Ok(mask) => Ok(arrow::compute::prep_null_mask_filter(&mask)),
+                Err(message) => {
+                    *failed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message.clone());
+                    Err(arrow::error::ArrowError::ComputeError(message))
+                }
+            },
+        )));
+    }
+    if !filters.is_empty() {
+        builder = builder.with_row_filter(RowFilter::new(filters));
+    }
+    let filter_failure = move || {
+        failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(Error::Filter)
+    };
+    let reader = builder
+        .build()
+        .map_err(|error| filter_failure().unwrap_or_else(|| segment_error(error)))?;
     let segment_id = meta.id;
     let path: PathBuf = path.to_path_buf();
     // The Parquet reader yields the read columns in schema order; put the projection in request
@@ -883,9 +922,11 @@ pub(crate) fn read_segment(
         .collect();
     let output_schema = Arc::new(span_schema().project(&projection)?);
     Ok(Box::new(reader.map(move |batch| {
-        let batch = batch.map_err(|error| Error::Corrupt {
-            location: format!("segment {segment_id} ({})", path.display()),
-            detail: error.to_string(),
+        let batch = batch.map_err(|error| {
+            filter_failure().unwrap_or_else(|| Error::Corrupt {
+                location: format!("segment {segment_id} ({})", path.display()),
+                detail: error.to_string(),
+            })
         })?;
         let batch = match &late {
             Some(late) => {

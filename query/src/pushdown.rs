@@ -163,6 +163,7 @@ impl ScanFilters {
                 .collect(),
             projection,
             limit,
+            row_filter: None,
             family: engine::RowFamily::Spans,
         }
     }

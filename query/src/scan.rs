@@ -268,6 +268,14 @@ impl DisplayAs for SpansScanExec {
             parts.push(pushed);
         }
         let schema = span_schema();
+        if let Some(filter) = &source.request.row_filter {
+            let names: Vec<&str> = filter
+                .columns
+                .iter()
+                .map(|index| schema.field(*index).name().as_str())
+                .collect();
+            parts.push(format!("row_filter=[{}]", names.join(", ")));
+        }
         let names: Vec<&str> = source
             .columns
             .iter()

@@ -13,8 +13,9 @@ use engine::schema::{HIDDEN_COLUMNS, columns, event_fields, link_fields};
 use engine::{Engine, span_schema};
 
 use crate::explode::{ExplodeExec, OutputColumn};
-use crate::pushdown::{PushColumn, pushdown_support, scan_request};
+use crate::pushdown::{PushColumn, is_exact, pushdown_support, scan_request};
 use crate::scan::SpansScanExec;
+use crate::stored_filter::{likely_selective, pushable, row_predicate};
 
 /// Name of the span table.
 pub(crate) const SPANS: &str = "spans";
@@ -79,7 +80,16 @@ impl TableProvider for SpansTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(pushdown_support(filters, &resolve_span_column))
+        Ok(pushdown_support(filters, &resolve_span_column)
+            .into_iter()
+            .zip(filters)
+            .map(|(support, filter)| match support {
+                TableProviderFilterPushDown::Unsupported if self.row_filterable(filter) => {
+                    TableProviderFilterPushDown::Inexact
+                }
+                support => support,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -89,6 +99,13 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // The filters answered `Inexact`: evaluated as segments are read (a Parquet row
+        // filter, so other columns are decoded only for the rows kept), and again above.
+        let row_filters: Vec<Expr> = filters
+            .iter()
+            .filter(|filter| !is_exact(filter, &resolve_span_column) && self.row_filterable(filter))
+            .cloned()
+            .collect();
         let columns = match projection {
             Some(indices) => {
                 let mut out = Vec::with_capacity(indices.len());
@@ -102,14 +119,35 @@ impl TableProvider for SpansTable {
             }
             None => self.engine_columns.clone(),
         };
-        // Every filter DataFusion passes was answered Exact, so a limit it passes is safe.
+        let mut request = scan_request(filters, &resolve_span_column);
+        request.row_filter = row_predicate(state, &span_schema(), &row_filters)?;
+        // A limit is only safe when every filter is answered exactly (DataFusion passes none
+        // otherwise, since it filters above; this holds it to that).
+        let limit = limit.filter(|_| request.row_filter.is_none());
         Ok(Arc::new(SpansScanExec::new(
             Arc::clone(&self.engine),
-            scan_request(filters, &resolve_span_column),
+            request,
             columns,
             limit,
             state.config().target_partitions(),
         )?))
+    }
+}
+
+impl SpansTable {
+    /// Whether `filter` runs as the engine reads segments: a simple comparison
+    /// (`stored_filter::pushable`) that likely keeps few rows (`likely_selective`), of
+    /// columns stored as read, so not the keys a read resolves from the trace
+    /// (`engine::KEY_COLUMNS`).
+    fn row_filterable(&self, filter: &Expr) -> bool {
+        let stored: Vec<Arc<Field>> = span_schema()
+            .fields()
+            .iter()
+            .filter(|field| !engine::KEY_COLUMNS.contains(&field.name().as_str()))
+            .filter(|field| !HIDDEN_COLUMNS.contains(&field.name().as_str()))
+            .map(Arc::clone)
+            .collect();
+        likely_selective(filter) && pushable(filter, &Schema::new(stored))
     }
 }
 

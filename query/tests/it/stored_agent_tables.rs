@@ -828,3 +828,78 @@ async fn row_filters_on_stored_reads_answer_as_plain_sql_over_the_derived_rows()
     let text = lines(&plan.batches).join("\n");
     assert!(!text.contains("row_filter"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row_filters_on_span_scans_answer_as_the_filter_over_every_row() {
+    let config = testdata::AgentTraceConfig {
+        seed: 23,
+        traces: 40,
+        sessions: 5,
+        ..Default::default()
+    };
+    let (traces, _dir, store) = new_store(&config);
+    // Two seals (the second re-sends ten traces and sends five roots late, so their keys
+    // resolve at read), then rows left in the memtable.
+    write(
+        &store,
+        &request_of(&traces, |index, span| {
+            index < 25 && !(index % 6 == 0 && span.parent_span_id.is_empty())
+        }),
+    );
+    store.engine.seal().unwrap();
+    write(
+        &store,
+        &request_of(&traces, |index, span| {
+            (15..32).contains(&index) || (index % 6 == 0 && span.parent_span_id.is_empty())
+        }),
+    );
+    store.engine.seal().unwrap();
+    write(&store, &request_of(&traces, |index, _| index >= 32));
+
+    let every = store.engine.scan(&ScanRequest::default()).unwrap();
+    let reference = datafusion::prelude::SessionContext::new();
+    let memory = datafusion::datasource::MemTable::try_new(every[0].schema(), vec![every]).unwrap();
+    reference.register_table("spans", Arc::new(memory)).unwrap();
+    let queries = [
+        "SELECT trace_id, span_id, span_name, attributes FROM spans WHERE span_kind = 'client'",
+        "SELECT span_id, status_code FROM spans WHERE status_code = 'error' AND operation <> 'chat'",
+        "SELECT span_id FROM spans WHERE span_kind IN ('client', 'server') OR parent_span_id IS NULL",
+        "SELECT count(*) FROM spans WHERE tool_name IS NOT NULL",
+        "SELECT span_id, session_id FROM spans WHERE session_id IS NOT NULL AND span_kind = 'internal'",
+        "SELECT span_id FROM spans WHERE user_id IS NOT NULL AND duration_ns > 1000000",
+        "SELECT span_id FROM spans WHERE span_kind = 'no such kind'",
+        "SELECT span_id FROM spans WHERE span_kind = 'internal' LIMIT 100000",
+    ];
+    for sql in queries {
+        let got = store.sql.execute(sql).await.unwrap();
+        let want = reference.sql(sql).await.unwrap().collect().await.unwrap();
+        assert!(!lines(&want).is_empty() || sql.contains("no such"), "{sql}");
+        assert_eq!(lines(&got.batches), lines(&want), "{sql}");
+    }
+    let sql = &store.sql;
+    let explain = |query: &'static str| async move {
+        let plan = sql.execute(query).await.unwrap();
+        lines(&plan.batches).join("\n")
+    };
+    let text = explain("EXPLAIN SELECT span_id FROM spans WHERE span_kind = 'server'").await;
+    assert!(text.contains("row_filter=[span_kind]"), "{text}");
+    let text = explain(
+        "EXPLAIN SELECT span_id FROM spans WHERE span_kind IN ('client', 'server') \
+         OR parent_span_id IS NULL",
+    )
+    .await;
+    assert!(
+        text.contains("row_filter=[parent_span_id, span_kind]"),
+        "{text}"
+    );
+    // Keys a read resolves from the trace are never filtered as stored, and filters that keep
+    // most rows are left to DataFusion.
+    for sql in [
+        "EXPLAIN SELECT span_id FROM spans WHERE user_id IS NULL",
+        "EXPLAIN SELECT span_id FROM spans WHERE parent_span_id IS NOT NULL",
+        "EXPLAIN SELECT span_id FROM spans WHERE span_kind <> 'internal'",
+    ] {
+        let text = explain(sql).await;
+        assert!(!text.contains("row_filter"), "{sql}: {text}");
+    }
+}

@@ -33,7 +33,8 @@ pub enum RowFamily {
     All,
 }
 
-/// What to read. Every predicate given is applied exactly: returned rows satisfy all of them.
+/// What to read. Every predicate given is applied exactly: returned rows satisfy all of them
+/// (`row_filter` too, except on segments older than a column it names).
 #[derive(Debug, Clone)]
 pub struct ScanRequest {
     /// Bounds on `start_time` (ns since the epoch).
@@ -59,9 +60,10 @@ pub struct ScanRequest {
     /// Span rows, log rows or both (spans by default).
     pub family: RowFamily,
     /// Only rows this filter keeps, handed the columns it names (indices into
-    /// [`span_schema`], ascending) as stored. It must not name a column resolved at read
-    /// ([`KEY_COLUMNS`]); a segment written before one of its columns existed is read without
-    /// it (the caller applies the filter again).
+    /// [`span_schema`], ascending) as stored; NULL drops the row. It must not name a column
+    /// resolved at read ([`KEY_COLUMNS`]). A segment written before one of its columns existed
+    /// is read without it: callers that may meet such segments apply the filter again (SQL
+    /// does, above the scan).
     pub row_filter: Option<crate::agent::RowPredicate>,
 }
 

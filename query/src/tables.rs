@@ -101,10 +101,13 @@ impl TableProvider for SpansTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         // The filters answered `Inexact`: evaluated as segments are read (a Parquet row
         // filter, so other columns are decoded only for the rows kept), and again above.
-        let row_filters: Vec<Expr> = filters
+        let (exact, rest): (Vec<Expr>, Vec<Expr>) = filters
             .iter()
-            .filter(|filter| !is_exact(filter, &resolve_span_column) && self.row_filterable(filter))
             .cloned()
+            .partition(|filter| is_exact(filter, &resolve_span_column));
+        let row_filters: Vec<Expr> = rest
+            .into_iter()
+            .filter(|filter| self.row_filterable(filter))
             .collect();
         let columns = match projection {
             Some(indices) => {
@@ -119,7 +122,7 @@ impl TableProvider for SpansTable {
             }
             None => self.engine_columns.clone(),
         };
-        let mut request = scan_request(filters, &resolve_span_column);
+        let mut request = scan_request(&exact, &resolve_span_column);
         request.row_filter = row_predicate(state, &span_schema(), &row_filters)?;
         // A limit is only safe when every filter is answered exactly (DataFusion passes none
         // otherwise, since it filters above; this holds it to that).

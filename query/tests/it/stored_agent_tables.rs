@@ -868,6 +868,8 @@ async fn row_filters_on_span_scans_answer_as_the_filter_over_every_row() {
         "SELECT span_id, session_id FROM spans WHERE session_id IS NOT NULL AND span_kind = 'internal'",
         "SELECT span_id FROM spans WHERE user_id IS NOT NULL AND duration_ns > 1000000",
         "SELECT span_id FROM spans WHERE span_kind = 'no such kind'",
+        "SELECT span_id, trace_id FROM spans \
+         WHERE trace_id = '0246dd1d74f0d4d7156fe23daea3197f' OR span_kind = 'server'",
         "SELECT span_id FROM spans WHERE span_kind = 'internal' LIMIT 100000",
     ];
     for sql in queries {

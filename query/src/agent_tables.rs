@@ -55,7 +55,7 @@ pub(crate) fn table_schema(table: AgentTable) -> SchemaRef {
 
 /// `batch` with each column cast to the type `schema` gives it (derived `Utf8` strings to
 /// the tables' `Utf8View`); columns already of that type are kept as they are.
-fn with_types_of(schema: &SchemaRef, batch: &RecordBatch) -> DfResult<RecordBatch> {
+pub(crate) fn with_types_of(schema: &SchemaRef, batch: &RecordBatch) -> DfResult<RecordBatch> {
     let columns = batch
         .columns()
         .iter()

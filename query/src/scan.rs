@@ -259,6 +259,15 @@ pub(crate) fn add_metrics(total: &mut ScanMetricsSnapshot, one: &ScanMetricsSnap
     total.rows_returned += one.rows_returned;
 }
 
+/// The names of `schema`'s columns at `indices`, comma-separated (for `EXPLAIN` lines).
+pub(crate) fn column_list(schema: &arrow::datatypes::Schema, indices: &[usize]) -> String {
+    indices
+        .iter()
+        .map(|index| schema.field(*index).name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl DisplayAs for SpansScanExec {
     fn fmt_as(&self, format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let source = &self.source;
@@ -269,19 +278,15 @@ impl DisplayAs for SpansScanExec {
         }
         let schema = span_schema();
         if let Some(filter) = &source.request.row_filter {
-            let names: Vec<&str> = filter
-                .columns
-                .iter()
-                .map(|index| schema.field(*index).name().as_str())
-                .collect();
-            parts.push(format!("row_filter=[{}]", names.join(", ")));
+            parts.push(format!(
+                "row_filter=[{}]",
+                column_list(&schema, &filter.columns)
+            ));
         }
-        let names: Vec<&str> = source
-            .columns
-            .iter()
-            .map(|index| schema.field(*index).name().as_str())
-            .collect();
-        parts.push(format!("projection=[{}]", names.join(", ")));
+        parts.push(format!(
+            "projection=[{}]",
+            column_list(&schema, &source.columns)
+        ));
         if let Some(limit) = source.limit {
             parts.push(format!("limit={limit}"));
         }

@@ -17,7 +17,7 @@ use std::fmt;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result as DfResult, internal_err};
@@ -37,8 +37,10 @@ use engine::agent::{
 };
 use engine::{AgentRead, Engine, RollupLookup, ScanPlan, SessionRollupKey, SidecarRead};
 
+use crate::agent_tables::with_types_of;
 use crate::blocking::{BatchSender, blocking_stream};
 use crate::error::engine_error;
+use crate::scan::column_list;
 
 /// How a table's stored files are read: string columns as views (`Utf8View`, the type the
 /// agent tables have in SQL), except the session parts, which the engine folds as stored.
@@ -241,26 +243,12 @@ impl Source {
     /// The output columns of a batch of the read columns (derived ones, whose strings are
     /// `Utf8`, cast to the read types).
     fn to_output(&self, batch: &RecordBatch) -> DfResult<RecordBatch> {
-        let columns: Vec<ArrayRef> = self
+        let positions: Vec<usize> = self
             .columns
             .iter()
-            .zip(self.schema.fields())
-            .map(|(column, field)| {
-                let position = self.read.binary_search(column).unwrap_or_default();
-                let array = batch.column(position);
-                if array.data_type() == field.data_type() {
-                    Ok(Arc::clone(array))
-                } else {
-                    arrow::compute::cast(array, field.data_type())
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            columns,
-            &options,
-        )?)
+            .map(|column| self.read.binary_search(column).unwrap_or_default())
+            .collect();
+        with_types_of(&self.schema, &batch.project(&positions)?)
     }
 
     fn run_partition(
@@ -393,26 +381,19 @@ impl Source {
 impl DisplayAs for StoredAgentExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stored = stored_schema(self.source.table);
-        let names: Vec<&str> = self
-            .source
-            .columns
-            .iter()
-            .map(|index| stored.field(*index).name().as_str())
-            .collect();
         write!(
             f,
             "StoredAgentExec: table={}, projection=[{}], partitions={}",
             self.source.table.name(),
-            names.join(", "),
+            column_list(&stored, &self.source.columns),
             self.source.partitions
         )?;
         if let Some(predicate) = &self.source.predicate {
-            let names: Vec<&str> = predicate
-                .columns
-                .iter()
-                .map(|index| stored.field(*index).name().as_str())
-                .collect();
-            write!(f, ", row_filter=[{}]", names.join(", "))?;
+            write!(
+                f,
+                ", row_filter=[{}]",
+                column_list(&stored, &predicate.columns)
+            )?;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::io::Write as _;
 
 use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
@@ -30,8 +31,11 @@ use std::sync::Arc;
 
 /// Writes the JSON of one column's cells.
 pub(crate) struct CellWriter {
-    /// The column (its null mask decides `null`).
+    /// The column.
     array: ArrayRef,
+    /// Its null mask (`array.nulls()`), which decides `null`; kept to test rows without a
+    /// dynamic call each.
+    nulls: Option<NullBuffer>,
     kind: Kind,
 }
 
@@ -144,12 +148,17 @@ impl CellWriter {
             },
             _ => Kind::Text(display_text(&array)),
         };
-        CellWriter { array, kind }
+        let nulls = array.nulls().cloned();
+        CellWriter { array, nulls, kind }
+    }
+
+    fn is_null(&self, row: usize) -> bool {
+        self.nulls.as_ref().is_some_and(|nulls| nulls.is_null(row))
     }
 
     /// Writes row `row` as JSON.
     pub(crate) fn write(&self, row: usize, out: &mut Vec<u8>) {
-        if self.array.is_null(row) {
+        if self.is_null(row) {
             out.extend_from_slice(b"null");
             return;
         }
@@ -251,14 +260,25 @@ impl CellWriter {
                 let (start, end) = (to_index(offsets[row]), to_index(offsets[row + 1]));
                 let end = end.max(start);
                 // Keys in byte order; a repeated key keeps its last entry. Stored maps are
-                // mostly in key order already: then nothing is sorted.
+                // mostly in strict key order already: then they are written as they are.
+                if (start + 1..end).all(|entry| keys.key_text(entry - 1) < keys.key_text(entry)) {
+                    out.push(b'{');
+                    for entry in start..end {
+                        if entry > start {
+                            out.push(b',');
+                        }
+                        string(&keys.key_text(entry), out);
+                        out.push(b':');
+                        values.write(entry, out);
+                    }
+                    out.push(b'}');
+                    return;
+                }
                 let mut entries: Vec<(Cow<'_, str>, usize)> = (start..end)
                     .map(|entry| (keys.key_text(entry), entry))
                     .collect();
-                if !entries.windows(2).all(|pair| pair[0].0 < pair[1].0) {
-                    entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-                    entries.dedup_by(|later, kept| later.0 == kept.0);
-                }
+                entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                entries.dedup_by(|later, kept| later.0 == kept.0);
                 out.push(b'{');
                 for (index, (key, entry)) in entries.iter().enumerate() {
                     if index > 0 {
@@ -293,7 +313,7 @@ impl CellWriter {
     /// The text a map key of row `row` is listed under: a string as itself, anything else
     /// as its JSON text.
     fn key_text(&self, row: usize) -> Cow<'_, str> {
-        if !self.array.is_null(row) {
+        if !self.is_null(row) {
             match self.kind {
                 Kind::Utf8 => return Cow::Borrowed(self.array.as_string::<i32>().value(row)),
                 Kind::LargeUtf8 => return Cow::Borrowed(self.array.as_string::<i64>().value(row)),
@@ -317,10 +337,7 @@ fn to_index<T: TryInto<usize>>(offset: T) -> usize {
 
 /// A JSON string, escaped as serde_json escapes it (most text needs no escape: copied as is).
 fn string(text: &str, out: &mut Vec<u8>) {
-    if text
-        .bytes()
-        .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\')
-    {
+    if !needs_escape(text.as_bytes()) {
         out.reserve(text.len() + 2);
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
@@ -329,6 +346,19 @@ fn string(text: &str, out: &mut Vec<u8>) {
     }
     // Writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// Whether `bytes` hold a control character, `"` or `\\`. Tested 16 bytes at a time without
+/// an early exit inside a block, which the compiler turns into vector compares.
+fn needs_escape(bytes: &[u8]) -> bool {
+    let special = |byte: u8| (byte < 0x20) | (byte == b'"') | (byte == b'\\');
+    let mut blocks = bytes.chunks_exact(16);
+    for block in &mut blocks {
+        if block.iter().fold(false, |any, byte| any | special(*byte)) {
+            return true;
+        }
+    }
+    blocks.remainder().iter().any(|byte| special(*byte))
 }
 
 fn base64(raw: &[u8], out: &mut Vec<u8>) {

@@ -59,6 +59,9 @@ struct Args {
     /// Query memory limit in MiB (the server's default is 1024).
     #[arg(long, default_value_t = 8192)]
     memory_limit_mib: usize,
+    /// Also write each result as the HTTP API's JSON and report that time (median) apart.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The queries of docs/monitoring.md, in order.
@@ -249,6 +252,7 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let mut samples = Vec::new();
+        let mut json_samples = Vec::new();
         let mut rows = 0;
         let mut scanned = engine::ScanMetricsSnapshot::default();
         for _ in 0..args.runs.max(1) {
@@ -261,6 +265,12 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             samples.push(started.elapsed());
+            if args.json {
+                let started = Instant::now();
+                let text = query::format::to_json_bytes(&output, usize::MAX)?;
+                json_samples.push(started.elapsed());
+                std::hint::black_box(text);
+            }
             rows = output.num_rows();
             scanned = output.scan_metrics;
         }
@@ -268,6 +278,7 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let min = samples.iter().min().copied().unwrap_or_default();
+        let json_median = (!json_samples.is_empty()).then(|| median(json_samples));
         let median = median(samples);
         println!(
             "{name:<24} {:>12.2} {:>12.2} {rows:>9} {:>14} {:>12}",
@@ -276,6 +287,13 @@ fn main() -> anyhow::Result<()> {
             scanned.bytes_read,
             scanned.rows_scanned
         );
+        if let Some(json_median) = json_median {
+            println!(
+                "{:<24} {:>12.2}",
+                format!("  {name} as JSON"),
+                json_median.as_secs_f64() * 1e3
+            );
+        }
         json.push(format!(
             "\"{name}\":{{\"median_ms\":{:.3},\"rows\":{rows},\"bytes_read\":{}}}",
             median.as_secs_f64() * 1e3,

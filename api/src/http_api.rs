@@ -147,15 +147,17 @@ async fn sql_answer(
     let access = query::Access {
         content: allows(grant.as_ref(), Scope::Content),
     };
-    let output = state.sql.execute_with(&request.sql, access).await?;
-    let scan = output.scan_metrics;
     let format = request.format;
     let max_bytes = state.sql.options().max_result_bytes;
-    // Formatting a large result is CPU work: keep it off the async workers.
-    let (content_type, bytes) =
-        tokio::task::spawn_blocking(move || format_output(&output, format, max_bytes))
-            .await
-            .map_err(|error| EdgeError::internal(format!("format task failed: {error}")))??;
+    // Formatting a large result is CPU work: done on the query's thread, off the async
+    // workers, within the query's slot and deadline.
+    let (scan, content_type, bytes) = state
+        .sql
+        .execute_then(&request.sql, access, move |output| {
+            let (content_type, bytes) = format_output(&output, format, max_bytes)?;
+            Ok((output.scan_metrics, content_type, bytes))
+        })
+        .await?;
     let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -176,7 +178,7 @@ fn format_output(
     output: &query::QueryOutput,
     format: SqlFormat,
     max_bytes: usize,
-) -> Result<(&'static str, Vec<u8>), EdgeError> {
+) -> query::Result<(&'static str, Vec<u8>)> {
     Ok(match format {
         SqlFormat::Json => (
             "application/json",

@@ -100,24 +100,27 @@ fn json_bytes(output: &QueryOutput, max_bytes: usize, threads: usize) -> Result<
     } else {
         // Big results: each thread writes a contiguous share of the rows; the shares are
         // joined in order, byte for byte what one thread writes.
+        // The calling thread writes the first share itself: one thread fewer to start.
         let shares = row_shares(&output.batches, parts);
+        let write = |share: &[RecordBatch]| {
+            let mut part = Vec::new();
+            write_json_rows(share, &mut part, max_bytes).map(|()| part)
+        };
         let written: Vec<Result<Vec<u8>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = shares
                 .iter()
-                .map(|share| {
-                    scope.spawn(move || {
-                        let mut part = Vec::new();
-                        write_json_rows(share, &mut part, max_bytes).map(|()| part)
-                    })
-                })
+                .skip(1)
+                .map(|share| scope.spawn(move || write(share)))
                 .collect();
-            handles
-                .into_iter()
-                .map(|handle| {
+            let first = shares
+                .first()
+                .map_or_else(|| Ok(Vec::new()), |share| write(share));
+            std::iter::once(first)
+                .chain(handles.into_iter().map(|handle| {
                     handle.join().unwrap_or_else(|_| {
                         Err(Error::Internal("a JSON writer thread panicked".to_owned()))
                     })
-                })
+                }))
                 .collect()
         });
         let mut first = true;

@@ -112,9 +112,16 @@ fn json_bytes(output: &QueryOutput, max_bytes: usize, threads: usize) -> Result<
                 .skip(1)
                 .map(|share| scope.spawn(move || write(share)))
                 .collect();
-            let first = shares
-                .first()
-                .map_or_else(|| Ok(Vec::new()), |share| write(share));
+            // A panic there is an error like one on the other threads, not an unwind.
+            let first = shares.first().map_or_else(
+                || Ok(Vec::new()),
+                |share| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(share)))
+                        .unwrap_or_else(|_| {
+                            Err(Error::Internal("a JSON writer thread panicked".to_owned()))
+                        })
+                },
+            );
             std::iter::once(first)
                 .chain(handles.into_iter().map(|handle| {
                     handle.join().unwrap_or_else(|_| {
@@ -703,6 +710,47 @@ mod tests {
             None,
         );
         assert_cells_match(Arc::new(listed));
+        // Maps in strict key order (written as they go): several entries, one, none, NULL
+        // values, sliced, integer keys; then out of order below.
+        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for row in [
+            &[("a", Some("1")), ("b", None), ("c", Some("3"))][..],
+            &[("only", Some("x"))][..],
+            &[][..],
+            &[("a", Some("1")), ("é", Some("2"))][..],
+        ] {
+            for (key, value) in row {
+                builder.keys().append_value(key);
+                match value {
+                    Some(value) => builder.values().append_value(value),
+                    None => builder.values().append_null(),
+                }
+            }
+            builder.append(true).unwrap();
+        }
+        let ordered: ArrayRef = Arc::new(builder.finish());
+        assert_cells_match(Arc::clone(&ordered));
+        assert_cells_match(ordered.slice(1, 3));
+        let mut builder = MapBuilder::new(
+            None,
+            arrow::array::Int32Builder::new(),
+            arrow::array::Int32Builder::new(),
+        );
+        for key in [1, 2, 10] {
+            // "10" sorts before "2": ordered as numbers, not as the keys' text.
+            builder.keys().append_value(key);
+            builder.values().append_value(key);
+        }
+        builder.append(true).unwrap();
+        assert_cells_match(Arc::new(builder.finish()));
+        // A key out of order after ordered ones: what was written for them is taken back.
+        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for key in ["a", "c", "b", "d"] {
+            builder.keys().append_value(key);
+            builder.values().append_value(key);
+        }
+        builder.append(true).unwrap();
+        assert_cells_match(Arc::new(builder.finish()));
         // Maps: repeated keys (the last entry counts), NULL values, sliced, integer keys.
         let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
         for (key, value) in [("b", Some("1")), ("a", None), ("b", Some("2"))] {

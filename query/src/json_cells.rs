@@ -259,21 +259,32 @@ impl CellWriter {
                 let offsets = array.as_map().value_offsets();
                 let (start, end) = (to_index(offsets[row]), to_index(offsets[row + 1]));
                 let end = end.max(start);
-                // Keys in byte order; a repeated key keeps its last entry. Stored maps are
-                // mostly in strict key order already: then they are written as they are.
-                if (start + 1..end).all(|entry| keys.key_text(entry - 1) < keys.key_text(entry)) {
-                    out.push(b'{');
-                    for entry in start..end {
-                        if entry > start {
-                            out.push(b',');
-                        }
-                        string(&keys.key_text(entry), out);
-                        out.push(b':');
-                        values.write(entry, out);
+                // Keys in byte order; a repeated key keeps its last entry. A map already in
+                // strict key order is written as it goes (each key's text made once); at the
+                // first key out of order, what it wrote is taken back and the entries sorted.
+                let mark = out.len();
+                out.push(b'{');
+                let mut previous: Option<Cow<'_, str>> = None;
+                let mut ordered = true;
+                for entry in start..end {
+                    let key = keys.key_text(entry);
+                    if previous.as_ref().is_some_and(|previous| *previous >= key) {
+                        ordered = false;
+                        break;
                     }
+                    if previous.is_some() {
+                        out.push(b',');
+                    }
+                    string(&key, out);
+                    out.push(b':');
+                    values.write(entry, out);
+                    previous = Some(key);
+                }
+                if ordered {
                     out.push(b'}');
                     return;
                 }
+                out.truncate(mark);
                 let mut entries: Vec<(Cow<'_, str>, usize)> = (start..end)
                     .map(|entry| (keys.key_text(entry), entry))
                     .collect();

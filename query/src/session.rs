@@ -246,6 +246,9 @@ impl SqlEngine {
     /// [`SqlEngine::execute_with`], then `then` on the output, on the query's own thread and
     /// within its slot and deadline: a caller that formats the result does so without handing
     /// it to another thread (each hand-off wakes a parked thread, ~0.1 ms on a small VM).
+    /// `then`'s time counts toward [`Options::timeout`]; past it the caller gets
+    /// [`Error::Timeout`], while `then` (which cannot be interrupted) finishes and frees the
+    /// slot.
     pub async fn execute_then<T: Send + 'static>(
         &self,
         sql: &str,
@@ -292,7 +295,9 @@ impl SqlEngine {
         self.pool
             .run(self.options.timeout, async move {
                 let output = run(state, sql, limits, access, values, memory_limit, spill).await?;
-                then(output)
+                // `then` may be long CPU work (formatting a large result): the runtime moves
+                // its other tasks off this thread meanwhile, so other queries go on.
+                tokio::task::block_in_place(|| then(output))
             })
             .await
     }

@@ -17,9 +17,6 @@ use crate::pushdown::{PushColumn, is_exact, pushdown_support, scan_request};
 use crate::scan::SpansScanExec;
 use crate::stored_filter::{likely_selective, pushable, row_predicate};
 
-/// Up to this many trace ids, a `spans` scan is a point read on one partition.
-const POINT_READ_TRACES: usize = 8;
-
 /// Name of the span table.
 pub(crate) const SPANS: &str = "spans";
 /// Name of the span event table.
@@ -130,23 +127,12 @@ impl TableProvider for SpansTable {
         // A limit is only safe when every filter is answered exactly (DataFusion passes none
         // otherwise, since it filters above; this holds it to that).
         let limit = limit.filter(|_| request.row_filter.is_none());
-        // A few traces are found through the trace index in a segment or two: one partition
-        // reads them, where a second would only wake a thread to find nothing.
-        let partitions = if request
-            .trace_ids
-            .as_ref()
-            .is_some_and(|ids| ids.len() <= POINT_READ_TRACES)
-        {
-            1
-        } else {
-            state.config().target_partitions()
-        };
         Ok(Arc::new(SpansScanExec::new(
             Arc::clone(&self.engine),
             request,
             columns,
             limit,
-            partitions,
+            state.config().target_partitions(),
         )?))
     }
 }

@@ -502,6 +502,48 @@ async fn sql_endpoint_formats_and_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_results_over_the_byte_limit_get_413_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::ephemeral(dir.path());
+    config.query = config.query.clone().with_max_result_bytes(4096);
+    let server = TestServer::start_with(config).await;
+    let spans: Vec<Span> = (1..=40).map(|index| span(14, index)).collect();
+    let body = request(spans).encode_to_vec();
+    assert_eq!(
+        post(&server.otlp_http, "application/x-protobuf", false, body)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/sql", server.api);
+    for format in ["json", "csv", "arrow"] {
+        let response = client
+            .post(&url)
+            .json(&json!({"sql": "SELECT * FROM spans", "format": format}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{format}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(message.contains("4096"), "{format}: {body}");
+        // A small answer of the same server still comes back.
+        let small: Value = client
+            .post(&url)
+            .json(&json!({"sql": "SELECT count(*) FROM spans", "format": "json"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(small["rows"], json!([[40]]), "{format}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_with_duplicate_ids_are_all_kept() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;

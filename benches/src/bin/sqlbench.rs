@@ -267,9 +267,13 @@ fn main() -> anyhow::Result<()> {
             samples.push(started.elapsed());
             if args.json {
                 let started = Instant::now();
-                let text = query::format::to_json_bytes(&output, usize::MAX)?;
-                json_samples.push(started.elapsed());
-                std::hint::black_box(text);
+                match query::format::to_json_bytes(&output, usize::MAX) {
+                    Ok(text) => {
+                        json_samples.push(started.elapsed());
+                        std::hint::black_box(text);
+                    }
+                    Err(error) => println!("{name:<24} JSON failed: {error}"),
+                }
             }
             rows = output.num_rows();
             scanned = output.scan_metrics;
@@ -294,8 +298,11 @@ fn main() -> anyhow::Result<()> {
                 json_median.as_secs_f64() * 1e3
             );
         }
+        let json_ms = json_median.map_or_else(String::new, |json_median| {
+            format!(",\"json_median_ms\":{:.3}", json_median.as_secs_f64() * 1e3)
+        });
         json.push(format!(
-            "\"{name}\":{{\"median_ms\":{:.3},\"rows\":{rows},\"bytes_read\":{}}}",
+            "\"{name}\":{{\"median_ms\":{:.3},\"rows\":{rows},\"bytes_read\":{}{json_ms}}}",
             median.as_secs_f64() * 1e3,
             scanned.bytes_read
         ));

@@ -229,7 +229,7 @@ pub struct QueryArgs {
     /// Memory a query may use before it fails.
     #[arg(long, env = "SIGHTLINE_QUERY_MEMORY_LIMIT", default_value = "1GiB")]
     pub query_memory_limit: ByteSize,
-    /// Time a query may run before it fails.
+    /// Time a query may run (formatting an HTTP result included) before it fails.
     #[arg(long, env = "SIGHTLINE_QUERY_TIMEOUT", default_value = "60s")]
     pub query_timeout: DurationArg,
     /// Most rows a query may return.

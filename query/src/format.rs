@@ -615,11 +615,42 @@ mod tests {
         }
     }
 
+    /// One map's entries: string keys, values (`None`: NULL).
+    type Entries<'a> = &'a [(&'a str, Option<&'a str>)];
+
+    /// A map array of string keys and values, a row per item (`None`: a NULL map).
+    fn string_map(rows: &[Option<Entries<'_>>]) -> ArrayRef {
+        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for row in rows {
+            for (key, value) in row.unwrap_or_default() {
+                builder.keys().append_value(key);
+                builder.values().append_option(*value);
+            }
+            builder.append(row.is_some()).unwrap();
+        }
+        Arc::new(builder.finish())
+    }
+
+    /// A one-row map array of integer keys and values.
+    fn int_map(entries: &[(i32, i32)]) -> ArrayRef {
+        let mut builder = MapBuilder::new(
+            None,
+            arrow::array::Int32Builder::new(),
+            arrow::array::Int32Builder::new(),
+        );
+        for (key, value) in entries {
+            builder.keys().append_value(*key);
+            builder.values().append_value(*value);
+        }
+        builder.append(true).unwrap();
+        Arc::new(builder.finish())
+    }
+
     #[test]
     fn written_cells_are_the_values_text() {
         use arrow::array::{
             BooleanArray, Decimal128Array, DictionaryArray, FixedSizeListArray, Float32Array,
-            Int32Array, MapArray, StringArray, StructArray, TimestampSecondArray,
+            Int32Array, StringArray, StructArray, TimestampSecondArray,
         };
         use arrow::buffer::OffsetBuffer;
         use arrow::datatypes::Field;
@@ -711,77 +742,34 @@ mod tests {
         );
         assert_cells_match(Arc::new(listed));
         // Maps in strict key order (written as they go): several entries, one, none, NULL
-        // values, sliced, integer keys; then out of order below.
-        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
-        for row in [
-            &[("a", Some("1")), ("b", None), ("c", Some("3"))][..],
-            &[("only", Some("x"))][..],
-            &[][..],
-            &[("a", Some("1")), ("é", Some("2"))][..],
-        ] {
-            for (key, value) in row {
-                builder.keys().append_value(key);
-                match value {
-                    Some(value) => builder.values().append_value(value),
-                    None => builder.values().append_null(),
-                }
-            }
-            builder.append(true).unwrap();
-        }
-        let ordered: ArrayRef = Arc::new(builder.finish());
+        // values, sliced; integer keys ("10" sorts before "2": ordered as numbers, not as the
+        // keys' text); a key out of order after ordered ones (what was written for them is
+        // taken back).
+        let ordered = string_map(&[
+            Some(&[("a", Some("1")), ("b", None), ("c", Some("3"))]),
+            Some(&[("only", Some("x"))]),
+            Some(&[]),
+            Some(&[("a", Some("1")), ("é", Some("2"))]),
+        ]);
         assert_cells_match(Arc::clone(&ordered));
         assert_cells_match(ordered.slice(1, 3));
-        let mut builder = MapBuilder::new(
+        assert_cells_match(int_map(&[(1, 1), (2, 2), (10, 10)]));
+        assert_cells_match(string_map(&[Some(&[
+            ("a", Some("a")),
+            ("c", Some("c")),
+            ("b", Some("b")),
+            ("d", Some("d")),
+        ])]));
+        // Maps: repeated keys (the last entry counts), NULL values and maps, sliced, integer
+        // keys.
+        let map = string_map(&[
+            Some(&[("b", Some("1")), ("a", None), ("b", Some("2"))]),
             None,
-            arrow::array::Int32Builder::new(),
-            arrow::array::Int32Builder::new(),
-        );
-        for key in [1, 2, 10] {
-            // "10" sorts before "2": ordered as numbers, not as the keys' text.
-            builder.keys().append_value(key);
-            builder.values().append_value(key);
-        }
-        builder.append(true).unwrap();
-        assert_cells_match(Arc::new(builder.finish()));
-        // A key out of order after ordered ones: what was written for them is taken back.
-        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
-        for key in ["a", "c", "b", "d"] {
-            builder.keys().append_value(key);
-            builder.values().append_value(key);
-        }
-        builder.append(true).unwrap();
-        assert_cells_match(Arc::new(builder.finish()));
-        // Maps: repeated keys (the last entry counts), NULL values, sliced, integer keys.
-        let mut builder = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
-        for (key, value) in [("b", Some("1")), ("a", None), ("b", Some("2"))] {
-            builder.keys().append_value(key);
-            match value {
-                Some(value) => builder.values().append_value(value),
-                None => builder.values().append_null(),
-            }
-        }
-        builder.append(true).unwrap();
-        builder.append(false).unwrap();
-        builder.keys().append_value("é");
-        builder.values().append_value("3");
-        builder.keys().append_value("e");
-        builder.values().append_value("4");
-        builder.append(true).unwrap();
-        let map: ArrayRef = Arc::new(builder.finish());
+            Some(&[("é", Some("3")), ("e", Some("4"))]),
+        ]);
         assert_cells_match(Arc::clone(&map));
         assert_cells_match(map.slice(1, 2));
-        let mut builder = MapBuilder::new(
-            None,
-            arrow::array::Int32Builder::new(),
-            arrow::array::Int32Builder::new(),
-        );
-        for key in [10, 2, 10] {
-            builder.keys().append_value(key);
-            builder.values().append_value(key * 2);
-        }
-        builder.append(true).unwrap();
-        let map: MapArray = builder.finish();
-        assert_cells_match(Arc::new(map));
+        assert_cells_match(int_map(&[(10, 20), (2, 4), (10, 20)]));
     }
 
     #[test]

@@ -56,6 +56,13 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
+/// Sends `spans` as one OTLP/HTTP protobuf export and checks it was acknowledged.
+async fn export(server: &TestServer, spans: Vec<Span>) {
+    let body = request(spans).encode_to_vec();
+    let response = post(&server.otlp_http, "application/x-protobuf", false, body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
 async fn post(url: &str, content_type: &str, gzip_body: bool, body: Vec<u8>) -> reqwest::Response {
     let mut builder = reqwest::Client::new()
         .post(format!("{url}/v1/traces"))
@@ -428,13 +435,7 @@ async fn trace_endpoint_returns_otlp_json_404_and_400() {
 async fn sql_endpoint_formats_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
-    let body = request(vec![span(12, 1), span(12, 2)]).encode_to_vec();
-    assert_eq!(
-        post(&server.otlp_http, "application/x-protobuf", false, body)
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    export(&server, vec![span(12, 1), span(12, 2)]).await;
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/sql", server.api);
 
@@ -507,14 +508,7 @@ async fn sql_results_over_the_byte_limit_get_413_in_every_format() {
     let mut config = ServerConfig::ephemeral(dir.path());
     config.query = config.query.clone().with_max_result_bytes(4096);
     let server = TestServer::start_with(config).await;
-    let spans: Vec<Span> = (1..=40).map(|index| span(14, index)).collect();
-    let body = request(spans).encode_to_vec();
-    assert_eq!(
-        post(&server.otlp_http, "application/x-protobuf", false, body)
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    export(&server, (1..=40).map(|index| span(14, index)).collect()).await;
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/sql", server.api);
     for format in ["json", "csv", "arrow"] {

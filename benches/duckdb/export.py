@@ -56,7 +56,9 @@ class TypeParser:
         return name
 
     def type(self):
-        simple = {"Utf8": pa.string(), "LargeUtf8": pa.large_string(), "Int64": pa.int64(),
+        # Agent-table strings are `Utf8View`; written as plain Parquet strings (what DuckDB
+        # reads either way). Longer names first: "Utf8" is a prefix of "Utf8View".
+        simple = {"Utf8View": pa.string(), "Utf8": pa.string(), "LargeUtf8": pa.large_string(), "Int64": pa.int64(),
                   "Int32": pa.int32(), "UInt32": pa.uint32(), "UInt64": pa.uint64(),
                   "Float64": pa.float64(), "Boolean": pa.bool_()}
         if self.peek('Timestamp(ns, "UTC")'):

@@ -136,6 +136,13 @@ impl SpansScanExec {
             || self.source.limit.is_some()
     }
 
+    /// Rows the store holds now (sealed and in memory): what a scan this node runs reads at
+    /// most, give or take what arrives before it runs.
+    pub(crate) fn store_rows(&self) -> u64 {
+        let stats = self.source.engine.stats();
+        stats.segment_rows + stats.memtable_rows as u64
+    }
+
     /// The engine counters of every scan this node ran so far, summed.
     pub(crate) fn engine_metrics(&self) -> ScanMetricsSnapshot {
         self.source.engine_metrics()

@@ -535,6 +535,10 @@ async fn anti_and_semi_joins_of_spans_build_on_the_narrower_side() {
     let plan = fixture.plan(&format!("EXPLAIN {orphan_spans}")).await;
     assert!(plan.contains("join_type=RightAnti"), "{plan}");
     assert!(!plan.contains("join_type=LeftAnti"), "{plan}");
+    // A small store: one hash table, built from both partitions of the narrower side, and
+    // neither side repartitioned for the join (the one repartition is the DISTINCT's).
+    assert!(plan.contains("HashJoinExec: mode=CollectLeft"), "{plan}");
+    assert_eq!(plan.matches("RepartitionExec").count(), 1, "{plan}");
     // Same answers: no span of the fixture lacks its parent; 15 of its 21 spans have one
     // (6 traces, each a root and 2 or 3 children).
     assert!(fixture.rows(orphan_spans).await.is_empty());

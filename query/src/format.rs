@@ -101,45 +101,46 @@ fn json_bytes(output: &QueryOutput, max_bytes: usize, threads: usize) -> Result<
         // Big results: each thread writes a contiguous share of the rows; the shares are
         // joined in order, byte for byte what one thread writes.
         // The calling thread writes the first share itself: one thread fewer to start.
+        // The calling thread writes the first share itself, straight into `out`: one thread
+        // fewer to start, one share fewer to copy. The others are appended once all are
+        // written, into room reserved for all of them at once.
         let shares = row_shares(&output.batches, parts);
         let write = |share: &[RecordBatch]| {
             let mut part = Vec::new();
             write_json_rows(share, &mut part, max_bytes).map(|()| part)
         };
-        let written: Vec<Result<Vec<u8>>> = std::thread::scope(|scope| {
+        let panicked = || Error::Internal("a JSON writer thread panicked".to_owned());
+        let (first, rest): (Result<()>, Vec<Result<Vec<u8>>>) = std::thread::scope(|scope| {
             let handles: Vec<_> = shares
                 .iter()
                 .skip(1)
                 .map(|share| scope.spawn(move || write(share)))
                 .collect();
             // A panic there is an error like one on the other threads, not an unwind.
-            let first = shares.first().map_or_else(
-                || Ok(Vec::new()),
-                |share| {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(share)))
-                        .unwrap_or_else(|_| {
-                            Err(Error::Internal("a JSON writer thread panicked".to_owned()))
-                        })
-                },
-            );
-            std::iter::once(first)
-                .chain(handles.into_iter().map(|handle| {
-                    handle.join().unwrap_or_else(|_| {
-                        Err(Error::Internal("a JSON writer thread panicked".to_owned()))
-                    })
+            let first = shares.first().map_or(Ok(()), |share| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    write_json_rows(share, &mut out, max_bytes)
                 }))
-                .collect()
+                .unwrap_or_else(|_| Err(panicked()))
+            });
+            let rest = handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|_| Err(panicked())))
+                .collect();
+            (first, rest)
         });
-        let mut first = true;
-        for part in written {
-            let part = part?;
+        first?;
+        let rest = rest.into_iter().collect::<Result<Vec<Vec<u8>>>>()?;
+        let mut wrote_rows = out.last() != Some(&b'[');
+        out.reserve(rest.iter().map(|part| part.len() + 1).sum());
+        for part in rest {
             if part.is_empty() {
                 continue;
             }
-            if !first {
+            if wrote_rows {
                 out.push(b',');
             }
-            first = false;
+            wrote_rows = true;
             out.extend_from_slice(&part);
             if out.len() > max_bytes {
                 return Err(too_large());

@@ -100,7 +100,6 @@ fn json_bytes(output: &QueryOutput, max_bytes: usize, threads: usize) -> Result<
     } else {
         // Big results: each thread writes a contiguous share of the rows; the shares are
         // joined in order, byte for byte what one thread writes.
-        // The calling thread writes the first share itself: one thread fewer to start.
         // The calling thread writes the first share itself, straight into `out`: one thread
         // fewer to start, one share fewer to copy. The others are appended once all are
         // written, into room reserved for all of them at once.

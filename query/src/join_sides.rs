@@ -12,7 +12,7 @@
 //! The swapped join builds one hash table from all partitions of its build side
 //! (`CollectLeft`) when the store holds at most [`COLLECT_LEFT_MAX_ROWS_TIMES_PARTITIONS`] /
 //! partitions rows: neither side is then hash-repartitioned (query 7a at 1M spans, 2 cores:
-//! 20% less CPU, 5-10% faster), but the table is built on one thread, which at 10M spans
+//! 22% less CPU, 3-8% faster), but the table is built on one thread, which at 10M spans
 //! costs more than the repartitioning saves (6% slower), so larger stores keep DataFusion's
 //! partitioned join. The memory is the same either way: all build rows are held at once.
 //!

@@ -37,6 +37,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 
+use crate::id_set_rule::IdSetJoins;
 use crate::scan::SpansScanExec;
 
 /// See the module doc.
@@ -46,7 +47,8 @@ pub(crate) struct NarrowBuildSide;
 /// The name of DataFusion's rule this one runs after.
 const AFTER: &str = "join_selection";
 
-/// DataFusion's physical optimizer rules with [`NarrowBuildSide`] right after [`AFTER`].
+/// DataFusion's physical optimizer rules with [`NarrowBuildSide`] right after [`AFTER`], then
+/// [`IdSetJoins`].
 pub(crate) fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = PhysicalOptimizer::new().rules;
     let after = rules
@@ -54,6 +56,7 @@ pub(crate) fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Syn
         .position(|rule| rule.name() == AFTER)
         .map_or(0, |index| index + 1);
     rules.insert(after, Arc::new(NarrowBuildSide));
+    rules.insert(after + 1, Arc::new(IdSetJoins));
     rules
 }
 
@@ -123,7 +126,7 @@ fn collect_left_fits(rows: u64, partitions: usize) -> bool {
 }
 
 /// The span scans `plan` reads, or `None` if it reads anything else.
-fn span_scans(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<&SpansScanExec>> {
+pub(crate) fn span_scans(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<&SpansScanExec>> {
     if let Some(scan) = plan.downcast_ref::<SpansScanExec>() {
         return Some(vec![scan]);
     }

@@ -36,6 +36,7 @@ use datafusion::physical_plan::joins::HashJoinExec;
 use tracing::warn;
 
 use crate::error::{Error, Result};
+use crate::id_set_join::IdSetJoinExec;
 use crate::options::Options;
 
 /// Spilled runs one merge pass reads at once.
@@ -113,8 +114,11 @@ pub(crate) fn replan_with_merge_joins(plan: &Arc<dyn ExecutionPlan>, error: &Err
     matches!(error, Error::ResourcesExhausted(_)) && holds_hash_join(plan)
 }
 
+/// Whether `plan` holds a join that keeps a hash table in memory: DataFusion's, or an
+/// [`IdSetJoinExec`] (planned from one); planned again with sort-merge joins, it has neither.
 fn holds_hash_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<HashJoinExec>().is_some()
+        || plan.downcast_ref::<IdSetJoinExec>().is_some()
         || plan.children().into_iter().any(holds_hash_join)
 }
 

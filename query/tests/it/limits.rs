@@ -440,8 +440,8 @@ async fn queries_past_the_memory_budget_spill_and_answer_right() {
     let dir = tempfile::tempdir().unwrap();
     let (engine, orphans) = store_with_orphans(dir.path(), TRACES);
     let orphan_spans = query::monitoring::question("orphan_spans").unwrap().sql;
-    let budget = 64 << 20;
-    // Without a spill directory the anti-join's hash table does not fit.
+    let budget = 32 << 20;
+    // Without a spill directory the anti-join's set of ids does not fit.
     let in_memory = SqlEngine::new(
         Arc::clone(&engine),
         Options::default().with_memory_limit(budget),
@@ -535,9 +535,14 @@ async fn anti_and_semi_joins_of_spans_build_on_the_narrower_side() {
     let plan = fixture.plan(&format!("EXPLAIN {orphan_spans}")).await;
     assert!(plan.contains("join_type=RightAnti"), "{plan}");
     assert!(!plan.contains("join_type=LeftAnti"), "{plan}");
-    // A small store: one hash table, built from both partitions of the narrower side, and
-    // neither side repartitioned for the join (the one repartition is the DISTINCT's).
-    assert!(plan.contains("HashJoinExec: mode=CollectLeft"), "{plan}");
+    // A join on ids only: a set of decoded ids built from both partitions of the narrower
+    // side, and neither side repartitioned for the join (the one repartition is the
+    // DISTINCT's).
+    assert!(
+        plan.contains("IdSetJoinExec: join_type=RightAnti"),
+        "{plan}"
+    );
+    assert!(!plan.contains("HashJoinExec"), "{plan}");
     assert_eq!(plan.matches("RepartitionExec").count(), 1, "{plan}");
     // Same answers: no span of the fixture lacks its parent; 15 of its 21 spans have one
     // (6 traces, each a root and 2 or 3 children).
@@ -560,16 +565,28 @@ async fn anti_and_semi_joins_of_spans_build_on_the_narrower_side() {
         fixture.rows(without_parent).await,
         vec![serde_json::json!([6])]
     );
-    // Narrowed to one trace, the wider side may hold a few rows against the whole store: it
-    // stays the build side.
+    // Narrowed to one trace, both sides are (the trace id passes through the join keys): the
+    // id set holds that trace's spans.
     let one_trace = format!(
         "SELECT s.trace_id, s.span_id, s.span_name FROM spans s \
          WHERE s.trace_id = '{}' AND NOT {exists}",
         crate::fixture::trace_hex(1)
     );
     let plan = fixture.plan(&format!("EXPLAIN {one_trace}")).await;
-    assert!(plan.contains("join_type=LeftAnti"), "{plan}");
+    assert!(plan.contains("IdSetJoinExec: join_type=LeftAnti"), "{plan}");
+    assert_eq!(plan.matches("trace_ids=[").count(), 2, "{plan}");
     assert_eq!(fixture.rows(&one_trace).await.len(), 1);
+    // Narrowed to one service, the wider side may hold a few rows against the whole store: it
+    // stays the build side, of DataFusion's hash join.
+    let tools = format!(
+        "SELECT s.trace_id, s.span_id, s.span_name FROM spans s \
+         WHERE s.service_name = 'tools' AND {exists}"
+    );
+    let plan = fixture.plan(&format!("EXPLAIN {tools}")).await;
+    assert!(plan.contains("join_type=LeftSemi"), "{plan}");
+    assert!(plan.contains("HashJoinExec"), "{plan}");
+    assert!(!plan.contains("IdSetJoinExec"), "{plan}");
+    assert_eq!(fixture.rows(&tools).await.len(), 9);
     // `NOT IN` is a null-aware anti-join and keeps its sides: a NULL in the list (the roots'
     // parent) means no row qualifies; without it, the 15 spans that are nobody's parent.
     let nobodys_parent = "SELECT s.trace_id, s.span_id, s.span_name FROM spans s \

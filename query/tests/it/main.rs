@@ -6,6 +6,7 @@ mod errors;
 mod fixture;
 mod formats;
 mod guard;
+mod id_joins;
 mod limits;
 mod monitoring;
 mod monitoring_catalog;

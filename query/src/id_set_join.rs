@@ -91,6 +91,7 @@ pub(crate) struct IdSetJoinExec {
     layout: KeyLayout,
     /// The name of the join type DataFusion planned (`LeftAnti`, `RightSemi`, ...).
     join_type: String,
+    drop_null_keys: bool,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
     /// The set, built by the first kept partition to run and shared with the others.
@@ -108,6 +109,9 @@ pub(crate) struct IdSetJoin {
     pub(crate) set_keys: KeyColumns,
     pub(crate) layout: KeyLayout,
     pub(crate) join_type: String,
+    /// Whether kept rows with a NULL key are dropped even by an anti-join: the join took over
+    /// a filter below it that kept only rows whose key columns are not NULL.
+    pub(crate) drop_null_keys: bool,
 }
 
 impl IdSetJoinExec {
@@ -132,6 +136,7 @@ impl IdSetJoinExec {
             set_keys: join.set_keys,
             layout: join.layout,
             join_type: join.join_type,
+            drop_null_keys: join.drop_null_keys,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
             set: Mutex::new(None),
@@ -146,6 +151,7 @@ impl IdSetJoinExec {
             set_keys: self.set_keys.clone(),
             layout: self.layout.clone(),
             join_type: self.join_type.clone(),
+            drop_null_keys: self.drop_null_keys,
         }
     }
 
@@ -207,10 +213,15 @@ impl DisplayAs for IdSetJoinExec {
             .collect();
         write!(
             f,
-            "IdSetJoinExec: join_type={}, on=[{}], set={}",
+            "IdSetJoinExec: join_type={}, on=[{}], set={}{}",
             self.join_type,
             on.join(", "),
-            if self.kept_is_left { "right" } else { "left" }
+            if self.kept_is_left { "right" } else { "left" },
+            if self.drop_null_keys {
+                ", null_keys=dropped"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -270,6 +281,7 @@ impl ExecutionPlan for IdSetJoinExec {
         let keys = self.kept_keys.clone();
         let layout = self.layout.clone();
         let keep = self.keep;
+        let drop_null_keys = self.drop_null_keys;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let probe_rows = MetricBuilder::new(&self.metrics).counter("probe_rows", partition);
         let stream = futures::stream::once(async move {
@@ -277,7 +289,7 @@ impl ExecutionPlan for IdSetJoinExec {
             Ok::<_, DataFusionError>(input.try_filter_map(move |batch| {
                 let _timer = baseline.elapsed_compute().timer();
                 probe_rows.add(batch.num_rows());
-                let kept = keep_rows(&set, &layout, &keys, keep, &batch);
+                let kept = keep_rows(&set, &layout, &keys, (keep, drop_null_keys), &batch);
                 if let Ok(Some(batch)) = &kept {
                     baseline.output_rows().add(batch.num_rows());
                 }
@@ -293,12 +305,13 @@ impl ExecutionPlan for IdSetJoinExec {
     }
 }
 
-/// The rows of `batch` that `keep` asks for; `None` when there are none.
+/// The rows of `batch` that `keep` asks for (and without a NULL key if `drop_null_keys`);
+/// `None` when there are none.
 fn keep_rows(
     set: &IdSet,
     layout: &KeyLayout,
     keys: &KeyColumns,
-    keep: Keep,
+    (keep, drop_null_keys): (Keep, bool),
     batch: &RecordBatch,
 ) -> DfResult<Option<RecordBatch>> {
     let keys = layout.keys(&keys.arrays(batch), &keys.names)?;
@@ -311,8 +324,10 @@ fn keep_rows(
         .iter()
         .zip(hashes)
         .map(|(key, hash)| {
-            let matched = key.as_ref().is_some_and(|key| set.contains(hash, key));
-            Some(matched == (keep == Keep::Matched))
+            Some(match key {
+                Some(key) => set.contains(hash, key) == (keep == Keep::Matched),
+                None => keep == Keep::Unmatched && !drop_null_keys,
+            })
         })
         .collect();
     match mask.true_count() {

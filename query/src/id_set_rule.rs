@@ -18,13 +18,17 @@
 //!   set side that reads the whole store keeps DataFusion's join, which builds on the few rows.
 //! - The new plan outputs the same columns in the same order (the hash join's projection
 //!   becomes a `ProjectionExec` above it).
+//! - A filter right below the kept side that only keeps rows whose key columns are not NULL
+//!   (query 7a's `parent_span_id IS NOT NULL`) is taken into the join, which then drops rows
+//!   with a NULL key itself instead of copying every other row through the filter.
 
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{JoinType, NullEquality, Result as DfResult};
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{Column, IsNotNullExpr};
+use datafusion::physical_expr::split_conjunction;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -120,9 +124,17 @@ fn id_set_join(join: &HashJoinExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> 
     } else {
         (right_keys, left_keys)
     };
+    let unfiltered = without_key_null_filter(kept, &kept_keys);
+    let drop_null_keys = unfiltered.is_some();
+    let kept = unfiltered.unwrap_or_else(|| Arc::clone(kept));
+    let (left, right) = if kept_is_left {
+        (kept, Arc::clone(join.right()))
+    } else {
+        (Arc::clone(join.left()), kept)
+    };
     let exec: Arc<dyn ExecutionPlan> = Arc::new(IdSetJoinExec::new(
-        Arc::clone(join.left()),
-        Arc::clone(join.right()),
+        left,
+        right,
         IdSetJoin {
             kept_is_left,
             keep,
@@ -130,6 +142,7 @@ fn id_set_join(join: &HashJoinExec) -> DfResult<Option<Arc<dyn ExecutionPlan>>> 
             set_keys,
             layout,
             join_type: format!("{}", join.join_type()),
+            drop_null_keys,
         },
     ));
     let Some(projection) = &join.projection else {
@@ -185,6 +198,34 @@ fn id_kind(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<IdKind> {
         return id_kind(plan.children().first()?, index);
     }
     None
+}
+
+/// The input of `kept` when `kept` is a filter that only keeps rows whose key columns (all
+/// nullable ones) are not NULL, which the join can do itself; else `None`.
+fn without_key_null_filter(
+    kept: &Arc<dyn ExecutionPlan>,
+    keys: &KeyColumns,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    let filter = kept.downcast_ref::<FilterExec>()?;
+    if filter.projection().is_some() {
+        return None;
+    }
+    let mut not_null = Vec::new();
+    for conjunct in split_conjunction(filter.predicate()) {
+        let column = conjunct
+            .downcast_ref::<IsNotNullExpr>()?
+            .arg()
+            .downcast_ref::<Column>()?;
+        if !keys.indices.contains(&column.index()) {
+            return None;
+        }
+        not_null.push(column.index());
+    }
+    let schema = filter.input().schema();
+    keys.indices
+        .iter()
+        .all(|index| !schema.field(*index).is_nullable() || not_null.contains(index))
+        .then(|| Arc::clone(filter.input()))
 }
 
 /// Whether any span scan `plan` reads is narrowed by a pushed filter.

@@ -151,9 +151,14 @@ async fn id_joins_answer_as_the_spans_written() {
             .await
             .unwrap(),
     );
+    let text = plan.to_string();
     assert!(
-        plan.to_string()
-            .contains("IdSetJoinExec: join_type=RightAnti"),
+        text.contains("IdSetJoinExec: join_type=RightAnti"),
+        "{plan}"
+    );
+    // The join drops the roots (no parent) itself: no filter copies the other rows.
+    assert!(
+        text.contains("null_keys=dropped") && !text.contains("FilterExec"),
         "{plan}"
     );
     let rows = query::format::to_json(&sql.execute(orphan_spans).await.unwrap())["rows"].clone();
@@ -169,6 +174,23 @@ async fn id_joins_answer_as_the_spans_written() {
         })
         .collect();
     assert_eq!(found, orphans.into_iter().collect::<Vec<_>>());
+
+    // Without `parent_span_id IS NOT NULL`, an anti-join keeps the roots: their NULL parent
+    // matches nothing.
+    let roots = written.iter().filter(|row| row.2.is_none()).count() as u64;
+    let orphan_copies = written
+        .iter()
+        .filter(|row| row.2.is_some() && !has_parent(row))
+        .count() as u64;
+    assert_eq!(
+        count(
+            &sql,
+            "SELECT count(*) FROM spans s WHERE NOT EXISTS (SELECT 1 FROM spans p \
+             WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)"
+        )
+        .await,
+        roots + orphan_copies
+    );
 
     // EXISTS: every stored copy whose parent is in its trace.
     let with_parent = written.iter().filter(has_parent).count() as u64;

@@ -255,6 +255,25 @@ async fn id_joins_answer_as_the_spans_written() {
         .await,
         with_parent + foreign as u64
     );
+    // The set's memory counts against the query's budget: too small a budget fails the query
+    // with "resources exhausted" naming the join, before the set is held.
+    let small = SqlEngine::new(
+        Arc::clone(&engine),
+        Options::default().with_memory_limit(16 << 10),
+    )
+    .unwrap();
+    let exists = "SELECT count(*) FROM spans s WHERE EXISTS (SELECT 1 FROM spans p \
+                  WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)";
+    match small.execute(exists).await {
+        Err(query::Error::ResourcesExhausted(message)) => {
+            assert!(message.contains("IdSetJoinExec"), "{message}")
+        }
+        other => panic!(
+            "expected resources exhausted, got {:?}",
+            other.map(|o| o.num_rows())
+        ),
+    }
+
     // `spans` keeps every copy.
     let total = sql.execute("SELECT count(*) FROM spans").await.unwrap();
     assert_eq!(

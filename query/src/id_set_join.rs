@@ -19,9 +19,11 @@
 //!   nothing. Null-aware anti-joins (`NOT IN`) are not planned here.
 //! - A key is inserted into and looked up in the table of the shard its hash names, with one
 //!   hasher for the whole set, so a lookup finds every equal key.
-//! - The set is built once per execution and shared by all kept partitions; its memory is
-//!   reserved from the query's pool before it is held, so a set over the query's budget fails
-//!   the query with "resources exhausted" instead of growing past it.
+//! - The set is built once per execution and shared by all kept partitions; its memory (the
+//!   keys gathered per batch, then each shard's table before it is filled) counts against the
+//!   query's pool as it grows, so a set over the query's budget fails the query with
+//!   "resources exhausted" (with spilling on, it runs once more with sort-merge joins, as
+//!   a query with a hash join does).
 
 use std::fmt;
 use std::sync::Arc;
@@ -399,12 +401,14 @@ impl BuildSet {
                     let _timer = time.timer();
                     rows.add(batch.num_rows());
                     let keys = layout.keys(&keys.arrays(&batch), &keys.names)?;
-                    reservation
-                        .lock()
-                        .try_grow(keys.len() * std::mem::size_of::<IdKey>())?;
+                    let mut held = 0;
                     for key in keys.into_iter().flatten() {
                         sharded[shard_of(hasher.hash_one(key), shards)].push(key);
+                        held += 1;
                     }
+                    reservation
+                        .lock()
+                        .try_grow(held * std::mem::size_of::<IdKey>())?;
                 }
                 Ok::<_, DataFusionError>(sharded)
             }));

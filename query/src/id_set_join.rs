@@ -85,15 +85,7 @@ pub(crate) struct IdSetJoinExec {
     /// The join's left and right inputs, in the order the SQL join had them.
     left: Arc<dyn ExecutionPlan>,
     right: Arc<dyn ExecutionPlan>,
-    /// Whether the kept side is the left input.
-    kept_is_left: bool,
-    keep: Keep,
-    kept_keys: KeyColumns,
-    set_keys: KeyColumns,
-    layout: KeyLayout,
-    /// The name of the join type DataFusion planned (`LeftAnti`, `RightSemi`, ...).
-    join_type: String,
-    drop_null_keys: bool,
+    join: IdSetJoin,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
     /// The set, built by the first kept partition to run and shared with the others.
@@ -102,14 +94,16 @@ pub(crate) struct IdSetJoinExec {
 
 type SharedSet = Shared<BoxFuture<'static, Result<Arc<IdSet>, Arc<DataFusionError>>>>;
 
-/// The parts of an [`IdSetJoinExec`] that say what it joins.
+/// What an [`IdSetJoinExec`] joins.
 #[derive(Debug, Clone)]
 pub(crate) struct IdSetJoin {
+    /// Whether the kept side is the left input.
     pub(crate) kept_is_left: bool,
     pub(crate) keep: Keep,
     pub(crate) kept_keys: KeyColumns,
     pub(crate) set_keys: KeyColumns,
     pub(crate) layout: KeyLayout,
+    /// The name of the join type DataFusion planned (`LeftAnti`, `RightSemi`, ...).
     pub(crate) join_type: String,
     /// Whether kept rows with a NULL key are dropped even by an anti-join: the join took over
     /// a filter below it that kept only rows whose key columns are not NULL.
@@ -132,33 +126,15 @@ impl IdSetJoinExec {
         Self {
             left,
             right,
-            kept_is_left: join.kept_is_left,
-            keep: join.keep,
-            kept_keys: join.kept_keys,
-            set_keys: join.set_keys,
-            layout: join.layout,
-            join_type: join.join_type,
-            drop_null_keys: join.drop_null_keys,
+            join,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
             set: Mutex::new(None),
         }
     }
 
-    fn join(&self) -> IdSetJoin {
-        IdSetJoin {
-            kept_is_left: self.kept_is_left,
-            keep: self.keep,
-            kept_keys: self.kept_keys.clone(),
-            set_keys: self.set_keys.clone(),
-            layout: self.layout.clone(),
-            join_type: self.join_type.clone(),
-            drop_null_keys: self.drop_null_keys,
-        }
-    }
-
     fn kept(&self) -> &Arc<dyn ExecutionPlan> {
-        if self.kept_is_left {
+        if self.join.kept_is_left {
             &self.left
         } else {
             &self.right
@@ -166,7 +142,7 @@ impl IdSetJoinExec {
     }
 
     fn set_side(&self) -> &Arc<dyn ExecutionPlan> {
-        if self.kept_is_left {
+        if self.join.kept_is_left {
             &self.right
         } else {
             &self.left
@@ -181,8 +157,8 @@ impl IdSetJoinExec {
         }
         let build = BuildSet {
             input: Arc::clone(self.set_side()),
-            keys: self.set_keys.clone(),
-            layout: self.layout.clone(),
+            keys: self.join.set_keys.clone(),
+            layout: self.join.layout.clone(),
             context: Arc::clone(context),
             rows: MetricBuilder::new(&self.metrics).global_counter("set_rows"),
             keys_held: MetricBuilder::new(&self.metrics).global_counter("set_keys"),
@@ -201,10 +177,10 @@ impl IdSetJoinExec {
 
 impl DisplayAs for IdSetJoinExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (left, right) = if self.kept_is_left {
-            (&self.kept_keys, &self.set_keys)
+        let (left, right) = if self.join.kept_is_left {
+            (&self.join.kept_keys, &self.join.set_keys)
         } else {
-            (&self.set_keys, &self.kept_keys)
+            (&self.join.set_keys, &self.join.kept_keys)
         };
         let on: Vec<String> = left
             .names
@@ -216,10 +192,14 @@ impl DisplayAs for IdSetJoinExec {
         write!(
             f,
             "IdSetJoinExec: join_type={}, on=[{}], set={}{}",
-            self.join_type,
+            self.join.join_type,
             on.join(", "),
-            if self.kept_is_left { "right" } else { "left" },
-            if self.drop_null_keys {
+            if self.join.kept_is_left {
+                "right"
+            } else {
+                "left"
+            },
+            if self.join.drop_null_keys {
                 ", null_keys=dropped"
             } else {
                 ""
@@ -242,7 +222,7 @@ impl ExecutionPlan for IdSetJoinExec {
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
-        vec![self.kept_is_left, !self.kept_is_left]
+        vec![self.join.kept_is_left, !self.join.kept_is_left]
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
@@ -269,7 +249,7 @@ impl ExecutionPlan for IdSetJoinExec {
             Ok(children) => children,
             Err(_) => return internal_err!("IdSetJoinExec has two children"),
         };
-        Ok(Arc::new(Self::new(left, right, self.join())))
+        Ok(Arc::new(Self::new(left, right, self.join.clone())))
     }
 
     fn execute(
@@ -280,10 +260,10 @@ impl ExecutionPlan for IdSetJoinExec {
         let set = self.shared_set(&context);
         let input = self.kept().execute(partition, Arc::clone(&context))?;
         let schema = input.schema();
-        let keys = self.kept_keys.clone();
-        let layout = self.layout.clone();
-        let keep = self.keep;
-        let drop_null_keys = self.drop_null_keys;
+        let keys = self.join.kept_keys.clone();
+        let layout = self.join.layout.clone();
+        let keep = self.join.keep;
+        let drop_null_keys = self.join.drop_null_keys;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let probe_rows = MetricBuilder::new(&self.metrics).counter("probe_rows", partition);
         let stream = futures::stream::once(async move {

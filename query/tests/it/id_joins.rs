@@ -182,11 +182,13 @@ async fn id_joins_answer_as_the_spans_written() {
         .iter()
         .filter(|row| row.2.is_some() && !has_parent(row))
         .count() as u64;
+    let parent_in_trace = "SELECT 1 FROM spans p \
+                           WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id";
+    let spans_where = |condition: String| format!("SELECT count(*) FROM spans s WHERE {condition}");
     assert_eq!(
         count(
             &sql,
-            "SELECT count(*) FROM spans s WHERE NOT EXISTS (SELECT 1 FROM spans p \
-             WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)"
+            &spans_where(format!("NOT EXISTS ({parent_in_trace})"))
         )
         .await,
         roots + orphan_copies
@@ -195,12 +197,7 @@ async fn id_joins_answer_as_the_spans_written() {
     // EXISTS: every stored copy whose parent is in its trace.
     let with_parent = written.iter().filter(has_parent).count() as u64;
     assert_eq!(
-        count(
-            &sql,
-            "SELECT count(*) FROM spans s WHERE EXISTS (SELECT 1 FROM spans p \
-             WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)"
-        )
-        .await,
+        count(&sql, &spans_where(format!("EXISTS ({parent_in_trace})"))).await,
         with_parent
     );
     // NOT EXISTS with the NULLs on the set side (roots have no parent): spans no one names as

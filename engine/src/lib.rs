@@ -38,6 +38,7 @@ mod batch;
 mod chain;
 mod checked_file;
 mod column_codecs;
+mod column_split;
 mod content;
 mod content_codec;
 mod content_memtable;

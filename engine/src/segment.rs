@@ -16,10 +16,12 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{SortColumn, SortOptions, filter_record_batch};
 use arrow::datatypes::TimestampNanosecondType;
+use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
 
 use crate::checked_file::Integrity;
-use crate::checked_file::{CrcSink, open_for_arrow};
+use crate::checked_file::{CheckedFile, CrcSink, open_for_arrow};
+use crate::column_split;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowPredicate, ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -694,7 +696,8 @@ pub(crate) fn read_segment(
         ArrowReaderOptions::new(),
         PageIndexPolicy::from(read.ranges.is_some()),
     )?;
-    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
+    let builder =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(file.clone(), metadata.clone());
     // A file written before `arrival_time` or `content_refs` existed reads them as NULL.
     if crate::schema::missing_columns(builder.schema().fields()).is_none() {
         return Err(Error::Corrupt {
@@ -759,6 +762,9 @@ pub(crate) fn read_segment(
 
     let mut selected = Vec::new();
     let mut selectors: Vec<RowSelector> = Vec::new();
+    // Per root column: what reading its selected pages costs (for a split point read).
+    let mut root_cost = vec![0u64; file_columns];
+    let mut selected_rows = 0u64;
     let mut group_start = 0u64;
     let offset_index = parquet_metadata.offset_index();
     for (index, row_group) in parquet_metadata.row_groups().iter().enumerate() {
@@ -832,76 +838,120 @@ pub(crate) fn read_segment(
                 _ => column.compressed_size().max(0) as u64,
             };
             ScanMetrics::add(&metrics.bytes_read, bytes);
+            if let Some(cost) = root_cost.get_mut(schema_descriptor.get_column_root_idx(leaf)) {
+                *cost = cost.saturating_add(bytes + column_split::LEAF_COST);
+            }
         }
         ScanMetrics::add(&metrics.rows_scanned, rows_in_selection);
+        selected_rows += rows_in_selection;
     }
     ScanMetrics::add(&metrics.row_groups_read, selected.len() as u64);
 
-    let mut builder = builder
-        .with_row_groups(selected)
-        .with_projection(ProjectionMask::roots(
-            &schema_descriptor,
-            read_columns.iter().copied(),
-        ))
-        .with_batch_size(8192);
-    if read.ranges.is_some() {
-        builder = builder.with_row_selection(RowSelection::from(selectors));
-    }
-    let mut filters: Vec<Box<dyn ArrowPredicate>> = Vec::new();
-    if !row_filter_columns.is_empty() {
-        let mask = ProjectionMask::leaves(&schema_descriptor, filter_leaves.iter().copied());
-        let filter_predicate = Arc::clone(&predicate);
-        let which = if late.is_some() {
-            Predicates::WithoutKeys
-        } else {
-            Predicates::All
-        };
-        let row_filter = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
-            Ok(filter_predicate
-                .evaluate(&batch, which)
-                .unwrap_or_else(|| arrow::array::BooleanArray::from(vec![true; batch.num_rows()])))
-        });
-        filters.push(Box::new(row_filter));
-    }
-    // The caller's filter, after the engine's (its columns are decoded only for the rows those
-    // keep), unless the file predates one of its columns.
+    let selection = read.ranges.is_some().then(|| RowSelection::from(selectors));
+    // The caller's filter runs after the engine's (its columns are decoded only for the rows
+    // those keep), unless the file predates one of its columns. A failure it reports is kept
+    // here and returned as the scan's error.
     let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    if let Some(filter) = predicate
-        .request
-        .row_filter
-        .as_ref()
-        .filter(|filter| filter.columns.iter().all(|column| *column < file_columns))
-    {
-        let mask = ProjectionMask::roots(&schema_descriptor, filter.columns.iter().copied());
-        let keep = Arc::clone(&filter.keep);
+    let filter_failure = {
         let failed = Arc::clone(&failed);
-        filters.push(Box::new(ArrowPredicateFn::new(
-            mask,
-            move |batch| match keep(&batch) {
-                Ok(mask) if mask.null_count() == 0 => Ok(mask),
-                Ok(mask) => Ok(arrow::compute::prep_null_mask_filter(&mask)),
-                Err(message) => {
-                    *failed
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message.clone());
-                    Err(arrow::error::ArrowError::ComputeError(message))
-                }
-            },
-        )));
-    }
-    if !filters.is_empty() {
-        builder = builder.with_row_filter(RowFilter::new(filters));
-    }
-    let filter_failure = move || {
-        failed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-            .map(Error::Filter)
+        move || {
+            failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .map(Error::Filter)
+        }
     };
-    let reader = builder
-        .build()
-        .map_err(|error| filter_failure().unwrap_or_else(|| segment_error(error)))?;
+    let filters = || -> Vec<Box<dyn ArrowPredicate>> {
+        let mut filters: Vec<Box<dyn ArrowPredicate>> = Vec::new();
+        if !row_filter_columns.is_empty() {
+            let mask = ProjectionMask::leaves(&schema_descriptor, filter_leaves.iter().copied());
+            let filter_predicate = Arc::clone(&predicate);
+            let which = if late.is_some() {
+                Predicates::WithoutKeys
+            } else {
+                Predicates::All
+            };
+            filters.push(Box::new(ArrowPredicateFn::new(
+                mask,
+                move |batch: RecordBatch| {
+                    Ok(filter_predicate.evaluate(&batch, which).unwrap_or_else(|| {
+                        arrow::array::BooleanArray::from(vec![true; batch.num_rows()])
+                    }))
+                },
+            )));
+        }
+        if let Some(filter) = predicate
+            .request
+            .row_filter
+            .as_ref()
+            .filter(|filter| filter.columns.iter().all(|column| *column < file_columns))
+        {
+            let mask = ProjectionMask::roots(&schema_descriptor, filter.columns.iter().copied());
+            let keep = Arc::clone(&filter.keep);
+            let failed = Arc::clone(&failed);
+            filters.push(Box::new(ArrowPredicateFn::new(
+                mask,
+                move |batch| match keep(&batch) {
+                    Ok(mask) if mask.null_count() == 0 => Ok(mask),
+                    Ok(mask) => Ok(arrow::compute::prep_null_mask_filter(&mask)),
+                    Err(message) => {
+                        *failed
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(message.clone());
+                        Err(arrow::error::ArrowError::ComputeError(message))
+                    }
+                },
+            )));
+        }
+        filters
+    };
+    // One reader of `roots`: the chosen row groups, the selected rows, every filter.
+    let reader_of = |builder: ParquetRecordBatchReaderBuilder<CheckedFile>, roots: &[usize]| {
+        let mut builder = builder
+            .with_row_groups(selected.clone())
+            .with_projection(ProjectionMask::roots(
+                &schema_descriptor,
+                roots.iter().copied(),
+            ))
+            .with_batch_size(8192);
+        if let Some(selection) = &selection {
+            builder = builder.with_row_selection(selection.clone());
+        }
+        let filters = filters();
+        if !filters.is_empty() {
+            builder = builder.with_row_filter(RowFilter::new(filters));
+        }
+        builder
+            .build()
+            .map_err(|error| filter_failure().unwrap_or_else(|| segment_error(error)))
+    };
+    let read_roots: Vec<usize> = read_columns.iter().copied().collect();
+    let groups = column_split::groups();
+    let reader: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send> = if read
+        .ranges
+        .is_some()
+        && selected_rows <= column_split::MAX_ROWS
+        && read_roots.len() >= column_split::MIN_ROOTS
+        && groups > 1
+    {
+        // A point read: its columns decoded on parallel threads, then joined.
+        let split = column_split::split(&read_roots, |root| root_cost[root], groups);
+        let mut readers = Vec::with_capacity(split.len());
+        for roots in &split {
+            readers.push(reader_of(
+                ParquetRecordBatchReaderBuilder::new_with_metadata(file.clone(), metadata.clone()),
+                roots,
+            )?);
+        }
+        match column_split::read_joined(readers, &split) {
+            Ok(batches) => Box::new(batches.into_iter().map(Ok)),
+            Err(error) => Box::new(std::iter::once(Err(error))),
+        }
+    } else {
+        Box::new(reader_of(builder, &read_roots)?)
+    };
     let segment_id = meta.id;
     let path: PathBuf = path.to_path_buf();
     // The Parquet reader yields the read columns in schema order; put the projection in request

@@ -158,6 +158,8 @@ const JSON_CELLS_PER_THREAD: usize = 16 * 1024;
 
 /// At most this many threads write one result's JSON.
 const JSON_MAX_THREADS: usize = 4;
+/// Rows written before the rest of a JSON share's room is reserved.
+const JSON_SAMPLE_ROWS: usize = 32;
 
 /// `batches` cut into `parts` runs of consecutive rows, about equal in rows (slices share the
 /// batches' buffers).
@@ -188,6 +190,11 @@ fn row_shares(batches: &[RecordBatch], parts: usize) -> Vec<Vec<RecordBatch>> {
 /// [`Error::TooLarge`] once `out` passes `max_bytes`.
 fn write_json_rows(batches: &[RecordBatch], out: &mut Vec<u8>, max_bytes: usize) -> Result<()> {
     let mut first = true;
+    // After a sample of rows, room for the rest is reserved once, at the sample's bytes per
+    // row (and a margin), instead of the buffer doubling and copying itself as it grows.
+    let total_rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let start = out.len();
+    let mut written = 0usize;
     for batch in batches {
         let cells: Vec<CellWriter> = batch
             .columns()
@@ -209,6 +216,15 @@ fn write_json_rows(batches: &[RecordBatch], out: &mut Vec<u8>, max_bytes: usize)
             out.push(b']');
             if out.len() > max_bytes {
                 return Err(Error::TooLarge { limit: max_bytes });
+            }
+            written += 1;
+            if written == JSON_SAMPLE_ROWS && total_rows > written {
+                let per_row = (out.len() - start) / written;
+                let rest = (total_rows - written)
+                    .saturating_mul(per_row)
+                    .saturating_add((total_rows - written).saturating_mul(per_row) / 8)
+                    .min(max_bytes.saturating_sub(out.len()).saturating_add(1));
+                out.reserve(rest);
             }
         }
     }

@@ -18,8 +18,9 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 
-/// Reads of at most this many selected rows are split: their results are held whole.
-pub(crate) const MAX_ROWS: u64 = 65_536;
+/// Reads of at most this many selected rows are split. A split read holds its whole result
+/// at once: this is one batch of the streaming reader, which never holds fewer rows.
+pub(crate) const MAX_ROWS: u64 = crate::segment::READ_BATCH_ROWS as u64;
 /// Reads of fewer root columns are not worth a thread.
 pub(crate) const MIN_ROOTS: usize = 8;
 /// Cost of a leaf column beyond its bytes: its page reader, codec and level decoding.

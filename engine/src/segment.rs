@@ -44,6 +44,8 @@ use crate::trace_keys::resolve_keys;
 const META_VERSION: u8 = 1;
 /// Rows per data page (at most).
 const DATA_PAGE_ROWS: usize = 1024;
+/// Rows per batch a segment read yields (at most).
+pub(crate) const READ_BATCH_ROWS: usize = 8192;
 
 /// The leaf of the `log` struct a row-family filter reads: present on every log row, small.
 const LOG_FILTER_LEAF: &str = "log.severity_number";
@@ -915,7 +917,7 @@ pub(crate) fn read_segment(
                 &schema_descriptor,
                 roots.iter().copied(),
             ))
-            .with_batch_size(8192);
+            .with_batch_size(READ_BATCH_ROWS);
         if let Some(selection) = &selection {
             builder = builder.with_row_selection(selection.clone());
         }

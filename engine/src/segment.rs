@@ -678,7 +678,9 @@ fn row_group_may_match(metadata: &RowGroupMetaData, predicate: &RowPredicate) ->
 
 /// Opens a segment for a scan: prunes row groups by statistics and by the requested row
 /// ranges, selects the ranges' rows through the page index, pushes the exact predicate into the
-/// Parquet reader as a row filter, resolves late trace keys, and projects.
+/// Parquet reader as a row filter, resolves late trace keys, and projects. A point read (row
+/// ranges of at most one batch, many columns) decodes its columns in groups on parallel
+/// threads (`column_split`).
 pub(crate) fn read_segment(
     meta: &SegmentMeta,
     path: &Path,

@@ -6,17 +6,23 @@
 //! about equal cost, each group is read by its own reader on its own thread, and the groups'
 //! batches are joined side by side.
 //!
-//! Invariants: every group's reader has the same row groups, row selection, row filters and
-//! batch size, so each yields the same rows in the same order; the joined batch holds the read
-//! columns in schema order, exactly what one reader of all of them yields. Groups that disagree
-//! on their rows are an error, never a misaligned batch.
+//! Invariants: the row filters run once, before any group is read, and narrow the row
+//! selection ([`filtered_selection`]) as a Parquet reader's own row filter does; every group's
+//! reader then has the same row groups, that selection and the same batch size, and no filter,
+//! so each yields the same rows in the same order (a filter whose answer changed between two
+//! calls could not misalign them). The joined batch holds the read columns in schema order,
+//! exactly what one reader of all of them yields. Groups that disagree on their row counts are
+//! an error, never a misaligned batch.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, BooleanArray, RecordBatch};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowPredicate, ParquetRecordBatchReader, RowSelection};
+
+use crate::error::Error;
 
 /// Reads of at most this many selected rows are split. A split read holds its whole result
 /// at once: this is one batch of the streaming reader, which never holds fewer rows.
@@ -65,30 +71,99 @@ pub(crate) fn split(
         .collect()
 }
 
-/// Reads every reader to its end (the first on this thread, the others each on its own) and
-/// joins their batches column-wise: reader `g` reads the roots `groups[g]`, and the joined
-/// batches hold all the roots in ascending order.
+/// The rows of `selection` that every filter keeps. Each filter runs once, in turn, over the
+/// rows the ones before it kept, handed its own columns of them (`read(projection, rows)`),
+/// as a Parquet reader runs its row filter; a NULL answer drops the row.
+pub(crate) fn filtered_selection(
+    mut selection: RowSelection,
+    filters: Vec<Box<dyn ArrowPredicate>>,
+    mut read: impl FnMut(&ProjectionMask, &RowSelection) -> crate::Result<ParquetRecordBatchReader>,
+    filter_error: impl Fn(ArrowError) -> Error,
+) -> crate::Result<RowSelection> {
+    for mut filter in filters {
+        if !selection.selects_any() {
+            break;
+        }
+        let reader = read(filter.projection(), &selection)?;
+        let mut masks: Vec<BooleanArray> = Vec::new();
+        let mut rows = 0usize;
+        for batch in reader {
+            let batch = batch.map_err(&filter_error)?;
+            let batch_rows = batch.num_rows();
+            let mask = filter.evaluate(batch).map_err(&filter_error)?;
+            if mask.len() != batch_rows {
+                return Err(filter_error(ArrowError::ComputeError(format!(
+                    "a row filter answered {} rows of {batch_rows}",
+                    mask.len()
+                ))));
+            }
+            rows += batch_rows;
+            masks.push(if mask.null_count() == 0 {
+                mask
+            } else {
+                arrow::compute::prep_null_mask_filter(&mask)
+            });
+        }
+        if rows != selection.row_count() {
+            return Err(filter_error(ArrowError::ComputeError(format!(
+                "a row filter was handed {rows} rows of {}",
+                selection.row_count()
+            ))));
+        }
+        selection = selection.and_then(&RowSelection::from_filters(&masks));
+    }
+    Ok(selection)
+}
+
+/// Reads every reader to its end (the first on this thread, the others each on its own, or
+/// here when a thread cannot be started) and joins their batches column-wise: reader `g` reads
+/// the roots `groups[g]`, and the joined batches hold all the roots in ascending order.
 pub(crate) fn read_joined(
     readers: Vec<ParquetRecordBatchReader>,
     groups: &[Vec<usize>],
 ) -> Result<Vec<RecordBatch>, ArrowError> {
     let panicked = || ArrowError::ComputeError("a segment column reader panicked".to_owned());
-    let mut readers = readers.into_iter();
-    let Some(first) = readers.next() else {
+    let slots: Vec<Mutex<Option<ParquetRecordBatchReader>>> = readers
+        .into_iter()
+        .map(|reader| Mutex::new(Some(reader)))
+        .collect();
+    let read = |slot: &Mutex<Option<ParquetRecordBatchReader>>| {
+        let reader = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        reader.map_or_else(
+            || {
+                Err(ArrowError::ComputeError(
+                    "a segment column reader was read twice".to_owned(),
+                ))
+            },
+            |reader| reader.collect::<Result<Vec<_>, _>>(),
+        )
+    };
+    let read_here = |slot| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(slot)))
+            .unwrap_or_else(|_| Err(panicked()))
+    };
+    let Some((first, others)) = slots.split_first() else {
         return Ok(Vec::new());
     };
-    let read = |reader: ParquetRecordBatchReader| reader.collect::<Result<Vec<_>, _>>();
     let parts: Vec<Result<Vec<RecordBatch>, ArrowError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = readers
-            .map(|reader| scope.spawn(move || read(reader)))
+        let handles: Vec<_> = others
+            .iter()
+            .map(|slot| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || read(slot))
+                    .ok()
+            })
             .collect();
-        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(first)))
-            .unwrap_or_else(|_| Err(panicked()));
+        let first = read_here(first);
         std::iter::once(first)
             .chain(
-                handles
-                    .into_iter()
-                    .map(|handle| handle.join().unwrap_or_else(|_| Err(panicked()))),
+                others
+                    .iter()
+                    .zip(handles)
+                    .map(|(slot, handle)| match handle {
+                        Some(handle) => handle.join().unwrap_or_else(|_| Err(panicked())),
+                        None => read_here(slot),
+                    }),
             )
             .collect()
     });

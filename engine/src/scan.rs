@@ -146,6 +146,8 @@ pub struct ScanMetrics {
     pub rows_scanned: AtomicU64,
     /// Rows returned.
     pub rows_returned: AtomicU64,
+    /// Point reads whose columns were decoded in groups on parallel threads.
+    pub split_reads: AtomicU64,
 }
 
 impl ScanMetrics {
@@ -164,6 +166,7 @@ impl ScanMetrics {
             bytes_read: get(&self.bytes_read),
             rows_scanned: get(&self.rows_scanned),
             rows_returned: get(&self.rows_returned),
+            split_reads: get(&self.split_reads),
         }
     }
 }
@@ -179,6 +182,7 @@ pub struct ScanMetricsSnapshot {
     pub bytes_read: u64,
     pub rows_scanned: u64,
     pub rows_returned: u64,
+    pub split_reads: u64,
 }
 
 /// The predicates of a request in the form the row filter needs.

@@ -911,19 +911,18 @@ pub(crate) fn read_segment(
         }
         filters
     };
-    // One reader of `roots`: the chosen row groups, the selected rows, every filter.
-    let reader_of = |builder: ParquetRecordBatchReaderBuilder<CheckedFile>, roots: &[usize]| {
+    // One reader of `projection` over the chosen row groups and `rows`, with `filters`.
+    let reader_of = |builder: ParquetRecordBatchReaderBuilder<CheckedFile>,
+                     projection: ProjectionMask,
+                     rows: Option<&RowSelection>,
+                     filters: Vec<Box<dyn ArrowPredicate>>| {
         let mut builder = builder
             .with_row_groups(selected.clone())
-            .with_projection(ProjectionMask::roots(
-                &schema_descriptor,
-                roots.iter().copied(),
-            ))
+            .with_projection(projection)
             .with_batch_size(READ_BATCH_ROWS);
-        if let Some(selection) = &selection {
-            builder = builder.with_row_selection(selection.clone());
+        if let Some(rows) = rows {
+            builder = builder.with_row_selection(rows.clone());
         }
-        let filters = filters();
         if !filters.is_empty() {
             builder = builder.with_row_filter(RowFilter::new(filters));
         }
@@ -931,31 +930,57 @@ pub(crate) fn read_segment(
             .build()
             .map_err(|error| filter_failure().unwrap_or_else(|| segment_error(error)))
     };
+    let fresh_builder =
+        || ParquetRecordBatchReaderBuilder::new_with_metadata(file.clone(), metadata.clone());
     let read_roots: Vec<usize> = read_columns.iter().copied().collect();
     let groups = column_split::groups();
-    let reader: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send> = if read
-        .ranges
-        .is_some()
-        && selected_rows <= column_split::MAX_ROWS
-        && read_roots.len() >= column_split::MIN_ROOTS
-        && groups > 1
-    {
-        // A point read: its columns decoded on parallel threads, then joined.
-        let split = column_split::split(&read_roots, |root| root_cost[root], groups);
-        let mut readers = Vec::with_capacity(split.len());
-        for roots in &split {
-            readers.push(reader_of(
-                ParquetRecordBatchReaderBuilder::new_with_metadata(file.clone(), metadata.clone()),
-                roots,
-            )?);
-        }
-        match column_split::read_joined(readers, &split) {
-            Ok(batches) => Box::new(batches.into_iter().map(Ok)),
-            Err(error) => Box::new(std::iter::once(Err(error))),
-        }
-    } else {
-        Box::new(reader_of(builder, &read_roots)?)
-    };
+    let point_read = selection.as_ref().filter(|_| {
+        selected_rows <= column_split::MAX_ROWS
+            && read_roots.len() >= column_split::MIN_ROOTS
+            && groups > 1
+    });
+    let reader: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send> =
+        if let Some(ranges) = point_read {
+            // A point read: the filters run once, then the columns are decoded in groups on
+            // parallel threads, each group over exactly the rows the filters kept.
+            let rows = column_split::filtered_selection(
+                ranges.clone(),
+                filters(),
+                |projection, rows| {
+                    reader_of(fresh_builder(), projection.clone(), Some(rows), Vec::new())
+                },
+                |error| {
+                    filter_failure().unwrap_or_else(|| Error::Corrupt {
+                        location: format!("segment {} ({})", meta.id, path.display()),
+                        detail: error.to_string(),
+                    })
+                },
+            )?;
+            let split = column_split::split(&read_roots, |root| root_cost[root], groups);
+            let mut readers = Vec::with_capacity(split.len());
+            for roots in &split {
+                let projection = ProjectionMask::roots(&schema_descriptor, roots.iter().copied());
+                readers.push(reader_of(
+                    fresh_builder(),
+                    projection,
+                    Some(&rows),
+                    Vec::new(),
+                )?);
+            }
+            ScanMetrics::add(&metrics.split_reads, 1);
+            match column_split::read_joined(readers, &split) {
+                Ok(batches) => Box::new(batches.into_iter().map(Ok)),
+                Err(error) => Box::new(std::iter::once(Err(error))),
+            }
+        } else {
+            let projection = ProjectionMask::roots(&schema_descriptor, read_roots.iter().copied());
+            Box::new(reader_of(
+                builder,
+                projection,
+                selection.as_ref(),
+                filters(),
+            )?)
+        };
     let segment_id = meta.id;
     let path: PathBuf = path.to_path_buf();
     // The Parquet reader yields the read columns in schema order; put the projection in request

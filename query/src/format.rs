@@ -160,6 +160,8 @@ const JSON_CELLS_PER_THREAD: usize = 16 * 1024;
 const JSON_MAX_THREADS: usize = 4;
 /// Rows written before the rest of a JSON share's room is reserved.
 const JSON_SAMPLE_ROWS: usize = 32;
+/// Most room reserved at once from that sample (a few large first rows overestimate).
+const JSON_MAX_RESERVE: usize = 64 << 20;
 
 /// `batches` cut into `parts` runs of consecutive rows, about equal in rows (slices share the
 /// batches' buffers).
@@ -223,8 +225,10 @@ fn write_json_rows(batches: &[RecordBatch], out: &mut Vec<u8>, max_bytes: usize)
                 let rest = (total_rows - written)
                     .saturating_mul(per_row)
                     .saturating_add((total_rows - written).saturating_mul(per_row) / 8)
-                    .min(max_bytes.saturating_sub(out.len()).saturating_add(1));
-                out.reserve(rest);
+                    .min(max_bytes.saturating_sub(out.len()).saturating_add(1))
+                    .min(JSON_MAX_RESERVE);
+                // A guess: when the room cannot be had, the buffer grows as it goes instead.
+                let _ = out.try_reserve(rest);
             }
         }
     }

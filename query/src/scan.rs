@@ -264,6 +264,7 @@ pub(crate) fn add_metrics(total: &mut ScanMetricsSnapshot, one: &ScanMetricsSnap
     total.bytes_read += one.bytes_read;
     total.rows_scanned += one.rows_scanned;
     total.rows_returned += one.rows_returned;
+    total.split_reads += one.split_reads;
 }
 
 /// The names of `schema`'s columns at `indices`, comma-separated (for `EXPLAIN` lines).
@@ -367,6 +368,7 @@ impl ExecutionPlan for SpansScanExec {
             ("bytes_read", engine.bytes_read),
             ("rows_scanned", engine.rows_scanned),
             ("rows_returned", engine.rows_returned),
+            ("split_reads", engine.split_reads),
         ] {
             let count = Count::new();
             count.add(usize::try_from(value).unwrap_or(usize::MAX));

@@ -592,9 +592,21 @@ fn a_point_read_of_every_column_returns_the_rows_a_whole_read_does() {
 
     let all = concat(&engine.scan(&ScanRequest::default()).unwrap());
     assert_eq!(all.num_rows(), 24 * 7 + 1);
-    assert!(all.num_columns() >= 8, "a read of every column is split");
+    // Every read below is split on a machine with more than one core.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let read_split = |request: &ScanRequest| {
+        let plan = engine.plan_scan(request).unwrap();
+        let metrics = plan.metrics();
+        let read = concat(&plan.collect().unwrap());
+        assert_eq!(
+            metrics.snapshot().split_reads > 0,
+            cores > 1,
+            "split on {cores} cores"
+        );
+        read
+    };
     for session_name in ["s0", "s1", "s3"] {
-        let read = concat(&engine.scan(&session(session_name)).unwrap());
+        let read = read_split(&session(session_name));
         let expected = of_session(&all, session_name);
         // 6 traces of 7 spans per session; in s1, trace 5 has 8 spans (7 keyed late).
         let traces_rows = if session_name == "s1" {
@@ -623,7 +635,7 @@ fn a_point_read_of_every_column_returns_the_rows_a_whole_read_does() {
         columns: vec![name_index],
         keep: keep_svc0,
     });
-    let read = concat(&engine.scan(&request).unwrap());
+    let read = read_split(&request);
     let expected = of_session(&all, "s0");
     let names = expected
         .column_by_name(columns::SERVICE_NAME)
@@ -636,6 +648,29 @@ fn a_point_read_of_every_column_returns_the_rows_a_whole_read_does() {
     let expected = arrow::compute::filter_record_batch(&expected, &keep).unwrap();
     assert!(expected.num_rows() > 0);
     assert_eq!(read, expected);
+    // A filter that answers differently each time it is asked is asked once: the rows it kept
+    // the first time, every column of them from those rows.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    request.row_filter = Some(engine::agent::RowPredicate {
+        columns: vec![name_index],
+        keep: Arc::new(move |batch: &RecordBatch| {
+            let call = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok((0..batch.num_rows())
+                .map(|row| Some((row + call).is_multiple_of(2)))
+                .collect())
+        }),
+    });
+    let read = read_split(&request);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let expected = of_session(&all, "s0");
+    let even: arrow::array::BooleanArray = (0..expected.num_rows())
+        .map(|row| Some(row % 2 == 0))
+        .collect();
+    assert_eq!(
+        read,
+        arrow::compute::filter_record_batch(&expected, &even).unwrap()
+    );
     request.row_filter = Some(engine::agent::RowPredicate {
         columns: vec![name_index],
         keep: Arc::new(|_: &RecordBatch| Err("the filter says no".to_owned())),

@@ -25,7 +25,7 @@ use parquet::arrow::arrow_reader::{ArrowPredicate, ParquetRecordBatchReader, Row
 use crate::error::Error;
 
 /// Reads of at most this many selected rows are split. A split read holds its whole result
-/// at once: this is one batch of the streaming reader, which never holds fewer rows.
+/// at once; this bound is one batch of the unsplit reader, so it holds no more than that one.
 pub(crate) const MAX_ROWS: u64 = crate::segment::READ_BATCH_ROWS as u64;
 /// Reads of fewer root columns are not worth a thread.
 pub(crate) const MIN_ROOTS: usize = 8;

@@ -553,8 +553,8 @@ fn of_session(all: &RecordBatch, session: &str) -> RecordBatch {
 #[test]
 fn a_point_read_of_every_column_returns_the_rows_a_whole_read_does() {
     // A session read with row ranges and every column is decoded by column groups on parallel
-    // threads (on a machine with more than one core); each column must come back as a whole
-    // read of the segment, without ranges, holds it.
+    // threads (on a machine with more than one core); every column must come back as a whole
+    // read of the store (no ranges, one reader) returns it.
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path(), manual().with_row_group_rows(16)).unwrap();
     for trace in 0..24u32 {

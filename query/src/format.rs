@@ -222,9 +222,9 @@ fn write_json_rows(batches: &[RecordBatch], out: &mut Vec<u8>, max_bytes: usize)
             written += 1;
             if written == JSON_SAMPLE_ROWS && total_rows > written {
                 let per_row = (out.len() - start) / written;
-                let rest = (total_rows - written)
-                    .saturating_mul(per_row)
-                    .saturating_add((total_rows - written).saturating_mul(per_row) / 8)
+                let guess = (total_rows - written).saturating_mul(per_row);
+                let rest = guess
+                    .saturating_add(guess / 8)
                     .min(max_bytes.saturating_sub(out.len()).saturating_add(1))
                     .min(JSON_MAX_RESERVE);
                 // A guess: when the room cannot be had, the buffer grows as it goes instead.

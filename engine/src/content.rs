@@ -591,11 +591,14 @@ impl Seen {
 /// content that arrived before the promotion. Runs in the caller's transaction (the write that
 /// promoted the trace): the references of older stores (redb) are promoted at once
 /// ([`ContentStage::promote_blob`]); those in the trace's rows get a trace pin
-/// (`content_trace_pins`), which the next seal or content expiry resolves.
+/// (`content_trace_pins`), which the next seal or content expiry resolves, unless `pin` is
+/// false: the caller knows every row of the trace is in this write and staging kept their
+/// blobs at `tier` ([`ContentStage::needs_trace_pin`]).
 pub(crate) fn promote_trace_content(
     txn: &redb::WriteTransaction,
     trace: &[u8; 16],
     tier: &str,
+    pin: bool,
     stage: &mut ContentStage<'_>,
 ) -> Result<()> {
     let refs = txn
@@ -619,8 +622,9 @@ pub(crate) fn promote_trace_content(
         }
     }
     drop(refs);
-    // The blobs its span rows name are found by a scan: the next seal or expiry does it.
-    {
+    // The blobs its span rows name are found by a scan: the next seal or expiry does it
+    // (unless the caller knows staging kept them at `tier` already).
+    if pin {
         let mut trace_pins = txn
             .open_table(crate::tables::CONTENT_TRACE_PINS)
             .map_err(store_error("open content trace pins"))?;
@@ -755,23 +759,32 @@ pub(crate) fn remove_refs_of_traces(
 fn with_trace_tiers(
     txn: &redb::WriteTransaction,
     refs: &[ContentRef],
+    rows: &[arrow::array::RecordBatch],
     policy: &crate::RetentionPolicy,
 ) -> Result<Vec<ContentRef>> {
     let keys = txn
         .open_table(TRACE_KEYS)
         .map_err(store_error("open trace keys"))?;
+    let in_rows = highest_tiers(rows, policy);
     let mut tiers: std::collections::HashMap<[u8; 16], Option<String>> =
         std::collections::HashMap::new();
     let mut out = Vec::with_capacity(refs.len());
     for reference in refs {
         let trace = reference.trace_id.0;
         if let std::collections::hash_map::Entry::Vacant(slot) = tiers.entry(trace) {
-            let tier = keys
+            let stored = keys
                 .get(trace.as_slice())
                 .map_err(store_error("read trace keys"))?
                 .map(|value| TraceKeys::decode(value.value()))
                 .transpose()?
                 .and_then(|keys| keys.tier.map(|tier| tier.to_string()));
+            let tier = match (stored, in_rows.get(&trace)) {
+                (Some(stored), Some(own)) if policy.rank(own) > policy.rank(&stored) => {
+                    Some((*own).to_owned())
+                }
+                (None, Some(own)) => Some((*own).to_owned()),
+                (stored, _) => stored,
+            };
             slot.insert(tier);
         }
         let mut reference = reference.clone();
@@ -786,19 +799,81 @@ fn with_trace_tiers(
     Ok(out)
 }
 
+/// The highest retention tier of each trace's rows in `batches` (NULL: the default tier).
+fn highest_tiers<'b>(
+    batches: &'b [arrow::array::RecordBatch],
+    policy: &crate::RetentionPolicy,
+) -> std::collections::HashMap<[u8; 16], &'b str> {
+    use arrow::array::AsArray;
+    let mut out: std::collections::HashMap<[u8; 16], &str> = std::collections::HashMap::new();
+    for rows in batches {
+        let (Some(traces), Some(tiers)) = (
+            rows.column_by_name(crate::schema::columns::TRACE_ID),
+            rows.column_by_name(crate::schema::columns::RETENTION_TIER),
+        ) else {
+            continue;
+        };
+        let (Some(traces), Some(tiers)) =
+            (traces.as_string_opt::<i32>(), tiers.as_string_opt::<i32>())
+        else {
+            continue;
+        };
+        highest_in(traces, tiers, policy, &mut out);
+    }
+    out
+}
+
+fn highest_in<'b>(
+    traces: &'b arrow::array::StringArray,
+    tiers: &'b arrow::array::StringArray,
+    policy: &crate::RetentionPolicy,
+    out: &mut std::collections::HashMap<[u8; 16], &'b str>,
+) {
+    use arrow::array::Array;
+    for row in 0..traces.len() {
+        if !tiers.is_valid(row) || traces.is_null(row) {
+            continue;
+        }
+        let Some(trace) = crate::trace_keys::raw_trace_id(traces.value(row)) else {
+            continue;
+        };
+        let tier = tiers.value(row);
+        out.entry(trace)
+            .and_modify(|kept| {
+                if policy.rank(tier) > policy.rank(kept) {
+                    *kept = tier;
+                }
+            })
+            .or_insert(tier);
+    }
+}
+
 /// Stages the blobs of one write (see [`ContentStage`]: new ones go to the memtable with the
 /// write's rows), each with the highest tier of a reference naming it, raised to its trace's
-/// tier. The references themselves are in the write's span rows (`content_refs.rs`).
+/// tier: the one stored, or the highest of the trace's rows in `rows` (the write's span rows),
+/// whichever ranks higher. The references themselves are in the write's span rows
+/// (`content_refs.rs`).
 pub(crate) fn stage_content(
     txn: &redb::WriteTransaction,
     batch: &ContentBatch,
+    rows: &[arrow::array::RecordBatch],
     policy: &crate::RetentionPolicy,
     stage: &mut ContentStage<'_>,
 ) -> Result<()> {
     if batch.blobs.is_empty() {
+        for reference in &batch.refs {
+            let names_blob = reference
+                .pieces
+                .iter()
+                .flatten()
+                .any(|piece| matches!(piece, ContentPiece::Blob(_)));
+            if names_blob {
+                stage.note_reference(reference.trace_id.0, None);
+            }
+        }
         return Ok(());
     }
-    let refs_in = with_trace_tiers(txn, &batch.refs, policy)?;
+    let refs_in = with_trace_tiers(txn, &batch.refs, rows, policy)?;
     stage_blobs(txn, batch, &refs_in, stage)
 }
 
@@ -826,6 +901,15 @@ fn stage_blobs(
                     .or_insert((tier, reference.trace_id.0));
             }
         }
+    }
+    let in_batch: HashSet<&ContentHash> = batch.blobs.iter().map(|(hash, _)| hash).collect();
+    for reference in refs_in {
+        let all_staged = reference.pieces.iter().flatten().all(|piece| match piece {
+            ContentPiece::Blob(hash) => in_batch.contains(hash),
+            _ => true,
+        });
+        let rank = all_staged.then(|| policy.rank(reference.tier.as_deref().unwrap_or("")));
+        stage.note_reference(reference.trace_id.0, rank);
     }
     let index = txn
         .open_table(CONTENT_INDEX)
@@ -973,6 +1057,16 @@ impl Engine {
     /// one row per key and value: the same value re-sent is one row, a changed value another
     /// (each copy of the span names its own by digest).
     pub fn scan_content(&self, trace_ids: Option<&[TraceId]>) -> Result<Vec<ContentRow>> {
+        self.scan_content_first(trace_ids, None)
+    }
+
+    /// The first `limit` rows of [`Engine::scan_content`] (all when `None`), in its order:
+    /// only their values are read.
+    pub fn scan_content_first(
+        &self,
+        trace_ids: Option<&[TraceId]>,
+        limit: Option<usize>,
+    ) -> Result<Vec<ContentRow>> {
         let mut found: BTreeMap<RowKey, PendingRow> = BTreeMap::new();
         self.legacy_refs(trace_ids, &mut found)?;
         for (_, reference) in self.row_refs(trace_ids)? {
@@ -999,10 +1093,11 @@ impl Engine {
                 },
             );
         }
-        let mut rows = Vec::with_capacity(found.len());
+        let wanted = limit.unwrap_or(usize::MAX).min(found.len());
+        let mut rows = Vec::with_capacity(wanted);
         let mut blobs = BlobSource::new(self);
         let mut pending = Vec::with_capacity(READ_CHUNK_ROWS);
-        for (_, row) in found {
+        for (_, row) in found.into_iter().take(wanted) {
             pending.push(row);
             if pending.len() >= READ_CHUNK_ROWS {
                 blobs.fill(&mut pending, &mut rows)?;

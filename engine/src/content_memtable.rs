@@ -153,7 +153,20 @@ pub(crate) struct ContentStage<'a> {
     staged: HashMap<ContentHash, usize>,
     /// Interned tier names.
     tiers: HashMap<String, Arc<str>>,
+    /// Traces of the memtables' rows (active, frozen) before this group, when the caller
+    /// knows them: a trace in neither (and in no segment) has no rows but the group's.
+    earlier_rows: Option<EarlierRows<'a>>,
+    /// Per trace of the group's references: the lowest rank a reference of it was staged
+    /// at, or `None` when one names a blob the group did not stage (kept elsewhere, at a tier
+    /// this group did not decide).
+    content_floor: HashMap<[u8; 16], Option<usize>>,
 }
+
+/// The trace sets of the active and frozen memtables' rows.
+pub(crate) type EarlierRows<'a> = (
+    &'a std::collections::HashSet<[u8; 16]>,
+    Option<&'a std::collections::HashSet<[u8; 16]>>,
+);
 
 fn store_error<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> Error {
     move |source| Error::store(operation, source)
@@ -185,7 +198,55 @@ impl<'a> ContentStage<'a> {
             delta: ContentDelta::default(),
             staged: HashMap::new(),
             tiers: HashMap::new(),
+            earlier_rows: None,
+            content_floor: HashMap::new(),
         }
+    }
+
+    /// Lets [`ContentStage::needs_trace_pin`] skip traces whose rows are all in this group.
+    pub(crate) fn with_earlier_rows(mut self, earlier: EarlierRows<'a>) -> ContentStage<'a> {
+        self.earlier_rows = Some(earlier);
+        self
+    }
+
+    /// Notes that a reference of `trace` was staged at `rank`, or (`None`) names a blob this
+    /// group did not stage.
+    pub(crate) fn note_reference(&mut self, trace: [u8; 16], rank: Option<usize>) {
+        let floor = self.content_floor.entry(trace).or_insert(rank);
+        *floor = match (*floor, rank) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            _ => None,
+        };
+    }
+
+    /// Whether a trace raised to `tier` by this group needs a trace pin (the seal's scan of its
+    /// rows for the blobs they name, see `store/content_seal.rs`). Not when every row of it is
+    /// in this group (no keys stored before, `has_earlier_rows` false for the segments, and in
+    /// neither memtable) and every blob its references name was staged here at `tier` or
+    /// above: staging kept them that long already. Always when the caller did not say which
+    /// traces the memtables hold.
+    pub(crate) fn needs_trace_pin(
+        &self,
+        trace: &[u8; 16],
+        tier: &str,
+        had_keys: bool,
+        in_segments: impl FnOnce() -> Result<bool>,
+    ) -> Result<bool> {
+        let Some((active, frozen)) = self.earlier_rows else {
+            return Ok(true);
+        };
+        if had_keys || active.contains(trace) || frozen.is_some_and(|set| set.contains(trace)) {
+            return Ok(true);
+        }
+        let staged_high_enough = match self.content_floor.get(trace) {
+            None => true,
+            Some(None) => false,
+            Some(Some(floor)) => *floor >= self.policy.rank(tier),
+        };
+        if !staged_high_enough {
+            return Ok(true);
+        }
+        in_segments()
     }
 
     fn tier(&mut self, name: &str) -> Arc<str> {

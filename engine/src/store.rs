@@ -235,6 +235,8 @@ struct Memtable {
     oldest: Option<Instant>,
     /// Blobs the memtable's writes stored (sealed into content segments with the rows).
     content: Arc<ContentMemtable>,
+    /// Every trace with a row in `chunks` (kept when rows are erased: a superset).
+    traces: HashSet<RawTraceId>,
 }
 
 impl Memtable {
@@ -243,6 +245,7 @@ impl Memtable {
         self.bytes += batch_bytes(&batch);
         self.max_sequence = self.max_sequence.max(sequence);
         self.oldest.get_or_insert_with(Instant::now);
+        crate::trace_keys::extend_traces(&mut self.traces, &batch);
         self.chunks.push(batch);
         self.merge_small_tail();
     }

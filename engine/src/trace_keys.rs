@@ -221,6 +221,30 @@ pub(crate) fn keys_in_batch(
 }
 
 /// The distinct traces of a batch (raw ids), in first-seen order.
+/// Adds the trace of every row of `batch` to `traces`.
+pub(crate) fn extend_traces(
+    traces: &mut std::collections::HashSet<RawTraceId>,
+    batch: &RecordBatch,
+) {
+    let Some(column) = batch.column_by_name(columns::TRACE_ID) else {
+        return;
+    };
+    let Some(column) = column.as_string_opt::<i32>() else {
+        return;
+    };
+    let mut previous: Option<&str> = None;
+    for row in 0..column.len() {
+        let text = column.value(row);
+        if previous == Some(text) {
+            continue;
+        }
+        previous = Some(text);
+        if let Some(raw) = raw_trace_id(text) {
+            traces.insert(raw);
+        }
+    }
+}
+
 pub(crate) fn traces_in_batch(batch: &RecordBatch) -> Vec<RawTraceId> {
     let Some(traces) = batch.column_by_name(columns::TRACE_ID) else {
         return Vec::new();

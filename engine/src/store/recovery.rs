@@ -172,7 +172,13 @@ pub(super) fn recover(
             &content_catalog,
             &options.retention,
         );
-        crate::content::stage_content(&txn, &record.content, &options.retention, &mut stage)?;
+        crate::content::stage_content(
+            &txn,
+            &record.content,
+            &record.batches,
+            &options.retention,
+            &mut stage,
+        )?;
         if sequence > applied {
             writer::merge_trace_keys(&txn, record.batches.iter(), &options.retention, &mut stage)?;
             recovery.wal_reapplied += 1;

@@ -411,11 +411,21 @@ fn apply_group(
         state.frozen.as_ref().map(|frozen| &*frozen.content),
         &state.content_catalog,
         &shared.options.retention,
-    );
+    )
+    .with_earlier_rows((
+        &state.active.traces,
+        state.frozen.as_ref().map(|frozen| &frozen.traces),
+    ));
     // Content before the keys: a write that promotes a trace also promotes the content this
     // group stored for it.
     for write in group {
-        crate::content::stage_content(&txn, &write.content, &shared.options.retention, &mut stage)?;
+        crate::content::stage_content(
+            &txn,
+            &write.content,
+            std::slice::from_ref(&write.batch),
+            &shared.options.retention,
+            &mut stage,
+        )?;
     }
     let updates = merge_trace_keys(
         &txn,
@@ -476,7 +486,16 @@ pub(super) fn merge_trace_keys<'a>(
         {
             // Content written before this write (earlier requests, or this request's own,
             // stored first) follows the trace's new tier.
-            crate::content::promote_trace_content(txn, &trace, tier, stage)?;
+            let pin = stage.needs_trace_pin(&trace, tier, stored.is_some(), || {
+                let index = txn
+                    .open_multimap_table(TRACE_SEGMENTS)
+                    .map_err(store_error("open trace index"))?;
+                let mut runs = index
+                    .get(trace.as_slice())
+                    .map_err(store_error("read trace index"))?;
+                Ok(runs.next().is_some())
+            })?;
+            crate::content::promote_trace_content(txn, &trace, tier, pin, stage)?;
         }
         if merged.adds_to(stored.as_ref(), policy) {
             keys_table

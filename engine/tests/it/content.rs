@@ -470,6 +470,78 @@ mod promotion {
     }
 
     #[test]
+    fn content_written_with_the_decision_that_promotes_its_trace_gets_the_promoted_keep() {
+        // One write: a default-tier chat span with its prompt and a decision span of the same
+        // trace. Every row of the trace is in that write, so the prompt is staged at the
+        // decision tier at once (no later scan of the trace's rows). Trace 2, the same without
+        // the decision, keeps the default keep.
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path());
+        for (trace, decision) in [(1u8, true), (2, false)] {
+            let mut rows = vec![span(trace, 1, None)];
+            if decision {
+                rows.push(span(trace, 2, Some("decision")));
+            }
+            let spans = arrow::compute::concat_batches(&rows[0].schema(), &rows).unwrap();
+            engine
+                .write_batch(engine::WriteBatch {
+                    spans,
+                    content: ContentBatch {
+                        blobs: vec![blob(trace)],
+                        refs: vec![reference(trace, 1, "input.value", &[blob(trace).0], None)],
+                        stored_unix_nanos: 10,
+                    },
+                })
+                .unwrap();
+        }
+        let request = ContentExpiryRequest::new(100).with_tier("decision", 5);
+        // Trace 2's prompt goes while in memory; trace 1's stays there, in the sealed
+        // segments, and after a restart.
+        assert_eq!(engine.expire_content_with(&request).unwrap().messages, 1);
+        assert_eq!(present(&engine, 1), vec![true]);
+        assert_eq!(present(&engine, 2), vec![false]);
+        engine.seal().unwrap();
+        assert_eq!(engine.expire_content_with(&request).unwrap().messages, 0);
+        assert_eq!(present(&engine, 1), vec![true]);
+        drop(engine);
+        let engine = open(dir.path());
+        assert_eq!(present(&engine, 1), vec![true]);
+        let request = ContentExpiryRequest::new(100).with_tier("decision", 100);
+        assert_eq!(engine.expire_content_with(&request).unwrap().messages, 1);
+        assert_eq!(present(&engine, 1), vec![false]);
+    }
+
+    #[test]
+    fn content_of_a_trace_whose_earlier_rows_are_sealed_follows_a_later_promotion() {
+        // The trace's first rows (with its prompt) are sealed; its decision arrives alone in
+        // a later write, with content of its own: the sealed prompt is still pinned.
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path());
+        engine
+            .put_content(&ContentBatch {
+                blobs: vec![blob(1)],
+                refs: vec![reference(1, 1, "input.value", &[blob(1).0], None)],
+                stored_unix_nanos: 10,
+            })
+            .unwrap();
+        engine.seal().unwrap();
+        engine
+            .write_batch(engine::WriteBatch {
+                spans: span(1, 2, Some("decision")),
+                content: ContentBatch {
+                    blobs: vec![blob(2)],
+                    refs: vec![reference(1, 2, "output.value", &[blob(2).0], None)],
+                    stored_unix_nanos: 20,
+                },
+            })
+            .unwrap();
+        engine.seal().unwrap();
+        let request = ContentExpiryRequest::new(100).with_tier("decision", 5);
+        assert_eq!(engine.expire_content_with(&request).unwrap().messages, 0);
+        assert_eq!(present(&engine, 1), vec![true, true]);
+    }
+
+    #[test]
     fn content_sealed_before_a_promotion_is_copied_into_the_promoted_tier() {
         let dir = tempfile::tempdir().unwrap();
         let engine = open(dir.path());

@@ -41,10 +41,10 @@ impl ContentTable {
         ContentTable { engine, schema }
     }
 
-    fn batch(&self, traces: Option<Vec<TraceId>>) -> DfResult<RecordBatch> {
+    fn batch(&self, traces: Option<Vec<TraceId>>, limit: Option<usize>) -> DfResult<RecordBatch> {
         let rows = self
             .engine
-            .scan_content(traces.as_deref())
+            .scan_content_first(traces.as_deref(), limit)
             .map_err(engine_error)?;
         let mut trace_ids = Vec::with_capacity(rows.len());
         let mut span_ids = Vec::with_capacity(rows.len());
@@ -137,11 +137,12 @@ impl TableProvider for ContentTable {
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        // Filters are ANDed: the first trace-id filter bounds the read.
+        // Filters are ANDed: the first trace-id filter bounds the read. A limit comes only
+        // when no filter is left to apply above the scan: the first rows are then the answer.
         let traces = filters.iter().find_map(trace_ids_of);
-        let batch = self.batch(traces)?;
+        let batch = self.batch(traces, limit)?;
         let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             Arc::clone(&self.schema),

@@ -355,6 +355,25 @@ async fn an_export_sent_twice_keeps_every_content_read_working() {
         assert_eq!(digest.len(), 64, "{digests:?}");
         assert_eq!(reference, format!("sightline-content:v1:{digest}"));
     }
+    // A LIMIT reads only the first rows, in the table's order (trace, span, key); a filter
+    // the table does not apply itself is applied before the limit.
+    let all = server.rows("SELECT span_id, value FROM content").await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(
+        server
+            .rows("SELECT span_id, value FROM content LIMIT 1")
+            .await,
+        all[..1].to_vec()
+    );
+    assert_eq!(
+        server
+            .rows(&format!(
+                "SELECT span_id, value FROM content WHERE span_id = '{:016x}' LIMIT 1",
+                2
+            ))
+            .await,
+        all[1..].to_vec()
+    );
     server.stop().await;
 }
 

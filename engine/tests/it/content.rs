@@ -391,6 +391,13 @@ mod resend {
             .collect();
         let want: Vec<String> = texts.into_iter().map(|(_, text)| text).collect();
         assert_eq!(got, want);
+        // The first rows alone, in the same order.
+        let all = engine.scan_content(None).unwrap();
+        assert_eq!(all.len(), 2);
+        for limit in 0..=3 {
+            let first = engine.scan_content_first(None, Some(limit)).unwrap();
+            assert_eq!(first, all[..limit.min(2)].to_vec(), "limit {limit}");
+        }
     }
 }
 

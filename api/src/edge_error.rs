@@ -191,6 +191,15 @@ impl From<query::Error> for EdgeError {
             (query::ErrorKind::Caller, query::Error::TooLarge { .. }) => {
                 EdgeError::TooLarge(error.to_string())
             }
+            // The engine's own words: what the caller asked that it refused.
+            (query::ErrorKind::Caller, query::Error::Engine(inner))
+                if matches!(**inner, engine::Error::TooLarge { .. }) =>
+            {
+                EdgeError::TooLarge(inner.to_string())
+            }
+            (query::ErrorKind::Caller, query::Error::Engine(inner)) => {
+                EdgeError::Invalid(inner.to_string())
+            }
             (_, query::Error::Forbidden(_)) => EdgeError::Forbidden(error.to_string()),
             (query::ErrorKind::Caller, _) => EdgeError::Invalid(error.to_string()),
             (query::ErrorKind::Transient, _) => EdgeError::Unavailable(cause_chain(&error)),

@@ -938,6 +938,57 @@ struct PendingRow {
 struct BlobSource<'a> {
     engine: &'a Engine,
     reader: crate::content_segment::BlobReader,
+    /// False: only whether each blob is kept (the index), not its text.
+    texts: bool,
+    /// Text of the rows filled so far, and its bound.
+    text_bytes: usize,
+    max_text_bytes: usize,
+}
+
+/// What [`Engine::scan_content_with`] reads.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ContentScan {
+    /// Only these traces' rows (all when `None`).
+    pub trace_ids: Option<Vec<TraceId>>,
+    /// Only the first rows, in the scan's order.
+    pub limit: Option<usize>,
+    /// Only each value's status: a kept value reads as `Present("")` and no content segment
+    /// is read (what a count or a `GROUP BY status` needs).
+    pub status_only: bool,
+    /// Fail with [`Error::TooLarge`] once the values read hold more text than this.
+    pub max_text_bytes: Option<usize>,
+}
+
+impl ContentScan {
+    /// Every row of every trace, with its text.
+    pub fn new() -> ContentScan {
+        ContentScan::default()
+    }
+
+    /// Only `traces`' rows.
+    pub fn traces(mut self, traces: Vec<TraceId>) -> ContentScan {
+        self.trace_ids = Some(traces);
+        self
+    }
+
+    /// Only the first `limit` rows.
+    pub fn limit(mut self, limit: usize) -> ContentScan {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Statuses only (see [`ContentScan::status_only`]).
+    pub fn status_only(mut self) -> ContentScan {
+        self.status_only = true;
+        self
+    }
+
+    /// The bound on text read.
+    pub fn max_text_bytes(mut self, bytes: usize) -> ContentScan {
+        self.max_text_bytes = Some(bytes);
+        self
+    }
 }
 
 impl<'a> BlobSource<'a> {
@@ -945,6 +996,9 @@ impl<'a> BlobSource<'a> {
         BlobSource {
             engine,
             reader: crate::content_segment::BlobReader::new(engine.data_dir()),
+            texts: true,
+            text_bytes: 0,
+            max_text_bytes: usize::MAX,
         }
     }
 
@@ -975,15 +1029,25 @@ impl<'a> BlobSource<'a> {
                 let mut expired = false;
                 for piece in pieces {
                     match piece {
-                        ContentPiece::Literal(literal) => text.push_str(&literal),
+                        ContentPiece::Literal(literal) if self.texts => text.push_str(&literal),
+                        ContentPiece::Literal(_) => {}
                         ContentPiece::Blob(hash) => match texts.get(&hash) {
-                            Some(blob) => text.push_str(blob),
+                            Some(blob) if self.texts => text.push_str(blob),
+                            Some(_) => {}
                             None => {
                                 expired = true;
                                 break;
                             }
                         },
                     }
+                }
+                self.text_bytes = self.text_bytes.saturating_add(text.len());
+                if self.text_bytes > self.max_text_bytes {
+                    return Err(Error::TooLarge {
+                        what: "content read",
+                        limit: self.max_text_bytes,
+                        advice: "filter by trace_id, add a LIMIT, or leave out the value column",
+                    });
                 }
                 row.value = if expired {
                     ContentValue::Expired { digest: row.digest }
@@ -1024,6 +1088,12 @@ impl<'a> BlobSource<'a> {
             }
             drop(index);
             drop(txn);
+            if !self.texts {
+                for (hash, _) in located {
+                    texts.insert(hash, std::sync::Arc::from(""));
+                }
+                break;
+            }
             // In file order: blocks are read (and decompressed) once.
             located.sort_by_key(|(_, location)| (location.segment, location.block_offset));
             let mut gone = Vec::new();
@@ -1057,16 +1127,18 @@ impl Engine {
     /// one row per key and value: the same value re-sent is one row, a changed value another
     /// (each copy of the span names its own by digest).
     pub fn scan_content(&self, trace_ids: Option<&[TraceId]>) -> Result<Vec<ContentRow>> {
-        self.scan_content_first(trace_ids, None)
+        self.scan_content_with(&ContentScan {
+            trace_ids: trace_ids.map(<[TraceId]>::to_vec),
+            ..ContentScan::default()
+        })
     }
 
-    /// The first `limit` rows of [`Engine::scan_content`] (all when `None`), in its order:
-    /// only their values are read.
-    pub fn scan_content_first(
-        &self,
-        trace_ids: Option<&[TraceId]>,
-        limit: Option<usize>,
-    ) -> Result<Vec<ContentRow>> {
+    /// The rows of [`Engine::scan_content`] that `scan` asks for, in the same order: the first
+    /// `limit`, with or without their text, failing with [`Error::TooLarge`] once the text
+    /// read passes `max_text_bytes`.
+    pub fn scan_content_with(&self, scan: &ContentScan) -> Result<Vec<ContentRow>> {
+        let trace_ids = scan.trace_ids.as_deref();
+        let limit = scan.limit;
         let mut found: BTreeMap<RowKey, PendingRow> = BTreeMap::new();
         self.legacy_refs(trace_ids, &mut found)?;
         for (_, reference) in self.row_refs(trace_ids)? {
@@ -1096,6 +1168,8 @@ impl Engine {
         let wanted = limit.unwrap_or(usize::MAX).min(found.len());
         let mut rows = Vec::with_capacity(wanted);
         let mut blobs = BlobSource::new(self);
+        blobs.texts = !scan.status_only;
+        blobs.max_text_bytes = scan.max_text_bytes.unwrap_or(usize::MAX);
         let mut pending = Vec::with_capacity(READ_CHUNK_ROWS);
         for (_, row) in found.into_iter().take(wanted) {
             pending.push(row);

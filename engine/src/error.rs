@@ -111,6 +111,16 @@ pub enum Error {
     /// A row filter the caller passed into a read failed on the rows (its message).
     #[error("filter failed: {0}")]
     Filter(String),
+    /// A read would hold more than the caller's bound of text in memory.
+    #[error("{what} exceeds {limit} bytes; {advice}")]
+    TooLarge {
+        /// What was read.
+        what: &'static str,
+        /// The caller's bound.
+        limit: usize,
+        /// How to read less.
+        advice: &'static str,
+    },
 }
 
 impl Error {
@@ -120,6 +130,7 @@ impl Error {
             Error::SchemaMismatch(_)
             | Error::InvalidOptions(_)
             | Error::Filter(_)
+            | Error::TooLarge { .. }
             | Error::Held { .. } => ErrorKind::Caller,
             Error::Locked { .. }
             | Error::Io { .. }

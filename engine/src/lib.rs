@@ -68,7 +68,7 @@ pub use chain::{ChainErasure, ChainProblem, ProblemKind, VerifyReport};
 pub use checked_file::Integrity;
 pub use content::{
     ContentBatch, ContentExpiry, ContentExpiryRequest, ContentHash, ContentPiece, ContentRef,
-    ContentRow, ContentStats, ContentValue,
+    ContentRow, ContentScan, ContentStats, ContentValue,
 };
 pub use error::{Error, ErrorKind, Result, StoreError};
 pub use faults::{FaultInjector, StorageOp};

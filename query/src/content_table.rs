@@ -1,6 +1,9 @@
 //! `content`: one row per content reference (trace_id, span_id, key, value, status), read from
 //! the engine's content store when the query runs. `trace_id = '<hex>'` (and `IN (...)`) narrow
 //! the read to those traces; the filter is answered `Inexact`, so DataFusion still applies it.
+//! A `LIMIT` with no filter left above the scan reads only the first rows; a query without the
+//! `value` column reads no text (statuses come from the content index); text read is bounded by
+//! the query's memory limit (a clear error past it, never the whole store in memory).
 
 use std::sync::Arc;
 
@@ -10,11 +13,12 @@ use async_trait::async_trait;
 use datafusion::catalog::memory::MemorySourceConfig;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
 use datafusion::physical_plan::ExecutionPlan;
-use engine::{ContentValue, Engine, TraceId};
+use engine::{ContentScan, ContentValue, Engine, TraceId};
 
 use crate::error::engine_error;
 
@@ -41,11 +45,8 @@ impl ContentTable {
         ContentTable { engine, schema }
     }
 
-    fn batch(&self, traces: Option<Vec<TraceId>>, limit: Option<usize>) -> DfResult<RecordBatch> {
-        let rows = self
-            .engine
-            .scan_content_first(traces.as_deref(), limit)
-            .map_err(engine_error)?;
+    fn batch(&self, scan: &ContentScan) -> DfResult<RecordBatch> {
+        let rows = self.engine.scan_content_with(scan).map_err(engine_error)?;
         let mut trace_ids = Vec::with_capacity(rows.len());
         let mut span_ids = Vec::with_capacity(rows.len());
         let mut keys = Vec::with_capacity(rows.len());
@@ -134,15 +135,30 @@ impl TableProvider for ContentTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         // Filters are ANDed: the first trace-id filter bounds the read. A limit comes only
         // when no filter is left to apply above the scan: the first rows are then the answer.
-        let traces = filters.iter().find_map(trace_ids_of);
-        let batch = self.batch(traces, limit)?;
+        let mut scan = ContentScan::new();
+        if let Some(traces) = filters.iter().find_map(trace_ids_of) {
+            scan = scan.traces(traces);
+        }
+        if let Some(limit) = limit {
+            scan = scan.limit(limit);
+        }
+        // Without the value column (a count, a GROUP BY status) no content segment is read.
+        // With it, the text read is bounded by the query's memory limit: the rows are held
+        // whole until the plan runs.
+        let value = self.schema.index_of("value")?;
+        if projection.is_some_and(|columns| !columns.contains(&value)) {
+            scan = scan.status_only();
+        } else if let MemoryLimit::Finite(bytes) = state.runtime_env().memory_pool.memory_limit() {
+            scan = scan.max_text_bytes(bytes);
+        }
+        let batch = self.batch(&scan)?;
         let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             Arc::clone(&self.schema),

@@ -395,9 +395,32 @@ mod resend {
         let all = engine.scan_content(None).unwrap();
         assert_eq!(all.len(), 2);
         for limit in 0..=3 {
-            let first = engine.scan_content_first(None, Some(limit)).unwrap();
+            let first = engine
+                .scan_content_with(&engine::ContentScan::new().limit(limit))
+                .unwrap();
             assert_eq!(first, all[..limit.min(2)].to_vec(), "limit {limit}");
         }
+        // Statuses alone: the same rows, present values without their text.
+        let statuses = engine
+            .scan_content_with(&engine::ContentScan::new().status_only())
+            .unwrap();
+        assert_eq!(statuses.len(), 2);
+        for (status, full) in statuses.iter().zip(&all) {
+            assert_eq!((status.span_id, &status.key), (full.span_id, &full.key));
+            assert_eq!(status.value, ContentValue::Present(String::new()));
+        }
+        // A bound on the text read: the first value's length passes, one byte less fails.
+        let first_len = match &all[0].value {
+            ContentValue::Present(text) => text.len(),
+            other => panic!("{other:?}"),
+        };
+        let bounded = |bytes| {
+            engine.scan_content_with(&engine::ContentScan::new().limit(1).max_text_bytes(bytes))
+        };
+        assert_eq!(bounded(first_len).unwrap(), all[..1].to_vec());
+        let error = bounded(first_len - 1).unwrap_err();
+        assert!(matches!(error, engine::Error::TooLarge { .. }), "{error}");
+        assert_eq!(error.kind(), engine::ErrorKind::Caller);
     }
 }
 

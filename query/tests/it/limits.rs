@@ -610,3 +610,74 @@ async fn anti_and_semi_joins_of_spans_build_on_the_narrower_side() {
                           (SELECT parent_span_id FROM spans WHERE parent_span_id IS NOT NULL)";
     assert_eq!(fixture.rows(nobodys_parent).await.len(), 15);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_text_past_the_memory_budget_is_refused_and_counts_read_no_text() {
+    let fixture = Fixture::with_options(Options::default().with_memory_limit(1 << 20));
+    // One trace, four spans, each with its own 512 KiB prompt: 2 MiB of text in all.
+    let trace = TraceId([0x77; 16]);
+    let mut builder = SpanBatchBuilder::new();
+    let mut content = engine::ContentBatch::default();
+    for span in 1..=4u8 {
+        builder.append(&SpanRecord {
+            trace_id: trace,
+            span_id: SpanId([span; 8]),
+            name: "chat",
+            kind: 3,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            ..SpanRecord::default()
+        });
+        let hash = [span; 32];
+        content
+            .blobs
+            .push((hash, format!("\"{}\"", "x".repeat(512 << 10))));
+        content.refs.push(engine::ContentRef {
+            trace_id: trace,
+            span_id: SpanId([span; 8]),
+            key: "gen_ai.input.messages".into(),
+            digest: [span; 32],
+            form: 0,
+            pieces: Some(vec![engine::ContentPiece::Blob(hash)]),
+            tier: None,
+        });
+    }
+    fixture
+        .engine
+        .write_batch(engine::WriteBatch {
+            spans: builder.finish(),
+            content,
+        })
+        .unwrap();
+    // Every value: past the budget, a clear caller error instead of the store in memory.
+    match fixture.sql.execute("SELECT value FROM content").await {
+        Err(Error::Engine(inner)) => {
+            assert_eq!(inner.kind(), engine::ErrorKind::Caller, "{inner}");
+            assert!(
+                inner.to_string().contains("exceeds 1048576 bytes"),
+                "{inner}"
+            );
+        }
+        Err(other) => panic!("expected the engine's bound, got {other:?}"),
+        Ok(output) => panic!("expected an error, got {} rows", output.num_rows()),
+    }
+    // Counts and statuses read no text; one value fits.
+    let counted = fixture
+        .query("SELECT status, count(*) AS n FROM content GROUP BY status")
+        .await;
+    assert_eq!(counted.num_rows(), 1);
+    {
+        use arrow::array::AsArray;
+        let batch = &counted.batches[0];
+        assert_eq!(batch.column(0).as_string::<i32>().value(0), "present");
+        let n = batch
+            .column(1)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0);
+        assert_eq!(n, 4);
+    }
+    let one = fixture
+        .query("SELECT length(value) FROM content LIMIT 1")
+        .await;
+    assert_eq!(one.num_rows(), 1);
+}

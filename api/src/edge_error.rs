@@ -309,4 +309,25 @@ mod tests {
         let timeout = EdgeError::from(query::Error::Timeout(Duration::from_secs(2)));
         assert_eq!(timeout.http_status(), StatusCode::GATEWAY_TIMEOUT);
     }
+
+    #[test]
+    fn a_read_the_engine_refused_answers_in_the_engines_words() {
+        let bound = query::Error::Engine(std::sync::Arc::new(engine::Error::TooLarge {
+            what: "content read",
+            limit: 1024,
+            advice: "add a LIMIT",
+        }));
+        let error = EdgeError::from(bound);
+        assert_eq!(error.http_status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            error.message(),
+            "content read exceeds 1024 bytes; add a LIMIT"
+        );
+        let filter = query::Error::Engine(std::sync::Arc::new(engine::Error::Filter(
+            "bad regex".into(),
+        )));
+        let error = EdgeError::from(filter);
+        assert_eq!(error.http_status(), StatusCode::BAD_REQUEST);
+        assert!(error.message().contains("bad regex"), "{error:?}");
+    }
 }

@@ -220,52 +220,37 @@ pub(crate) fn keys_in_batch(
     out
 }
 
-/// The distinct traces of a batch (raw ids), in first-seen order.
+/// The trace of each run of equal trace ids in `batch`, in row order (a trace whose rows are
+/// not together comes once per run).
+fn trace_runs(batch: &RecordBatch) -> impl Iterator<Item = RawTraceId> + '_ {
+    let column = batch
+        .column_by_name(columns::TRACE_ID)
+        .and_then(|column| column.as_string_opt::<i32>());
+    let mut previous: Option<&str> = None;
+    column
+        .into_iter()
+        .flat_map(|column| (0..column.len()).map(move |row| column.value(row)))
+        .filter_map(move |text| {
+            if previous == Some(text) {
+                return None;
+            }
+            previous = Some(text);
+            raw_trace_id(text)
+        })
+}
+
 /// Adds the trace of every row of `batch` to `traces`.
 pub(crate) fn extend_traces(
     traces: &mut std::collections::HashSet<RawTraceId>,
     batch: &RecordBatch,
 ) {
-    let Some(column) = batch.column_by_name(columns::TRACE_ID) else {
-        return;
-    };
-    let Some(column) = column.as_string_opt::<i32>() else {
-        return;
-    };
-    let mut previous: Option<&str> = None;
-    for row in 0..column.len() {
-        let text = column.value(row);
-        if previous == Some(text) {
-            continue;
-        }
-        previous = Some(text);
-        if let Some(raw) = raw_trace_id(text) {
-            traces.insert(raw);
-        }
-    }
+    traces.extend(trace_runs(batch));
 }
 
+/// The distinct traces of a batch (raw ids), in first-seen order.
 pub(crate) fn traces_in_batch(batch: &RecordBatch) -> Vec<RawTraceId> {
-    let Some(traces) = batch.column_by_name(columns::TRACE_ID) else {
-        return Vec::new();
-    };
-    let traces = traces.as_string::<i32>();
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    let mut previous: Option<&str> = None;
-    for row in 0..traces.len() {
-        let text = traces.value(row);
-        if previous == Some(text) {
-            continue;
-        }
-        previous = Some(text);
-        if let Some(raw) = raw_trace_id(text)
-            && seen.insert(raw)
-        {
-            out.push(raw);
-        }
-    }
-    out
+    trace_runs(batch).filter(|raw| seen.insert(*raw)).collect()
 }
 
 /// Resolves the session, conversation and user columns of `batch` (which must hold

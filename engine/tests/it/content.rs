@@ -451,6 +451,15 @@ mod promotion {
         ([n; 32], format!("\"message {n}\""))
     }
 
+    /// One content value of `trace`'s span `span`: blob `n` under `key`, stored at `stored`.
+    fn message(trace: u8, span: u8, n: u8, key: &str, stored: u64) -> ContentBatch {
+        ContentBatch {
+            blobs: vec![blob(n)],
+            refs: vec![reference(trace, span, key, &[blob(n).0], None)],
+            stored_unix_nanos: stored,
+        }
+    }
+
     fn present(engine: &Engine, trace: u8) -> Vec<bool> {
         engine
             .content_for_trace(&TraceId([trace; 16]))
@@ -467,11 +476,7 @@ mod promotion {
         // Traces 1 and 2 each store a prompt (default tier) with their first span.
         for trace in [1u8, 2] {
             engine
-                .put_content(&ContentBatch {
-                    blobs: vec![blob(trace)],
-                    refs: vec![reference(trace, 1, "input.value", &[blob(trace).0], None)],
-                    stored_unix_nanos: 10,
-                })
+                .put_content(&message(trace, 1, trace, "input.value", 10))
                 .unwrap();
             engine.write(span(trace, 1, None)).unwrap();
         }
@@ -479,11 +484,7 @@ mod promotion {
         engine.write(span(1, 2, Some("decision"))).unwrap();
         // Content of trace 1 stored after the promotion, by a default-tier span.
         engine
-            .put_content(&ContentBatch {
-                blobs: vec![blob(3)],
-                refs: vec![reference(1, 3, "output.value", &[blob(3).0], None)],
-                stored_unix_nanos: 20,
-            })
+            .put_content(&message(1, 3, 3, "output.value", 20))
             .unwrap();
 
         engine.seal().unwrap();
@@ -516,11 +517,7 @@ mod promotion {
             engine
                 .write_batch(engine::WriteBatch {
                     spans,
-                    content: ContentBatch {
-                        blobs: vec![blob(trace)],
-                        refs: vec![reference(trace, 1, "input.value", &[blob(trace).0], None)],
-                        stored_unix_nanos: 10,
-                    },
+                    content: message(trace, 1, trace, "input.value", 10),
                 })
                 .unwrap();
         }
@@ -548,21 +545,13 @@ mod promotion {
         let dir = tempfile::tempdir().unwrap();
         let engine = open(dir.path());
         engine
-            .put_content(&ContentBatch {
-                blobs: vec![blob(1)],
-                refs: vec![reference(1, 1, "input.value", &[blob(1).0], None)],
-                stored_unix_nanos: 10,
-            })
+            .put_content(&message(1, 1, 1, "input.value", 10))
             .unwrap();
         engine.seal().unwrap();
         engine
             .write_batch(engine::WriteBatch {
                 spans: span(1, 2, Some("decision")),
-                content: ContentBatch {
-                    blobs: vec![blob(2)],
-                    refs: vec![reference(1, 2, "output.value", &[blob(2).0], None)],
-                    stored_unix_nanos: 20,
-                },
+                content: message(1, 2, 2, "output.value", 20),
             })
             .unwrap();
         engine.seal().unwrap();
@@ -577,11 +566,7 @@ mod promotion {
         let engine = open(dir.path());
         for trace in [1u8, 2] {
             engine
-                .put_content(&ContentBatch {
-                    blobs: vec![blob(trace)],
-                    refs: vec![reference(trace, 1, "input.value", &[blob(trace).0], None)],
-                    stored_unix_nanos: 10,
-                })
+                .put_content(&message(trace, 1, trace, "input.value", 10))
                 .unwrap();
             engine.write(span(trace, 1, None)).unwrap();
         }

@@ -221,10 +221,10 @@ impl<'a> ContentStage<'a> {
 
     /// Whether a trace raised to `tier` by this group needs a trace pin (the seal's scan of its
     /// rows for the blobs they name, see `store/content_seal.rs`). Not when every row of it is
-    /// in this group (no keys stored before, `has_earlier_rows` false for the segments, and in
-    /// neither memtable) and every blob its references name was staged here at `tier` or
-    /// above: staging kept them that long already. Always when the caller did not say which
-    /// traces the memtables hold.
+    /// in this group (no keys stored before, in neither memtable, and `in_segments` false:
+    /// asked last, it reads the trace index) and every blob its references name was staged
+    /// here at `tier` or above: staging kept them that long already. Always when the caller
+    /// did not say which traces the memtables hold.
     pub(crate) fn needs_trace_pin(
         &self,
         trace: &[u8; 16],

@@ -804,47 +804,63 @@ fn highest_tiers<'b>(
     batches: &'b [arrow::array::RecordBatch],
     policy: &crate::RetentionPolicy,
 ) -> std::collections::HashMap<[u8; 16], &'b str> {
-    use arrow::array::AsArray;
+    use arrow::array::{Array, AsArray};
     let mut out: std::collections::HashMap<[u8; 16], &str> = std::collections::HashMap::new();
     for rows in batches {
+        let column = |name| {
+            rows.column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+        };
         let (Some(traces), Some(tiers)) = (
-            rows.column_by_name(crate::schema::columns::TRACE_ID),
-            rows.column_by_name(crate::schema::columns::RETENTION_TIER),
+            column(crate::schema::columns::TRACE_ID),
+            column(crate::schema::columns::RETENTION_TIER),
         ) else {
             continue;
         };
-        let (Some(traces), Some(tiers)) =
-            (traces.as_string_opt::<i32>(), tiers.as_string_opt::<i32>())
-        else {
-            continue;
-        };
-        highest_in(traces, tiers, policy, &mut out);
+        for row in 0..rows.num_rows() {
+            if !tiers.is_valid(row) || traces.is_null(row) {
+                continue;
+            }
+            let Some(trace) = crate::trace_keys::raw_trace_id(traces.value(row)) else {
+                continue;
+            };
+            let tier = tiers.value(row);
+            out.entry(trace)
+                .and_modify(|kept| {
+                    if policy.rank(tier) > policy.rank(kept) {
+                        *kept = tier;
+                    }
+                })
+                .or_insert(tier);
+        }
     }
     out
 }
 
-fn highest_in<'b>(
-    traces: &'b arrow::array::StringArray,
-    tiers: &'b arrow::array::StringArray,
-    policy: &crate::RetentionPolicy,
-    out: &mut std::collections::HashMap<[u8; 16], &'b str>,
+/// Tells `stage` the tier each reference naming a blob was staged at, or that one names a
+/// blob not in `staged` (see [`ContentStage::needs_trace_pin`]).
+fn note_references(
+    stage: &mut ContentStage<'_>,
+    refs: &[ContentRef],
+    staged: &HashSet<&ContentHash>,
 ) {
-    use arrow::array::Array;
-    for row in 0..traces.len() {
-        if !tiers.is_valid(row) || traces.is_null(row) {
+    for reference in refs {
+        let mut blobs = reference
+            .pieces
+            .iter()
+            .flatten()
+            .filter_map(|piece| match piece {
+                ContentPiece::Blob(hash) => Some(hash),
+                ContentPiece::Literal(_) => None,
+            })
+            .peekable();
+        if blobs.peek().is_none() {
             continue;
         }
-        let Some(trace) = crate::trace_keys::raw_trace_id(traces.value(row)) else {
-            continue;
-        };
-        let tier = tiers.value(row);
-        out.entry(trace)
-            .and_modify(|kept| {
-                if policy.rank(tier) > policy.rank(kept) {
-                    *kept = tier;
-                }
-            })
-            .or_insert(tier);
+        let rank = blobs
+            .all(|hash| staged.contains(hash))
+            .then(|| stage.policy.rank(reference.tier.as_deref().unwrap_or("")));
+        stage.note_reference(reference.trace_id.0, rank);
     }
 }
 
@@ -861,16 +877,7 @@ pub(crate) fn stage_content(
     stage: &mut ContentStage<'_>,
 ) -> Result<()> {
     if batch.blobs.is_empty() {
-        for reference in &batch.refs {
-            let names_blob = reference
-                .pieces
-                .iter()
-                .flatten()
-                .any(|piece| matches!(piece, ContentPiece::Blob(_)));
-            if names_blob {
-                stage.note_reference(reference.trace_id.0, None);
-            }
-        }
+        note_references(stage, &batch.refs, &HashSet::new());
         return Ok(());
     }
     let refs_in = with_trace_tiers(txn, &batch.refs, rows, policy)?;
@@ -903,14 +910,7 @@ fn stage_blobs(
         }
     }
     let in_batch: HashSet<&ContentHash> = batch.blobs.iter().map(|(hash, _)| hash).collect();
-    for reference in refs_in {
-        let all_staged = reference.pieces.iter().flatten().all(|piece| match piece {
-            ContentPiece::Blob(hash) => in_batch.contains(hash),
-            _ => true,
-        });
-        let rank = all_staged.then(|| policy.rank(reference.tier.as_deref().unwrap_or("")));
-        stage.note_reference(reference.trace_id.0, rank);
-    }
+    note_references(stage, refs_in, &in_batch);
     let index = txn
         .open_table(CONTENT_INDEX)
         .map_err(store_error("open content index"))?;
